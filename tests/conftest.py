@@ -1,0 +1,33 @@
+"""Shared fixtures: root filesystems built once per session, copied per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers.rootfs import build_bash_rootfs, build_busybox_rootfs, busybox_available, copy_rootfs
+
+
+@pytest.fixture(scope="session")
+def busybox_template(tmp_path_factory) -> Path:
+    if not busybox_available():
+        pytest.fail("busybox-static is required (apt-get install busybox-static)")
+    return build_busybox_rootfs(tmp_path_factory.mktemp("tpl") / "busybox")
+
+
+@pytest.fixture(scope="session")
+def bash_template(tmp_path_factory) -> Path:
+    return build_bash_rootfs(tmp_path_factory.mktemp("tpl") / "bash")
+
+
+@pytest.fixture
+def busybox_rootfs(busybox_template, tmp_path) -> Path:
+    """A private, writable busybox root filesystem."""
+    return copy_rootfs(busybox_template, tmp_path / "rootfs")
+
+
+@pytest.fixture
+def bash_rootfs(bash_template, tmp_path) -> Path:
+    """A private, writable root filesystem with a dynamically linked bash."""
+    return copy_rootfs(bash_template, tmp_path / "rootfs")
