@@ -13,6 +13,7 @@ _PIECES = {
     "runtime": ("dockyard.runtime.cli", "main"),
     "daemon": ("dockyard.daemon.main", "main"),
     "registry": ("dockyard.registry.cli", "main"),
+    "supervisor": ("dockyard.supervisor.server", "main"),
 }
 
 

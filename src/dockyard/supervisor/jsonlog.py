@@ -1,0 +1,232 @@
+"""Container logs in Docker's json-file format, with rotation on by default.
+
+Each line a container writes becomes ``{"log": "...\\n", "stream": "stdout",
+"time": "<RFC3339Nano>"}``. When the current file passes ``max_size`` it is
+rotated (``x-json.log`` -> ``x-json.log.1`` -> ...), keeping ``max_file`` files
+in all, so a chatty container can never fill the disk. The writer lives in the
+supervisor; readers (the daemon's logs endpoint) read the files directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+DEFAULT_MAX_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_FILE = 3
+# Docker splits lines longer than this into partial messages.
+MAX_LINE = 16 * 1024
+
+
+def rfc3339nano(ns: int) -> str:
+    secs, frac = divmod(ns, 1_000_000_000)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if frac:
+        return f"{base}.{frac:09d}".rstrip("0") + "Z"
+    return base + "Z"
+
+
+def parse_rfc3339nano(s: str) -> int:
+    """Inverse of :func:`rfc3339nano` (UTC 'Z' or numeric offsets), in nanoseconds."""
+    import calendar
+
+    s = s.strip()
+    offset = 0
+    if s.endswith("Z"):
+        s = s[:-1]
+    elif len(s) > 6 and s[-6] in "+-" and s[-3] == ":":
+        sign = 1 if s[-6] == "+" else -1
+        offset = sign * (int(s[-5:-3]) * 3600 + int(s[-2:]) * 60)
+        s = s[:-6]
+    frac_ns = 0
+    if "." in s:
+        s, frac = s.split(".", 1)
+        frac_ns = int((frac + "000000000")[:9])
+    secs = calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%S")) - offset
+    return secs * 1_000_000_000 + frac_ns
+
+
+def parse_size(value: str | int) -> int:
+    """Docker's size strings for log options: ``10m``, ``1g``, ``512k``, ``100``."""
+    if isinstance(value, int):
+        return value
+    v = value.strip().lower().rstrip("b")
+    mult = 1
+    for suffix, m in (("k", 1024), ("m", 1024**2), ("g", 1024**3)):
+        if v.endswith(suffix):
+            v, mult = v[:-1], m
+            break
+    try:
+        n = int(float(v) * mult)
+    except ValueError:
+        raise ValueError(f"invalid size: '{value}'") from None
+    if n <= 0:
+        raise ValueError(f"invalid size: '{value}'")
+    return n
+
+
+class JSONLogWriter:
+    """Appends log entries to ``path``, rotating by size."""
+
+    def __init__(self, path: str, max_size: int = DEFAULT_MAX_SIZE,
+                 max_file: int = DEFAULT_MAX_FILE) -> None:
+        self.path = path
+        self.max_size = max_size
+        self.max_file = max(1, max_file)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._size = os.fstat(self._fd).st_size
+        self._partial: dict[str, bytes] = {}
+
+    def write(self, stream: str, data: bytes, now_ns: int | None = None) -> None:
+        """Record bytes a container wrote; complete lines become entries at once."""
+        buf = self._partial.pop(stream, b"") + data
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        out = []
+        while buf:
+            nl = buf.find(b"\n")
+            if nl < 0 or nl >= MAX_LINE:
+                if len(buf) < MAX_LINE:
+                    self._partial[stream] = buf
+                    break
+                piece, buf = buf[:MAX_LINE], buf[MAX_LINE:]
+            else:
+                piece, buf = buf[: nl + 1], buf[nl + 1:]
+            out.append(self._entry(stream, piece, now_ns))
+        if out:
+            self._append(b"".join(out))
+
+    def flush_partial(self) -> None:
+        """Write any unterminated line (the container closed its stream)."""
+        now_ns = time.time_ns()
+        entries = [self._entry(s, b, now_ns) for s, b in self._partial.items() if b]
+        self._partial.clear()
+        if entries:
+            self._append(b"".join(entries))
+
+    @staticmethod
+    def _entry(stream: str, piece: bytes, now_ns: int) -> bytes:
+        return json.dumps({"log": piece.decode("utf-8", "replace"), "stream": stream,
+                           "time": rfc3339nano(now_ns)}, separators=(",", ":")).encode() + b"\n"
+
+    def _append(self, data: bytes) -> None:
+        if self._size and self._size + len(data) > self.max_size:
+            self._rotate()
+        os.write(self._fd, data)
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        if self.max_file == 1:
+            os.truncate(self.path, 0)
+        else:
+            for i in range(self.max_file - 1, 0, -1):
+                src = self.path if i == 1 else f"{self.path}.{i - 1}"
+                if os.path.exists(src):
+                    os.replace(src, f"{self.path}.{i}")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._size = 0
+
+    def close(self) -> None:
+        self.flush_partial()
+        os.close(self._fd)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    stream: str
+    data: bytes
+    time_ns: int
+    time: str
+
+
+def log_files(path: str) -> list[str]:
+    """The files of one log, oldest first."""
+    rotated = []
+    i = 1
+    while os.path.exists(f"{path}.{i}"):
+        rotated.append(f"{path}.{i}")
+        i += 1
+    return list(reversed(rotated)) + ([path] if os.path.exists(path) else [])
+
+
+def _parse_line(line: bytes) -> LogEntry | None:
+    try:
+        obj = json.loads(line)
+        t = obj["time"]
+        return LogEntry(obj.get("stream", "stdout"), obj["log"].encode(), parse_rfc3339nano(t), t)
+    except (ValueError, KeyError, TypeError):
+        return None  # a torn last line while the writer is mid-write
+
+
+def read_entries(path: str, since_ns: int = 0, until_ns: int = 0,
+                 tail: int = -1) -> list[LogEntry]:
+    """All entries (or the last ``tail``) within [since, until]."""
+    entries: list[LogEntry] = []
+    for f in log_files(path):
+        with open(f, "rb") as fh:
+            for line in fh:
+                e = _parse_line(line)
+                if e is None:
+                    continue
+                if since_ns and e.time_ns < since_ns:
+                    continue
+                if until_ns and e.time_ns > until_ns:
+                    continue
+                entries.append(e)
+    if tail >= 0:
+        entries = entries[-tail:] if tail else []
+    return entries
+
+
+class LogFollower:
+    """Yields entries appended to the current file after construction, across rotations."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fh = None
+        self._ino = None
+        self._buf = b""
+        self._open(seek_end=True)
+
+    def _open(self, seek_end: bool) -> None:
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        if seek_end:
+            fh.seek(0, os.SEEK_END)
+        self._fh = fh
+        self._ino = os.fstat(fh.fileno()).st_ino
+
+    def poll(self) -> Iterator[LogEntry]:
+        if self._fh is None:
+            self._open(seek_end=False)
+            if self._fh is None:
+                return
+        while True:
+            chunk = self._fh.read()
+            if chunk:
+                self._buf += chunk
+                *lines, self._buf = self._buf.split(b"\n")
+                for line in lines:
+                    e = _parse_line(line)
+                    if e is not None:
+                        yield e
+                continue
+            # Rotated? Then the current file is a new inode: finish the old one, switch.
+            try:
+                ino = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                return
+            if ino == self._ino:
+                return
+            self._fh.close()
+            self._buf = b""
+            self._open(seek_end=False)
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()

@@ -1,0 +1,717 @@
+"""The supervisor process: parents container tasks, keeps their stdio, logs and exit codes.
+
+One asyncio loop, single-threaded. It is a child subreaper, so when the OCI
+runtime's ``create`` exits, the container's init is reparented to us and we
+collect its exit status. All reaping goes through one SIGCHLD handler: nothing
+else may call ``waitpid`` here (so no ``asyncio.subprocess``: children are
+started with ``os.posix_spawn``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import array
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from dockyard.supervisor import protocol
+from dockyard.supervisor.jsonlog import JSONLogWriter, rfc3339nano
+
+log = logging.getLogger("dockyard.supervisor")
+
+PR_SET_CHILD_SUBREAPER = 36
+DRAIN_TIMEOUT = 2.0
+
+
+class TaskError(Exception):
+    kind = "DockyardError"
+
+
+class NotFoundError(TaskError):
+    kind = "NotFound"
+
+
+class ConflictError(TaskError):
+    kind = "Conflict"
+
+
+def _set_subreaper() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+@dataclass
+class Attachment:
+    writer: asyncio.StreamWriter
+    stdout: bool
+    stderr: bool
+    stdin: bool
+    # An attached exec's reply must precede its output: hold output until then.
+    ready: bool = True
+    held: list = field(default_factory=list)
+
+    def send(self, data: bytes) -> None:
+        if self.ready:
+            self.writer.write(data)
+        else:
+            self.held.append(data)
+
+    def release(self) -> None:
+        self.ready = True
+        for data in self.held:
+            self.writer.write(data)
+        self.held.clear()
+
+
+@dataclass
+class Task:
+    id: str                      # container id, or exec id for exec tasks
+    container_id: str
+    kind: str                    # "container" | "exec"
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    pid: int = 0
+    status: str = "creating"     # creating, created, running, exited
+    exit_code: int | None = None
+    started_at: str = ""
+    finished_at: str = ""
+    log_path: str = ""
+    # live state, not persisted
+    stdin_fd: int | None = None
+    out_fds: dict = field(default_factory=dict)   # fd -> stream number
+    log: JSONLogWriter | None = None
+    attachments: list = field(default_factory=list)
+    exit_event: asyncio.Event = field(default_factory=asyncio.Event)
+    stdin_buf: bytearray = field(default_factory=bytearray)
+
+    def record(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "id", "container_id", "kind", "tty", "open_stdin", "stdin_once", "pid", "status",
+            "exit_code", "started_at", "finished_at", "log_path")}
+
+
+class Supervisor:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.tasks: dict[str, Task] = {}
+        self.by_pid: dict[int, Task] = {}
+        self.spawned: dict[int, asyncio.Future] = {}
+        self.orphans: dict[int, int] = {}
+        self.subscribers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.stopping = asyncio.Event()
+
+    # ---- persistence -------------------------------------------------------------
+    def _task_dir(self, task_id: str) -> str:
+        return os.path.join(self.root, "tasks", task_id)
+
+    def _save(self, task: Task) -> None:
+        d = self._task_dir(task.id)
+        os.makedirs(d, exist_ok=True)
+        tmp = os.path.join(d, "task.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(task.record(), f)
+        os.replace(tmp, os.path.join(d, "task.json"))
+
+    def _load(self) -> None:
+        tdir = os.path.join(self.root, "tasks")
+        if not os.path.isdir(tdir):
+            return
+        for name in os.listdir(tdir):
+            try:
+                with open(os.path.join(tdir, name, "task.json")) as f:
+                    rec = json.load(f)
+            except (OSError, ValueError):
+                continue
+            task = Task(**rec)
+            if task.status in ("running", "created") and not _pid_alive(task.pid):
+                # We restarted and lost the child: its status is gone with it.
+                task.status, task.exit_code = "exited", task.exit_code if task.exit_code is not None else 255
+                task.finished_at = task.finished_at or rfc3339nano(time.time_ns())
+            if task.status == "exited":
+                task.exit_event.set()
+            self.tasks[task.id] = task
+            if task.status != "exited":
+                self.by_pid[task.pid] = task
+
+    # ---- children ------------------------------------------------------------------
+    def _spawn(self, argv: list[str], stdio: tuple[int, int, int], cwd: str | None = None) -> int:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(stdio)]
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True)
+        return pid
+
+    async def _run(self, argv: list[str], stdio: tuple[int, int, int]) -> int:
+        pid = self._spawn(argv, stdio)
+        fut = asyncio.get_running_loop().create_future()
+        self.spawned[pid] = fut
+        if pid in self.orphans:  # reaped before we registered it
+            fut.set_result(self.orphans.pop(pid))
+        status = await fut
+        return _exit_code(status)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            fut = self.spawned.pop(pid, None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(status)
+                continue
+            task = self.by_pid.pop(pid, None)
+            if task is not None:
+                asyncio.get_running_loop().create_task(self._task_exited(task, _exit_code(status)))
+            else:
+                self.orphans[pid] = status
+
+    async def _task_exited(self, task: Task, code: int) -> None:
+        # Let the streams drain: the process may have written just before exiting.
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while task.out_fds and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for fd in list(task.out_fds):
+            self._close_out(task, fd)
+        if task.log:
+            task.log.close()
+            task.log = None
+        self._close_stdin(task)
+        task.status, task.exit_code = "exited", code
+        task.finished_at = rfc3339nano(time.time_ns())
+        self._save(task)
+        task.exit_event.set()  # attached clients' pumps close their connections
+        self._publish({"event": "exit", "id": task.id, "container_id": task.container_id,
+                       "kind": task.kind, "exit_code": code, "time": task.finished_at})
+
+    def _publish(self, msg: dict) -> None:
+        data = protocol.encode_message(msg)
+        for w in list(self.subscribers):
+            if w.is_closing():
+                self.subscribers.discard(w)
+            else:
+                w.write(data)
+
+    # ---- stdio ---------------------------------------------------------------------
+    def _watch_output(self, task: Task, fd: int, stream: int) -> None:
+        os.set_blocking(fd, False)
+        task.out_fds[fd] = stream
+        asyncio.get_running_loop().add_reader(fd, self._on_output, task, fd)
+
+    def _on_output(self, task: Task, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno != errno.EIO:  # EIO: pty whose slave side is gone
+                log.warning("read from task %s: %s", task.id, e)
+            data = b""
+        if not data:
+            self._close_out(task, fd)
+            return
+        stream = task.out_fds[fd]
+        if task.log is not None:
+            task.log.write("stderr" if stream == protocol.STDERR else "stdout", data)
+        for a in list(task.attachments):
+            want = a.stderr if stream == protocol.STDERR else a.stdout
+            if not want or a.writer.is_closing():
+                continue
+            a.send(data if task.tty else protocol.frame(stream, data))
+            if a.writer.transport.get_write_buffer_size() > 16 * 1024 * 1024:
+                a.writer.close()  # a client that does not read must not cost us memory
+
+    def _close_out(self, task: Task, fd: int) -> None:
+        if task.out_fds.pop(fd, None) is None:
+            return
+        asyncio.get_running_loop().remove_reader(fd)
+        if task.tty and fd == task.stdin_fd:
+            return  # the pty master is also stdin: closed with it
+        os.close(fd)
+
+    def _write_stdin(self, task: Task, data: bytes) -> None:
+        if task.stdin_fd is None:
+            return
+        task.stdin_buf += data
+        self._flush_stdin(task)
+
+    def _flush_stdin(self, task: Task) -> None:
+        loop = asyncio.get_running_loop()
+        fd = task.stdin_fd
+        if fd is None:
+            return
+        try:
+            while task.stdin_buf:
+                n = os.write(fd, task.stdin_buf)
+                del task.stdin_buf[:n]
+        except BlockingIOError:
+            loop.add_writer(fd, self._flush_stdin, task)
+            return
+        except OSError:
+            task.stdin_buf.clear()
+        loop.remove_writer(fd)
+        if getattr(task, "_close_after_flush", False):
+            self._close_stdin(task)
+
+    def _close_stdin(self, task: Task) -> None:
+        fd = task.stdin_fd
+        if fd is None:
+            return
+        if task.stdin_buf:
+            task._close_after_flush = True  # type: ignore[attr-defined]
+            return
+        asyncio.get_running_loop().remove_writer(fd)
+        task.stdin_fd = None
+        if task.tty:
+            if fd in task.out_fds:
+                return  # pty master still carries output; closed when it ends
+        os.close(fd)
+
+    # ---- operations ----------------------------------------------------------------
+    async def op_ping(self, msg: dict) -> dict:
+        return {"pid": os.getpid(), "tasks": len(self.tasks)}
+
+    async def op_list(self, msg: dict) -> dict:
+        return {"tasks": [t.record() for t in self.tasks.values()]}
+
+    async def op_get(self, msg: dict) -> dict:
+        return {"task": self._task(msg["id"]).record()}
+
+    def _task(self, task_id: str) -> Task:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise NotFoundError(f"no such task: {task_id}") from None
+
+    def _runtime_argv(self, msg: dict, *args: str) -> list[str]:
+        rt = msg.get("runtime") or "dockyard-runc"
+        path = rt if os.path.isabs(rt) else _which(rt)
+        argv = [path]
+        if msg.get("runtime_root"):
+            argv += ["--root", msg["runtime_root"]]
+        return argv + list(msg.get("runtime_args") or []) + list(args)
+
+    async def _start_process(self, task: Task, msg: dict, argv_tail: list[str]) -> None:
+        """Run ``runtime <argv_tail>`` with the task's stdio; fills task.pid."""
+        tdir = self._task_dir(task.id)
+        os.makedirs(tdir, exist_ok=True)
+        pid_file = os.path.join(tdir, "pid")
+        log_file = os.path.join(tdir, "runtime.log")
+        for p in (pid_file,):
+            if os.path.exists(p):
+                os.unlink(p)
+        to_close: list[int] = []
+        console_sock = None
+        extra: list[str] = ["--pid-file", pid_file]
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        to_close.append(devnull)
+        err_r, err_w = os.pipe()
+        try:
+            if task.tty:
+                console_path = os.path.join(tdir, "console.sock")
+                if os.path.exists(console_path):
+                    os.unlink(console_path)
+                console_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                console_sock.bind(console_path)
+                console_sock.listen(1)
+                console_sock.setblocking(False)
+                extra += ["--console-socket", console_path]
+                stdio = (devnull, devnull, err_w)
+            else:
+                if task.open_stdin:
+                    in_r, in_w = os.pipe()
+                    to_close.append(in_r)
+                    task.stdin_fd = in_w
+                    os.set_blocking(in_w, False)
+                else:
+                    in_r = devnull
+                out_r, out_w = os.pipe()
+                e_r, e_w = os.pipe()
+                to_close += [out_w, e_w]
+                self._watch_output(task, out_r, protocol.STDOUT)
+                self._watch_output(task, e_r, protocol.STDERR)
+                stdio = (in_r, out_w, e_w)
+            argv = self._runtime_argv(msg, "--log", log_file, "--log-format", "json")
+            argv += argv_tail[:1] + extra + argv_tail[1:]
+            runner = asyncio.ensure_future(self._run(argv, stdio))
+            master = None
+            if console_sock is not None:
+                master = await _receive_console(console_sock, runner)
+            code = await runner
+            if code != 0:
+                if master is not None:
+                    os.close(master)
+                raise TaskError(_runtime_error(log_file, err_r, argv_tail[0], code))
+            with open(pid_file) as f:
+                task.pid = int(f.read().strip())
+            if master is not None:
+                os.set_blocking(master, False)
+                task.stdin_fd = master
+                self._watch_output(task, master, protocol.STDOUT)
+        except BaseException:
+            for fd in list(task.out_fds):
+                self._close_out(task, fd)
+            if task.stdin_fd is not None:
+                os.close(task.stdin_fd)
+                task.stdin_fd = None
+            raise
+        finally:
+            for fd in to_close + [err_w, err_r]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if console_sock is not None:
+                console_sock.close()
+        self.by_pid[task.pid] = task
+        if task.pid in self.orphans:  # died before we knew its pid
+            self.by_pid.pop(task.pid)
+            asyncio.get_running_loop().create_task(
+                self._task_exited(task, _exit_code(self.orphans.pop(task.pid))))
+
+    async def op_create(self, msg: dict) -> dict:
+        cid = msg["id"]
+        old = self.tasks.get(cid)
+        if old is not None:
+            if old.status != "exited":
+                raise ConflictError(f"task {cid} already exists")
+            self._forget(old)
+        task = Task(id=cid, container_id=cid, kind="container", tty=bool(msg.get("tty")),
+                    open_stdin=bool(msg.get("open_stdin")), stdin_once=bool(msg.get("stdin_once")),
+                    log_path=msg.get("log_path") or "")
+        if task.log_path:
+            task.log = JSONLogWriter(task.log_path, int(msg.get("log_max_size") or 10 << 20),
+                                     int(msg.get("log_max_file") or 3))
+        self.tasks[cid] = task
+        try:
+            await self._start_process(task, msg, ["create", "--bundle", msg["bundle"], cid])
+        except BaseException:
+            if task.log:
+                task.log.close()
+            self.tasks.pop(cid, None)
+            raise
+        task.status = "created"
+        task._runtime_msg = {k: msg.get(k) for k in ("runtime", "runtime_root", "runtime_args")}  # type: ignore[attr-defined]
+        self._save(task)
+        return {"pid": task.pid}
+
+    async def op_start(self, msg: dict) -> dict:
+        task = self._task(msg["id"])
+        if task.status != "created":
+            raise ConflictError(f"task {task.id} is {task.status}, not created")
+        rt = dict(getattr(task, "_runtime_msg", {}) or {})
+        rt.update({k: msg[k] for k in ("runtime", "runtime_root", "runtime_args") if k in msg})
+        err_r, err_w = os.pipe()
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            code = await self._run(self._runtime_argv(rt, "start", task.id), (devnull, devnull, err_w))
+            os.close(err_w)
+            err_w = -1
+            if code != 0:
+                raise TaskError(_runtime_error(None, err_r, "start", code))
+        finally:
+            for fd in (err_r, err_w, devnull):
+                if fd >= 0:
+                    os.close(fd)
+        if task.status == "created":
+            task.status = "running"
+        task.started_at = rfc3339nano(time.time_ns())
+        self._save(task)
+        return {"pid": task.pid}
+
+    async def op_exec(self, msg: dict, writer: asyncio.StreamWriter | None = None) -> dict:
+        cid, eid = msg["container_id"], msg["id"]
+        parent = self._task(cid)
+        if parent.status != "running":
+            raise ConflictError(f"Container {cid} is not running")
+        task = Task(id=eid, container_id=cid, kind="exec", tty=bool(msg.get("tty")),
+                    open_stdin=bool(msg.get("open_stdin")), stdin_once=True)
+        self.tasks[eid] = task
+        tdir = self._task_dir(eid)
+        os.makedirs(tdir, exist_ok=True)
+        proc_file = os.path.join(tdir, "process.json")
+        with open(proc_file, "w") as f:
+            json.dump(msg["process"], f)
+        if writer is not None and msg.get("attach"):
+            task.attachments.append(Attachment(writer, msg.get("stdout", True),
+                                               msg.get("stderr", True), msg.get("stdin", False),
+                                               ready=False))
+        try:
+            await self._start_process(task, msg, ["exec", "--process", proc_file, "--detach", cid])
+        except BaseException:
+            self.tasks.pop(eid, None)
+            raise
+        task.status = "running"
+        task.started_at = rfc3339nano(time.time_ns())
+        self._save(task)
+        return {"pid": task.pid}
+
+    async def op_resize(self, msg: dict) -> dict:
+        task = self._task(msg["id"])
+        if not task.tty or task.stdin_fd is None:
+            return {}
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(task.stdin_fd, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", int(msg["height"]), int(msg["width"]), 0, 0))
+        return {}
+
+    async def op_wait(self, msg: dict) -> dict:
+        task = self._task(msg["id"])
+        await task.exit_event.wait()
+        return {"exit_code": task.exit_code, "finished_at": task.finished_at}
+
+    async def op_close_stdin(self, msg: dict) -> dict:
+        self._close_stdin(self._task(msg["id"]))
+        return {}
+
+    async def op_forget(self, msg: dict) -> dict:
+        task = self.tasks.get(msg["id"])
+        if task is None:
+            return {}
+        if task.status != "exited" and _pid_alive(task.pid):
+            raise ConflictError(f"task {task.id} is still running")
+        self._forget(task)
+        return {}
+
+    def _forget(self, task: Task) -> None:
+        self.tasks.pop(task.id, None)
+        self.by_pid.pop(task.pid, None)
+        for fd in list(task.out_fds):
+            self._close_out(task, fd)
+        self._close_stdin(task)
+        if task.log:
+            task.log.close()
+        import shutil
+
+        shutil.rmtree(self._task_dir(task.id), ignore_errors=True)
+        for t in [t for t in self.tasks.values() if t.container_id == task.id]:
+            self._forget(t)
+
+    async def op_shutdown(self, msg: dict) -> dict:
+        self.stopping.set()
+        return {}
+
+    # ---- connections ---------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = protocol.LineDecoder()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for msg in decoder.feed(data):
+                    op = msg.get("op")
+                    if op == "attach":
+                        await self._attach(msg, reader, writer, decoder.rest())
+                        return
+                    if op == "subscribe":
+                        self.subscribers.add(writer)
+                        writer.write(protocol.encode_message({"ok": True, "seq": msg.get("seq")}))
+                        continue
+                    if op == "exec" and msg.get("attach"):
+                        await self._exec_attached(msg, reader, writer, decoder.rest())
+                        return
+                    asyncio.get_running_loop().create_task(self._answer(msg, writer))
+        except (protocol.ProtocolError, ConnectionError) as e:
+            log.info("control connection closed: %s", e)
+        finally:
+            self.subscribers.discard(writer)
+            writer.close()
+
+    async def _answer(self, msg: dict, writer: asyncio.StreamWriter) -> None:
+        seq = msg.get("seq")
+        handler = getattr(self, f"op_{msg.get('op')}", None)
+        try:
+            if handler is None:
+                raise TaskError(f"unknown operation {msg.get('op')!r}")
+            reply = {"ok": True, "seq": seq, **(await handler(msg))}
+        except TaskError as e:
+            reply = {"ok": False, "seq": seq, "error": str(e), "kind": e.kind}
+        except (KeyError, ValueError, TypeError) as e:
+            reply = {"ok": False, "seq": seq, "error": f"bad request: {e}", "kind": "InvalidParameter"}
+        except OSError as e:
+            reply = {"ok": False, "seq": seq, "error": str(e), "kind": "DockyardError"}
+        if not writer.is_closing():
+            writer.write(protocol.encode_message(reply))
+
+    async def _attach(self, msg: dict, reader, writer, early: bytes) -> None:
+        try:
+            task = self._task(msg["id"])
+        except TaskError as e:
+            writer.write(protocol.encode_message({"ok": False, "error": str(e), "kind": e.kind}))
+            await writer.drain()
+            writer.close()
+            return
+        a = Attachment(writer, bool(msg.get("stdout")), bool(msg.get("stderr")), bool(msg.get("stdin")))
+        writer.write(protocol.encode_message({"ok": True, "tty": task.tty, "status": task.status}))
+        if task.status == "exited":
+            await writer.drain()
+            writer.close()
+            return
+        task.attachments.append(a)
+        await self._pump_stdin(task, a, reader, early)
+
+    async def _exec_attached(self, msg: dict, reader, writer, early: bytes) -> None:
+        try:
+            reply = await self.op_exec(msg, writer)
+            writer.write(protocol.encode_message({"ok": True, **reply}))
+            self.tasks[msg["id"]].attachments and self.tasks[msg["id"]].attachments[0].release()
+        except TaskError as e:
+            writer.write(protocol.encode_message({"ok": False, "error": str(e), "kind": e.kind}))
+            writer.close()
+            return
+        task = self.tasks[msg["id"]]
+        await self._pump_stdin(task, task.attachments[0], reader, early)
+
+    async def _pump_stdin(self, task: Task, a: Attachment, reader, early: bytes) -> None:
+        """Copy the client's bytes into the task's stdin; end when the task ends."""
+
+        async def copy() -> None:
+            try:
+                if early and a.stdin:
+                    self._write_stdin(task, early)
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    if a.stdin:
+                        self._write_stdin(task, data)
+            except ConnectionError:
+                pass
+            if a.stdin and task.stdin_once and not task.tty:
+                self._close_stdin(task)
+
+        copier = asyncio.ensure_future(copy())
+        exited = asyncio.ensure_future(task.exit_event.wait())
+        await asyncio.wait({copier, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if copier.done() and not exited.done():
+            # The client half-closed; keep sending output until the task ends or it goes.
+            await exited
+        copier.cancel()
+        exited.cancel()
+        if a in task.attachments:
+            task.attachments.remove(a)
+        if a.writer.can_write_eof() and not a.writer.is_closing():
+            await a.writer.drain()
+        a.writer.close()
+
+    async def serve(self, sock_path: str) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        _set_subreaper()
+        self._load()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        if os.path.exists(sock_path):
+            os.unlink(sock_path)
+        self.server = await asyncio.start_unix_server(self.handle, sock_path)
+        os.chmod(sock_path, 0o600)
+        self._reap()
+        await self.stopping.wait()
+        self.server.close()
+        for t in self.tasks.values():
+            if t.log:
+                t.log.flush_partial()
+
+
+def writer_closed(w: asyncio.StreamWriter) -> bool:
+    return w.is_closing()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _which(name: str) -> str:
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        raise TaskError(f"runtime {name!r} not found in PATH")
+    return path
+
+
+async def _receive_console(sock: socket.socket, runner: asyncio.Future) -> int | None:
+    """Accept the runtime's connection on the console socket and take the pty master."""
+    loop = asyncio.get_running_loop()
+    accept = asyncio.ensure_future(loop.sock_accept(sock))
+    done, _ = await asyncio.wait({accept, runner}, return_when=asyncio.FIRST_COMPLETED)
+    if accept not in done:
+        accept.cancel()
+        return None
+    conn, _ = accept.result()
+    with conn:
+        conn.setblocking(True)
+        fds = array.array("i")
+        msg, anc, _flags, _addr = await loop.run_in_executor(
+            None, conn.recvmsg, 4096, socket.CMSG_SPACE(fds.itemsize))
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    if not fds:
+        return None
+    return fds[0]
+
+
+def _runtime_error(log_file: str | None, err_r: int, step: str, code: int) -> str:
+    """The runtime's own words for a failure: its JSON log's last error, else its stderr."""
+    msg = ""
+    if log_file and os.path.exists(log_file):
+        with open(log_file, errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("level") in ("error", "fatal"):
+                    msg = entry.get("msg", "")
+    if not msg:
+        os.set_blocking(err_r, False)
+        try:
+            msg = os.read(err_r, 65536).decode(errors="replace").strip()
+        except OSError:
+            msg = ""
+    return f"OCI runtime {step} failed: {msg or f'exit status {code}'}"
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="dockyard supervisor")
+    p.add_argument("--root", required=True)
+    p.add_argument("--socket")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s supervisor %(levelname)s %(message)s")
+    sup = Supervisor(args.root)
+    asyncio.run(sup.serve(args.socket or os.path.join(args.root, "supervisor.sock")))
+    return 0
