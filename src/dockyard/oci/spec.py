@@ -1,0 +1,464 @@
+"""A container's Docker configuration -> an OCI runtime spec, with Docker's defaults.
+
+Pure: plain dicts in (the API's Config and HostConfig, the image config, paths the
+daemon prepared), a config.json dict out. Docker's security defaults live here:
+the capability set, masked and read-only paths, the device allowlist, the
+mounts every container gets, and the default seccomp profile.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+ALL_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+
+MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+# Devices every container may use (the device cgroup denies the rest).
+DEFAULT_DEVICE_RULES = [
+    {"allow": False, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"},   # zero
+    {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},   # null
+    {"allow": True, "type": "c", "major": 1, "minor": 9, "access": "rwm"},   # urandom
+    {"allow": True, "type": "c", "major": 1, "minor": 8, "access": "rwm"},   # random
+    {"allow": True, "type": "c", "major": 5, "minor": 0, "access": "rwm"},   # tty
+    {"allow": True, "type": "c", "major": 5, "minor": 1, "access": "rwm"},   # console
+    {"allow": True, "type": "c", "major": 1, "minor": 7, "access": "rwm"},   # full
+    {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},   # ptmx
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},             # pts
+    {"allow": False, "type": "c", "major": 10, "minor": 229, "access": "rwm"},  # fuse
+]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_RLIMITS = {"core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
+            "nproc", "rss", "rtprio", "rttime", "sigpending", "stack", "as"}
+
+
+class SpecError(ValueError):
+    """The container's configuration cannot be turned into a spec (a user error)."""
+
+
+def normalize_cap(name: str) -> str:
+    n = name.strip().upper()
+    if n == "ALL":
+        return n
+    if not n.startswith("CAP_"):
+        n = "CAP_" + n
+    if n not in ALL_CAPS:
+        raise SpecError(f"unknown capability: \"{name}\"")
+    return n
+
+
+def capabilities(cap_add: list[str] | None, cap_drop: list[str] | None,
+                 privileged: bool) -> list[str]:
+    """Docker's rule: start from the defaults (or all), add, then drop; ALL works both ways."""
+    if privileged:
+        return list(ALL_CAPS)
+    adds = [normalize_cap(c) for c in cap_add or []]
+    drops = [normalize_cap(c) for c in cap_drop or []]
+    caps = list(ALL_CAPS) if "ALL" in adds else list(DEFAULT_CAPS)
+    caps += [c for c in adds if c != "ALL" and c not in caps]
+    if "ALL" in drops:
+        return [c for c in caps if c in adds and c != "ALL"]
+    return [c for c in caps if c not in drops]
+
+
+def merge_env(image_env: list[str] | None, env: list[str] | None, hostname: str,
+              tty: bool) -> list[str]:
+    out: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if tty:
+        out["TERM"] = "xterm"
+    for item in list(image_env or []) + list(env or []):
+        key, sep, value = item.partition("=")
+        if not key:
+            raise SpecError(f"invalid environment variable: {item}")
+        if sep:
+            out[key] = value
+        elif key in os.environ:  # `-e NAME` takes the client's value; the CLI resolves it
+            out[key] = os.environ[key]
+    order = ["PATH", "HOSTNAME"] + [k for k in out if k not in ("PATH", "HOSTNAME")]
+    return [f"{k}={out[k]}" for k in order]
+
+
+def command(config: dict, image_config: dict) -> list[str]:
+    """Entrypoint + Cmd, where the container's Entrypoint resets the image's Cmd."""
+    entry = config.get("Entrypoint")
+    cmd = config.get("Cmd")
+    if entry is None:
+        entry = image_config.get("Entrypoint") or []
+        if not cmd:
+            cmd = image_config.get("Cmd") or []
+    elif not cmd:
+        cmd = []
+    if isinstance(entry, str):
+        entry = [entry]
+    if isinstance(cmd, str):
+        cmd = [cmd]
+    args = list(entry) + list(cmd)
+    if not args:
+        raise SpecError("no command specified")
+    return args
+
+
+def _passwd_lookup(rootfs: str, fname: str, key: str, by_name: bool) -> list[str] | None:
+    try:
+        with open(os.path.join(rootfs, "etc", fname), errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) < 4:
+                    continue
+                if (parts[0] if by_name else parts[2]) == key:
+                    return parts
+    except OSError:
+        return None
+    return None
+
+
+def resolve_user(user: str, rootfs: str, group_add: list[str] | None = None) -> dict:
+    """``user[:group]`` by name or id, against the container's own /etc/passwd and /etc/group."""
+    user = user or ""
+    name, _, group = user.partition(":")
+    uid, gid = 0, 0
+    if name:
+        if name.isdigit():
+            uid = int(name)
+            entry = _passwd_lookup(rootfs, "passwd", name, by_name=False)
+            gid = int(entry[3]) if entry else 0
+        else:
+            entry = _passwd_lookup(rootfs, "passwd", name, by_name=True)
+            if entry is None:
+                raise SpecError(f"unable to find user {name}: no matching entries in passwd file")
+            uid, gid = int(entry[2]), int(entry[3])
+    if group:
+        gid = _group_id(group, rootfs)
+    additional = [_group_id(g, rootfs) for g in group_add or []]
+    username = name
+    if name.isdigit():
+        entry = _passwd_lookup(rootfs, "passwd", name, by_name=False)
+        username = entry[0] if entry else ""
+    if username:
+        additional += _member_groups(username, rootfs, exclude=gid)
+    out: dict = {"uid": uid, "gid": gid}
+    if additional:
+        out["additionalGids"] = sorted(set(additional))
+    return out
+
+
+def _group_id(group: str, rootfs: str) -> int:
+    if group.isdigit():
+        return int(group)
+    entry = _passwd_lookup(rootfs, "group", group, by_name=True)
+    if entry is None:
+        raise SpecError(f"unable to find group {group}: no matching entries in group file")
+    return int(entry[2])
+
+
+def _member_groups(user: str, rootfs: str, exclude: int) -> list[int]:
+    out = []
+    try:
+        with open(os.path.join(rootfs, "etc", "group"), errors="replace") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 4 and user in parts[3].split(",") and parts[2].isdigit():
+                    if int(parts[2]) != exclude:
+                        out.append(int(parts[2]))
+    except OSError:
+        pass
+    return out
+
+
+def parse_signal(sig: str | int | None, default: str = "SIGTERM") -> int:
+    if sig is None or sig == "":
+        sig = default
+    if isinstance(sig, int) or str(sig).isdigit():
+        n = int(sig)
+        if n <= 0 or n > 64:
+            raise SpecError(f"invalid signal: {sig}")
+        return n
+    name = str(sig).upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(getattr(_signal, name))
+    except AttributeError:
+        raise SpecError(f"invalid signal: {sig}") from None
+
+
+def _default_mounts(shm_size: int) -> list[dict]:
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["ro", "nosuid", "noexec", "nodev"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size}"]},
+    ]
+
+
+def parse_bind(spec: str) -> dict:
+    """``-v /host:/ctr[:ro|rw|z|Z|...]`` -> an OCI bind mount (named volumes are the daemon's job)."""
+    parts = spec.split(":")
+    if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
+        raise SpecError(f"invalid volume specification: '{spec}'")
+    src, dst = parts[0], parts[1]
+    mode = parts[2].split(",") if len(parts) == 3 else []
+    if not dst.startswith("/"):
+        raise SpecError(f"invalid volume specification: '{spec}': invalid mount config for type "
+                        f"\"bind\": invalid mount path: '{dst}' mount path must be absolute")
+    if dst == "/":
+        raise SpecError(f"invalid volume specification: '{spec}': invalid mount config for type "
+                        f"\"bind\": invalid specification: destination can't be '/'")
+    opts = ["rbind"]
+    known = {"ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private",
+             "rprivate", "nocopy", "consistent", "cached", "delegated"}
+    for m in mode:
+        if m not in known:
+            raise SpecError(f"invalid volume specification: '{spec}': invalid mode: {m}")
+    opts.append("ro" if "ro" in mode else "rw")
+    prop = next((m for m in mode if m.endswith(("shared", "slave", "private"))), "rprivate")
+    opts.append(prop)
+    return {"destination": os.path.normpath(dst), "type": "bind", "source": src, "options": opts}
+
+
+def parse_tmpfs(dest: str, options: str) -> dict:
+    if not dest.startswith("/"):
+        raise SpecError(f"invalid mount path: '{dest}' mount path must be absolute")
+    opts = ["nosuid", "nodev", "noexec"]
+    for o in filter(None, (options or "").split(",")):
+        if o in ("exec", "suid", "dev"):
+            opts.remove("no" + o)
+        elif o not in opts:
+            opts.append(o)
+    return {"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": opts}
+
+
+def resources(host: dict) -> dict:
+    res: dict = {"devices": [dict(r) for r in DEFAULT_DEVICE_RULES]}
+    mem: dict = {}
+    if host.get("Memory"):
+        if host["Memory"] < 6 * 1024 * 1024:
+            raise SpecError("Minimum memory limit allowed is 6MB")
+        mem["limit"] = int(host["Memory"])
+    if host.get("MemoryReservation"):
+        mem["reservation"] = int(host["MemoryReservation"])
+    swap = host.get("MemorySwap")
+    if swap and swap > 0:
+        if not host.get("Memory"):
+            raise SpecError("You should always set the Memory limit when using Memoryswap limit, "
+                            "see usage.")
+        if swap < host["Memory"]:
+            raise SpecError("Minimum memoryswap limit should be larger than memory limit, "
+                            "see usage.")
+        mem["swap"] = int(swap)
+    elif swap == -1:
+        mem["swap"] = -1
+    if host.get("OomKillDisable"):
+        mem["disableOOMKiller"] = True
+    if mem:
+        res["memory"] = mem
+    cpu: dict = {}
+    if host.get("CpuShares"):
+        cpu["shares"] = int(host["CpuShares"])
+    if host.get("NanoCpus"):
+        if host.get("CpuQuota") or host.get("CpuPeriod"):
+            raise SpecError("Conflicting options: Nano CPUs and CPU Period/Quota cannot both be set")
+        ncpu = os.cpu_count() or 1
+        if host["NanoCpus"] > ncpu * 1_000_000_000:
+            raise SpecError(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} "
+                            f"CPUs available")
+        cpu["period"] = 100000
+        cpu["quota"] = int(host["NanoCpus"] * 100000 // 1_000_000_000)
+    if host.get("CpuQuota"):
+        cpu["quota"] = int(host["CpuQuota"])
+    if host.get("CpuPeriod"):
+        cpu["period"] = int(host["CpuPeriod"])
+    if host.get("CpusetCpus"):
+        cpu["cpus"] = host["CpusetCpus"]
+    if host.get("CpusetMems"):
+        cpu["mems"] = host["CpusetMems"]
+    if cpu:
+        res["cpu"] = cpu
+    if host.get("PidsLimit") and host["PidsLimit"] > 0:
+        res["pids"] = {"limit": int(host["PidsLimit"])}
+    if host.get("BlkioWeight"):
+        res["blockIO"] = {"weight": int(host["BlkioWeight"])}
+    return res
+
+
+def build_spec(*, container_id: str, config: dict, host_config: dict, image_config: dict,
+               rootfs: str, hostname: str, etc_files: dict[str, str] | None = None,
+               netns: str | None = None, seccomp: dict | None = None,
+               cgroup_parent: str = "/dockyard") -> dict:
+    """The OCI runtime spec for a container.
+
+    ``etc_files`` maps /etc/hosts, /etc/hostname, /etc/resolv.conf to host files to bind.
+    ``netns``: path of the network namespace to join; ``"host"`` shares the host's;
+    None creates a fresh one (loopback only).
+    ``seccomp``: the profile to apply (None = unconfined).
+    """
+    host = host_config or {}
+    privileged = bool(host.get("Privileged"))
+    tty = bool(config.get("Tty"))
+    caps = capabilities(host.get("CapAdd"), host.get("CapDrop"), privileged)
+    sec_opts = host.get("SecurityOpt") or []
+    no_new_privs = False
+    for opt in sec_opts:
+        key, _, val = opt.replace("=", ":", 1).partition(":")
+        if key == "no-new-privileges":
+            no_new_privs = val in ("", "true")
+        elif key == "seccomp":
+            if val == "unconfined":
+                seccomp = None
+        elif key in ("apparmor", "label", "systempaths"):
+            pass
+        else:
+            raise SpecError(f"invalid --security-opt: {opt!r}")
+    rlimits: list[dict] = []  # unset limits are inherited from the daemon, as with dockerd
+    for ul in host.get("Ulimits") or []:
+        name = ul.get("Name", "")
+        if name not in _RLIMITS:
+            raise SpecError(f"invalid ulimit type: {name}")
+        rlimits = [r for r in rlimits if r["type"] != f"RLIMIT_{name.upper()}"]
+        rlimits.append({"type": f"RLIMIT_{name.upper()}", "hard": int(ul["Hard"]),
+                        "soft": int(ul["Soft"])})
+    process = {
+        "terminal": tty,
+        "user": resolve_user(config.get("User") or image_config.get("User") or "", rootfs,
+                             host.get("GroupAdd")),
+        "args": command(config, image_config),
+        "env": merge_env(image_config.get("Env"), config.get("Env"), hostname, tty),
+        "cwd": config.get("WorkingDir") or image_config.get("WorkingDir") or "/",
+        "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
+        "rlimits": rlimits,
+        "noNewPrivileges": no_new_privs,
+    }
+    if not process["cwd"].startswith("/"):
+        raise SpecError(f"the working directory '{process['cwd']}' is invalid, "
+                        f"it needs to be an absolute path")
+    if host.get("OomScoreAdj"):
+        process["oomScoreAdj"] = int(host["OomScoreAdj"])
+    if tty and config.get("ConsoleSize"):
+        h, w = config["ConsoleSize"]
+        if h and w:
+            process["consoleSize"] = {"height": int(h), "width": int(w)}
+
+    mounts = _default_mounts(int(host.get("ShmSize") or 64 * 1024 * 1024))
+    if privileged:
+        for m in mounts:
+            if m["destination"] in ("/sys", "/sys/fs/cgroup"):
+                m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
+    for dest, src in (etc_files or {}).items():
+        mounts.append({"destination": dest, "type": "bind", "source": src,
+                       "options": ["rbind", "rprivate"]})
+    user_mounts = [parse_bind(b) for b in host.get("Binds") or []]
+    for dest, opts in (host.get("Tmpfs") or {}).items():
+        user_mounts.append(parse_tmpfs(dest, opts))
+    seen = set()
+    for m in user_mounts:
+        if m["destination"] in seen:
+            raise SpecError(f"Duplicate mount point: {m['destination']}")
+        seen.add(m["destination"])
+    # A user mount over a default one replaces it.
+    mounts = [m for m in mounts if m["destination"] not in seen] + user_mounts
+
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if netns == "host":
+        pass
+    elif netns:
+        namespaces.append({"type": "network", "path": netns})
+    else:
+        namespaces.append({"type": "network"})
+    if host.get("PidMode") == "host":
+        namespaces = [n for n in namespaces if n["type"] != "pid"]
+    if host.get("IpcMode") == "host":
+        namespaces = [n for n in namespaces if n["type"] != "ipc"]
+    if host.get("UTSMode") == "host":
+        namespaces = [n for n in namespaces if n["type"] != "uts"]
+
+    linux: dict = {
+        "namespaces": namespaces,
+        "resources": resources(host),
+        "cgroupsPath": f"{cgroup_parent.rstrip('/')}/{container_id}",
+        "sysctl": dict(host.get("Sysctls") or {}),
+    }
+    if privileged:
+        linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
+    else:
+        linux["maskedPaths"] = list(MASKED_PATHS)
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+        if seccomp is not None:
+            linux["seccomp"] = seccomp
+    devices = []
+    for dev in host.get("Devices") or []:
+        devices.append(_device(dev))
+    if devices:
+        linux["devices"] = [d for d, _ in devices]
+        linux["resources"]["devices"] += [r for _, r in devices]
+
+    spec = {
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": rootfs, "readonly": bool(host.get("ReadonlyRootfs"))},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": linux,
+    }
+    if host.get("Init"):
+        spec["process"]["args"] = ["/sbin/docker-init", "--"] + spec["process"]["args"]
+    return spec
+
+
+def _device(dev: dict) -> tuple[dict, dict]:
+    path = dev.get("PathOnHost", "")
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise SpecError(f"error gathering device information while adding custom device "
+                        f"\"{path}\": no such file or directory") from None
+    import stat
+
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        raise SpecError(f"error gathering device information while adding custom device "
+                        f"\"{path}\": not a device node")
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    access = dev.get("CgroupPermissions") or "rwm"
+    node = {"path": dev.get("PathInContainer") or path, "type": kind, "major": major,
+            "minor": minor, "fileMode": stat.S_IMODE(st.st_mode), "uid": 0, "gid": 0}
+    rule = {"allow": True, "type": kind, "major": major, "minor": minor, "access": access}
+    return node, rule
