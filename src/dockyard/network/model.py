@@ -1,0 +1,230 @@
+"""Networks and endpoints as plain data, with Docker's inspect shapes.
+
+These are what the manager persists (``to_dict``/``from_dict``) and what the
+apply layers (bridge, firewall, DNS) are planned from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DRIVERS = ("bridge", "host", "none")
+PROTOS = ("tcp", "udp")
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def mac_from_ip(ip: str) -> str:
+    """Docker's classic MAC: 02:42 followed by the four IPv4 bytes."""
+    b = ipaddress.IPv4Address(ip).packed
+    return "02:42:" + ":".join(f"{x:02x}" for x in b)
+
+
+@dataclass
+class PortBinding:
+    """One published port: host (ip, port) -> container port/proto."""
+
+    container_port: int
+    proto: str = "tcp"
+    host_ip: str = ""  # "" means all addresses (0.0.0.0)
+    host_port: int = 0  # 0 means "pick one from the ephemeral range"
+
+    def key(self) -> str:
+        return f"{self.container_port}/{self.proto}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PortBinding":
+        return cls(
+            container_port=int(d["container_port"]),
+            proto=d.get("proto", "tcp"),
+            host_ip=d.get("host_ip", ""),
+            host_port=int(d.get("host_port", 0)),
+        )
+
+
+def parse_port_spec(spec: str) -> PortBinding:
+    """``-p`` syntax: [[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/PROTO]."""
+    from dockyard.errors import InvalidParameter
+
+    text = spec.strip()
+    proto = "tcp"
+    if "/" in text:
+        text, proto = text.rsplit("/", 1)
+        proto = proto.lower()
+    if proto not in PROTOS:
+        raise InvalidParameter(f"invalid proto: {proto}")
+    host_ip = ""
+    if text.startswith("["):
+        end = text.find("]")
+        host_ip, text = text[1:end], text[end + 2 :]
+    parts = text.split(":")
+    if len(parts) == 1:
+        hp, cp = "", parts[0]
+    elif len(parts) == 2:
+        hp, cp = parts
+    elif len(parts) == 3 and not host_ip:
+        host_ip, hp, cp = parts
+    else:
+        raise InvalidParameter(f"invalid port specification: {spec!r}")
+
+    def port(v: str, what: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise InvalidParameter(f"invalid {what}port: {v}") from None
+        if not 0 < n < 65536:
+            raise InvalidParameter(f"invalid {what}port: {v}")
+        return n
+
+    if host_ip:
+        try:
+            ipaddress.IPv4Address(host_ip)
+        except ValueError:
+            raise InvalidParameter(f"invalid IP address: {host_ip}") from None
+    return PortBinding(
+        container_port=port(cp, "container"),
+        proto=proto,
+        host_ip=host_ip,
+        host_port=port(hp, "host ") if hp else 0,
+    )
+
+
+@dataclass
+class Network:
+    name: str
+    id: str
+    driver: str = "bridge"
+    subnet: str = ""
+    gateway: str = ""
+    ip_range: str = ""
+    internal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    bridge: str = ""  # device name, bridge driver only
+    options: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    default: bool = False  # the predefined `bridge` network
+    user_subnet: bool = False  # subnet given by the user (IPAM Config shows it either way)
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.IPv4Network(self.subnet).prefixlen if self.subnet else 0
+
+    @property
+    def has_dns(self) -> bool:
+        """Docker's embedded DNS serves user-defined bridge networks only."""
+        return self.driver == "bridge" and not self.default
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Network":
+        return cls(**d)
+
+    def inspect(self, endpoints: list["Endpoint"]) -> dict[str, Any]:
+        ipam_cfg: list[dict] = []
+        if self.driver == "bridge" and self.subnet:
+            c = {"Subnet": self.subnet, "Gateway": self.gateway}
+            if self.ip_range:
+                c["IPRange"] = self.ip_range
+            ipam_cfg.append(c)
+        return {
+            "Name": self.name,
+            "Id": self.id,
+            "Created": self.created,
+            "Scope": "local",
+            "Driver": self.driver,
+            "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Options": {} if not self.default else None,
+                     "Config": ipam_cfg},
+            "Internal": self.internal,
+            "Attachable": False,
+            "Ingress": False,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": False,
+            "Containers": {
+                ep.container_id: {
+                    "Name": ep.container_name,
+                    "EndpointID": ep.id,
+                    "MacAddress": ep.mac,
+                    "IPv4Address": f"{ep.ip}/{self.prefixlen}" if ep.ip else "",
+                    "IPv6Address": "",
+                }
+                for ep in endpoints
+            },
+            "Options": dict(self.options),
+            "Labels": dict(self.labels),
+        }
+
+
+@dataclass
+class Endpoint:
+    id: str
+    network_id: str
+    container_id: str
+    container_name: str = ""
+    netns_path: str = ""
+    ip: str = ""
+    mac: str = ""
+    host_veth: str = ""
+    aliases: list[str] = field(default_factory=list)
+    requested_ip: str = ""  # --ip, shown as IPAMConfig
+    ports: list[PortBinding] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ports"] = [p.to_dict() for p in self.ports]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Endpoint":
+        d = dict(d)
+        d["ports"] = [PortBinding.from_dict(p) for p in d.get("ports", [])]
+        return cls(**d)
+
+    def dns_names(self) -> list[str]:
+        names = []
+        if self.container_name:
+            names.append(self.container_name.lstrip("/"))
+        names.extend(a for a in self.aliases if a not in names)
+        short = self.container_id[:12]
+        if short and short not in names:
+            names.append(short)
+        return names
+
+    def inspect(self, net: Network) -> dict[str, Any]:
+        """Shaped as inspect's NetworkSettings.Networks[name]."""
+        bridged = net.driver == "bridge"
+        return {
+            "IPAMConfig": {"IPv4Address": self.requested_ip} if self.requested_ip else None,
+            "Links": None,
+            "Aliases": list(self.aliases) or None,
+            "MacAddress": self.mac,
+            "DriverOpts": None,
+            "NetworkID": net.id,
+            "EndpointID": self.id,
+            "Gateway": net.gateway if bridged else "",
+            "IPAddress": self.ip,
+            "IPPrefixLen": net.prefixlen if bridged and self.ip else 0,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "DNSNames": self.dns_names() if net.has_dns else None,
+        }
+
+    def ports_inspect(self) -> dict[str, list[dict[str, str]]]:
+        """NetworkSettings.Ports shape: {"80/tcp": [{"HostIp","HostPort"}]}."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for p in self.ports:
+            out.setdefault(p.key(), []).append(
+                {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}
+            )
+        return out
