@@ -1,0 +1,1184 @@
+"""The container service: create, start, stop, wait, remove, exec, logs... (no HTTP here).
+
+Flow of a start: the image's snapshot is mounted as the container's rootfs, the
+/etc files are written, ``dockyard.oci.spec`` builds config.json, the supervisor
+runs ``<runtime> create`` (the init blocks before exec), the network is wired
+into the new network namespace, then ``<runtime> start`` releases the init.
+The supervisor reports exits; the service records them and applies restart
+policies. Records live in SQLite; the supervisor keeps the processes, so a
+restarted daemon finds its containers with ``restore()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from typing import Any, AsyncIterator, Callable
+
+from dockyard import errors
+from dockyard.containers import state as st
+from dockyard.containers.store import ContainerStore
+from dockyard.oci import spec as ocispec
+from dockyard.supervisor import client as supclient
+from dockyard.supervisor import jsonlog
+
+log = logging.getLogger("dockyard.containers")
+
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def now() -> str:
+    return jsonlog.rfc3339nano(time.time_ns())
+
+
+class ContainerService:
+    def __init__(self, *, root: str, images: Any, store: ContainerStore,
+                 supervisor: supclient.AsyncClient, runtimes: dict[str, str],
+                 default_runtime: str, emit: Callable[..., None] | None = None,
+                 network: Any = None, seccomp_profile: Callable[[list[str]], dict] | None = None,
+                 runtime_root: str | None = None) -> None:
+        self.root = root
+        self.images = images
+        self.store = store
+        self.sup = supervisor
+        self.runtimes = runtimes
+        self.default_runtime = default_runtime
+        self.emit = emit or (lambda *a, **k: None)
+        self.network = network
+        self.seccomp_profile = seccomp_profile
+        self.runtime_root = runtime_root or os.path.join(root, "runtime")
+        self.containers: dict[str, dict] = {}
+        self.exits: dict[str, asyncio.Event] = {}
+        self.removed: dict[str, asyncio.Event] = {}
+        self.execs: dict[str, dict] = {}
+        self._watch_task: asyncio.Task | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        os.makedirs(os.path.join(root, "containers"), exist_ok=True)
+
+    # ---- lookup ----------------------------------------------------------------------
+    def get(self, ref: str) -> dict:
+        """By full id, name (with or without '/'), or unique id prefix, as Docker resolves."""
+        if ref in self.containers:
+            return self.containers[ref]
+        name = "/" + ref.lstrip("/")
+        for c in self.containers.values():
+            if c["Name"] == name:
+                return c
+        if ref:
+            matches = [c for cid, c in self.containers.items() if cid.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise errors.InvalidParameter(
+                    f"multiple IDs found with provided prefix: {ref}")
+        raise errors.NotFound(f"No such container: {ref}")
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def _save(self, c: dict) -> None:
+        self.store.put(c)
+
+    def _dir(self, cid: str) -> str:
+        return os.path.join(self.root, "containers", cid)
+
+    def usage(self, image_id: str) -> list[str]:
+        return [cid for cid, c in self.containers.items() if c["Image"] == image_id]
+
+    # ---- boot ------------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Load records and reconcile them with what the supervisor still runs."""
+        for rec in self.store.all():
+            self.containers[rec["Id"]] = rec
+            self.exits.setdefault(rec["Id"], asyncio.Event())
+        tasks = {t["id"]: t for t in (await self.sup.request("list"))["tasks"]}
+        self._watch_task = asyncio.ensure_future(self._watch_exits())
+        for cid, c in list(self.containers.items()):
+            s = c["State"]["Status"]
+            if s in ("running", "paused", "restarting"):
+                t = tasks.get(cid)
+                if t is None or t["status"] == "exited":
+                    code = t["exit_code"] if t else 255
+                    await self._on_exit(cid, code if code is not None else 255,
+                                        (t or {}).get("finished_at") or now(), booting=True)
+            elif s == "removing":
+                await self._finish_remove(c)
+        for cid, c in list(self.containers.items()):
+            policy = (c["HostConfig"].get("RestartPolicy") or {}).get("Name", "no")
+            if (c["State"]["Status"] in ("exited", "created") and policy in ("always", "unless-stopped")
+                    and c.get("HasBeenStartedBefore") and not c.get("HasBeenManuallyStopped")):
+                try:
+                    await self.start(cid)
+                except errors.DockyardError as e:
+                    log.warning("restart of %s on boot failed: %s", cid[:12], e)
+
+    async def _watch_exits(self) -> None:
+        while True:
+            try:
+                async for ev in self.sup.subscribe():
+                    if ev.get("kind") == "container":
+                        asyncio.ensure_future(self._on_exit(ev["id"], ev["exit_code"], ev["time"]))
+                    elif ev.get("kind") == "exec" and ev["id"] in self.execs:
+                        ex = self.execs[ev["id"]]
+                        ex["Running"], ex["ExitCode"] = False, ev["exit_code"]
+                        ex["_done"].set()
+                        c = self.containers.get(ex["ContainerID"])
+                        if c:
+                            self.emit("container", f"exec_die", c["Id"],
+                                      {**self._attrs(c), "execID": ev["id"],
+                                       "exitCode": str(ev["exit_code"])})
+            except (OSError, errors.DockyardError) as e:
+                log.warning("supervisor event stream lost: %s; reconnecting", e)
+            await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        if self._watch_task:
+            self._watch_task.cancel()
+
+    # ---- create ----------------------------------------------------------------------
+    async def create(self, name: str | None, body: dict) -> dict:
+        if not isinstance(body, dict):
+            raise errors.InvalidParameter("invalid JSON: container config must be an object")
+        config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
+        host = dict(body.get("HostConfig") or {})
+        image_ref = config.get("Image") or ""
+        if not image_ref:
+            raise errors.InvalidParameter("No image was specified")
+        if name:
+            if not NAME_RE.match(name):
+                raise errors.InvalidParameter(
+                    f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            name = "/" + name.lstrip("/")
+            for other in self.containers.values():
+                if other["Name"] == name:
+                    raise errors.Conflict(
+                        f'Conflict. The container name "{name}" is already in use by container '
+                        f'"{other["Id"]}". You have to remove (or rename) that container to be '
+                        f'able to reuse that name.')
+        runtime = host.get("Runtime") or self.default_runtime
+        if runtime not in self.runtimes:
+            raise errors.InvalidParameter(f"unknown or invalid runtime name: {runtime}")
+        _validate_host_config(host)
+        image_id = await asyncio.to_thread(self.images.resolve, image_ref)
+        image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
+        cid = secrets.token_hex(32)
+        if not name:
+            name = "/" + _random_name(set(c["Name"] for c in self.containers.values()))
+        # Merge the image's defaults into the container's Config as Docker shows it.
+        merged = _merge_config(config, image_config)
+        try:
+            ocispec.command(config, image_config)
+            ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"), bool(host.get("Privileged")))
+            ocispec.resources(host)
+            for b in host.get("Binds") or []:
+                ocispec.parse_bind(b)
+            ocispec.parse_signal(merged.get("StopSignal"))
+        except ocispec.SpecError as e:
+            raise errors.InvalidParameter(str(e)) from None
+        cdir = self._dir(cid)
+        os.makedirs(cdir, exist_ok=True)
+        try:
+            await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid)
+        except BaseException:
+            shutil.rmtree(cdir, ignore_errors=True)
+            raise
+        host.setdefault("NetworkMode", "default")
+        host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+        host.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+        host["Runtime"] = runtime
+        entry_args = ocispec.command(config, image_config)
+        rec = {
+            "Id": cid, "Created": now(), "Path": entry_args[0], "Args": entry_args[1:],
+            "State": st.new_state(), "Image": image_id, "ResolvConfPath": os.path.join(cdir, "resolv.conf"),
+            "HostnamePath": os.path.join(cdir, "hostname"), "HostsPath": os.path.join(cdir, "hosts"),
+            "LogPath": os.path.join(cdir, f"{cid}-json.log"), "Name": name, "RestartCount": 0,
+            "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
+            "AppArmorProfile": "", "ExecIDs": None, "HostConfig": host,
+            "GraphDriver": {"Name": "overlay2", "Data": None},
+            "Mounts": _mounts_view(host), "Config": merged,
+            "NetworkSettings": _empty_network_settings(),
+            "HasBeenStartedBefore": False, "HasBeenManuallyStopped": False,
+        }
+        self.containers[cid] = rec
+        self.exits[cid] = asyncio.Event()
+        self._save(rec)
+        self.emit("container", "create", cid, self._attrs(rec))
+        return {"Id": cid, "Warnings": []}
+
+    def _attrs(self, c: dict) -> dict:
+        attrs = {"image": c["Config"].get("Image", ""), "name": c["Name"].lstrip("/")}
+        attrs.update(c["Config"].get("Labels") or {})
+        return attrs
+
+    # ---- start -----------------------------------------------------------------------
+    async def start(self, ref: str) -> None:
+        c = self.get(ref)
+        cid = c["Id"]
+        async with self._lock(cid):
+            s = c["State"]["Status"]
+            if s == "running":
+                raise errors.NotModified("container already started")
+            if s == "paused":
+                raise errors.Conflict("cannot start a paused container, try unpause instead")
+            if s in ("removing", "dead"):
+                raise errors.Conflict(f"container is marked for removal and cannot be started")
+            try:
+                await self._start_locked(c)
+            except errors.DockyardError as e:
+                c["State"]["Error"] = str(e)
+                if c["State"]["Status"] == "created" and not c.get("HasBeenStartedBefore"):
+                    c["State"]["ExitCode"] = 128 if "not found" in str(e) or "no such file" in str(e).lower() else 127
+                self._save(c)
+                await self._cleanup_after_stop(c)
+                raise
+
+    async def _start_locked(self, c: dict) -> None:
+        cid = c["Id"]
+        cdir = self._dir(cid)
+        rootfs = os.path.join(cdir, "rootfs")
+        mounts = await asyncio.to_thread(self.images.prepare_rootfs, c["Image"], cid)
+        await asyncio.to_thread(_mount_rootfs, mounts, rootfs)
+        hostname = c["Config"].get("Hostname") or cid[:12]
+        c["Config"]["Hostname"] = hostname
+        image_config = (await asyncio.to_thread(self.images.get_config, c["Image"])).get("config") or {}
+        host = c["HostConfig"]
+        mode = host.get("NetworkMode") or "default"
+        netns = None
+        if mode == "host":
+            netns = "host"
+        etc = self._write_etc_files(c, hostname, mode)
+        seccomp = None
+        if self.seccomp_profile is not None and not host.get("Privileged"):
+            caps = ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"), False)
+            seccomp = self.seccomp_profile(caps)
+        try:
+            spec = ocispec.build_spec(container_id=cid, config=c["Config"], host_config=host,
+                                      image_config=image_config, rootfs=rootfs, hostname=hostname,
+                                      etc_files=etc, netns=netns, seccomp=seccomp)
+        except ocispec.SpecError as e:
+            raise errors.InvalidParameter(str(e)) from None
+        for m in spec["mounts"]:
+            if m["type"] == "bind" and not os.path.exists(m["source"]):
+                if m["source"] in etc.values():
+                    continue
+                os.makedirs(m["source"], exist_ok=True)  # Docker creates missing bind sources
+        bundle = os.path.join(cdir, "bundle")
+        os.makedirs(bundle, exist_ok=True)
+        tmp = os.path.join(bundle, "config.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(spec, f)
+        os.replace(tmp, os.path.join(bundle, "config.json"))
+        await self._runtime_cleanup(c)  # a stale runtime state from an earlier run
+        log_cfg = (host.get("LogConfig") or {}).get("Config") or {}
+        reply = await self.sup.request(
+            "create", id=cid, bundle=bundle, runtime=self.runtimes[host["Runtime"]],
+            runtime_root=self.runtime_root, tty=bool(c["Config"].get("Tty")),
+            open_stdin=bool(c["Config"].get("OpenStdin")),
+            stdin_once=bool(c["Config"].get("StdinOnce")), log_path=c["LogPath"],
+            log_max_size=jsonlog.parse_size(log_cfg.get("max-size", "10m")),
+            log_max_file=int(log_cfg.get("max-file", 3)))
+        pid = reply["pid"]
+        try:
+            if self.network is not None and mode not in ("host",):
+                settings = await self.network.attach(c, f"/proc/{pid}/ns/net")
+                if settings:
+                    c["NetworkSettings"] = settings
+            if self.exits.get(cid) is None or self.exits[cid].is_set():
+                self.exits[cid] = asyncio.Event()
+            await self.sup.request("start", id=cid)
+        except BaseException:
+            await self._runtime("delete", "--force", cid, check=False, c=c)
+            raise
+        stt = c["State"]
+        st.set_status(stt, "running")
+        stt.update(Pid=pid, StartedAt=now(), ExitCode=0, Error="", OOMKilled=False,
+                   FinishedAt=ZERO_TIME)
+        c["HasBeenStartedBefore"] = True
+        c["HasBeenManuallyStopped"] = False
+        self._save(c)
+        self.emit("container", "start", cid, self._attrs(c))
+
+    def _write_etc_files(self, c: dict, hostname: str, mode: str) -> dict:
+        cdir = self._dir(c["Id"])
+        files = {}
+        hn = os.path.join(cdir, "hostname")
+        _write(hn, hostname + "\n")
+        files["/etc/hostname"] = hn
+        if mode != "host" and self.network is not None:
+            files.update(self.network.etc_files(c, cdir))
+        else:
+            hosts = os.path.join(cdir, "hosts")
+            extra = "".join(f"{h.split(':', 1)[1]}\t{h.split(':', 1)[0]}\n"
+                            for h in c["HostConfig"].get("ExtraHosts") or [])
+            _write(hosts, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                          f"{extra}")
+            resolv = os.path.join(cdir, "resolv.conf")
+            _write(resolv, _host_resolv(c["HostConfig"].get("Dns")))
+            files["/etc/hosts"] = hosts
+            files["/etc/resolv.conf"] = resolv
+        return files
+
+    # ---- exit, stop, kill --------------------------------------------------------------
+    async def _on_exit(self, cid: str, code: int, finished: str, booting: bool = False) -> None:
+        c = self.containers.get(cid)
+        if c is None or c["State"]["Status"] not in ("running", "paused", "restarting"):
+            return
+        async with self._lock(cid):
+            stt = c["State"]
+            if stt["Status"] not in ("running", "paused", "restarting"):
+                return
+            stt["OOMKilled"] = await asyncio.to_thread(_oom_killed, cid) or stt.get("OOMKilled", False)
+            st.set_status(stt, "exited")
+            stt.update(ExitCode=code, FinishedAt=finished, Pid=0)
+            self._save(c)
+            await self._cleanup_after_stop(c)
+            if stt["OOMKilled"]:
+                self.emit("container", "oom", cid, self._attrs(c))
+            self.emit("container", "die", cid, {**self._attrs(c), "exitCode": str(code)})
+            ev = self.exits.get(cid)
+            if ev:
+                ev.set()
+        if c["HostConfig"].get("AutoRemove") and not self._restart_wanted(c):
+            try:
+                await self.remove(cid, force=True)
+            except errors.DockyardError as e:
+                log.warning("auto-remove of %s failed: %s", cid[:12], e)
+            return
+        if self._restart_wanted(c) and not booting:
+            c["RestartCount"] += 1
+            self._save(c)
+            delay = min(0.1 * (2 ** min(c["RestartCount"], 10)), 60) if c["RestartCount"] > 1 else 0.1
+            await asyncio.sleep(delay)
+            if c["Id"] in self.containers and c["State"]["Status"] == "exited" \
+                    and not c.get("HasBeenManuallyStopped"):
+                try:
+                    await self.start(cid)
+                    self.emit("container", "restart", cid, self._attrs(c))
+                except errors.DockyardError as e:
+                    log.warning("restart of %s failed: %s", cid[:12], e)
+
+    def _restart_wanted(self, c: dict) -> bool:
+        policy = c["HostConfig"].get("RestartPolicy") or {}
+        name = policy.get("Name") or "no"
+        if c.get("HasBeenManuallyStopped") or name == "no":
+            return False
+        if name in ("always", "unless-stopped"):
+            return True
+        if name == "on-failure":
+            limit = int(policy.get("MaximumRetryCount") or 0)
+            return c["State"]["ExitCode"] != 0 and (limit == 0 or c["RestartCount"] < limit)
+        return False
+
+    async def _cleanup_after_stop(self, c: dict) -> None:
+        await self._runtime_cleanup(c)
+        if self.network is not None:
+            try:
+                await self.network.detach(c)
+            except Exception as e:  # noqa: BLE001 - cleanup goes on
+                log.warning("network detach of %s: %s", c["Id"][:12], e)
+        await asyncio.to_thread(_unmount_rootfs, os.path.join(self._dir(c["Id"]), "rootfs"))
+
+    async def _runtime_cleanup(self, c: dict) -> None:
+        await self._runtime("delete", "--force", c["Id"], check=False, c=c)
+
+    async def _runtime(self, *args: str, check: bool = True, c: dict | None = None) -> str:
+        runtime = self.runtimes[(c or {}).get("HostConfig", {}).get("Runtime") or self.default_runtime]
+        proc = await asyncio.create_subprocess_exec(
+            runtime, "--root", self.runtime_root, *args, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        out, err = await proc.communicate()
+        if check and proc.returncode != 0:
+            raise errors.DockyardError(f"OCI runtime {args[0]} failed: {err.decode().strip()}")
+        return out.decode()
+
+    async def kill(self, ref: str, sig: str | int | None = None) -> None:
+        c = self.get(ref)
+        try:
+            signum = ocispec.parse_signal(sig, default="SIGKILL")
+        except ocispec.SpecError as e:
+            raise errors.InvalidParameter(str(e)) from None
+        if c["State"]["Status"] not in ("running", "paused", "restarting"):
+            raise errors.Conflict(f"Cannot kill container: {ref}: Container {c['Id']} is not running")
+        self.emit("container", "kill", c["Id"], {**self._attrs(c), "signal": str(signum)})
+        await self._runtime("kill", c["Id"], str(signum), check=False, c=c)
+        if c["State"]["Status"] == "paused":
+            await self._runtime("resume", c["Id"], check=False, c=c)
+
+    async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.get(ref)
+        if c["State"]["Status"] not in ("running", "paused", "restarting"):
+            raise errors.NotModified("container already stopped")
+        c["HasBeenManuallyStopped"] = True
+        self._save(c)
+        if timeout is None:
+            timeout = c["Config"].get("StopTimeout")
+            timeout = 10 if timeout is None else int(timeout)
+        stop_sig = ocispec.parse_signal(sig or c["Config"].get("StopSignal") or "SIGTERM")
+        ev = self.exits[c["Id"]]
+        await self._runtime("kill", c["Id"], str(stop_sig), check=False, c=c)
+        if c["State"]["Status"] == "paused":
+            await self._runtime("resume", c["Id"], check=False, c=c)
+        if timeout < 0:
+            await ev.wait()
+        else:
+            try:
+                await asyncio.wait_for(ev.wait(), timeout)
+            except asyncio.TimeoutError:
+                await self._runtime("kill", "--all", c["Id"], "9", check=False, c=c)
+                await self._runtime("kill", c["Id"], "9", check=False, c=c)
+                await ev.wait()
+        self.emit("container", "stop", c["Id"], self._attrs(c))
+
+    async def restart(self, ref: str, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        if c["State"]["Running"]:
+            await self.stop(ref, timeout)
+        await self.start(c["Id"])
+        self.emit("container", "restart", c["Id"], self._attrs(c))
+
+    async def wait(self, ref: str, condition: str = "not-running") -> int:
+        """Docker's conditions: not-running (default), next-exit, removed.
+
+        ``exits[cid]`` is the event of the container's current (or next) run: set when
+        that run ends, replaced by a fresh one when a new run starts.
+        """
+        c = self.get(ref)
+        cid = c["Id"]
+        if condition not in ("not-running", "next-exit", "removed", ""):
+            raise errors.InvalidParameter(f"invalid condition: \"{condition}\"")
+        if condition == "removed":
+            await self.removed.setdefault(cid, asyncio.Event()).wait()
+            return c["State"]["ExitCode"]
+        if condition != "next-exit" and not c["State"]["Running"]:
+            return c["State"]["ExitCode"]
+        ev = self.exits.get(cid)
+        if ev is None or ev.is_set():
+            ev = self.exits[cid] = asyncio.Event()
+        await ev.wait()
+        return c["State"]["ExitCode"]
+
+    # ---- remove ----------------------------------------------------------------------
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        c = self.get(ref)
+        cid = c["Id"]
+        if c["State"]["Running"]:
+            if not force:
+                status = "paused" if c["State"]["Paused"] else "running"
+                raise errors.Conflict(
+                    f"cannot remove container \"{c['Name']}\": container is {status}: stop the "
+                    f"container before removing or force remove")
+            c["HasBeenManuallyStopped"] = True
+            await self._runtime("kill", "--all", cid, "9", check=False, c=c)
+            await self._runtime("kill", cid, "9", check=False, c=c)
+            if c["State"]["Paused"]:
+                await self._runtime("resume", cid, check=False, c=c)
+            try:
+                await asyncio.wait_for(self.exits[cid].wait(), 15)
+            except asyncio.TimeoutError:
+                pass
+        if c["State"]["Status"] == "removing" and not force:
+            raise errors.Conflict(f"removal of container {ref} is already in progress")
+        c["State"]["Status"] = "removing"
+        self._save(c)
+        await self._finish_remove(c)
+
+    async def _finish_remove(self, c: dict) -> None:
+        cid = c["Id"]
+        await self._cleanup_after_stop(c)
+        try:
+            await self.sup.request("forget", id=cid)
+        except errors.DockyardError as e:
+            log.warning("supervisor forget %s: %s", cid[:12], e)
+        await asyncio.to_thread(self.images.remove_rootfs, cid)
+        shutil.rmtree(self._dir(cid), ignore_errors=True)
+        self.store.delete(cid)
+        self.containers.pop(cid, None)
+        self.emit("container", "destroy", cid, self._attrs(c))
+        ev = self.removed.setdefault(cid, asyncio.Event())
+        ev.set()
+        ex = self.exits.get(cid)
+        if ex:
+            ex.set()
+
+    async def prune(self, filters: dict | None = None) -> dict:
+        deleted, space = [], 0
+        for c in list(self.containers.values()):
+            if c["State"]["Status"] in ("exited", "created", "dead") and _match_labels(c, filters):
+                await self.remove(c["Id"])
+                deleted.append(c["Id"])
+        self.emit("container", "prune", "", {"reclaimed": str(space)})
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": space}
+
+    # ---- pause, rename, update, top ----------------------------------------------------
+    async def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c["State"]["Running"]:
+            raise errors.Conflict(f"Container {c['Id']} is not running")
+        if c["State"]["Paused"]:
+            raise errors.Conflict(f"Container {c['Id']} is already paused")
+        await self._runtime("pause", c["Id"], c=c)
+        st.set_status(c["State"], "paused")
+        self._save(c)
+        self.emit("container", "pause", c["Id"], self._attrs(c))
+
+    async def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c["State"]["Paused"]:
+            raise errors.Conflict(f"Container {c['Id']} is not paused")
+        await self._runtime("resume", c["Id"], c=c)
+        st.set_status(c["State"], "running")
+        self._save(c)
+        self.emit("container", "unpause", c["Id"], self._attrs(c))
+
+    async def rename(self, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        if not new_name or not NAME_RE.match(new_name):
+            raise errors.InvalidParameter(
+                f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        new = "/" + new_name.lstrip("/")
+        if new == c["Name"]:
+            raise errors.InvalidParameter("Renaming a container with the same name as its current name")
+        for other in self.containers.values():
+            if other["Name"] == new:
+                raise errors.Conflict(
+                    f'Conflict. The container name "{new}" is already in use by container '
+                    f'"{other["Id"]}". You have to remove (or rename) that container to be able '
+                    f'to reuse that name.')
+        old = c["Name"]
+        c["Name"] = new
+        self._save(c)
+        self.emit("container", "rename", c["Id"], {**self._attrs(c), "oldName": old})
+
+    async def update(self, ref: str, body: dict) -> dict:
+        c = self.get(ref)
+        host = c["HostConfig"]
+        keys = ("CpuShares", "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuQuota",
+                "CpuPeriod", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight")
+        new = dict(host)
+        for k in keys:
+            if body.get(k) not in (None, 0, ""):
+                new[k] = body[k]
+        if body.get("RestartPolicy") and body["RestartPolicy"].get("Name"):
+            if host.get("AutoRemove") and body["RestartPolicy"]["Name"] != "no":
+                raise errors.InvalidParameter(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container")
+            new["RestartPolicy"] = body["RestartPolicy"]
+        try:
+            res = ocispec.resources(new)
+        except ocispec.SpecError as e:
+            raise errors.InvalidParameter(str(e)) from None
+        if c["State"]["Running"]:
+            from dockyard.runtime import cgroups
+
+            try:
+                mgr = cgroups.open_manager(f"/dockyard/{c['Id']}", c["Id"])
+                res.pop("devices", None)
+                await asyncio.to_thread(mgr.apply, res)
+            except cgroups.CgroupError as e:
+                raise errors.InvalidParameter(f"Cannot update container {c['Id']}: {e}") from None
+        c["HostConfig"] = new
+        self._save(c)
+        self.emit("container", "update", c["Id"], self._attrs(c))
+        return {"Warnings": None}
+
+    async def top(self, ref: str, ps_args: str = "-ef") -> dict:
+        c = self.get(ref)
+        if not c["State"]["Running"]:
+            raise errors.Conflict(f"Container {c['Id']} is not running")
+        out = await self._runtime("ps", "--format", "json", c["Id"], c=c)
+        pids = set(json.loads(out or "[]"))
+        args = ps_args.split() if ps_args else ["-ef"]
+        proc = await asyncio.create_subprocess_exec("ps", *args, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE)
+        pout, perr = await proc.communicate()
+        if proc.returncode != 0:
+            raise errors.DockyardError(f"ps: {perr.decode().strip()}")
+        lines = pout.decode().splitlines()
+        titles = lines[0].split()
+        try:
+            pid_col = titles.index("PID")
+        except ValueError:
+            raise errors.DockyardError("Couldn't find PID field in ps output") from None
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_col and fields[pid_col].isdigit() and int(fields[pid_col]) in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
+    # ---- streams -------------------------------------------------------------------------
+    async def attach(self, ref: str, stdin: bool, stdout: bool, stderr: bool):
+        """Open the live stream; returns (tty, reader, writer) to the supervisor."""
+        c = self.get(ref)
+        reply, reader, writer = await self.sup.open_stream(
+            "attach", id=c["Id"], stdin=stdin, stdout=stdout, stderr=stderr)
+        self.emit("container", "attach", c["Id"], self._attrs(c))
+        return bool(c["Config"].get("Tty")), reader, writer
+
+    async def resize(self, ref: str, height: int, width: int) -> None:
+        c = self.get(ref)
+        if not c["State"]["Running"]:
+            raise errors.Conflict(f"Container {c['Id']} is not running")
+        await self.sup.request("resize", id=c["Id"], height=height, width=width)
+
+    async def logs(self, ref: str, *, follow: bool = False, since_ns: int = 0, until_ns: int = 0,
+                   tail: int = -1) -> AsyncIterator[jsonlog.LogEntry]:
+        c = self.get(ref)
+        path = c["LogPath"]
+        follower = jsonlog.LogFollower(path) if follow else None
+        try:
+            for e in await asyncio.to_thread(jsonlog.read_entries, path, since_ns, until_ns, tail):
+                yield e
+            if follower is None:
+                return
+            ev = self.exits.get(c["Id"])
+            while True:
+                running = c["State"]["Running"] and c["Id"] in self.containers
+                for e in follower.poll():
+                    if until_ns and e.time_ns > until_ns:
+                        return
+                    yield e
+                if not running:
+                    return
+                if until_ns and time.time_ns() > until_ns:
+                    return
+                try:
+                    await asyncio.wait_for(asyncio.shield(ev.wait()), 0.1)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            if follower:
+                follower.close()
+
+    # ---- exec --------------------------------------------------------------------------
+    async def exec_create(self, ref: str, body: dict) -> str:
+        c = self.get(ref)
+        if not c["State"]["Running"]:
+            raise errors.Conflict(f"Container {c['Id']} is not running")
+        if c["State"]["Paused"]:
+            raise errors.Conflict(f"Container {c['Id']} is paused, unpause the container before exec")
+        cmd = body.get("Cmd")
+        if not cmd:
+            raise errors.InvalidParameter("No exec command specified")
+        eid = secrets.token_hex(32)
+        self.execs[eid] = {
+            "ID": eid, "Running": False, "ExitCode": None, "ProcessConfig": {
+                "tty": bool(body.get("Tty")), "entrypoint": cmd[0], "arguments": cmd[1:],
+                "privileged": bool(body.get("Privileged")), "user": body.get("User") or ""},
+            "OpenStdin": bool(body.get("AttachStdin")), "OpenStderr": bool(body.get("AttachStderr")),
+            "OpenStdout": bool(body.get("AttachStdout")), "CanRemove": False,
+            "ContainerID": c["Id"], "DetachKeys": body.get("DetachKeys") or "", "Pid": 0,
+            "_body": body, "_done": asyncio.Event(),
+        }
+        c["ExecIDs"] = (c.get("ExecIDs") or []) + [eid]
+        self.emit("container", f"exec_create: {' '.join(cmd)}", c["Id"],
+                  {**self._attrs(c), "execID": eid})
+        return eid
+
+    def exec_inspect(self, eid: str) -> dict:
+        ex = self.execs.get(eid)
+        if ex is None:
+            raise errors.NotFound(f"No such exec instance: {eid}")
+        return {k: v for k, v in ex.items() if not k.startswith("_")}
+
+    async def exec_start(self, eid: str, detach: bool = False):
+        """Start an exec; attached: returns (tty, reader, writer) of its stream."""
+        ex = self.execs.get(eid)
+        if ex is None:
+            raise errors.NotFound(f"No such exec instance: {eid}")
+        if ex["Running"] or ex["ExitCode"] is not None:
+            raise errors.Conflict(f"Error: Exec command {eid} has already run")
+        c = self.get(ex["ContainerID"])
+        if not c["State"]["Running"]:
+            raise errors.Conflict(f"Container {c['Id']} is not running")
+        body = ex["_body"]
+        rootfs = os.path.join(self._dir(c["Id"]), "rootfs")
+        try:
+            user = ocispec.resolve_user(body.get("User") or c["Config"].get("User") or "", rootfs)
+            host = c["HostConfig"]
+            caps = ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"),
+                                        bool(host.get("Privileged") or body.get("Privileged")))
+        except ocispec.SpecError as e:
+            raise errors.InvalidParameter(str(e)) from None
+        tty = bool(body.get("Tty"))
+        env = ocispec.merge_env(c["Config"].get("Env"), body.get("Env"), c["Config"]["Hostname"], tty)
+        process = {"terminal": tty, "args": body["Cmd"], "env": env,
+                   "cwd": body.get("WorkingDir") or c["Config"].get("WorkingDir") or "/",
+                   "user": user,
+                   "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+                   "noNewPrivileges": any(o.startswith("no-new-privileges") for o in
+                                          host.get("SecurityOpt") or [])}
+        ex["Running"] = True
+        fields = dict(id=eid, container_id=c["Id"], process=process,
+                      runtime=self.runtimes[c["HostConfig"]["Runtime"]], runtime_root=self.runtime_root,
+                      tty=tty, open_stdin=bool(body.get("AttachStdin")))
+        self.emit("container", f"exec_start: {' '.join(body['Cmd'])}", c["Id"],
+                  {**self._attrs(c), "execID": eid})
+        try:
+            if detach:
+                reply = await self.sup.request("exec", **fields)
+                ex["Pid"] = reply["pid"]
+                return None
+            reply, reader, writer = await self.sup.open_stream(
+                "exec", attach=True, stdin=bool(body.get("AttachStdin")),
+                stdout=bool(body.get("AttachStdout", True)),
+                stderr=bool(body.get("AttachStderr", True)), **fields)
+        except errors.DockyardError:
+            ex["Running"] = False
+            ex["ExitCode"] = 126
+            raise
+        ex["Pid"] = reply["pid"]
+        return tty, reader, writer
+
+    async def exec_resize(self, eid: str, height: int, width: int) -> None:
+        if eid not in self.execs:
+            raise errors.NotFound(f"No such exec instance: {eid}")
+        await self.sup.request("resize", id=eid, height=height, width=width)
+
+    async def exec_wait(self, eid: str) -> int:
+        ex = self.execs[eid]
+        await ex["_done"].wait()
+        return ex["ExitCode"]
+
+    # ---- views -----------------------------------------------------------------------------
+    def inspect(self, ref: str, size: bool = False) -> dict:
+        c = self.get(ref)
+        out = {k: v for k, v in c.items() if k not in ("HasBeenStartedBefore", "HasBeenManuallyStopped")}
+        out = json.loads(json.dumps(out))
+        out["GraphDriver"] = {"Name": "overlay2", "Data": None}
+        if size:
+            rw = _dir_size(self.images, c["Id"])
+            out["SizeRw"] = rw
+            out["SizeRootFs"] = rw
+        return out
+
+    def list(self, all: bool = False, limit: int = -1, filters: dict | None = None,
+             size: bool = False) -> list[dict]:
+        cs = sorted(self.containers.values(), key=lambda c: c["Created"], reverse=True)
+        out = []
+        # Like Docker: -n implies -a; a status filter looks at stopped ones too.
+        show_all = all or limit > 0 or bool((filters or {}).get("status"))
+        for c in cs:
+            if not show_all and not c["State"]["Running"]:
+                continue
+            if filters and not _match_filters(c, filters, self):
+                continue
+            out.append(self._summary(c, size))
+            if limit > 0 and len(out) >= limit:
+                break
+        return out
+
+    def _summary(self, c: dict, size: bool) -> dict:
+        ports = []
+        for port, binds in (c["NetworkSettings"].get("Ports") or {}).items():
+            num, _, proto = port.partition("/")
+            if not binds:
+                ports.append({"PrivatePort": int(num), "Type": proto})
+            for b in binds or []:
+                ports.append({"IP": b.get("HostIp") or "0.0.0.0", "PrivatePort": int(num),
+                              "PublicPort": int(b["HostPort"]), "Type": proto})
+        cmd = " ".join([c["Path"]] + c["Args"])
+        created = int(jsonlog.parse_rfc3339nano(c["Created"]) // 1_000_000_000)
+        out = {
+            "Id": c["Id"], "Names": [c["Name"]], "Image": c["Config"].get("Image", ""),
+            "ImageID": c["Image"], "Command": cmd, "Created": created, "Ports": ports,
+            "Labels": c["Config"].get("Labels") or {}, "State": c["State"]["Status"],
+            "Status": _status_text(c), "HostConfig": {"NetworkMode": c["HostConfig"].get("NetworkMode")},
+            "NetworkSettings": {"Networks": c["NetworkSettings"].get("Networks") or {}},
+            "Mounts": c.get("Mounts") or [],
+        }
+        if size:
+            out["SizeRw"] = _dir_size(self.images, c["Id"])
+            out["SizeRootFs"] = out["SizeRw"]
+        return out
+
+    async def changes(self, ref: str) -> list[dict]:
+        c = self.get(ref)
+        return await asyncio.to_thread(self.images.changes, c["Id"])
+
+    async def commit(self, ref: str, *, repo: str | None, tag: str | None, author: str = "",
+                     comment: str = "", changes: list[str] = (), pause: bool = True,
+                     config: dict | None = None) -> str:
+        c = self.get(ref)
+        paused_here = False
+        if pause and c["State"]["Status"] == "running":
+            await self._runtime("pause", c["Id"], check=False, c=c)
+            paused_here = True
+        try:
+            image_id = await asyncio.to_thread(
+                self.images.commit_rootfs, c["Id"], c["Image"], config=config or c["Config"],
+                changes=list(changes), author=author, comment=comment, repo=repo, tag=tag,
+                container_id=c["Id"])
+        finally:
+            if paused_here:
+                await self._runtime("resume", c["Id"], check=False, c=c)
+        self.emit("container", "commit", c["Id"], {**self._attrs(c), "comment": comment})
+        return image_id
+
+    async def export(self, ref: str, out) -> None:
+        """Write the container's filesystem as a tar to the binary file ``out``."""
+        c = self.get(ref)
+        rootfs = os.path.join(self._dir(c["Id"]), "rootfs")
+        mounted_here = False
+        if not os.path.ismount(rootfs):
+            mounts = await asyncio.to_thread(self.images.prepare_rootfs, c["Image"], c["Id"])
+            await asyncio.to_thread(_mount_rootfs, mounts, rootfs)
+            mounted_here = True
+        try:
+            await asyncio.to_thread(_tar_dir, rootfs, out)
+        finally:
+            if mounted_here:
+                await asyncio.to_thread(_unmount_rootfs, rootfs)
+        self.emit("container", "export", c["Id"], self._attrs(c))
+
+    def stats(self, ref: str) -> dict:
+        c = self.get(ref)
+        raw: dict = {}
+        if c["State"]["Running"]:
+            try:
+                from dockyard.runtime import cgroups
+
+                raw = cgroups.open_manager(f"/dockyard/{c['Id']}", c["Id"]).stats()
+            except Exception:  # noqa: BLE001 - stats are best effort
+                raw = {}
+        return _docker_stats(c, raw)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _host_resolv(dns: list[str] | None) -> str:
+    if dns:
+        return "".join(f"nameserver {d}\n" for d in dns)
+    try:
+        with open("/etc/resolv.conf") as f:
+            lines = [ln for ln in f if not ln.strip().startswith("nameserver 127.")]
+    except OSError:
+        lines = []
+    if not any(ln.strip().startswith("nameserver") for ln in lines):
+        lines += ["nameserver 8.8.8.8\n", "nameserver 8.8.4.4\n"]
+    return "".join(lines)
+
+
+def _mount_rootfs(mounts: list[dict], target: str) -> None:
+    os.makedirs(target, exist_ok=True)
+    if os.path.ismount(target):
+        return
+    try:
+        from dockyard.snapshots import mount as snapmount
+
+        snapmount.mount_all(mounts, target)
+        return
+    except ImportError:
+        pass
+    for m in mounts:
+        opts = ",".join(m.get("options") or [])
+        argv = ["mount", "-t", m["type"], m.get("source") or "none", target]
+        if opts:
+            argv[1:1] = ["-o", opts]
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise errors.DockyardError(f"mount of the container's rootfs failed: {r.stderr.strip()}")
+
+
+def _unmount_rootfs(target: str) -> None:
+    for _ in range(5):
+        if not os.path.ismount(target):
+            return
+        r = subprocess.run(["umount", target], capture_output=True)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", target], capture_output=True)
+
+
+def _oom_killed(cid: str) -> bool:
+    for path in (f"/sys/fs/cgroup/memory/dockyard/{cid}/memory.oom_control",
+                 f"/sys/fs/cgroup/dockyard/{cid}/memory.events"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    k, _, v = line.partition(" ")
+                    if k == "oom_kill" and int(v) > 0:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def _validate_host_config(host: dict) -> None:
+    policy = host.get("RestartPolicy") or {}
+    name = policy.get("Name") or "no"
+    if name not in ("no", "always", "unless-stopped", "on-failure", ""):
+        raise errors.InvalidParameter(f"invalid restart policy '{name}'")
+    if name != "on-failure" and policy.get("MaximumRetryCount"):
+        raise errors.InvalidParameter(
+            f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    if host.get("AutoRemove") and name not in ("no", ""):
+        raise errors.InvalidParameter("can't create 'AutoRemove' container with restart policy")
+    for k in ("Memory", "MemorySwap", "CpuShares", "NanoCpus", "PidsLimit"):
+        v = host.get(k)
+        if v is not None and not isinstance(v, int):
+            raise errors.InvalidParameter(f"invalid value for {k}: {v!r}")
+    if (host.get("Memory") or 0) < 0:
+        raise errors.InvalidParameter("invalid memory limit")
+
+
+def _merge_config(config: dict, image_config: dict) -> dict:
+    merged = {
+        "Hostname": config.get("Hostname") or "", "Domainname": config.get("Domainname") or "",
+        "User": config.get("User") or image_config.get("User") or "",
+        "AttachStdin": bool(config.get("AttachStdin")), "AttachStdout": bool(config.get("AttachStdout")),
+        "AttachStderr": bool(config.get("AttachStderr")), "Tty": bool(config.get("Tty")),
+        "OpenStdin": bool(config.get("OpenStdin")), "StdinOnce": bool(config.get("StdinOnce")),
+        "Env": _merge_env_list(image_config.get("Env"), config.get("Env")),
+        "Cmd": config.get("Cmd") if config.get("Cmd") else (
+            image_config.get("Cmd") if config.get("Entrypoint") is None else None),
+        "Image": config.get("Image"), "Volumes": config.get("Volumes") or image_config.get("Volumes"),
+        "WorkingDir": config.get("WorkingDir") or image_config.get("WorkingDir") or "",
+        "Entrypoint": config.get("Entrypoint") if config.get("Entrypoint") is not None
+        else image_config.get("Entrypoint"),
+        "OnBuild": image_config.get("OnBuild"),
+        "Labels": {**(image_config.get("Labels") or {}), **(config.get("Labels") or {})},
+    }
+    if config.get("ExposedPorts") or image_config.get("ExposedPorts"):
+        merged["ExposedPorts"] = {**(image_config.get("ExposedPorts") or {}),
+                                  **(config.get("ExposedPorts") or {})}
+    for k in ("StopSignal", "StopTimeout", "Healthcheck"):
+        v = config.get(k) or image_config.get(k)
+        if v is not None:
+            merged[k] = v
+    return merged
+
+
+def _merge_env_list(image_env, env) -> list[str]:
+    out: dict[str, str] = {}
+    for item in list(image_env or []) + list(env or []):
+        k, sep, v = item.partition("=")
+        out[k] = item
+    return list(out.values())
+
+
+def _mounts_view(host: dict) -> list[dict]:
+    out = []
+    for b in host.get("Binds") or []:
+        try:
+            m = ocispec.parse_bind(b)
+        except ocispec.SpecError:
+            continue
+        out.append({"Type": "bind", "Source": m["source"], "Destination": m["destination"],
+                    "Mode": b.split(":")[2] if b.count(":") >= 2 else "", "RW": "ro" not in m["options"],
+                    "Propagation": "rprivate"})
+    for dest in host.get("Tmpfs") or {}:
+        out.append({"Type": "tmpfs", "Source": "", "Destination": dest, "Mode": "", "RW": True,
+                    "Propagation": ""})
+    return out
+
+
+def _empty_network_settings() -> dict:
+    return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": False,
+            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+            "MacAddress": "", "Networks": {}}
+
+
+def _status_text(c: dict) -> str:
+    s = c["State"]
+    status = s["Status"]
+    if status == "created":
+        return "Created"
+    if status in ("running", "paused", "restarting"):
+        started = jsonlog.parse_rfc3339nano(s["StartedAt"]) / 1e9
+        text = "Up " + human_duration(time.time() - started)
+        if status == "paused":
+            text += " (Paused)"
+        if status == "restarting":
+            return f"Restarting ({s['ExitCode']}) {human_duration(time.time() - started)} ago"
+        return text
+    if status == "removing":
+        return "Removal In Progress"
+    if status == "dead":
+        return "Dead"
+    if s["FinishedAt"] == ZERO_TIME:
+        return "Created"
+    finished = jsonlog.parse_rfc3339nano(s["FinishedAt"]) / 1e9
+    return f"Exited ({s['ExitCode']}) {human_duration(time.time() - finished)} ago"
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's go-units HumanDuration."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def _match_labels(c: dict, filters: dict | None) -> bool:
+    for want in (filters or {}).get("label", []):
+        k, sep, v = want.partition("=")
+        labels = c["Config"].get("Labels") or {}
+        if k not in labels or (sep and labels[k] != v):
+            return False
+    return True
+
+
+def _match_filters(c: dict, filters: dict, svc: ContainerService) -> bool:
+    for key, values in filters.items():
+        if not values:
+            continue
+        if key == "status":
+            if c["State"]["Status"] not in values:
+                return False
+        elif key == "name":
+            if not any(re.search(v, c["Name"].lstrip("/")) or re.search(v, c["Name"]) for v in values):
+                return False
+        elif key == "id":
+            if not any(c["Id"].startswith(v) for v in values):
+                return False
+        elif key == "label":
+            if not _match_labels(c, {"label": values}):
+                return False
+        elif key == "exited":
+            if c["State"]["Status"] != "exited" or str(c["State"]["ExitCode"]) not in values:
+                return False
+        elif key == "ancestor":
+            ok = False
+            for v in values:
+                try:
+                    if svc.images.resolve(v) == c["Image"]:
+                        ok = True
+                except errors.DockyardError:
+                    pass
+                if c["Config"].get("Image") == v:
+                    ok = True
+            if not ok:
+                return False
+        elif key in ("before", "since"):
+            try:
+                other = svc.get(values[0])
+            except errors.NotFound:
+                raise errors.NotFound(f"No such container: {values[0]}") from None
+            if key == "before" and not c["Created"] < other["Created"]:
+                return False
+            if key == "since" and not c["Created"] > other["Created"]:
+                return False
+        elif key == "network":
+            if not any(v in (c["NetworkSettings"].get("Networks") or {}) for v in values):
+                return False
+        else:
+            raise errors.InvalidParameter(f"invalid filter '{key}'")
+    return True
+
+
+def _dir_size(images: Any, cid: str) -> int:
+    try:
+        return int(images.rootfs_usage(cid))
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _tar_dir(root: str, out) -> None:
+    import tarfile
+
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, root)
+            if rel != ".":
+                tar.add(dirpath, arcname=rel, recursive=False)
+            for fn in sorted(filenames):
+                p = os.path.join(dirpath, fn)
+                tar.add(p, arcname=os.path.normpath(os.path.join(rel, fn)), recursive=False)
+            for dn in list(dirnames):
+                p = os.path.join(dirpath, dn)
+                if os.path.islink(p):
+                    tar.add(p, arcname=os.path.normpath(os.path.join(rel, dn)), recursive=False)
+
+
+def _docker_stats(c: dict, raw: dict) -> dict:
+    mem = raw.get("memory") or {}
+    cpu = raw.get("cpu") or {}
+    pids = raw.get("pids") or {}
+    ncpu = os.cpu_count() or 1
+    try:
+        with open("/proc/stat") as f:
+            system = sum(int(x) for x in f.readline().split()[1:]) * 10_000_000
+    except OSError:
+        system = 0
+    return {
+        "read": now(), "preread": ZERO_TIME, "name": c["Name"], "id": c["Id"],
+        "pids_stats": {"current": pids.get("current", 0), **({"limit": pids["limit"]} if pids.get("limit") else {})},
+        "blkio_stats": {"io_service_bytes_recursive": None, "io_serviced_recursive": None,
+                        "io_queue_recursive": None, "io_service_time_recursive": None,
+                        "io_wait_time_recursive": None, "io_merged_recursive": None,
+                        "io_time_recursive": None, "sectors_recursive": None},
+        "num_procs": 0, "storage_stats": {},
+        "cpu_stats": {"cpu_usage": {"total_usage": cpu.get("usage_ns", 0),
+                                    "usage_in_kernelmode": cpu.get("system_ns", 0),
+                                    "usage_in_usermode": cpu.get("user_ns", 0)},
+                      "system_cpu_usage": system, "online_cpus": ncpu,
+                      "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
+        "precpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0,
+                                       "usage_in_usermode": 0},
+                         "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
+        "memory_stats": {"usage": mem.get("usage", 0), "max_usage": mem.get("max_usage", 0),
+                         "limit": mem.get("limit") or _mem_total(), "stats": {}} if raw else {},
+        "networks": {},
+    }
+
+
+def _mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    except OSError:
+        return 0
+
+
+_ADJ = ["admiring", "brave", "clever", "dazzling", "eager", "festive", "gallant", "happy",
+        "jolly", "keen", "lucid", "modest", "nifty", "optimistic", "quirky", "relaxed",
+        "serene", "tender", "upbeat", "vibrant", "wizardly", "zealous"]
+_NAMES = ["albattani", "babbage", "curie", "darwin", "euclid", "fermi", "galileo", "hopper",
+          "lovelace", "mayer", "newton", "noether", "pasteur", "ritchie", "shannon", "tesla",
+          "turing", "wozniak"]
+
+
+def _random_name(taken: set[str]) -> str:
+    for _ in range(100):
+        n = f"{secrets.choice(_ADJ)}_{secrets.choice(_NAMES)}"
+        if "/" + n not in taken:
+            return n
+    return f"{secrets.choice(_ADJ)}_{secrets.choice(_NAMES)}{secrets.randbelow(10)}"
