@@ -231,7 +231,9 @@ class RegistryServer:
         return self.registry.mount(name, digest, from_name)
 
     async def upload_status(self, request, route):
-        info = self.registry.upload(route.name, route.arg)
+        # Wait for a PATCH still writing (e.g. one whose client just went away).
+        async with self._lock(route.arg):
+            info = self.registry.upload(route.name, route.arg)
         return web.Response(status=204, headers=self._upload_headers(route.name, info.uuid, info.offset))
 
     def _declared_chunk(self, request) -> tuple[int | None, int | None]:
