@@ -508,3 +508,71 @@ def test_v2_missing_controller_is_named(v2, cg):
     if "pids" not in avail:
         with pytest.raises(CgroupError, match=r"pids limit.*'pids' controller is not available"):
             mgr.apply({"pids": {"limit": 10}})
+
+
+OPEN_DEVICES = (
+    "res = []\n"
+    "for dev, flags in (('/dev/null', os.O_RDWR), ('/dev/zero', os.O_RDONLY), ('/dev/zero', os.O_WRONLY),\n"
+    "                   ('/dev/full', os.O_RDONLY)):\n"
+    "    try:\n"
+    "        os.close(os.open(dev, flags)); res.append('ok')\n"
+    "    except PermissionError:\n"
+    "        res.append('EPERM')\n"
+    "print(*res, flush=True)\n"
+)
+
+
+def test_v2_device_rules_through_ebpf(v2, cg):
+    from dockyard.runtime.cgroups import devices_ebpf
+
+    mgr = cg.open()
+    mgr.create()
+    rules = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "r"},
+    ]
+    mgr.apply({"devices": rules})
+    d = mgr.to_dict()["path"]
+    assert devices_ebpf.attached_count(d) == 1
+    p = cg.child(OPEN_DEVICES, mgr)
+    go(p)
+    assert p.stdout.readline().split() == [b"ok", b"ok", b"EPERM", b"EPERM"]
+    # update: the new program replaces the old one (allow all, then deny /dev/full writes)
+    mgr.apply({"devices": [{"allow": True, "access": "rwm"},
+                           {"allow": False, "type": "c", "major": 1, "minor": 7, "access": "w"}]})
+    assert devices_ebpf.attached_count(d) == 1
+    code = OPEN_DEVICES.replace("('/dev/full', os.O_RDONLY)", "('/dev/full', os.O_WRONLY)")
+    p2 = cg.child(code, mgr)
+    go(p2)
+    assert p2.stdout.readline().split() == [b"ok", b"ok", b"ok", b"EPERM"]
+    mgr.apply({"devices": []})
+    assert devices_ebpf.attached_count(d) == 0
+
+
+@needs_v1
+def test_memory_reservation_swappiness_oom_killer(cg):
+    mgr = cg.open()
+    mgr.create()
+    d = mgr.path("memory")
+    mgr.apply({"memory": {"reservation": 32 << 20, "swappiness": 0, "disableOOMKiller": True, "kernel": 1 << 20}})
+
+    def rd(name):
+        with open(os.path.join(d, name)) as f:
+            return f.read()
+
+    assert int(rd("memory.soft_limit_in_bytes")) == 32 << 20
+    assert rd("memory.swappiness").strip() == "0"
+    assert "oom_kill_disable 1" in rd("memory.oom_control")
+    assert any("memory.kernel" in w for w in mgr.warnings)
+    mgr.apply({"memory": {"disableOOMKiller": False}})
+    assert "oom_kill_disable 0" in rd("memory.oom_control")
+
+
+def test_operations_on_missing_cgroup_are_clear(cg):
+    mgr = cg.open()
+    assert mgr.pids() == []
+    mgr.kill_all(signal.SIGKILL)  # nothing to kill: not an error
+    mgr.destroy()
+    with pytest.raises(CgroupError, match="does not exist"):
+        mgr.add(os.getpid())

@@ -247,6 +247,9 @@ def write_file(directory: str, name: str, value, what: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     except FileNotFoundError:
+        if not os.path.isdir(directory):
+            raise CgroupError(f"{what}: the cgroup {directory} does not exist (not created, or already removed)") \
+                from None
         raise CgroupError(f"{what}: this host has no {name} in {directory}") from None
     except OSError as e:
         raise CgroupError(f"{what}: cannot open {path}: {e.strerror}") from None

@@ -201,8 +201,9 @@ class V1Manager:
         log.warning("%s", msg)
 
     def _memory(self, mem: dict) -> None:
-        if not any(mem.get(k) not in (None, 0, False) for k in
-                   ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller")):
+        sw = mem.get("swappiness")
+        if not any(mem.get(k) for k in ("limit", "reservation", "swap", "kernel", "kernelTCP", "disableOOMKiller")) \
+                and not (sw is not None and 0 <= sw <= 100) and mem.get("disableOOMKiller") is None:
             return
         limit, swap = mem.get("limit") or 0, mem.get("swap") or 0
         reservation = mem.get("reservation") or 0
@@ -240,7 +241,6 @@ class V1Manager:
                 write_file(d, "memory.kmem.tcp.limit_in_bytes", mem["kernelTCP"], "kernel TCP memory limit")
             else:
                 self._warn("memory.kernelTCP is not supported by this kernel and is ignored")
-        sw = mem.get("swappiness")
         if sw is not None and 0 <= sw <= 100:
             write_file(d, "memory.swappiness", sw, "memory swappiness")
         if mem.get("disableOOMKiller") is True:

@@ -314,6 +314,8 @@ class V2Manager:
         """cgroup.kill kills the whole subtree atomically (no fork race, works
         on frozen cgroups); for other signals, or older kernels, freeze,
         signal each process, then restore."""
+        if not os.path.isdir(self.dir):
+            return
         if sig == signal.SIGKILL and os.path.exists(os.path.join(self.dir, "cgroup.kill")):
             write_file(self.dir, "cgroup.kill", 1, "killing the container's processes")
             return
