@@ -1,0 +1,378 @@
+"""The container lifecycle seen from the runtime command (the parent side).
+
+``create`` validates the bundle first and creates nothing before that; then
+state directory, cgroup, exec FIFO, and the forked stages (see ``init``). Any
+failure afterwards undoes everything that was made: processes killed and
+reaped, cgroup removed, state directory removed.
+
+The runtime process makes itself a child subreaper before forking, so the
+container's init (orphaned when stage 1 exits) is reparented to us; when
+``create`` exits it moves on to *our* caller's subreaper — containerd's shim,
+dockerd's, or the Dockyard supervisor — exactly as with runc.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from dockyard.errors import Conflict, DockyardError, NotFound
+
+from . import spec as specmod
+from . import state as statemod
+from .state import Store
+
+
+class RuntimeError_(DockyardError):
+    """A lifecycle operation failed; the message is user-facing."""
+
+
+@dataclass
+class CreateOptions:
+    bundle: str = "."
+    pid_file: str | None = None
+    console_socket: str | None = None
+    console_fd: int | None = None       # already-connected socket (run in the foreground)
+    no_pivot: bool = False
+    preserve_fds: int = 0
+
+
+def _cgroups():
+    from . import cgroups
+    return cgroups
+
+
+def _write_atomic(path: str, text: str) -> None:
+    path = os.path.abspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _host_id(maps, cid: int) -> int | None:
+    for m in maps:
+        if m.container_id <= cid < m.container_id + m.size:
+            return m.host_id + cid - m.container_id
+    return None
+
+
+def _write_id_maps(pid: int, cfg) -> None:
+    for name, maps in (("uid_map", cfg.uid_mappings), ("gid_map", cfg.gid_mappings)):
+        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise RuntimeError_(f"writing {name} {text.strip()!r}: {e.strerror}") from None
+
+
+def _connect_console(path: str) -> int:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise RuntimeError_(f"connecting to console socket {path}: {e.strerror}") from None
+    return s.detach()
+
+
+def hook_state(cid: str, status: str, pid: int, cfg) -> dict:
+    return {"ociVersion": cfg.oci_version, "id": cid, "status": status, "pid": pid,
+            "bundle": cfg.bundle, "annotations": cfg.annotations}
+
+
+class _Undo:
+    """What create made so far, undone in reverse on failure."""
+
+    def __init__(self) -> None:
+        self.steps: list = []
+
+    def push(self, fn) -> None:
+        self.steps.append(fn)
+
+    def run(self) -> None:
+        for fn in reversed(self.steps):
+            try:
+                fn()
+            except Exception:
+                pass
+
+
+def _kill_and_reap(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+class Runtime:
+    def __init__(self, root: str | None = None) -> None:
+        self.store = Store(root)
+
+    # ------------------------------------------------------------ create
+
+    def create(self, cid: str, opts: CreateOptions) -> dict:
+        """Create the container; return its saved state. Init waits on the FIFO."""
+        specmod.validate_id(cid)
+        cfg = specmod.load(opts.bundle)
+        if cfg.namespace("mount") is None or cfg.namespace("mount").path:
+            raise specmod.ConfigError("a new mount namespace is required")
+        if cfg.process.terminal and opts.console_socket is None and opts.console_fd is None:
+            raise specmod.ConfigError("process.terminal needs --console-socket when detached")
+        if self.store.exists(cid):
+            raise Conflict(f"container with id {cid!r} already exists")
+        from . import init, sync  # noqa: F401  (loads syscalls/ctypes)
+        from . import syscalls as sc
+        if cfg.seccomp:
+            from . import seccomp  # noqa: F401  (import before any fork)
+
+        undo = _Undo()
+        procs: list[int] = []
+        try:
+            self.store.create_dir(cid)
+            undo.push(lambda: self.store.remove(cid))
+            mgr = _cgroups().open_manager(cfg.cgroups_path, cid)
+            mgr.create()
+            undo.push(mgr.destroy)
+            undo.push(lambda: _kill_and_reap(mgr.pids()))
+            undo.push(lambda: _kill_and_reap(procs))
+            mgr.apply(cfg.resources)
+            fifo_fd = self._make_fifo(cid, cfg)
+            console_fd = opts.console_fd
+            if console_fd is None and cfg.process.terminal:
+                console_fd = _connect_console(opts.console_socket)
+            sc.set_child_subreaper()
+            iopts = init.InitOptions(fifo_fd=fifo_fd, console_fd=console_fd,
+                                     no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds)
+            pid, starttime = self._spawn(cfg, cid, mgr, iopts, procs)
+            os.close(fifo_fd)
+            if console_fd is not None and opts.console_fd is None:
+                os.close(console_fd)
+        except BaseException:
+            undo.run()
+            raise
+        return self.store.load(cid)
+
+    def _make_fifo(self, cid: str, cfg) -> int:
+        path = self.store.fifo(cid)
+        os.mkfifo(path, 0o622)
+        os.chmod(path, 0o622)
+        uid = _host_id(cfg.uid_mappings, 0) if cfg.uid_mappings else 0
+        gid = _host_id(cfg.gid_mappings, 0) if cfg.gid_mappings else 0
+        os.chown(path, uid or 0, gid or 0)
+        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+    def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int]) -> tuple[int, int]:
+        from . import init, sync
+        from .sync import Msg
+        parent, child = sync.pair()
+        c1 = os.fork()
+        if c1 == 0:  # pragma: no cover - runs in the child
+            parent.close()
+            init.stage1(cfg, child, iopts)
+        child.close()
+        procs.append(c1)
+        try:
+            return self._talk(cfg, cid, mgr, parent, c1, procs)
+        except sync.SyncError as e:
+            raise RuntimeError_(str(e)) from None
+        finally:
+            parent.close()
+
+    def _talk(self, cfg, cid: str, mgr, sock, c1: int, procs: list[int]) -> tuple[int, int]:
+        from . import hooks, sync
+        from .sync import Msg
+        mgr.add(c1)
+        sync.send(sock, Msg.GO)
+        while True:
+            msg = sync.recv(sock)
+            if msg is None:
+                raise RuntimeError_("container init exited unexpectedly")
+            if msg["type"] == Msg.ERROR.value:
+                raise RuntimeError_(msg.get("msg", "unknown error"))
+            if msg["type"] == Msg.USERNS.value:
+                _write_id_maps(c1, cfg)
+                sync.send(sock, Msg.USERNS_DONE)
+            elif msg["type"] == Msg.CHILD_PID.value:
+                pid = msg["pid"]
+                break
+        procs.append(pid)
+        os.waitpid(c1, 0)
+        procs.remove(c1)
+        st = statemod.proc_stat(pid)
+        starttime = st[1] if st else 0
+        sync.expect(sock, Msg.HOOKS, "hooks")
+        hstate = hook_state(cid, "creating", pid, cfg)
+        try:
+            hooks.run("prestart", cfg.hooks, hstate)
+            hooks.run("createRuntime", cfg.hooks, hstate)
+        except hooks.HookError as e:
+            raise RuntimeError_(str(e)) from None
+        sync.send(sock, Msg.HOOKS_DONE, state=hook_state(cid, "created", pid, cfg))
+        sync.expect(sock, Msg.READY, "ready")
+        self._save_created(cid, cfg, mgr, pid, starttime)
+        sync.send(sock, Msg.RUN)
+        msg = sync.recv(sock)
+        if msg is not None:
+            raise RuntimeError_(msg.get("msg", f"unexpected message {msg!r}"))
+        return pid, starttime
+
+    def _save_created(self, cid: str, cfg, mgr, pid: int, starttime: int) -> None:
+        import pwd
+        try:
+            owner = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            owner = str(os.getuid())
+        state = {"ociVersion": cfg.oci_version, "id": cid, "status": "created", "pid": pid,
+                 "bundle": cfg.bundle, "annotations": cfg.annotations,
+                 "dockyard": {"cgroup": mgr.to_dict(), "created": statemod.now_rfc3339(),
+                              "rootfs": cfg.rootfs, "starttime": starttime, "owner": owner,
+                              "spec": cfg.raw}}
+        self.store.save(cid, state)
+
+    # ------------------------------------------------------------- start
+
+    def start(self, cid: str) -> None:
+        st = self.store.load(cid)
+        status = statemod.status(self.store, st)
+        if status != "created":
+            if status == "stopped":
+                raise RuntimeError_("cannot start a container that has stopped")
+            raise RuntimeError_(f"cannot start an already {status} container")
+        self._release(cid, st)
+        st["status"] = "running"
+        self.store.save(cid, st)
+        from . import hooks
+        hooks.run("poststart", hooks.from_spec(st["dockyard"].get("spec", {})),
+                  statemod.oci_state(self.store, st))
+
+    def _release(self, cid: str, st: dict) -> None:
+        """Open the FIFO for reading: init's blocked open completes, it writes a byte."""
+        import select
+        path = self.store.fifo(cid)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            while not poller.poll(100):
+                if not statemod.pid_alive(st["pid"], st["dockyard"].get("starttime")):
+                    raise RuntimeError_("container init exited before start")
+            if os.read(fd, 1) != b"0":
+                raise RuntimeError_("container init exited before start")
+        finally:
+            os.close(fd)
+        os.unlink(path)
+
+    # ------------------------------------------------------ state queries
+
+    def state(self, cid: str) -> dict:
+        return statemod.oci_state(self.store, self.store.load(cid))
+
+    def list(self) -> list[dict]:
+        out = []
+        for cid in self.store.ids():
+            try:
+                out.append(self.state(cid))
+            except DockyardError:
+                continue
+        return out
+
+    def manager(self, st: dict):
+        cg = (st.get("dockyard") or {}).get("cgroup")
+        return _cgroups().manager_from_dict(cg) if cg else None
+
+    def pids(self, cid: str) -> list[int]:
+        st = self.store.load(cid)
+        mgr = self.manager(st)
+        return mgr.pids() if mgr else []
+
+    # ----------------------------------------------------- kill & delete
+
+    def kill(self, cid: str, sig: int, all_procs: bool = False) -> None:
+        st = self.store.load(cid)
+        status = statemod.status(self.store, st)
+        if all_procs:
+            mgr = self.manager(st)
+            if mgr is not None:
+                mgr.kill_all(sig)
+                return
+        if status in ("stopped", "creating"):
+            raise RuntimeError_("container not running")
+        try:
+            os.kill(st["pid"], sig)
+        except ProcessLookupError:
+            raise RuntimeError_("container not running") from None
+
+    def delete(self, cid: str, force: bool = False) -> None:
+        try:
+            st = self.store.load(cid)
+        except NotFound:
+            if force:
+                return
+            raise
+        status = statemod.status(self.store, st)
+        if status in ("running", "paused") and not force:
+            raise RuntimeError_(f"cannot delete container {cid} that is not stopped: {status}")
+        mgr = self.manager(st)
+        self._stop_everything(st, mgr, status)
+        if mgr is not None:
+            mgr.destroy()
+        from . import hooks
+        spec_raw = (st.get("dockyard") or {}).get("spec") or {}
+        ostate = statemod.oci_state(self.store, st)
+        ostate["status"] = "stopped"
+        hooks.run("poststop", hooks.from_spec(spec_raw), ostate)
+        self.store.remove(cid)
+
+    def _stop_everything(self, st: dict, mgr, status: str) -> None:
+        alive = status not in ("stopped", "creating")
+        if alive:
+            try:
+                os.kill(st["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if mgr is not None:
+            mgr.kill_all(signal.SIGKILL)
+            if status == "paused":
+                mgr.thaw()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            busy = statemod.pid_alive(st.get("pid", 0), st.get("dockyard", {}).get("starttime"))
+            live = [p for p in (mgr.pids() if mgr else []) if statemod.pid_alive(p, None)]
+            if not busy and not live:
+                return
+            self._reap()
+            time.sleep(0.01)
+        raise RuntimeError_("container processes did not exit after SIGKILL")
+
+    @staticmethod
+    def _reap() -> None:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+
+    # ---------------------------------------------------- pause & resume
+
+    def pause(self, cid: str) -> None:
+        st = self.store.load(cid)
+        if statemod.status(self.store, st) not in ("running", "created"):
+            raise RuntimeError_("container not running")
+        self.manager(st).freeze()
+
+    def resume(self, cid: str) -> None:
+        st = self.store.load(cid)
+        if statemod.status(self.store, st) != "paused":
+            raise RuntimeError_("container not paused")
+        self.manager(st).thaw()

@@ -1,0 +1,335 @@
+"""The container's two forked stages: entering namespaces, then init.
+
+Stage 1 (forked by ``create``) joins namespaces given by path, unshares a
+user namespace (the parent writes its id maps), unshares the remaining
+namespaces and forks stage 2 — the fork is what puts stage 2 into the new
+PID namespace as its PID 1. Stage 1 reports stage 2's pid and exits.
+
+Stage 2 is the container's init. :class:`Init` runs one fixed sequence of
+named steps (``STEPS``), in runc's order; each step says why it sits where it
+does. It talks to the parent over the sync socket (see ``sync.Msg``) and
+finally blocks on the exec FIFO until ``start``, then execs the user's
+program.
+
+Both stages are non-dumpable from their first instruction: a process in the
+container must never be able to open our interpreter through
+``/proc/<pid>/exe`` (CVE-2019-5736).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from . import process, rootfs, sync
+from . import syscalls as sc
+from .sync import Msg
+
+NS_FLAGS = {
+    "mount": sc.CLONE_NEWNS, "uts": sc.CLONE_NEWUTS, "ipc": sc.CLONE_NEWIPC,
+    "network": sc.CLONE_NEWNET, "pid": sc.CLONE_NEWPID, "cgroup": sc.CLONE_NEWCGROUP,
+    "user": sc.CLONE_NEWUSER, "time": sc.CLONE_NEWTIME,
+}
+# setns order for namespaces given by path: the user namespace first (it
+# grants the capabilities to join the others), the mount namespace last.
+JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
+
+
+@dataclass
+class InitOptions:
+    fifo_fd: int | None            # O_PATH fd of <state>/exec.fifo (None: do not wait)
+    console_fd: int | None         # connected console socket (terminal only)
+    no_pivot: bool = False
+    preserve_fds: int = 0
+
+
+def report_error(sock: socket.socket, exc: BaseException) -> None:
+    msg = str(exc) or exc.__class__.__name__
+    try:
+        sync.send(sock, Msg.ERROR, msg=msg)
+    except OSError:
+        pass
+
+
+def join_namespaces(cfg) -> None:
+    for kind in JOIN_ORDER:
+        ns = cfg.namespace(kind)
+        if ns is None or ns.path is None:
+            continue
+        fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(fd, NS_FLAGS[kind], f"{kind} namespace {ns.path}")
+        finally:
+            os.close(fd)
+
+
+def new_namespace_flags(cfg, include_user: bool) -> int:
+    flags = 0
+    for ns in cfg.namespaces:
+        if ns.path is None and (include_user or ns.type != "user"):
+            flags |= NS_FLAGS[ns.type]
+    return flags
+
+
+def stage1(cfg, sock: socket.socket, opts: InitOptions) -> None:
+    """Runs in the first child; never returns."""
+    try:
+        sc.set_dumpable(False)
+        sync.expect(sock, Msg.GO, "stage 1")
+        join_namespaces(cfg)
+        userns = cfg.namespace("user")
+        if userns is not None and userns.path is None:
+            sc.unshare(sc.CLONE_NEWUSER)
+            sync.send(sock, Msg.USERNS)
+            sync.expect(sock, Msg.USERNS_DONE, "user namespace")
+        if userns is not None:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        # the host's cgroup paths, read before a cgroup namespace hides them
+        view = rootfs.CgroupView() if any(m.type in ("cgroup", "cgroup2")
+                                          for m in cfg.mounts) else None
+        sc.unshare(new_namespace_flags(cfg, include_user=False))
+        pid = os.fork()
+        if pid == 0:
+            stage2(cfg, sock, opts, view)
+        sync.send(sock, Msg.CHILD_PID, pid=pid)
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
+        report_error(sock, e)
+        os._exit(1)
+
+
+def stage2(cfg, sock: socket.socket, opts: InitOptions, view) -> None:
+    try:
+        Init(cfg, sock, opts, view).run()
+    except BaseException as e:  # noqa: BLE001
+        report_error(sock, e)
+    os._exit(1)
+
+
+class Init:
+    """The container's PID 1 until it execs the user's program."""
+
+    def __init__(self, cfg, sock: socket.socket, opts: InitOptions, view) -> None:
+        self.cfg = cfg
+        self.proc = cfg.process
+        self.sock = sock
+        self.opts = opts
+        self.view = view
+        self.rootfs = cfg.rootfs
+        self.in_userns = cfg.namespace("user") is not None
+        self.state: dict = {}
+        self.own_exe = (0, 0)
+        self.exe_path = ""
+        self.env: dict[str, str] = {}
+
+    # Each step is a method; STEPS lists them in the order they run.
+
+    def new_session(self) -> None:
+        # A session of our own: the console (if any) must become the
+        # controlling terminal of this session, not of the caller's.
+        os.setsid()
+
+    def early_process_settings(self) -> None:
+        # oom_score_adj and rlimits are set while the host's /proc is still
+        # mounted, and before anything allocates on the container's behalf.
+        process.set_oom_score_adj(self.proc.oom_score_adj)
+        process.apply_rlimits(self.proc.rlimits)
+        self.own_exe = process.self_exe_id()
+
+    def preload(self) -> None:
+        # After pivot_root the host's site-packages are gone: import now
+        # whatever the later steps need.
+        if self.cfg.seccomp:
+            from . import seccomp  # noqa: F401
+        if self.cfg.hooks.get("startContainer") or self.cfg.hooks.get("createContainer"):
+            import subprocess  # noqa: F401
+            from . import hooks  # noqa: F401
+
+    def prepare_root(self) -> None:
+        # Make our mount tree stop propagating to the host (rslave by
+        # default), then make the rootfs a mount point so pivot_root accepts it.
+        rootfs.prepare_root(self.rootfs, self.cfg.rootfs_propagation)
+
+    def mounts(self) -> None:
+        # In config order: later mounts may sit on earlier ones (/dev, /dev/pts).
+        for m in self.cfg.mounts:
+            rootfs.mount_entry(m, self.rootfs, self.cfg.bundle, self.view)
+
+    def devices(self) -> None:
+        # After /dev is mounted (a tmpfs) and before pivot_root, because in a
+        # user namespace the nodes are bind mounts of the host's devices.
+        rootfs.setup_dev(self.cfg, self.rootfs, self.in_userns)
+
+    def create_cwd(self) -> None:
+        # runc creates a missing working directory; best effort, inside the root.
+        try:
+            rootfs._mkdir_all(self.rootfs, rootfs.secure_join(self.rootfs, self.proc.cwd))
+        except (OSError, rootfs.RootfsError):
+            pass
+
+    def runtime_hooks(self) -> None:
+        # prestart and createRuntime hooks run in the runtime's namespace
+        # (the parent), once our namespaces exist and before pivot_root.
+        sync.send(self.sock, Msg.HOOKS)
+        self.state = sync.expect(self.sock, Msg.HOOKS_DONE, "hooks").get("state", {})
+
+    def create_container_hooks(self) -> None:
+        # createContainer hooks run in the container's namespaces, before pivot_root.
+        if self.cfg.hooks.get("createContainer"):
+            from . import hooks
+            hooks.run("createContainer", self.cfg.hooks, self.state)
+
+    def enter_root(self) -> None:
+        # pivot_root, not chroot: the old root is detached entirely, so no
+        # path (and no chroot escape) leads back to the host's filesystem.
+        if self.opts.no_pivot:
+            rootfs.move_root(self.rootfs)
+        else:
+            rootfs.pivot(self.rootfs)
+
+    def console(self) -> None:
+        # After pivot_root, so the pty comes from the container's own devpts
+        # instance; its master goes to the console socket (runc's protocol).
+        if not self.proc.terminal:
+            return
+        if self.opts.console_fd is None:
+            raise RuntimeError("process.terminal is set but no console socket was given")
+        setup_console(self.opts.console_fd, self.proc, rootfs.needs_dev_setup(self.cfg))
+
+    def readonly_root(self) -> None:
+        # Late, because the steps before needed to create mount points and devices.
+        if self.cfg.readonly:
+            rootfs.readonly_root()
+        rootfs.set_shared_root(self.cfg.rootfs_propagation)
+
+    def hostname(self) -> None:
+        if self.cfg.hostname:
+            sc.sethostname(self.cfg.hostname)
+        if self.cfg.domainname:
+            sc.setdomainname(self.cfg.domainname)
+
+    def sysctls(self) -> None:
+        # Through the container's /proc, i.e. in its own net/ipc namespaces.
+        rootfs.write_sysctls(self.cfg.sysctl)
+
+    def readonly_paths(self) -> None:
+        for p in self.cfg.readonly_paths:
+            rootfs.readonly_path(p)
+
+    def masked_paths(self) -> None:
+        # After the read-only paths: a masked path may lie inside one.
+        if not self.cfg.masked_paths:
+            return
+        null_fd = rootfs.open_dev_null()
+        try:
+            for p in self.cfg.masked_paths:
+                rootfs.mask_path(p, null_fd)
+        finally:
+            os.close(null_fd)
+
+    def no_new_privs(self) -> None:
+        if self.proc.no_new_privileges:
+            sc.set_no_new_privs()
+
+    def ready(self) -> None:
+        # The parent records the state (status "created") on READY and then
+        # lets us finish; errors after this still reach `create`.
+        sync.send(self.sock, Msg.READY)
+        sync.expect(self.sock, Msg.RUN, "ready")
+
+    def early_seccomp(self) -> None:
+        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+        # the capability step may drop: load it before.
+        if self.cfg.seccomp and not self.proc.no_new_privileges:
+            load_seccomp(self.cfg.seccomp)
+
+    def resolve_program(self) -> None:
+        # Before the user switch and the FIFO, so `create` reports a missing
+        # program (runc does the same).
+        self.env = process.final_env(self.proc)
+        self.exe_path = process.lookup(self.proc.args[0], self.env)
+        process.guard_runtime_binary(self.exe_path, self.own_exe)
+
+    def finalize(self) -> None:
+        # Close leaked fds, chdir (verified inside the root), user and caps.
+        keep = {self.sock.fileno()}
+        if self.opts.fifo_fd is not None:
+            keep.add(self.opts.fifo_fd)
+        process.finalize(self.proc, setgroups_allowed=True, n_preserved=self.opts.preserve_fds,
+                         keep=keep)
+
+    def init_done(self) -> None:
+        # Closing the sync socket tells `create` that init succeeded.
+        self.sock.close()
+
+    def wait_for_start(self) -> None:
+        # Blocks until `start` opens the FIFO for reading.
+        if self.opts.fifo_fd is None:
+            return
+        fd = os.open(f"/proc/self/fd/{self.opts.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(self.opts.fifo_fd)
+
+    def start_container_hooks(self) -> None:
+        if self.cfg.hooks.get("startContainer"):
+            from . import hooks
+            hooks.run("startContainer", self.cfg.hooks, self.state)
+
+    def late_seccomp(self) -> None:
+        # With no_new_privs, as late as possible: fewer of our own syscalls
+        # need to be allowed by the container's profile.
+        if self.cfg.seccomp and self.proc.no_new_privileges:
+            load_seccomp(self.cfg.seccomp)
+
+    def exec(self) -> None:
+        process.exec_program(self.exe_path, self.proc.args, self.env)
+
+    STEPS = ("new_session", "early_process_settings", "preload", "prepare_root", "mounts",
+             "devices", "create_cwd", "runtime_hooks", "create_container_hooks", "enter_root",
+             "console", "readonly_root", "hostname", "sysctls", "readonly_paths",
+             "masked_paths", "no_new_privs", "ready", "early_seccomp", "resolve_program",
+             "finalize", "init_done", "wait_for_start", "start_container_hooks",
+             "late_seccomp", "exec")
+
+    def run(self) -> None:
+        for name in self.STEPS:
+            getattr(self, name)()
+
+
+def load_seccomp(profile: dict) -> None:
+    from . import seccomp
+    seccomp.load_filter(profile)
+
+
+def setup_console(console_fd: int, proc, bind_console: bool) -> None:
+    """Open a pty in the container, send its master, make the slave our tty."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    sc.ioctl_int(master, sc.TIOCSPTLCK, 0)
+    slave_path = f"/dev/pts/{sc.ioctl_int(master, sc.TIOCGPTN)}"
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    try:
+        os.fchown(slave, proc.user.uid, -1)
+    except OSError:
+        pass
+    if proc.console_size and all(proc.console_size):
+        import struct
+        sc.set_winsize(slave, struct.pack("HHHH", proc.console_size[0], proc.console_size[1],
+                                          0, 0))
+    if bind_console:
+        if not os.path.lexists("/dev/console"):
+            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        sc.mount(slave_path, "/dev/console", None, sc.MS_BIND)
+    s = socket.socket(fileno=console_fd)
+    try:
+        sync.send_fd(s, master, slave_path)
+    finally:
+        s.close()
+        os.close(master)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+    sc.set_controlling_tty(0)

@@ -1,0 +1,183 @@
+"""The last steps before the user's program runs, shared by init and exec.
+
+Every function here runs inside the container (after pivot_root or setns
+into its mount namespace), where the host's Python modules can no longer be
+imported: callers import what these steps need *before* entering.
+
+Security notes:
+
+* Host file descriptors never reach the user's program: every fd above the
+  preserved ones is closed before ``chdir`` (so a ``cwd`` of
+  ``/proc/self/fd/N`` has nothing to point at) and the working directory is
+  then verified to lie inside the container (CVE-2024-21626).
+* Our own process is non-dumpable from before it enters any namespace, so
+  nothing in the container can open ``/proc/<pid>/exe`` or ``/proc/<pid>/fd``
+  of the Python interpreter (CVE-2019-5736); the user's program gets its
+  normal dumpable state back at execve. The program to execute is also
+  checked, through its shebang chain, not to be our own interpreter binary
+  (``/bin/sh -> /proc/self/exe``), which would otherwise run the host's
+  binary inside the container.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+from . import caps
+from . import syscalls as sc
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_RLIMIT = {f"RLIMIT_{n}": i for i, n in enumerate((   # Linux's numbering
+    "CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
+    "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME"))}
+
+
+class ProcessError(Exception):
+    pass
+
+
+def self_exe_id() -> tuple[int, int]:
+    st = os.stat("/proc/self/exe")
+    return st.st_dev, st.st_ino
+
+
+def apply_rlimits(rlimits) -> None:
+    for typ, hard, soft in rlimits:
+        try:
+            resource.setrlimit(_RLIMIT[typ], (soft, hard))
+        except (ValueError, OSError) as e:
+            raise ProcessError(f"setting {typ} to soft={soft} hard={hard}: {e}") from None
+
+
+def set_oom_score_adj(value: int | None) -> None:
+    if value is None:
+        return
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(value))
+
+
+def env_dict(env) -> dict[str, str]:
+    out = {}
+    for e in env:
+        k, _, v = e.partition("=")
+        out[k] = v
+    return out
+
+
+def _home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def lookup(name: str, env: dict[str, str]) -> str:
+    """Resolve args[0] on the *container's* PATH (from process.env)."""
+    if "/" in name:
+        if not os.path.exists(name):
+            raise ProcessError(f'exec: "{name}": stat {name}: no such file or directory')
+        return name
+    for d in (env.get("PATH") or DEFAULT_PATH).split(":"):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise ProcessError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def guard_runtime_binary(path: str, own: tuple[int, int], depth: int = 0) -> None:
+    """Refuse to execute our own interpreter binary from inside the container."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) == own:
+        raise ProcessError(f"refusing to execute {path}: it is the runtime's own binary")
+    if depth >= 4:
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return
+    if head.startswith(b"#!"):
+        interp = head[2:].split(b"\n", 1)[0].strip().split()
+        if interp:
+            guard_runtime_binary(os.fsdecode(interp[0]), own, depth + 1)
+
+
+def close_fds(first: int, keep: set[int]) -> None:
+    """Close every fd >= first except ``keep`` (which become close-on-exec)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd < first:
+            continue
+        if fd in keep:
+            os.set_inheritable(fd, False)
+            continue
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    sc.mark_cloexec_from(first)
+
+
+def preserve_fds(first: int, count: int) -> None:
+    for fd in range(first, first + count):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+
+
+def change_dir(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise ProcessError(f"chdir to cwd ({cwd!r}) set in config.json failed: "
+                           f"{e.strerror}") from None
+    try:
+        real = os.getcwd()
+    except OSError:
+        real = ""
+    if not real.startswith("/"):
+        raise ProcessError(f"current working directory {cwd!r} is outside of the container "
+                           "root (a leaked file descriptor?)")
+
+
+def switch_user(user, setgroups_allowed: bool) -> None:
+    if setgroups_allowed:
+        os.setgroups(list(user.additional_gids))
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+
+
+def finalize(proc, setgroups_allowed: bool, n_preserved: int, keep: set[int]) -> None:
+    """fds, cwd, capabilities and user, in runc's order (see caps.apply)."""
+    close_fds(3 + n_preserved, keep)
+    preserve_fds(3, n_preserved)
+    change_dir(proc.cwd)
+    caps.apply(proc.capabilities, lambda: switch_user(proc.user, setgroups_allowed))
+    sc.set_dumpable(False)   # a uid change may have reset it (fs.suid_dumpable)
+    change_dir(proc.cwd)
+    os.umask(proc.user.umask if proc.user.umask is not None else 0o022)
+
+
+def final_env(proc) -> dict[str, str]:
+    env = env_dict(proc.env)
+    if "HOME" not in env:
+        env["HOME"] = _home_of(proc.user.uid)
+    return env
+
+
+def exec_program(path: str, args, env: dict[str, str]) -> None:
+    try:
+        os.execve(path, list(args), env)
+    except OSError as e:
+        raise ProcessError(f'exec: "{args[0]}": {e.strerror}') from None

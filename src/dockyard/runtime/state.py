@@ -1,0 +1,141 @@
+"""Where a container's runtime state lives, and what status it is in.
+
+``<root>/<id>/`` (root defaults to /run/dockyard-runc, a tmpfs, so a reboot
+forgets containers that no longer exist) holds:
+
+* ``state.json`` — the OCI state (ociVersion, id, status, pid, bundle,
+  annotations) plus our private ``dockyard`` object: the cgroup manager's
+  dict, the creation time, the rootfs, the init's start time and the spec the
+  container was created with (``exec`` uses its process and seccomp profile);
+* ``exec.fifo`` — present while the container is *created*: its init is
+  blocked opening it for writing, and ``start`` opens it for reading.
+
+Status is derived, never trusted from the file: the recorded pid must still
+exist, not be a zombie, and have the recorded start time (pids are reused);
+then the FIFO tells created from running and the freezer tells paused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from dockyard.errors import Conflict, NotFound
+
+DEFAULT_ROOT = "/run/dockyard-runc"
+STATE_FILE = "state.json"
+FIFO = "exec.fifo"
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a pid, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rindex(b")") + 2:].split()
+    return rest[0].decode(), int(rest[19])
+
+
+def pid_alive(pid: int, starttime: int | None) -> bool:
+    st = proc_stat(pid) if pid > 0 else None
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    return starttime is None or st[1] == starttime
+
+
+class Store:
+    """The state directories under one --root."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = os.path.abspath(root or DEFAULT_ROOT)
+
+    def dir(self, cid: str) -> str:
+        return os.path.join(self.root, cid)
+
+    def fifo(self, cid: str) -> str:
+        return os.path.join(self.dir(cid), FIFO)
+
+    def create_dir(self, cid: str) -> str:
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        d = self.dir(cid)
+        try:
+            os.mkdir(d, 0o711)
+        except FileExistsError:
+            raise Conflict(f"container with id {cid!r} already exists") from None
+        return d
+
+    def exists(self, cid: str) -> bool:
+        return os.path.isdir(self.dir(cid))
+
+    def save(self, cid: str, state: dict) -> None:
+        path = os.path.join(self.dir(cid), STATE_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, path)
+
+    def load(self, cid: str) -> dict:
+        from .spec import validate_id
+        validate_id(cid)
+        path = os.path.join(self.dir(cid), STATE_FILE)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            if self.exists(cid):
+                return {"ociVersion": "1.2.0", "id": cid, "status": "creating", "pid": 0,
+                        "bundle": "", "annotations": {}, "dockyard": {}}
+            raise NotFound(f"container {cid!r} does not exist") from None
+        except ValueError:
+            raise NotFound(f"container {cid!r}: state file is damaged") from None
+
+    def ids(self) -> list[str]:
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [n for n in names if os.path.isdir(os.path.join(self.root, n))]
+
+    def remove(self, cid: str) -> None:
+        shutil.rmtree(self.dir(cid), ignore_errors=True)
+
+
+def status(store: Store, state: dict) -> str:
+    if state.get("status") == "creating":
+        return "creating"
+    priv = state.get("dockyard") or {}
+    if not pid_alive(state.get("pid", 0), priv.get("starttime")):
+        return "stopped"
+    if os.path.exists(store.fifo(state["id"])):
+        return "created"
+    cg = priv.get("cgroup")
+    if cg:
+        try:
+            from . import cgroups
+            if cgroups.manager_from_dict(cg).is_frozen():
+                return "paused"
+        except Exception:
+            pass
+    return "running"
+
+
+def oci_state(store: Store, state: dict) -> dict:
+    """The public OCI state document (what `state` prints and hooks read)."""
+    st = status(store, state)
+    out = {"ociVersion": state.get("ociVersion", "1.2.0"), "id": state["id"], "status": st,
+           "pid": state.get("pid", 0) if st != "stopped" else 0,
+           "bundle": state.get("bundle", ""), "annotations": state.get("annotations") or {}}
+    priv = state.get("dockyard") or {}
+    out["rootfs"] = priv.get("rootfs", "")
+    out["created"] = priv.get("created", "")
+    out["owner"] = priv.get("owner", "")
+    return out
+
+
+def now_rfc3339() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"

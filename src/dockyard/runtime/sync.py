@@ -1,0 +1,81 @@
+"""The typed protocol between the runtime and the processes it forks.
+
+One SOCK_SEQPACKET socket pair per command: each message is one datagram
+holding a small JSON object ``{"type": <Msg>, ...}``, optionally with file
+descriptors attached (SCM_RIGHTS). Message boundaries come from the socket
+type, so a message is never split or merged. A child reports a failure as an
+ERROR message; the parent turns it into the command's error. End-of-file
+(every child end closed, e.g. by a successful execve of a close-on-exec
+socket) means "done".
+"""
+
+from __future__ import annotations
+
+import array
+import enum
+import json
+import socket
+
+
+class Msg(str, enum.Enum):
+    GO = "go"                      # parent -> stage 1: you are in the cgroup, continue
+    USERNS = "userns"              # stage 1 -> parent: unshared CLONE_NEWUSER, map me
+    USERNS_DONE = "userns-done"    # parent -> stage 1: uid/gid maps written
+    CHILD_PID = "child-pid"        # stage 1 -> parent: init's pid (in the parent's pid ns)
+    HOOKS = "hooks"                # init -> parent: mounts done, run prestart/createRuntime
+    HOOKS_DONE = "hooks-done"      # parent -> init: hooks ran (carries the state for hooks)
+    READY = "ready"                # init -> parent: namespaces and rootfs are set up
+    RUN = "run"                    # parent -> init: state saved, finish and wait for start
+    ERROR = "error"                # child -> parent: {"msg": ...}
+
+
+class SyncError(Exception):
+    pass
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send(sock: socket.socket, kind: Msg, fds: list[int] | None = None, **payload) -> None:
+    data = json.dumps({"type": kind.value, **payload}).encode()
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.send(data)
+
+
+def recv(sock: socket.socket, with_fds: bool = False):
+    """The next message as a dict (None at end-of-file); with_fds -> (msg, fds)."""
+    fds = array.array("i")
+    data, anc, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+    for level, typ, cdata in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    msg = json.loads(data) if data else None
+    return (msg, list(fds)) if with_fds else msg
+
+
+def expect(sock: socket.socket, kind: Msg, what: str) -> dict:
+    """Receive a message of type ``kind``; an ERROR or EOF raises SyncError."""
+    msg = recv(sock)
+    if msg is None:
+        raise SyncError(f"{what}: the container's init exited unexpectedly")
+    if msg["type"] == Msg.ERROR.value:
+        raise SyncError(msg.get("msg", "unknown error"))
+    if msg["type"] != kind.value:
+        raise SyncError(f"{what}: expected {kind.value!r}, got {msg['type']!r}")
+    return msg
+
+
+def send_fd(sock: socket.socket, fd: int, name: str) -> None:
+    """runc's console-socket protocol: one message, the name as data, the fd attached."""
+    sock.sendmsg([name.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+
+
+def recv_fd(sock: socket.socket) -> tuple[int, str]:
+    data, anc, _f, _a = sock.recvmsg(4096, socket.CMSG_SPACE(4))
+    for level, typ, cdata in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            return array.array("i", cdata[:4])[0], data.decode(errors="replace")
+    raise SyncError("console socket: no file descriptor received")
