@@ -1,0 +1,141 @@
+"""Published ports: userland proxy on loopback, DNAT on the gateway address."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from dockyard.errors import DockyardError
+from conftest import our_veths
+
+pytestmark = pytest.mark.xdist_group("network")
+
+UDP_ECHO = (
+    "import socket\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.bind(('0.0.0.0', 9999))\n"
+    "while True:\n"
+    "    d, a = s.recvfrom(65535)\n"
+    "    s.sendto(b'echo:' + d, a)\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    try:
+        yield started
+    finally:
+        for p in started:
+            p.kill()
+            p.wait()
+
+
+def start_httpd(ns: str, docroot, procs) -> None:
+    docroot.mkdir()
+    (docroot / "index.html").write_text("hello from the container\n")
+    import os
+    procs.append(subprocess.Popen(
+        ["ip", "netns", "exec", os.path.basename(ns), "busybox", "httpd", "-f", "-p", "80", "-h", str(docroot)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ))
+
+
+def get(url: str, tries: int = 50) -> str:
+    last = None
+    for _ in range(tries):  # the server in the namespace may still be starting
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.read().decode()
+        except OSError as e:
+            last = e
+            time.sleep(0.1)
+    raise AssertionError(f"{url}: {last}")
+
+
+def test_publish_on_loopback_and_gateway(manager, netns, tmp_path, procs):
+    ns = netns()
+    port = free_port()
+    ep = manager.connect("a" * 64, ns, "bridge", ports=[f"127.0.0.1:{port}:80"])
+    start_httpd(ns, tmp_path / "www", procs)
+    assert get(f"http://127.0.0.1:{port}/") == "hello from the container\n"
+    settings = manager.container_settings("a" * 64)
+    assert settings["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert settings["IPAddress"] == ep["IPAddress"]
+
+    # a second binding on all addresses: the gateway address goes through DNAT
+    manager.disconnect("a" * 64, "bridge")
+    port2 = free_port()
+    manager.connect("a" * 64, ns, "bridge", ports=[f"{port2}:80"])
+    gw = manager.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
+    assert get(f"http://{gw}:{port2}/") == "hello from the container\n"
+    assert get(f"http://127.0.0.1:{port2}/") == "hello from the container\n"
+    rules = "\n".join(manager.firewall.our_rules())
+    assert f"--dport {port2}" in rules and "-j DNAT" in rules
+
+    manager.release_all("a" * 64)
+    assert f"--dport {port2}" not in "\n".join(manager.firewall.our_rules())
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port2), timeout=2).close()
+
+
+def test_random_host_port_and_udp(manager, netns, tmp_path, procs):
+    ns = netns()
+    manager.connect("b" * 64, ns, "bridge", ports=["80", "127.0.0.1::9999/udp"])
+    start_httpd(ns, tmp_path / "www", procs)
+    import os
+    procs.append(subprocess.Popen(["ip", "netns", "exec", os.path.basename(ns), sys.executable, "-c", UDP_ECHO]))
+    ports = manager.container_settings("b" * 64)["Ports"]
+    lo, hi = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    tcp = int(ports["80/tcp"][0]["HostPort"])
+    udp = int(ports["9999/udp"][0]["HostPort"])
+    assert ports["80/tcp"][0]["HostIp"] == "0.0.0.0"
+    assert lo <= tcp <= hi and lo <= udp <= hi
+    assert get(f"http://127.0.0.1:{tcp}/") == "hello from the container\n"
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        for _ in range(40):
+            s.sendto(b"ping", ("127.0.0.1", udp))
+            try:
+                data, _ = s.recvfrom(100)
+                break
+            except socket.timeout:
+                continue
+        else:
+            raise AssertionError("no UDP echo through the proxy")
+    assert data == b"echo:ping"
+
+
+def test_port_already_taken(manager, netns):
+    ns1, ns2 = netns(), netns()
+    port = free_port()
+    manager.connect("a" * 64, ns1, "bridge", ports=[f"{port}:80"])
+    before_rules = manager.firewall.our_rules()
+    before_veths = our_veths(manager)
+    before_state = manager.state()
+    with pytest.raises(DockyardError) as e:
+        manager.connect("b" * 64, ns2, "bridge", ports=[f"127.0.0.1:{port + 0}:80", f"{port}:81"])
+    assert str(e.value) == f"Bind for 127.0.0.1:{port} failed: port is already allocated"
+    with pytest.raises(DockyardError, match=f"^Bind for 0.0.0.0:{port} failed: port is already allocated$"):
+        manager.connect("b" * 64, ns2, "bridge", ports=[f"{port}:80"])
+    # nothing half-configured: no rule, veth, lease or interface was left
+    assert manager.firewall.our_rules() == before_rules
+    assert our_veths(manager) == before_veths
+    assert manager.state() == before_state
+    from conftest import nsexec
+    assert len(nsexec(ns2, "ip", "-o", "link").stdout.strip().splitlines()) == 1
+    # and the port is usable by the next container once freed
+    manager.release_all("a" * 64)
+    manager.connect("b" * 64, ns2, "bridge", ports=[f"{port}:80"])
