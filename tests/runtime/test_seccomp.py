@@ -360,3 +360,42 @@ def test_imports_stay_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_prepare_then_load_without_libseccomp(tmp_path):
+    """After pivot_root libseccomp is unreachable: a prepared profile must load
+    without importing pyseccomp in the child."""
+    profile = {"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EDQUOT}]}
+    seccomp.prepare(dict(profile))  # an equal profile, not the same object
+
+    def probe():
+        sys.modules["pyseccomp"] = None  # any import of it now fails
+        try:
+            seccomp.load_filter(profile)
+        finally:
+            del sys.modules["pyseccomp"]
+        return errno_of(lambda: os.mkdir(tmp_path / "d"))
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            out = json.dumps(probe()).encode()
+        except BaseException as e:
+            out = json.dumps(repr(e)).encode()
+        os.write(w, out)
+        os._exit(0)
+    os.close(w)
+    data = os.read(r, 4096)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert json.loads(data) == errno.EDQUOT
+
+
+def test_features_lists_vocabulary():
+    f = seccomp.features()
+    assert f["enabled"] is True
+    assert "SCMP_ACT_ERRNO" in f["actions"] and "SCMP_ACT_NOTIFY" not in f["actions"]
+    assert "SCMP_CMP_MASKED_EQ" in f["operators"]
+    assert "SCMP_ARCH_X86_64" in f["archs"]

@@ -14,7 +14,9 @@ Three steps, because they belong to different moments of container start:
   the seccomp(2) syscall through plain ctypes: that is all the forked child
   does, as late as possible, right before exec.
 
-:func:`load_filter` does compile + load in one call.
+:func:`prepare` compiles and remembers the program, so that a later
+:func:`load_filter` of the same profile (in the forked child, after
+pivot_root) only loads it; :func:`load_filter` alone compiles then loads.
 
 Loading needs either no_new_privs or CAP_SYS_ADMIN: a runtime that does not
 set no_new_privs must load the filter before it drops capabilities (runc
@@ -276,7 +278,9 @@ def compile(linux_seccomp: dict) -> CompiledFilter:  # noqa: A001 - the verb is 
     try:
         import pyseccomp as sc
     except (ImportError, RuntimeError) as e:
-        raise SeccompError(f"seccomp profiles need libseccomp and the pyseccomp package: {e}") from None
+        raise SeccompError(
+            f"seccomp profiles need libseccomp and the pyseccomp package ({e}); inside the container's root "
+            "neither is reachable, so the runtime must call seccomp.prepare() before pivot_root") from None
     s = linux_seccomp
     default_errno = s.get("defaultErrnoRet")
     default = _action(s["defaultAction"], default_errno)
@@ -351,7 +355,53 @@ def _export(filt) -> bytes:
     return data
 
 
+_prepared: dict[str, CompiledFilter] = {}
+
+
+def _key(linux_seccomp: dict) -> str:
+    import json
+    return json.dumps(linux_seccomp, sort_keys=True, separators=(",", ":"))
+
+
+def prepare(linux_seccomp: dict) -> CompiledFilter:
+    """Compile now and remember the result for a later :func:`load_filter` of
+    the same profile.
+
+    Call it before pivot_root (ideally before forking the container's init,
+    whose memory then already holds the program): once the container's root
+    is in place, neither pyseccomp nor libseccomp.so can be found any more,
+    and load_filter would fail.
+    """
+    key = _key(linux_seccomp)
+    filt = _prepared.get(key)
+    if filt is None:
+        filt = _prepared[key] = compile(linux_seccomp)
+    return filt
+
+
 def load_filter(linux_seccomp: dict) -> None:
-    """Compile and install a profile in the calling process (see module doc
-    for why the runtime should rather compile before fork and load after)."""
-    compile(linux_seccomp).load()
+    """Install a profile in the calling process: the program :func:`prepare`
+    built for it if any, else compile it now (which needs libseccomp to be
+    reachable, i.e. before pivot_root)."""
+    filt = _prepared.get(_key(linux_seccomp)) if _prepared else None
+    if filt is None:
+        filt = compile(linux_seccomp)
+    filt.load()
+
+
+def features() -> dict:
+    """The ``linux.seccomp`` part of ``dockyard-runc features`` (the shape runc
+    prints): what profiles this runtime accepts."""
+    try:
+        import pyseccomp  # noqa: F401
+        enabled = True
+    except (ImportError, RuntimeError):
+        enabled = False
+    return {
+        "enabled": enabled,
+        "actions": sorted(ACTIONS - {"SCMP_ACT_NOTIFY"}),
+        "operators": sorted(OPS),
+        "archs": sorted(ARCHES),
+        "knownFlags": sorted(FLAGS),
+        "supportedFlags": sorted(FLAGS),
+    }
