@@ -9,7 +9,6 @@ operation, its start-up time is user-visible).
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import posixpath
 import re
@@ -17,7 +16,13 @@ import time
 
 from dockyard.errors import DockyardError
 
-log = logging.getLogger("dockyard.runtime.cgroups")
+
+
+def warn(msg: str) -> None:
+    """Log a warning; logging is imported only when there is one (it costs
+    several milliseconds of runtime start-up)."""
+    import logging
+    logging.getLogger("dockyard.runtime.cgroups").warning("%s", msg)
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -344,8 +349,8 @@ def rmdir_tree(directory: str, timeout: float = 5.0) -> None:
 # validation of OCI linux.resources (pure, no host access)
 
 
-_CPUSET_RE = re.compile(r"^\s*(\d+(-\d+)?)(\s*,\s*\d+(-\d+)?)*\s*$")
-_PAGESIZE_RE = re.compile(r"^\d+(B|KB|MB|GB|TB|PB)$")
+_CPUSET_RE = r"^\s*(\d+(-\d+)?)(\s*,\s*\d+(-\d+)?)*\s*$"
+_PAGESIZE_RE = r"^\d+(B|KB|MB|GB|TB|PB)$"
 
 
 def _is_int(v) -> bool:
@@ -414,7 +419,7 @@ def validate_resources(resources: dict | None) -> None:
                 v = cpu.get(k)
                 if v is None or v == "":
                     continue
-                if not isinstance(v, str) or not _CPUSET_RE.match(v):
+                if not isinstance(v, str) or not re.match(_CPUSET_RE, v):
                     errors.append(f"cpu.{k} must be a list like '0-2,4', not {v!r}")
                     continue
                 for part in v.split(","):
@@ -491,7 +496,7 @@ def validate_resources(resources: dict | None) -> None:
         else:
             for i, h in enumerate(huge):
                 if not isinstance(h, dict) or not isinstance(h.get("pageSize"), str) \
-                        or not _PAGESIZE_RE.match(h["pageSize"]):
+                        or not re.match(_PAGESIZE_RE, h["pageSize"]):
                     errors.append(f"hugepageLimits[{i}].pageSize must look like '2MB'")
                 elif not _is_int(h.get("limit")) or h["limit"] < 0:
                     errors.append(f"hugepageLimits[{i}].limit must be a non-negative integer")

@@ -19,7 +19,7 @@ from ._common import (
     CgroupError,
     device_rule_line,
     hierarchy_dir,
-    log,
+    warn,
     mkdir_p,
     own_cgroups,
     procs_recursive,
@@ -198,7 +198,7 @@ class V1Manager:
 
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
-        log.warning("%s", msg)
+        warn(msg)
 
     def _memory(self, mem: dict) -> None:
         sw = mem.get("swappiness")

@@ -20,7 +20,7 @@ from ._common import (
     blkio_weight_to_io_weight,
     hierarchy_dir,
     is_allow_all,
-    log,
+    warn,
     mkdir_p,
     own_cgroups,
     procs_recursive,
@@ -141,7 +141,7 @@ class V2Manager:
 
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
-        log.warning("%s", msg)
+        warn(msg)
 
     def apply(self, resources: dict | None) -> None:
         validate_resources(resources)
