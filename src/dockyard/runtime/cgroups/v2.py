@@ -37,6 +37,10 @@ from ._common import (
 )
 
 
+# enabled for every container; hugetlb, rdma and misc only when a limit asks
+_DEFAULT_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")
+
+
 def available_controllers(directory: str) -> list[str]:
     try:
         return read_file(os.path.join(directory, "cgroup.controllers")).split()
@@ -127,6 +131,15 @@ class V2Manager:
                 except OSError:
                     pass
             raise CgroupError(f"cannot create cgroup {self.dir}: {e.strerror}") from None
+        # Like runc, make the accounting controllers usable at once, so that
+        # `docker stats` works for containers that were given no limits.
+        # Best effort: apply() reports what a requested limit lacks.
+        wanted = [c for c in _DEFAULT_CONTROLLERS if c in available_controllers(self.root)]
+        for c in wanted:
+            try:
+                enable_controllers(self.root, self.dir, [c], f"enabling the {c} controller")
+            except CgroupError:
+                pass
 
     def add(self, pid: int) -> None:
         write_file(self.dir, "cgroup.procs", pid, f"adding process {pid} to cgroup")
