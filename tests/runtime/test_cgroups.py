@@ -576,3 +576,36 @@ def test_operations_on_missing_cgroup_are_clear(cg):
     mgr.destroy()
     with pytest.raises(CgroupError, match="does not exist"):
         mgr.add(os.getpid())
+
+
+# ------------------------------------------------------------------ pure conversions
+
+
+def test_conversions_match_runc_semantics():
+    from dockyard.runtime.cgroups._common import blkio_weight_to_io_weight, shares_to_weight, swap_to_v2
+
+    assert [shares_to_weight(s) for s in (2, 1024, 262144)] == [1, 39, 10000]
+    assert [blkio_weight_to_io_weight(w) for w in (10, 500, 1000)] == [1, 4950, 10000]
+    assert swap_to_v2(200, 100) == 100          # OCI swap is memory+swap
+    assert swap_to_v2(-1, 100) == -1
+    assert swap_to_v2(None, 100) is None
+    assert swap_to_v2(0, -1) == -1              # unlimited memory implies unlimited swap
+    with pytest.raises(CgroupError, match="needs a memory limit"):
+        swap_to_v2(200, None)
+    with pytest.raises(CgroupError, match="must be >="):
+        swap_to_v2(50, 100)
+
+
+def test_device_rule_replay():
+    from dockyard.runtime.cgroups.devices_ebpf import build_program, effective_rules
+    from dockyard.runtime.cgroups.v1 import _devices_state_matches
+
+    rules = [{"allow": True, "access": "rwm"}, {"allow": False, "type": "c", "major": 1, "minor": 7, "access": "w"},
+             {"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"}]
+    default_allow, kept = effective_rules(rules)
+    assert default_allow is False and kept == rules[3:]
+    assert len(build_program(rules)) % 8 == 0
+    assert _devices_state_matches(rules, "c 1:3 rw\n")
+    assert not _devices_state_matches(rules, "c 1:3 rwm\n")
+    assert not _devices_state_matches(rules, "a *:* rwm\n")
+    assert _devices_state_matches([], "a *:* rwm\n")

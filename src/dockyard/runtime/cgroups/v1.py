@@ -208,6 +208,10 @@ class V1Manager:
         limit, swap = mem.get("limit") or 0, mem.get("swap") or 0
         reservation = mem.get("reservation") or 0
         d = self._need("memory", "memory limit" if limit else "memory settings")
+        if mem.get("checkBeforeUpdate") and limit > 0:
+            usage = read_int(os.path.join(d, "memory.usage_in_bytes"), 0) or 0
+            if usage > limit:
+                raise CgroupError(f"memory limit {limit} is below the container's current usage {usage}")
         has_memsw = os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes"))
         if swap and not has_memsw:
             raise CgroupError(

@@ -165,6 +165,10 @@ class V2Manager:
         limit, swap = mem.get("limit") or 0, mem.get("swap") or 0
         if limit or swap or mem.get("reservation"):
             self._need("memory", "memory limit" if limit else "memory settings")
+            if mem.get("checkBeforeUpdate") and limit > 0:
+                usage = read_int(os.path.join(d, "memory.current"), 0) or 0
+                if usage > limit:
+                    raise CgroupError(f"memory limit {limit} is below the container's current usage {usage}")
             v2swap = swap_to_v2(swap, limit)
             if v2swap is not None:
                 if not os.path.exists(os.path.join(d, "memory.swap.max")):
