@@ -440,6 +440,9 @@ def test_missing_blkio_weight_is_a_clear_error(cg):
     has = any(os.path.exists(os.path.join(d, f)) for f in ("blkio.weight", "blkio.bfq.weight"))
     if has:
         mgr.apply({"blockIO": {"weight": 300}})
+        name = "blkio.weight" if os.path.exists(os.path.join(d, "blkio.weight")) else "blkio.bfq.weight"
+        with open(os.path.join(d, name)) as f:
+            assert "300" in f.read().split()
     else:
         with pytest.raises(CgroupError, match="block I/O weight"):
             mgr.apply({"blockIO": {"weight": 300}})
@@ -609,3 +612,36 @@ def test_device_rule_replay():
     assert not _devices_state_matches(rules, "c 1:3 rwm\n")
     assert not _devices_state_matches(rules, "a *:* rwm\n")
     assert _devices_state_matches([], "a *:* rwm\n")
+
+
+def _a_block_device():
+    """(major, minor) of a whole disk on this host, or None."""
+    try:
+        with open("/proc/partitions") as f:
+            for line in f.read().splitlines()[2:]:
+                major, minor, _blocks, name = line.split()
+                if not name.startswith(("loop", "ram")) and os.path.exists(f"/sys/block/{name}"):
+                    return int(major), int(minor)
+    except OSError:
+        pass
+    return None
+
+
+@needs_v1
+def test_blkio_throttle(cg):
+    dev = _a_block_device()
+    if dev is None:
+        pytest.skip("no block device")
+    mgr = cg.open()
+    mgr.create()
+    major, minor = dev
+    mgr.apply({"blockIO": {"throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+                           "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}]}})
+    d = mgr.path("blkio")
+    with open(os.path.join(d, "blkio.throttle.read_bps_device")) as f:
+        assert f.read().split() == [f"{major}:{minor}", "1048576"]
+    with open(os.path.join(d, "blkio.throttle.write_iops_device")) as f:
+        assert f.read().split() == [f"{major}:{minor}", "100"]
+    assert "io_service_bytes" in mgr.stats()["blkio"]
+    with pytest.raises(CgroupError, match="block I/O"):
+        mgr.apply({"blockIO": {"throttleReadBpsDevice": [{"major": 4095, "minor": 4095, "rate": 1}]}})
