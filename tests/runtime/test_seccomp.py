@@ -399,3 +399,31 @@ def test_features_lists_vocabulary():
     assert "SCMP_ACT_ERRNO" in f["actions"] and "SCMP_ACT_NOTIFY" not in f["actions"]
     assert "SCMP_CMP_MASKED_EQ" in f["operators"]
     assert "SCMP_ARCH_X86_64" in f["archs"]
+
+
+def test_docker_format_profile_conversion():
+    from dockyard.oci.seccomp_default import ProfileError, oci_from_docker
+
+    docker_fmt = {
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+        "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+                    {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]}],
+        "syscalls": [
+            {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+            {"name": "mount", "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38, "excludes": {"caps": ["SYS_ADMIN"]}},
+            {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"]}},
+            {"names": ["ptrace"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "4.8"}},
+        ],
+    }
+    plain = oci_from_docker(docker_fmt, ["CAP_CHOWN"], machine="x86_64", kernel_release="6.1.0-13-amd64")
+    assert plain["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    assert [c["names"] for c in plain["syscalls"]] == [["read", "write"], ["clone3"], ["arch_prctl"], ["ptrace"]]
+    seccomp.validate(plain)
+    admin = oci_from_docker(docker_fmt, ["SYS_ADMIN"], machine="aarch64", kernel_release="4.4.0")
+    assert admin["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    assert [c["names"] for c in admin["syscalls"]] == [["read", "write"], ["mount"]]
+    with pytest.raises(ProfileError, match="both"):
+        oci_from_docker({**docker_fmt, "architectures": ["SCMP_ARCH_X86_64"]}, [])
+    # the default profile expressed through our tables converts to something loadable
+    seccomp.compile(default_profile(DOCKER_CAPS))

@@ -274,3 +274,85 @@ def default_profile(capabilities: list[str], *, machine: str | None = None,
         "architectures": list(SCMP_ARCHES.get(arch, ())),
         "syscalls": syscalls,
     }
+
+
+# --------------------------------------------------------------------------- Docker-format profiles
+
+_GOARCH_TO_SCMP = {
+    "amd64": "SCMP_ARCH_X86_64", "386": "SCMP_ARCH_X86", "arm64": "SCMP_ARCH_AARCH64", "arm": "SCMP_ARCH_ARM",
+    "mips64": "SCMP_ARCH_MIPS64", "mips64le": "SCMP_ARCH_MIPSEL64", "ppc64le": "SCMP_ARCH_PPC64LE",
+    "s390x": "SCMP_ARCH_S390X", "riscv64": "SCMP_ARCH_RISCV64", "loong64": "SCMP_ARCH_LOONGARCH64",
+}
+
+
+class ProfileError(ValueError):
+    """A Docker-format seccomp profile (``--security-opt seccomp=FILE``) is malformed."""
+
+
+def _parse_kernel(v: str) -> tuple[int, int]:
+    try:
+        major, _, minor = str(v).partition(".")
+        return int(major), int(minor or 0)
+    except ValueError:
+        raise ProfileError(f"minKernel {v!r} is not a kernel version like '4.8'") from None
+
+
+def oci_from_docker(profile: dict, capabilities: list[str], *, machine: str | None = None,
+                    kernel_release: str | None = None) -> dict:
+    """Turn a profile in Docker's file format into OCI ``linux.seccomp`` for
+    one container.
+
+    Docker's format describes all architectures and capability sets at once:
+    ``archMap`` lists compat ABIs per native architecture, and each syscall
+    group may carry ``includes``/``excludes`` conditions on the container's
+    capabilities, the machine's architecture and the kernel version. The OCI
+    form is what remains for this container on this machine. (This is how
+    ``docker run --security-opt seccomp=profile.json`` is applied.)
+    """
+    if not isinstance(profile, dict):
+        raise ProfileError("a seccomp profile must be a JSON object")
+    caps = {_norm_cap(c) for c in capabilities or []}
+    arch = _goarch(machine)
+    kernel = _kernel_version(kernel_release)
+    if profile.get("architectures") and profile.get("archMap"):
+        raise ProfileError("a seccomp profile cannot have both 'architectures' and 'archMap'")
+    out: dict = {"defaultAction": profile.get("defaultAction")}
+    if not out["defaultAction"]:
+        raise ProfileError("the seccomp profile has no defaultAction")
+    for key in ("defaultErrnoRet", "flags", "listenerPath", "listenerMetadata"):
+        if profile.get(key) is not None:
+            out[key] = profile[key]
+    arches: list[str] = list(profile.get("architectures") or [])
+    native = _GOARCH_TO_SCMP.get(arch)
+    for entry in profile.get("archMap") or []:
+        if entry.get("architecture") == native:
+            arches.append(entry["architecture"])
+            arches.extend(entry.get("subArchitectures") or [])
+    out["architectures"] = arches
+    syscalls = []
+    for i, call in enumerate(profile.get("syscalls") or []):
+        if not isinstance(call, dict):
+            raise ProfileError(f"syscalls[{i}] must be an object")
+        if call.get("name") and call.get("names"):
+            raise ProfileError(f"syscalls[{i}] has both 'name' and 'names'")
+        inc, exc = call.get("includes") or {}, call.get("excludes") or {}
+        if inc.get("arches") and arch not in inc["arches"]:
+            continue
+        if inc.get("caps") and not all(_norm_cap(c) in caps for c in inc["caps"]):
+            continue
+        if inc.get("minKernel") and kernel < _parse_kernel(inc["minKernel"]):
+            continue
+        if exc.get("arches") and arch in exc["arches"]:
+            continue
+        if exc.get("caps") and any(_norm_cap(c) in caps for c in exc["caps"]):
+            continue
+        if exc.get("minKernel") and kernel >= _parse_kernel(exc["minKernel"]):
+            continue
+        names = call.get("names") or ([call["name"]] if call.get("name") else [])
+        entry = {"names": list(names), "action": call.get("action")}
+        for key in ("errnoRet", "args"):
+            if call.get(key) is not None:
+                entry[key] = call[key]
+        syscalls.append(entry)
+    out["syscalls"] = syscalls
+    return out
