@@ -10,6 +10,11 @@ return::
     mgr.destroy()
     state["cgroup"] = mgr.to_dict(); mgr = manager_from_dict(state["cgroup"])
 
+Also: ``validate_resources(resources)`` (pure, call it before creating
+anything), ``host_info()`` (for ``features`` and the daemon's /info),
+``mgr.path(controller)`` (the container's directory for a controller) and
+``mgr.warnings`` (settings that were ignored, e.g. memory.kernel).
+
 Driver choice: a host whose /sys/fs/cgroup is cgroup2 gets the v2 driver;
 otherwise the v1 driver, which also joins the cgroup2 tree of a hybrid host
 (as runc does). ``DOCKYARD_CGROUP_DRIVER=v1|v2`` forces one; forcing v2 on a
