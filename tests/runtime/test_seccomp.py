@@ -427,3 +427,36 @@ def test_docker_format_profile_conversion():
         oci_from_docker({**docker_fmt, "architectures": ["SCMP_ARCH_X86_64"]}, [])
     # the default profile expressed through our tables converts to something loadable
     seccomp.compile(default_profile(DOCKER_CAPS))
+
+
+def test_prepare_with_cache_dir(tmp_path):
+    """A second runtime process finds the compiled program on disk and loads it
+    without importing pyseccomp at all."""
+    cache = tmp_path / "cache"
+    profile = {"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EMLINK}]}
+    first = seccomp.prepare(profile, cache_dir=str(cache))
+    files = list(cache.iterdir())
+    assert len(files) == 1 and (files[0].stat().st_mode & 0o777) == 0o600
+    code = (
+        "import json, os, sys\n"
+        "from dockyard.runtime import seccomp\n"
+        "p = json.loads(sys.argv[1])\n"
+        "f = seccomp.prepare(p, cache_dir=sys.argv[2])\n"
+        "assert 'pyseccomp' not in sys.modules, 'compiled again'\n"
+        "f.load()\n"
+        "try:\n"
+        "    os.mkdir(sys.argv[3]); print('made')\n"
+        "except OSError as e:\n"
+        "    print(e.errno)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(profile), str(cache), str(tmp_path / "d")],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(errno.EMLINK)]
+    # a corrupt entry is ignored and rewritten
+    files[0].write_text("{not json")
+    seccomp._prepared.clear()
+    again = seccomp.prepare(profile, cache_dir=str(cache))
+    assert again.bpf == first.bpf
+    assert json.loads(files[0].read_text())["syscall_nr"] == first.syscall_nr

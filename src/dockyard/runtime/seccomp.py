@@ -363,7 +363,7 @@ def _key(linux_seccomp: dict) -> str:
     return json.dumps(linux_seccomp, sort_keys=True, separators=(",", ":"))
 
 
-def prepare(linux_seccomp: dict) -> CompiledFilter:
+def prepare(linux_seccomp: dict, cache_dir: str | None = None) -> CompiledFilter:
     """Compile now and remember the result for a later :func:`load_filter` of
     the same profile.
 
@@ -371,12 +371,91 @@ def prepare(linux_seccomp: dict) -> CompiledFilter:
     whose memory then already holds the program): once the container's root
     is in place, neither pyseccomp nor libseccomp.so can be found any more,
     and load_filter would fail.
+
+    ``cache_dir`` (a root-only directory such as the runtime's state root)
+    keeps compiled programs across runs: libseccomp needs ~30 ms for Docker's
+    profile, and almost every container uses that same profile. Entries are
+    keyed by the profile, the machine and the exact libseccomp file, so an
+    upgrade of libseccomp recompiles. The directory must not be writable by
+    anyone but root: whoever can write it chooses the filter.
     """
     key = _key(linux_seccomp)
     filt = _prepared.get(key)
+    if filt is not None:
+        return filt
+    path = _cache_path(cache_dir, key) if cache_dir else None
+    if path:
+        filt = _cache_read(path)
     if filt is None:
-        filt = _prepared[key] = compile(linux_seccomp)
+        filt = compile(linux_seccomp)
+        if path:
+            _cache_write(path, filt)
+    _prepared[key] = filt
     return filt
+
+
+_LIB_CANDIDATES = ("/usr/lib/{triplet}/libseccomp.so.2", "/lib/{triplet}/libseccomp.so.2",
+                   "/usr/lib64/libseccomp.so.2", "/lib64/libseccomp.so.2", "/usr/lib/libseccomp.so.2",
+                   "/usr/local/lib/libseccomp.so.2")
+
+
+def _libseccomp_identity() -> str | None:
+    """Which libseccomp would compile (real file, size, mtime), found with a few
+    stat calls instead of ctypes.util.find_library, which runs ldconfig."""
+    machine = os.uname().machine
+    triplet = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "armv7l": "arm-linux-gnueabihf",
+               "ppc64le": "powerpc64le-linux-gnu", "s390x": "s390x-linux-gnu",
+               "riscv64": "riscv64-linux-gnu"}.get(machine, machine + "-linux-gnu")
+    for cand in _LIB_CANDIDATES:
+        cand = cand.format(triplet=triplet)
+        try:
+            real = os.path.realpath(cand)
+            st = os.stat(real)
+        except OSError:
+            continue
+        return f"{real}:{st.st_size}:{st.st_mtime_ns}"
+    return None
+
+
+def _cache_path(cache_dir: str, key: str) -> str | None:
+    import hashlib
+    ident = _libseccomp_identity()
+    if ident is None:
+        return None
+    h = hashlib.sha256(f"dockyard-seccomp-v1\0{os.uname().machine}\0{ident}\0{key}".encode()).hexdigest()
+    return os.path.join(cache_dir, f"seccomp-{h}.json")
+
+
+def _cache_read(path: str) -> CompiledFilter | None:
+    import base64
+    import json
+    try:
+        with open(path, "rb") as f:
+            d = json.loads(f.read())
+        bpf = base64.b64decode(d["bpf"])
+        if not bpf or len(bpf) % 8:
+            return None
+        return CompiledFilter(bpf, int(d["flags"]), int(d["syscall_nr"]), list(d["skipped"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cache_write(path: str, filt: CompiledFilter) -> None:
+    import base64
+    import json
+    d = os.path.dirname(path)
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps({"bpf": base64.b64encode(filt.bpf).decode(), "flags": filt.flags,
+                                     "syscall_nr": filt.syscall_nr, "skipped": filt.skipped}).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache is an optimisation; failing to write one is not an error
 
 
 def load_filter(linux_seccomp: dict) -> None:
