@@ -36,22 +36,6 @@ from ._common import (
 
 UNLIMITED_V1 = 2**62  # v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes (~2**63)
 
-# the controllers whose absence we mention by name in errors
-_CONTROLLER_FOR = {
-    "memory": "memory",
-    "cpu": "cpu",
-    "cpuset": "cpuset",
-    "pids": "pids",
-    "devices": "devices",
-    "blkio": "blkio",
-    "hugetlb": "hugetlb",
-    "net_cls": "net_cls",
-    "net_prio": "net_prio",
-    "freezer": "freezer",
-    "rdma": "rdma",
-}
-
-
 class V1Manager:
     driver = "v1"
 

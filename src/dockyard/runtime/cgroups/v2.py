@@ -19,7 +19,6 @@ from ._common import (
     CgroupError,
     blkio_weight_to_io_weight,
     hierarchy_dir,
-    is_allow_all,
     warn,
     mkdir_p,
     own_cgroups,
@@ -405,7 +404,3 @@ def _io_stats(d: str) -> dict:
             if key in kv:
                 lst.append({"major": maj, "minor": mnr, "op": op, "value": int(kv[key])})
     return {"io_service_bytes": service_bytes, "io_serviced": serviced}
-
-
-def needs_device_program(rules: list[dict] | None) -> bool:
-    return not is_allow_all(rules)
