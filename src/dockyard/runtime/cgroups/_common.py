@@ -447,7 +447,7 @@ def validate_resources(resources: dict | None) -> None:
                 if not isinstance(d.get("allow"), bool):
                     errors.append(f"{where}.allow must be true or false")
                 t = d.get("type")
-                if t not in (None, "a", "c", "b", "u", "p"):
+                if t not in (None, "a", "c", "b"):
                     errors.append(f"{where}.type must be a, c or b, not {t!r}")
                 for k in ("major", "minor"):
                     v = d.get(k)
