@@ -1,0 +1,388 @@
+"""Content-addressed blob store with resumable ingests.
+
+Layout under ``<root>/content``::
+
+    blobs/sha256/<hex>        committed, immutable, verified blobs
+    ingest/<h>/ref            the ingest's ref (h = sha256 of the ref)
+    ingest/<h>/data           bytes written so far
+    ingest/<h>/started        creation time (for sweeping)
+
+A write in progress is known only by its ref and is invisible to readers. On
+``commit(size, expected)`` the data is fsynced, verified and atomically renamed
+into ``blobs/``. A crash leaves an ingest behind: reopening the same ref resumes
+it (``offset`` = bytes already written) and :meth:`ContentStore.sweep` removes
+stale ones. A blob is never visible half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from dockyard.errors import Conflict, InvalidParameter, NotFound
+
+DIGEST_RE = re.compile(r"^sha256:([a-f0-9]{64})$")
+CHUNK = 1 << 20
+
+
+def parse_digest(digest: str) -> str:
+    """Return the hex part of a sha256 digest, or raise InvalidParameter."""
+    m = DIGEST_RE.match(digest or "")
+    if not m:
+        raise InvalidParameter(f"invalid digest {digest!r}: only sha256:<64 hex> is supported")
+    return m.group(1)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Info:
+    digest: str
+    size: int
+    created: float
+
+
+@dataclass(frozen=True)
+class IngestStatus:
+    ref: str
+    offset: int
+    started: float
+    updated: float
+
+
+class Writer:
+    """An open ingest. Write bytes, then ``commit``; or ``close`` to resume later."""
+
+    def __init__(self, store: "ContentStore", ref: str, dirpath: Path):
+        self._store = store
+        self.ref = ref
+        self._dir = dirpath
+        self._data = dirpath / "data"
+        self._hash = hashlib.sha256()
+        self._f = open(self._data, "ab+")
+        # resume: re-hash what is already there
+        self._f.seek(0)
+        while True:
+            b = self._f.read(CHUNK)
+            if not b:
+                break
+            self._hash.update(b)
+        self.offset = self._f.tell()
+        self._closed = False
+
+    def write(self, data: bytes) -> int:
+        if self._closed:
+            raise ValueError("write to a closed ingest")
+        self._f.write(data)
+        self._hash.update(data)
+        self.offset += len(data)
+        return len(data)
+
+    def copy_from(self, src: BinaryIO, limit: int | None = None) -> int:
+        """Copy ``src`` (up to ``limit`` bytes) into the ingest; return bytes copied."""
+        n = 0
+        while limit is None or n < limit:
+            want = CHUNK if limit is None else min(CHUNK, limit - n)
+            b = src.read(want)
+            if not b:
+                break
+            self.write(b)
+            n += len(b)
+        return n
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def truncate(self, size: int = 0) -> None:
+        """Restart the ingest at ``size`` bytes (only 0 is cheap: rehash otherwise)."""
+        self._f.truncate(size)
+        self._f.seek(0)
+        self._hash = hashlib.sha256()
+        n = 0
+        while n < size:
+            b = self._f.read(min(CHUNK, size - n))
+            if not b:
+                break
+            self._hash.update(b)
+            n += len(b)
+        self._f.seek(0, os.SEEK_END)
+        self.offset = n
+
+    def commit(self, size: int | None = None, expected: str | None = None) -> str:
+        """Verify and publish the blob; return its digest. The ingest is gone afterwards.
+
+        On a size or digest mismatch the ingest is discarded and InvalidParameter raised:
+        nothing is stored.
+        """
+        if self._closed:
+            raise ValueError("commit of a closed ingest")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        self._closed = True
+        actual = self.digest()
+        try:
+            if size is not None and size != self.offset:
+                raise InvalidParameter(
+                    f"commit failed: unexpected size {self.offset}, expected {size} ({self.ref})")
+            if expected is not None and expected != actual:
+                raise InvalidParameter(
+                    f"commit failed: unexpected commit digest {actual}, expected {expected} ({self.ref})")
+        except InvalidParameter:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
+        target = self._store._blob_path(actual)
+        if target.exists():
+            shutil.rmtree(self._dir, ignore_errors=True)
+            return actual
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self._data, 0o444)
+        os.rename(self._data, target)
+        _fsync_dir(target.parent)
+        shutil.rmtree(self._dir, ignore_errors=True)
+        return actual
+
+    def close(self) -> None:
+        """Stop writing but keep the ingest for a later resume."""
+        if not self._closed:
+            self._f.flush()
+            self._f.close()
+            self._closed = True
+
+    def abort(self) -> None:
+        """Discard the ingest."""
+        self.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+class ContentStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root) / "content"
+        self.blobs = self.root / "blobs" / "sha256"
+        self.ingest = self.root / "ingest"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.ingest.mkdir(parents=True, exist_ok=True)
+
+    # -- reading ---------------------------------------------------------------------
+    def _blob_path(self, digest: str) -> Path:
+        return self.blobs / parse_digest(digest)
+
+    def path(self, digest: str) -> Path:
+        """Path of a committed blob (NotFound if absent). Never write to it."""
+        p = self._blob_path(digest)
+        if not p.exists():
+            raise NotFound(f"content {digest}: not found")
+        return p
+
+    def exists(self, digest: str) -> bool:
+        return self._blob_path(digest).exists()
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self._blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"content {digest}: not found") from None
+
+    def read(self, digest: str) -> bytes:
+        with self.open(digest) as f:
+            return f.read()
+
+    def info(self, digest: str) -> Info:
+        try:
+            st = os.stat(self._blob_path(digest))
+        except FileNotFoundError:
+            raise NotFound(f"content {digest}: not found") from None
+        return Info(digest, st.st_size, st.st_mtime)
+
+    def list(self) -> Iterator[Info]:
+        for name in os.listdir(self.blobs):
+            if re.fullmatch(r"[a-f0-9]{64}", name):
+                try:
+                    st = os.stat(self.blobs / name)
+                except FileNotFoundError:
+                    continue
+                yield Info("sha256:" + name, st.st_size, st.st_mtime)
+
+    def delete(self, digest: str) -> None:
+        try:
+            os.unlink(self._blob_path(digest))
+        except FileNotFoundError:
+            raise NotFound(f"content {digest}: not found") from None
+
+    # -- writing ---------------------------------------------------------------------
+    def _ingest_dir(self, ref: str) -> Path:
+        return self.ingest / hashlib.sha256(ref.encode()).hexdigest()
+
+    def writer(self, ref: str) -> Writer:
+        """Open (or resume) the ingest known by ``ref``."""
+        if not ref:
+            raise InvalidParameter("ingest ref must not be empty")
+        d = self._ingest_dir(ref)
+        try:
+            d.mkdir()
+            (d / "ref").write_text(ref)
+            (d / "started").write_text(repr(time.time()))
+        except FileExistsError:
+            if not (d / "ref").exists():
+                (d / "ref").write_text(ref)
+        lock = d / "lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+        except FileExistsError:
+            holder = lock.read_text().strip()
+            if holder.isdigit() and int(holder) != os.getpid() and _pid_alive(int(holder)):
+                raise Conflict(f"ref {ref} is locked: an ingest is in progress") from None
+            lock.write_text(str(os.getpid()))
+        w = Writer(self, ref, d)
+        return _LockedWriter(w, lock)
+
+    def status(self, ref: str) -> IngestStatus:
+        d = self._ingest_dir(ref)
+        if not d.exists():
+            raise NotFound(f"ingest {ref}: not found")
+        return self._status(d)
+
+    def _status(self, d: Path) -> IngestStatus:
+        data = d / "data"
+        try:
+            st = os.stat(data)
+            offset, updated = st.st_size, st.st_mtime
+        except FileNotFoundError:
+            offset, updated = 0, os.stat(d).st_mtime
+        try:
+            started = float((d / "started").read_text())
+        except (OSError, ValueError):
+            started = updated
+        try:
+            ref = (d / "ref").read_text()
+        except OSError:
+            ref = ""
+        return IngestStatus(ref, offset, started, updated)
+
+    def ingests(self) -> list[IngestStatus]:
+        return [self._status(self.ingest / n) for n in sorted(os.listdir(self.ingest))]
+
+    def abort(self, ref: str) -> None:
+        shutil.rmtree(self._ingest_dir(ref), ignore_errors=True)
+
+    def sweep(self, older_than: float = 0.0) -> list[str]:
+        """Remove ingests not updated for ``older_than`` seconds and not held by a live
+        process. Returns the refs removed."""
+        removed = []
+        now = time.time()
+        for n in os.listdir(self.ingest):
+            d = self.ingest / n
+            lock = d / "lock"
+            try:
+                holder = lock.read_text().strip()
+                if holder.isdigit() and _pid_alive(int(holder)) and int(holder) != os.getpid():
+                    continue
+            except OSError:
+                pass
+            st = self._status(d)
+            if now - st.updated >= older_than:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(st.ref)
+        return removed
+
+    def write_blob(self, data: bytes | Iterable[bytes] | BinaryIO, expected: str | None = None,
+                   size: int | None = None, ref: str | None = None) -> str:
+        """Write a whole blob in one call; return its digest."""
+        if isinstance(data, bytes):
+            if expected is None:
+                expected_now = "sha256:" + hashlib.sha256(data).hexdigest()
+                if self.exists(expected_now):
+                    return expected_now
+            elif self.exists(expected):
+                return expected
+        ref = ref or f"write-{os.getpid()}-{time.monotonic_ns()}-{os.urandom(4).hex()}"
+        w = self.writer(ref)
+        try:
+            w.truncate(0)
+            if isinstance(data, bytes):
+                w.write(data)
+            elif hasattr(data, "read"):
+                w.copy_from(data)
+            else:
+                for chunk in data:
+                    w.write(chunk)
+            return w.commit(size, expected)
+        except BaseException:
+            w.abort()
+            raise
+
+
+class _LockedWriter:
+    """Writer wrapper that releases the ingest's lock file when done."""
+
+    def __init__(self, w: Writer, lock: Path):
+        self._w = w
+        self._lock = lock
+
+    def __getattr__(self, name):
+        return getattr(self._w, name)
+
+    @property
+    def offset(self) -> int:
+        return self._w.offset
+
+    def _unlock(self) -> None:
+        try:
+            os.unlink(self._lock)
+        except FileNotFoundError:
+            pass
+
+    def commit(self, size: int | None = None, expected: str | None = None) -> str:
+        try:
+            return self._w.commit(size, expected)
+        finally:
+            self._unlock()
+
+    def close(self) -> None:
+        self._w.close()
+        self._unlock()
+
+    def abort(self) -> None:
+        self._w.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,959 @@
+"""The image service: images, names, layers and their snapshots.
+
+Plain data in and out (dicts shaped like the Docker Engine API's JSON), errors
+from :mod:`dockyard.errors` worded as Docker words them. Blocking calls; the API
+runs them in a thread executor, so mutations are serialized by a lock.
+
+State:
+* configs, manifests and layer tars in the content store (``<root>/content``);
+* one committed snapshot per layer chain, named by its chain ID (unpacked once,
+  shared by every image and container on that chain);
+* names, images and layers in the metadata store.
+
+Image IDs are the sha256 of the config bytes, kept verbatim, so an image saved by
+Docker loads here with the same ID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from dockyard.content import ContentStore
+from dockyard.errors import Conflict, InvalidParameter, NotFound
+from dockyard.images import reference as refs
+from dockyard.images.config import (apply_changes, docker_version, empty_container_config,
+                                    normalize_time, parse_time, rfc3339)
+from dockyard.images.unpack import UnpackError, apply_layer
+from dockyard.metadata.store import Store
+from dockyard.snapshots import new_snapshotter
+
+MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+LAYER_MEDIA = {"none": MEDIA_LAYER_TAR, "gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD}
+EXTRACT_PREFIX = "extract-"
+
+UsageChecker = Callable[[str], list]
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    for d in diff_ids:
+        if not out:
+            out.append(d)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+    return out
+
+
+def short_id(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+class ImageService:
+    def __init__(self, root: str | os.PathLike, store: Store,
+                 emit: Callable[[str, str, str, dict], None] | None = None,
+                 snapshotter: str = "auto"):
+        self.root = Path(root)
+        self.store = store
+        self.content = ContentStore(self.root)
+        self.snapshotter = new_snapshotter(self.root, store, snapshotter)
+        self._emit_fn = emit
+        self._usage: UsageChecker = lambda image_id: []
+        self._lock = threading.RLock()
+        self._leases: Counter = Counter()
+        self.recover()
+
+    # -- wiring ----------------------------------------------------------------------
+    def set_usage_checker(self, fn: UsageChecker) -> None:
+        """``fn(image_id)`` -> containers using it: ids (treated as stopped) or
+        ``(id, running)`` tuples. Running containers make a conflict that force cannot
+        override."""
+        self._usage = fn
+
+    def _emit(self, action: str, actor: str, attrs: dict) -> None:
+        if self._emit_fn is not None:
+            try:
+                self._emit_fn("image", action, actor, attrs)
+            except Exception:
+                pass
+
+    def _users(self, image_id: str) -> list[tuple[str, bool]]:
+        out = []
+        for u in self._usage(image_id) or []:
+            if isinstance(u, (tuple, list)):
+                out.append((str(u[0]), bool(u[1])))
+            elif isinstance(u, dict):
+                out.append((u.get("id") or u.get("Id"), bool(u.get("running"))))
+            else:
+                out.append((str(u), False))
+        return out
+
+    @contextlib.contextmanager
+    def lease(self, *items: str):
+        """Protect chain IDs / blob digests from garbage collection while held."""
+        with self._lock:
+            for i in items:
+                self._leases[i] += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                for i in items:
+                    self._leases[i] -= 1
+                    if self._leases[i] <= 0:
+                        del self._leases[i]
+
+    def _add_lease(self, item: str) -> None:
+        with self._lock:
+            self._leases[item] += 1
+
+    def _drop_lease(self, item: str) -> None:
+        with self._lock:
+            self._leases[item] -= 1
+            if self._leases[item] <= 0:
+                del self._leases[item]
+
+    # -- recovery and garbage collection ---------------------------------------------
+    def recover(self) -> None:
+        """Startup: drop interrupted work, reconcile layers and snapshots, collect garbage."""
+        with self._lock:
+            self.content.sweep(older_than=0)
+            snaps = {i.key: i for i in self.snapshotter.list()}
+            layer_rows = {r["chain_id"] for r in self.store.query("SELECT chain_id FROM layers")}
+            # interrupted unpacks
+            for key in sorted((k for k in snaps if k.startswith(EXTRACT_PREFIX)), reverse=True):
+                with contextlib.suppress(Exception):
+                    self.snapshotter.remove(key)
+            # layer rows whose snapshot is gone, and committed layer snapshots without a row
+            with self.store.tx() as db:
+                for chain in layer_rows:
+                    s = snaps.get(chain)
+                    if s is None or s.kind != "committed":
+                        self._delete_layer_rows(db, chain)
+            layer_rows = {r["chain_id"] for r in self.store.query("SELECT chain_id FROM layers")}
+            for key, s in sorted(snaps.items(), key=lambda kv: -kv[1].sid):
+                if s.kind == "committed" and key not in layer_rows and key.startswith("sha256:"):
+                    with contextlib.suppress(Exception):
+                        self.snapshotter.remove(key)
+            self.snapshotter.cleanup()
+            self.gc()
+
+    def _delete_layer_rows(self, db, chain: str) -> None:
+        for child in db.execute("SELECT chain_id FROM layers WHERE parent = ?", (chain,)).fetchall():
+            self._delete_layer_rows(db, child[0])
+        db.execute("UPDATE images SET top_chain = top_chain WHERE top_chain = ?", (chain,))
+        db.execute("DELETE FROM layers WHERE chain_id = ?", (chain,))
+
+    def gc(self) -> tuple[list[str], int]:
+        """Remove layers and blobs nothing refers to. Returns (removed chain IDs, bytes)."""
+        removed: list[str] = []
+        reclaimed = 0
+        with self._lock:
+            layers = {r["chain_id"]: r for r in self.store.query("SELECT * FROM layers")}
+            keep: set[str] = set()
+
+            def mark(chain):
+                while chain and chain not in keep:
+                    keep.add(chain)
+                    row = layers.get(chain)
+                    chain = row["parent"] if row is not None else None
+
+            for r in self.store.query("SELECT top_chain FROM images WHERE top_chain IS NOT NULL"):
+                mark(r[0])
+            for info in self.snapshotter.list():
+                if info.key not in layers and info.parent:
+                    mark(info.parent)  # containers' rootfs, views
+            for item in self._leases:
+                mark(item) if item in layers else None
+            # delete leaves first
+            doomed = [c for c in layers if c not in keep]
+            while doomed:
+                progressed = False
+                for c in list(doomed):
+                    if any(layers[o]["parent"] == c for o in doomed if o != c):
+                        continue
+                    try:
+                        self.snapshotter.remove(c)
+                    except NotFound:
+                        pass
+                    except Conflict:
+                        doomed.remove(c)
+                        continue
+                    self.store.execute("DELETE FROM layers WHERE chain_id = ?", (c,))
+                    reclaimed += layers[c]["size"]
+                    removed.append(c)
+                    doomed.remove(c)
+                    progressed = True
+                if not progressed:
+                    break
+            # blobs
+            live = {r[0] for r in self.store.query("SELECT digest FROM image_blobs")}
+            live |= {r[0] for r in self.store.query(
+                "SELECT blob_digest FROM layers WHERE blob_digest IS NOT NULL")}
+            live |= set(self._leases)
+            for info in list(self.content.list()):
+                if info.digest not in live:
+                    with contextlib.suppress(NotFound):
+                        self.content.delete(info.digest)
+        return removed, reclaimed
+
+    # -- names -----------------------------------------------------------------------
+    def normalize(self, name: str) -> str:
+        return refs.normalize(name)
+
+    def _image_ids(self) -> list[str]:
+        return [r[0] for r in self.store.query("SELECT id FROM images")]
+
+    def resolve(self, name: str) -> str:
+        """Full image ID for a reference, a (short) ID or a digest reference."""
+        if not name:
+            raise NotFound("No such image: ")
+        if refs.ID_RE.match(name):
+            iid = "sha256:" + name
+            if self._exists(iid):
+                return iid
+            raise NotFound(f"No such image: sha256:{name}")
+        if refs.SHA256_DIGEST_RE.match(name):
+            if self._exists(name):
+                return name
+            raise NotFound(f"No such image: {name}")
+        try:
+            ref = refs.parse_normalized(name).with_default_tag()
+        except InvalidParameter:
+            found = self._search(name)
+            if found:
+                return found
+            raise
+        row = self.store.query_one("SELECT image_id FROM refs WHERE name = ?", (str(ref),))
+        if row is not None:
+            return row[0]
+        found = self._search(name)
+        if found:
+            return found
+        raise NotFound(f"No such image: {ref.familiar()}")
+
+    def _search(self, prefix: str) -> str | None:
+        hexpart = prefix[7:] if prefix.startswith("sha256:") else prefix
+        if not hexpart or not all(c in "0123456789abcdef" for c in hexpart) or len(hexpart) > 64:
+            return None
+        rows = self.store.query("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{hexpart}%",))
+        if len(rows) == 1:
+            return rows[0][0]
+        return None
+
+    def _exists(self, image_id: str) -> bool:
+        return self.store.query_one("SELECT 1 FROM images WHERE id = ?", (image_id,)) is not None
+
+    def _refs_of(self, image_id: str) -> list[tuple[str, str]]:
+        return [(r["name"], r["kind"]) for r in self.store.query(
+            "SELECT name, kind FROM refs WHERE image_id = ? ORDER BY created, name", (image_id,))]
+
+    def _set_ref(self, db, ref: refs.Reference, image_id: str, kind: str = "tag") -> str | None:
+        """Point ``ref`` at ``image_id``; return the image it pointed to before, if other."""
+        name = str(ref)
+        old = db.execute("SELECT image_id FROM refs WHERE name = ?", (name,)).fetchone()
+        now = time.time()
+        db.execute("INSERT INTO refs (name, image_id, kind, created) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id, "
+                   "created = excluded.created", (name, image_id, kind, now))
+        if kind == "tag":
+            db.execute("UPDATE images SET last_tag = ? WHERE id = ?", (now, image_id))
+        if old is not None and old[0] != image_id:
+            return old[0]
+        return None
+
+    def tag(self, source: str, repo: str, tag: str | None = None) -> None:
+        """``docker tag source repo:tag``."""
+        image_id = self.resolve(source)
+        ref = self._tag_reference(repo, tag)
+        with self._lock, self.store.tx() as db:
+            self._set_ref(db, ref, image_id)
+        self._emit("tag", image_id, {"name": ref.familiar()})
+
+    def _tag_reference(self, repo: str, tag: str | None) -> refs.Reference:
+        if not repo:
+            raise InvalidParameter("repository name must have at least one component")
+        ref = refs.parse_normalized(repo)
+        if ref.digest:
+            raise InvalidParameter("refusing to create a tag with a digest reference")
+        if tag:
+            if ref.tag:
+                raise InvalidParameter("invalid reference format")
+            refs.validate_tag(tag)
+            ref = ref.with_tag(tag)
+        ref = ref.with_default_tag()
+        if ref.familiar_name == "sha256" or ref.path == "library/sha256":
+            raise InvalidParameter(
+                "refusing to create an ambiguous tag using digest algorithm as name")
+        return ref
+
+    # -- reading ---------------------------------------------------------------------
+    def get_config_bytes(self, image_id: str) -> bytes:
+        return self.content.read(image_id)
+
+    def get_config(self, image_id: str) -> dict:
+        image_id = self.resolve(image_id)
+        return json.loads(self.get_config_bytes(image_id))
+
+    def _row(self, image_id: str):
+        row = self.store.query_one("SELECT * FROM images WHERE id = ?", (image_id,))
+        if row is None:
+            raise NotFound(f"No such image: {image_id}")
+        return row
+
+    def _names(self, image_id: str) -> tuple[list[str], list[str]]:
+        tags, digests = [], []
+        for name, kind in self._refs_of(image_id):
+            r = refs.parse(name)
+            (tags if kind == "tag" else digests).append(r.familiar())
+        return tags, digests
+
+    def _summary(self, row, tags: list[str], digests: list[str]) -> dict:
+        labels = json.loads(row["labels"] or "null") or {}
+        return {
+            "Containers": -1,
+            "Created": int(row["created_unix"]),
+            "Id": row["id"],
+            "Labels": labels or None,
+            "ParentId": row["parent"] or "",
+            "RepoDigests": digests,
+            "RepoTags": tags,
+            "SharedSize": -1,
+            "Size": int(row["size"]),
+            "VirtualSize": int(row["size"]),
+        }
+
+    def list_images(self, all: bool = False, filters: dict | None = None,
+                    digests: bool = False) -> list[dict]:
+        """GET /images/json."""
+        filters = _norm_filters(filters)
+        for k in filters:
+            if k not in ("dangling", "reference", "label", "before", "since", "until"):
+                raise InvalidParameter(f"invalid filter '{k}'")
+        dangling = None
+        if "dangling" in filters:
+            vals = {v.lower() for v in filters["dangling"]}
+            if not vals <= {"true", "false", "1", "0"}:
+                raise InvalidParameter(
+                    f"invalid filter 'dangling={next(iter(filters['dangling']))}'")
+            dangling = bool(vals & {"true", "1"})
+        before = since = None
+        if "before" in filters:
+            before = min(self._row(self.resolve(v))["created_unix"] for v in filters["before"])
+        if "since" in filters:
+            since = max(self._row(self.resolve(v))["created_unix"] for v in filters["since"])
+        until = None
+        if "until" in filters:
+            until = min(_parse_until(v) for v in filters["until"])
+        rows = self.store.query("SELECT * FROM images ORDER BY created_unix DESC, id")
+        all_refs: dict[str, list[tuple[str, str]]] = {}
+        for r in self.store.query("SELECT name, image_id, kind FROM refs ORDER BY created, name"):
+            all_refs.setdefault(r["image_id"], []).append((r["name"], r["kind"]))
+        parents = {r["parent"] for r in rows if r["parent"]}
+        out = []
+        for row in rows:
+            iid = row["id"]
+            if before is not None and row["created_unix"] >= before:
+                continue
+            if since is not None and row["created_unix"] <= since:
+                continue
+            if until is not None and row["created_unix"] > until:
+                continue
+            if "label" in filters:
+                labels = json.loads(row["labels"] or "null") or {}
+                if not all(_label_match(labels, f) for f in filters["label"]):
+                    continue
+            tags, digs = [], []
+            image_refs = all_refs.get(iid, [])
+            for name, kind in image_refs:
+                r = refs.parse(name)
+                if "reference" in filters and not any(
+                        refs.familiar_match(p, r) for p in filters["reference"]):
+                    continue
+                (tags if kind == "tag" else digs).append(r.familiar())
+            if not image_refs:
+                # untagged: shown when it is a leaf (dangling) or with all
+                if not all and iid in parents:
+                    continue
+                if dangling is False or "reference" in filters:
+                    continue
+            else:
+                if not tags and not digs:
+                    continue  # refs exist but none matched the reference filter
+                if dangling is True:
+                    continue
+            out.append(self._summary(row, tags, digs))
+        return out
+
+    def inspect(self, name: str) -> dict:
+        """GET /images/{name}/json."""
+        iid = self.resolve(name)
+        row = self._row(iid)
+        cfg = json.loads(self.get_config_bytes(iid))
+        tags, digs = self._names(iid)
+        rootfs = cfg.get("rootfs") or {}
+        out = {
+            "Id": iid,
+            "RepoTags": tags,
+            "RepoDigests": digs,
+            "Parent": row["parent"] or "",
+            "Comment": cfg.get("comment", ""),
+            "Created": normalize_time(cfg.get("created")),
+            "Container": cfg.get("container", ""),
+            "ContainerConfig": cfg.get("container_config") or empty_container_config(),
+            "DockerVersion": cfg.get("docker_version", ""),
+            "Author": cfg.get("author", ""),
+            "Config": cfg.get("config"),
+            "Architecture": cfg.get("architecture", ""),
+        }
+        if cfg.get("variant"):
+            out["Variant"] = cfg["variant"]
+        out["Os"] = cfg.get("os", "")
+        if cfg.get("os.version"):
+            out["OsVersion"] = cfg["os.version"]
+        out["Size"] = int(row["size"])
+        out["VirtualSize"] = int(row["size"])
+        out["GraphDriver"] = self._graph_driver(row["top_chain"])
+        out["RootFS"] = {"Type": rootfs.get("type", "layers")}
+        if rootfs.get("diff_ids"):
+            out["RootFS"]["Layers"] = list(rootfs["diff_ids"])
+        out["Metadata"] = {"LastTagTime": rfc3339(row["last_tag"]) if row["last_tag"]
+                           else "0001-01-01T00:00:00Z"}
+        return out
+
+    def _graph_driver(self, top_chain: str | None) -> dict:
+        name = "overlay2" if self.snapshotter.name == "overlay" else "vfs"
+        if not top_chain:
+            return {"Data": None, "Name": name}
+        try:
+            dirs = [str(self.snapshotter.fs(i.key)) for i in self.snapshotter.chain(top_chain)]
+        except NotFound:
+            return {"Data": None, "Name": name}
+        if name == "vfs":
+            return {"Data": None, "Name": name}
+        data = {"MergedDir": str(Path(dirs[0]).parent / "merged"), "UpperDir": dirs[0],
+                "WorkDir": str(Path(dirs[0]).parent / "work")}
+        if len(dirs) > 1:
+            data["LowerDir"] = ":".join(dirs[1:])
+        return {"Data": dict(sorted(data.items())), "Name": name}
+
+    def history(self, name: str) -> list[dict]:
+        """GET /images/{name}/history."""
+        iid = self.resolve(name)
+        cfg = json.loads(self.get_config_bytes(iid))
+        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+        chains = chain_ids(diff_ids)
+        sizes = {}
+        for r in self.store.query("SELECT chain_id, size FROM layers"):
+            sizes[r[0]] = r[1]
+        items = []
+        li = 0
+        for h in cfg.get("history") or []:
+            size = 0
+            if not h.get("empty_layer"):
+                if li < len(chains):
+                    size = sizes.get(chains[li], 0)
+                li += 1
+            items.append({
+                "Comment": h.get("comment", ""),
+                "Created": int(parse_time(h.get("created"))),
+                "CreatedBy": h.get("created_by", ""),
+                "Id": "<missing>",
+                "Size": size,
+                "Tags": None,
+            })
+        items.reverse()
+        if not items:
+            items = [{"Comment": cfg.get("comment", ""), "Created": int(parse_time(cfg.get("created"))),
+                      "CreatedBy": "", "Id": iid, "Size": int(self._row(iid)["size"]), "Tags": None}]
+        # walk local parents: each known image gets its ID and tags at its position
+        cur, idx = iid, 0
+        while cur and idx < len(items):
+            items[idx]["Id"] = cur
+            tags, _ = self._names(cur)
+            items[idx]["Tags"] = tags or None
+            row = self.store.query_one("SELECT parent FROM images WHERE id = ?", (cur,))
+            parent = row["parent"] if row else ""
+            if not parent or not self._exists(parent):
+                break
+            pcfg = json.loads(self.get_config_bytes(parent))
+            idx = len(items) - len(pcfg.get("history") or [])
+            cur = parent
+        return items
+
+    # -- layers ----------------------------------------------------------------------
+    def _layer(self, chain: str):
+        return self.store.query_one("SELECT * FROM layers WHERE chain_id = ?", (chain,))
+
+    def _ensure_layers(self, diff_ids: list[str],
+                       open_layer: Callable[[int], BinaryIO], leases: list[str],
+                       progress: Callable[[int, str, str], None] | None = None,
+                       blob_info: Callable[[int], tuple[str | None, str | None]] | None = None,
+                       ) -> str | None:
+        """Unpack every missing layer of the chain; return the top chain ID.
+
+        ``open_layer(i)`` opens layer i's tar (compressed or not); ``blob_info(i)`` gives
+        (blob digest, media type) to remember as the layer's tar. Leases are taken on
+        each chain ID (appended to ``leases``: the caller drops them)."""
+        chains = chain_ids(diff_ids)
+        parent = None
+        for i, (diff_id, chain) in enumerate(zip(diff_ids, chains)):
+            self._add_lease(chain)
+            leases.append(chain)
+            if self._layer(chain) is not None:
+                if progress:
+                    progress(i, diff_id, "exists")
+                parent = chain
+                continue
+            if progress:
+                progress(i, diff_id, "start")
+            key = f"{EXTRACT_PREFIX}{uuid.uuid4().hex}-{chain}"
+            self.snapshotter.prepare(key, parent)
+            try:
+                with open_layer(i) as f:
+                    res = apply_layer(f, self.snapshotter.writable_dir(key),
+                                      whiteout=self.snapshotter.whiteout_mode,
+                                      expected_diff_id=diff_id)
+                blob, media = blob_info(i) if blob_info else (None, None)
+                with self._lock, self.store.tx() as db:
+                    if self._layer(chain) is not None:
+                        raise _AlreadyThere()
+                    self.snapshotter.commit(chain, key)
+                    db.execute("INSERT INTO layers (chain_id, diff_id, parent, size, blob_digest, "
+                               "media_type, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (chain, diff_id, parent, res.size, blob, media, time.time()))
+            except _AlreadyThere:
+                self.snapshotter.remove(key)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.snapshotter.remove(key)
+                raise
+            if progress:
+                progress(i, diff_id, "done")
+            parent = chain
+        return parent
+
+    def _image_size(self, top_chain: str | None) -> int:
+        size = 0
+        chain = top_chain
+        while chain:
+            row = self._layer(chain)
+            if row is None:
+                break
+            size += row["size"]
+            chain = row["parent"]
+        return size
+
+    def _store_image(self, config_bytes: bytes, top_chain: str | None, tags: list[refs.Reference],
+                     blobs: list[str] = (), parent: str = "", manifest: str | None = None
+                     ) -> tuple[str, list[tuple[refs.Reference, str]]]:
+        """Record an image whose layers are in place. Returns (id, [(ref, replaced image)])."""
+        image_id = self.content.write_blob(config_bytes)
+        cfg = json.loads(config_bytes)
+        labels = ((cfg.get("config") or {}).get("Labels")) or {}
+        replaced = []
+        with self._lock, self.store.tx() as db:
+            if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+                db.execute(
+                    "INSERT INTO images (id, created, created_unix, size, top_chain, parent, labels, "
+                    "manifest_digest, added) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (image_id, cfg.get("created") or "", int(parse_time(cfg.get("created"))),
+                     self._image_size(top_chain), top_chain, parent or "", json.dumps(labels),
+                     manifest, time.time()))
+            elif manifest:
+                db.execute("UPDATE images SET manifest_digest = COALESCE(manifest_digest, ?) "
+                           "WHERE id = ?", (manifest, image_id))
+            for d in {image_id, *blobs, *([manifest] if manifest else [])}:
+                db.execute("INSERT OR IGNORE INTO image_blobs (image_id, digest) VALUES (?, ?)",
+                           (image_id, d))
+            for ref in tags:
+                old = self._set_ref(db, ref, image_id)
+                if old:
+                    replaced.append((ref, old))
+        return image_id, replaced
+
+    # -- import ----------------------------------------------------------------------
+    def import_image(self, stream: BinaryIO, repo: str | None = None, tag: str | None = None,
+                     changes: list[str] | tuple[str, ...] = (), message: str | None = None,
+                     src: str = "-", platform: str | None = None) -> str:
+        """``docker import``: one layer from a tar stream; returns the image ID."""
+        ref = None
+        if repo:
+            ref = self._tag_reference(repo, tag)
+        config = apply_changes(None, list(changes or ()))
+        msg = message or f"Imported from {src}"
+        os_, arch = "linux", "amd64"
+        if platform:
+            p = platform.split("/")
+            os_ = p[0] or os_
+            if len(p) > 1:
+                arch = p[1]
+        leases: list[str] = []
+        ingest_ref = f"import-{uuid.uuid4().hex}"
+        w = self.content.writer(ingest_ref)
+        key = f"{EXTRACT_PREFIX}{uuid.uuid4().hex}-import"
+        self.snapshotter.prepare(key)
+        try:
+            try:
+                res = apply_layer(stream, self.snapshotter.writable_dir(key),
+                                  whiteout=self.snapshotter.whiteout_mode, tee=w.write)
+                blob = w.commit(expected=None)
+            except BaseException:
+                w.abort()
+                raise
+            self._add_lease(blob)
+            leases.append(blob)
+            chain = res.diff_id
+            self._add_lease(chain)
+            leases.append(chain)
+            with self._lock, self.store.tx() as db:
+                if self._layer(chain) is None:
+                    self.snapshotter.commit(chain, key)
+                    db.execute("INSERT INTO layers (chain_id, diff_id, parent, size, blob_digest, "
+                               "media_type, created) VALUES (?, ?, NULL, ?, ?, ?, ?)",
+                               (chain, res.diff_id, res.size, blob, MEDIA_LAYER_TAR, time.time()))
+                    key = None
+            if key is not None:
+                self.snapshotter.remove(key)
+                key = None
+            created = rfc3339()
+            img = {
+                "architecture": arch,
+                "comment": msg,
+                "config": config,
+                "container_config": empty_container_config(),
+                "created": created,
+                "docker_version": docker_version(),
+                "history": [{"created": created, "comment": msg}],
+                "os": os_,
+                "rootfs": {"type": "layers", "diff_ids": [res.diff_id]},
+            }
+            config_bytes = json.dumps(img, separators=(",", ":")).encode()
+            image_id, replaced = self._store_image(config_bytes, chain, [ref] if ref else [],
+                                                   blobs=[blob])
+        finally:
+            if key is not None:
+                with contextlib.suppress(Exception):
+                    self.snapshotter.remove(key)
+            for item in leases:
+                self._drop_lease(item)
+        self._emit("import", image_id, {"name": image_id})
+        if ref:
+            self._emit("tag", image_id, {"name": ref.familiar()})
+        return image_id
+
+    # -- remove ----------------------------------------------------------------------
+    def remove(self, name: str, force: bool = False, noprune: bool = False) -> list[dict]:
+        """DELETE /images/{name}: untag and/or delete, as Docker does."""
+        with self._lock:
+            return self._remove(name, force, not noprune)
+
+    def _is_id_ref(self, image_id: str, name: str) -> bool:
+        hexid = image_id.split(":", 1)[1]
+        n = name[7:] if name.startswith("sha256:") else name
+        return bool(n) and hexid.startswith(n) and all(c in "0123456789abcdef" for c in n) \
+            and (name.startswith("sha256:") or self._not_a_tag(name))
+
+    def _not_a_tag(self, name: str) -> bool:
+        try:
+            ref = refs.parse_normalized(name).with_default_tag()
+        except InvalidParameter:
+            return True
+        return self.store.query_one("SELECT 1 FROM refs WHERE name = ?", (str(ref),)) is None
+
+    def _remove(self, name: str, force: bool, prune: bool) -> list[dict]:
+        image_id = self.resolve(name)
+        records: list[dict] = []
+        repo_refs = [refs.parse(n) for n, _ in self._refs_of(image_id)]
+        users = self._users(image_id)
+        removed_repo_ref = False
+        if not self._is_id_ref(image_id, name):
+            ref = refs.parse_normalized(name).with_default_tag()
+            if not force and _is_single_reference(repo_refs) and users:
+                cid = users[0][0]
+                raise Conflict(f'conflict: unable to remove repository reference "{name}" '
+                               f"(must force) - container {cid[:12]} is using its referenced "
+                               f"image {short_id(image_id)}")
+            self._remove_ref(ref)
+            records.append({"Untagged": ref.familiar()})
+            self._emit("untag", image_id, {"name": image_id})
+            repo_refs = [refs.parse(n) for n, _ in self._refs_of(image_id)]
+            if not ref.digest:
+                same_repo_tag = any(r.name == ref.name and not r.digest for r in repo_refs)
+                if not same_repo_tag:
+                    remaining = []
+                    for r in repo_refs:
+                        if r.digest and r.name == ref.name:
+                            self._remove_ref(r)
+                            records.append({"Untagged": r.familiar()})
+                        else:
+                            remaining.append(r)
+                    repo_refs = remaining
+            if repo_refs:
+                return records
+            removed_repo_ref = True
+        else:
+            if _is_single_reference(repo_refs):
+                conflict = self._check_conflict(image_id, hard=True, soft_refs=False,
+                                                soft_stopped=not force)
+                if conflict:
+                    raise conflict
+                for r in repo_refs:
+                    self._remove_ref(r)
+                    records.append({"Untagged": r.familiar()})
+                    self._emit("untag", image_id, {"name": image_id})
+        self._delete_helper(image_id, records, force, prune, quiet=removed_repo_ref)
+        return records
+
+    def _remove_ref(self, ref: refs.Reference) -> None:
+        self.store.execute("DELETE FROM refs WHERE name = ?", (str(ref),))
+
+    def _check_conflict(self, image_id: str, hard: bool, soft_refs: bool,
+                        soft_stopped: bool) -> Conflict | None:
+        sid = short_id(image_id)
+        users = self._users(image_id)
+        if hard:
+            if self.store.query_one("SELECT 1 FROM images WHERE parent = ?", (image_id,)):
+                return _conflict(sid, True, "image has dependent child images")
+            running = [u for u, r in users if r]
+            if running:
+                return _conflict(sid, True, f"image is being used by running container "
+                                            f"{running[0][:12]}", used=True)
+        if soft_refs and self._refs_of(image_id):
+            return _conflict(sid, False, "image is referenced in multiple repositories")
+        if soft_stopped:
+            stopped = [u for u, r in users if not r]
+            if stopped:
+                return _conflict(sid, False, f"image is being used by stopped container "
+                                             f"{stopped[0][:12]}", used=True)
+        return None
+
+    def _delete_helper(self, image_id: str, records: list[dict], force: bool, prune: bool,
+                       quiet: bool) -> None:
+        conflict = self._check_conflict(image_id, hard=True, soft_refs=not force,
+                                        soft_stopped=not force)
+        if conflict:
+            if quiet and (not self._is_dangling(image_id) or conflict.used):
+                return
+            raise conflict
+        row = self._row(image_id)
+        parent = row["parent"]
+        chains = chain_ids((json.loads(self._config_or_empty(image_id)).get("rootfs") or {})
+                           .get("diff_ids") or [])
+        for name, _ in self._refs_of(image_id):
+            r = refs.parse(name)
+            self._remove_ref(r)
+            records.append({"Untagged": r.familiar()})
+        with self.store.tx() as db:
+            db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        self._emit("delete", image_id, {"name": image_id})
+        records.append({"Deleted": image_id})
+        removed, _ = self.gc()
+        # Docker lists removed layers top-down
+        order = {c: i for i, c in enumerate(chains)}
+        for c in sorted(removed, key=lambda c: -order.get(c, -1)):
+            records.append({"Deleted": c})
+        if prune and parent and self._exists(parent):
+            self._delete_helper(parent, records, False, prune, True)
+
+    def _config_or_empty(self, image_id: str) -> bytes:
+        try:
+            return self.get_config_bytes(image_id)
+        except NotFound:
+            return b"{}"
+
+    def _is_dangling(self, image_id: str) -> bool:
+        return not self._refs_of(image_id) and not self.store.query_one(
+            "SELECT 1 FROM images WHERE parent = ?", (image_id,))
+
+    # -- prune / disk usage ----------------------------------------------------------
+    def prune(self, filters: dict | None = None) -> dict:
+        """POST /images/prune."""
+        filters = _norm_filters(filters)
+        for k in filters:
+            if k not in ("dangling", "label", "label!", "until"):
+                raise InvalidParameter(f"invalid filter '{k}'")
+        dangling_only = True
+        if "dangling" in filters:
+            vals = {v.lower() for v in filters["dangling"]}
+            if not vals <= {"true", "false", "1", "0"}:
+                raise InvalidParameter(
+                    f"invalid filter 'dangling={next(iter(filters['dangling']))}'")
+            dangling_only = bool(vals & {"true", "1"})
+        until = min((_parse_until(v) for v in filters.get("until", [])), default=None)
+        deleted: list[dict] = []
+        reclaimed = 0
+        with self._lock:
+            sizes_before = {r[0]: r[1] for r in self.store.query("SELECT chain_id, size FROM layers")}
+            rows = self.store.query("SELECT * FROM images")
+            parents = {r["parent"] for r in rows if r["parent"]}
+            for row in rows:
+                iid = row["id"]
+                if iid in parents or not self._exists(iid):
+                    continue
+                if until is not None and row["created_unix"] >= until:
+                    continue
+                labels = json.loads(row["labels"] or "null") or {}
+                if "label" in filters and not all(_label_match(labels, f) for f in filters["label"]):
+                    continue
+                if "label!" in filters and any(_label_match(labels, f) for f in filters["label!"]):
+                    continue
+                names = self._refs_of(iid)
+                if dangling_only and names:
+                    continue
+                if self._users(iid):
+                    continue
+                try:
+                    recs: list[dict] = []
+                    if names:
+                        for name, _ in names:
+                            recs.extend(self._remove(name, False, True))
+                            if not self._exists(iid):
+                                break
+                    if self._exists(iid):
+                        recs.extend(self._remove(iid, False, True))
+                except Conflict:
+                    deleted.extend(recs)
+                    continue
+                deleted.extend(recs)
+            for r in deleted:
+                d = r.get("Deleted")
+                if d and d in sizes_before:
+                    reclaimed += sizes_before[d]
+        self._emit("prune", "", {"reclaimed": str(reclaimed)})
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def disk_usage(self) -> dict:
+        """Images part of GET /system/df."""
+        rows = self.store.query("SELECT * FROM images ORDER BY created_unix DESC, id")
+        layers = {r["chain_id"]: r for r in self.store.query("SELECT * FROM layers")}
+        image_chains: dict[str, list[str]] = {}
+        count: Counter = Counter()
+        for row in rows:
+            chain, cl = row["top_chain"], []
+            while chain and chain in layers:
+                cl.append(chain)
+                chain = layers[chain]["parent"]
+            image_chains[row["id"]] = cl
+            count.update(set(cl))
+        images = []
+        for row in rows:
+            tags, digs = self._names(row["id"])
+            s = self._summary(row, tags, digs)
+            s["SharedSize"] = sum(layers[c]["size"] for c in image_chains[row["id"]] if count[c] > 1)
+            s["Containers"] = len(self._users(row["id"]))
+            images.append(s)
+        return {"LayersSize": sum(r["size"] for r in layers.values()), "Images": images}
+
+    # -- container root filesystems --------------------------------------------------
+    def prepare_rootfs(self, image_id: str, key: str) -> list[dict]:
+        """A writable snapshot for a container on the image's layers; its mounts."""
+        iid = self.resolve(image_id)
+        row = self._row(iid)
+        with self._lock:
+            return self.snapshotter.prepare(key, row["top_chain"],
+                                            labels={"dockyard.image": iid})
+
+    def rootfs_mounts(self, key: str) -> list[dict]:
+        return self.snapshotter.mounts(key)
+
+    def remove_rootfs(self, key: str) -> None:
+        with self._lock:
+            self.snapshotter.remove(key)
+
+    # -- archives --------------------------------------------------------------------
+    def export_images(self, names: list[str], out: BinaryIO) -> None:
+        """``docker save``: write a tar of the named images to ``out``."""
+        from dockyard.images.archive import export_images
+        export_images(self, names, out)
+
+    def load_images(self, stream: BinaryIO, quiet: bool = False) -> Iterator[dict]:
+        """``docker load``: yields JSON progress messages."""
+        from dockyard.images.archive import load_images
+        return load_images(self, stream, quiet)
+
+    def changes(self, key: str) -> list[dict]:
+        """``docker diff`` of a container's snapshot: [{"Path", "Kind"}]."""
+        from dockyard.images import diff
+        info = self.snapshotter.stat(key)
+        if self.snapshotter.whiteout_mode == "overlay":
+            return diff.changes(self.snapshotter.layer_dir(key), self.snapshotter.lower_dirs(key))
+        lower = self.snapshotter.lower_dirs(key)
+        return diff.naive_changes(self.snapshotter.layer_dir(key), lower[0] if lower else None)
+
+    def driver_status(self) -> dict:
+        return {"Driver": "overlay2" if self.snapshotter.name == "overlay" else "vfs",
+                "DriverStatus": [["Backing Filesystem", "extfs"],
+                                 ["Snapshotter", self.snapshotter.name]]}
+
+
+class _AlreadyThere(Exception):
+    pass
+
+
+def _conflict(sid: str, hard: bool, message: str, used: bool = False) -> Conflict:
+    c = Conflict(f"conflict: unable to delete {sid} "
+                 f"({'cannot be forced' if hard else 'must be forced'}) - {message}")
+    c.used = used
+    c.hard = hard
+    return c
+
+
+def _is_single_reference(repo_refs: list[refs.Reference]) -> bool:
+    if len(repo_refs) <= 1:
+        return len(repo_refs) == 1
+    canonical = [r for r in repo_refs if r.digest]
+    tagged = [r for r in repo_refs if not r.digest]
+    if len(tagged) > 1:
+        return False
+    if not tagged:
+        names = {r.name for r in canonical}
+        return len(names) == 1
+    return all(r.name == tagged[0].name for r in canonical)
+
+
+def _norm_filters(filters) -> dict[str, list[str]]:
+    """Accept {"k": ["v"]}, {"k": {"v": True}} (the API's form) or {"k": "v"}."""
+    out: dict[str, list[str]] = {}
+    for k, v in (filters or {}).items():
+        if isinstance(v, dict):
+            out[k] = [x for x, on in v.items() if on]
+        elif isinstance(v, str):
+            out[k] = [v]
+        else:
+            out[k] = list(v)
+    return out
+
+
+def _label_match(labels: dict, f: str) -> bool:
+    k, eq, v = f.partition("=")
+    if k not in labels:
+        return False
+    return not eq or labels[k] == v
+
+
+def _parse_until(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    t = parse_time(v)
+    if t:
+        return t
+    import re
+    m = re.fullmatch(r"(\d+)([smh])", v)
+    if m:
+        mult = {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+        return time.time() - int(m.group(1)) * mult
+    raise InvalidParameter(f"invalid filter 'until={v}'")

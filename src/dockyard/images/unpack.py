@@ -1,0 +1,524 @@
+"""Safe, faithful application of a layer tar into a snapshot directory.
+
+``apply_layer(stream, target)`` reads a plain, gzip or zstd tar (detected by its
+magic bytes) in one streaming pass, computing the compressed digest and the
+diffID (sha256 of the uncompressed tar) as it goes, and recreates every entry
+under ``target``:
+
+* Safety: every path is resolved component by component from a directory fd of
+  the root, never following a link out of it: ``..`` entries and absolute names
+  are refused; a symlink met in a parent component is resolved *inside* the root
+  (as if chrooted), so a symlink made by an earlier entry cannot be used to write
+  outside; the final component is never followed (an existing entry is replaced);
+  hardlink targets must name an existing non-directory inside the root; extended
+  headers larger than 1 MiB are refused. Anything refused raises
+  :class:`UnpackError` (an InvalidParameter); the caller removes the partial
+  snapshot.
+* Faithfulness: owners (numeric), modes including setuid/setgid/sticky, xattrs
+  (PAX ``SCHILY.xattr.*``), hardlinks, device nodes, fifos, symlinks, mtimes
+  (directories' last, since creating children changes them).
+* Whiteouts: ``.wh.NAME`` becomes an overlay whiteout (a 0:0 char device) and
+  ``.wh..wh..opq`` the ``trusted.overlay.opaque=y`` xattr in ``"overlay"`` mode;
+  in ``"delete"`` mode (copy snapshotter) they delete what they name.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
+
+from dockyard.errors import InvalidParameter
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+MAX_EXT_HEADER = 1 << 20
+CHUNK = 1 << 20
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+class UnpackError(InvalidParameter):
+    """A layer that cannot be applied safely or is malformed."""
+
+
+# -- streams ---------------------------------------------------------------------------
+
+class HashingReader:
+    """Reads from ``raw``, hashing and counting every byte; optional ``tee`` callback."""
+
+    def __init__(self, raw: BinaryIO, tee: Callable[[bytes], object] | None = None):
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.tee = tee
+        self._prefix = b""
+
+    def peek(self, n: int) -> bytes:
+        while len(self._prefix) < n:
+            b = self.raw.read(n - len(self._prefix))
+            if not b:
+                break
+            self._prefix += b
+        return self._prefix[:n]
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if n is None or n < 0:
+                b = self._prefix + self.raw.read()
+                self._prefix = b""
+            else:
+                b = self._prefix[:n]
+                self._prefix = self._prefix[n:]
+                if len(b) < n and not self._prefix:
+                    b += self.raw.read(n - len(b))
+        else:
+            b = self.raw.read() if n is None or n < 0 else self.raw.read(n)
+        if b:
+            self.hash.update(b)
+            self.count += len(b)
+            if self.tee is not None:
+                self.tee(b)
+        return b
+
+    def readable(self) -> bool:
+        return True
+
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def detect_compression(prefix: bytes) -> str:
+    if prefix.startswith(GZIP_MAGIC):
+        return "gzip"
+    if prefix.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return "none"
+
+
+def decompressed(src: HashingReader) -> tuple[BinaryIO, str]:
+    """Return a reader of the uncompressed bytes of ``src`` and the compression."""
+    comp = detect_compression(src.peek(4))
+    if comp == "gzip":
+        return gzip.GzipFile(fileobj=src, mode="rb"), comp
+    if comp == "zstd":
+        import zstandard
+        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True), comp
+    return src, comp
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    diff_id: str          # sha256 of the uncompressed tar
+    digest: str           # sha256 of the bytes read (compressed or not)
+    size: int             # bytes of content written (Docker's layer size)
+    tar_size: int         # uncompressed tar length
+    compressed_size: int  # bytes read
+    compression: str      # "none" | "gzip" | "zstd"
+
+
+class _SafeTarInfo(tarfile.TarInfo):
+    def _proc_member(self, tarfile_):
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                         tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) \
+                and self.size > MAX_EXT_HEADER:
+            raise UnpackError(f"invalid tar: extended header of {self.size} bytes "
+                              f"(limit {MAX_EXT_HEADER})")
+        return super()._proc_member(tarfile_)
+
+
+_STREAM_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _stream_error(e: BaseException) -> UnpackError:
+    msg = str(e) or type(e).__name__
+    if isinstance(e, EOFError) or "unexpected end" in msg:
+        return UnpackError(f"invalid tar stream: unexpected EOF ({msg})")
+    return UnpackError(f"invalid tar stream: {msg}")
+
+
+def iter_tar(stream: BinaryIO):
+    """Iterate a tar stream with the extended-header limit; errors become UnpackError."""
+    try:
+        tf = tarfile.open(fileobj=stream, mode="r|", tarinfo=_SafeTarInfo)
+    except _STREAM_ERRORS as e:
+        raise _stream_error(e) from None
+    except Exception as e:
+        if _is_decompress_error(e):
+            raise _stream_error(e) from None
+        raise
+    it = iter(tf)
+    while True:
+        try:
+            m = next(it)
+        except StopIteration:
+            return
+        except _STREAM_ERRORS as e:
+            raise _stream_error(e) from None
+        except Exception as e:
+            if _is_decompress_error(e):
+                raise _stream_error(e) from None
+            raise
+        yield tf, m
+
+
+def _is_decompress_error(e: BaseException) -> bool:
+    try:
+        import zstandard
+        if isinstance(e, zstandard.ZstdError):
+            return True
+    except ImportError:
+        pass
+    return isinstance(e, OSError) and ("gzip" in str(e).lower() or "zstd" in str(e).lower())
+
+
+# -- path resolution -------------------------------------------------------------------
+
+def clean_name(name: str, what: str = "entry") -> list[str]:
+    """Split a tar name into components; refuse absolute names and ``..``."""
+    if name.startswith("/"):
+        raise UnpackError(f"invalid tar {what} {name!r}: absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnpackError(f"invalid tar {what} {name!r}: path escapes the root (..)")
+    return parts
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Root:
+    """A directory fd and in-root resolution of parent components."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.fd = os.open(self.path, _DIR_FLAGS)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def open_dir(self, parts: list[str], create: bool, name: str = "") -> int:
+        """Open the directory ``parts`` (resolving symlinks inside the root).
+
+        Missing components are created (mode 0755) when ``create``."""
+        stack = [os.dup(self.fd)]
+        pending = list(parts)
+        links = 0
+        try:
+            while pending:
+                comp = pending.pop(0)
+                if comp in ("", "."):
+                    continue
+                if comp == "..":
+                    if len(stack) > 1:
+                        os.close(stack.pop())
+                    continue
+                cur = stack[-1]
+                try:
+                    st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
+                except FileNotFoundError:
+                    if not create:
+                        raise UnpackError(f"invalid tar entry {name!r}: {comp!r} does not exist")
+                    os.mkdir(comp, 0o755, dir_fd=cur)
+                    st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > 40:
+                        raise UnpackError(f"invalid tar entry {name!r}: too many levels of "
+                                          "symbolic links")
+                    target = os.readlink(comp, dir_fd=cur)
+                    if target.startswith("/"):
+                        while len(stack) > 1:
+                            os.close(stack.pop())
+                    pending = [p for p in target.split("/") if p] + pending
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    raise UnpackError(f"invalid tar entry {name!r}: {comp!r} is not a directory")
+                stack.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
+            return stack.pop()
+        finally:
+            for fd in stack:
+                os.close(fd)
+
+
+def _remove(dfd: int, base: str) -> None:
+    try:
+        st = os.stat(base, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(base, dir_fd=dfd)
+    else:
+        os.unlink(base, dir_fd=dfd)
+
+
+# -- extraction ------------------------------------------------------------------------
+
+class _Extractor:
+    def __init__(self, root: Root, whiteout: str):
+        self.root = root
+        self.whiteout = whiteout
+        self.written: set[str] = set()
+        self.dirs: list[tuple[list[str], int, int]] = []
+        self.size = 0
+
+    def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        parts = clean_name(m.name)
+        if not parts:
+            # the root itself ("./"): keep its metadata for the end
+            if m.isdir():
+                fd = os.dup(self.root.fd)
+                try:
+                    self._meta_fd(fd, m)
+                finally:
+                    os.close(fd)
+                self.dirs.append(([], *_times(m)))
+            return
+        base = parts[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts, m)
+            return
+        dfd = self.root.open_dir(parts[:-1], create=True, name=m.name)
+        try:
+            self._entry(tf, m, parts, dfd, base)
+        finally:
+            os.close(dfd)
+        self.written.add("/".join(parts))
+
+    def _entry(self, tf, m, parts, dfd, base) -> None:
+        try:
+            existing = os.stat(base, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
+            _remove(dfd, base)
+            existing = None
+        mode = m.mode & 0o7777
+        if m.isdir():
+            if existing is None:
+                os.mkdir(base, 0o700, dir_fd=dfd)
+            fd = os.open(base, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                self._meta_fd(fd, m)
+            finally:
+                os.close(fd)
+            self.dirs.append((parts, *_times(m)))
+            return
+        if m.islnk():
+            tparts = clean_name(m.linkname.lstrip("/"), "hardlink target")
+            if not tparts:
+                raise UnpackError(f"invalid tar entry {m.name!r}: hardlink to the root")
+            tfd = self.root.open_dir(tparts[:-1], create=False, name=m.linkname)
+            try:
+                try:
+                    tst = os.stat(tparts[-1], dir_fd=tfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    raise UnpackError(f"invalid tar entry {m.name!r}: hardlink target "
+                                      f"{m.linkname!r} not found") from None
+                if stat.S_ISDIR(tst.st_mode):
+                    raise UnpackError(f"invalid tar entry {m.name!r}: hardlink to a directory")
+                os.link(tparts[-1], base, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
+            finally:
+                os.close(tfd)
+            return
+        if m.issym():
+            os.symlink(m.linkname, base, dir_fd=dfd)
+            os.chown(base, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+            self._xattrs(f"/proc/self/fd/{dfd}/{base}", m, follow=False)
+            os.utime(base, ns=_times(m), dir_fd=dfd, follow_symlinks=False)
+            self.size += len(os.fsencode(m.linkname))
+            return
+        if m.isreg() or m.type == tarfile.CONTTYPE:
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=dfd)
+            try:
+                src = tf.extractfile(m)
+                left = m.size
+                while left > 0:
+                    b = src.read(min(CHUNK, left))
+                    if not b:
+                        raise UnpackError(f"invalid tar stream: unexpected EOF in {m.name!r}")
+                    _write_all(fd, b)
+                    left -= len(b)
+                self._meta_fd(fd, m)
+                os.utime(fd, ns=_times(m))
+            finally:
+                os.close(fd)
+            self.size += m.size
+            return
+        if m.ischr() or m.isblk() or m.isfifo():
+            if m.isfifo():
+                os.mkfifo(base, 0o600, dir_fd=dfd)
+            else:
+                kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+                os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=dfd)
+            # a node we just created in our private tree: opening it could block (fifo)
+            # or touch a device, so set metadata by name, the name being known safe
+            os.chown(base, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+            os.chmod(base, mode, dir_fd=dfd)
+            self._xattrs(f"/proc/self/fd/{dfd}/{base}", m, follow=False)
+            os.utime(base, ns=_times(m), dir_fd=dfd, follow_symlinks=False)
+            return
+        raise UnpackError(f"invalid tar entry {m.name!r}: unsupported type {m.type!r}")
+
+    def _meta_fd(self, fd: int, m: tarfile.TarInfo) -> None:
+        # chown first: it clears setuid bits and file capabilities
+        os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, m.mode & 0o7777)
+        self._xattrs(fd, m, follow=True)
+
+    def _xattrs(self, target, m: tarfile.TarInfo, follow: bool) -> None:
+        for k, v in (m.pax_headers or {}).items():
+            if not k.startswith("SCHILY.xattr."):
+                continue
+            name = k[len("SCHILY.xattr."):]
+            if name.startswith("trusted.overlay."):
+                continue  # overlayfs' own metadata must not come from a layer
+            value = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
+            try:
+                os.setxattr(target, name, value, follow_symlinks=follow)
+            except OSError as e:
+                if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    continue
+                raise
+
+    def _whiteout(self, parts: list[str], m: tarfile.TarInfo) -> None:
+        base = parts[-1]
+        dfd = self.root.open_dir(parts[:-1], create=True, name=m.name)
+        try:
+            if base == WHITEOUT_OPAQUE:
+                if self.whiteout == "overlay":
+                    os.setxattr(dfd, OPAQUE_XATTR, b"y")
+                else:
+                    prefix = "/".join(parts[:-1])
+                    for child in os.listdir(dfd):
+                        path = f"{prefix}/{child}" if prefix else child
+                        if path not in self.written:
+                            _remove(dfd, child)
+                return
+            if base.startswith(WHITEOUT_META_PREFIX):
+                return  # aufs metadata (.wh..wh.plnk, ...): nothing to apply
+            name = base[len(WHITEOUT_PREFIX):]
+            if name in ("", ".", "..") or "/" in name:
+                raise UnpackError(f"invalid tar entry {m.name!r}: bad whiteout")
+            _remove(dfd, name)
+            if self.whiteout == "overlay":
+                os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dfd)
+                os.chown(name, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+        finally:
+            os.close(dfd)
+
+    def finish(self) -> None:
+        for parts, atime, mtime in reversed(self.dirs):
+            try:
+                if not parts:
+                    os.utime(self.root.fd, ns=(atime, mtime))
+                    continue
+                dfd = self.root.open_dir(parts[:-1], create=False)
+            except (UnpackError, OSError):
+                continue
+            try:
+                os.utime(parts[-1], ns=(atime, mtime), dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                pass
+            finally:
+                os.close(dfd)
+
+
+def _write_all(fd: int, b: bytes) -> None:
+    mv = memoryview(b)
+    while mv:
+        n = os.write(fd, mv)
+        mv = mv[n:]
+
+
+def _times(m: tarfile.TarInfo) -> tuple[int, int]:
+    mtime = int(float(m.mtime) * 1e9)
+    atime = mtime
+    at = (m.pax_headers or {}).get("atime")
+    if at:
+        try:
+            atime = max(int(float(at) * 1e9), mtime)
+        except ValueError:
+            pass
+    return atime, mtime
+
+
+def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = "overlay",
+                expected_diff_id: str | None = None, expected_digest: str | None = None,
+                tee: Callable[[bytes], object] | None = None) -> LayerResult:
+    """Apply the layer tar read from ``stream`` into directory ``target``.
+
+    ``tee`` receives the uncompressed tar bytes as they are read (to store the layer
+    at the same time). Digest mismatches and unsafe or malformed entries raise
+    UnpackError; ``target`` is then partly written and must be discarded."""
+    if whiteout not in ("overlay", "delete"):
+        raise ValueError(whiteout)
+    raw = HashingReader(stream)
+    dec, comp = decompressed(raw)
+    plain = HashingReader(dec, tee=tee)
+    root = Root(target)
+    ex = _Extractor(root, whiteout)
+    try:
+        for tf, m in iter_tar(plain):
+            try:
+                ex.apply(tf, m)
+            except UnpackError:
+                raise
+            except OSError as e:
+                if _is_decompress_error(e) or isinstance(e, EOFError):
+                    raise _stream_error(e) from None
+                raise UnpackError(f"failed to apply layer entry {m.name!r}: {e.strerror or e}") \
+                    from None
+            except _STREAM_ERRORS as e:
+                raise _stream_error(e) from None
+        try:
+            plain.drain()
+            raw.drain()
+        except _STREAM_ERRORS as e:
+            raise _stream_error(e) from None
+        except Exception as e:
+            if _is_decompress_error(e):
+                raise _stream_error(e) from None
+            raise
+        ex.finish()
+    finally:
+        root.close()
+    diff_id, digest = plain.digest(), raw.digest()
+    if expected_diff_id and diff_id != expected_diff_id:
+        raise UnpackError(f"layer diffID mismatch: got {diff_id}, expected {expected_diff_id}")
+    if expected_digest and digest != expected_digest:
+        raise UnpackError(f"layer digest mismatch: got {digest}, expected {expected_digest}")
+    return LayerResult(diff_id, digest, ex.size, plain.count, raw.count, comp)
+
+
+def digest_layer(stream: BinaryIO) -> tuple[str, str, int]:
+    """(diff_id, digest, tar_size) of a layer blob without applying it."""
+    raw = HashingReader(stream)
+    dec, _ = decompressed(raw)
+    plain = HashingReader(dec)
+    try:
+        plain.drain()
+        raw.drain()
+    except _STREAM_ERRORS as e:
+        raise _stream_error(e) from None
+    except Exception as e:
+        if _is_decompress_error(e):
+            raise _stream_error(e) from None
+        raise
+    return plain.digest(), raw.digest(), plain.count

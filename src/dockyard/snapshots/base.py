@@ -1,0 +1,244 @@
+"""The snapshotter interface and the index every snapshotter shares.
+
+A snapshotter never mounts. ``prepare``/``view`` return mount records (plain
+dicts ``{"type", "source", "target", "options"}``; ``target`` is left empty
+for the caller) and :mod:`dockyard.snapshots.mount` applies them.
+
+Kinds: *active* (writable, made by ``prepare``), *view* (read-only, made by
+``view``) and *committed* (made by ``commit`` from an active one; named by the
+caller, for layers the chain ID). Only committed snapshots can be parents.
+
+Directories live at ``<root>/snapshots/<name>/<sid>/`` where ``sid`` is the
+index row's id. They are built in ``<root>/snapshots/<name>/tmp-*`` and renamed
+into place inside the transaction that inserts the row, so a crash leaves either
+nothing or an unknown directory, which :meth:`Snapshotter.cleanup` removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.errors import Conflict, InvalidParameter, NotFound
+from dockyard.metadata.store import Store
+
+Mount = dict  # {"type": str, "source": str, "target": str, "options": list[str]}
+
+
+@dataclass(frozen=True)
+class Info:
+    key: str
+    kind: str            # "active" | "view" | "committed"
+    parent: str | None
+    sid: int
+    created: float
+    labels: dict = field(default_factory=dict)
+
+
+def mount(type_: str, source: str, options: list[str]) -> Mount:
+    return {"type": type_, "source": source, "target": "", "options": list(options)}
+
+
+def dir_usage(path: str | os.PathLike) -> dict:
+    """Docker's directory size: sizes of non-directories, each inode counted once."""
+    size = 0
+    inodes = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(path):
+        inodes += 1
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            inodes += 1
+            size += st.st_size
+    return {"size": size, "inodes": inodes}
+
+
+class Snapshotter:
+    """Base class: the index (a table in the metadata store) and directory bookkeeping."""
+
+    name = "base"
+    #: how layer whiteouts are applied into ``writable_dir``: "overlay" or "delete"
+    whiteout_mode = "delete"
+
+    def __init__(self, root: str | os.PathLike, store: Store):
+        self.root = Path(root) / "snapshots" / self.name
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = store
+
+    # -- index -----------------------------------------------------------------------
+    def _row(self, key: str):
+        return self.store.query_one(
+            "SELECT * FROM snapshots WHERE snapshotter = ? AND key = ?", (self.name, key))
+
+    @staticmethod
+    def _info(row) -> Info:
+        return Info(row["key"], row["kind"], row["parent"], row["sid"], row["created"],
+                    json.loads(row["labels"] or "{}"))
+
+    def stat(self, key: str) -> Info:
+        row = self._row(key)
+        if row is None:
+            raise NotFound(f"snapshot {key} does not exist")
+        return self._info(row)
+
+    def exists(self, key: str) -> bool:
+        return self._row(key) is not None
+
+    def list(self) -> list[Info]:
+        return [self._info(r) for r in self.store.query(
+            "SELECT * FROM snapshots WHERE snapshotter = ? ORDER BY sid", (self.name,))]
+
+    def children(self, key: str) -> list[str]:
+        return [r["key"] for r in self.store.query(
+            "SELECT key FROM snapshots WHERE snapshotter = ? AND parent = ?", (self.name, key))]
+
+    def _dir(self, sid: int) -> Path:
+        return self.root / str(sid)
+
+    def chain(self, key: str) -> list[Info]:
+        """The snapshot and its ancestors, nearest first."""
+        out = []
+        info = self.stat(key)
+        while True:
+            out.append(info)
+            if not info.parent:
+                return out
+            info = self.stat(info.parent)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def _create(self, kind: str, key: str, parent: str | None, labels: dict | None) -> Info:
+        if not key:
+            raise InvalidParameter("snapshot key must not be empty")
+        tmp = self.root / f"tmp-{uuid.uuid4().hex}"
+
+        def check(db=None):
+            if self._row(key) is not None:
+                raise Conflict(f"snapshot {key} already exists")
+            if not parent:
+                return None
+            prow = self._row(parent)
+            if prow is None:
+                raise NotFound(f"parent snapshot {parent} does not exist")
+            if prow["kind"] != "committed":
+                raise InvalidParameter(f"parent snapshot {parent} is not committed")
+            return self._info(prow)
+
+        try:
+            # build outside the transaction (a copy can take a while), then publish
+            self._build(tmp, kind, check())
+            with self.store.tx() as db:
+                check()
+                cur = db.execute(
+                    "INSERT INTO snapshots (snapshotter, key, kind, parent, labels, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (self.name, key, kind, parent, json.dumps(labels or {}), time.time()))
+                sid = cur.lastrowid
+                os.rename(tmp, self._dir(sid))
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return self.stat(key)
+
+    def prepare(self, key: str, parent: str | None = None, labels: dict | None = None) -> list[Mount]:
+        """Create an active (writable) snapshot on ``parent``; return its mounts."""
+        self._create("active", key, parent, labels)
+        return self.mounts(key)
+
+    def view(self, key: str, parent: str | None = None, labels: dict | None = None) -> list[Mount]:
+        """Create a read-only view of ``parent``; return its mounts."""
+        self._create("view", key, parent, labels)
+        return self.mounts(key)
+
+    def commit(self, name: str, key: str, labels: dict | None = None) -> Info:
+        """Turn active snapshot ``key`` into committed snapshot ``name``."""
+        with self.store.tx() as db:
+            row = self._row(key)
+            if row is None:
+                raise NotFound(f"snapshot {key} does not exist")
+            if row["kind"] != "active":
+                raise InvalidParameter(f"snapshot {key} is not active")
+            if self._row(name) is not None:
+                raise Conflict(f"snapshot {name} already exists")
+            merged = json.loads(row["labels"] or "{}")
+            merged.update(labels or {})
+            self._on_commit(self._dir(row["sid"]))
+            db.execute("UPDATE snapshots SET key = ?, kind = 'committed', labels = ? "
+                       "WHERE sid = ?", (name, json.dumps(merged), row["sid"]))
+        return self.stat(name)
+
+    def remove(self, key: str) -> None:
+        """Remove a snapshot (Conflict while it has children)."""
+        with self.store.tx() as db:
+            row = self._row(key)
+            if row is None:
+                raise NotFound(f"snapshot {key} does not exist")
+            if self.children(key):
+                raise Conflict(f"cannot remove snapshot {key}: it has children")
+            db.execute("DELETE FROM snapshots WHERE sid = ?", (row["sid"],))
+            d = self._dir(row["sid"])
+            trash = self.root / f"tmp-rm-{row['sid']}-{uuid.uuid4().hex[:8]}"
+            if d.exists():
+                os.rename(d, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def cleanup(self) -> list[str]:
+        """Remove directories the index does not know (crash leftovers)."""
+        known = {str(r["sid"]) for r in self.store.query(
+            "SELECT sid FROM snapshots WHERE snapshotter = ?", (self.name,))}
+        removed = []
+        with self.store.locked():
+            for name in os.listdir(self.root):
+                if name not in known:
+                    p = self.root / name
+                    if _is_mountpoint_under(p):
+                        continue
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(name)
+        return removed
+
+    # -- to implement ----------------------------------------------------------------
+    def _build(self, tmp: Path, kind: str, parent: Info | None) -> None:
+        raise NotImplementedError
+
+    def _on_commit(self, d: Path) -> None:
+        pass
+
+    def mounts(self, key: str) -> list[Mount]:
+        raise NotImplementedError
+
+    def writable_dir(self, key: str) -> Path:
+        """The directory a layer is applied into for active snapshot ``key``."""
+        raise NotImplementedError
+
+    def layer_dir(self, key: str) -> Path:
+        """The directory holding what ``key`` adds over its parent (overlay) or all of it (copy)."""
+        raise NotImplementedError
+
+    def usage(self, key: str) -> dict:
+        """{"size": bytes, "inodes": n} of what the snapshot itself holds."""
+        raise NotImplementedError
+
+
+def _is_mountpoint_under(p: Path) -> bool:
+    s = str(p)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mnt = line.split()[4]
+                if mnt == s or mnt.startswith(s + "/"):
+                    return True
+    except OSError:
+        pass
+    return False
