@@ -174,7 +174,6 @@ def test_state_round_trip(cg):
 
 
 @needs_v1
-@pytest.mark.slow
 def test_memory_limit_oom_kills(cg):
     mgr = cg.open()
     mgr.create()
