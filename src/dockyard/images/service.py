@@ -892,6 +892,79 @@ class ImageService:
         lower = self.snapshotter.lower_dirs(key)
         return diff.naive_changes(self.snapshotter.layer_dir(key), lower[0] if lower else None)
 
+    def layer_tar(self, key: str, out: BinaryIO) -> tuple[str, int]:
+        """Write the changes of snapshot ``key`` as a layer tar; return (diffID, size)."""
+        from dockyard.images import diff
+        if self.snapshotter.whiteout_mode == "overlay":
+            return diff.write_layer(self.snapshotter.layer_dir(key), out)
+        return diff.write_changes(self.snapshotter.layer_dir(key), self.changes(key), out)
+
+    def commit_rootfs(self, key: str, base_image: str | None = None, config: dict | None = None,
+                      changes: list[str] | tuple[str, ...] = (), comment: str = "",
+                      author: str = "", container_id: str = "",
+                      container_config: dict | None = None, repo: str | None = None,
+                      tag: str | None = None, created_by: str = "") -> str:
+        """``docker commit``: the snapshot's changes become a new layer on ``base_image``.
+
+        ``config`` (a container config) replaces the base image's config before
+        ``changes`` are applied. Returns the new image ID."""
+        ref = self._tag_reference(repo, tag) if repo else None
+        base_cfg: dict = {}
+        base_id = ""
+        if base_image:
+            base_id = self.resolve(base_image)
+            base_cfg = json.loads(self.get_config_bytes(base_id))
+        leases: list[str] = []
+        w = self.content.writer(f"commit-{uuid.uuid4().hex}")
+        try:
+            try:
+                diff_id, _ = self.layer_tar(key, w)
+                blob = w.commit()
+            except BaseException:
+                w.abort()
+                raise
+            self._add_lease(blob)
+            leases.append(blob)
+            diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or []) + [diff_id]
+            top = self._ensure_layers(diff_ids, lambda i: self.content.open(blob), leases,
+                                      blob_info=lambda i: (blob, MEDIA_LAYER_TAR))
+            created = rfc3339()
+            cfg_in = config if config is not None else base_cfg.get("config")
+            new_config = apply_changes(cfg_in, list(changes or ()))
+            history = list(base_cfg.get("history") or [])
+            h = {"created": created}
+            if author:
+                h["author"] = author
+            if created_by:
+                h["created_by"] = created_by
+            if comment:
+                h["comment"] = comment
+            history.append(h)
+            img = {"architecture": base_cfg.get("architecture", "amd64")}
+            if author:
+                img["author"] = author
+            if comment:
+                img["comment"] = comment
+            img["config"] = new_config
+            if container_id:
+                img["container"] = container_id
+            img["container_config"] = container_config or empty_container_config()
+            img["created"] = created
+            img["docker_version"] = docker_version()
+            img["history"] = history
+            img["os"] = base_cfg.get("os", "linux")
+            img["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+            config_bytes = json.dumps(img, separators=(",", ":")).encode()
+            image_id, _ = self._store_image(config_bytes, top, [ref] if ref else [],
+                                            blobs=[blob], parent=base_id)
+        finally:
+            for item in leases:
+                self._drop_lease(item)
+        self._emit("commit", image_id, {"name": image_id})
+        if ref:
+            self._emit("tag", image_id, {"name": ref.familiar()})
+        return image_id
+
     def driver_status(self) -> dict:
         return {"Driver": "overlay2" if self.snapshotter.name == "overlay" else "vfs",
                 "DriverStatus": [["Backing Filesystem", "extfs"],

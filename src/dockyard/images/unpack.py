@@ -323,7 +323,11 @@ class _Extractor:
             tparts = clean_name(m.linkname.lstrip("/"), "hardlink target")
             if not tparts:
                 raise UnpackError(f"invalid tar entry {m.name!r}: hardlink to the root")
-            tfd = self.root.open_dir(tparts[:-1], create=False, name=m.linkname)
+            try:
+                tfd = self.root.open_dir(tparts[:-1], create=False, name=m.linkname)
+            except UnpackError as e:
+                raise UnpackError(f"invalid tar entry {m.name!r}: hardlink target "
+                                  f"{m.linkname!r} cannot be resolved in the layer ({e})") from None
             try:
                 try:
                     tst = os.stat(tparts[-1], dir_fd=tfd, follow_symlinks=False)

@@ -1,0 +1,92 @@
+import hashlib
+import os
+import time
+
+import pytest
+
+from dockyard.content import ContentStore
+from dockyard.errors import InvalidParameter, NotFound
+
+
+def dg(b: bytes) -> str:
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def test_write_commit_read(tmp_path):
+    cs = ContentStore(tmp_path)
+    data = os.urandom(3 << 20)
+    w = cs.writer("ref-1")
+    w.write(data[:1000])
+    w.write(data[1000:])
+    assert w.offset == len(data)
+    d = w.commit(size=len(data), expected=dg(data))
+    assert d == dg(data)
+    assert cs.read(d) == data
+    assert cs.info(d).size == len(data)
+    assert (tmp_path / "content/blobs/sha256" / d[7:]).exists()
+    assert [i.digest for i in cs.list()] == [d]
+    assert cs.ingests() == []
+    cs.delete(d)
+    with pytest.raises(NotFound):
+        cs.info(d)
+
+
+def test_wrong_digest_refused_nothing_stored(tmp_path):
+    cs = ContentStore(tmp_path)
+    w = cs.writer("bad")
+    w.write(b"hello")
+    with pytest.raises(InvalidParameter, match="unexpected commit digest"):
+        w.commit(expected=dg(b"other"))
+    assert list(cs.list()) == []
+    assert cs.ingests() == []
+    w = cs.writer("bad-size")
+    w.write(b"hello")
+    with pytest.raises(InvalidParameter, match="unexpected size"):
+        w.commit(size=4)
+    assert list(cs.list()) == []
+    assert not cs.exists(dg(b"hello"))
+
+
+def test_resume_after_partial_write(tmp_path):
+    cs = ContentStore(tmp_path)
+    data = os.urandom(100_000)
+    w = cs.writer("download-1")
+    w.write(data[:40_000])
+    w.close()                      # e.g. connection lost
+    assert not cs.exists(dg(data))  # invisible until committed
+    assert cs.status("download-1").offset == 40_000
+    w = cs.writer("download-1")    # resume
+    assert w.offset == 40_000
+    w.write(data[40_000:])
+    assert w.commit(len(data), dg(data)) == dg(data)
+    assert cs.read(dg(data)) == data
+
+
+def test_crash_leftover_ingest_swept_and_invalid_digest(tmp_path):
+    cs = ContentStore(tmp_path)
+    # a crashed writer: data dir without a live lock holder
+    d = cs._ingest_dir("crashed")
+    d.mkdir(parents=True)
+    (d / "ref").write_text("crashed")
+    (d / "data").write_bytes(b"partial")
+    (d / "lock").write_text("999999999")
+    assert [s.ref for s in cs.ingests()] == ["crashed"]
+    assert cs.sweep(older_than=3600) == []   # too recent
+    old = time.time() - 7200
+    os.utime(d / "data", (old, old))
+    assert cs.sweep(older_than=3600) == ["crashed"]
+    assert cs.ingests() == []
+    with pytest.raises(InvalidParameter):
+        cs.open("sha256:../../etc/passwd")
+    with pytest.raises(InvalidParameter):
+        cs.info("md5:abc")
+
+
+def test_write_blob_idempotent(tmp_path):
+    cs = ContentStore(tmp_path)
+    a = cs.write_blob(b"x" * 10)
+    b = cs.write_blob(b"x" * 10, expected=a)
+    assert a == b and len(list(cs.list())) == 1
+    with pytest.raises(InvalidParameter):
+        cs.write_blob(b"y", expected=a.replace("a", "b") if "a" in a[7:] else dg(b"z"))
+    assert len(list(cs.list())) == 1
