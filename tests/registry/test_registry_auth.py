@@ -119,8 +119,13 @@ def test_token_faults(token_registry, tmp_path):
     # wrong password and unknown users get no token
     assert get_token(reg, ["repository:a:pull"], basic("alice", "wrong")).status == 401
     assert get_token(reg, ["repository:a:pull"], basic("eve", "x")).status == 401
-    # no credentials and no anonymous access: no token either
-    assert get_token(reg, ["repository:a:pull"]).status == 401
+    # no credentials and no anonymous access: a token that grants nothing
+    anon = get_token(reg, ["repository:a:pull"])
+    assert anon.status == 200
+    assert jwt.decode(anon.json()["token"], options={"verify_signature": False})["access"] == []
+    r = reg.client(auth=bearer(anon.json()["token"])).request("GET", "/v2/a/tags/list")
+    assert r.status == 401
+    assert parse_challenges(r.headers["WWW-Authenticate"])[0].error == "insufficient_scope"
     assert get_token(reg, [], basic("alice", "alicepw"), service="elsewhere").status == 400
 
     key = (reg.root / "auth" / "token-key.pem").read_bytes()

@@ -412,9 +412,10 @@ class RegistryServer:
 
     async def _token_account(self, creds) -> str:
         if creds is None:
-            if not self.policy.anonymous_read:
-                raise AuthFailure(ErrorCode.UNAUTHORIZED, "authentication required",
-                                  proto.basic_challenge("dockyard token service"))
+            # Anonymous clients get a token too, holding only what anonymous
+            # users may do (maybe nothing), as Docker Hub does: the registry
+            # then refuses with insufficient_scope, which clients report at
+            # once instead of retrying as they do for a failed token fetch.
             return ANONYMOUS
         ok = await self._run(self.auth.check_password, *creds)
         if not ok:
@@ -493,8 +494,13 @@ async def serve(config: RegistryConfig, ready=None, access_log: bool = False) ->
     with port 0)."""
     server = RegistryServer(config)
     app = server.app()
-    runner = web.AppRunner(app, access_log=web.AccessLogger if access_log else None,
-                           handle_signals=False)
+    logger = None
+    if access_log:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+        logger = logging.getLogger("aiohttp.access")
+    runner = web.AppRunner(app, access_log=logger, handle_signals=False)
     await runner.setup()
     host, port = config.host_port
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context(config), backlog=1024,
