@@ -59,11 +59,11 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise RangeNotSatisfiable(header)
         return ByteRange(max(size - n, 0), size - 1) if size else _unsatisfiable(header)
     start = int(first)
-    end = int(last) if last != "" else size - 1
-    if end < start:
+    if last != "" and int(last) < start:
         return None  # syntactically invalid: ignore the header (RFC 9110)
     if start >= size:
         raise RangeNotSatisfiable(header)
+    end = int(last) if last != "" else size - 1
     return ByteRange(start, min(end, size - 1))
 
 
