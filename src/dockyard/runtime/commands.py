@@ -64,7 +64,7 @@ def cmd_run(g, flags, pos) -> int:
         if detach:
             raise UsageError("cannot allocate tty if dockyard-runc will detach without "
                              "setting console socket")
-        import socket
+        import _socket as socket
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         opts.console_fd = theirs.detach()
     st = rt.create(cid, opts)
@@ -75,16 +75,17 @@ def cmd_run(g, flags, pos) -> int:
         master, _name = recv_fd(ours)
         ours.close()
     _write_pid_file(flags.get("pid-file"), st["pid"])
+    from .foreground import Attached
+    attached = None if detach else Attached(st["pid"], master).arm()
     try:
         rt.start(cid)
     except BaseException:
         rt.delete(cid, force=True)
         raise
-    if detach:
+    if attached is None:
         return 0
-    from .foreground import Attached
     try:
-        code = Attached(st["pid"], master).wait()
+        code = attached.wait()
     finally:
         if not flags.get("keep"):
             rt.delete(cid, force=True)
@@ -218,9 +219,11 @@ def cmd_exec(g, flags, pos) -> int:
             raise UsageError("cannot allocate tty if dockyard-runc will detach without "
                              "setting console socket")
         else:
-            import socket
+            import _socket as socket
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             console_fd = theirs.detach()
+    from .foreground import Attached
+    attached = None if o.detach else Attached().arm()
     pid = run_exec(st, o, rt.manager(st), console_fd)
     if console_fd is not None:
         os.close(console_fd)
@@ -230,10 +233,10 @@ def cmd_exec(g, flags, pos) -> int:
         master, _n = recv_fd(ours)
         ours.close()
     _write_pid_file(o.pid_file, pid)
-    if o.detach:
+    if attached is None:
         return 0
-    from .foreground import Attached
-    return Attached(pid, master).wait()
+    attached.pid, attached.master = pid, master
+    return attached.wait()
 
 
 def cmd_pause(g, flags, pos) -> int:
@@ -321,13 +324,8 @@ def cmd_features(g, flags, pos) -> int:
         info = cgroups.host_info()
     except Exception:  # noqa: BLE001
         info = {}
-    seccomp = {"enabled": True, "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
-                                            "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
-                                            "SCMP_ACT_LOG", "SCMP_ACT_TRAP", "SCMP_ACT_TRACE"],
-               "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
-                             "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
-               "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32",
-                         "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]}
+    from . import seccomp as seccomp_mod
+    seccomp = seccomp_mod.features()
     out = {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,

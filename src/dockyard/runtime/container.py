@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
+import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 import time
-from dataclasses import dataclass
+from .record import record
 
 from dockyard.errors import Conflict, DockyardError, NotFound
 
@@ -30,7 +30,7 @@ class RuntimeError_(DockyardError):
     """A lifecycle operation failed; the message is user-facing."""
 
 
-@dataclass
+@record
 class CreateOptions:
     bundle: str = "."
     pid_file: str | None = None
@@ -38,6 +38,25 @@ class CreateOptions:
     console_fd: int | None = None       # already-connected socket (run in the foreground)
     no_pivot: bool = False
     preserve_fds: int = 0
+
+
+# Devices runc always allows on top of the spec's rules: creating any node
+# (mknod, not using it), and the default /dev entries a container gets.
+ALWAYS_ALLOWED_DEVICES = (
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+    *({"allow": True, "type": "c", "major": ma, "minor": mi, "access": "rwm"}
+      for ma, mi in ((1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1), (5, 2), (10, 200))),
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},
+)
+
+
+def with_default_devices(resources: dict | None) -> dict | None:
+    if not resources or "devices" not in resources:
+        return resources
+    out = dict(resources)
+    out["devices"] = [*resources["devices"], *ALWAYS_ALLOWED_DEVICES]
+    return out
 
 
 def _cgroups():
@@ -133,8 +152,9 @@ class Runtime:
             raise Conflict(f"container with id {cid!r} already exists")
         from . import init, sync  # noqa: F401  (loads syscalls/ctypes)
         from . import syscalls as sc
-        if cfg.seccomp:
-            from . import seccomp  # noqa: F401  (import before any fork)
+        if cfg.seccomp:   # compile now: libseccomp is unreachable after pivot_root
+            from . import seccomp
+            seccomp.prepare(cfg.seccomp, cache_dir=self.store.root)
 
         undo = _Undo()
         procs: list[int] = []
@@ -146,7 +166,7 @@ class Runtime:
             undo.push(mgr.destroy)
             undo.push(lambda: _kill_and_reap(mgr.pids()))
             undo.push(lambda: _kill_and_reap(procs))
-            mgr.apply(cfg.resources)
+            mgr.apply(with_default_devices(cfg.resources))
             fifo_fd = self._make_fifo(cid, cfg)
             console_fd = opts.console_fd
             if console_fd is None and cfg.process.terminal:

@@ -29,18 +29,22 @@ def exit_code(status: int) -> int:
 
 
 class Attached:
-    def __init__(self, pid: int, master_fd: int | None = None) -> None:
+    def __init__(self, pid: int = 0, master_fd: int | None = None) -> None:
         self.pid = pid
         self.master = master_fd
         self.status: int | None = None
         self._tty_saved = None
+        self._rfd: int | None = None
 
-    def _install(self) -> int:
+    def arm(self) -> "Attached":
+        """Catch the signals to forward *before* the process starts, so none
+        is lost (or kills us) in between; they queue in the wakeup pipe."""
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         for s in (*FORWARD, signal.SIGCHLD, signal.SIGWINCH):
             signal.signal(s, lambda *_: None)
-        return r
+        self._rfd = r
+        return self
 
     def _raw_stdin(self) -> None:
         if self.master is None or not os.isatty(0):
@@ -110,7 +114,7 @@ class Attached:
         return True
 
     def wait(self) -> int:
-        rfd = self._install()
+        rfd = self._rfd if self._rfd is not None else self.arm()._rfd
         self._raw_stdin()
         try:
             return self._loop(rfd)

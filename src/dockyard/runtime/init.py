@@ -19,8 +19,8 @@ container must never be able to open our interpreter through
 from __future__ import annotations
 
 import os
-import socket
-from dataclasses import dataclass
+import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
+from .record import record
 
 from . import process, rootfs, sync
 from . import syscalls as sc
@@ -36,7 +36,7 @@ NS_FLAGS = {
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
 
 
-@dataclass
+@record
 class InitOptions:
     fifo_fd: int | None            # O_PATH fd of <state>/exec.fifo (None: do not wait)
     console_fd: int | None         # connected console socket (terminal only)

@@ -16,7 +16,7 @@ import copy
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from .record import Factory, record
 
 from dockyard.errors import InvalidParameter
 
@@ -40,20 +40,20 @@ class ConfigError(InvalidParameter):
     """The bundle or its config.json is invalid; the message is user-facing."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Namespace:
     type: str
     path: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IDMap:
     container_id: int
     host_id: int
     size: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     destination: str
     type: str
@@ -65,7 +65,7 @@ class Mount:
         return self.type in ("bind", "rbind") or "bind" in self.options or "rbind" in self.options
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Device:
     path: str
     type: str
@@ -76,7 +76,7 @@ class Device:
     gid: int | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Hook:
     path: str
     args: tuple[str, ...]
@@ -84,7 +84,7 @@ class Hook:
     timeout: int | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class User:
     uid: int = 0
     gid: int = 0
@@ -92,21 +92,21 @@ class User:
     additional_gids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Process:
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
     cwd: str = "/"
     terminal: bool = False
-    user: User = field(default_factory=User)
-    capabilities: dict = field(default_factory=dict)     # set name -> list of names
+    user: User = Factory(User)
+    capabilities: dict = Factory(dict)     # set name -> list of names
     rlimits: tuple[tuple[str, int, int], ...] = ()       # (type, hard, soft)
     no_new_privileges: bool = False
     oom_score_adj: int | None = None
     console_size: tuple[int, int] | None = None          # (height, width)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     bundle: str
     oci_version: str
@@ -411,9 +411,21 @@ def _check_resources(c: Config) -> str | None:
     return None
 
 
+def _check_seccomp(c: Config) -> str | None:
+    if not c.seccomp:
+        return None
+    from . import seccomp
+    try:
+        seccomp.validate(c.seccomp)
+    except seccomp.SeccompError as e:
+        return str(e)
+    return None
+
+
 CHECKS = (_check_version, _check_root, _check_process, _check_capabilities, _check_rlimits,
           _check_namespaces, _check_user_mappings, _check_mounts, _check_devices, _check_paths,
-          _check_hostname, _check_sysctl, _check_hooks, _check_propagation, _check_resources)
+          _check_hostname, _check_sysctl, _check_hooks, _check_propagation, _check_resources,
+          _check_seccomp)
 
 
 def validate(c: Config) -> None:

@@ -14,6 +14,7 @@ commands that create or enter containers.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import struct
 
@@ -196,13 +197,11 @@ def mark_cloexec_from(first: int) -> None:
 
 
 def ioctl_int(fd: int, request: int, value: int = 0) -> int:
-    import fcntl
     buf = fcntl.ioctl(fd, request, struct.pack("i", value))
     return struct.unpack("i", buf)[0]
 
 
 def set_controlling_tty(fd: int) -> None:
-    import fcntl
     try:
         fcntl.ioctl(fd, TIOCSCTTY, 0)
     except OSError as e:
@@ -210,10 +209,8 @@ def set_controlling_tty(fd: int) -> None:
 
 
 def get_winsize(fd: int) -> bytes:
-    import fcntl
     return fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8)
 
 
 def set_winsize(fd: int, ws: bytes) -> None:
-    import fcntl
     fcntl.ioctl(fd, TIOCSWINSZ, ws)
