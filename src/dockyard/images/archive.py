@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from dockyard.errors import InvalidParameter, NotFound
 from dockyard.images import reference as refs
-from dockyard.images.unpack import (HashingReader, UnpackError, decompressed, digest_layer,
-                                    iter_tar)
+from dockyard.images.unpack import (_STREAM_ERRORS, HashingReader, UnpackError,
+                                    _is_decompress_error, _stream_error, decompressed,
+                                    digest_layer, iter_tar)
 
 if TYPE_CHECKING:
     from dockyard.images.service import ImageService
@@ -226,6 +227,17 @@ def _clean(name: str) -> str:
 
 
 def _spool(svc: "ImageService", stream: BinaryIO, leases: list[str]) -> _Archive:
+    try:
+        return _spool_inner(svc, stream, leases)
+    except _STREAM_ERRORS as e:
+        raise _stream_error(e) from None
+    except Exception as e:
+        if _is_decompress_error(e):
+            raise _stream_error(e) from None
+        raise
+
+
+def _spool_inner(svc: "ImageService", stream: BinaryIO, leases: list[str]) -> _Archive:
     ar = _Archive()
     src = HashingReader(stream)
     plain, _ = decompressed(src)

@@ -16,6 +16,7 @@ Docker loads here with the same ID.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import io
@@ -43,6 +44,7 @@ MEDIA_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 LAYER_MEDIA = {"none": MEDIA_LAYER_TAR, "gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD}
 EXTRACT_PREFIX = "extract-"
 
+_all = builtins.all
 UsageChecker = Callable[[str], list]
 
 
@@ -372,7 +374,7 @@ class ImageService:
                 continue
             if "label" in filters:
                 labels = json.loads(row["labels"] or "null") or {}
-                if not all(_label_match(labels, f) for f in filters["label"]):
+                if not _all(_label_match(labels, f) for f in filters["label"]):
                     continue
             tags, digs = [], []
             image_refs = all_refs.get(iid, [])
