@@ -14,6 +14,7 @@ opens a socket from here.
                manifest references, Accept negotiation, platform selection
     http       Range / Content-Range, upload ranges, Link pagination
     upload     the upload session state machine (one transition table)
+    client     a client's auth state: which Authorization to send, what a 401 means
     paths      /v2/ URL paths: parse a request path into a route, build paths,
                and which access (scope) a route needs
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from dockyard.distribution.auth import DELETE, PULL, PUSH, Scope
 
@@ -29,6 +29,11 @@ def upload(name: str, uuid: str) -> str:
 
 def manifest(name: str, reference: str) -> str:
     return f"/v2/{name}/manifests/{quote(reference, safe=':')}"
+
+
+def resolve_location(request_url: str, location: str) -> str:
+    """An upload ``Location`` (often relative) as an absolute URL."""
+    return urljoin(request_url, location)
 
 
 def tags(name: str) -> str:
