@@ -95,6 +95,11 @@ def test_token_flow(token_registry):
     assert claims["access"] == [{"type": "repository", "name": "team/app", "actions": ["pull", "push"]}]
     assert claims["sub"] == "alice" and claims["aud"] == "dockyard-registry"
     assert jwt.get_unverified_header(body["token"])["alg"] == "ES256"
+    # the same endpoint answers under /v2/token
+    t2 = reg.client(auth=basic("alice", "alicepw")).request(
+        "GET", "/v2/token?service=dockyard-registry&scope=repository:team/app:pull&account=alice")
+    assert t2.status == 200 and jwt.decode(t2.json()["token"], options={"verify_signature": False})["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull"]}]
     alice = reg.client(auth=bearer(body["token"]))
     assert alice.request("GET", "/v2/").status == 200
     md, _ = alice.push_image("team/app", "v1")
