@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from registry_helpers import Client, running_registry, sha256
+from registry_helpers import running_registry, sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

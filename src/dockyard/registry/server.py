@@ -79,7 +79,7 @@ class BlobResponse(web.StreamResponse):
             f.close()
 
 
-def _error_response(err: RegistryError, method: str = "GET") -> web.Response:
+def _error_response(err: RegistryError) -> web.Response:
     headers = dict(err.headers)
     return web.Response(status=err.status, body=err.body(), content_type="application/json",
                         headers=headers)
@@ -136,7 +136,7 @@ class RegistryServer:
         try:
             return await handler(request)
         except RegistryError as e:
-            return _error_response(e, request.method)
+            return _error_response(e)
         except web.HTTPRequestEntityTooLarge:
             err = RegistryError(ErrorCode.SIZE_INVALID, "request body too large", status=413)
             return _error_response(err)

@@ -5,7 +5,6 @@ errors, nothing of HTTP: the server translates requests into these calls.
 from __future__ import annotations
 
 import json
-
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +125,7 @@ class Registry:
             self.storage.delete_upload(info.uuid)
             raise
         self.session(info).check(Commit())
-        self.storage.commit_upload(info, expected, writer.digester.digest(), writer.offset)
+        self.storage.commit_upload(info, expected, writer.digester.digest())
         return expected
 
     def cancel_upload(self, name: str, uuid: str) -> None:

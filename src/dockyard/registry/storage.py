@@ -327,7 +327,7 @@ class Storage:
                     dg.update(chunk)
         return UploadWriter(self, info, dg)
 
-    def commit_upload(self, info: UploadInfo, expected: Digest, writer_digest: Digest, size: int) -> None:
+    def commit_upload(self, info: UploadInfo, expected: Digest, writer_digest: Digest) -> None:
         """Turn a finished upload into a blob: verified, synced, renamed.
 
         Raises DIGEST_INVALID (and discards the data) when the content is not
