@@ -39,6 +39,10 @@ def test_dockerd_push_pull_search(tmp_path, busybox_template):
         # a second push finds every blob already there
         out = d.docker("push", ref, text=True).stdout
         assert "Layer already exists" in out
+        # pushing to another repository mounts the layer instead of uploading it
+        d.docker("tag", ref, f"{reg.addr}/y/busybox:v1")
+        out = d.docker("push", f"{reg.addr}/y/busybox:v1", text=True).stdout
+        assert "Mounted from x/busybox" in out
         found = d.docker("search", f"{reg.addr}/busybox", "--format", "{{.Name}}", text=True).stdout
         assert "x/busybox" in found
 
