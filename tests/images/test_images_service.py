@@ -424,3 +424,89 @@ def test_rootfs_changes_and_commit(make_service, tmp_path, busybox_tar_bytes, ki
     svc.remove("derived:1")
     svc.remove("base")
     assert svc.snapshotter.list() == [] and list(svc.content.list()) == []
+
+
+def _docker_archive(layers: list[bytes], tags, style="20.10", cfg_extra=None):
+    """A docker-save style archive: 20.10 (<id>/layer.tar) or 25+ (blobs + symlinks)."""
+    diff_ids = ["sha256:" + hashlib.sha256(l).hexdigest() for l in layers]
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                      "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                      **(cfg_extra or {})}).encode()
+    cid = hashlib.sha256(cfg).hexdigest()
+    files, links, layer_paths = {}, {}, []
+    if style == "20.10":
+        files[f"{cid}.json"] = cfg
+        for i, l in enumerate(layers):
+            files[f"layer{i}/layer.tar"] = l
+            files[f"layer{i}/VERSION"] = b"1.0"
+            layer_paths.append(f"layer{i}/layer.tar")
+        config_path = f"{cid}.json"
+    else:
+        files[f"blobs/sha256/{cid}"] = cfg
+        for i, (l, d) in enumerate(zip(layers, diff_ids)):
+            files[f"blobs/sha256/{d[7:]}"] = l
+            links[f"legacy{i}/layer.tar"] = f"../blobs/sha256/{d[7:]}"
+            layer_paths.append(f"legacy{i}/layer.tar")
+        config_path = f"blobs/sha256/{cid}"
+    files["manifest.json"] = json.dumps([{"Config": config_path, "RepoTags": tags,
+                                          "Layers": layer_paths}]).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for n, b in files.items():
+            ti = tarfile.TarInfo(n)
+            ti.size = len(b)
+            tf.addfile(ti, io.BytesIO(b))
+        for n, t in links.items():
+            ti = tarfile.TarInfo(n)
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = t
+            tf.addfile(ti)
+    return buf.getvalue(), "sha256:" + cid
+
+
+@pytest.mark.parametrize("style", ["20.10", "25"])
+def test_load_docker_styles_multi_layer(svc, tmp_path, style):
+    l1 = make_tar([entry("a/", "dir"), entry("a/x", data=b"x"), entry("b", data=b"b")])
+    l2 = make_tar([entry("a/", "dir"), entry("a/.wh.x"), entry("c", data=b"c")])
+    data, iid = _docker_archive([l1, l2], ["multi:1"], style)
+    assert list(svc.load_images(io.BytesIO(compress(data, "gzip")), quiet=True)) == \
+        [{"stream": "Loaded image: multi:1\n"}]
+    assert svc.inspect("multi:1")["Id"] == iid
+    target = tmp_path / "mnt"
+    target.mkdir()
+    mnt.mount_all(svc.prepare_rootfs(iid, "c1"), target)
+    try:
+        assert sorted(os.listdir(target)) == ["a", "b", "c"] and os.listdir(target / "a") == []
+    finally:
+        mnt.unmount_all(target)
+
+
+def test_load_hostile_layer_stores_nothing(svc):
+    good = make_tar([entry("ok", data=b"1")])
+    evil = make_tar([entry("lnk", "symlink", linkname="/etc"), entry("lnk/../../x", data=b"e")])
+    data, _ = _docker_archive([good, evil], ["evil:1"])
+    with pytest.raises(InvalidParameter, match="escapes"):
+        list(svc.load_images(io.BytesIO(data)))
+    assert svc.list_images(all=True) == [] and svc.snapshotter.list() == []
+    assert list(svc.content.list()) == []
+
+
+def test_concurrent_imports_share_one_layer(svc, busybox_tar_bytes):
+    import threading
+    ids, errors = [], []
+
+    def run(i):
+        try:
+            ids.append(svc.import_image(io.BytesIO(busybox_tar_bytes), f"c{i}"))
+        except Exception as e:   # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(ids)) >= 1
+    assert len(svc.list_images()) == len(ids) == 4
+    assert len([s for s in svc.snapshotter.list() if s.kind == "committed"]) == 1
+    assert not [s for s in svc.snapshotter.list() if s.kind != "committed"]

@@ -245,7 +245,7 @@ class ContainerService:
         cid = c["Id"]
         cdir = self._dir(cid)
         rootfs = os.path.join(cdir, "rootfs")
-        mounts = await asyncio.to_thread(self.images.prepare_rootfs, c["Image"], cid)
+        mounts = await asyncio.to_thread(self.images.rootfs_mounts, cid)
         await asyncio.to_thread(_mount_rootfs, mounts, rootfs)
         hostname = c["Config"].get("Hostname") or cid[:12]
         c["Config"]["Hostname"] = hostname
@@ -830,7 +830,7 @@ class ContainerService:
         rootfs = os.path.join(self._dir(c["Id"]), "rootfs")
         mounted_here = False
         if not os.path.ismount(rootfs):
-            mounts = await asyncio.to_thread(self.images.prepare_rootfs, c["Image"], c["Id"])
+            mounts = await asyncio.to_thread(self.images.rootfs_mounts, c["Id"])
             await asyncio.to_thread(_mount_rootfs, mounts, rootfs)
             mounted_here = True
         try:

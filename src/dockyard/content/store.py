@@ -288,12 +288,19 @@ class ContentStore:
     def abort(self, ref: str) -> None:
         shutil.rmtree(self._ingest_dir(ref), ignore_errors=True)
 
-    def sweep(self, older_than: float = 0.0) -> list[str]:
+    def sweep(self, older_than: float = 0.0, prefixes: tuple[str, ...] | None = None) -> list[str]:
         """Remove ingests not updated for ``older_than`` seconds and not held by a live
-        process. Returns the refs removed."""
+        process (only those whose ref starts with one of ``prefixes``, if given).
+        Returns the refs removed."""
         removed = []
         now = time.time()
         for n in os.listdir(self.ingest):
+            if prefixes is not None:
+                try:
+                    if not (self.ingest / n / "ref").read_text().startswith(prefixes):
+                        continue
+                except OSError:
+                    pass
             d = self.ingest / n
             lock = d / "lock"
             try:

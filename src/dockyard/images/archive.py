@@ -277,15 +277,16 @@ def _spool_inner(svc: "ImageService", stream: BinaryIO, leases: list[str]) -> _A
             if name.startswith("blobs/sha256/"):
                 expected = "sha256:" + name.rsplit("/", 1)[1]
             try:
-                digest = w.commit(size=m.size, expected=expected)
+                with svc._lock:     # no GC between the commit and the lease
+                    digest = w.commit(size=m.size, expected=expected)
+                    svc._add_lease(digest)
+                    leases.append(digest)
             except InvalidParameter:
                 raise InvalidParameter(
                     f"invalid archive: blob {name} does not match its digest") from None
         except BaseException:
             w.abort()
             raise
-        svc._add_lease(digest)
-        leases.append(digest)
         ar.files[name] = ("blob", digest, m.size)
     return ar
 

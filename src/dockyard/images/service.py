@@ -43,6 +43,7 @@ MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 LAYER_MEDIA = {"none": MEDIA_LAYER_TAR, "gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD}
 EXTRACT_PREFIX = "extract-"
+INTERNAL_INGESTS = ("import-", "load-", "commit-", "write-")
 
 _all = builtins.all
 UsageChecker = Callable[[str], list]
@@ -130,7 +131,10 @@ class ImageService:
     def recover(self) -> None:
         """Startup: drop interrupted work, reconcile layers and snapshots, collect garbage."""
         with self._lock:
-            self.content.sweep(older_than=0)
+            # our own ingests cannot be resumed (random refs): drop them now; others
+            # (downloads) stay resumable for a day
+            self.content.sweep(older_than=0, prefixes=INTERNAL_INGESTS)
+            self.content.sweep(older_than=24 * 3600)
             snaps = {i.key: i for i in self.snapshotter.list()}
             layer_rows = {r["chain_id"] for r in self.store.query("SELECT chain_id FROM layers")}
             # interrupted unpacks
@@ -561,11 +565,11 @@ class ImageService:
                      blobs: list[str] = (), parent: str = "", manifest: str | None = None
                      ) -> tuple[str, list[tuple[refs.Reference, str]]]:
         """Record an image whose layers are in place. Returns (id, [(ref, replaced image)])."""
-        image_id = self.content.write_blob(config_bytes)
         cfg = json.loads(config_bytes)
         labels = ((cfg.get("config") or {}).get("Labels")) or {}
         replaced = []
         with self._lock, self.store.tx() as db:
+            image_id = self.content.write_blob(config_bytes)
             if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
                 db.execute(
                     "INSERT INTO images (id, created, created_unix, size, top_chain, parent, labels, "
@@ -610,12 +614,13 @@ class ImageService:
             try:
                 res = apply_layer(stream, self.snapshotter.writable_dir(key),
                                   whiteout=self.snapshotter.whiteout_mode, tee=w.write)
-                blob = w.commit(expected=None)
+                with self._lock:        # no GC between the commit and the lease
+                    blob = w.commit(expected=None)
+                    self._add_lease(blob)
+                    leases.append(blob)
             except BaseException:
                 w.abort()
                 raise
-            self._add_lease(blob)
-            leases.append(blob)
             chain = res.diff_id
             self._add_lease(chain)
             leases.append(chain)
@@ -921,12 +926,13 @@ class ImageService:
         try:
             try:
                 diff_id, _ = self.layer_tar(key, w)
-                blob = w.commit()
+                with self._lock:
+                    blob = w.commit()
+                    self._add_lease(blob)
+                    leases.append(blob)
             except BaseException:
                 w.abort()
                 raise
-            self._add_lease(blob)
-            leases.append(blob)
             diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or []) + [diff_id]
             top = self._ensure_layers(diff_ids, lambda i: self.content.open(blob), leases,
                                       blob_info=lambda i: (blob, MEDIA_LAYER_TAR))

@@ -154,8 +154,29 @@ def _setup_inside(
         if ip:
             ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
         ipr.link("set", index=idx, state="up")
-        if gateway:
+        if gateway and not _has_default_route(ipr):
+            # One default route per namespace: the first network providing a
+            # gateway keeps it (ensure_default_route hands it on later).
             ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+
+
+def _has_default_route(ipr: IPRoute) -> bool:
+    return any(r["dst_len"] == 0 for r in ipr.get_routes(family=2, table=254))
+
+
+def _default_route(gateway: str) -> None:
+    with _ipr() as ipr:
+        if not _has_default_route(ipr):
+            ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+def ensure_default_route(netns_path: str, gateway: str) -> None:
+    """Add a default route via ``gateway`` in the namespace if it has none
+    (after the network that provided it was disconnected)."""
+    try:
+        run_in_netns(netns_path, _default_route, gateway)
+    except NetlinkError as e:
+        raise _err("failed to set the default route", e) from None
 
 
 def _free_ifname() -> str:

@@ -12,11 +12,9 @@ an undo list, so a failure leaves nothing half-configured.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
@@ -585,6 +583,14 @@ class NetworkManager:
             br.delete_link(ep.host_veth)
         if ep.ip and net is not None:
             self.ipam.release_address(net.id, ep.ip)
+        if ep.host_veth and br.netns_alive(ep.netns_path):
+            # hand the default route on to another network, as Docker does
+            for other in self.endpoints.values():
+                onet = self.networks.get(other.network_id)
+                if (other.container_id == ep.container_id and onet is not None
+                        and onet.driver == "bridge" and not onet.internal):
+                    br.ensure_default_route(ep.netns_path, onet.gateway)
+                    break
         self._rebuild_dns_tables()
         if not self._container_nets.get(ep.container_id):
             self._drop_sandbox(ep.container_id)

@@ -1,0 +1,367 @@
+"""version, info, events, system df."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from dockyard import errors
+from dockyard.cli.format import Context, format_rows, is_table, render, tabwrite
+from dockyard.cli.parser import CommandParser
+from dockyard.cli.units import bytes_size, human_size
+
+# -------------------------------------------------------------------------- version
+
+
+def _ansic(ts: str) -> str:
+    """RFC 3339 -> Go's time.ANSIC, as docker version prints Built."""
+    try:
+        t = ts.replace("Z", "+00:00")
+        if "." in t:
+            head, frac = t.split(".", 1)
+            digits = "".join(c for c in frac if c.isdigit())
+            tz = frac[len(digits):]
+            t = head + "." + digits[:6].ljust(6, "0") + tz
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        return ts
+    return dt.strftime("%a %b ") + f"{dt.day:>2}" + dt.strftime(" %H:%M:%S %Y")
+
+
+def _client_build_time() -> str:
+    import os
+    import dockyard
+
+    ts = os.stat(dockyard.__file__).st_mtime
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%a %b ") + \
+        f"{datetime.fromtimestamp(ts, timezone.utc).day:>2}" + \
+        datetime.fromtimestamp(ts, timezone.utc).strftime(" %H:%M:%S %Y")
+
+
+def cmd_version(g, argv: list[str]) -> int:
+    p = CommandParser("version", "[OPTIONS]", "Show the Dockyard version information")
+    p.add_argument("-f", "--format", help="Format output using a custom template")
+    o = p.parse(argv)
+    from dockyard import __version__
+    from dockyard.client.api import CLIENT_API_VERSION
+
+    c = g.client()
+    client: dict[str, Any] = {
+        "Platform": {"Name": "Dockyard"},
+        "Version": __version__,
+        "ApiVersion": CLIENT_API_VERSION,
+        "DefaultAPIVersion": CLIENT_API_VERSION,
+        "GoVersion": "python" + platform.python_version(),
+        "GitCommit": "",
+        "BuildTime": _client_build_time(),
+        "Os": "linux",
+        "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
+                                                            platform.machine()),
+        "Context": "default",
+    }
+    server = None
+    server_err = None
+    try:
+        client["ApiVersion"] = c.negotiate()
+        server = c.version()
+    except errors.DockyardError as e:
+        server_err = e
+    if o.format:
+        sys.stdout.write(render(o.format.replace("\\n", "\n").replace("\\t", "\t"),
+                                {"Client": client, "Server": server}) + "\n")
+        if server_err is not None:
+            raise server_err
+        return 0
+    lines = ["Client: Dockyard",
+             f" Version:\t{client['Version']}",
+             f" API version:\t{client['ApiVersion']}" +
+             (f" (downgraded from {client['DefaultAPIVersion']})"
+              if client["ApiVersion"] != client["DefaultAPIVersion"] else ""),
+             f" Go version:\t{client['GoVersion']}",
+             f" Git commit:\t{client['GitCommit']}",
+             f" Built:\t{client['BuildTime']}",
+             f" OS/Arch:\t{client['Os']}/{client['Arch']}",
+             f" Context:\t{client['Context']}"]
+    if server is not None:
+        name = (server.get("Platform") or {}).get("Name", "")
+        lines += ["", "Server:" + (f" {name}" if name else "")]
+        for comp in server.get("Components") or []:
+            d = comp.get("Details") or {}
+            lines.append(f" {comp.get('Name')}:")
+            if comp.get("Name") == "Engine":
+                lines += [f"  Version:\t{comp.get('Version')}",
+                          f"  API version:\t{d.get('ApiVersion')} (minimum version "
+                          f"{d.get('MinAPIVersion')})",
+                          f"  Go version:\t{d.get('GoVersion')}",
+                          f"  Git commit:\t{d.get('GitCommit')}",
+                          f"  Built:\t{_ansic(d.get('BuildTime', ''))}",
+                          f"  OS/Arch:\t{d.get('Os')}/{d.get('Arch')}",
+                          f"  Experimental:\t{d.get('Experimental')}"]
+            else:
+                lines.append(f"  Version:\t{comp.get('Version')}")
+                for k in sorted(d):
+                    lines.append(f"  {k}:\t{d[k]}")
+    sys.stdout.write(tabwrite("\n".join(lines) + "\n", minwidth=20, padding=1))
+    if server_err is not None:
+        raise server_err
+    return 0
+
+
+# -------------------------------------------------------------------------- info
+
+
+def cmd_info(g, argv: list[str]) -> int:
+    p = CommandParser("info", "[OPTIONS]", "Display system-wide information")
+    p.add_argument("-f", "--format", help="Format output using a custom template")
+    o = p.parse(argv)
+    c = g.client()
+    if o.format:
+        info = c.info()
+        fmt = "{{json .}}" if o.format == "json" else o.format
+        sys.stdout.write(render(fmt.replace("\\n", "\n").replace("\\t", "\t"), info) + "\n")
+        return 0
+    out = ["Client: Dockyard", f" Version:    {__import__('dockyard').__version__}",
+           " Context:    default", f" Debug Mode: {str(g.debug).lower()}", ""]
+    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.flush()
+    try:
+        info = c.info()
+    except errors.DockyardError as e:
+        sys.stdout.write("Server:\n")
+        from dockyard.client import DaemonUnreachable
+        if isinstance(e, DaemonUnreachable):
+            sys.stdout.write(f"ERROR: {e}\nerrors pretty printing info\n")
+            return 1
+        raise
+    sys.stdout.write(_format_info(info))
+    return 0
+
+
+def _format_info(i: dict) -> str:
+    L: list[str] = ["Server:"]
+    add = L.append
+    add(f" Containers: {i.get('Containers', 0)}")
+    add(f"  Running: {i.get('ContainersRunning', 0)}")
+    add(f"  Paused: {i.get('ContainersPaused', 0)}")
+    add(f"  Stopped: {i.get('ContainersStopped', 0)}")
+    add(f" Images: {i.get('Images', 0)}")
+    add(f" Server Version: {i.get('ServerVersion', '')}")
+    add(f" Storage Driver: {i.get('Driver', '')}")
+    for k, v in i.get("DriverStatus") or []:
+        add(f"  {k}: {v}")
+    add(f" Logging Driver: {i.get('LoggingDriver', '')}")
+    add(f" Cgroup Driver: {i.get('CgroupDriver', '')}")
+    add(f" Cgroup Version: {i.get('CgroupVersion', '')}")
+    plugins = i.get("Plugins") or {}
+    add(" Plugins:")
+    add(f"  Volume: {' '.join(plugins.get('Volume') or [])}")
+    add(f"  Network: {' '.join(plugins.get('Network') or [])}")
+    if plugins.get("Authorization"):
+        add(f"  Authorization: {' '.join(plugins['Authorization'])}")
+    add(f"  Log: {' '.join(plugins.get('Log') or [])}")
+    add(f" Swarm: {(i.get('Swarm') or {}).get('LocalNodeState', 'inactive')}")
+    add(f" Runtimes: {' '.join(sorted(i.get('Runtimes') or {}))}")
+    add(f" Default Runtime: {i.get('DefaultRuntime', '')}")
+    add(f" Init Binary: {i.get('InitBinary', '')}")
+    add(f" containerd version: {(i.get('ContainerdCommit') or {}).get('ID', '')}")
+    add(f" runc version: {(i.get('RuncCommit') or {}).get('ID', '')}")
+    add(f" init version: {(i.get('InitCommit') or {}).get('ID', '')}")
+    secopts = i.get("SecurityOptions") or []
+    if secopts:
+        add(" Security Options:")
+        for so in secopts:
+            kv = dict(part.split("=", 1) for part in so.split(",") if "=" in part)
+            add(f"  {kv.get('name', so)}")
+            for k, v in kv.items():
+                if k != "name":
+                    add(f"   {k.capitalize()}: {v}")
+    add(f" Kernel Version: {i.get('KernelVersion', '')}")
+    add(f" Operating System: {i.get('OperatingSystem', '')}")
+    add(f" OSType: {i.get('OSType', '')}")
+    add(f" Architecture: {i.get('Architecture', '')}")
+    add(f" CPUs: {i.get('NCPU', 0)}")
+    add(f" Total Memory: {bytes_size(i.get('MemTotal', 0))}")
+    add(f" Name: {i.get('Name', '')}")
+    add(f" ID: {i.get('ID', '')}")
+    add(f" Docker Root Dir: {i.get('DockerRootDir', '')}")
+    add(f" Debug Mode: {str(bool(i.get('Debug'))).lower()}")
+    if i.get("Debug"):
+        add(f"  File Descriptors: {i.get('NFd', 0)}")
+        add(f"  Goroutines: {i.get('NGoroutines', 0)}")
+        add(f"  System Time: {i.get('SystemTime', '')}")
+        add(f"  EventsListeners: {i.get('NEventsListener', 0)}")
+    for k, label in (("HttpProxy", "HTTP Proxy"), ("HttpsProxy", "HTTPS Proxy"),
+                     ("NoProxy", "No Proxy")):
+        if i.get(k):
+            add(f" {label}: {i[k]}")
+    if i.get("Labels"):
+        add(" Labels:")
+        L.extend(f"  {lab}" for lab in i["Labels"])
+    add(f" Experimental: {str(bool(i.get('ExperimentalBuild'))).lower()}")
+    reg = i.get("RegistryConfig") or {}
+    insecure = list(reg.get("InsecureRegistryCIDRs") or [])
+    insecure += [name for name, ic in (reg.get("IndexConfigs") or {}).items()
+                 if not ic.get("Secure", True)]
+    if insecure:
+        add(" Insecure Registries:")
+        L.extend(f"  {x}" for x in insecure)
+    if reg.get("Mirrors"):
+        add(" Registry Mirrors:")
+        L.extend(f"  {x}" for x in reg["Mirrors"])
+    add(f" Live Restore Enabled: {str(bool(i.get('LiveRestoreEnabled'))).lower()}")
+    text = "\n".join(L) + "\n\n"
+    for w in i.get("Warnings") or []:
+        text += w + "\n"
+    return text
+
+
+# -------------------------------------------------------------------------- events
+
+
+class EventContext(Context):
+    FIELDS = ("Type", "Action", "Actor", "scope", "time", "timeNano", "status", "id", "from",
+              "Status", "ID", "From", "Scope", "Time", "TimeNano")
+
+    def __init__(self, ev: dict):
+        self.ev = ev
+
+    def __getattr__(self, name: str) -> Any:
+        ev = self.__dict__["ev"]
+        low = {"Status": "status", "ID": "id", "From": "from", "Scope": "scope",
+               "Time": "time", "TimeNano": "timeNano"}
+        return ev.get(low.get(name, name), ev.get(name, ""))
+
+    def to_json(self) -> dict:
+        return self.ev
+
+
+def _event_line(ev: dict) -> str:
+    ns = ev.get("timeNano") or ev.get("time", 0) * 1_000_000_000
+    t = datetime.fromtimestamp(ns // 1_000_000_000).astimezone()
+    stamp = t.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}" + \
+        (t.strftime("%z")[:3] + ":" + t.strftime("%z")[3:] if t.utcoffset() else "Z")
+    actor = ev.get("Actor") or {}
+    attrs = actor.get("Attributes") or {}
+    s = f"{stamp} {ev.get('Type', '')} {ev.get('Action', '')} {actor.get('ID', '')}"
+    if attrs:
+        s += " (" + ", ".join(f"{k}={attrs[k]}" for k in sorted(attrs)) + ")"
+    return s
+
+
+def cmd_events(g, argv: list[str]) -> int:
+    from dockyard.api.timestamps import get_timestamp
+
+    p = CommandParser("events", "[OPTIONS]", "Get real time events from the server")
+    p.add_argument("-f", "--filter", action="append", default=[],
+                   help="Filter output based on conditions provided")
+    p.add_argument("--format", help="Format output using a custom template")
+    p.add_argument("--since", help="Show all events created since timestamp")
+    p.add_argument("--until", help="Stream events until this timestamp")
+    o = p.parse(argv)
+    filters = _parse_filter_flags(o.filter)
+    since = get_timestamp(o.since) if o.since else None
+    until = get_timestamp(o.until) if o.until else None
+    c = g.client()
+    fmt = o.format
+    if fmt == "json":
+        fmt = "{{json .}}"
+    from dockyard.cli.format import Template
+
+    tmpl = Template(fmt.replace("\\n", "\n").replace("\\t", "\t")) if fmt else None
+    for ev in c.events(since=since, until=until, filters=filters):
+        if tmpl is not None:
+            line = tmpl.execute(EventContext(ev) if "{{json .}}" != fmt else ev)
+        else:
+            line = _event_line(ev)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def _parse_filter_flags(values: list[str]) -> dict[str, list[str]]:
+    from dockyard.cli.parser import UsageError
+
+    out: dict[str, list[str]] = {}
+    for v in values:
+        k, eq, val = v.partition("=")
+        if not eq:
+            raise UsageError(f"invalid argument \"{v}\" for \"-f, --filter\" flag: bad format "
+                             "of filter (expected name=value)\nSee 'dockyard --help'.", 125)
+        out.setdefault(k.strip().lower(), []).append(val)
+    return out
+
+
+# -------------------------------------------------------------------------- system df
+
+
+class _DfRow(Context):
+    FIELDS = ("Type", "TotalCount", "Active", "Size", "Reclaimable")
+
+    def __init__(self, type: str, total: int, active: int, size: int, reclaim: int):
+        self.Type = type
+        self.TotalCount = str(total)
+        self.Active = str(active)
+        self.Size = human_size(size)
+        pct = f" ({int(reclaim * 100 / size)}%)" if size > 0 else ""
+        self.Reclaimable = human_size(reclaim) + pct
+
+
+def cmd_df(g, argv: list[str]) -> int:
+    p = CommandParser("system df", "[OPTIONS]", "Show docker disk usage")
+    p.add_argument("--format", help="Format output using a custom template")
+    p.add_flag("-v", "--verbose", help="Show detailed information on space usage")
+    o = p.parse(argv)
+    du = g.client().df()
+    images = du.get("Images") or []
+    size = du.get("LayersSize") or 0
+    active = sum(1 for im in images if (im.get("Containers") or 0) > 0)
+    used = sum(im.get("Size", 0) - max(im.get("SharedSize", 0), 0) for im in images
+               if (im.get("Containers") or 0) > 0)
+    reclaim = max(size - used, 0)
+    containers = du.get("Containers") or []
+    volumes = du.get("Volumes") or []
+    cache = du.get("BuildCache") or []
+    rows = [
+        _DfRow("Images", len(images), active, size, reclaim),
+        _DfRow("Containers", len(containers), 0, sum(c.get("SizeRw", 0) for c in containers),
+               0),
+        _DfRow("Local Volumes", len(volumes), 0, 0, 0),
+        _DfRow("Build Cache", len(cache), 0, 0, 0),
+    ]
+    if o.verbose and not o.format:
+        return _df_verbose(du)
+    fmt = o.format or ("table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t"
+                       "{{.Reclaimable}}")
+    header = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+              "Reclaimable": "RECLAIMABLE"}
+    if fmt == "table":
+        fmt = ("table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t"
+               "{{.Reclaimable}}")
+    sys.stdout.write(format_rows(fmt, rows, header))
+    return 0
+
+
+def _df_verbose(du: dict) -> int:
+    from dockyard.cli.cmd_images import ImageRow, image_rows
+
+    out = ["Images space usage:", ""]
+    rows = image_rows(du.get("Images") or [], digests=False, trunc=True)
+    fmt = ("table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t"
+           "{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}")
+    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.write(format_rows(fmt, rows, ImageRow.HEADER))
+    sys.stdout.write("\nContainers space usage:\n\n")
+    sys.stdout.write(tabwrite("CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\t"
+                              "STATUS\tNAMES\n"))
+    sys.stdout.write("\nLocal Volumes space usage:\n\n")
+    sys.stdout.write(tabwrite("VOLUME NAME\tLINKS\tSIZE\n"))
+    sys.stdout.write("\nBuild cache usage: 0B\n\n")
+    sys.stdout.write(tabwrite("CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tLAST USED\tUSAGE\t"
+                              "SHARED\n"))
+    return 0
+
+
+del is_table, time

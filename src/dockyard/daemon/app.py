@@ -1,0 +1,220 @@
+"""The composition root: builds every service, wires them together and serves the API.
+
+    Daemon(cfg).run()   # blocks until SIGTERM/SIGINT
+
+Order of start: data root -> lock (one daemon per data root) -> pidfile ->
+metadata store -> services -> boot recovery hooks -> listeners -> serve.
+Shutdown undoes it in reverse.  Services never see HTTP: the API app gets
+them through an ApiContext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from dockyard.daemon.config import ConfigError, DaemonConfig
+from dockyard.daemon.events import EventBus
+
+log = logging.getLogger("dockyard.daemon")
+
+
+class DataRootLock:
+    """An exclusive flock on ``<data-root>/dockyard.lock``, holding our pid."""
+
+    def __init__(self, data_root: Path):
+        self.path = data_root / "dockyard.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = ""
+            try:
+                holder = os.pread(fd, 32, 0).decode().strip()
+            except OSError:
+                pass
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                who = f" (pid {holder})" if holder else ""
+                raise ConfigError(f"data root {self.path.parent} is in use by another dockyard "
+                                  f"daemon{who}: lock {self.path} is held") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_pidfile(path: Path) -> None:
+    try:
+        old = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        old = 0
+    if old and old != os.getpid() and _pid_alive(old):
+        try:
+            cmdline = Path(f"/proc/{old}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b""
+        if b"dockyard" in cmdline:
+            raise ConfigError(f"pid file found, ensure dockyard is not running or delete {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig):
+        self.cfg = cfg
+        self.data_root = Path(cfg.data_root).absolute()
+        self.events = EventBus()
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dockyard-svc")
+        self.store: Any = None
+        self.images: Any = None
+        self.system: Any = None
+        # called (in a thread) after the services are built, before serving:
+        # the place where later services reconcile state left by a crash
+        self.boot_hooks: list[Callable[[], None]] = []
+        self._lock = DataRootLock(self.data_root)
+        self._pidfile = Path(cfg.effective_pidfile)
+        self._stop: asyncio.Event | None = None
+
+    # -- services -----------------------------------------------------------
+    def _emit(self, type: str, action: str, actor_id: str, attributes: dict | None = None) -> None:
+        self.events.emit(type, action, actor_id, attributes or {})
+
+    def build_services(self) -> None:
+        from dockyard.daemon.system import SystemService
+
+        try:
+            from dockyard.images.service import ImageService
+            from dockyard.metadata import open_store
+        except ImportError as e:
+            log.warning("image service not available: %s", e)
+        else:
+            self.store = open_store(self.data_root / "metadata.db")
+            self.images = ImageService(root=self.data_root, store=self.store, emit=self._emit)
+            recover = getattr(self.images, "recover", None)
+            if callable(recover):
+                self.boot_hooks.insert(0, recover)
+        self.system = SystemService(self.data_root, images=self.images, events=self.events,
+                                    debug=self.cfg.log_level == "debug")
+
+    def build_app(self):
+        from dockyard.api.app import ApiContext, create_app
+
+        ctx = ApiContext(system=self.system, events=self.events, images=self.images,
+                         executor=self.executor)
+        return create_app(ctx)
+
+    # -- lifecycle ----------------------------------------------------------
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        from aiohttp import web
+
+        from dockyard.daemon.listeners import close_listeners, open_listeners
+
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+
+        self.data_root.mkdir(parents=True, exist_ok=True, mode=0o710)
+        self._lock.acquire()
+        listeners: list = []
+        runner = None
+        pid_written = False
+        try:
+            write_pidfile(self._pidfile)
+            pid_written = True
+            self.build_services()
+            for hook in self.boot_hooks:
+                await loop.run_in_executor(self.executor, hook)
+            listeners = open_listeners(self.cfg)
+            app = self.build_app()
+            runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                                   shutdown_timeout=3.0)
+            await runner.setup()
+            for lst in listeners:
+                site = web.SockSite(runner, lst.sock, ssl_context=lst.ssl_context)
+                await site.start()
+                log.info("API listen on %s", lst.address)
+                if lst.address.startswith("tcp://") and lst.ssl_context is None:
+                    log.warning(_INSECURE_BANNER.format(addr=lst.address))
+            log.info("Daemon has completed initialization (data root %s)", self.data_root)
+            await self._stop.wait()
+            log.info("Processing signal, shutting down")
+        finally:
+            self.events.close()
+            if runner is not None:
+                await runner.cleanup()
+            close_listeners(listeners)
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            await _join_threads(self.executor, 10.0)
+            if self.store is not None:
+                close = getattr(self.store, "close", None)
+                if callable(close):
+                    close()
+            if pid_written:
+                try:
+                    if self._pidfile.read_text().strip() == str(os.getpid()):
+                        self._pidfile.unlink()
+                except OSError:
+                    pass
+            self._lock.release()
+            log.info("Daemon shutdown complete")
+
+
+async def _join_threads(executor: ThreadPoolExecutor, timeout: float) -> None:
+    threads = list(getattr(executor, "_threads", ()))
+
+    def join() -> None:
+        for t in threads:
+            t.join(timeout)
+
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, join), timeout)
+    except asyncio.TimeoutError:
+        log.warning("some service calls were still running at shutdown")
+
+
+_INSECURE_BANNER = """
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+  DANGER: the API is listening on {addr} WITHOUT TLS (--insecure-tcp).
+  Anyone who can reach this address can run anything as root on this host.
+  Use --tlsverify --tlscacert --tlscert --tlskey instead.
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""

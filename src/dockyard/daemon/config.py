@@ -1,0 +1,143 @@
+"""Daemon configuration: command-line flags merged with a daemon.json-style file.
+
+Like dockerd, a directive given both as a flag and in the file is an error,
+and so is an unknown key in the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "unix:///run/dockyard.sock"
+DEFAULT_DATA_ROOT = "/var/lib/dockyard"
+DEFAULT_PIDFILE = "/run/dockyard.pid"
+DEFAULT_CONFIG_FILE = "/etc/dockyard/daemon.json"
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+# file key -> (attribute, type)
+FILE_KEYS: dict[str, tuple[str, type]] = {
+    "hosts": ("hosts", list),
+    "data-root": ("data_root", str),
+    "pidfile": ("pidfile", str),
+    "log-level": ("log_level", str),
+    "debug": ("debug", bool),
+    "tls": ("tls", bool),
+    "tlsverify": ("tlsverify", bool),
+    "tlscacert": ("tlscacert", str),
+    "tlscert": ("tlscert", str),
+    "tlskey": ("tlskey", str),
+    "insecure-tcp": ("insecure_tcp", bool),
+    "group": ("group", str),
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class DaemonConfig:
+    hosts: list[str] = field(default_factory=list)
+    data_root: str = DEFAULT_DATA_ROOT
+    pidfile: str | None = None
+    log_level: str = "info"
+    debug: bool = False
+    tls: bool = False
+    tlsverify: bool = False
+    tlscacert: str | None = None
+    tlscert: str | None = None
+    tlskey: str | None = None
+    insecure_tcp: bool = False
+    group: str = "docker"
+
+    @property
+    def effective_hosts(self) -> list[str]:
+        return self.hosts or [DEFAULT_HOST]
+
+    @property
+    def effective_pidfile(self) -> str:
+        if self.pidfile:
+            return self.pidfile
+        # a daemon on a private data root must not fight over the system pidfile
+        if Path(self.data_root) == Path(DEFAULT_DATA_ROOT):
+            return DEFAULT_PIDFILE
+        return str(Path(self.data_root) / "dockyard.pid")
+
+    @property
+    def use_tls(self) -> bool:
+        return self.tls or self.tlsverify
+
+
+def load_file(path: str) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"unable to read configuration file {path}: {e.strerror}") from None
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"unable to configure the Dockyard daemon with file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"unable to configure the Dockyard daemon with file {path}: "
+                          "the file must hold a JSON object")
+    return data
+
+
+def merge(flags: dict, file_data: dict, path: str = "") -> DaemonConfig:
+    """``flags``: only the attributes the user set explicitly (attribute -> value)."""
+    unknown = sorted(k for k in file_data if k not in FILE_KEYS)
+    if unknown:
+        raise ConfigError("the following directives don't match any configuration option: "
+                          + ", ".join(unknown))
+    conflicts = []
+    cfg = DaemonConfig()
+    for key, value in file_data.items():
+        attr, typ = FILE_KEYS[key]
+        if typ is list and (not isinstance(value, list) or
+                            not all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"invalid value for {key!r} in {path}: expected a list of strings")
+        if typ is bool and not isinstance(value, bool):
+            raise ConfigError(f"invalid value for {key!r} in {path}: expected true or false")
+        if typ is str and not isinstance(value, str):
+            raise ConfigError(f"invalid value for {key!r} in {path}: expected a string")
+        if attr in flags:
+            conflicts.append(f"{key}: (from flag: {_fmt(flags[attr])}, from file: {_fmt(value)})")
+        setattr(cfg, attr, value)
+    if conflicts:
+        raise ConfigError("the following directives are specified both as a flag and in the "
+                          "configuration file: " + ", ".join(conflicts))
+    for attr, value in flags.items():
+        setattr(cfg, attr, value)
+    if cfg.debug:
+        cfg.log_level = "debug"
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"unable to parse logging level: {cfg.log_level}")
+    validate(cfg)
+    return cfg
+
+
+def _fmt(v) -> str:
+    if isinstance(v, list):
+        return "[" + " ".join(v) + "]"
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def validate(cfg: DaemonConfig) -> None:
+    for host in cfg.effective_hosts:
+        scheme = host.split("://", 1)[0] if "://" in host else ""
+        if scheme not in ("unix", "tcp"):
+            raise ConfigError(f"invalid host {host!r}: only unix:// and tcp:// are supported")
+        if scheme == "tcp" and not cfg.use_tls and not cfg.insecure_tcp:
+            raise ConfigError(
+                f"refusing to listen on {host} without TLS: anyone who can reach it gets root "
+                "on this host. Use --tlsverify --tlscacert --tlscert --tlskey, or "
+                "--insecure-tcp if you really mean it")
+    if cfg.use_tls:
+        if not cfg.tlscert or not cfg.tlskey:
+            raise ConfigError("TLS needs both --tlscert and --tlskey")
+        if cfg.tlsverify and not cfg.tlscacert:
+            raise ConfigError("--tlsverify needs --tlscacert to verify clients")

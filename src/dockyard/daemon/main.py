@@ -1,0 +1,89 @@
+"""`dockyard daemon`: parse flags and the config file, then run the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dockyard.daemon.config import (DEFAULT_CONFIG_FILE, DEFAULT_DATA_ROOT, DEFAULT_HOST,
+                                    DEFAULT_PIDFILE, ConfigError, load_file, merge)
+
+S = argparse.SUPPRESS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dockyard daemon",
+        description="The Dockyard daemon: serves the Docker Engine API.",
+        argument_default=S)
+    p.add_argument("-H", "--host", dest="hosts", action="append", metavar="ADDR",
+                   help=f"address to listen on, repeatable (default {DEFAULT_HOST}); "
+                        "tcp://HOST:PORT needs TLS or --insecure-tcp")
+    p.add_argument("--data-root", dest="data_root", metavar="DIR",
+                   help=f"root of the daemon's state (default {DEFAULT_DATA_ROOT})")
+    p.add_argument("-p", "--pidfile", dest="pidfile", metavar="FILE",
+                   help=f"pid file (default {DEFAULT_PIDFILE}, or <data-root>/dockyard.pid "
+                        "when --data-root is not the default)")
+    p.add_argument("-l", "--log-level", dest="log_level",
+                   choices=["debug", "info", "warn", "error", "fatal"],
+                   help="logging level (default info)")
+    p.add_argument("-D", "--debug", dest="debug", action="store_true", help="debug logging")
+    p.add_argument("--config-file", dest="config_file", metavar="FILE",
+                   help=f"daemon configuration file, JSON (default {DEFAULT_CONFIG_FILE}, "
+                        "read if present)")
+    p.add_argument("-G", "--group", dest="group", metavar="GROUP",
+                   help="group owning the unix sockets (default docker, if it exists)")
+    p.add_argument("--tls", dest="tls", action="store_true",
+                   help="serve TCP with TLS (implied by --tlsverify)")
+    p.add_argument("--tlsverify", dest="tlsverify", action="store_true",
+                   help="serve TCP with TLS and require client certificates signed by --tlscacert")
+    p.add_argument("--tlscacert", dest="tlscacert", metavar="FILE",
+                   help="CA that client certificates must be signed by")
+    p.add_argument("--tlscert", dest="tlscert", metavar="FILE", help="server certificate")
+    p.add_argument("--tlskey", dest="tlskey", metavar="FILE", help="server private key")
+    p.add_argument("--insecure-tcp", dest="insecure_tcp", action="store_true",
+                   help="DANGEROUS: allow tcp:// listeners without TLS (root for anyone "
+                        "who can connect)")
+    return p
+
+
+def configure_logging(level: str) -> None:
+    lvl = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR, "fatal": logging.CRITICAL}[level]
+    logging.basicConfig(
+        level=lvl, stream=sys.stderr,
+        format='time="%(asctime)s.%(msecs)03dZ" level=%(levelname)s msg="%(message)s"',
+        datefmt="%Y-%m-%dT%H:%M:%S")
+    logging.Formatter.converter = __import__("time").gmtime
+    if lvl > logging.DEBUG:
+        logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    config_file = args.pop("config_file", None)
+    explicit = config_file is not None
+    path = config_file or DEFAULT_CONFIG_FILE
+    try:
+        file_data = {}
+        if explicit or __import__("os").path.exists(path):
+            file_data = load_file(path)
+        cfg = merge(args, file_data, path)
+    except ConfigError as e:
+        sys.stderr.write(f"dockyard daemon: {e}\n")
+        return 1
+    configure_logging(cfg.log_level)
+    from dockyard.daemon.app import Daemon
+
+    try:
+        Daemon(cfg).run()
+    except ConfigError as e:
+        logging.getLogger("dockyard.daemon").error("%s", e)
+        sys.stderr.write(f"dockyard daemon: {e}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
