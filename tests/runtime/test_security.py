@@ -1,0 +1,171 @@
+"""The ways runtimes have been broken must stay impossible here.
+
+* no host fd reaches the container, and a cwd of /proc/self/fd/N cannot
+  escape (CVE-2024-21626);
+* the runtime's interpreter cannot be opened for writing from inside,
+  neither through /proc/<pid>/exe of a runtime process joining the
+  container nor by making the runtime exec /proc/self/exe (CVE-2019-5736);
+* masking refuses a /dev/null that is not the real device (CVE-2025-31133).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import RUNC, cgroup_dirs, docker_caps
+
+
+def _sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture
+def host_fds(tmp_path):
+    """Inheritable fds to host directories, as a careless caller might leak."""
+    (tmp_path / "hostdir").mkdir()
+    (tmp_path / "hostdir/HOST_MARKER").write_text("secret")
+    fds = [os.open(tmp_path / "hostdir", os.O_RDONLY | os.O_DIRECTORY),
+           os.open("/", os.O_RDONLY | os.O_DIRECTORY),
+           os.open("/sys/fs/cgroup", os.O_RDONLY | os.O_DIRECTORY)]
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+def _run_passing(runc, bundle, fds, *extra):
+    return subprocess.run([*RUNC, "--root", str(runc.root), "run", *extra, "--bundle",
+                           str(bundle), runc.new_id()], pass_fds=fds, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_no_host_fd_leaks_into_container(runc, busybox_rootfs, host_fds):
+    b = runc.bundle(busybox_rootfs, ["ls", "/proc/self/fd"])
+    r = _run_passing(runc, b, host_fds)
+    assert r.returncode == 0, r.stderr
+    # 0, 1, 2 and the directory ls itself opened to list
+    assert set(r.stdout.split()) <= {"0", "1", "2", "3"}, r.stdout
+
+
+def test_exec_leaks_no_host_fd(runc, busybox_rootfs, host_fds):
+    cid = runc.start_detached(runc.bundle(busybox_rootfs, ["sleep", "1000"]))
+    r = subprocess.run([*RUNC, "--root", str(runc.root), "exec", cid, "ls", "/proc/self/fd"],
+                       pass_fds=host_fds, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert set(r.stdout.split()) <= {"0", "1", "2", "3"}, r.stdout
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 6, 7, 8])
+def test_cwd_through_leaked_fd_cannot_escape(runc, busybox_rootfs, host_fds, n):
+    b = runc.bundle(busybox_rootfs, ["sh", "-c", "pwd; ls; cat HOST_MARKER"],
+                    process={"cwd": f"/proc/self/fd/{n}"})
+    r = _run_passing(runc, b, host_fds)
+    assert "HOST_MARKER" not in r.stdout and "secret" not in r.stdout
+    if r.returncode == 0:           # the path existed inside: it must be inside
+        assert r.stdout.startswith("/"), r.stdout
+
+
+def test_runtime_binary_not_writable_from_container(runc, busybox_rootfs):
+    """While `exec` runs, a container process hunts for runtime processes and
+    tries to open their /proc/<pid>/exe (and fds) for writing. It opens with
+    O_APPEND and writes nothing, so even a failure of ours would not damage
+    the host's interpreter."""
+    exe = os.path.realpath(sys.executable)
+    before = (_sha(exe), os.stat(exe).st_mtime_ns)
+    hunter = ("while true; do for p in /proc/[0-9]*; do "
+              "[ $p = /proc/$$ ] && continue; "
+              "( : >> $p/exe ) 2>/dev/null && echo OPENED-EXE $p >> /tmp/found; "
+              "for f in $p/fd/*; do ( : >> $f ) 2>/dev/null && "
+              "[ \"$(readlink $f)\" != /dev/null ] && echo OPENED-FD $f >> /tmp/found; "
+              "done; done; done")
+    b = runc.bundle(busybox_rootfs, ["sh", "-c", hunter],
+                    process={"capabilities": docker_caps()})
+    cid = runc.start_detached(b)
+    for _ in range(15):
+        r = runc.cmd("exec", cid, "true")
+        assert r.returncode == 0, r.stderr
+    found = (busybox_rootfs / "tmp/found")
+    text = found.read_text() if found.exists() else ""
+    # the hunter may open its own short-lived children's fds (pipes, ttys):
+    # what matters is that no runtime process's exe was ever opened
+    assert "OPENED-EXE" not in text, text
+    assert (_sha(exe), os.stat(exe).st_mtime_ns) == before
+
+
+@pytest.mark.parametrize("how", ["symlink", "shebang"])
+def test_exec_of_proc_self_exe_is_refused(runc, busybox_rootfs, how):
+    exe = os.path.realpath(sys.executable)
+    before = _sha(exe)
+    evil = busybox_rootfs / "bin/evil"
+    if how == "symlink":
+        os.symlink("/proc/self/exe", evil)
+    else:
+        evil.write_text("#!/proc/self/exe\nprint('pwned')\n")
+        evil.chmod(0o755)
+    cid = runc.start_detached(runc.bundle(busybox_rootfs, ["sleep", "1000"]))
+    r = runc.cmd("exec", cid, "/bin/evil")
+    assert r.returncode != 0 and "runtime's own binary" in r.stderr, r.stdout + r.stderr
+    b = runc.bundle(busybox_rootfs, ["/bin/evil"])
+    r = runc.run(b)
+    assert r.returncode != 0 and "runtime's own binary" in r.stderr, r.stdout + r.stderr
+    assert _sha(exe) == before
+
+
+@pytest.mark.parametrize("fake", ["symlink", "file"])
+def test_masking_refuses_fake_dev_null(runc, busybox_rootfs, tmp_path, fake):
+    devdir = tmp_path / "fakedev"
+    devdir.mkdir()
+    target = tmp_path / "host-file"
+    target.write_text("host data\n")
+    if fake == "symlink":
+        os.symlink(str(target), devdir / "null")
+    else:
+        (devdir / "null").write_text("")
+    spec_mounts = [m for m in _default_mounts() if m["destination"] != "/dev"
+                   and not m["destination"].startswith("/dev/")]
+    spec_mounts.append({"destination": "/dev", "type": "bind", "source": str(devdir),
+                        "options": ["rbind"]})
+    b = runc.bundle(busybox_rootfs, ["true"], mounts=spec_mounts,
+                    linux={"maskedPaths": ["/proc/timer_list", "/proc/keys"]})
+    cid = runc.new_id()
+    r = runc.cmd("run", "--bundle", str(b), cid)
+    assert r.returncode != 0
+    assert "/dev/null" in r.stderr, r.stderr
+    assert not (runc.root / cid).exists() and cgroup_dirs(cid) == []
+    assert target.read_text() == "host data\n"
+
+
+def _default_mounts():
+    from dockyard.runtime.spec import default_spec
+    return default_spec()["mounts"]
+
+
+def test_proc_exe_of_runtime_is_not_dumpable(runc, busybox_rootfs):
+    """A created container's init is still our interpreter: its /proc entry
+    must be non-dumpable (owned by root, exe unreadable from inside)."""
+    b = runc.bundle(busybox_rootfs, ["true"])
+    cid = runc.new_id()
+    runc.cmd("create", "--bundle", str(b), cid, check=True)
+    pid = runc.state(cid)["pid"]
+    assert os.stat(f"/proc/{pid}").st_uid == 0      # non-dumpable: root-owned entry
+    # /proc/<pid>/exe of a non-dumpable task needs CAP_SYS_PTRACE over it:
+    # from a container (other namespace, Docker's caps) it is refused.
+    r = runc.cmd("exec", cid, "sh", "-c", "readlink /proc/1/exe; cat /proc/1/exe > /dev/null "
+                 "&& echo READABLE")
+    assert "READABLE" not in r.stdout
+    runc.cmd("delete", "--force", cid, check=True)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        time.sleep(0.02)
