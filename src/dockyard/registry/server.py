@@ -140,6 +140,15 @@ class RegistryServer:
         except web.HTTPRequestEntityTooLarge:
             err = RegistryError(ErrorCode.SIZE_INVALID, "request body too large", status=413)
             return _error_response(err)
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # a bug or the disk: answer in the spec's shape, keep serving
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            return _error_response(RegistryError(ErrorCode.UNKNOWN, f"internal error: {type(e).__name__}: {e}"))
 
     def realm(self, request: web.Request) -> str:
         return f"{self.scheme}://{request.host}/token"
