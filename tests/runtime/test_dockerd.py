@@ -1,0 +1,79 @@
+"""A real caller: Debian's dockerd (via its containerd and runc shim) runs
+containers with `--runtime dockyard`, i.e. through our dockyard-runc."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers.dockerd import dockerd_available, running_dockerd
+
+pytestmark = [pytest.mark.slow, pytest.mark.dockerd,
+              pytest.mark.skipif(not dockerd_available(),
+                                 reason="/usr/sbin/dockerd (docker.io) is not installed")]
+
+
+def _runtime_path() -> str:
+    path = os.path.join(os.path.dirname(sys.executable), "dockyard-runc")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not installed (pip install -e .)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory, busybox_template):
+    tmp = tmp_path_factory.mktemp("dockerd")
+    with running_dockerd(tmp, extra_args=("--add-runtime", f"dockyard={_runtime_path()}")) as d:
+        tar = subprocess.run(["tar", "-C", str(busybox_template), "-c", "."], check=True,
+                             capture_output=True).stdout
+        d.docker("import", "-", "busybox", input=tar)
+        yield d
+
+
+def test_docker_run_exit_code_and_output(dockerd):
+    r = dockerd.docker("run", "--rm", "--runtime", "dockyard", "busybox",
+                       "sh", "-c", "echo hi; exit 3", check=False)
+    assert r.returncode == 3, dockerd.logs()[-3000:] + r.stderr.decode()
+    assert r.stdout == b"hi\n"
+
+
+def test_docker_run_stdin(dockerd):
+    r = dockerd.docker("run", "--rm", "-i", "--runtime", "dockyard", "busybox",
+                       "sh", "-c", "tr a-z A-Z", input=b"shout\n", check=False)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == b"SHOUT\n"
+
+
+def test_docker_run_tty(dockerd):
+    # `docker run -t` needs a terminal on our side: script(1) provides one
+    cmd = (f"DOCKER_HOST={dockerd.host} /usr/local/bin/docker run --rm -t --runtime dockyard "
+           "busybox sh -c 'tty; exit 4'")
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True,
+                       env=dockerd.env, timeout=120, stdin=subprocess.DEVNULL)
+    assert b"/dev/pts/0" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 4
+
+
+def test_docker_detached_exec_stop(dockerd):
+    r = dockerd.docker("run", "-d", "--runtime", "dockyard", "--name", "dy-long", "busybox",
+                       "sleep", "1000", check=False)
+    assert r.returncode == 0, r.stderr.decode() + dockerd.logs()[-3000:]
+    try:
+        r = dockerd.docker("exec", "dy-long", "sh", "-c", "echo in-exec; exit 5", check=False)
+        assert (r.returncode, r.stdout) == (5, b"in-exec\n"), r.stderr
+        r = dockerd.docker("top", "dy-long", check=False)
+        assert r.returncode == 0 and b"sleep" in r.stdout, r.stderr
+        r = dockerd.docker("inspect", "-f", "{{.State.Running}}", "dy-long")
+        assert r.stdout.strip() == b"true"
+        dockerd.docker("pause", "dy-long")
+        assert dockerd.docker("inspect", "-f", "{{.State.Status}}",
+                              "dy-long").stdout.strip() == b"paused"
+        dockerd.docker("unpause", "dy-long")
+        dockerd.docker("stop", "-t", "1", "dy-long")
+        r = dockerd.docker("inspect", "-f", "{{.State.ExitCode}}", "dy-long")
+        assert r.stdout.strip() == b"137"
+    finally:
+        dockerd.docker("rm", "-f", "dy-long", check=False)
