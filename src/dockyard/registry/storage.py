@@ -106,10 +106,8 @@ class Storage:
     def put_blob_bytes(self, data: bytes, digest: Digest) -> None:
         """Store small content (a manifest) already verified against ``digest``."""
         path = self.blob_path(digest)
-        if path.exists():
-            os.utime(path)
-            return
-        _write_atomic(path, data)
+        if not self._refresh(path):
+            _write_atomic(path, data)
 
     def iter_blobs(self):
         """(Digest, path) for every stored blob."""
@@ -123,6 +121,16 @@ class Storage:
                     if f.name.startswith("."):
                         continue
                     yield Digest(alg_dir.name, f.name), f
+
+    @staticmethod
+    def _refresh(path: Path) -> bool:
+        """Mark an existing blob as fresh; False if it is not there (or a
+        concurrent gc just removed it), so the caller writes it."""
+        try:
+            os.utime(path)
+            return True
+        except FileNotFoundError:
+            return False
 
     def touch_blob(self, digest: Digest) -> None:
         """Mark a blob as recently used (gc's grace period counts from here)."""
@@ -348,9 +356,7 @@ class Storage:
                                 f"content digest {writer_digest} does not match {expected}",
                                 detail={"digest": str(expected)})
         target = self.blob_path(expected)
-        if target.exists():
-            os.utime(target)
-        else:
+        if not self._refresh(target):
             with open(data, "rb+") as f:
                 os.fsync(f.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)
