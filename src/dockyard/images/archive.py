@@ -75,7 +75,8 @@ def _select(svc: "ImageService", names: list[str]) -> list[tuple[str, list[refs.
             order.append(iid)
             tags[iid] = []
         chosen: list[refs.Reference] = []
-        is_id = svc._is_id_ref(iid, name) or refs.ID_RE.match(name) or refs.is_digest(name)
+        is_id = refs.ID_RE.match(name) or refs.is_digest(name) or (
+            svc._is_id_ref(iid, name) and not svc._ref_lookup(name))
         if not is_id:
             ref = refs.parse_normalized(name)
             if ref.tag is None and ref.digest is None:

@@ -249,6 +249,15 @@ class ImageService:
             return found
         raise NotFound(f"No such image: {ref.familiar()}")
 
+    def _ref_lookup(self, name: str) -> str | None:
+        """The image a reference names (no ID search), or None."""
+        try:
+            ref = refs.parse_normalized(name).with_default_tag()
+        except InvalidParameter:
+            return None
+        row = self.store.query_one("SELECT image_id FROM refs WHERE name = ?", (str(ref),))
+        return row[0] if row else None
+
     def _search(self, prefix: str) -> str | None:
         hexpart = prefix[7:] if prefix.startswith("sha256:") else prefix
         if not hexpart or not all(c in "0123456789abcdef" for c in hexpart) or len(hexpart) > 64:
@@ -666,18 +675,10 @@ class ImageService:
         with self._lock:
             return self._remove(name, force, not noprune)
 
-    def _is_id_ref(self, image_id: str, name: str) -> bool:
-        hexid = image_id.split(":", 1)[1]
-        n = name[7:] if name.startswith("sha256:") else name
-        return bool(n) and hexid.startswith(n) and all(c in "0123456789abcdef" for c in n) \
-            and (name.startswith("sha256:") or self._not_a_tag(name))
-
-    def _not_a_tag(self, name: str) -> bool:
-        try:
-            ref = refs.parse_normalized(name).with_default_tag()
-        except InvalidParameter:
-            return True
-        return self.store.query_one("SELECT 1 FROM refs WHERE name = ?", (str(ref),)) is None
+    @staticmethod
+    def _is_id_ref(image_id: str, name: str) -> bool:
+        """Docker's isImageIDPrefix: the name the user gave is a prefix of the ID."""
+        return image_id.startswith(name) or image_id.split(":", 1)[1].startswith(name)
 
     def _remove(self, name: str, force: bool, prune: bool) -> list[dict]:
         image_id = self.resolve(name)
