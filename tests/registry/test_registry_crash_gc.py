@@ -164,3 +164,44 @@ def test_gc_bad_root(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dockyard", "registry", "gc", "--root", str(tmp_path / "nope")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_gc_delete_untagged_keeps_referrers_of_kept_manifests(tmp_path):
+    root = tmp_path / "root"
+    with running_registry(root) as reg:
+        c = reg.client()
+        kept_md, kept_m = c.push_image("u", "v1", layers=[b"tagged layer"])
+        loose_md, loose_m = c.push_image("u", "tmp", layers=[b"untagged layer"])
+        assert c.request("DELETE", "/v2/u/manifests/tmp").status == 202
+        empty = c.push_blob("u", b"{}")
+
+        def referrer(subject_md, subject_m, payload):
+            ld = c.push_blob("u", payload)
+            art = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "artifactType": "application/x-sig",
+                   "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+                   "layers": [{"mediaType": "application/octet-stream", "digest": ld, "size": len(payload)}],
+                   "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject_md,
+                               "size": len(json.dumps(subject_m))}}
+            body = json.dumps(art).encode()
+            assert c.push_manifest("u", sha256(body), body).status == 201
+            return sha256(body), ld
+
+        sig_kept, sig_kept_layer = referrer(kept_md, kept_m, b"signature of v1")
+        sig_loose, sig_loose_layer = referrer(loose_md, loose_m, b"signature of tmp")
+
+        out = gc(root, "--grace", "0", "--delete-untagged", "--dry-run")
+        assert f"would delete untagged manifest u@{loose_md}" in out
+        assert c.request("GET", f"/v2/u/manifests/{loose_md}").status == 200
+
+        out = gc(root, "--grace", "0", "--delete-untagged")
+        assert f"deleted untagged manifest u@{loose_md}" in out
+        assert f"deleted untagged manifest u@{sig_loose}" in out
+        assert c.request("GET", f"/v2/u/manifests/{loose_md}").status == 404
+        assert c.request("GET", f"/v2/u/manifests/{sig_loose}").status == 404
+        after = blob_files(root)
+        assert loose_m["layers"][0]["digest"] not in after and sig_loose_layer not in after
+        assert c.request("GET", f"/v2/u/manifests/{sig_kept}").status == 200
+        assert sig_kept_layer in after and kept_m["layers"][0]["digest"] in after
+        refs = c.request("GET", f"/v2/u/referrers/{kept_md}").json()["manifests"]
+        assert [r["digest"] for r in refs] == [sig_kept]

@@ -4,7 +4,7 @@
         [--auth none|basic|token] [--htpasswd FILE] [--access FILE] [--anonymous-read]
         [--tls-cert F --tls-key F] [--read-only] [--no-delete] [--config FILE.json]
         [--token-realm URL --token-service S --token-issuer I --token-key PEM --token-ttl N]
-    dockyard registry gc --root DIR [--dry-run] [--grace SECONDS] [--upload-max-age SECONDS]
+    dockyard registry gc --root DIR [--dry-run] [--delete-untagged] [--grace S] [--upload-max-age S]
     dockyard registry htpasswd USER [--password P | --password-stdin]
 
 Pieces, each with one job:

@@ -71,6 +71,8 @@ def gc(args: list[str]) -> int:
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted")
     p.add_argument("--grace", type=float, default=None,
                    help="keep unreferenced blobs younger than this many seconds (default 3600)")
+    p.add_argument("--delete-untagged", action="store_true",
+                   help="also delete manifests no tag reaches (referrers of kept ones stay)")
     p.add_argument("--upload-max-age", type=float, default=None,
                    help="delete upload sessions idle longer than this (default 7 days)")
     ns = p.parse_args(args)
@@ -84,7 +86,7 @@ def gc(args: list[str]) -> int:
         return 2
     result = gcmod.collect(Storage(ns.root),
                            grace=gcmod.DEFAULT_GRACE if ns.grace is None else ns.grace,
-                           dry_run=ns.dry_run,
+                           dry_run=ns.dry_run, delete_untagged=ns.delete_untagged,
                            upload_max_age=(gcmod.DEFAULT_UPLOAD_MAX_AGE if ns.upload_max_age is None
                                            else ns.upload_max_age),
                            log=print)
@@ -118,7 +120,7 @@ def htpasswd(args: list[str]) -> int:
 
 def main(args: list[str]) -> int:
     if args and args[0] in ("-h", "--help"):
-        print("usage: dockyard registry [serve] [flags] | gc --root DIR [--dry-run] | htpasswd USER\n"
+        print("usage: dockyard registry [serve] [flags] | gc --root DIR [--dry-run] [--delete-untagged] | htpasswd USER\n"
               "  run `dockyard registry serve --help` for the server's flags")
         return 0
     if args and args[0] in SUBCOMMANDS:

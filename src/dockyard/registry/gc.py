@@ -33,16 +33,16 @@ class GcResult:
     kept_young: list[Digest] = field(default_factory=list)
     stale_uploads: list[str] = field(default_factory=list)
     dangling_links: list[tuple[str, Digest]] = field(default_factory=list)
+    untagged: list[tuple[str, Digest]] = field(default_factory=list)  # manifests removed
 
     @property
     def freed(self) -> int:
         return sum(size for _, size in self.deleted)
 
 
-def mark(storage: Storage) -> set[Digest]:
-    """Every digest reachable from any manifest revision of any repository."""
-    marked: set[Digest] = set()
-    todo: list[Digest] = [d for repo in storage.repositories() for d in storage.revisions(repo)]
+def _follow(storage: Storage, roots: list[Digest], marked: set[Digest]) -> None:
+    """Add ``roots`` and everything they reference (children, config, layers, subject)."""
+    todo = list(roots)
     while todo:
         d = todo.pop()
         if d in marked:
@@ -55,7 +55,7 @@ def mark(storage: Storage) -> set[Digest]:
         try:
             m = mf.parse_manifest(body)
         except RegistryError:
-            continue  # a stored manifest we cannot read: keep it, follow nothing
+            continue  # not a manifest (or one we cannot read): follow nothing
         if m.config is not None:
             marked.add(m.config.digest)
         for layer in m.layers:
@@ -64,14 +64,51 @@ def mark(storage: Storage) -> set[Digest]:
             todo.append(child.digest)
         if m.subject is not None:
             todo.append(m.subject.digest)
-    return marked
+
+
+def mark(storage: Storage, untagged: bool = True) -> set[Digest]:
+    """Every digest reachable from the manifests of every repository.
+
+    With ``untagged`` False the roots are the tags only, plus, repeatedly,
+    any manifest whose subject is marked (signatures and other referrers
+    live as long as what they refer to).
+    """
+    marked: set[Digest] = set()
+    repos = storage.repositories()
+    if untagged:
+        _follow(storage, [d for r in repos for d in storage.revisions(r)], marked)
+        return marked
+    roots = [d for r in repos for t in storage.tags(r) if (d := storage.get_tag(r, t)) is not None]
+    _follow(storage, roots, marked)
+    subjects = {(r, d): (storage.get_revision(r, d) or {}).get("subject") for r in repos
+                for d in storage.revisions(r)}
+    while True:
+        more = [d for (_, d), subj in subjects.items()
+                if subj and d not in marked and Digest.parse(subj) in marked]
+        if not more:
+            return marked
+        _follow(storage, more, marked)
 
 
 def collect(storage: Storage, grace: float = DEFAULT_GRACE, dry_run: bool = False,
-            upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE, log=None) -> GcResult:
+            upload_max_age: float = DEFAULT_UPLOAD_MAX_AGE, delete_untagged: bool = False,
+            log=None) -> GcResult:
     log = log or (lambda _msg: None)
     verb = "would delete" if dry_run else "deleted"
-    result = GcResult(marked=mark(storage))
+    result = GcResult(marked=mark(storage, untagged=not delete_untagged))
+    if delete_untagged:
+        # Manifests no tag reaches go first; their blobs are then swept below.
+        for repo in storage.repositories():
+            for d in storage.revisions(repo):
+                if d in result.marked:
+                    continue
+                result.untagged.append((repo, d))
+                log(f"{verb} untagged manifest {repo}@{d}")
+                if not dry_run:
+                    meta = storage.get_revision(repo, d) or {}
+                    if meta.get("subject"):
+                        storage.remove_referrer(repo, Digest.parse(meta["subject"]), d)
+                    storage.delete_revision(repo, d)
     now = time.time()
     for digest, path in list(storage.iter_blobs()):
         if digest in result.marked:
