@@ -398,6 +398,7 @@ def test_rootfs_changes_and_commit(make_service, tmp_path, busybox_tar_bytes, ki
         (target / "etc/passwd").write_text("root:x:0:0::/:/bin/sh\n")
     finally:
         mnt.unmount_all(target)
+    assert svc.rootfs_usage("ctr-1") >= len("hello") + len("root:x:0:0::/:/bin/sh\n")
     ch = svc.changes("ctr-1")
     assert {"Path": "/etc/hostname", "Kind": 2} in ch
     assert {"Path": "/srv/new.txt", "Kind": 1} in ch

@@ -876,6 +876,23 @@ class ImageService:
     def rootfs_mounts(self, key: str) -> list[dict]:
         return self.snapshotter.mounts(key)
 
+    def rootfs_usage(self, key: str) -> int:
+        """Bytes a container's snapshot holds of its own (SizeRw)."""
+        if self.snapshotter.whiteout_mode == "overlay":
+            return int(self.snapshotter.usage(key)["size"])
+        # a full copy: count only what changed against the image
+        from dockyard.images import diff
+        root = self.snapshotter.layer_dir(key)
+        size = 0
+        for c in diff.naive_changes(root, (self.snapshotter.lower_dirs(key) or [None])[0]):
+            if c["Kind"] != 2:
+                p = os.path.join(root, c["Path"].lstrip("/"))
+                with contextlib.suppress(OSError):
+                    st = os.lstat(p)
+                    if not os.path.isdir(p) or os.path.islink(p):
+                        size += st.st_size
+        return size
+
     def remove_rootfs(self, key: str) -> None:
         with self._lock:
             self.snapshotter.remove(key)
