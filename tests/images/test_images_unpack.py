@@ -215,3 +215,18 @@ def test_whiteouts_merged_view(tmp_path, store, snapshotter_kind):
         assert (target / "keep").read_bytes() == b"k"
     finally:
         mnt.unmount_all(target)
+
+
+def test_implicit_parent_keeps_lower_metadata(tmp_path, store):
+    sn = new_snapshotter(tmp_path / "root", store, "overlay")
+    sn.prepare("a")
+    apply(make_tar([entry("opt/", "dir", mode=0o700, uid=33, gid=44, mtime=1_000_000_000),
+                    entry("opt/x", data=b"x")]), sn.writable_dir("a"))
+    sn.commit("A", "a")
+    sn.prepare("b", "A")
+    # a layer without the "opt/" entry (not what docker writes, but seen in the wild)
+    apply(make_tar([entry("opt/.wh.x"), entry("opt/y", data=b"y")]), sn.writable_dir("b"),
+          lowers=sn.lower_dirs("b"))
+    st = os.lstat(sn.writable_dir("b") / "opt")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 33, 44)
+    assert st.st_mtime == 1_000_000_000

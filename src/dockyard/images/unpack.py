@@ -203,9 +203,28 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class Root:
     """A directory fd and in-root resolution of parent components."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, lowers: list | None = None):
         self.path = os.fspath(path)
         self.fd = os.open(self.path, _DIR_FLAGS)
+        # overlay parents (nearest first): a directory this layer creates only implicitly
+        # takes its mode, owner and times from them, so the merged view keeps them
+        self.lowers = [os.fspath(p) for p in lowers or []]
+        self.implicit: list[tuple[list[str], int, int]] = []
+
+    def _mkdir_implicit(self, cur: int, comp: str, names: list[str]) -> None:
+        for lower in self.lowers:
+            try:
+                st = os.lstat(os.path.join(lower, *names, comp))
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(comp, 0o700, dir_fd=cur)
+                os.chown(comp, st.st_uid, st.st_gid, dir_fd=cur, follow_symlinks=False)
+                os.chmod(comp, stat.S_IMODE(st.st_mode), dir_fd=cur)
+                self.implicit.append(([*names, comp], st.st_atime_ns, st.st_mtime_ns))
+                return
+            break
+        os.mkdir(comp, 0o755, dir_fd=cur)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -217,6 +236,7 @@ class Root:
 
         Missing components are created (mode 0755) when ``create``."""
         stack = [os.dup(self.fd)]
+        names: list[str] = []
         pending = list(parts)
         links = 0
         try:
@@ -227,6 +247,7 @@ class Root:
                 if comp == "..":
                     if len(stack) > 1:
                         os.close(stack.pop())
+                        names.pop()
                     continue
                 cur = stack[-1]
                 try:
@@ -234,7 +255,7 @@ class Root:
                 except FileNotFoundError:
                     if not create:
                         raise UnpackError(f"invalid tar entry {name!r}: {comp!r} does not exist")
-                    os.mkdir(comp, 0o755, dir_fd=cur)
+                    self._mkdir_implicit(cur, comp, names)
                     st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
                 if stat.S_ISLNK(st.st_mode):
                     links += 1
@@ -245,11 +266,13 @@ class Root:
                     if target.startswith("/"):
                         while len(stack) > 1:
                             os.close(stack.pop())
+                            names.pop()
                     pending = [p for p in target.split("/") if p] + pending
                     continue
                 if not stat.S_ISDIR(st.st_mode):
                     raise UnpackError(f"invalid tar entry {name!r}: {comp!r} is not a directory")
                 stack.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
+                names.append(comp)
             return stack.pop()
         finally:
             for fd in stack:
@@ -428,7 +451,7 @@ class _Extractor:
             os.close(dfd)
 
     def finish(self) -> None:
-        for parts, atime, mtime in reversed(self.dirs):
+        for parts, atime, mtime in reversed(self.root.implicit + self.dirs):
             try:
                 if not parts:
                     os.utime(self.root.fd, ns=(atime, mtime))
@@ -465,18 +488,20 @@ def _times(m: tarfile.TarInfo) -> tuple[int, int]:
 
 def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = "overlay",
                 expected_diff_id: str | None = None, expected_digest: str | None = None,
-                tee: Callable[[bytes], object] | None = None) -> LayerResult:
+                tee: Callable[[bytes], object] | None = None,
+                lowers: list | None = None) -> LayerResult:
     """Apply the layer tar read from ``stream`` into directory ``target``.
 
     ``tee`` receives the uncompressed tar bytes as they are read (to store the layer
-    at the same time). Digest mismatches and unsafe or malformed entries raise
+    at the same time). ``lowers`` (overlay mode): the parent layers' directories, nearest
+    first, whose directory metadata implicit parents inherit. Digest mismatches and unsafe or malformed entries raise
     UnpackError; ``target`` is then partly written and must be discarded."""
     if whiteout not in ("overlay", "delete"):
         raise ValueError(whiteout)
     raw = HashingReader(stream)
     dec, comp = decompressed(raw)
     plain = HashingReader(dec, tee=tee)
-    root = Root(target)
+    root = Root(target, lowers if whiteout == "overlay" else None)
     ex = _Extractor(root, whiteout)
     try:
         for tf, m in iter_tar(plain):
