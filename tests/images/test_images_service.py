@@ -511,3 +511,18 @@ def test_concurrent_imports_share_one_layer(svc, busybox_tar_bytes):
     assert len(svc.list_images()) == len(ids) == 4
     assert len([s for s in svc.snapshotter.list() if s.kind == "committed"]) == 1
     assert not [s for s in svc.snapshotter.list() if s.kind != "committed"]
+
+
+def test_before_since_until_filters(svc):
+    import time as _t
+    a = svc.import_image(io.BytesIO(small_tar("a")), "t", "a")
+    _t.sleep(1.1)    # Created has second resolution in listings
+    b = svc.import_image(io.BytesIO(small_tar("b")), "t", "b")
+    ids = lambda lst: [i["Id"] for i in lst]
+    assert ids(svc.list_images(filters={"before": ["t:b"]})) == [a]
+    assert ids(svc.list_images(filters={"since": ["t:a"]})) == [b]
+    assert ids(svc.list_images()) == [b, a]                       # newest first
+    with pytest.raises(NotFound):
+        svc.list_images(filters={"before": ["nope"]})
+    res = svc.prune({"dangling": ["false"], "until": [str(int(_t.time()) + 3600)]})
+    assert {"Deleted": a} in res["ImagesDeleted"] and {"Deleted": b} in res["ImagesDeleted"]

@@ -19,6 +19,7 @@ archive raises InvalidParameter and leaves nothing behind.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import posixpath
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -57,7 +59,7 @@ def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(ti, io.BytesIO(data))
 
 
-def _add_dir(tf: tarfile.TarInfo, name: str) -> None:
+def _add_dir(tf: tarfile.TarFile, name: str) -> None:
     ti = tarfile.TarInfo(name)
     ti.type = tarfile.DIRTYPE
     ti.mode = 0o755
@@ -122,8 +124,9 @@ def export_images(svc: "ImageService", names: list[str], out: BinaryIO) -> None:
             written.add(digest)
         return info.size
 
+    from dockyard.images.service import chain_ids
+
     for iid, tags in selected:
-        from dockyard.images.service import chain_ids
         config = svc.get_config_bytes(iid)
         cfg = json.loads(config)
         diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
@@ -133,11 +136,11 @@ def export_images(svc: "ImageService", names: list[str], out: BinaryIO) -> None:
             if row is None or not row["blob_digest"] or not svc.content.exists(row["blob_digest"]):
                 raise NotFound(f"layer {chain} of image {iid} has no stored tar")
             size = add_blob(row["blob_digest"])
-            layer_descs.append({"mediaType": row["media_type"] or MT_OCI_MANIFEST.replace(
-                "manifest.v1+json", "layer.v1.tar"), "digest": row["blob_digest"], "size": size})
+            layer_descs.append({"mediaType": row["media_type"] or MT_OCI_LAYER,
+                                "digest": row["blob_digest"], "size": size})
         add_blob(iid)
         manifest_bytes = _manifest_for(svc, iid, config, layer_descs)
-        mdigest = "sha256:" + __import__("hashlib").sha256(manifest_bytes).hexdigest()
+        mdigest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
         if mdigest not in written:
             _add_bytes(tf, "blobs/sha256/" + mdigest.split(":", 1)[1], manifest_bytes)
             written.add(mdigest)

@@ -96,11 +96,17 @@ def changes(upper: str | os.PathLike, lowers: list) -> list[dict]:
     return out
 
 
+def _same_time(a: os.stat_result, b: os.stat_result) -> bool:
+    """Docker's sameFsTime: equal seconds, and equal nanoseconds unless one is 0."""
+    sa, na = divmod(a.st_mtime_ns, 1_000_000_000)
+    sb, nb = divmod(b.st_mtime_ns, 1_000_000_000)
+    return sa == sb and (na == nb or na == 0 or nb == 0)
+
+
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    return (stat.S_IFMT(a.st_mode) == stat.S_IFMT(b.st_mode) and a.st_mode == b.st_mode
-            and a.st_uid == b.st_uid and a.st_gid == b.st_gid and a.st_rdev == b.st_rdev
-            and (stat.S_ISDIR(a.st_mode) or (a.st_size == b.st_size
-                                             and int(a.st_mtime) == int(b.st_mtime))))
+    return (a.st_mode == b.st_mode and a.st_uid == b.st_uid and a.st_gid == b.st_gid
+            and a.st_rdev == b.st_rdev and _same_time(a, b)
+            and (stat.S_ISDIR(a.st_mode) or a.st_size == b.st_size))
 
 
 def naive_changes(new: str | os.PathLike, old: str | os.PathLike | None) -> list[dict]:
@@ -123,7 +129,7 @@ def naive_changes(new: str | os.PathLike, old: str | os.PathLike | None) -> list
             else:
                 ost = os.lstat(os.path.join(opath, name))
                 if stat.S_ISDIR(st.st_mode) and stat.S_ISDIR(ost.st_mode):
-                    if not _same(st, ost) or int(st.st_mtime) != int(ost.st_mtime):
+                    if not _same(st, ost):
                         out.append({"Path": r, "Kind": MODIFY})
                 elif not _same(st, ost) or (stat.S_ISLNK(st.st_mode) and os.readlink(
                         os.path.join(npath, name)) != os.readlink(os.path.join(opath, name))):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
-import io
 import json
 import os
 import threading
@@ -34,7 +33,7 @@ from dockyard.errors import Conflict, InvalidParameter, NotFound
 from dockyard.images import reference as refs
 from dockyard.images.config import (apply_changes, docker_version, empty_container_config,
                                     normalize_time, parse_time, rfc3339)
-from dockyard.images.unpack import UnpackError, apply_layer
+from dockyard.images.unpack import apply_layer
 from dockyard.metadata.store import Store
 from dockyard.snapshots import new_snapshotter
 

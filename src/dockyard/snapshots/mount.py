@@ -13,7 +13,6 @@ import ctypes
 import ctypes.util
 import os
 import subprocess
-from pathlib import Path
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -184,4 +183,4 @@ def unmount_all(path: str | os.PathLike, detach: bool = True) -> None:
 
 def is_mountpoint(path: str | os.PathLike) -> bool:
     p = os.path.realpath(str(path))
-    return p in mounts_under(p) and any(m == p for m in mounts_under(p))
+    return p in mounts_under(p)
