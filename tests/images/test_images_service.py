@@ -526,3 +526,32 @@ def test_before_since_until_filters(svc):
         svc.list_images(filters={"before": ["nope"]})
     res = svc.prune({"dangling": ["false"], "until": [str(int(_t.time()) + 3600)]})
     assert {"Deleted": a} in res["ImagesDeleted"] and {"Deleted": b} in res["ImagesDeleted"]
+
+
+def test_register_image_from_blobs_with_repo_digest(svc):
+    layer = compress(small_tar("pulled", b"p"), "gzip")
+    diff_id = "sha256:" + hashlib.sha256(small_tar("pulled", b"p")).hexdigest()
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                      "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    with svc.lease():
+        ldig = svc.content.write_blob(layer)
+        man = json.dumps({"schemaVersion": 2, "layers": [{"digest": ldig}]}).encode()
+        mdig = svc.content.write_blob(man)
+        iid = svc.register_image(cfg, [(ldig, None)], tags=["localhost:5000/x:1"],
+                                 manifest_digest=mdig,
+                                 repo_digests=[f"localhost:5000/x@{mdig}"])
+    item = svc.list_images()[0]
+    assert item["Id"] == iid and item["RepoTags"] == ["localhost:5000/x:1"]
+    assert item["RepoDigests"] == [f"localhost:5000/x@{mdig}"]
+    assert svc.inspect(f"localhost:5000/x@{mdig}")["Id"] == iid
+    assert svc.gc() == ([], 0) and svc.content.exists(mdig) and svc.content.exists(ldig)
+    # a wrong diffID is refused and leaves nothing
+    bad = json.dumps({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64]}}).encode()
+    l2 = svc.content.write_blob(small_tar("other"))
+    with pytest.raises(InvalidParameter, match="diffID mismatch"):
+        svc.register_image(bad, [(l2, None)], tags=["bad:1"])
+    svc.gc()
+    assert not svc.content.exists(l2) and len(svc.list_images()) == 1
+    assert svc.remove("localhost:5000/x:1") == [
+        {"Untagged": "localhost:5000/x:1"}, {"Untagged": f"localhost:5000/x@{mdig}"},
+        {"Deleted": iid}, {"Deleted": diff_id}]

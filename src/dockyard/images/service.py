@@ -669,6 +669,60 @@ class ImageService:
             self._emit("tag", image_id, {"name": ref.familiar()})
         return image_id
 
+    # -- images from blobs (pull) -----------------------------------------------------
+    def register_image(self, config_bytes: bytes, layers: list[tuple[str, str | None]],
+                       tags: list[str] | tuple[str, ...] = (), manifest_digest: str | None = None,
+                       repo_digests: list[str] | tuple[str, ...] = (),
+                       progress: Callable[[int, str, str], None] | None = None) -> str:
+        """Record an image whose config, manifest and layer blobs (``[(digest, media
+        type)]``) are already in the content store (e.g. just pulled, under a
+        :meth:`lease`). Unpacks missing layers (diffIDs checked), tags it and records the
+        ``repo@sha256:...`` digest references. Returns the image ID."""
+        try:
+            cfg = json.loads(config_bytes)
+            diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
+        except (ValueError, AttributeError):
+            raise InvalidParameter("invalid image config: not a JSON object") from None
+        if len(diff_ids) != len(layers):
+            raise InvalidParameter(f"invalid manifest, layers length mismatch: expected "
+                                   f"{len(diff_ids)}, got {len(layers)}")
+        tag_refs = [refs.parse_normalized(t).with_default_tag() for t in tags]
+        digest_refs = []
+        for rd in repo_digests:
+            r = refs.parse_normalized(rd)
+            if not r.digest:
+                raise InvalidParameter(f"{rd}: not a digest reference")
+            digest_refs.append(_digest_ref(r))
+        leases: list[str] = []
+        try:
+            for d, _ in layers:
+                self._add_lease(d)
+                leases.append(d)
+
+            def blob_info(i):
+                d, mt = layers[i]
+                if not mt:
+                    from dockyard.images.unpack import detect_compression
+                    with self.content.open(d) as f:
+                        mt = LAYER_MEDIA[detect_compression(f.read(4))]
+                return d, mt
+
+            top = self._ensure_layers(diff_ids, lambda i: self.content.open(layers[i][0]), leases,
+                                      progress, blob_info)
+            image_id, _ = self._store_image(config_bytes, top, tag_refs,
+                                            blobs=[d for d, _ in layers],
+                                            manifest=manifest_digest)
+            if digest_refs:
+                with self._lock, self.store.tx() as db:
+                    for r in digest_refs:
+                        self._set_ref(db, r, image_id, kind="digest")
+        finally:
+            for item in leases:
+                self._drop_lease(item)
+        for r in tag_refs:
+            self._emit("tag", image_id, {"name": r.familiar()})
+        return image_id
+
     # -- remove ----------------------------------------------------------------------
     def remove(self, name: str, force: bool = False, noprune: bool = False) -> list[dict]:
         """DELETE /images/{name}: untag and/or delete, as Docker does."""
@@ -995,6 +1049,11 @@ class ImageService:
         return {"Driver": "overlay2" if self.snapshotter.name == "overlay" else "vfs",
                 "DriverStatus": [["Backing Filesystem", "extfs"],
                                  ["Snapshotter", self.snapshotter.name]]}
+
+
+def _digest_ref(r: refs.Reference) -> refs.Reference:
+    """Digest references are stored as ``repo@sha256:...`` (Docker drops the tag)."""
+    return refs.Reference(r.domain, r.path, None, r.digest)
 
 
 class _AlreadyThere(Exception):
