@@ -14,7 +14,6 @@ dockerd/containerd read back (``--log-format json``:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -150,6 +149,7 @@ class Globals:
     def write_log(self, level: str, msg: str) -> None:
         if not self.log:
             return
+        from . import fastjson as json
         from .state import now_rfc3339
         if self.log_format == "json":
             line = json.dumps({"level": level, "msg": msg, "time": now_rfc3339()})

@@ -7,9 +7,10 @@ arguments, output formats and pid files.
 
 from __future__ import annotations
 
-import json
 import os
-import signal as _signal
+
+from . import fastjson as json
+import _signal
 import sys
 
 from .cli import UsageError
@@ -109,10 +110,10 @@ def parse_signal(text: str) -> int:
         return int(t)
     if not t.startswith("SIG"):
         t = "SIG" + t
-    try:
-        return int(getattr(_signal.Signals, t))
-    except AttributeError:
-        raise UsageError(f"unknown signal {text!r}") from None
+    num = getattr(_signal, t, None)
+    if not isinstance(num, int) or t.startswith("SIG_"):
+        raise UsageError(f"unknown signal {text!r}")
+    return num
 
 
 def cmd_kill(g, flags, pos) -> int:
@@ -255,8 +256,9 @@ def cmd_spec(g, flags, pos) -> int:
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
         raise UsageError("File config.json exists. Remove it first.")
+    import json as stdjson
     with open(path, "w") as f:
-        json.dump(default_spec(), f, indent="\t")
+        stdjson.dump(default_spec(), f, indent="\t")
         f.write("\n")
     return 0
 

@@ -14,7 +14,7 @@ dockerd's, or the Dockyard supervisor — exactly as with runc.
 from __future__ import annotations
 
 import os
-import signal
+import _signal as signal  # not `signal`: it builds enums at import
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 import time
 from .record import record
@@ -218,12 +218,12 @@ class Runtime:
             msg = sync.recv(sock)
             if msg is None:
                 raise RuntimeError_("container init exited unexpectedly")
-            if msg["type"] == Msg.ERROR.value:
+            if msg["type"] == Msg.ERROR:
                 raise RuntimeError_(msg.get("msg", "unknown error"))
-            if msg["type"] == Msg.USERNS.value:
+            if msg["type"] == Msg.USERNS:
                 _write_id_maps(c1, cfg)
                 sync.send(sock, Msg.USERNS_DONE)
-            elif msg["type"] == Msg.CHILD_PID.value:
+            elif msg["type"] == Msg.CHILD_PID:
                 pid = msg["pid"]
                 break
         procs.append(pid)
@@ -273,8 +273,9 @@ class Runtime:
         st["status"] = "running"
         self.store.save(cid, st)
         from . import hooks
-        hooks.run("poststart", hooks.from_spec(st["dockyard"].get("spec", {})),
-                  statemod.oci_state(self.store, st))
+        hstate = statemod.oci_state(self.store, st)
+        hstate.update(status="running", pid=st["pid"])   # even if it already exited
+        hooks.run("poststart", hooks.from_spec(st["dockyard"].get("spec", {})), hstate)
 
     def _release(self, cid: str, st: dict) -> None:
         """Open the FIFO for reading: init's blocked open completes, it writes a byte."""

@@ -170,10 +170,10 @@ def _stage1(sock: socket.socket, ns_fds, proc, seccomp_profile, console_fd, n_pr
     from . import syscalls as sc
     try:
         sc.set_dumpable(False)
-        sync.expect(sock, Msg.GO, "exec")
-        for name, fd in ns_fds:
+        for name, fd in ns_fds:       # while the parent adds us to the cgroup
             sc.setns(fd, 0, f"{name} namespace")
             os.close(fd)
+        sync.expect(sock, Msg.GO, "exec")
         pid = os.fork()
         if pid == 0:
             _stage2(sock, proc, seccomp_profile, console_fd, n_preserved,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import errno
 import os
 import select
-import signal
+import _signal as signal  # not `signal`: it builds enums at import
 
 FORWARD = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
            signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM, signal.SIGPIPE, signal.SIGTSTP,
-           signal.SIGTTIN, signal.SIGTTOU, signal.SIGPWR if hasattr(signal, "SIGPWR") else 30)
+           signal.SIGTTIN, signal.SIGTTOU, signal.SIGPWR)
 
 
 def exit_code(status: int) -> int:

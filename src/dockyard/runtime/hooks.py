@@ -7,8 +7,9 @@ a failing poststart or poststop hook is only a warning.
 
 from __future__ import annotations
 
-import json
 import sys
+
+from . import fastjson
 
 WARN_ONLY = {"poststart", "poststop"}
 
@@ -39,7 +40,7 @@ def run(kind: str, hooks: dict, state: dict) -> None:
     items = hooks.get(kind) or ()
     if not items:
         return
-    data = json.dumps(state).encode()
+    data = fastjson.dumps(state).encode()
     for hook in items:
         try:
             _run_one(hook, data)

@@ -73,15 +73,27 @@ def new_namespace_flags(cfg, include_user: bool) -> int:
 
 
 def stage1(cfg, sock: socket.socket, opts: InitOptions) -> None:
-    """Runs in the first child; never returns."""
+    """Runs in the first child; never returns.
+
+    Everything that does not depend on cgroup membership (joining and
+    creating namespaces) happens while the parent is still writing our pid
+    into the cgroup (a slow write on cgroup v1: it waits for an RCU grace
+    period). The cgroup and PID namespaces come after GO: a cgroup namespace
+    must be rooted at the container's cgroup, and stage 2 must be forked
+    inside it.
+    """
     try:
         sc.set_dumpable(False)
-        sync.expect(sock, Msg.GO, "stage 1")
         join_namespaces(cfg)
         userns = cfg.namespace("user")
-        if userns is not None and userns.path is None:
+        new_userns = userns is not None and userns.path is None
+        if new_userns:
             sc.unshare(sc.CLONE_NEWUSER)
             sync.send(sock, Msg.USERNS)
+        late = sc.CLONE_NEWCGROUP | sc.CLONE_NEWPID
+        sc.unshare(new_namespace_flags(cfg, include_user=False) & ~late)
+        sync.expect(sock, Msg.GO, "stage 1")
+        if new_userns:
             sync.expect(sock, Msg.USERNS_DONE, "user namespace")
         if userns is not None:
             os.setresgid(0, 0, 0)
@@ -89,7 +101,7 @@ def stage1(cfg, sock: socket.socket, opts: InitOptions) -> None:
         # the host's cgroup paths, read before a cgroup namespace hides them
         view = rootfs.CgroupView() if any(m.type in ("cgroup", "cgroup2")
                                           for m in cfg.mounts) else None
-        sc.unshare(new_namespace_flags(cfg, include_user=False))
+        sc.unshare(new_namespace_flags(cfg, include_user=False) & late)
         pid = os.fork()
         if pid == 0:
             stage2(cfg, sock, opts, view)

@@ -12,13 +12,12 @@ to write bundles without hand-building the whole document.
 
 from __future__ import annotations
 
-import copy
-import json
 import os
-import re
 from .record import Factory, record
 
 from dockyard.errors import InvalidParameter
+
+from . import fastjson
 
 OCI_VERSION = "1.2.0"
 
@@ -33,7 +32,7 @@ PROPAGATIONS = {"", "private", "rprivate", "slave", "rslave", "shared", "rshared
                 "unbindable", "runbindable"}
 IGNORED_BIND_OPTIONS = {"tmpcopyup", "idmap", "ridmap", "X-mount.mkdir"}
 
-_ID_RE = re.compile(r"^[\w+\-.]+$")
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 
 class ConfigError(InvalidParameter):
@@ -156,7 +155,7 @@ def read_bundle(bundle: str) -> dict:
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     try:
-        raw = json.loads(data)
+        raw = fastjson.loads(data)
     except ValueError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(raw, dict):
@@ -437,7 +436,7 @@ def validate(c: Config) -> None:
 
 
 def validate_id(container_id: str) -> None:
-    if not container_id or container_id in (".", "..") or not _ID_RE.match(container_id):
+    if not container_id or container_id in (".", "..") or not set(container_id) <= _ID_CHARS:
         raise ConfigError(f"invalid container id {container_id!r}: use letters, digits, _ + - .")
 
 
@@ -499,6 +498,7 @@ def _merge(base: dict, over: dict) -> dict:
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             _merge(base[k], v)
         else:
+            import copy
             base[k] = copy.deepcopy(v)
     return base
 
@@ -519,6 +519,7 @@ def write_bundle(bundle: str, spec: dict) -> str:
     os.makedirs(bundle, exist_ok=True)
     path = os.path.join(bundle, "config.json")
     tmp = path + ".tmp"
+    import json
     with open(tmp, "w") as f:
         json.dump(spec, f, indent=2)
     os.replace(tmp, path)

@@ -17,12 +17,12 @@ then the FIFO tells created from running and the freezer tells paused.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 
 from dockyard.errors import Conflict, NotFound
+
+from . import fastjson
 
 DEFAULT_ROOT = "/run/dockyard-runc"
 STATE_FILE = "state.json"
@@ -75,7 +75,7 @@ class Store:
         path = os.path.join(self.dir(cid), STATE_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(state, f)
+            f.write(fastjson.dumps(state))
         os.replace(tmp, path)
 
     def load(self, cid: str) -> dict:
@@ -84,7 +84,7 @@ class Store:
         path = os.path.join(self.dir(cid), STATE_FILE)
         try:
             with open(path) as f:
-                return json.load(f)
+                return fastjson.loads(f.read())
         except FileNotFoundError:
             if self.exists(cid):
                 return {"ociVersion": "1.2.0", "id": cid, "status": "creating", "pid": 0,
@@ -101,7 +101,26 @@ class Store:
         return [n for n in names if os.path.isdir(os.path.join(self.root, n))]
 
     def remove(self, cid: str) -> None:
-        shutil.rmtree(self.dir(cid), ignore_errors=True)
+        """Remove the state directory (flat: state.json, exec.fifo, temp files)."""
+        d = self.dir(cid)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(d, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                import shutil
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
 
 
 def status(store: Store, state: dict) -> str:

@@ -12,12 +12,14 @@ socket) means "done".
 from __future__ import annotations
 
 import array
-import enum
-import json
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 
+from . import fastjson
 
-class Msg(str, enum.Enum):
+
+class Msg:
+    """The one list of message types (plain strings: ``enum`` costs startup time)."""
+
     GO = "go"                      # parent -> stage 1: you are in the cgroup, continue
     USERNS = "userns"              # stage 1 -> parent: unshared CLONE_NEWUSER, map me
     USERNS_DONE = "userns-done"    # parent -> stage 1: uid/gid maps written
@@ -37,8 +39,8 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
-def send(sock: socket.socket, kind: Msg, fds: list[int] | None = None, **payload) -> None:
-    data = json.dumps({"type": kind.value, **payload}).encode()
+def send(sock: socket.socket, kind: str, fds: list[int] | None = None, **payload) -> None:
+    data = fastjson.dumps({"type": kind, **payload}).encode()
     if fds:
         sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     else:
@@ -52,19 +54,19 @@ def recv(sock: socket.socket, with_fds: bool = False):
     for level, typ, cdata in anc:
         if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
             fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
-    msg = json.loads(data) if data else None
+    msg = fastjson.loads(data) if data else None
     return (msg, list(fds)) if with_fds else msg
 
 
-def expect(sock: socket.socket, kind: Msg, what: str) -> dict:
+def expect(sock: socket.socket, kind: str, what: str) -> dict:
     """Receive a message of type ``kind``; an ERROR or EOF raises SyncError."""
     msg = recv(sock)
     if msg is None:
         raise SyncError(f"{what}: the container's init exited unexpectedly")
-    if msg["type"] == Msg.ERROR.value:
+    if msg["type"] == Msg.ERROR:
         raise SyncError(msg.get("msg", "unknown error"))
-    if msg["type"] != kind.value:
-        raise SyncError(f"{what}: expected {kind.value!r}, got {msg['type']!r}")
+    if msg["type"] != kind:
+        raise SyncError(f"{what}: expected {kind!r}, got {msg['type']!r}")
     return msg
 
 
