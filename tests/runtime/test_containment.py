@@ -249,3 +249,14 @@ def test_linux_devices_created(runc, busybox_rootfs):
     line = [ln for ln in r.stdout.splitlines() if "mydev" in ln][0]
     assert line.startswith("crw-r-----") and " 1000 " in line and "1,   7" in line
     assert "ptmx -> pts/ptmx" in r.stdout
+
+
+def test_cgroup_mount_shows_own_cgroup(runc, busybox_rootfs):
+    r = _run(runc, busybox_rootfs,
+             "cat /proc/self/cgroup; echo ---; cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+             "2>/dev/null || cat /sys/fs/cgroup/memory.max",
+             linux={"resources": {"memory": {"limit": 64 << 20}}})
+    assert r.returncode == 0, r.stderr
+    cgroups, limit = r.stdout.split("---\n")
+    assert all(line.endswith(":/") for line in cgroups.split()), cgroups   # cgroup namespace
+    assert limit.strip() == str(64 << 20)

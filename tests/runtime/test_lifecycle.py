@@ -312,3 +312,16 @@ def test_join_network_namespace_by_path(runc, busybox_rootfs, tmp_path):
         assert r.stdout.strip() == f"net:[{ino}]"
     finally:
         subprocess.run(["umount", str(nsfile)], check=False)
+
+
+def test_preserve_fds_passes_extra_descriptors(runc, busybox_rootfs, tmp_path):
+    (tmp_path / "passed.txt").write_text("through fd 3\n")
+    b = runc.bundle(busybox_rootfs, ["sh", "-c", "cat <&3; ls /proc/1/fd"])
+    cmd = " ".join([*RUNC, "--root", str(runc.root), "run", "--preserve-fds", "1", "--bundle",
+                    str(b), runc.new_id()])
+    r = subprocess.run(["sh", "-c", f"exec 3<{tmp_path}/passed.txt 4<{tmp_path}; {cmd}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert " ".join(lines[:3]) == "through fd 3"
+    assert lines[3:] == ["0", "1", "2", "3"]       # fd 4 was not preserved
