@@ -316,7 +316,8 @@ def test_join_network_namespace_by_path(runc, busybox_rootfs, tmp_path):
 
 def test_preserve_fds_passes_extra_descriptors(runc, busybox_rootfs, tmp_path):
     (tmp_path / "passed.txt").write_text("through fd 3\n")
-    b = runc.bundle(busybox_rootfs, ["sh", "-c", "cat <&3; ls /proc/1/fd"])
+    b = runc.bundle(busybox_rootfs, ["sh", "-c", "cat <&3; (: <&4) 2>/dev/null && echo LEAK; "
+                                     "echo end"])
     cmd = " ".join([*RUNC, "--root", str(runc.root), "run", "--preserve-fds", "1", "--bundle",
                     str(b), runc.new_id()])
     r = subprocess.run(["sh", "-c", f"exec 3<{tmp_path}/passed.txt 4<{tmp_path}; {cmd}"],
@@ -324,4 +325,4 @@ def test_preserve_fds_passes_extra_descriptors(runc, busybox_rootfs, tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split()
     assert " ".join(lines[:3]) == "through fd 3"
-    assert lines[3:] == ["0", "1", "2", "3"]       # fd 4 was not preserved
+    assert lines[3:] == ["end"]       # fd 4 was not preserved
