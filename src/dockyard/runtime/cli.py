@@ -14,7 +14,6 @@ dockerd/containerd read back (``--log-format json``:
 
 from __future__ import annotations
 
-import os
 import sys
 
 VERSION = "0.1.0"

@@ -194,7 +194,6 @@ class Runtime:
 
     def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int]) -> tuple[int, int]:
         from . import init, sync
-        from .sync import Msg
         parent, child = sync.pair()
         c1 = os.fork()
         if c1 == 0:  # pragma: no cover - runs in the child
