@@ -38,6 +38,7 @@ def _create_opts(flags: dict):
     return CreateOptions(bundle=flags.get("bundle") or ".", pid_file=flags.get("pid-file"),
                          console_socket=flags.get("console-socket"),
                          no_pivot=bool(flags.get("no-pivot")),
+                         no_new_keyring=bool(flags.get("no-new-keyring")),
                          preserve_fds=int(flags.get("preserve-fds") or 0)
                          + int(os.environ.get("LISTEN_FDS", "0") or 0))
 

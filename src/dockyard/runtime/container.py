@@ -37,6 +37,7 @@ class CreateOptions:
     console_socket: str | None = None
     console_fd: int | None = None       # already-connected socket (run in the foreground)
     no_pivot: bool = False
+    no_new_keyring: bool = False
     preserve_fds: int = 0
 
 
@@ -173,7 +174,8 @@ class Runtime:
                 console_fd = _connect_console(opts.console_socket)
             sc.set_child_subreaper()
             iopts = init.InitOptions(fifo_fd=fifo_fd, console_fd=console_fd,
-                                     no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds)
+                                     no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
+                                     keyring=None if opts.no_new_keyring else f"_ses.{cid}")
             pid, starttime = self._spawn(cfg, cid, mgr, iopts, procs)
             os.close(fifo_fd)
             if console_fd is not None and opts.console_fd is None:

@@ -18,6 +18,7 @@ container must never be able to open our interpreter through
 
 from __future__ import annotations
 
+import errno
 import os
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 from .record import record
@@ -42,6 +43,7 @@ class InitOptions:
     console_fd: int | None         # connected console socket (terminal only)
     no_pivot: bool = False
     preserve_fds: int = 0
+    keyring: str | None = None     # name of a new session keyring (None: keep ours)
 
 
 def report_error(sock: socket.socket, exc: BaseException) -> None:
@@ -140,8 +142,16 @@ class Init:
 
     def new_session(self) -> None:
         # A session of our own: the console (if any) must become the
-        # controlling terminal of this session, not of the caller's.
+        # controlling terminal of this session, not of the caller's. And a
+        # session keyring of our own, so the container cannot use the keys
+        # of whoever started the runtime (runc's --no-new-keyring opts out).
         os.setsid()
+        if self.opts.keyring:
+            try:
+                sc.join_session_keyring(self.opts.keyring)
+            except OSError as e:
+                if e.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+                    raise
 
     def early_process_settings(self) -> None:
         # oom_score_adj and rlimits are set while the host's /proc is still

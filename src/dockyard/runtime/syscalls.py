@@ -78,8 +78,8 @@ TIOCSPTLCK = 0x40045431
 
 # x86_64 / aarch64 syscall numbers for calls glibc 2.36 does not wrap.
 _SYS = {
-    "x86_64": {"pivot_root": 155, "close_range": 436},
-    "aarch64": {"pivot_root": 41, "close_range": 436},
+    "x86_64": {"pivot_root": 155, "close_range": 436, "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "close_range": 436, "keyctl": 219},
 }[os.uname().machine]
 CLOSE_RANGE_CLOEXEC = 4
 
@@ -121,6 +121,16 @@ def umount2(target: str, flags: int = 0) -> None:
 def pivot_root(new_root: str, put_old: str) -> None:
     ret = _libc.syscall(ctypes.c_long(_SYS["pivot_root"]), _fs(new_root), _fs(put_old))
     _check(ret, "pivot_root", new_root, put_old)
+
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str) -> int:
+    """Start a new session keyring, so the container does not share ours."""
+    ret = _libc.syscall(ctypes.c_long(_SYS["keyctl"]), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING),
+                        _fs(name))
+    return _check(ret, "keyctl(KEYCTL_JOIN_SESSION_KEYRING)", name)
 
 
 def sethostname(name: str) -> None:
