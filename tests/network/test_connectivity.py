@@ -84,3 +84,17 @@ def test_isolation_internal_and_masquerade(manager, netns):
     assert masq(n1) in rules and masq(n2) in rules
     assert masq(inside) not in rules
     assert any(f"! -s {inside['IPAM']['Config'][0]['Subnet']}" in r and "-j DROP" in r for r in rules)
+
+
+def test_second_network_and_default_route_handoff(manager, netns):
+    manager.create_network("first")
+    manager.create_network("second")
+    ns = netns()
+    e1 = manager.connect("a" * 64, ns, "first")
+    e2 = manager.connect("a" * 64, ns, "second")
+    links = nsexec(ns, "ip", "-o", "link").stdout
+    assert " eth0@" in links and " eth1@" in links
+    assert nsexec(ns, "ip", "route", "show", "default").stdout.split()[2] == e1["Gateway"]
+    manager.disconnect("a" * 64, "first")
+    assert nsexec(ns, "ip", "route", "show", "default").stdout.split()[2] == e2["Gateway"]
+    assert ping(ns, e2["Gateway"])

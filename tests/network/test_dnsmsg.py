@@ -1,0 +1,49 @@
+"""DNS wire format and the resolver's local answers (sans-IO)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dockyard.network import dnsmsg as m
+from dockyard.network.dns import Resolver
+
+NAMES = {"alpha": ["10.0.0.2"], "web": ["10.0.0.2", "10.0.0.3"]}
+
+
+def resolver(upstreams=()):
+    return Resolver(lambda n: NAMES.get(n), lambda ip: ["alpha.net"] if ip == "10.0.0.2" else None,
+                    lambda: list(upstreams))
+
+
+def test_query_roundtrip_and_case():
+    q = m.parse_query(m.build_query("Alpha.", m.TYPE_A, qid=7))
+    assert (q.id, q.question.name, q.question.qtype) == (7, "alpha", m.TYPE_A)
+
+
+def test_local_answers():
+    r = resolver()
+    rcode, ans = m.parse_answers(r.answer_local(m.build_query("web")))
+    assert rcode == 0 and [a[1] for a in ans] == [bytes([10, 0, 0, 2]), bytes([10, 0, 0, 3])]
+    rcode, ans = m.parse_answers(r.answer_local(m.build_query("alpha", m.TYPE_AAAA)))
+    assert rcode == 0 and ans == []  # known name, no IPv6: empty NOERROR
+    rcode, ans = m.parse_answers(r.answer_local(m.build_query("2.0.0.10.in-addr.arpa", m.TYPE_PTR)))
+    assert ans == [(m.TYPE_PTR, m.encode_name("alpha.net"))]
+    assert r.answer_local(m.build_query("unknown.example")) is None  # to be forwarded
+
+
+def test_no_upstream_gives_servfail_and_garbage_formerr():
+    r = resolver()
+    out = asyncio.run(r.resolve(m.build_query("unknown.example", qid=99)))
+    assert m.parse_answers(out)[0] == m.RCODE_SERVFAIL and out[:2] == b"\x00\x63"
+    bad = asyncio.run(r.resolve(b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05ab"))
+    assert bad[:2] == b"\x00\x01" and bad[3] & 0xF == m.RCODE_FORMERR
+
+
+def test_compression_pointer_loop_is_rejected():
+    data = b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"
+    try:
+        m.parse_query(data)
+    except m.FormatError:
+        pass
+    else:
+        raise AssertionError("pointer loop accepted")
