@@ -125,9 +125,14 @@ async def attach(request: web.Request) -> web.StreamResponse:
     logs = query_bool(request, "logs")
     stream = query_bool(request, "stream")
     reader = writer = None
-    if stream:
-        _, reader, writer = await svc.attach(c["Id"], stdin, stdout, stderr)
+    # The 101 goes out first: `docker run` sends start only after it has it.
     transport = await hijack.upgrade(request)
+    if stream:
+        try:
+            _, reader, writer = await svc.attach(c["Id"], stdin, stdout, stderr)
+        except Exception:  # noqa: BLE001 - the stream is already raw: just end it
+            transport.close()
+            return request["hijack_response"]
     if logs:
         async for e in svc.logs(c["Id"]):
             if (e.stream == "stderr" and not stderr) or (e.stream == "stdout" and not stdout):

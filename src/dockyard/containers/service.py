@@ -62,6 +62,7 @@ class ContainerService:
         self.execs: dict[str, dict] = {}
         self._watch_task: asyncio.Task | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._pending_attach: dict[str, list] = {}
         os.makedirs(os.path.join(root, "containers"), exist_ok=True)
 
     # ---- lookup ----------------------------------------------------------------------
@@ -126,7 +127,8 @@ class ContainerService:
             try:
                 async for ev in self.sup.subscribe():
                     if ev.get("kind") == "container":
-                        asyncio.ensure_future(self._on_exit(ev["id"], ev["exit_code"], ev["time"]))
+                        asyncio.ensure_future(self._on_exit(ev["id"], ev["exit_code"], ev["time"],
+                                                           pid=ev.get("pid", 0)))
                     elif ev.get("kind") == "exec" and ev["id"] in self.execs:
                         ex = self.execs[ev["id"]]
                         ex["Running"], ex["ExitCode"] = False, ev["exit_code"]
@@ -294,6 +296,7 @@ class ContainerService:
                     c["NetworkSettings"] = settings
             if self.exits.get(cid) is None or self.exits[cid].is_set():
                 self.exits[cid] = asyncio.Event()
+            await self._connect_pending_attaches(cid)
             await self.sup.request("start", id=cid)
         except BaseException:
             await self._runtime("delete", "--force", cid, check=False, c=c)
@@ -328,14 +331,18 @@ class ContainerService:
         return files
 
     # ---- exit, stop, kill --------------------------------------------------------------
-    async def _on_exit(self, cid: str, code: int, finished: str, booting: bool = False) -> None:
+    async def _on_exit(self, cid: str, code: int, finished: str, booting: bool = False,
+                       pid: int = 0) -> None:
         c = self.containers.get(cid)
-        if c is None or c["State"]["Status"] not in ("running", "paused", "restarting"):
+        if c is None:
             return
+        # A start in progress holds the lock: its exit is handled once it is recorded.
         async with self._lock(cid):
             stt = c["State"]
             if stt["Status"] not in ("running", "paused", "restarting"):
                 return
+            if pid and stt["Pid"] and pid != stt["Pid"]:
+                return  # the exit of an earlier run
             stt["OOMKilled"] = await asyncio.to_thread(_oom_killed, cid) or stt.get("OOMKilled", False)
             st.set_status(stt, "exited")
             stt.update(ExitCode=code, FinishedAt=finished, Pid=0)
@@ -617,12 +624,40 @@ class ContainerService:
 
     # ---- streams -------------------------------------------------------------------------
     async def attach(self, ref: str, stdin: bool, stdout: bool, stderr: bool):
-        """Open the live stream; returns (tty, reader, writer) to the supervisor."""
+        """Open the live stream; returns (tty, reader, writer) to the supervisor.
+
+        Clients attach before they start a container (``docker run``). Such an
+        attach waits until the next start has created the task, connects, and
+        only then lets the start release the process, so no output is lost.
+        """
         c = self.get(ref)
-        reply, reader, writer = await self.sup.open_stream(
-            "attach", id=c["Id"], stdin=stdin, stdout=stdout, stderr=stderr)
-        self.emit("container", "attach", c["Id"], self._attrs(c))
+        cid = c["Id"]
+        self.emit("container", "attach", cid, self._attrs(c))
+        if c["State"]["Running"]:
+            reply, reader, writer = await self.sup.open_stream(
+                "attach", id=cid, stdin=stdin, stdout=stdout, stderr=stderr)
+            return bool(c["Config"].get("Tty")), reader, writer
+        loop = asyncio.get_running_loop()
+        go, done = loop.create_future(), loop.create_future()
+        self._pending_attach.setdefault(cid, []).append((go, done))
+        try:
+            await go
+            reply, reader, writer = await self.sup.open_stream(
+                "attach", id=cid, stdin=stdin, stdout=stdout, stderr=stderr)
+        except BaseException as e:
+            if not done.done():
+                done.set_exception(e) if isinstance(e, Exception) else done.cancel()
+            raise
+        done.set_result(None)
         return bool(c["Config"].get("Tty")), reader, writer
+
+    async def _connect_pending_attaches(self, cid: str) -> None:
+        waiting = self._pending_attach.pop(cid, [])
+        for go, _ in waiting:
+            if not go.done():
+                go.set_result(None)
+        if waiting:
+            await asyncio.wait([d for _, d in waiting], timeout=10)
 
     async def resize(self, ref: str, height: int, width: int) -> None:
         c = self.get(ref)

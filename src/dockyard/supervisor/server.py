@@ -200,7 +200,8 @@ class Supervisor:
         self._save(task)
         task.exit_event.set()  # attached clients' pumps close their connections
         self._publish({"event": "exit", "id": task.id, "container_id": task.container_id,
-                       "kind": task.kind, "exit_code": code, "time": task.finished_at})
+                       "kind": task.kind, "exit_code": code, "time": task.finished_at,
+                       "pid": task.pid})
 
     def _publish(self, msg: dict) -> None:
         data = protocol.encode_message(msg)
