@@ -326,3 +326,18 @@ def test_preserve_fds_passes_extra_descriptors(runc, busybox_rootfs, tmp_path):
     lines = r.stdout.split()
     assert " ".join(lines[:3]) == "through fd 3"
     assert lines[3:] == ["end"]       # fd 4 was not preserved
+
+
+def test_update_resources_from_stdin(runc, busybox_rootfs):
+    b = runc.bundle(busybox_rootfs, ["sleep", "1000"],
+                    linux={"resources": {"memory": {"limit": 64 << 20}}})
+    cid = runc.start_detached(b)
+    read = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || "
+            "cat /sys/fs/cgroup/memory.max")
+    assert runc.cmd("exec", cid, "sh", "-c", read).stdout.strip() == str(64 << 20)
+    r = runc.cmd("update", "--resources", "-", cid,
+                 input=json.dumps({"memory": {"limit": 96 << 20}}))
+    assert r.returncode == 0, r.stderr
+    assert runc.cmd("exec", cid, "sh", "-c", read).stdout.strip() == str(96 << 20)
+    r = runc.cmd("update", "--resources", "-", cid, input="{not json")
+    assert r.returncode != 0 and "invalid JSON" in r.stderr

@@ -40,7 +40,10 @@ def loads(s: str | bytes):
         i += 1
     try:
         obj, end = _scan(s, i)
-    except (StopIteration, ValueError):
+    except Exception:  # noqa: BLE001 - StopIteration, or the C error path (see below)
+        # (inside an object, _json builds its error via json.decoder, which we
+        # have not imported: that surfaces as SystemError; the slow path below
+        # produces the proper JSONDecodeError)
         obj, end = None, -1
     if end < 0 or s[end:].strip(_WS):
         import json
