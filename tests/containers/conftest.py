@@ -13,6 +13,7 @@ import pytest
 
 from dockyard.containers.service import ContainerService
 from dockyard.containers.store import ContainerStore
+from dockyard.oci.seccomp_default import default_profile
 from dockyard.supervisor import client as supclient
 
 
@@ -53,7 +54,7 @@ class Env:
             root=self.root, images=self.images, store=self.cstore,
             supervisor=supclient.AsyncClient(self.sup_path), runtimes=runtimes,
             default_runtime=self.runtime,
-            emit=lambda *a: self.events.append(a))
+            emit=lambda *a: self.events.append(a), seccomp_profile=default_profile)
         self.images.set_usage_checker(self.svc.usage)
         return self.svc
 
@@ -81,7 +82,7 @@ class Env:
                     pass
 
 
-@pytest.fixture(params=["runc"])
+@pytest.fixture(params=["runc", "dockyard"])
 def env(request, tmp_path, busybox_tar):
     e = Env(tmp_path / "data", busybox_tar, request.param)
     yield e

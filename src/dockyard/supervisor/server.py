@@ -327,11 +327,15 @@ class Supervisor:
         err_r, err_w = os.pipe()
         try:
             if task.tty:
-                console_path = os.path.join(tdir, "console.sock")
-                if os.path.exists(console_path):
-                    os.unlink(console_path)
+                # A short path: unix socket paths are limited to 108 bytes.
+                import secrets
+                import tempfile
+
+                console_path = os.path.join(tempfile.gettempdir(),
+                                            f"dyc-{secrets.token_hex(8)}.sock")
                 console_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 console_sock.bind(console_path)
+                console_sock_path = console_path
                 console_sock.listen(1)
                 console_sock.setblocking(False)
                 extra += ["--console-socket", console_path]
@@ -382,6 +386,10 @@ class Supervisor:
                     pass
             if console_sock is not None:
                 console_sock.close()
+                try:
+                    os.unlink(console_sock_path)
+                except OSError:
+                    pass
         self.by_pid[task.pid] = task
         if task.pid in self.orphans:  # died before we knew its pid
             self.by_pid.pop(task.pid)
