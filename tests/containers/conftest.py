@@ -46,6 +46,9 @@ class Env:
         self.runtime = runtime
         self.events: list[tuple] = []
         self.svc: ContainerService | None = None
+        import uuid
+
+        self.cgroup_parent = f"/dockyard-test-{uuid.uuid4().hex[:10]}"
 
     def make(self) -> ContainerService:
         runtimes = {"runc": shutil.which("runc") or "runc",
@@ -54,7 +57,8 @@ class Env:
             root=self.root, images=self.images, store=self.cstore,
             supervisor=supclient.AsyncClient(self.sup_path), runtimes=runtimes,
             default_runtime=self.runtime,
-            emit=lambda *a: self.events.append(a), seccomp_profile=default_profile)
+            emit=lambda *a: self.events.append(a), seccomp_profile=default_profile,
+            cgroup_parent=self.cgroup_parent)
         self.images.set_usage_checker(self.svc.usage)
         return self.svc
 
@@ -78,6 +82,13 @@ class Env:
             for m in reversed(mounts_under(self.root)):
                 try:
                     unmount(m, 2)
+                except OSError:
+                    pass
+            import glob
+
+            for d in glob.glob(f"/sys/fs/cgroup/*{self.cgroup_parent}"):
+                try:
+                    os.rmdir(d)
                 except OSError:
                     pass
 

@@ -160,3 +160,39 @@ def test_containers_outlive_the_service(env):
 
     cid = run(first())
     run(second(cid))
+
+
+def test_memory_limit_oom_kills_and_inspect_says_so(env):
+    async def go():
+        svc = env.make()
+        await svc.restore()
+        cid = (await svc.create(None, {
+            "Image": "busybox",
+            "Cmd": ["sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"],
+            "HostConfig": {"Memory": 16 * 1024 * 1024, "MemorySwap": 16 * 1024 * 1024}}))["Id"]
+        await svc.start(cid)
+        code = await asyncio.wait_for(svc.wait(cid), 60)
+        state = svc.inspect(cid)["State"]
+        await svc.close()
+        return code, state
+
+    code, state = run(go())
+    assert code == 137 and state["OOMKilled"] is True
+
+
+def test_pids_limit_holds(env):
+    async def go():
+        svc = env.make()
+        await svc.restore()
+        cid = (await svc.create(None, {
+            "Image": "busybox",
+            "Cmd": ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done; wait"],
+            "HostConfig": {"PidsLimit": 5}}))["Id"]
+        await svc.start(cid)
+        await asyncio.wait_for(svc.wait(cid), 30)
+        errs = [e.data async for e in svc.logs(cid) if e.stream == "stderr"]
+        await svc.close()
+        return errs
+
+    errs = run(go())
+    assert any(b"can't fork" in e or b"Resource temporarily unavailable" in e for e in errs)

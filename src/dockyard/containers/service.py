@@ -45,7 +45,7 @@ class ContainerService:
                  supervisor: supclient.AsyncClient, runtimes: dict[str, str],
                  default_runtime: str, emit: Callable[..., None] | None = None,
                  network: Any = None, seccomp_profile: Callable[[list[str]], dict] | None = None,
-                 runtime_root: str | None = None) -> None:
+                 runtime_root: str | None = None, cgroup_parent: str = "/dockyard") -> None:
         self.root = root
         self.images = images
         self.store = store
@@ -56,6 +56,7 @@ class ContainerService:
         self.network = network
         self.seccomp_profile = seccomp_profile
         self.runtime_root = runtime_root or os.path.join(root, "runtime")
+        self.cgroup_parent = "/" + cgroup_parent.strip("/")
         self.containers: dict[str, dict] = {}
         self.exits: dict[str, asyncio.Event] = {}
         self.removed: dict[str, asyncio.Event] = {}
@@ -91,6 +92,17 @@ class ContainerService:
 
     def _dir(self, cid: str) -> str:
         return os.path.join(self.root, "containers", cid)
+
+    def _cgroup(self, cid: str) -> str:
+        return f"{self.cgroup_parent}/{cid}"
+
+    def _oom_killed(self, cid: str) -> bool:
+        try:
+            from dockyard.runtime import cgroups
+
+            return bool(cgroups.open_manager(self._cgroup(cid), cid).oom_killed())
+        except Exception:  # noqa: BLE001 - no cgroup left: no evidence of an OOM kill
+            return False
 
     def usage(self, image_id: str) -> list[str]:
         return [cid for cid, c in self.containers.items() if c["Image"] == image_id]
@@ -265,7 +277,8 @@ class ContainerService:
         try:
             spec = ocispec.build_spec(container_id=cid, config=c["Config"], host_config=host,
                                       image_config=image_config, rootfs=rootfs, hostname=hostname,
-                                      etc_files=etc, netns=netns, seccomp=seccomp)
+                                      etc_files=etc, netns=netns, seccomp=seccomp,
+                                      cgroup_parent=self.cgroup_parent)
         except ocispec.SpecError as e:
             raise errors.InvalidParameter(str(e)) from None
         for m in spec["mounts"]:
@@ -343,7 +356,7 @@ class ContainerService:
                 return
             if pid and stt["Pid"] and pid != stt["Pid"]:
                 return  # the exit of an earlier run
-            stt["OOMKilled"] = await asyncio.to_thread(_oom_killed, cid) or stt.get("OOMKilled", False)
+            stt["OOMKilled"] = await asyncio.to_thread(self._oom_killed, cid) or stt.get("OOMKilled", False)
             st.set_status(stt, "exited")
             stt.update(ExitCode=code, FinishedAt=finished, Pid=0)
             self._save(c)
@@ -587,7 +600,7 @@ class ContainerService:
             from dockyard.runtime import cgroups
 
             try:
-                mgr = cgroups.open_manager(f"/dockyard/{c['Id']}", c["Id"])
+                mgr = cgroups.open_manager(self._cgroup(c["Id"]), c["Id"])
                 res.pop("devices", None)
                 await asyncio.to_thread(mgr.apply, res)
             except cgroups.CgroupError as e:
@@ -882,7 +895,7 @@ class ContainerService:
             try:
                 from dockyard.runtime import cgroups
 
-                raw = cgroups.open_manager(f"/dockyard/{c['Id']}", c["Id"]).stats()
+                raw = cgroups.open_manager(self._cgroup(c["Id"]), c["Id"]).stats()
             except Exception:  # noqa: BLE001 - stats are best effort
                 raw = {}
         return _docker_stats(c, raw)
@@ -937,20 +950,6 @@ def _unmount_rootfs(target: str) -> None:
         r = subprocess.run(["umount", target], capture_output=True)
         if r.returncode != 0:
             subprocess.run(["umount", "-l", target], capture_output=True)
-
-
-def _oom_killed(cid: str) -> bool:
-    for path in (f"/sys/fs/cgroup/memory/dockyard/{cid}/memory.oom_control",
-                 f"/sys/fs/cgroup/dockyard/{cid}/memory.events"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    k, _, v = line.partition(" ")
-                    if k == "oom_kill" and int(v) > 0:
-                        return True
-        except OSError:
-            continue
-    return False
 
 
 def _validate_host_config(host: dict) -> None:
