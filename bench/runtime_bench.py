@@ -8,9 +8,9 @@ background noise hits both alike. Prints each runtime's median wall time and
 the ratio (target: dockyard-runc <= 1.5x runc).
 
 Two dockyard variants are timed: the installed `dockyard-runc` console
-script (what dockerd and our daemon invoke; it pays for every `.pth` file
-in site-packages at interpreter start), and `python3 -S` with the package
-path given explicitly, which shows the runtime's own cost.
+script (what dockerd invokes; it pays for every `.pth` file in
+site-packages at interpreter start), and `dockyard.runtime.runtime_argv()`,
+the `python -S` command line Dockyard's own daemon should use.
 """
 
 from __future__ import annotations
@@ -57,15 +57,14 @@ def main() -> int:
                        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""}, check=True,
                        stdout=subprocess.DEVNULL)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        lean = [sys.executable, "-S", "-c",
-                f"import sys; sys.path.insert(0, {str(SRC)!r}); "
-                "from dockyard.runtime.cli import main; sys.exit(main())"]
+        from dockyard.runtime import runtime_argv
+        lean = runtime_argv()
         variants = {
             "runc": lambda i: [runc, "--root", str(tmp / "runc-state"), "run", "--bundle",
                                str(tmp / "bundle"), f"r{i}"],
             "dockyard-runc": lambda i: [script, "--root", str(tmp / "dy-state"), "run",
                                         "--bundle", str(tmp / "bundle"), f"d{i}"],
-            "dockyard (python -S)": lambda i: [*lean, "--root", str(tmp / "dy-state"), "run",
+            "dockyard (runtime_argv)": lambda i: [*lean, "--root", str(tmp / "dy-state"), "run",
                                                "--bundle", str(tmp / "bundle"), f"s{i}"],
         }
         times: dict[str, list[float]] = {k: [] for k in variants}
@@ -75,10 +74,10 @@ def main() -> int:
             for name, make in variants.items():
                 times[name].append(_time(make(i), env))
         base = statistics.median(times["runc"])
-        print(f"{'runtime':<22}{'median':>10}{'ratio':>8}   (N={n}, `run` of `true`)")
+        print(f"{'runtime':<26}{'median':>10}{'ratio':>8}   (N={n}, `run` of `true`)")
         for name, ts in times.items():
             med = statistics.median(ts)
-            print(f"{name:<22}{med * 1000:>8.1f}ms{med / base:>7.2f}x")
+            print(f"{name:<26}{med * 1000:>8.1f}ms{med / base:>7.2f}x")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,7 +11,7 @@ socket) means "done".
 
 from __future__ import annotations
 
-import array
+import struct
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 
 from . import fastjson
@@ -35,6 +35,15 @@ class SyncError(Exception):
     pass
 
 
+def _pack_fds(fds: list[int]) -> bytes:
+    return struct.pack(f"{len(fds)}i", *fds)
+
+
+def _unpack_fds(data: bytes) -> list[int]:
+    n = len(data) // 4
+    return list(struct.unpack(f"{n}i", data[: 4 * n]))
+
+
 def pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
@@ -42,20 +51,20 @@ def pair() -> tuple[socket.socket, socket.socket]:
 def send(sock: socket.socket, kind: str, fds: list[int] | None = None, **payload) -> None:
     data = fastjson.dumps({"type": kind, **payload}).encode()
     if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _pack_fds(fds))])
     else:
         sock.send(data)
 
 
 def recv(sock: socket.socket, with_fds: bool = False):
     """The next message as a dict (None at end-of-file); with_fds -> (msg, fds)."""
-    fds = array.array("i")
+    fds: list[int] = []
     data, anc, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
     for level, typ, cdata in anc:
         if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+            fds.extend(_unpack_fds(cdata))
     msg = fastjson.loads(data) if data else None
-    return (msg, list(fds)) if with_fds else msg
+    return (msg, fds) if with_fds else msg
 
 
 def expect(sock: socket.socket, kind: str, what: str) -> dict:
@@ -72,12 +81,12 @@ def expect(sock: socket.socket, kind: str, what: str) -> dict:
 
 def send_fd(sock: socket.socket, fd: int, name: str) -> None:
     """runc's console-socket protocol: one message, the name as data, the fd attached."""
-    sock.sendmsg([name.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+    sock.sendmsg([name.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _pack_fds([fd]))])
 
 
 def recv_fd(sock: socket.socket) -> tuple[int, str]:
     data, anc, _f, _a = sock.recvmsg(4096, socket.CMSG_SPACE(4))
     for level, typ, cdata in anc:
         if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-            return array.array("i", cdata[:4])[0], data.decode(errors="replace")
+            return _unpack_fds(cdata)[0], data.decode(errors="replace")
     raise SyncError("console socket: no file descriptor received")
