@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import nsexec, our_veths
+from nethelpers import nsexec, our_veths
 
 pytestmark = pytest.mark.xdist_group("network")
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import nsexec
+from nethelpers import nsexec
 from dockyard.network import dnsmsg as m
 
 pytestmark = pytest.mark.xdist_group("network")
@@ -91,7 +91,7 @@ def test_default_bridge_and_other_networks_are_not_visible(manager, netns):
 
 
 def test_forwarding_to_upstream(net_ids, netns, fake_upstream):
-    from conftest import make_manager, scrub
+    from nethelpers import make_manager, scrub
 
     mgr = make_manager(net_ids, dns_upstreams=[fake_upstream])
     try:

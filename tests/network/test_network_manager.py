@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import make_manager, nsexec, our_veths, scrub
+from nethelpers import make_manager, nsexec, our_veths, scrub
 from dockyard.errors import Conflict, Forbidden, InvalidParameter, NotFound
 from dockyard.network import bridge as br
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from dockyard.errors import DockyardError
-from conftest import our_veths
+from nethelpers import our_veths
 
 pytestmark = pytest.mark.xdist_group("network")
 
@@ -134,8 +134,52 @@ def test_port_already_taken(manager, netns):
     assert manager.firewall.our_rules() == before_rules
     assert our_veths(manager) == before_veths
     assert manager.state() == before_state
-    from conftest import nsexec
+    from nethelpers import nsexec
     assert len(nsexec(ns2, "ip", "-o", "link").stdout.strip().splitlines()) == 1
     # and the port is usable by the next container once freed
     manager.release_all("a" * 64)
     manager.connect("b" * 64, ns2, "bridge", ports=[f"{port}:80"])
+
+
+def test_container_netns_from_proc_pid(manager, netns, tmp_path, procs):
+    """As the runtime hands it over: /proc/<pid>/ns/net of the container's
+    init. Other containers reach the published port through the host's
+    gateway address, the container reaches its own (hairpin), and a
+    container that died is released cleanly."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("pid netns\n")
+    p = subprocess.Popen(["unshare", "--net", "busybox", "httpd", "-f", "-p", "80", "-h", str(www)])
+    procs.append(p)
+    path = f"/proc/{p.pid}/ns/net"
+    port = free_port()
+    manager.create_network("pidnet")
+    ep = manager.connect("d" * 64, path, "pidnet", ports=[f"{port}:80"], name="web")
+    gw_default = manager.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
+    assert get(f"http://127.0.0.1:{port}/") == "pid netns\n"
+
+    from nethelpers import nsexec
+    other = netns()
+    manager.connect("e" * 64, other, "bridge")
+
+    def wget(ns, url):  # (busybox 1.35's wget -T crashes: rely on nsexec's timeout)
+        return nsexec(ns, "busybox", "wget", "-q", "-O", "-", url).stdout
+
+    # another container, on another network, through the host's address
+    assert wget(other, f"http://{gw_default}:{port}/") == "pid netns\n"
+    # hairpin: the container reaches its own published port via its gateway
+    hair = subprocess.run(["nsenter", f"--net={path}", "busybox", "wget", "-q", "-O", "-",
+                           f"http://{ep['Gateway']}:{port}/"], capture_output=True, text=True, timeout=20)
+    assert hair.stdout == "pid netns\n"
+    # and, by name, through the embedded DNS
+    look = subprocess.run(["nsenter", f"--net={path}", "busybox", "nslookup", "web", "127.0.0.11"],
+                          capture_output=True, text=True, timeout=20).stdout
+    assert ep["IPAddress"] in look
+
+    p.kill()
+    p.wait()
+    manager.release_all("d" * 64)
+    assert our_veths(manager) == {e.host_veth for e in manager.endpoints.values()}
+    assert f"--dport {port}" not in "\n".join(manager.firewall.our_rules())
+    assert "d" * 64 not in manager.inspect_network("pidnet")["Containers"]
+    manager.remove_network("pidnet")
