@@ -105,7 +105,7 @@ def open_namespaces(pid: int) -> list[tuple[str, int]]:
 
 def run_exec(st: dict, o: ExecOptions, mgr, console_fd: int | None) -> int:
     """Start the process; return its pid (it has exec'd when this returns)."""
-    from . import caps, init, process, rootfs  # noqa: F401  (import before entering)
+    from . import caps, foreground, init, process, rootfs  # noqa: F401  (import before entering)
     from . import spec as specmod
     from . import syscalls as sc
     spec_raw = st["dockyard"].get("spec") or {}
@@ -170,6 +170,8 @@ def _stage1(sock: socket.socket, ns_fds, proc, seccomp_profile, console_fd, n_pr
     from . import syscalls as sc
     try:
         sc.set_dumpable(False)
+        from .foreground import reset_in_child
+        reset_in_child()
         for name, fd in ns_fds:       # while the parent adds us to the cgroup
             sc.setns(fd, 0, f"{name} namespace")
             os.close(fd)

@@ -28,6 +28,14 @@ def exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def reset_in_child() -> None:
+    """Undo arm() in a forked child: default dispositions, no wakeup fd."""
+    signal.set_wakeup_fd(-1)
+    for s in (*FORWARD, signal.SIGCHLD, signal.SIGWINCH):
+        signal.signal(s, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Attached:
     def __init__(self, pid: int = 0, master_fd: int | None = None) -> None:
         self.pid = pid
