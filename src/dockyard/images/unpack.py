@@ -210,6 +210,25 @@ class Root:
         # takes its mode, owner and times from them, so the merged view keeps them
         self.lowers = [os.fspath(p) for p in lowers or []]
         self.implicit: list[tuple[list[str], int, int]] = []
+        # resolved directories of this layer, by the path asked for: valid until
+        # something is removed or replaced (which is when invalidate() is called)
+        self._cache: dict[tuple[str, ...], int] = {}
+
+    def dir(self, parts: list[str], create: bool, name: str = "") -> int:
+        """Like open_dir, but the fd is cached and owned by the Root (do not close it)."""
+        key = tuple(parts)
+        fd = self._cache.get(key)
+        if fd is None:
+            if len(self._cache) >= 512:
+                self.invalidate()
+            fd = self.open_dir(parts, create, name)
+            self._cache[key] = fd
+        return fd
+
+    def invalidate(self) -> None:
+        for fd in self._cache.values():
+            os.close(fd)
+        self._cache.clear()
 
     def _mkdir_implicit(self, cur: int, comp: str, names: list[str]) -> None:
         for lower in self.lowers:
@@ -227,6 +246,7 @@ class Root:
         os.mkdir(comp, 0o755, dir_fd=cur)
 
     def close(self) -> None:
+        self.invalidate()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -279,11 +299,13 @@ class Root:
                 os.close(fd)
 
 
-def _remove(dfd: int, base: str) -> None:
+def _remove(dfd: int, base: str, root: "Root | None" = None) -> None:
     try:
         st = os.stat(base, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
         return
+    if root is not None and (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        root.invalidate()   # cached directory fds may point into what goes away
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(base, dir_fd=dfd)
     else:
@@ -316,11 +338,8 @@ class _Extractor:
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parts, m)
             return
-        dfd = self.root.open_dir(parts[:-1], create=True, name=m.name)
-        try:
-            self._entry(tf, m, parts, dfd, base)
-        finally:
-            os.close(dfd)
+        dfd = self.root.dir(parts[:-1], create=True, name=m.name)
+        self._entry(tf, m, parts, dfd, base)
         self.written.add("/".join(parts))
 
     def _entry(self, tf, m, parts, dfd, base) -> None:
@@ -329,8 +348,18 @@ class _Extractor:
         except FileNotFoundError:
             existing = None
         if existing is not None and not (m.isdir() and stat.S_ISDIR(existing.st_mode)):
-            _remove(dfd, base)
-            existing = None
+            # keep dfd usable: it is cached, so take our own reference first
+            dfd = os.dup(dfd)
+            try:
+                _remove(dfd, base, self.root)
+                existing = None
+                self._entry_new(tf, m, parts, dfd, base, None)
+            finally:
+                os.close(dfd)
+            return
+        self._entry_new(tf, m, parts, dfd, base, existing)
+
+    def _entry_new(self, tf, m, parts, dfd, base, existing) -> None:
         mode = m.mode & 0o7777
         if m.isdir():
             if existing is None:
@@ -426,7 +455,7 @@ class _Extractor:
 
     def _whiteout(self, parts: list[str], m: tarfile.TarInfo) -> None:
         base = parts[-1]
-        dfd = self.root.open_dir(parts[:-1], create=True, name=m.name)
+        dfd = os.dup(self.root.dir(parts[:-1], create=True, name=m.name))
         try:
             if base == WHITEOUT_OPAQUE:
                 if self.whiteout == "overlay":
@@ -436,14 +465,14 @@ class _Extractor:
                     for child in os.listdir(dfd):
                         path = f"{prefix}/{child}" if prefix else child
                         if path not in self.written:
-                            _remove(dfd, child)
+                            _remove(dfd, child, self.root)
                 return
             if base.startswith(WHITEOUT_META_PREFIX):
                 return  # aufs metadata (.wh..wh.plnk, ...): nothing to apply
             name = base[len(WHITEOUT_PREFIX):]
             if name in ("", ".", "..") or "/" in name:
                 raise UnpackError(f"invalid tar entry {m.name!r}: bad whiteout")
-            _remove(dfd, name)
+            _remove(dfd, name, self.root)
             if self.whiteout == "overlay":
                 os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dfd)
                 os.chown(name, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
