@@ -426,7 +426,9 @@ def _human(n: float) -> str:
 
 
 def load_images(svc: "ImageService", stream: BinaryIO, quiet: bool = False) -> Iterator[dict]:
-    """Generator of progress messages; all validation happens before the first one."""
+    """Generator of progress messages, yielded image by image. The archive is read and
+    every image validated before the first message, so a bad archive fails on the first
+    ``next()``; a generator closed early leaves no garbage behind."""
     from dockyard.images.service import chain_ids
 
     leases: list[str] = []
@@ -501,14 +503,15 @@ def load_images(svc: "ImageService", stream: BinaryIO, quiet: bool = False) -> I
             else:
                 messages.append({"stream": f"Loaded image ID: {iid}\n"})
             loaded.append((iid, p.tags))
+            svc._emit("load", iid, {"name": iid})
+            for t in p.tags:
+                svc._emit("tag", iid, {"name": t.familiar()})
+            while messages:
+                yield messages.pop(0)
         ok = True
     finally:
         for item in leases:
             svc._drop_lease(item)
         if not ok:
             svc.gc()
-    for iid, tags in loaded:
-        svc._emit("load", iid, {"name": iid})
-        for t in tags:
-            svc._emit("tag", iid, {"name": t.familiar()})
-    return iter(messages)
+

@@ -958,7 +958,8 @@ class ImageService:
         export_images(self, names, out)
 
     def load_images(self, stream: BinaryIO, quiet: bool = False) -> Iterator[dict]:
-        """``docker load``: yields JSON progress messages."""
+        """``docker load``: yields JSON progress messages (a generator: the work happens
+        as it is consumed; errors before the first message mean nothing was loaded)."""
         from dockyard.images.archive import load_images
         return load_images(self, stream, quiet)
 
