@@ -183,3 +183,44 @@ def test_container_netns_from_proc_pid(manager, netns, tmp_path, procs):
     assert f"--dport {port}" not in "\n".join(manager.firewall.our_rules())
     assert "d" * 64 not in manager.inspect_network("pidnet")["Containers"]
     manager.remove_network("pidnet")
+
+
+SHA_SINK = (
+    "import hashlib, socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 7000)); s.listen(5)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); h = hashlib.sha256()\n"
+    "    while True:\n"
+    "        d = c.recv(1 << 16)\n"
+    "        if not d: break\n"
+    "        h.update(d)\n"
+    "    c.sendall(h.hexdigest().encode()); c.close()\n"
+)
+
+
+def test_proxy_moves_bulk_data_intact_with_half_close(manager, netns, procs):
+    import hashlib
+    import os
+    ns = netns()
+    manager.connect("f" * 64, ns, "bridge", ports=["127.0.0.1::7000"])
+    procs.append(subprocess.Popen(["ip", "netns", "exec", os.path.basename(ns), sys.executable, "-c", SHA_SINK]))
+    port = int(manager.container_settings("f" * 64)["Ports"]["7000/tcp"][0]["HostPort"])
+    payload = os.urandom(1 << 20) * 24
+    for _ in range(2):  # two connections in a row through the same proxy
+        for attempt in range(50):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            try:
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)  # the reply comes after our half-close
+                reply = b""
+                while chunk := s.recv(100):
+                    reply += chunk
+            except OSError:
+                reply = b""
+            finally:
+                s.close()
+            if reply:
+                break
+            time.sleep(0.1)  # the sink may still be starting
+        assert reply.decode() == hashlib.sha256(payload).hexdigest()

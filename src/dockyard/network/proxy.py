@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
+import os
 import socket
 import threading
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 from dockyard.errors import SystemError_
 
 UDP_IDLE_TIMEOUT = 90.0  # seconds, as docker-proxy's UDP conntrack
 UDP_BUFSIZE = 65535
+F_SETPIPE_SZ = 1031
+SPLICE_F_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
+SPLICE_F_MORE = getattr(os, "SPLICE_F_MORE", 4)
 
 
 class PortAllocated(SystemError_):
@@ -113,16 +118,66 @@ class _Side(asyncio.Protocol):
 
 
 class TCPProxy:
+    """TCP: accept on the loop, then move bytes with splice(2) (zero-copy,
+    socket -> pipe -> socket, as Go's io.Copy does for docker-proxy) in two
+    pump threads per connection; os.splice releases the GIL. Falls back to
+    the asyncio protocol pair (_Side) where splice is unavailable."""
+
+    SPLICE_CHUNK = 1 << 20
+
     def __init__(self, sock: socket.socket, target: tuple[str, int]) -> None:
         self.sock = sock
         self.target = target
         self.server: asyncio.base_events.Server | None = None
         self.conns: set[_Side] = set()
+        self.spliced: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._accepting: asyncio.Task | None = None
+        self._closed = False
 
     async def start(self) -> None:
-        self.server = await asyncio.get_running_loop().create_server(
-            self._accept, sock=self.sock
-        )
+        if hasattr(os, "splice"):
+            self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
+        else:  # pragma: no cover - Python < 3.10 or non-Linux
+            self.server = await asyncio.get_running_loop().create_server(
+                self._accept, sock=self.sock
+            )
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            try:
+                client, _ = await loop.sock_accept(self.sock)
+            except (asyncio.CancelledError, OSError):
+                return
+            loop.create_task(self._splice_conn(client))
+
+    async def _splice_conn(self, client: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        backend = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        backend.setblocking(False)
+        try:
+            await loop.sock_connect(backend, self.target)
+        except OSError:
+            backend.close()
+            client.close()
+            return
+        for s in (client, backend):
+            s.setblocking(True)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            if self._closed:
+                client.close()
+                backend.close()
+                return
+            self.spliced.update((client, backend))
+        pair = _SplicePair(client, backend, self._forget)
+        pair.start()
+
+    def _forget(self, *socks: socket.socket) -> None:
+        with self._lock:
+            for s in socks:
+                self.spliced.discard(s)
 
     def _accept(self) -> _Side:
         side = _Side()
@@ -148,6 +203,14 @@ class TCPProxy:
         client.link(backend)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+            try:
+                await self._accepting
+            except asyncio.CancelledError:
+                pass
+            self.sock.close()
         if self.server is not None:
             self.server.close()
         for c in list(self.conns):
@@ -155,8 +218,59 @@ class TCPProxy:
                 if side is not None and side.transport is not None:
                     side.transport.abort()
         self.conns.clear()
+        with self._lock:
+            socks = list(self.spliced)
+        for s in socks:  # wakes the pump threads, which then close them
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self.server is not None:
             await self.server.wait_closed()
+
+
+class _SplicePair:
+    def __init__(self, a: socket.socket, b: socket.socket, done: Callable[..., None]) -> None:
+        self.a, self.b, self.done = a, b, done
+        self.left = 2
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        for src, dst in ((self.a, self.b), (self.b, self.a)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True,
+                             name="dockyard-proxy").start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        r, w = os.pipe()
+        try:
+            try:
+                fcntl.fcntl(w, F_SETPIPE_SZ, TCPProxy.SPLICE_CHUNK)
+            except OSError:
+                pass
+            sfd, dfd = src.fileno(), dst.fileno()
+            while True:
+                n = os.splice(sfd, w, TCPProxy.SPLICE_CHUNK, flags=SPLICE_F_MOVE | SPLICE_F_MORE)
+                if n == 0:
+                    break
+                while n:
+                    n -= os.splice(r, dfd, n, flags=SPLICE_F_MOVE | SPLICE_F_MORE)
+            dst.shutdown(socket.SHUT_WR)  # half-close, as the peer did
+        except OSError:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        finally:
+            os.close(r)
+            os.close(w)
+            with self.lock:
+                self.left -= 1
+                last = self.left == 0
+            if last:
+                self.done(self.a, self.b)
+                self.a.close()
+                self.b.close()
 
 
 # -- UDP ----------------------------------------------------------------------
@@ -266,6 +380,16 @@ class ServiceLoop:
         self.loop = loop
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            coro.close()
+            raise RuntimeError(
+                "NetworkManager methods block: call them from a worker thread "
+                "(asyncio.to_thread), not from the event loop they use"
+            )
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
