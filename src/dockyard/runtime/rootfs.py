@@ -214,16 +214,15 @@ def mount_cgroup(dest: str, flags: int, view: CgroupView | None) -> None:
     v2_root = [m for m in view.mounts if m[0] == "/sys/fs/cgroup" and m[2] == "cgroup2"]
     if v2_root:                                    # a pure cgroup v2 host
         mp, root, _t, _o = v2_root[0]
-        _bind(_host_dir(mp, root, view.paths.get("", "/")), dest, flags | sc.MS_RDONLY
-              if flags & sc.MS_RDONLY else flags, True)
+        _bind(_host_dir(mp, root, view.paths.get("", "/")), dest, flags, True)
         return
     sc.mount("tmpfs", dest, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
     for mp, root, fstype, opts in view.mounts:
         if not mp.startswith("/sys/fs/cgroup/"):
             continue
         path = view.path_for(fstype, opts)
-        if path is None:
-            continue
+        if path is None or path == "/":
+            continue        # not confined in this hierarchy: never show the host's root
         name = os.path.basename(mp)
         target = os.path.join(dest, name)
         os.mkdir(target, 0o755)
