@@ -91,6 +91,11 @@ CONTAINED = {
     "dir-over-symlink": (lambda o: [entry("d", "symlink", linkname=str(o)),
                                     entry("d", "dir", mode=0o777)],
                          lambda r, o: (r / "d").is_dir() and not (r / "d").is_symlink()),
+    # a device node is created (faithful), never opened: a later file replaces it
+    "device-node-then-file": (lambda o: [entry("dev/", "dir"), entry("dev/x", "char", dev=(1, 3)),
+                                         entry("dev/x", data=b"data")],
+                              lambda r, o: (r / "dev/x").read_bytes() == b"data"
+                              and stat.S_ISREG(os.lstat(r / "dev/x").st_mode)),
     "hardlink-absolute-inside": (lambda o: [entry("etc/", "dir"), entry("etc/passwd", data=b"pw"),
                                             entry("h", "hardlink", linkname="/etc/passwd")],
                                  lambda r, o: os.stat(r / "h").st_ino == os.stat(r / "etc/passwd").st_ino),
