@@ -161,3 +161,43 @@ def test_state_roundtrip_and_restore(net_ids, netns, tmp_path):
         finally:
             scrub(net_ids)
     assert not any(l.startswith(net_ids["bridge_prefix"]) for l in br.list_links())
+
+
+def test_container_files_follow_the_networks(manager, netns):
+    manager.create_network("files")
+    a, b = netns(), netns()
+    ea = manager.connect("a" * 64, a, "files", name="alpha")
+    f = manager.container_files("a" * 64, "a" * 12, extra_hosts=["db:10.0.0.5"], dns=["9.9.9.9"])
+    assert f["hostname"] == "a" * 12 + "\n"
+    assert f["hosts"].endswith(f"10.0.0.5\tdb\n{ea['IPAddress']}\t{'a' * 12}\n")
+    assert "nameserver 127.0.0.11" in f["resolv.conf"]
+    eb = manager.connect("b" * 64, b, "bridge")
+    fb = manager.container_files("b" * 64, "bee", dns=["9.9.9.9"])
+    assert "nameserver 9.9.9.9" in fb["resolv.conf"] and "127.0.0.11" not in fb["resolv.conf"]
+    assert fb["hosts"].endswith(f"{eb['IPAddress']}\tbee\n")
+
+
+def test_start_sweeps_orphans_of_a_crash(net_ids, netns):
+    """A crash between creating a veth and saving the state leaves a veth on
+    our bridge; the next start removes it (and only ours)."""
+    m1 = make_manager(net_ids)
+    m2 = None
+    try:
+        m1.start()
+        ns = netns()
+        m1.connect("a" * 64, ns, "bridge")
+        state = m1.state()
+        stray = br.new_veth_name()
+        br.attach(m1.default_bridge, stray, netns(), "10.0.0.99", 24, None, "02:42:0a:00:00:63")
+        orphan_bridge = f"{net_ids['bridge_prefix']}-deadbeef"
+        br.ensure_bridge(orphan_bridge, None, 0)
+        m1.close()
+        m2 = make_manager(net_ids)
+        m2.restore(state)
+        assert not br.link_exists(stray) and not br.link_exists(orphan_bridge)
+        assert len(our_veths(m2)) == 1
+    finally:
+        try:
+            (m2 or m1).teardown()
+        finally:
+            scrub(net_ids)

@@ -162,6 +162,7 @@ class NetworkManager:
                     self.ip_forward_prev = prev
             for ep in list(self.endpoints.values()):
                 self._readopt(ep)
+            self._sweep_orphans()
             self._sync_firewall()
             self.started = True
             self._changed()
@@ -704,6 +705,20 @@ class NetworkManager:
             except Exception as e:
                 log.warning("container %s: DNS not restored: %s", ep.container_id[:12], e)
 
+    def _sweep_orphans(self) -> None:
+        """Remove devices only we can have made that the state does not know:
+        veths plugged into our bridges (a crash between attach and save) and
+        bridges named ``<bridge_prefix>-*``."""
+        ours = self._our_bridges()
+        known = {e.host_veth for e in self.endpoints.values()}
+        for name in br.list_links():
+            if name.startswith("veth") and name not in known and br.link_master(name) in ours:
+                log.info("removing orphan veth %s", name)
+                br.delete_link(name)
+            elif name.startswith(self.bridge_prefix + "-") and name not in ours:
+                log.info("removing orphan bridge %s", name)
+                br.delete_link(name)
+
     def _sync_firewall(self) -> None:
         nets = [n for n in self.networks.values() if n.driver == "bridge"]
         bridges = [BridgeFw(n.bridge, n.subnet, n.internal) for n in nets]
@@ -763,6 +778,49 @@ class NetworkManager:
                 "MacAddress": default.get("MacAddress", ""),
                 "Networks": nets,
             }
+
+    def container_files(
+        self,
+        container_id: str,
+        hostname: str,
+        domainname: str = "",
+        extra_hosts: list[str] | None = None,
+        dns: list[str] | None = None,
+        dns_search: list[str] | None = None,
+        dns_options: list[str] | None = None,
+        host_resolv_conf: str = "/etc/resolv.conf",
+    ) -> dict[str, str]:
+        """Contents of /etc/hosts, /etc/resolv.conf and /etc/hostname for a
+        connected container (call after connect; write them in place into
+        the files bind-mounted into the container)."""
+        from dockyard.network import files
+
+        with self._lock:
+            eps = [e for e in self.endpoints.values() if e.container_id == container_id]
+            nets = [self.networks[e.network_id] for e in eps]
+            drivers = {n.driver for n in nets}
+            if "host" in drivers:
+                mode = "host"
+            elif "none" in drivers or not nets:
+                mode = "none"
+            elif any(n.has_dns for n in nets):
+                mode = "user"
+            else:
+                mode = "default"
+            host_gw = next((n.gateway for n in nets if n.driver == "bridge"), "")
+            ips = [e.ip for e in eps if e.ip]
+        host = files.read_host_resolv(host_resolv_conf)
+        rc = files.resolv_conf(host, mode, dns, dns_search, dns_options)
+        if mode == "host":
+            import socket
+            hostname = hostname or socket.gethostname()
+        return {
+            "hosts": files.hosts_file(hostname, ips, domainname, extra_hosts, host_gw,
+                                      network_mode="host" if mode == "host" else
+                                      "none" if mode == "none" else "bridge"),
+            "resolv.conf": rc.text,
+            "hostname": files.hostname_file(hostname),
+        }
 
     def network_of(self, ref: str) -> dict:
         """Plain facts about a network for the daemon: name, id, driver,
