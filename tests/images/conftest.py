@@ -38,9 +38,8 @@ def make_service(tmp_path, unmount_after):
 
     def make(name="root", snapshotter="overlay", emit=None):
         s = open_store(tmp_path / name / "metadata.db")
-        svc = ImageService(tmp_path / name, s, emit=emit, snapshotter=snapshotter)
         made.append(s)
-        return svc
+        return ImageService(tmp_path / name, s, emit=emit, snapshotter=snapshotter)
 
     yield make
     for s in made:

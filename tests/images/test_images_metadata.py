@@ -57,3 +57,31 @@ with s.tx() as d:
     assert s.query("SELECT * FROM refs") == []
     assert s.query_one("PRAGMA integrity_check")[0] == "ok"
     s.close()
+
+
+def test_migration_from_version_1(tmp_path):
+    """A database made by schema 1 is upgraded in place, data kept."""
+    db = sqlite3.connect(tmp_path / "m.db")
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (1)")
+    from dockyard.metadata.store import _split_sql
+    for stmt in _split_sql(MIGRATIONS[0]):
+        db.execute(stmt)
+    db.execute("INSERT INTO images (id, added) VALUES ('sha256:old', 0)")
+    db.commit()
+    db.close()
+    s = open_store(tmp_path / "m.db")
+    assert s.version == len(MIGRATIONS) >= 2
+    assert s.query_one("SELECT id FROM images")[0] == "sha256:old"
+    s.set_setting("k", "v")
+    assert s.get_setting("k") == "v" and s.get_setting("missing", "d") == "d"
+    s.close()
+
+
+def test_snapshotter_choice_is_kept(make_service):
+    svc = make_service(snapshotter="copy")
+    assert svc.snapshotter.name == "copy"
+    svc.store.close()
+    assert make_service(snapshotter="auto").snapshotter.name == "copy"
+    with pytest.raises(Exception, match="uses the copy snapshotter"):
+        make_service(snapshotter="overlay")

@@ -69,7 +69,14 @@ class ImageService:
         self.root = Path(root)
         self.store = store
         self.content = ContentStore(self.root)
-        self.snapshotter = new_snapshotter(self.root, store, snapshotter)
+        # the snapshotter is chosen once per data root: layers live in its directories
+        chosen = store.get_setting("snapshotter")
+        if chosen and snapshotter not in ("auto", chosen):
+            raise InvalidParameter(f"data root {self.root} uses the {chosen} snapshotter, "
+                                   f"not {snapshotter}")
+        self.snapshotter = new_snapshotter(self.root, store, chosen or snapshotter)
+        if not chosen:
+            store.set_setting("snapshotter", self.snapshotter.name)
         self._emit_fn = emit
         self._usage: UsageChecker = lambda image_id: []
         self._lock = threading.RLock()
@@ -919,13 +926,31 @@ class ImageService:
         return {"LayersSize": sum(r["size"] for r in layers.values()), "Images": images}
 
     # -- container root filesystems --------------------------------------------------
-    def prepare_rootfs(self, image_id: str, key: str) -> list[dict]:
-        """A writable snapshot for a container on the image's layers; its mounts."""
+    def prepare_rootfs(self, image_id: str, key: str, init: bool = False) -> list[dict]:
+        """A writable snapshot for a container on the image's layers; its mounts.
+
+        With ``init``, an init layer (``<key>-init``, as Docker's ``-init`` layer)
+        sits between the image and the container's own layer: it holds the mount
+        points every container gets (/etc/hosts, /dev, ...), so they show in
+        neither ``diff`` nor ``commit``.
+        """
         iid = self.resolve(image_id)
         row = self._row(iid)
         with self._lock:
-            return self.snapshotter.prepare(key, row["top_chain"],
-                                            labels={"dockyard.image": iid})
+            parent = row["top_chain"]
+            if init:
+                ikey = f"{key}-init"
+                if not self.snapshotter.exists(ikey):
+                    active = f"{ikey}-active"
+                    if self.snapshotter.exists(active):
+                        self.snapshotter.remove(active)
+                    self.snapshotter.prepare(active, parent, labels={"dockyard.image": iid})
+                    _make_init_layer(self.snapshotter.writable_dir(active),
+                                     self.snapshotter.lower_dirs(active)
+                                     if hasattr(self.snapshotter, "lower_dirs") else [])
+                    self.snapshotter.commit(ikey, active)
+                parent = ikey
+            return self.snapshotter.prepare(key, parent, labels={"dockyard.image": iid})
 
     def rootfs_mounts(self, key: str) -> list[dict]:
         return self.snapshotter.mounts(key)
@@ -949,7 +974,9 @@ class ImageService:
 
     def remove_rootfs(self, key: str) -> None:
         with self._lock:
-            self.snapshotter.remove(key)
+            for k in (key, f"{key}-init"):
+                if self.snapshotter.exists(k):
+                    self.snapshotter.remove(k)
 
     # -- archives --------------------------------------------------------------------
     def export_images(self, names: list[str], out: BinaryIO) -> None:
@@ -1116,3 +1143,36 @@ def _parse_until(v: str) -> float:
         mult = {"s": 1, "m": 60, "h": 3600}[m.group(2)]
         return time.time() - int(m.group(1)) * mult
     raise InvalidParameter(f"invalid filter 'until={v}'")
+
+
+# Mount points the runtime needs in every container, made in the init layer.
+_INIT_DIRS = ("dev", "dev/pts", "dev/shm", "proc", "sys", "etc")
+_INIT_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf", ".dockerenv")
+
+
+def _make_init_layer(upper, lowers) -> None:
+    """Create the standard mount points in ``upper`` where no lower layer has a non-directory."""
+    import os as _os
+
+    def blocked(rel: str) -> bool:
+        # a lower layer with a symlink or file at this path (or a parent): leave it be
+        parts = rel.split("/")
+        for low in lowers:
+            for i in range(1, len(parts) + 1):
+                p = _os.path.join(str(low), *parts[:i])
+                if _os.path.islink(p) or (_os.path.exists(p) and i < len(parts)
+                                          and not _os.path.isdir(p)):
+                    return True
+        return False
+
+    for d in _INIT_DIRS:
+        if not blocked(d):
+            _os.makedirs(_os.path.join(str(upper), d), mode=0o755, exist_ok=True)
+    for f in _INIT_FILES:
+        if not blocked(f):
+            path = _os.path.join(str(upper), f)
+            _os.makedirs(_os.path.dirname(path), exist_ok=True)
+            if not _os.path.exists(path):
+                with open(path, "w"):
+                    pass
+                _os.chmod(path, 0o755 if f == ".dockerenv" else 0o644)

@@ -71,6 +71,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX snapshots_parent ON snapshots(snapshotter, parent);
     """,
+    # 2: settings that must not change under existing data (e.g. the snapshotter)
+    """
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -160,6 +167,14 @@ class Store:
     def query_one(self, sql: str, args: tuple | dict = ()) -> sqlite3.Row | None:
         with self._lock:
             return self._db.execute(sql, args).fetchone()
+
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        row = self.query_one("SELECT value FROM settings WHERE key = ?", (key,))
+        return row[0] if row else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.execute("INSERT INTO settings (key, value) VALUES (?, ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     def close(self) -> None:
         with self._lock:
