@@ -201,3 +201,30 @@ def test_start_sweeps_orphans_of_a_crash(net_ids, netns):
             (m2 or m1).teardown()
         finally:
             scrub(net_ids)
+
+
+def test_daemon_style_on_the_callers_loop(net_ids, netns):
+    """The daemon hands in its own loop and calls from worker threads; DNS and
+    proxies are served by that loop."""
+    import asyncio
+
+    ns = netns()
+
+    async def main():
+        m = make_manager(net_ids, loop=asyncio.get_running_loop())
+        try:
+            await asyncio.to_thread(m.start)
+            await asyncio.to_thread(m.create_network, "dloop")
+            ep = await asyncio.to_thread(m.connect, "a" * 64, ns, "dloop", name="alpha")
+            out = await asyncio.to_thread(nsexec, ns, "busybox", "nslookup", "alpha", "127.0.0.11")
+            assert ep["IPAddress"] in out.stdout
+            with pytest.raises(RuntimeError, match="worker thread"):
+                m.release_all("a" * 64)  # from the loop itself: refused, not deadlocked
+            await asyncio.to_thread(m.release_all, "a" * 64)
+        finally:
+            await asyncio.to_thread(m.teardown)
+
+    try:
+        asyncio.run(main())
+    finally:
+        scrub(net_ids)

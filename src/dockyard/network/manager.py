@@ -71,6 +71,27 @@ class _Undo:
         self.steps.clear()
 
 
+def _blocking(fn):
+    """Marks methods that block on netlink/iptables: refuse to run them on a
+    thread that is running an event loop (pyroute2 would fail obscurely, and
+    the loop would stall)."""
+    import asyncio
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return fn(*args, **kwargs)
+        raise RuntimeError(
+            f"NetworkManager.{fn.__name__} blocks: call it from a worker thread "
+            "(asyncio.to_thread), not from an event loop"
+        )
+
+    return wrapper
+
+
 def _parse_upstream(s: str) -> tuple[str, int]:
     if s.count(":") == 1:
         host, port = s.split(":")
@@ -145,6 +166,7 @@ class NetworkManager:
             self.on_change(self.state())
 
     # -- lifecycle ---------------------------------------------------------------
+    @_blocking
     def start(self) -> None:
         """Bring the kernel in line with the state: predefined networks, bridges,
         rules, endpoints (re-adopted if present, re-created if missing, dropped
@@ -167,12 +189,14 @@ class NetworkManager:
             self.started = True
             self._changed()
 
+    @_blocking
     def restore(self, state: dict) -> None:
         """After a daemon restart: load ``state`` and reconcile (see start)."""
         with self._lock:
             self._load(state)
         self.start()
 
+    @_blocking
     def close(self) -> None:
         """Stop this process's services (proxies, DNS) but leave bridges, veths
         and rules in place for the next daemon to re-adopt."""
@@ -189,6 +213,7 @@ class NetworkManager:
             self.services = None
             self.started = False
 
+    @_blocking
     def teardown(self) -> None:
         """Remove everything this manager created: endpoints, bridges, rules;
         restore ip_forward. (Tests, and `dockyard daemon --cleanup`.)"""
@@ -256,6 +281,7 @@ class NetworkManager:
         room = br.IFNAMSIZ - len(self.bridge_prefix) - 1
         return f"{self.bridge_prefix}-{nid[:room]}"
 
+    @_blocking
     def create_network(
         self,
         name: str,
@@ -353,6 +379,7 @@ class NetworkManager:
                 return False
         return True
 
+    @_blocking
     def remove_network(self, ref: str) -> None:
         with self._lock:
             net = self._find(ref)
@@ -372,6 +399,7 @@ class NetworkManager:
             self.ipam.release_pool(net.id)
             self._changed()
 
+    @_blocking
     def prune_networks(self, filters: dict[str, list[str]] | None = None) -> list[str]:
         """Remove unused user-defined networks; returns their names.
         Filters: label, label!, until (RFC 3339 or unix seconds)."""
@@ -407,6 +435,7 @@ class NetworkManager:
         return True
 
     # -- endpoints ------------------------------------------------------------------
+    @_blocking
     def connect(
         self,
         container_id: str,
@@ -549,6 +578,7 @@ class NetworkManager:
         if proxy is not None:
             self.services.call(proxy.close())
 
+    @_blocking
     def disconnect(self, container_id: str, network: str, force: bool = False) -> None:
         with self._lock:
             net = self._find(network)
@@ -562,6 +592,7 @@ class NetworkManager:
             self._disconnect(eps[0])
             self._changed()
 
+    @_blocking
     def release_all(self, container_id: str) -> None:
         """Everything for a stopped/removed container: all its endpoints,
         leases, ports, rules and its DNS listener. Idempotent."""
