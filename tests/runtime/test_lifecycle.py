@@ -341,3 +341,16 @@ def test_update_resources_from_stdin(runc, busybox_rootfs):
     assert runc.cmd("exec", cid, "sh", "-c", read).stdout.strip() == str(96 << 20)
     r = runc.cmd("update", "--resources", "-", cid, input="{not json")
     assert r.returncode != 0 and "invalid JSON" in r.stderr
+
+
+def test_shebang_scripts_run_like_the_kernel_runs_them(runc, busybox_rootfs):
+    script = busybox_rootfs / "bin/myscript"
+    script.write_text("#!/bin/sh -e\necho ok $0 $1\n")
+    script.chmod(0o755)
+    nested = busybox_rootfs / "bin/nested"
+    nested.write_text("#!/bin/myscript\n")
+    nested.chmod(0o755)
+    r = runc.run(runc.bundle(busybox_rootfs, ["myscript", "arg1"]))
+    assert (r.returncode, r.stdout) == (0, "ok /bin/myscript arg1\n"), r.stderr
+    r = runc.run(runc.bundle(busybox_rootfs, ["nested", "x"]))
+    assert (r.returncode, r.stdout) == (0, "ok /bin/myscript /bin/nested\n"), r.stderr

@@ -214,7 +214,7 @@ def _stage2(sock, proc, seccomp_profile, console_fd, n_preserved, joined_user: b
                          keep={sock.fileno()})
         if seccomp_profile and proc.no_new_privileges:
             init.load_seccomp(seccomp_profile)
-        process.exec_program(path, proc.args, env)
+        process.exec_program(path, proc.args, env, own)
     except BaseException as e:  # noqa: BLE001
         init.report_error(sock, e)
     os._exit(1)

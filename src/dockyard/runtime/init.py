@@ -307,7 +307,7 @@ class Init:
             load_seccomp(self.cfg.seccomp)
 
     def exec(self) -> None:
-        process.exec_program(self.exe_path, self.proc.args, self.env)
+        process.exec_program(self.exe_path, self.proc.args, self.env, self.own_exe)
 
     STEPS = ("new_session", "early_process_settings", "preload", "prepare_root", "mounts",
              "devices", "create_cwd", "runtime_hooks", "create_container_hooks", "enter_root",

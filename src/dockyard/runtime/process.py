@@ -16,7 +16,8 @@ Security notes:
   normal dumpable state back at execve. The program to execute is also
   checked, through its shebang chain, not to be our own interpreter binary
   (``/bin/sh -> /proc/self/exe``), which would otherwise run the host's
-  binary inside the container.
+  binary inside the container; the check is made on the open file that is
+  then executed (execveat), so it cannot be raced.
 """
 
 from __future__ import annotations
@@ -176,8 +177,46 @@ def final_env(proc) -> dict[str, str]:
     return env
 
 
-def exec_program(path: str, args, env: dict[str, str]) -> None:
+def open_program(path: str, args, own: tuple[int, int]) -> tuple[int, list[str]]:
+    """An fd of the binary the kernel would run for ``path``, and the argv for it.
+
+    ``#!`` interpreters are followed here, the way the kernel would (argv
+    becomes interpreter, optional argument, script path, original args), so
+    the final execveat() runs exactly the file that was checked: a container
+    process swapping ``/bin/sh`` for ``/proc/self/exe`` between our check and
+    the exec (the CVE-2019-5736 race) has nothing left to swap.
+    """
+    argv = list(args)
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:        # execute-only file: cannot be a script
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == own:
+            os.close(fd)
+            raise ProcessError(f"refusing to execute {path}: it is the runtime's own binary")
+        try:
+            head = os.pread(fd, 256, 0)
+        except OSError:
+            head = b""
+        if not head.startswith(b"#!"):
+            return fd, argv
+        os.close(fd)
+        line = head[2:].split(b"\n", 1)[0].strip()
+        if not line:
+            raise ProcessError(f'exec: "{path}": exec format error')
+        parts = line.split(None, 1)
+        interp = os.fsdecode(parts[0])
+        argv = [interp, *([os.fsdecode(parts[1].strip())] if len(parts) > 1 else []), path,
+                *argv[1:]]
+        path = interp
+    raise ProcessError(f'exec: "{args[0]}": too many levels of #! interpreters')
+
+
+def exec_program(path: str, args, env: dict[str, str], own: tuple[int, int]) -> None:
+    fd, argv = open_program(path, args, own)
     try:
-        os.execve(path, list(args), env)
+        os.execve(fd, argv, env)
     except OSError as e:
         raise ProcessError(f'exec: "{args[0]}": {e.strerror}') from None
