@@ -61,3 +61,41 @@ def test_roundtrip_with_dockerd(tmp_path, make_service, busybox_tar_bytes):
         with open(tmp_path / "back.tar", "rb") as f:
             list(fresh.load_images(f, quiet=True))
         assert fresh.inspect("mine:v1")["Id"] == mine
+
+
+def test_built_image_history_matches_dockerd(tmp_path, make_service, busybox_tar_bytes):
+    """A multi-step image built by dockerd (empty layers, COPY layers) inspects and
+    reports history here as it does there."""
+    import subprocess
+    (tmp_path / "bb.tar").write_bytes(busybox_tar_bytes)
+    ctx = tmp_path / "ctx"
+    (ctx / "dir").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(
+        "FROM bb:real\nENV A=1\nCOPY hello.txt /srv/hello.txt\nLABEL x=y\n"
+        "COPY dir /srv/dir\nCMD [\"cat\", \"/srv/hello.txt\"]\n")
+    (ctx / "hello.txt").write_text("hello\n")
+    (ctx / "dir/a").write_text("a")
+    svc = make_service()
+    with running_dockerd(tmp_path / "dockerd") as d:
+        d.docker("import", str(tmp_path / "bb.tar"), "bb:real")
+        subprocess.run(["/usr/local/bin/docker", "build", "-q", "-t", "built:1", str(ctx)],
+                       env=dict(d.env, DOCKER_BUILDKIT="0"), check=True, capture_output=True,
+                       timeout=120)
+        d.docker("save", "-o", str(tmp_path / "b.tar"), "built:1")
+        with open(tmp_path / "b.tar", "rb") as f:
+            list(svc.load_images(f, quiet=True))
+        theirs = [json.loads(line) for line in d.docker(
+            "history", "--no-trunc", "--human=false", "--format", "{{json .}}", "built:1",
+            text=True).stdout.splitlines()]
+        real = json.loads(d.docker("image", "inspect", "built:1").stdout)[0]
+    ours = svc.history("built:1")
+    assert len(ours) == len(theirs) == 6
+    for t, o in zip(theirs, ours):
+        assert (o["CreatedBy"], o["Size"], o["Comment"]) == (t["CreatedBy"], int(t["Size"]),
+                                                             t["Comment"])
+    assert ours[0]["Id"] == real["Id"] and ours[0]["Tags"] == ["built:1"]
+    assert all(o["Id"] == "<missing>" for o in ours[1:])
+    mine = svc.inspect("built:1")
+    for k in SAME_KEYS:
+        if k != "Parent":     # the local parent chain is not part of an archive
+            assert mine[k] == real[k], k
