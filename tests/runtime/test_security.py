@@ -169,3 +169,30 @@ def test_proc_exe_of_runtime_is_not_dumpable(runc, busybox_rootfs):
         except ChildProcessError:
             break
         time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_exec_target_swapped_to_proc_self_exe_loses_the_race(runc, busybox_rootfs):
+    """A container process flips /bin/evil between a harmless program and a
+    link to /proc/self/exe while `exec` runs it. Had the runtime's Python
+    binary ever been executed inside, it would fail to find libpython there
+    and say so; it never may."""
+    harmless = busybox_rootfs / "bin/harmless"
+    harmless.write_text("#!/bin/sh\necho harmless\n")
+    harmless.chmod(0o755)
+    flipper = ("while true; do ln -sfn /proc/self/exe /bin/evil; "
+               "ln -sfn /bin/harmless /bin/evil; done")
+    cid = runc.start_detached(runc.bundle(busybox_rootfs, ["sh", "-c", flipper],
+                                          process={"capabilities": docker_caps()}))
+    outcomes = {"harmless": 0, "refused": 0, "other": 0}
+    for _ in range(25):
+        r = runc.cmd("exec", cid, "/bin/evil")
+        text = r.stdout + r.stderr
+        assert "libpython" not in text and "python" not in r.stdout.lower(), text
+        if r.stdout == "harmless\n":
+            outcomes["harmless"] += 1
+        elif "runtime's own binary" in r.stderr:
+            outcomes["refused"] += 1
+        else:
+            outcomes["other"] += 1          # caught between unlink and symlink
+    assert outcomes["harmless"] > 0, outcomes
