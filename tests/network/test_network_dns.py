@@ -107,3 +107,61 @@ def test_forwarding_to_upstream(net_ids, netns, fake_upstream):
             mgr.teardown()
         finally:
             scrub(net_ids)
+
+
+TCP_AND_PTR = r"""
+import socket, struct, sys
+from dockyard.network import dnsmsg as m
+name, ip = sys.argv[1], sys.argv[2]
+s = socket.create_connection(("127.0.0.11", 53), timeout=5)
+q = m.build_query(name)
+s.sendall(struct.pack("!H", len(q)) + q)
+n = struct.unpack("!H", s.recv(2))[0]
+data = b""
+while len(data) < n:
+    data += s.recv(n - len(data))
+print("tcp", [socket.inet_ntoa(a[1]) for a in m.parse_answers(data)[1]])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+rev = ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+u.sendto(m.build_query(rev, m.TYPE_PTR), ("127.0.0.11", 53))
+d, _ = u.recvfrom(4096)
+print("ptr", m.parse_answers(d)[1])
+"""
+
+
+def test_tcp_queries_and_reverse_lookups(manager, netns):
+    import os
+    import sys
+
+    import dockyard
+
+    manager.create_network("tcpnet")
+    a, b = netns(), netns()
+    ea = manager.connect("a" * 64, a, "tcpnet", name="alpha")
+    manager.connect("b" * 64, b, "tcpnet", name="beta")
+    src = os.path.dirname(os.path.dirname(dockyard.__file__))
+    p = nsexec(b, "env", f"PYTHONPATH={src}", sys.executable, "-c", TCP_AND_PTR, "alpha", ea["IPAddress"])
+    assert p.returncode == 0, p.stderr
+    assert f"tcp ['{ea['IPAddress']}']" in p.stdout
+    assert r"\x05alpha\x06tcpnet\x00" in p.stdout
+
+
+def test_internal_network_does_not_forward(net_ids, netns, fake_upstream):
+    from nethelpers import make_manager, scrub
+
+    mgr = make_manager(net_ids, dns_upstreams=[fake_upstream])
+    try:
+        mgr.start()
+        mgr.create_network("sealed", internal=True)
+        a, b = netns(), netns()
+        ea = mgr.connect("a" * 64, a, "sealed", name="alpha")
+        mgr.connect("b" * 64, b, "sealed", name="beta")
+        assert ea["IPAddress"] in nslookup(b, "alpha")  # names still resolve
+        out = nslookup(a, "example.test")
+        assert "192.0.2.123" not in out and "SERVFAIL" in out
+    finally:
+        try:
+            mgr.teardown()
+        finally:
+            scrub(net_ids)

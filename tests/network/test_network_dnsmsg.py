@@ -47,3 +47,13 @@ def test_compression_pointer_loop_is_rejected():
         pass
     else:
         raise AssertionError("pointer loop accepted")
+
+
+def test_big_udp_answers_are_truncated_for_tcp_retry():
+    many = {"lots": [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(60)]}
+    r = Resolver(lambda n: many.get(n), lambda ip: None, lambda: [])
+    udp = asyncio.run(r.resolve(m.build_query("lots")))
+    assert len(udp) <= m.UDP_MAX and udp[2] & 0x02  # TC
+    assert m.parse_answers(udp) == (0, [])
+    tcp = asyncio.run(r.resolve(m.build_query("lots"), tcp=True))
+    assert len(m.parse_answers(tcp)[1]) == 60

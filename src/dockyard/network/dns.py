@@ -84,6 +84,8 @@ class Resolver:
     async def resolve(self, data: bytes, tcp: bool = False) -> bytes | None:
         local = self.answer_local(data)
         if local is not None:
+            if not tcp and len(local) > m.UDP_MAX:
+                return m.truncated(local)
             return local
         for server in self.upstreams():
             try:

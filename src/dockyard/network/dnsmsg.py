@@ -21,6 +21,8 @@ RCODE_SERVFAIL = 2
 RCODE_NXDOMAIN = 3
 RCODE_REFUSED = 5
 
+UDP_MAX = 512  # without EDNS0
+
 _HDR = struct.Struct("!HHHHHH")
 
 
@@ -131,6 +133,14 @@ def error_response(data: bytes, rcode: int) -> bytes | None:
             return None
         qid, flags = struct.unpack_from("!HH", data)
         return _HDR.pack(qid, 0x8000 | (flags & 0x7900) | 0x0080 | rcode, 0, 0, 0, 0)
+
+
+def truncated(response: bytes) -> bytes:
+    """The header and question of a response, TC set, no answers: the client
+    retries over TCP."""
+    qid, flags, qd, _an, _ns, _ar = _HDR.unpack_from(response)
+    _, off = _read_name(response, _HDR.size)
+    return _HDR.pack(qid, flags | 0x0200, qd, 0, 0, 0) + response[_HDR.size : off + 4]
 
 
 def a_rdata(ip: str) -> bytes:

@@ -139,6 +139,7 @@ class NetworkManager:
         self._names: dict[str, dict[str, list[str]]] = {}
         self._rev: dict[str, dict[str, list[str]]] = {}
         self._container_nets: dict[str, tuple[str, ...]] = {}
+        self._may_forward: frozenset[str] = frozenset()
         self.started = False
         if state:
             self._load(state)
@@ -646,6 +647,12 @@ class NetworkManager:
                 rev.setdefault(net.id, {})[ep.ip] = [f"{ep.container_name}.{net.name}"]
         self._names, self._rev = names, rev
         self._container_nets = {k: tuple(v) for k, v in cnets.items()}
+        # Docker does not forward outside queries for containers whose every
+        # DNS-served network is --internal.
+        self._may_forward = frozenset(
+            cid for cid, nids in cnets.items()
+            if any(not self.networks[n].internal for n in nids)
+        )
 
     def _lookup(self, container_id: str, name: str) -> list[str] | None:
         names, nets = self._names, self._container_nets.get(container_id, ())
@@ -675,7 +682,7 @@ class NetworkManager:
         resolver = dns.Resolver(
             lambda n: self._lookup(cid, n),
             lambda ip: self._reverse(cid, ip),
-            lambda: sb.upstreams or self._dns_upstreams,
+            lambda: (sb.upstreams or self._dns_upstreams) if cid in self._may_forward else [],
         )
         udp, tcp = dns.open_sockets(netns_path)
         listener = dns.Listener(resolver, udp, tcp)
