@@ -67,20 +67,49 @@ class DetachScanner:
         return held
 
 
+class _RawProtocol(asyncio.Protocol):
+    """Takes over a hijacked connection from aiohttp: client bytes go to ``reader``."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed_data(data)
+
+    def eof_received(self) -> bool:
+        # A half-close means "stdin is done", not "hang up": keep sending output.
+        self.reader.feed_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.reader.feed_eof()
+
+
 async def upgrade(request: web.Request) -> asyncio.Transport:
-    """Answer 101 UPGRADED (or 200 for clients that did not ask to upgrade)."""
-    upgrading = request.headers.get("Upgrade", "").lower() == "tcp"
-    resp = web.StreamResponse(status=101 if upgrading else 200, reason="UPGRADED" if upgrading else "OK")
+    """Answer 101 UPGRADED, then take the connection away from the HTTP server.
+
+    Afterwards ``request["hijack_input"]`` is a StreamReader of what the client
+    sends, and output is written straight to the returned transport.
+    """
+    # Every client we know (the docker CLI, docker-py) asks to upgrade; one that
+    # does not gets the 101 as well, since a raw stream cannot be chunk-framed.
+    resp = web.StreamResponse(status=101, reason="UPGRADED")
     resp.headers["Content-Type"] = "application/vnd.docker.raw-stream"
-    if upgrading:
-        resp.headers["Connection"] = "Upgrade"
-        resp.headers["Upgrade"] = "tcp"
-    else:
-        resp.enable_chunked_encoding()
+    resp.headers["Connection"] = "Upgrade"
+    resp.headers["Upgrade"] = "tcp"
     await resp.prepare(request)
     request["hijack_response"] = resp
     transport = request.transport
     assert transport is not None
+    reader = asyncio.StreamReader(limit=2 ** 20)
+    proto = request.protocol
+    early = getattr(proto, "_message_tail", b"") or b""
+    if early:
+        reader.feed_data(early)
+        proto._message_tail = b""  # type: ignore[attr-defined]
+    transport.set_protocol(_RawProtocol(reader))
+    proto.close()  # aiohttp must not read further HTTP requests from this connection
+    request["hijack_input"] = reader
     return transport
 
 
@@ -92,26 +121,22 @@ async def relay(request: web.Request, transport: asyncio.Transport,
     Returns True when the client detached with the detach keys.
     """
     detached = asyncio.Event()
-    resp: web.StreamResponse = request["hijack_response"]
-    raw = resp.status == 101
+    client_in: asyncio.StreamReader = request["hijack_input"]
 
     async def out() -> None:
         while True:
             data = await reader.read(65536)
-            if not data:
+            if not data or transport.is_closing():
                 return
-            if transport.is_closing():
-                return
-            if raw:
-                transport.write(data)
-            else:
-                await resp.write(data)
+            transport.write(data)
+            while transport.get_write_buffer_size() > 4 * 1024 * 1024 and not transport.is_closing():
+                await asyncio.sleep(0.01)  # a slow client: let it drain
 
     async def inp() -> None:
         scanner = DetachScanner(detach_keys)
         try:
             while True:
-                data = await request.content.readany()
+                data = await client_in.read(65536)
                 if not data:
                     break
                 if not stdin:
@@ -143,8 +168,5 @@ async def relay(request: web.Request, transport: asyncio.Transport,
         for t in (out_task, in_task, det_task):
             t.cancel()
         writer.close()
-        if raw:
-            transport.close()
-        else:
-            await resp.write_eof()
+        transport.close()
     return detached.is_set()

@@ -201,7 +201,7 @@ class ContainerService:
         cdir = self._dir(cid)
         os.makedirs(cdir, exist_ok=True)
         try:
-            await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid)
+            await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid, True)
         except BaseException:
             shutil.rmtree(cdir, ignore_errors=True)
             raise

@@ -100,6 +100,8 @@ class Daemon:
         self.store: Any = None
         self.images: Any = None
         self.system: Any = None
+        self.containers: Any = None
+        self.runtimes = cfg.runtime_paths()
         # called (in a thread) after the services are built, before serving:
         # the place where later services reconcile state left by a crash
         self.boot_hooks: list[Callable[[], None]] = []
@@ -125,14 +127,48 @@ class Daemon:
             recover = getattr(self.images, "recover", None)
             if callable(recover):
                 self.boot_hooks.insert(0, recover)
+        if self.images is not None:
+            self.containers = self._build_containers()
         self.system = SystemService(self.data_root, images=self.images, events=self.events,
-                                    debug=self.cfg.log_level == "debug")
+                                    debug=self.cfg.log_level == "debug",
+                                    containers=self._container_counts,
+                                    runtimes=self.runtimes, default_runtime=self.cfg.default_runtime)
+
+    def _build_containers(self):
+        """Containers run under the supervisor, which outlives this daemon."""
+        from dockyard.containers.service import ContainerService
+        from dockyard.containers.store import ContainerStore
+        from dockyard.oci.seccomp_default import default_profile
+        from dockyard.supervisor import client as supclient
+
+        sup_root = str(self.data_root / "supervisor")
+        sup_path = supclient.ensure_running(sup_root)
+        svc = ContainerService(
+            root=str(self.data_root), images=self.images,
+            store=ContainerStore(str(self.data_root / "metadata.db")),
+            supervisor=supclient.AsyncClient(sup_path), runtimes=self.runtimes,
+            default_runtime=self.cfg.default_runtime, emit=self._emit,
+            seccomp_profile=default_profile, cgroup_parent=self.cfg.cgroup_parent)
+        self.images.set_usage_checker(svc.usage)
+        return svc
+
+    def _container_counts(self) -> dict:
+        if self.containers is None:
+            return {}
+        states = [c["State"]["Status"] for c in list(self.containers.containers.values())]
+        return {"Containers": len(states),
+                "ContainersRunning": sum(s in ("running", "restarting") for s in states),
+                "ContainersPaused": states.count("paused"),
+                "ContainersStopped": sum(s not in ("running", "restarting", "paused")
+                                         for s in states)}
 
     def build_app(self):
         from dockyard.api.app import ApiContext, create_app
 
         ctx = ApiContext(system=self.system, events=self.events, images=self.images,
                          executor=self.executor)
+        if self.containers is not None:
+            ctx.extra["containers"] = self.containers
         return create_app(ctx)
 
     # -- lifecycle ----------------------------------------------------------
@@ -164,6 +200,8 @@ class Daemon:
             self.build_services()
             for hook in self.boot_hooks:
                 await loop.run_in_executor(self.executor, hook)
+            if self.containers is not None:
+                await self.containers.restore()  # find the containers that kept running
             listeners = open_listeners(self.cfg)
             app = self.build_app()
             runner = web.AppRunner(app, handle_signals=False, access_log=None,
@@ -179,6 +217,8 @@ class Daemon:
             await self._stop.wait()
             log.info("Processing signal, shutting down")
         finally:
+            if self.containers is not None:
+                await self.containers.close()  # containers keep running under the supervisor
             self.events.close()
             if runner is not None:
                 await runner.cleanup()

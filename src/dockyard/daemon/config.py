@@ -30,6 +30,9 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "tlskey": ("tlskey", str),
     "insecure-tcp": ("insecure_tcp", bool),
     "group": ("group", str),
+    "runtimes": ("runtimes", dict),
+    "default-runtime": ("default_runtime", str),
+    "cgroup-parent": ("cgroup_parent", str),
 }
 
 
@@ -51,6 +54,32 @@ class DaemonConfig:
     tlskey: str | None = None
     insecure_tcp: bool = False
     group: str = "docker"
+    # OCI runtimes by name: {"runc": {"path": "/usr/sbin/runc"}}; "dockyard" is built in
+    runtimes: dict = field(default_factory=dict)
+    add_runtime: list[str] = field(default_factory=list)   # --add-runtime NAME=PATH
+    default_runtime: str = "dockyard"
+    cgroup_parent: str = "/dockyard"
+
+    def runtime_paths(self) -> dict[str, str]:
+        """Every runtime the daemon knows, name -> executable."""
+        import shutil
+
+        out = {"dockyard": shutil.which("dockyard-runc") or "dockyard-runc"}
+        runc = shutil.which("runc")
+        if runc:
+            out["runc"] = runc
+        for name, spec in (self.runtimes or {}).items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
+                raise ConfigError(f"invalid runtime {name!r}: expected {{\"path\": \"...\"}}")
+            out[name] = spec["path"]
+        for item in self.add_runtime:
+            name, eq, path = item.partition("=")
+            if not eq or not name or not path:
+                raise ConfigError(f"invalid runtime {item!r}: expected NAME=PATH")
+            out[name] = path
+        if self.default_runtime not in out:
+            raise ConfigError(f"default runtime {self.default_runtime!r} is not defined")
+        return out
 
     @property
     def effective_hosts(self) -> list[str]:
@@ -102,6 +131,8 @@ def merge(flags: dict, file_data: dict, path: str = "") -> DaemonConfig:
             raise ConfigError(f"invalid value for {key!r} in {path}: expected a list of strings")
         if typ is bool and not isinstance(value, bool):
             raise ConfigError(f"invalid value for {key!r} in {path}: expected true or false")
+        if typ is dict and not isinstance(value, dict):
+            raise ConfigError(f"invalid value for {key!r} in {path}: expected an object")
         if typ is str and not isinstance(value, str):
             raise ConfigError(f"invalid value for {key!r} in {path}: expected a string")
         if attr in flags:

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-tcp", dest="insecure_tcp", action="store_true",
                    help="DANGEROUS: allow tcp:// listeners without TLS (root for anyone "
                         "who can connect)")
+    p.add_argument("--add-runtime", dest="add_runtime", action="append", metavar="NAME=PATH",
+                   help="register an OCI runtime (runc command line) under NAME")
+    p.add_argument("--default-runtime", dest="default_runtime", metavar="NAME",
+                   help='runtime for containers that name none (default "dockyard")')
+    p.add_argument("--cgroup-parent", dest="cgroup_parent", metavar="PATH",
+                   help='parent cgroup of containers (default "/dockyard")')
     return p
 
 

@@ -81,13 +81,16 @@ class SystemService:
     """Engine-wide facts.  Counters come from callables so later services plug in."""
 
     def __init__(self, data_root: Path, images: Any = None, events: Any = None,
-                 debug: bool = False, containers: Callable[[], dict] | None = None):
+                 debug: bool = False, containers: Callable[[], dict] | None = None,
+                 runtimes: dict[str, str] | None = None, default_runtime: str = "dockyard"):
         self.data_root = Path(data_root)
         self.images = images
         self.events = events
         self.debug = debug
         # containers() -> {"Containers","ContainersRunning","ContainersPaused","ContainersStopped"}
         self.containers = containers
+        self.runtimes = runtimes or {"dockyard": "dockyard-runc"}
+        self.default_runtime = default_runtime
         self.engine_id = self._engine_id()
         self._commit = _git_commit()
         self._build_time = _build_time()
@@ -190,8 +193,8 @@ class SystemService:
             "Labels": [],
             "ExperimentalBuild": False,
             "ServerVersion": __version__,
-            "Runtimes": {"runc": {"path": "dockyard-runc"}},
-            "DefaultRuntime": "runc",
+            "Runtimes": {name: {"path": path} for name, path in self.runtimes.items()},
+            "DefaultRuntime": self.default_runtime,
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                       "ControlAvailable": False, "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": False,

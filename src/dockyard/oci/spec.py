@@ -168,6 +168,11 @@ def resolve_user(user: str, rootfs: str, group_add: list[str] | None = None) -> 
     return out
 
 
+def home_dir(uid: int, rootfs: str) -> str:
+    entry = _passwd_lookup(rootfs, "passwd", str(uid), by_name=False)
+    return entry[5] if entry and len(entry) > 5 and entry[5] else "/"
+
+
 def _group_id(group: str, rootfs: str) -> int:
     if group.isdigit():
         return int(group)
@@ -353,12 +358,16 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
         rlimits = [r for r in rlimits if r["type"] != f"RLIMIT_{name.upper()}"]
         rlimits.append({"type": f"RLIMIT_{name.upper()}", "hard": int(ul["Hard"]),
                         "soft": int(ul["Soft"])})
+    user = resolve_user(config.get("User") or image_config.get("User") or "", rootfs,
+                        host.get("GroupAdd"))
+    env = merge_env(image_config.get("Env"), config.get("Env"), hostname, tty)
+    if not any(e.startswith("HOME=") for e in env):
+        env.append(f"HOME={home_dir(user['uid'], rootfs)}")  # as runc's init does
     process = {
         "terminal": tty,
-        "user": resolve_user(config.get("User") or image_config.get("User") or "", rootfs,
-                             host.get("GroupAdd")),
+        "user": user,
         "args": command(config, image_config),
-        "env": merge_env(image_config.get("Env"), config.get("Env"), hostname, tty),
+        "env": env,
         "cwd": config.get("WorkingDir") or image_config.get("WorkingDir") or "/",
         "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
         "rlimits": rlimits,
