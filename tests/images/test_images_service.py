@@ -533,10 +533,16 @@ def test_register_image_from_blobs_with_repo_digest(svc):
     diff_id = "sha256:" + hashlib.sha256(small_tar("pulled", b"p")).hexdigest()
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                       "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
-    with svc.lease():
-        ldig = svc.content.write_blob(layer)
+    with svc.lease() as lease:
+        w = svc.content.writer("pull-layer")
+        w.write(layer[:10])
+        w.close()                                 # interrupted download ...
+        w = svc.content.writer("pull-layer")      # ... resumed
+        w.write(layer[w.offset:])
+        ldig = lease.commit(w, len(layer))
+        svc.gc()                                  # leased: kept
         man = json.dumps({"schemaVersion": 2, "layers": [{"digest": ldig}]}).encode()
-        mdig = svc.content.write_blob(man)
+        mdig = lease.write_blob(man)
         iid = svc.register_image(cfg, [(ldig, None)], tags=["localhost:5000/x:1"],
                                  manifest_digest=mdig,
                                  repo_digests=[f"localhost:5000/x@{mdig}"])

@@ -109,19 +109,19 @@ class ImageService:
         return out
 
     @contextlib.contextmanager
-    def lease(self, *items: str):
-        """Protect chain IDs / blob digests from garbage collection while held."""
-        with self._lock:
-            for i in items:
-                self._leases[i] += 1
+    def lease(self, *items: str) -> Iterator["Lease"]:
+        """Protect chain IDs / blob digests from garbage collection while held.
+
+        The :class:`Lease` it yields also commits ingests and writes blobs atomically
+        with respect to GC (a pull writes its blobs through it, then calls
+        :meth:`register_image`)."""
+        lease = Lease(self)
+        for i in items:
+            lease.add(i)
         try:
-            yield self
+            yield lease
         finally:
-            with self._lock:
-                for i in items:
-                    self._leases[i] -= 1
-                    if self._leases[i] <= 0:
-                        del self._leases[i]
+            lease.release()
 
     def _add_lease(self, item: str) -> None:
         with self._lock:
@@ -1077,6 +1077,36 @@ class ImageService:
         return {"Driver": "overlay2" if self.snapshotter.name == "overlay" else "vfs",
                 "DriverStatus": [["Backing Filesystem", "extfs"],
                                  ["Snapshotter", self.snapshotter.name]]}
+
+
+class Lease:
+    """Items kept from garbage collection until :meth:`release`."""
+
+    def __init__(self, svc: "ImageService"):
+        self._svc = svc
+        self.items: list[str] = []
+
+    def add(self, item: str) -> None:
+        self._svc._add_lease(item)
+        self.items.append(item)
+
+    def commit(self, writer, size: int | None = None, expected: str | None = None) -> str:
+        """Commit a content-store ingest and lease the blob, with no GC in between."""
+        with self._svc._lock:
+            digest = writer.commit(size, expected)
+            self.add(digest)
+        return digest
+
+    def write_blob(self, data, expected: str | None = None) -> str:
+        with self._svc._lock:
+            digest = self._svc.content.write_blob(data, expected)
+            self.add(digest)
+        return digest
+
+    def release(self) -> None:
+        for item in self.items:
+            self._svc._drop_lease(item)
+        self.items = []
 
 
 def _digest_ref(r: refs.Reference) -> refs.Reference:
