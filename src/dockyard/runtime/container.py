@@ -176,7 +176,7 @@ class Runtime:
             iopts = init.InitOptions(fifo_fd=fifo_fd, console_fd=console_fd,
                                      no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
                                      keyring=None if opts.no_new_keyring else f"_ses.{cid}")
-            pid, starttime = self._spawn(cfg, cid, mgr, iopts, procs)
+            self._spawn(cfg, cid, mgr, iopts, procs)
             os.close(fifo_fd)
             if console_fd is not None and opts.console_fd is None:
                 os.close(console_fd)
