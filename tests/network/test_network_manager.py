@@ -85,6 +85,12 @@ def test_bad_input_leaves_nothing(manager, netns):
         manager.connect("a" * 64, ns, "taken", ip="10.1.2.3")
     with pytest.raises(InvalidParameter, match="user defined networks only"):
         manager.connect("a" * 64, ns, "bridge", ip="10.1.2.3")
+    with pytest.raises(InvalidParameter, match="alias is supported only for containers in user defined"):
+        manager.connect("a" * 64, ns, "bridge", aliases=["x"])
+    manager.create_network("auto")
+    with pytest.raises(InvalidParameter, match="only when connecting to networks with user configured subnets"):
+        manager.connect("a" * 64, ns, "auto", ip="10.1.2.3")
+    manager.remove_network("auto")
     with pytest.raises(InvalidParameter, match="does not exist"):
         manager.connect("a" * 64, "/proc/999999999/ns/net", "taken")
     assert snapshot(manager) == before

@@ -480,10 +480,19 @@ class NetworkManager:
                 raise InvalidParameter(
                     "user specified IP address is supported on user defined networks only"
                 )
+            if ip and net.driver == "bridge" and not net.user_subnet:
+                raise InvalidParameter(
+                    "user specified IP address is supported only when connecting to "
+                    "networks with user configured subnets"
+                )
+            if aliases and not net.has_dns:
+                raise InvalidParameter(
+                    "network-scoped alias is supported only for containers in user defined networks"
+                )
             ep = Endpoint(
                 id=new_id(), network_id=net.id, container_id=container_id,
                 container_name=name.lstrip("/"), netns_path=netns_path,
-                aliases=aliases if net.has_dns else [], requested_ip=ip or "",
+                aliases=aliases, requested_ip=ip or "",
             )
             undo = _Undo()
             try:
@@ -583,9 +592,7 @@ class NetworkManager:
     def disconnect(self, container_id: str, network: str, force: bool = False) -> None:
         with self._lock:
             net = self._find(network)
-            eps = [e for e in self._endpoints_of(net) if e.container_id == container_id
-                   or (container_id and e.container_id.startswith(container_id))
-                   or e.container_name == container_id.lstrip("/")]
+            eps = [e for e in self._endpoints_of(net) if e.container_id == container_id]
             if not eps:
                 if force:
                     return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DRIVERS = ("bridge", "host", "none")
@@ -127,7 +127,8 @@ class Network:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Network":
-        return cls(**d)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
     def inspect(self, endpoints: list["Endpoint"]) -> dict[str, Any]:
         ipam_cfg: list[dict] = []
@@ -186,7 +187,8 @@ class Endpoint:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Endpoint":
-        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
         d["ports"] = [PortBinding.from_dict(p) for p in d.get("ports", [])]
         return cls(**d)
 
