@@ -90,3 +90,18 @@ def test_write_blob_idempotent(tmp_path):
     with pytest.raises(InvalidParameter):
         cs.write_blob(b"y", expected=a.replace("a", "b") if "a" in a[7:] else dg(b"z"))
     assert len(list(cs.list())) == 1
+
+
+def test_one_writer_per_ref(tmp_path):
+    from dockyard.errors import Conflict
+    cs = ContentStore(tmp_path)
+    w = cs.writer("r")
+    with pytest.raises(Conflict, match="locked"):
+        cs.writer("r")
+    w.write(b"abc")
+    w.close()
+    w2 = cs.writer("r")             # free again once closed
+    assert w2.offset == 3
+    w2.abort()
+    assert cs.ingests() == []
+    cs.writer("r").commit()         # and after an abort

@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,17 +248,25 @@ class ContentStore:
             if not (d / "ref").exists():
                 (d / "ref").write_text(ref)
         lock = d / "lock"
+        with _OPEN_LOCK:
+            if (str(self.root), ref) in _OPEN_REFS:
+                raise Conflict(f"ref {ref} is locked: an ingest is in progress")
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+            except FileExistsError:
+                holder = lock.read_text().strip()
+                if holder.isdigit() and int(holder) != os.getpid() and _pid_alive(int(holder)):
+                    raise Conflict(f"ref {ref} is locked: an ingest is in progress") from None
+                lock.write_text(str(os.getpid()))
+            _OPEN_REFS.add((str(self.root), ref))
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-        except FileExistsError:
-            holder = lock.read_text().strip()
-            if holder.isdigit() and int(holder) != os.getpid() and _pid_alive(int(holder)):
-                raise Conflict(f"ref {ref} is locked: an ingest is in progress") from None
-            lock.write_text(str(os.getpid()))
-        w = Writer(self, ref, d)
-        return _LockedWriter(w, lock)
+            w = Writer(self, ref, d)
+        except BaseException:
+            _release(str(self.root), ref, lock)
+            raise
+        return _LockedWriter(w, lock, str(self.root))
 
     def status(self, ref: str) -> IngestStatus:
         d = self._ingest_dir(ref)
@@ -345,9 +354,10 @@ class ContentStore:
 class _LockedWriter:
     """Writer wrapper that releases the ingest's lock file when done."""
 
-    def __init__(self, w: Writer, lock: Path):
+    def __init__(self, w: Writer, lock: Path, root: str):
         self._w = w
         self._lock = lock
+        self._root = root
 
     def __getattr__(self, name):
         return getattr(self._w, name)
@@ -357,10 +367,7 @@ class _LockedWriter:
         return self._w.offset
 
     def _unlock(self) -> None:
-        try:
-            os.unlink(self._lock)
-        except FileNotFoundError:
-            pass
+        _release(self._root, self._w.ref, self._lock)
 
     def commit(self, size: int | None = None, expected: str | None = None) -> str:
         try:
@@ -374,6 +381,7 @@ class _LockedWriter:
 
     def abort(self) -> None:
         self._w.abort()
+        _release(self._root, self._w.ref, None)
 
     def __enter__(self):
         return self
@@ -383,6 +391,20 @@ class _LockedWriter:
             self.abort()
         else:
             self.close()
+
+
+_OPEN_LOCK = threading.Lock()
+_OPEN_REFS: set[tuple[str, str]] = set()   # ingests open in this process
+
+
+def _release(root: str, ref: str, lock: Path | None) -> None:
+    with _OPEN_LOCK:
+        _OPEN_REFS.discard((root, ref))
+        if lock is not None:
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
 
 
 def _pid_alive(pid: int) -> bool:
