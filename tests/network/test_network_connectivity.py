@@ -98,3 +98,24 @@ def test_second_network_and_default_route_handoff(manager, netns):
     manager.disconnect("a" * 64, "first")
     assert nsexec(ns, "ip", "route", "show", "default").stdout.split()[2] == e2["Gateway"]
     assert ping(ns, e2["Gateway"])
+
+
+def test_bridge_driver_options(manager, netns):
+    manager.create_network("opts", options={
+        "com.docker.network.bridge.enable_icc": "false",
+        "com.docker.network.bridge.enable_ip_masquerade": "false",
+        "com.docker.network.driver.mtu": "1400",
+    })
+    info = manager.inspect_network("opts")
+    assert info["Options"]["com.docker.network.driver.mtu"] == "1400"
+    a, b = netns(), netns()
+    ea = manager.connect("a" * 64, a, "opts")
+    eb = manager.connect("b" * 64, b, "opts")
+    assert "mtu 1400" in nsexec(a, "ip", "link", "show", "eth0").stdout
+    assert ping(a, ea["Gateway"])
+    assert not ping(a, eb["IPAddress"])  # no inter-container communication
+    subnet = info["IPAM"]["Config"][0]["Subnet"]
+    assert not any(f"-s {subnet} ! -o" in r for r in manager.firewall.our_rules())
+    from dockyard.errors import InvalidParameter
+    with pytest.raises(InvalidParameter, match="invalid MTU"):
+        manager.create_network("badmtu", options={"com.docker.network.driver.mtu": "9"})

@@ -55,6 +55,8 @@ class BridgeFw:
     bridge: str
     subnet: str
     internal: bool = False
+    icc: bool = True  # com.docker.network.bridge.enable_icc
+    masquerade: bool = True  # com.docker.network.bridge.enable_ip_masquerade
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ def plan(ch: Chains, bridges: list[BridgeFw], ports: list[PortFw]) -> dict[str, 
         f.append(f"-A {ch.forward} -o {b.bridge} -j {ch.published} {m}")
         if not b.internal:
             f.append(f"-A {ch.forward} -i {b.bridge} ! -o {b.bridge} -j ACCEPT {m}")
-        f.append(f"-A {ch.forward} -i {b.bridge} -o {b.bridge} -j ACCEPT {m}")
+        verdict = "ACCEPT" if b.icc else "DROP"
+        f.append(f"-A {ch.forward} -i {b.bridge} -o {b.bridge} -j {verdict} {m}")
     for b in bridges:
         if b.internal:
             f.append(f"-A {ch.iso1} -i {b.bridge} ! -d {b.subnet} -j DROP {m}")
@@ -127,7 +130,7 @@ def plan(ch: Chains, bridges: list[BridgeFw], ports: list[PortFw]) -> dict[str, 
 
     for b in bridges:
         n.append(f"-A {ch.nat} -i {b.bridge} -j RETURN {m}")
-        if not b.internal:
+        if not b.internal and b.masquerade:
             n.append(f"-A {ch.postrouting} -s {b.subnet} ! -o {b.bridge} -j MASQUERADE {m}")
     for p in ports:
         proto = f"-p {p.proto} -m {p.proto}"

@@ -178,7 +178,7 @@ class NetworkManager:
             self._ensure_predefined()
             for net in self.networks.values():
                 if net.driver == "bridge":
-                    br.ensure_bridge(net.bridge, net.gateway, net.prefixlen)
+                    br.ensure_bridge(net.bridge, net.gateway, net.prefixlen, net.mtu)
             if any(n.driver == "bridge" and not n.internal for n in self.networks.values()):
                 prev = br.enable_ip_forward()
                 if not self.ip_forward_prev:
@@ -309,7 +309,10 @@ class NetworkManager:
                 raise Forbidden(f'only one instance of "{driver}" network is allowed')
             if driver != "bridge":
                 raise NotFound(f"plugin \"{driver}\" not found")
-            options = dict(options or {})
+            options = {str(k): str(v) for k, v in (options or {}).items()}
+            mtu = options.get("com.docker.network.driver.mtu")
+            if mtu is not None and (not mtu.isdigit() or not 68 <= int(mtu) <= 65535):
+                raise InvalidParameter(f"invalid MTU {mtu!r}")
             nid = new_id()
             bname = options.get(BRIDGE_NAME_OPT) or self._user_bridge_name(nid)
             if len(bname) > br.IFNAMSIZ:
@@ -331,7 +334,7 @@ class NetworkManager:
             try:
                 if br.link_exists(bname):
                     raise Conflict(f"device {bname} already exists")
-                br.ensure_bridge(bname, net.gateway, net.prefixlen)
+                br.ensure_bridge(bname, net.gateway, net.prefixlen, net.mtu)
                 undo.push(lambda: br.delete_link(bname))
                 self.networks[nid] = net
                 undo.push(lambda: self.networks.pop(nid, None))
@@ -533,6 +536,9 @@ class NetworkManager:
         undo.push(lambda: self.ipam.release_address(net.id, ep.ip))
         ep.mac = mac_from_ip(ep.ip)
         # 2. host ports: bind first, so a taken port fails before any change
+        for b in bindings:
+            if not b.host_ip and net.host_binding_ipv4:
+                b.host_ip = net.host_binding_ipv4
         socks = []
         try:
             for b in bindings:
@@ -548,7 +554,7 @@ class NetworkManager:
         ep.host_veth = self._unique_veth()
         try:
             br.attach(net.bridge, ep.host_veth, ep.netns_path, ep.ip, net.prefixlen,
-                      None if net.internal else net.gateway, ep.mac)
+                      None if net.internal else net.gateway, ep.mac, net.mtu)
         except BaseException:
             for s in socks:
                 s.close()
@@ -731,11 +737,11 @@ class NetworkManager:
             if not br.endpoint_present(ep.host_veth, ep.netns_path, ep.ip):
                 br.delete_link(ep.host_veth)
                 br.attach(net.bridge, ep.host_veth, ep.netns_path, ep.ip, net.prefixlen,
-                          None if net.internal else net.gateway, ep.mac)
+                          None if net.internal else net.gateway, ep.mac, net.mtu)
             elif br.link_master(ep.host_veth) != net.bridge:
                 br.delete_link(ep.host_veth)
                 br.attach(net.bridge, ep.host_veth, ep.netns_path, ep.ip, net.prefixlen,
-                          None if net.internal else net.gateway, ep.mac)
+                          None if net.internal else net.gateway, ep.mac, net.mtu)
             for i, b in enumerate(ep.ports):
                 if (ep.id, i) in self._proxies:
                     continue
@@ -766,7 +772,7 @@ class NetworkManager:
 
     def _sync_firewall(self) -> None:
         nets = [n for n in self.networks.values() if n.driver == "bridge"]
-        bridges = [BridgeFw(n.bridge, n.subnet, n.internal) for n in nets]
+        bridges = [BridgeFw(n.bridge, n.subnet, n.internal, n.icc, n.masquerade) for n in nets]
         ports = []
         for ep in self.endpoints.values():
             net = self.networks.get(ep.network_id)

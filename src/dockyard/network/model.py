@@ -117,6 +117,28 @@ class Network:
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.subnet).prefixlen if self.subnet else 0
 
+    def _opt_bool(self, key: str, default: bool = True) -> bool:
+        v = self.options.get(key)
+        return default if v is None else str(v).lower() in ("1", "true", "yes")
+
+    @property
+    def icc(self) -> bool:
+        return self._opt_bool("com.docker.network.bridge.enable_icc")
+
+    @property
+    def masquerade(self) -> bool:
+        return self._opt_bool("com.docker.network.bridge.enable_ip_masquerade")
+
+    @property
+    def mtu(self) -> int:
+        return int(self.options.get("com.docker.network.driver.mtu") or 1500)
+
+    @property
+    def host_binding_ipv4(self) -> str:
+        """Default host address for published ports (``-p 8080:80``)."""
+        v = self.options.get("com.docker.network.bridge.host_binding_ipv4", "")
+        return "" if v == "0.0.0.0" else v
+
     @property
     def has_dns(self) -> bool:
         """Docker's embedded DNS serves user-defined bridge networks only."""
