@@ -159,15 +159,12 @@ class Runtime:
 
         undo = _Undo()
         procs: list[int] = []
+        mgr = _cgroups().open_manager(cfg.cgroups_path, cid)
         try:
             self.store.create_dir(cid)
             undo.push(lambda: self.store.remove(cid))
-            mgr = _cgroups().open_manager(cfg.cgroups_path, cid)
-            mgr.create()
             undo.push(mgr.destroy)
-            undo.push(lambda: _kill_and_reap(mgr.pids()))
-            undo.push(lambda: _kill_and_reap(procs))
-            mgr.apply(with_default_devices(cfg.resources))
+            undo.push(lambda: _kill_and_reap([*procs, *mgr.pids()]))
             fifo_fd = self._make_fifo(cid, cfg)
             console_fd = opts.console_fd
             if console_fd is None and cfg.process.terminal:
@@ -213,8 +210,9 @@ class Runtime:
     def _talk(self, cfg, cid: str, mgr, sock, c1: int, procs: list[int]) -> tuple[int, int]:
         from . import hooks, sync
         from .sync import Msg
-        mgr.add(c1)
-        sync.send(sock, Msg.GO)
+        # while the stages create namespaces and start on the rootfs
+        mgr.create()
+        mgr.apply(with_default_devices(cfg.resources))
         while True:
             msg = sync.recv(sock)
             if msg is None:
@@ -230,6 +228,8 @@ class Runtime:
         procs.append(pid)
         os.waitpid(c1, 0)
         procs.remove(c1)
+        mgr.add(pid)
+        sync.send(sock, Msg.GO)
         st = statemod.proc_stat(pid)
         starttime = st[1] if st else 0
         sync.expect(sock, Msg.HOOKS, "hooks")

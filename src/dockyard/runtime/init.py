@@ -77,36 +77,27 @@ def new_namespace_flags(cfg, include_user: bool) -> int:
 def stage1(cfg, sock: socket.socket, opts: InitOptions) -> None:
     """Runs in the first child; never returns.
 
-    Everything that does not depend on cgroup membership (joining and
-    creating namespaces) happens while the parent is still writing our pid
-    into the cgroup (a slow write on cgroup v1: it waits for an RCU grace
-    period). The cgroup and PID namespaces come after GO: a cgroup namespace
-    must be rooted at the container's cgroup, and stage 2 must be forked
-    inside it.
+    Stage 2 is forked at once, before the container's cgroup even exists:
+    the parent creates it and moves stage 2 into it (a slow write on cgroup
+    v1, which waits for an RCU grace period) while stage 2 already builds the
+    root filesystem. Only the cgroup namespace has to wait for that, so
+    stage 2 unshares it itself once it is inside (as runc does).
     """
     try:
         sc.set_dumpable(False)
         join_namespaces(cfg)
         userns = cfg.namespace("user")
-        new_userns = userns is not None and userns.path is None
-        if new_userns:
+        if userns is not None and userns.path is None:
             sc.unshare(sc.CLONE_NEWUSER)
             sync.send(sock, Msg.USERNS)
-        late = sc.CLONE_NEWCGROUP | sc.CLONE_NEWPID
-        sc.unshare(new_namespace_flags(cfg, include_user=False) & ~late)
-        sync.expect(sock, Msg.GO, "stage 1")
-        if new_userns:
             sync.expect(sock, Msg.USERNS_DONE, "user namespace")
         if userns is not None:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-        # the host's cgroup paths, read before a cgroup namespace hides them
-        view = rootfs.CgroupView() if any(m.type in ("cgroup", "cgroup2")
-                                          for m in cfg.mounts) else None
-        sc.unshare(new_namespace_flags(cfg, include_user=False) & late)
+        sc.unshare(new_namespace_flags(cfg, include_user=False) & ~sc.CLONE_NEWCGROUP)
         pid = os.fork()
         if pid == 0:
-            stage2(cfg, sock, opts, view)
+            stage2(cfg, sock, opts)
         sync.send(sock, Msg.CHILD_PID, pid=pid)
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
@@ -114,9 +105,9 @@ def stage1(cfg, sock: socket.socket, opts: InitOptions) -> None:
         os._exit(1)
 
 
-def stage2(cfg, sock: socket.socket, opts: InitOptions, view) -> None:
+def stage2(cfg, sock: socket.socket, opts: InitOptions) -> None:
     try:
-        Init(cfg, sock, opts, view).run()
+        Init(cfg, sock, opts).run()
     except BaseException as e:  # noqa: BLE001
         report_error(sock, e)
     os._exit(1)
@@ -125,12 +116,13 @@ def stage2(cfg, sock: socket.socket, opts: InitOptions, view) -> None:
 class Init:
     """The container's PID 1 until it execs the user's program."""
 
-    def __init__(self, cfg, sock: socket.socket, opts: InitOptions, view) -> None:
+    def __init__(self, cfg, sock: socket.socket, opts: InitOptions) -> None:
         self.cfg = cfg
         self.proc = cfg.process
         self.sock = sock
         self.opts = opts
-        self.view = view
+        self.view: rootfs.CgroupView | None = None
+        self.in_cgroup = False
         self.rootfs = cfg.rootfs
         self.in_userns = cfg.namespace("user") is not None
         self.state: dict = {}
@@ -177,7 +169,22 @@ class Init:
     def mounts(self) -> None:
         # In config order: later mounts may sit on earlier ones (/dev, /dev/pts).
         for m in self.cfg.mounts:
+            if m.type in ("cgroup", "cgroup2"):
+                self.join_cgroup()
             rootfs.mount_entry(m, self.rootfs, self.cfg.bundle, self.view)
+
+    def join_cgroup(self) -> None:
+        # Wait until the parent has put us into the container's cgroup; then
+        # note our cgroup paths (for the /sys/fs/cgroup mount) and only then
+        # unshare the cgroup namespace, so that it is rooted at our cgroup.
+        if self.in_cgroup:
+            return
+        sync.expect(self.sock, Msg.GO, "cgroup")
+        self.in_cgroup = True
+        self.view = rootfs.CgroupView()
+        ns = self.cfg.namespace("cgroup")
+        if ns is not None and ns.path is None:
+            sc.unshare(sc.CLONE_NEWCGROUP)
 
     def devices(self) -> None:
         # After /dev is mounted (a tmpfs) and before pivot_root, because in a
@@ -194,6 +201,7 @@ class Init:
     def runtime_hooks(self) -> None:
         # prestart and createRuntime hooks run in the runtime's namespace
         # (the parent), once our namespaces exist and before pivot_root.
+        self.join_cgroup()
         sync.send(self.sock, Msg.HOOKS)
         self.state = sync.expect(self.sock, Msg.HOOKS_DONE, "hooks").get("state", {})
 

@@ -20,7 +20,7 @@ from . import fastjson
 class Msg:
     """The one list of message types (plain strings: ``enum`` costs startup time)."""
 
-    GO = "go"                      # parent -> stage 1: you are in the cgroup, continue
+    GO = "go"                      # parent -> init (or exec's stage 1): you are in the cgroup
     USERNS = "userns"              # stage 1 -> parent: unshared CLONE_NEWUSER, map me
     USERNS_DONE = "userns-done"    # parent -> stage 1: uid/gid maps written
     CHILD_PID = "child-pid"        # stage 1 -> parent: init's pid (in the parent's pid ns)
