@@ -561,3 +561,19 @@ def test_register_image_from_blobs_with_repo_digest(svc):
     assert svc.remove("localhost:5000/x:1") == [
         {"Untagged": "localhost:5000/x:1"}, {"Untagged": f"localhost:5000/x@{mdig}"},
         {"Deleted": iid}, {"Deleted": diff_id}]
+
+
+def test_derive_image_without_layer(svc):
+    base = svc.import_image(io.BytesIO(small_tar()), "base", None, ['CMD ["a"]'])
+    child = svc.derive_image("base", changes=["ENV K=v"], created_by="/bin/sh -c #(nop)  ENV K=v",
+                             repo="child")
+    ins = svc.inspect("child")
+    assert ins["Parent"] == base and ins["RootFS"] == svc.inspect(base)["RootFS"]
+    assert ins["Config"]["Env"] == ["K=v"] and ins["Config"]["Cmd"] == ["a"]
+    assert ins["Size"] == svc.inspect(base)["Size"]
+    h = svc.history("child")
+    assert [x["Size"] for x in h] == [0, 1] and h[0]["Id"] == child and h[1]["Id"] == base
+    assert h[0]["CreatedBy"] == "/bin/sh -c #(nop)  ENV K=v"
+    scratch = svc.derive_image(None, changes=['CMD ["x"]'])
+    assert svc.inspect(scratch)["RootFS"] == {"Type": "layers"}
+    assert svc.prepare_rootfs(scratch, "ctr")[0]["type"] == "bind"

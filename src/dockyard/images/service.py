@@ -1036,41 +1036,72 @@ class ImageService:
             diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or []) + [diff_id]
             top = self._ensure_layers(diff_ids, lambda i: self.content.open(blob), leases,
                                       blob_info=lambda i: (blob, MEDIA_LAYER_TAR))
-            created = rfc3339()
-            cfg_in = config if config is not None else base_cfg.get("config")
-            new_config = apply_changes(cfg_in, list(changes or ()))
-            history = list(base_cfg.get("history") or [])
-            h = {"created": created}
-            if author:
-                h["author"] = author
-            if created_by:
-                h["created_by"] = created_by
-            if comment:
-                h["comment"] = comment
-            history.append(h)
-            img = {"architecture": base_cfg.get("architecture", "amd64")}
-            if author:
-                img["author"] = author
-            if comment:
-                img["comment"] = comment
-            img["config"] = new_config
-            if container_id:
-                img["container"] = container_id
-            img["container_config"] = container_config or empty_container_config()
-            img["created"] = created
-            img["docker_version"] = docker_version()
-            img["history"] = history
-            img["os"] = base_cfg.get("os", "linux")
-            img["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-            config_bytes = json.dumps(img, separators=(",", ":")).encode()
-            image_id, _ = self._store_image(config_bytes, top, [ref] if ref else [],
-                                            blobs=[blob], parent=base_id)
+            image_id = self._derive(base_id, base_cfg, diff_ids, top, [blob], config, changes,
+                                    comment, author, container_id, container_config, created_by,
+                                    ref, empty_layer=False)
         finally:
             for item in leases:
                 self._drop_lease(item)
         self._emit("commit", image_id, {"name": image_id})
         if ref:
             self._emit("tag", image_id, {"name": ref.familiar()})
+        return image_id
+
+    def derive_image(self, base_image: str | None, config: dict | None = None,
+                     changes: list[str] | tuple[str, ...] = (), created_by: str = "",
+                     comment: str = "", author: str = "", repo: str | None = None,
+                     tag: str | None = None) -> str:
+        """A new image on ``base_image`` with no new layer (a builder's ENV/LABEL/CMD
+        step): the config changed, one ``empty_layer`` history entry added."""
+        ref = self._tag_reference(repo, tag) if repo else None
+        base_cfg: dict = {}
+        base_id = ""
+        top = None
+        if base_image:
+            base_id = self.resolve(base_image)
+            base_cfg = json.loads(self.get_config_bytes(base_id))
+            top = self._row(base_id)["top_chain"]
+        diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or [])
+        with self.lease(*([top] if top else [])):
+            image_id = self._derive(base_id, base_cfg, diff_ids, top, [], config, changes,
+                                    comment, author, "", None, created_by, ref, empty_layer=True)
+        if ref:
+            self._emit("tag", image_id, {"name": ref.familiar()})
+        return image_id
+
+    def _derive(self, base_id, base_cfg, diff_ids, top, blobs, config, changes, comment, author,
+                container_id, container_config, created_by, ref, empty_layer: bool) -> str:
+        created = rfc3339()
+        cfg_in = config if config is not None else base_cfg.get("config")
+        new_config = apply_changes(cfg_in, list(changes or ()))
+        history = list(base_cfg.get("history") or [])
+        h = {"created": created}
+        if author:
+            h["author"] = author
+        if created_by:
+            h["created_by"] = created_by
+        if comment:
+            h["comment"] = comment
+        if empty_layer:
+            h["empty_layer"] = True
+        history.append(h)
+        img = {"architecture": base_cfg.get("architecture", "amd64")}
+        if author:
+            img["author"] = author
+        if comment:
+            img["comment"] = comment
+        img["config"] = new_config
+        if container_id:
+            img["container"] = container_id
+        img["container_config"] = container_config or empty_container_config()
+        img["created"] = created
+        img["docker_version"] = docker_version()
+        img["history"] = history
+        img["os"] = base_cfg.get("os", "linux")
+        img["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+        config_bytes = json.dumps(img, separators=(",", ":")).encode()
+        image_id, _ = self._store_image(config_bytes, top, [ref] if ref else [],
+                                        blobs=blobs, parent=base_id)
         return image_id
 
     def driver_status(self) -> dict:
