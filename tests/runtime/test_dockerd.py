@@ -77,3 +77,26 @@ def test_docker_detached_exec_stop(dockerd):
         assert r.stdout.strip() == b"137"
     finally:
         dockerd.docker("rm", "-f", "dy-long", check=False)
+
+
+def test_docker_run_with_many_options(dockerd, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("from-host\n")
+    script = ("id -u; hostname; touch /x 2>/dev/null || echo ro; "
+              "touch /scratch/y && echo tmpfs-ok; cat /data/f; "
+              "grep NoNewPrivs /proc/self/status; grep CapEff /proc/self/status; "
+              "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; "
+              "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max")
+    r = dockerd.docker("run", "--rm", "--runtime", "dockyard", "--user", "1000:1000",
+                       "--read-only", "--tmpfs", "/scratch", "--cap-drop", "ALL",
+                       "--security-opt", "no-new-privileges", "-v", f"{data}:/data:ro",
+                       "--memory", "64m", "--pids-limit", "50", "--hostname", "h1",
+                       "--sysctl", "net.ipv4.ip_unprivileged_port_start=1000",
+                       "busybox", "sh", "-c", script, check=False)
+    assert r.returncode == 0, r.stderr.decode() + dockerd.logs()[-3000:]
+    lines = r.stdout.decode().split("\n")
+    assert lines[:5] == ["1000", "h1", "ro", "tmpfs-ok", "from-host"], lines
+    assert lines[5].split() == ["NoNewPrivs:", "1"]
+    assert lines[6].split() == ["CapEff:", "0000000000000000"]
+    assert lines[7:9] == ["1000", "50"]
