@@ -230,8 +230,13 @@ def _iptables_in(netns_path: str, args: list[str], input: str | None = None) -> 
     )
 
 
-def install_redirect(netns_path: str, udp_port: int, tcp_port: int, prefix: str = "DOCKYARD") -> None:
-    """DNAT 127.0.0.11:53 (udp, tcp) to our ports, inside the namespace."""
+def install_redirect(netns_path: str, udp_port: int, tcp_port: int, prefix: str = "DOCKYARD",
+                     fresh: bool = False) -> None:
+    """DNAT 127.0.0.11:53 (udp, tcp) to our ports, inside the namespace.
+
+    ``fresh``: the namespace has no rules of ours yet (first connect, or after
+    remove_redirect), so the jump goes in the same single transaction;
+    otherwise (restore) the jump is checked for and added only if missing."""
     chain, marker = _chains(prefix)
     c = f'-m comment --comment "{marker}"'
     text = (
@@ -239,11 +244,14 @@ def install_redirect(netns_path: str, udp_port: int, tcp_port: int, prefix: str 
         f":{chain} - [0:0]\n"
         f"-A {chain} -d {DNS_IP}/32 -p udp -m udp --dport 53 -j DNAT --to-destination {DNS_IP}:{udp_port} {c}\n"
         f"-A {chain} -d {DNS_IP}/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination {DNS_IP}:{tcp_port} {c}\n"
-        "COMMIT\n"
+        + (f"-A OUTPUT -d {DNS_IP}/32 -j {chain} {c}\n" if fresh else "")
+        + "COMMIT\n"
     )
     p = _iptables_in(netns_path, ["iptables-restore", "-w", "--noflush"], input=text)
     if p.returncode != 0:
         raise OSError(f"DNS redirect in {netns_path}: {p.stderr.strip()}")
+    if fresh:
+        return
     jump = ["OUTPUT", "-d", f"{DNS_IP}/32", "-j", chain, "-m", "comment", "--comment", marker]
     if _iptables_in(netns_path, ["iptables", "-w", "-t", "nat", "-C", *jump]).returncode != 0:
         p = _iptables_in(netns_path, ["iptables", "-w", "-t", "nat", "-A", *jump])

@@ -701,7 +701,8 @@ class NetworkManager:
         listener = dns.Listener(resolver, udp, tcp)
         try:
             self.services.call(listener.start())
-            dns.install_redirect(netns_path, listener.udp_port, listener.tcp_port, self.prefix)
+            dns.install_redirect(netns_path, listener.udp_port, listener.tcp_port, self.prefix,
+                                 fresh=undo is not None)
         except BaseException:
             self.services.call(listener.close())
             self._sandboxes.pop(cid, None)
