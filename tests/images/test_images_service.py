@@ -268,7 +268,10 @@ def test_load_oci_layout(svc, tmp_path):
     msgs = list(svc.load_images(io.BytesIO(data), quiet=True))
     assert msgs == [{"stream": "Loaded image: example.com/oci/img:1.0\n"}]
     ins = svc.inspect("example.com/oci/img:1.0")
-    assert ins["Id"] == cid and ins["Config"] == {"Cmd": ["sh"]}
+    assert ins["Id"] == cid and ins["Config"]["Cmd"] == ["sh"]
+    # shown as Docker shows it: the whole container config, zero values filled in
+    assert ins["Config"]["Hostname"] == "" and ins["Config"]["Env"] is None
+    assert "ExposedPorts" not in ins["Config"] and list(ins["Config"])[0] == "Hostname"
     # the gzip blob is kept: a save writes it back verbatim
     out = io.BytesIO()
     svc.export_images([cid], out)

@@ -37,6 +37,22 @@ _KEY_ORDER = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "
               "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell"]
 
 
+_OMITEMPTY = ("ExposedPorts", "Healthcheck", "ArgsEscaped", "NetworkDisabled", "MacAddress",
+              "StopSignal", "StopTimeout", "Shell")
+
+
+def docker_config_view(cfg: dict | None) -> dict | None:
+    """A config as Docker's API prints it: every non-omitempty field present (zero
+    values filled in), empty omitempty fields dropped, fields in Go struct order."""
+    if cfg is None:
+        return None
+    out = {**empty_container_config(), **cfg}
+    for k in _OMITEMPTY:
+        if k in out and out[k] in (None, "", False, {}, [], 0):
+            del out[k]
+    return ordered_config(out)
+
+
 def ordered_config(cfg: dict) -> dict:
     out = {k: cfg[k] for k in _KEY_ORDER if k in cfg}
     out.update({k: v for k, v in cfg.items() if k not in out})

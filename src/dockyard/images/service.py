@@ -31,8 +31,8 @@ from typing import BinaryIO, Callable, Iterator
 from dockyard.content import ContentStore
 from dockyard.errors import Conflict, InvalidParameter, NotFound
 from dockyard.images import reference as refs
-from dockyard.images.config import (apply_changes, docker_version, empty_container_config,
-                                    normalize_time, parse_time, rfc3339)
+from dockyard.images.config import (apply_changes, docker_config_view, docker_version,
+                                    empty_container_config, normalize_time, parse_time, rfc3339)
 from dockyard.images.unpack import apply_layer
 from dockyard.metadata.store import Store
 from dockyard.snapshots import new_snapshotter
@@ -432,10 +432,10 @@ class ImageService:
             "Comment": cfg.get("comment", ""),
             "Created": normalize_time(cfg.get("created")),
             "Container": cfg.get("container", ""),
-            "ContainerConfig": cfg.get("container_config") or empty_container_config(),
+            "ContainerConfig": docker_config_view(cfg.get("container_config") or {}),
             "DockerVersion": cfg.get("docker_version", ""),
             "Author": cfg.get("author", ""),
-            "Config": cfg.get("config"),
+            "Config": docker_config_view(cfg.get("config")),
             "Architecture": cfg.get("architecture", ""),
         }
         if cfg.get("variant"):
