@@ -303,6 +303,8 @@ def parse(template: str) -> list[_Node]:
     for i, part in enumerate(parts):
         if not (part.startswith("{{") and part.endswith("}}")):
             text = part
+            if "{{" in text:
+                raise TemplateError("unclosed action")
             if trim_next:
                 text = text.lstrip()
             if i + 1 < len(parts) and parts[i + 1].startswith("{{- "):
