@@ -207,6 +207,8 @@ def test_save_load_same_id_fresh_root(svc, make_service, tmp_path, busybox_tar_b
         manifest = json.load(tf.extractfile("manifest.json"))
         index = json.load(tf.extractfile("index.json"))
     assert {"manifest.json", "index.json", "oci-layout", "repositories"} <= set(names)
+    legacy = [n for n in names if n.endswith("/layer.tar")]
+    assert len(legacy) == 2 and all(n.replace("layer.tar", "VERSION") in names for n in legacy)
     assert manifest[0]["RepoTags"] == ["bb:1", "localhost:5000/bb:2"]
     assert manifest[0]["Config"] == "blobs/sha256/" + iid[7:] and manifest[1]["RepoTags"] is None
     assert index["manifests"][0]["annotations"]["io.containerd.image.name"] == "docker.io/library/bb:1"

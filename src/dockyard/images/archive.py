@@ -3,7 +3,8 @@
 Save writes what Docker 25+ writes and what Docker 20.10's ``load`` also
 accepts: an OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256/*``)
 plus Docker's ``manifest.json`` (``Config`` and ``Layers`` pointing into
-``blobs/``) and ``repositories``. Config bytes and layer blobs are written
+``blobs/``), ``repositories`` and the legacy per-layer directories
+(``<v1 id>/VERSION``, ``json`` and ``layer.tar``, a symlink into ``blobs/``). Config bytes and layer blobs are written
 verbatim, so image IDs survive the round trip.
 
 Load reads, in one streaming pass (the archive may be gzip/zstd compressed):
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from dockyard.errors import InvalidParameter, NotFound
 from dockyard.images import reference as refs
+from dockyard.images.config import empty_container_config
 from dockyard.images.unpack import (_STREAM_ERRORS, HashingReader, UnpackError,
                                     _is_decompress_error, _stream_error, decompressed,
                                     digest_layer, iter_tar)
@@ -109,6 +111,8 @@ def export_images(svc: "ImageService", names: list[str], out: BinaryIO) -> None:
     manifest_json = []
     index_manifests = []
     repositories: dict[str, dict[str, str]] = {}
+    written_dirs: set[str] = set()
+    top_v1: dict[str, str] = {}
     _add_dir(tf, "blobs")
     _add_dir(tf, "blobs/sha256")
 
@@ -139,6 +143,32 @@ def export_images(svc: "ImageService", names: list[str], out: BinaryIO) -> None:
             layer_descs.append({"mediaType": row["media_type"] or MT_OCI_LAYER,
                                 "digest": row["blob_digest"], "size": size})
         add_blob(iid)
+        # Docker 20.10's legacy layout as well: <v1 id>/{VERSION,json,layer.tar}, the tar a
+        # symlink into blobs/ (what Docker 25+ writes too); older tools follow these
+        parent_v1 = ""
+        for n, (chain, d) in enumerate(zip(chain_ids(diff_ids), layer_descs)):
+            top = n == len(layer_descs) - 1
+            v1 = hashlib.sha256(f"{parent_v1} {chain} {iid if top else ''}".encode()).hexdigest()
+            if v1 not in written_dirs:
+                written_dirs.add(v1)
+                _add_dir(tf, v1)
+                _add_bytes(tf, f"{v1}/VERSION", b"1.0")
+                v1json = {"id": v1, **({"parent": parent_v1} if parent_v1 else {}),
+                          "created": "1970-01-01T00:00:00Z" if not top else
+                          cfg.get("created", "1970-01-01T00:00:00Z"),
+                          "container_config": empty_container_config(),
+                          "os": cfg.get("os", "linux")}
+                if top and cfg.get("config") is not None:
+                    v1json["config"] = cfg["config"]
+                _add_bytes(tf, f"{v1}/json", json.dumps(v1json, separators=(",", ":")).encode())
+                ti = tarfile.TarInfo(f"{v1}/layer.tar")
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = "../blobs/sha256/" + d["digest"].split(":", 1)[1]
+                ti.mtime = 0
+                ti.mode = 0o777
+                tf.addfile(ti)
+            parent_v1 = v1
+        top_v1[iid] = parent_v1
         manifest_bytes = _manifest_for(svc, iid, config, layer_descs)
         mdigest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
         if mdigest not in written:
@@ -160,8 +190,7 @@ def export_images(svc: "ImageService", names: list[str], out: BinaryIO) -> None:
         })
         if tags and layer_descs:
             for t in tags:
-                repositories.setdefault(t.familiar_name, {})[t.tag] = \
-                    diff_ids[-1].split(":", 1)[1]
+                repositories.setdefault(t.familiar_name, {})[t.tag] = top_v1[iid]
         svc._emit("save", iid, {"name": tags[0].familiar() if tags else iid})
     index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": index_manifests}
     _add_bytes(tf, "index.json", json.dumps(index, separators=(",", ":")).encode())
