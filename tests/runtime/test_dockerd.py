@@ -100,3 +100,14 @@ def test_docker_run_with_many_options(dockerd, tmp_path):
     assert lines[5].split() == ["NoNewPrivs:", "1"]
     assert lines[6].split() == ["CapEff:", "0000000000000000"]
     assert lines[7:9] == ["1000", "50"]
+
+
+def test_docker_run_privileged(dockerd):
+    r = dockerd.docker("run", "--rm", "--runtime", "dockyard", "--privileged", "busybox",
+                       "sh", "-c", "mount -t tmpfs none /tmp && echo mounted; "
+                       "grep CapEff /proc/self/status", check=False)
+    assert r.returncode == 0, r.stderr.decode() + dockerd.logs()[-3000:]
+    out = r.stdout.decode()
+    assert "mounted" in out, out + r.stderr.decode()
+    eff = int(out.split("CapEff:")[1].split()[0], 16)
+    assert eff & (1 << 21)             # CAP_SYS_ADMIN (all the host has, at least)

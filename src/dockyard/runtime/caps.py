@@ -110,7 +110,11 @@ def apply(capabilities: dict | None, switch_user) -> None:
     """
     from . import syscalls
     c = capabilities or {}
-    masks = {s: mask(c.get(s)) for s in SETS}
+    # What we do not hold ourselves (a runtime started inside a container or
+    # with a reduced bounding set) cannot be granted: ask only for the rest,
+    # as if the kernel did not know those capabilities.
+    _eff, held, _inh = syscalls.capget()
+    masks = {s: mask(c.get(s)) & held for s in SETS}
     drop_bounding(masks["bounding"])
     syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
     switch_user()
