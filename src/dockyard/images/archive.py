@@ -324,7 +324,7 @@ def _spool_inner(svc: "ImageService", stream: BinaryIO, leases: list[str]) -> _A
     return ar
 
 
-def _pick_platform(index: dict) -> list[dict]:
+def _index_manifests(index: dict) -> list[dict]:
     ms = index.get("manifests") or []
     if not isinstance(ms, list):
         raise InvalidParameter("invalid archive: index manifests is not a list")
@@ -373,7 +373,7 @@ def _plans(svc: "ImageService", ar: _Archive) -> list[_ImagePlan]:
         except ValueError as e:
             raise InvalidParameter(f"invalid archive: index.json: {e}") from None
         by_manifest: dict[str, _ImagePlan] = {}
-        for desc in _pick_platform(index):
+        for desc in _index_manifests(index):
             for mdigest, tagname in _walk_index(svc, ar, desc, None):
                 plan = by_manifest.get(mdigest)
                 if plan is None:

@@ -164,7 +164,6 @@ class ImageService:
     def _delete_layer_rows(self, db, chain: str) -> None:
         for child in db.execute("SELECT chain_id FROM layers WHERE parent = ?", (chain,)).fetchall():
             self._delete_layer_rows(db, child[0])
-        db.execute("UPDATE images SET top_chain = top_chain WHERE top_chain = ?", (chain,))
         db.execute("DELETE FROM layers WHERE chain_id = ?", (chain,))
 
     def gc(self) -> tuple[list[str], int]:
@@ -187,7 +186,8 @@ class ImageService:
                 if info.key not in layers and info.parent:
                     mark(info.parent)  # containers' rootfs, views
             for item in self._leases:
-                mark(item) if item in layers else None
+                if item in layers:
+                    mark(item)
             # delete leaves first
             doomed = [c for c in layers if c not in keep]
             while doomed:
