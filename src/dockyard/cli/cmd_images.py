@@ -229,15 +229,28 @@ def cmd_image_inspect(g, argv: list[str]) -> int:
 
 
 def _check_ref(ref: str) -> None:
+    """Client-side reference check, with the Docker CLI's wording."""
     import re
 
     name, tag = _split_tag(ref.split("@", 1)[0])
-    ok = re.fullmatch(r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-                      r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*", name)
-    if not ok or (tag and not re.fullmatch(r"[\w][\w.-]{0,127}", tag)):
-        if name != name.lower() and ok is None and re.fullmatch(r"[A-Za-z0-9._/:-]+", name):
-            raise CommandError(f'Error parsing reference: "{ref}" is not a valid '
-                               "repository/tag: repository name must be lowercase")
+    first, slash, rest = name.partition("/")
+    # like distribution/reference: a first component with '.', ':' or capitals is a domain
+    if slash and (any(c in first for c in ".:") or first == "localhost" or
+                  first != first.lower()):
+        path = rest
+    else:
+        path = name
+    component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    valid_path = re.fullmatch(rf"{component}(?:/{component})*", path)
+    if valid_path is None and re.fullmatch(rf"{component}(?:/{component})*", path.lower()):
+        if path is name and "/" not in path:
+            path = "library/" + path
+        raise CommandError(f'Error parsing reference: "{ref}" is not a valid repository/tag: '
+                           f"invalid reference format: repository name ({path}) must be "
+                           "lowercase")
+    domain_ok = path is name or re.fullmatch(r"[a-zA-Z0-9.-]+(?::[0-9]+)?", first)
+    if valid_path is None or not domain_ok or \
+            (tag and not re.fullmatch(r"[\w][\w.-]{0,127}", tag)) or ref.endswith(":"):
         raise CommandError(f'Error parsing reference: "{ref}" is not a valid repository/tag: '
                            "invalid reference format")
 
