@@ -191,7 +191,7 @@ def export_images(svc: "ImageService", names: list[str], out: BinaryIO) -> None:
         if tags and layer_descs:
             for t in tags:
                 repositories.setdefault(t.familiar_name, {})[t.tag] = top_v1[iid]
-        svc._emit("save", iid, {"name": tags[0].familiar() if tags else iid})
+        svc._emit("save", iid, {"name": iid})
     index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": index_manifests}
     _add_bytes(tf, "index.json", json.dumps(index, separators=(",", ":")).encode())
     _add_bytes(tf, "manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode())
