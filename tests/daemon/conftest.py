@@ -31,3 +31,17 @@ def busybox_tar(busybox_template, tmp_path_factory):
     p = tmp_path_factory.mktemp("bbtar") / "busybox.tar"
     p.write_bytes(_tar_of(busybox_template))
     return p
+
+
+@pytest.fixture(scope="session")
+def saved_busybox(busybox_tar, tmp_path_factory):
+    """A `docker save` tar of busybox created 2020-01-01 (stable CREATED column):
+    (path, image id); tagged am/busybox:v1 and am/busybox:latest."""
+    from imgtar import saved_image
+
+    data, image_id = saved_image(busybox_tar.read_bytes(),
+                                 ["am/busybox:v1", "am/busybox:latest"],
+                                 labels={"org.dockyard.test": "yes"})
+    p = tmp_path_factory.mktemp("saved") / "busybox-saved.tar"
+    p.write_bytes(data)
+    return p, image_id

@@ -347,8 +347,9 @@ def cmd_history(g, argv: list[str]) -> int:
     hist = g.client().history(o.args[0])
     fmt = o.format or "table"
     if fmt == "table":
+        created = "{{.CreatedSince}}" if o.human else "{{.CreatedAt}}"
         fmt = "{{.ID}}" if o.quiet else \
-            "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+            f"table {{{{.ID}}}}\t{created}\t{{{{.CreatedBy}}}}\t{{{{.Size}}}}\t{{{{.Comment}}}}"
     rows = [HistoryRow(h, not o.no_trunc, o.human) for h in hist]
     sys.stdout.write(format_rows(fmt, rows, HistoryRow.HEADER))
     return 0
