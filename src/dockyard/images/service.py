@@ -680,7 +680,8 @@ class ImageService:
     def register_image(self, config_bytes: bytes, layers: list[tuple[str, str | None]],
                        tags: list[str] | tuple[str, ...] = (), manifest_digest: str | None = None,
                        repo_digests: list[str] | tuple[str, ...] = (),
-                       progress: Callable[[int, str, str], None] | None = None) -> str:
+                       progress: Callable[[int, str, str], None] | None = None,
+                       open_layer: Callable[[int], BinaryIO] | None = None) -> str:
         """Record an image whose config, manifest and layer blobs (``[(digest, media
         type)]``) are already in the content store (e.g. just pulled, under a
         :meth:`lease`). Unpacks missing layers (diffIDs checked), tags it and records the
@@ -714,8 +715,10 @@ class ImageService:
                         mt = LAYER_MEDIA[detect_compression(f.read(4))]
                 return d, mt
 
-            top = self._ensure_layers(diff_ids, lambda i: self.content.open(layers[i][0]), leases,
-                                      progress, blob_info)
+            # ``open_layer`` (pull): layer i's bytes as they arrive, so unpacking
+            # overlaps the downloads; it must raise unless the blob was verified
+            opener = open_layer or (lambda i: self.content.open(layers[i][0]))
+            top = self._ensure_layers(diff_ids, opener, leases, progress, blob_info)
             image_id, _ = self._store_image(config_bytes, top, tag_refs,
                                             blobs=[d for d, _ in layers],
                                             manifest=manifest_digest)

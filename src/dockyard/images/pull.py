@@ -1,0 +1,572 @@
+"""``docker pull``: fetch an image from a registry into the image service.
+
+    async for msg in pull(svc, "127.0.0.1:5000/am/busybox:v1", auth=("u", "p")):
+        ...   # Docker's JSON progress messages, exactly as dockerd words them
+
+How it goes: the tag (or digest) resolves to a manifest (Docker schema 2 or OCI;
+an index or manifest list resolves to this machine's platform, or
+``platform``). If the image (its config digest) is already here nothing is
+fetched. Otherwise missing layers (by chain ID) are downloaded, three at a
+time, through resumable content-store ingests named ``pull-<digest>``: a
+connection that breaks mid-layer resumes with ``Range`` from the ingest's
+offset. Each layer is unpacked *while* it downloads (the unpacker tails the
+ingest file) and its snapshot is committed only after the blob's digest and
+the layer's diffID both verified. Finally the image is registered with its tag
+and its ``repo@sha256:...`` digest reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import platform as _platform
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterator
+
+import aiohttp
+
+from dockyard.distribution.errors import ErrorCode, RegistryError
+from dockyard.distribution.manifest import (DOCKER_FOREIGN_LAYER, INDEXES, Manifest, parse_manifest,
+                                            select_platform)
+from dockyard.errors import DockyardError, InvalidParameter, NotFound, SystemError_, Unauthorized
+from dockyard.images import reference as refs
+from dockyard.images.registry_client import RegistryClient, RegistryUnreachable
+
+MAX_CONCURRENT_DOWNLOADS = 3
+RETRIES = 5
+UPDATE_EVERY = 512 * 1024       # bytes between progress messages (as Docker's progress reader)
+UPDATE_INTERVAL = 0.1           # and at most every 100 ms
+INGEST_PREFIX = "pull-"
+
+_END = object()
+
+
+# -- progress messages, as dockerd's jsonmessage ---------------------------------------
+
+def progress_string(current: int, total: int) -> str:
+    """JSONProgress.String() at the daemon's width (200 columns)."""
+    from dockyard.cli.units import human_size
+
+    if current <= 0 and total <= 0:
+        return ""
+    if total <= 0:
+        return f"{human_size(current):>8}"
+    pct = min(int(current / total * 100) // 2, 50)
+    bar = "[" + "=" * pct + ">" + " " * max(50 - pct, 0) + "] "
+    if current > total:
+        return bar + f"{human_size(current):>8}"
+    return bar + f"{human_size(current):>8}/{human_size(total)}"
+
+
+def status(text: str, id: str | None = None, progress: tuple[int, int] | None = None,
+           detail: bool = True) -> dict:
+    msg: dict = {"status": text}
+    if progress is not None:
+        msg["progressDetail"] = {"current": progress[0], "total": progress[1]}
+        msg["progress"] = progress_string(*progress)
+    elif id is not None and detail:
+        msg["progressDetail"] = {}
+    if id is not None:
+        msg["id"] = id
+    return msg
+
+
+def short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def host_platform() -> tuple[str, str, str | None]:
+    m = _platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+            "armv7l": "arm", "armv6l": "arm", "i686": "386", "i386": "386",
+            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(m, m)
+    variant = {"armv7l": "v7", "armv6l": "v6"}.get(m)
+    return "linux", arch, variant
+
+
+def parse_platform(value: str | None) -> tuple[str, str, str | None]:
+    if not value:
+        return host_platform()
+    parts = value.strip().lower().split("/")
+    if not parts[0] or len(parts) > 3:
+        raise InvalidParameter(f'"{value}": unknown operating system or architecture: '
+                               "invalid argument")
+    os_ = parts[0]
+    arch = parts[1] if len(parts) > 1 and parts[1] else host_platform()[1]
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(arch, arch)
+    variant = parts[2] if len(parts) > 2 else None
+    return os_, arch, variant
+
+
+def platform_string(os_: str, arch: str, variant: str | None) -> str:
+    return "/".join(p for p in (os_, arch, variant) if p)
+
+
+# -- errors, as dockerd's translatePullError ------------------------------------------
+
+def _cause(e: RegistryError) -> str:
+    return f"{e.code.name.lower().replace('_', ' ')}: {e.message}"
+
+
+def translate_error(e: Exception, ref: refs.Reference) -> Exception:
+    if isinstance(e, RegistryUnreachable):
+        return SystemError_(e.message)
+    if not isinstance(e, RegistryError):
+        return e
+    if e.code is ErrorCode.DENIED or (e.code is ErrorCode.UNAUTHORIZED and ref.domain == "docker.io"):
+        return NotFound(f"pull access denied for {ref.familiar_name}, repository does not exist "
+                        f"or may require 'docker login': denied: {e.message}")
+    if e.code is ErrorCode.MANIFEST_UNKNOWN:
+        return NotFound(f"manifest for {ref.familiar()} not found: {_cause(e)}")
+    if e.code is ErrorCode.NAME_UNKNOWN:
+        return NotFound(f"repository {ref.familiar_name} not found: {_cause(e)}")
+    if e.code is ErrorCode.UNAUTHORIZED:
+        url = getattr(e, "url", None)
+        prefix = f'Head "{url}": ' if url else ""
+        return Unauthorized(f"{prefix}unauthorized: {e.message}")
+    return SystemError_(_cause(e)) if e.status >= 500 else InvalidParameter(_cause(e))
+
+
+# -- a download the unpacker can follow -----------------------------------------------
+
+@dataclass
+class _Download:
+    digest: str
+    size: int
+    media_type: str
+    id: str
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    path: str | None = None        # the file that grows (ingest data, or the blob)
+    written: int = 0
+    done: bool = False             # verified and committed
+    error: BaseException | None = None
+    extracting: int = 0            # bytes the unpacker has read
+    complete_sent: bool = False
+
+    def update(self, **kw) -> None:
+        with self.cond:
+            for k, v in kw.items():
+                setattr(self, k, v)
+            self.cond.notify_all()
+
+
+class _Aborted(DockyardError):
+    status = 500
+
+
+class _FollowReader(io.RawIOBase):
+    """Reads a download's file as it grows; EOF only once the blob verified."""
+
+    def __init__(self, dl: _Download, abort: threading.Event, on_read):
+        self._dl = dl
+        self._abort = abort
+        self._fd: int | None = None
+        self._pos = 0
+        self._on_read = on_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        dl = self._dl
+        with dl.cond:
+            while True:
+                if self._abort.is_set():
+                    raise _Aborted("pull cancelled")
+                if dl.error is not None:
+                    raise _Aborted(f"download of {dl.digest} failed: {dl.error}")
+                if dl.path is not None and (dl.written > self._pos or dl.done):
+                    break
+                dl.cond.wait(1.0)
+            avail = dl.written - self._pos
+            path = dl.path
+        if avail <= 0:
+            return 0
+        if self._fd is None:
+            self._fd = os.open(path, os.O_RDONLY)
+        n = os.preadv(self._fd, [memoryview(b)[:min(len(b), avail)]], self._pos)
+        self._pos += n
+        self._on_read(self._dl, self._pos)
+        return n
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        super().close()
+
+
+# -- the pull ----------------------------------------------------------------------------
+
+@dataclass
+class PullOptions:
+    platform: str | None = None
+    all_tags: bool = False
+    auth: tuple[str, str] | None = None
+    insecure_registries: tuple[str, ...] = ()
+    max_concurrent_downloads: int = MAX_CONCURRENT_DOWNLOADS
+
+
+def parse_pull_reference(image: str, tag: str | None = None) -> refs.Reference:
+    """``fromImage`` + ``tag`` as the API gets them -> a normalized reference."""
+    try:
+        ref = refs.parse_normalized(image)
+        if tag:
+            if refs.is_digest(tag) or tag.startswith("sha256:"):
+                ref = refs.parse_normalized(f"{ref.name}@{tag}")
+            else:
+                refs.validate_tag(tag)
+                ref = ref.with_tag(tag)
+    except InvalidParameter as e:
+        raise InvalidParameter(f"invalid reference format: {e}".replace(
+            "invalid reference format: invalid reference format", "invalid reference format")) from None
+    return ref
+
+
+async def pull(svc, image: str, tag: str | None = None, *, platform: str | None = None,
+               all_tags: bool = False, auth: tuple[str, str] | None = None,
+               insecure_registries: tuple[str, ...] | list[str] = (),
+               max_concurrent_downloads: int = MAX_CONCURRENT_DOWNLOADS) -> AsyncIterator[dict]:
+    """Pull ``image`` (``tag`` may also be given apart, as the API does).
+
+    Yields JSON progress messages. An error before the first message (unknown
+    repository, bad credentials, bad reference) is raised from the first
+    ``__anext__``; later errors are raised mid-stream (the API turns them into
+    in-band error messages)."""
+    ref = parse_pull_reference(image, tag)
+    if not all_tags:
+        ref = ref.with_default_tag()
+    opts = PullOptions(platform, all_tags, auth, tuple(insecure_registries or ()),
+                       max_concurrent_downloads)
+    if platform:
+        parse_platform(platform)
+    queue: asyncio.Queue = asyncio.Queue()
+    task = asyncio.ensure_future(_run(svc, ref, opts, queue.put_nowait))
+    task.add_done_callback(lambda _t: queue.put_nowait(_END))
+    try:
+        while True:
+            msg = await queue.get()
+            if msg is _END:
+                break
+            yield msg
+        while not queue.empty():
+            msg = queue.get_nowait()
+            if msg is not _END:
+                yield msg
+        task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+
+
+def pull_sync(svc, image: str, tag: str | None = None, **kw) -> list[dict]:
+    """Blocking pull (tests, tools): all messages, or the error."""
+    async def go():
+        return [m async for m in pull(svc, image, tag, **kw)]
+    return asyncio.run(go())
+
+
+async def _run(svc, ref: refs.Reference, opts: PullOptions, emit) -> None:
+    async with RegistryClient(ref.domain, opts.auth, opts.insecure_registries) as client:
+        if opts.all_tags and not ref.tag and not ref.digest:
+            try:
+                tags = await client.tags(ref.path)
+            except (RegistryError, RegistryUnreachable) as e:
+                raise translate_error(e, ref) from None
+            updated = False
+            for t in tags:
+                updated |= await _pull_one(svc, client, ref.with_tag(t), opts, emit)
+            what = "Downloaded newer image" if updated else "Image is up to date"
+            emit(status(f"Status: {what} for {ref.familiar_name}"))
+            return
+        updated = await _pull_one(svc, client, ref, opts, emit)
+        what = "Downloaded newer image" if updated else "Image is up to date"
+        emit(status(f"Status: {what} for {ref.familiar()}"))
+
+
+async def _pull_one(svc, client: RegistryClient, ref: refs.Reference, opts: PullOptions,
+                    emit) -> bool:
+    reference = ref.digest or ref.tag or "latest"
+    repo = ref.path
+    try:
+        body, ctype, digest = await client.get_manifest(repo, reference)
+        manifest = parse_manifest(body, ctype)
+    except (RegistryError, RegistryUnreachable) as e:
+        raise translate_error(e, ref) from None
+    repo_digest = str(digest)
+    blobs: list[tuple[bytes, str]] = [(body, repo_digest)]
+    os_, arch, variant = parse_platform(opts.platform)
+    emit(status(f"Pulling from {repo}", reference, detail=False))
+    if manifest.media_type in INDEXES:
+        desc = select_platform(manifest, os_, arch, variant)
+        if desc is None:
+            raise NotFound(f"no matching manifest for {platform_string(os_, arch, variant)} "
+                           "in the manifest list entries")
+        try:
+            body, ctype, d = await client.get_manifest(repo, str(desc.digest))
+            manifest = parse_manifest(body, ctype or desc.media_type)
+        except (RegistryError, RegistryUnreachable) as e:
+            raise translate_error(e, ref) from None
+        if manifest.media_type in INDEXES:
+            raise InvalidParameter("nested manifest lists are not supported")
+        blobs.append((body, str(d)))
+    manifest_digest = blobs[-1][1]
+    config_digest = str(manifest.config.digest)
+    repo_digest_ref = f"{ref.name}@{repo_digest}"
+    look = str(ref) if not ref.digest else repo_digest_ref
+    before = svc._ref_lookup(look)
+
+    layers = [(str(d.digest), d.media_type) for d in manifest.layers]
+    if svc._exists(config_digest):
+        config_bytes = svc.get_config_bytes(config_digest)
+    else:
+        try:
+            config_bytes = await client.get_blob_bytes(repo, config_digest)
+        except (RegistryError, RegistryUnreachable) as e:
+            raise translate_error(e, ref) from None
+        _check_platform(config_bytes, opts.platform, os_, arch)
+    image_id = await _fetch_and_register(svc, client, ref, repo, manifest, config_bytes,
+                                         layers, blobs, manifest_digest, repo_digest_ref,
+                                         opts, emit)
+    _remember_sources(svc, ref, [d for d, _ in layers])
+    emit(status(f"Digest: {repo_digest}"))
+    return before != image_id
+
+
+def _check_platform(config_bytes: bytes, wanted: str | None, os_: str, arch: str) -> None:
+    if not wanted:
+        return
+    import json
+    try:
+        cfg = json.loads(config_bytes)
+    except ValueError:
+        raise InvalidParameter("invalid image config") from None
+    if cfg.get("os", os_) != os_ or cfg.get("architecture", arch) != arch:
+        raise NotFound(f"image with reference was found but does not match the specified "
+                       f"platform: wanted {os_}/{arch}, actual: "
+                       f"{cfg.get('os')}/{cfg.get('architecture')}")
+
+
+async def _fetch_and_register(svc, client: RegistryClient, ref: refs.Reference, repo: str,
+                              manifest: Manifest, config_bytes: bytes,
+                              layers: list[tuple[str, str]], blobs: list[tuple[bytes, str]],
+                              manifest_digest: str, repo_digest_ref: str, opts: PullOptions,
+                              emit) -> str:
+    import json
+
+    from dockyard.images.service import chain_ids
+
+    loop = asyncio.get_running_loop()
+    try:
+        diff_ids = list((json.loads(config_bytes).get("rootfs") or {}).get("diff_ids") or [])
+    except (ValueError, AttributeError):
+        raise InvalidParameter("invalid image config: not a JSON object") from None
+    if len(diff_ids) != len(layers):
+        raise InvalidParameter(f"invalid manifest, layers length mismatch: expected "
+                               f"{len(diff_ids)}, got {len(layers)}")
+    if any(mt == DOCKER_FOREIGN_LAYER for _, mt in layers):
+        raise InvalidParameter("foreign layers are not supported")
+    config_digest = str(manifest.config.digest)
+    chains = chain_ids(diff_ids)
+    image_known = svc._exists(config_digest)
+    abort = threading.Event()
+    dls: dict[str, _Download] = {}
+    order: list[_Download] = []
+    if not image_known:
+        for (digest, media), chain, desc in zip(layers, chains, manifest.layers):
+            if svc._layer(chain) is not None:
+                emit(status("Already exists", short(digest)))
+                continue
+            if digest in dls:
+                continue
+            dl = _Download(digest, desc.size, media, short(digest))
+            dls[digest] = dl
+            order.append(dl)
+            emit(status("Pulling fs layer", dl.id))
+        for dl in order[opts.max_concurrent_downloads:]:
+            emit(status("Waiting", dl.id))
+
+    last_extract: dict[str, tuple[int, float]] = {}
+
+    def on_read(dl: _Download, pos: int) -> None:
+        # unpacker thread: "Extracting" once the download itself is complete
+        dl.extracting = pos
+        if not dl.complete_sent:
+            return
+        prev, t = last_extract.get(dl.digest, (0, 0.0))
+        now = time.monotonic()
+        if pos - prev >= UPDATE_EVERY and now - t >= UPDATE_INTERVAL or pos >= dl.size:
+            last_extract[dl.digest] = (pos, now)
+            loop.call_soon_threadsafe(emit, status("Extracting", dl.id, (pos, dl.size)))
+
+    def progress(i: int, diff_id: str, what: str) -> None:
+        if what == "done" and not image_known:
+            d = layers[i][0]
+            if d in dls:
+                loop.call_soon_threadsafe(emit, status("Pull complete", short(d)))
+
+    def open_layer(i: int):
+        dl = dls.get(layers[i][0])
+        if dl is None:
+            return svc.content.open(layers[i][0])
+        return io.BufferedReader(_FollowReader(dl, abort, on_read), 1 << 20)
+
+    with svc.lease() as lease:
+        for body, d in blobs:
+            await loop.run_in_executor(None, lease.write_blob, body, d)
+        sem = asyncio.Semaphore(opts.max_concurrent_downloads)
+        tasks = [asyncio.ensure_future(_download(svc, client, repo, dl, sem, lease, emit))
+                 for dl in order]
+
+        def register() -> str:
+            tags = [str(ref)] if ref.tag and not ref.digest else []
+            return svc.register_image(config_bytes, layers, tags=tags,
+                                      manifest_digest=manifest_digest,
+                                      repo_digests=[repo_digest_ref], progress=progress,
+                                      open_layer=open_layer)
+
+        extract = loop.run_in_executor(None, register)
+        try:
+            if tasks:
+                done, _ = await asyncio.wait(tasks + [extract],
+                                             return_when=asyncio.FIRST_EXCEPTION)
+                for t in done:
+                    if t.exception() is not None:
+                        raise t.exception()
+                await asyncio.gather(*tasks)
+            image_id = await extract
+        except BaseException as e:
+            abort.set()
+            for t in tasks:
+                t.cancel()
+            for dl in order:
+                if not dl.done:
+                    dl.update(error=e)
+            try:
+                await extract
+            except BaseException:
+                pass
+            if isinstance(e, (RegistryError, RegistryUnreachable)):
+                raise translate_error(e, ref) from None
+            if isinstance(e, _Aborted) and e.__cause__ is None:
+                raise
+            raise
+    return image_id
+
+
+async def _download(svc, client: RegistryClient, repo: str, dl: _Download,
+                    sem: asyncio.Semaphore, lease, emit) -> None:
+    loop = asyncio.get_running_loop()
+    async with sem:
+        content = svc.content
+        if content.exists(dl.digest):
+            lease.add(dl.digest)
+            dl.update(path=str(content.path(dl.digest)), written=content.info(dl.digest).size,
+                      done=True)
+            emit(status("Download complete", dl.id))
+            dl.complete_sent = True
+            return
+        ref = INGEST_PREFIX + dl.digest
+        writer = content.writer(ref)
+        committed = False
+        try:
+            dl.update(path=str(content._ingest_dir(ref) / "data"), written=writer.offset)
+            failures = 0
+            last_sent, last_t = -UPDATE_EVERY, 0.0
+            while writer.offset < dl.size or dl.size == 0:
+                try:
+                    stream = await client.open_blob(repo, dl.digest, writer.offset)
+                    try:
+                        skip = writer.offset - stream.offset
+                        async for chunk in stream.chunks():
+                            if skip > 0:
+                                if len(chunk) <= skip:
+                                    skip -= len(chunk)
+                                    continue
+                                chunk, skip = chunk[skip:], 0
+                            writer.write(chunk)
+                            writer._f.flush()
+                            dl.update(written=writer.offset)
+                            if writer.offset > dl.size:
+                                raise RegistryError(ErrorCode.SIZE_INVALID, f"blob {dl.digest} is "
+                                                    f"larger than its descriptor says ({dl.size})")
+                            now = time.monotonic()
+                            if (writer.offset - last_sent >= UPDATE_EVERY
+                                    and now - last_t >= UPDATE_INTERVAL):
+                                last_sent, last_t = writer.offset, now
+                                emit(status("Downloading", dl.id, (writer.offset, dl.size)))
+                    finally:
+                        stream.close()
+                    if dl.size == 0:
+                        break
+                    if writer.offset < dl.size:
+                        raise aiohttp.ClientPayloadError("connection closed before the blob ended")
+                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                        aiohttp.ClientOSError, ConnectionError, asyncio.TimeoutError,
+                        RegistryUnreachable) as e:
+                    failures += 1
+                    if failures > RETRIES:
+                        raise RegistryUnreachable(f"downloading {dl.digest}: {e}") from None
+                    await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+            emit(status("Verifying Checksum", dl.id))
+            try:
+                await loop.run_in_executor(None, lease.commit, writer, dl.size, dl.digest)
+                committed = True
+            except InvalidParameter:
+                committed = True   # the ingest was discarded
+                raise InvalidParameter(f"filesystem layer verification failed for digest "
+                                       f"{dl.digest}") from None
+            dl.update(done=True)
+            emit(status("Download complete", dl.id))
+            dl.complete_sent = True
+            if dl.extracting:
+                emit(status("Extracting", dl.id, (dl.extracting, dl.size)))
+        except BaseException as e:
+            if not committed:
+                writer.close()      # keep the ingest: the next pull resumes it
+            dl.update(error=e)
+            raise
+
+
+def _remember_sources(svc, ref: refs.Reference, digests: list[str]) -> None:
+    try:
+        from dockyard.images.push import BlobSources
+        BlobSources(svc.root).add(ref.domain, ref.path, digests)
+    except Exception:
+        pass
+
+
+def iter_sync(agen_factory) -> Iterator[dict]:
+    """Drive an async progress generator from a plain thread (yields as it goes)."""
+    import queue as _q
+
+    q: _q.Queue = _q.Queue(maxsize=64)
+    done = object()
+
+    async def run():
+        try:
+            async for m in agen_factory():
+                q.put(("msg", m))
+        except BaseException as e:
+            q.put(("err", e))
+        q.put(("end", done))
+
+    t = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
+    t.start()
+    while True:
+        kind, v = q.get()
+        if kind == "msg":
+            yield v
+        elif kind == "err":
+            t.join()
+            raise v
+        else:
+            t.join()
+            return
