@@ -260,3 +260,15 @@ def test_cgroup_mount_shows_own_cgroup(runc, busybox_rootfs):
     cgroups, limit = r.stdout.split("---\n")
     assert all(line.endswith(":/") for line in cgroups.split()), cgroups   # cgroup namespace
     assert limit.strip() == str(64 << 20)
+
+
+def test_oom_score_adj_domainname_and_no_pivot(runc, busybox_rootfs):
+    b = runc.bundle(busybox_rootfs, ["sh", "-c", "cat /proc/self/oom_score_adj; "
+                                     "cat /proc/sys/kernel/domainname; ls /"],
+                    domainname="dom.example", process={"oomScoreAdj": 500})
+    for flags in ((), ("--no-pivot",)):
+        r = runc.run(b, None, *flags)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.split()
+        assert lines[:2] == ["500", "dom.example"], r.stdout
+        assert "bin" in lines and "work" not in lines
