@@ -15,23 +15,46 @@ USAGE = """Usage:  dockyard [OPTIONS] COMMAND
 A container engine that speaks Docker's API
 
 Common Commands:
+  run         Create and run a new container from an image
+  exec        Execute a command in a running container
+  ps          List containers
   images      List images
   version     Show the Dockyard version information
   info        Display system-wide information
 
 Management Commands:
+  container   Manage containers
   image       Manage images
   system      Manage Dockyard
 
 Commands:
+  attach      Attach local standard input, output, and error streams to a running container
+  commit      Create a new image from a container's changes
+  create      Create a new container
+  diff        Inspect changes to files or directories on a container's filesystem
   events      Get real time events from the server
+  export      Export a container's filesystem as a tar archive
   history     Show the history of an image
   import      Import the contents from a tarball to create a filesystem image
   inspect     Return low-level information on Dockyard objects
+  kill        Kill one or more running containers
   load        Load an image from a tar archive or STDIN
+  logs        Fetch the logs of a container
+  pause       Pause all processes within one or more containers
+  port        List port mappings or a specific mapping for the container
+  rename      Rename a container
+  restart     Restart one or more containers
+  rm          Remove one or more containers
   rmi         Remove one or more images
   save        Save one or more images to a tar archive (streamed to STDOUT by default)
+  start       Start one or more stopped containers
+  stats       Display a live stream of container(s) resource usage statistics
+  stop        Stop one or more running containers
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  top         Display the running processes of a container
+  unpause     Unpause all processes within one or more containers
+  update      Update configuration of one or more containers
+  wait        Block until one or more containers stop, then print their exit codes
 
 Pieces:
   daemon      Run the Dockyard daemon (Docker Engine API server)
@@ -63,7 +86,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("images",): ("dockyard.cli.cmd_images", "cmd_images"),
     ("image", "ls"): ("dockyard.cli.cmd_images", "cmd_images"),
     ("image", "list"): ("dockyard.cli.cmd_images", "cmd_images"),
-    ("inspect",): ("dockyard.cli.cmd_images", "cmd_inspect"),
+    ("inspect",): ("dockyard.cli.cmd_containers", "cmd_inspect"),  # containers, then images
     ("image", "inspect"): ("dockyard.cli.cmd_images", "cmd_image_inspect"),
     ("tag",): ("dockyard.cli.cmd_images", "cmd_tag"),
     ("image", "tag"): ("dockyard.cli.cmd_images", "cmd_tag"),
@@ -79,6 +102,56 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("load",): ("dockyard.cli.cmd_images", "cmd_load"),
     ("image", "load"): ("dockyard.cli.cmd_images", "cmd_load"),
     ("image", "prune"): ("dockyard.cli.cmd_images", "cmd_image_prune"),
+    # containers (cmd_run: processes and attaching; cmd_containers: the rest)
+    ("create",): ("dockyard.cli.cmd_run", "cmd_create"),
+    ("container", "create"): ("dockyard.cli.cmd_run", "cmd_container_create"),
+    ("run",): ("dockyard.cli.cmd_run", "cmd_run"),
+    ("container", "run"): ("dockyard.cli.cmd_run", "cmd_container_run"),
+    ("start",): ("dockyard.cli.cmd_run", "cmd_start"),
+    ("container", "start"): ("dockyard.cli.cmd_run", "cmd_container_start"),
+    ("attach",): ("dockyard.cli.cmd_run", "cmd_attach"),
+    ("container", "attach"): ("dockyard.cli.cmd_run", "cmd_container_attach"),
+    ("exec",): ("dockyard.cli.cmd_run", "cmd_exec"),
+    ("container", "exec"): ("dockyard.cli.cmd_run", "cmd_container_exec"),
+    ("stop",): ("dockyard.cli.cmd_containers", "cmd_stop"),
+    ("container", "stop"): ("dockyard.cli.cmd_containers", "cmd_container_stop"),
+    ("kill",): ("dockyard.cli.cmd_containers", "cmd_kill"),
+    ("container", "kill"): ("dockyard.cli.cmd_containers", "cmd_container_kill"),
+    ("restart",): ("dockyard.cli.cmd_containers", "cmd_restart"),
+    ("container", "restart"): ("dockyard.cli.cmd_containers", "cmd_container_restart"),
+    ("rm",): ("dockyard.cli.cmd_containers", "cmd_rm"),
+    ("container", "rm"): ("dockyard.cli.cmd_containers", "cmd_container_rm"),
+    ("wait",): ("dockyard.cli.cmd_containers", "cmd_wait"),
+    ("container", "wait"): ("dockyard.cli.cmd_containers", "cmd_container_wait"),
+    ("logs",): ("dockyard.cli.cmd_containers", "cmd_logs"),
+    ("container", "logs"): ("dockyard.cli.cmd_containers", "cmd_container_logs"),
+    ("top",): ("dockyard.cli.cmd_containers", "cmd_top"),
+    ("container", "top"): ("dockyard.cli.cmd_containers", "cmd_container_top"),
+    ("pause",): ("dockyard.cli.cmd_containers", "cmd_pause"),
+    ("container", "pause"): ("dockyard.cli.cmd_containers", "cmd_container_pause"),
+    ("unpause",): ("dockyard.cli.cmd_containers", "cmd_unpause"),
+    ("container", "unpause"): ("dockyard.cli.cmd_containers", "cmd_container_unpause"),
+    ("rename",): ("dockyard.cli.cmd_containers", "cmd_rename"),
+    ("container", "rename"): ("dockyard.cli.cmd_containers", "cmd_container_rename"),
+    ("update",): ("dockyard.cli.cmd_containers", "cmd_update"),
+    ("container", "update"): ("dockyard.cli.cmd_containers", "cmd_container_update"),
+    ("diff",): ("dockyard.cli.cmd_containers", "cmd_diff"),
+    ("container", "diff"): ("dockyard.cli.cmd_containers", "cmd_container_diff"),
+    ("commit",): ("dockyard.cli.cmd_containers", "cmd_commit"),
+    ("container", "commit"): ("dockyard.cli.cmd_containers", "cmd_container_commit"),
+    ("export",): ("dockyard.cli.cmd_containers", "cmd_export"),
+    ("container", "export"): ("dockyard.cli.cmd_containers", "cmd_container_export"),
+    ("stats",): ("dockyard.cli.cmd_containers", "cmd_stats"),
+    ("container", "stats"): ("dockyard.cli.cmd_containers", "cmd_container_stats"),
+    ("port",): ("dockyard.cli.cmd_containers", "cmd_port"),
+    ("container", "port"): ("dockyard.cli.cmd_containers", "cmd_container_port"),
+    ("ps",): ("dockyard.cli.cmd_containers", "cmd_ps"),
+    ("container", "ls"): ("dockyard.cli.cmd_containers", "cmd_container_ls"),
+    ("container", "list"): ("dockyard.cli.cmd_containers", "cmd_container_ls"),
+    ("container", "ps"): ("dockyard.cli.cmd_containers", "cmd_container_ls"),
+    ("container", "remove"): ("dockyard.cli.cmd_containers", "cmd_container_rm"),
+    ("container", "inspect"): ("dockyard.cli.cmd_containers", "cmd_container_inspect"),
+    ("container", "prune"): ("dockyard.cli.cmd_containers", "cmd_container_prune"),
 }
 
 _GLOBAL_VALUE = {"-H": "host", "--host": "host", "--tlscacert": "tlscacert",
@@ -176,7 +249,7 @@ def main(args: list[str]) -> int:
         key, argv = (rest[0], rest[1]), rest[2:]
     elif (rest[0],) in COMMANDS:
         key, argv = (rest[0],), rest[1:]
-    elif rest[0] in ("image", "system"):
+    elif rest[0] in ("image", "system", "container"):
         subs = sorted(k[1] for k in COMMANDS if len(k) == 2 and k[0] == rest[0])
         if len(rest) == 1 or rest[1] in ("-h", "--help"):
             sys.stdout.write(f"Usage:  dockyard {rest[0]} COMMAND\n\nCommands:\n" +
