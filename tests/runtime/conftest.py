@@ -36,8 +36,12 @@ def docker_caps() -> dict:
 
 
 def cgroup_dirs(cid: str) -> list[str]:
-    return glob.glob(f"/sys/fs/cgroup/*/dockyard/{cid}") + glob.glob(
-        f"/sys/fs/cgroup/dockyard/{cid}")
+    """Every cgroup directory named after the container, at any depth up to 8
+    (v1 controllers, a v2 tree, a cgroupsPath under our own cgroup)."""
+    found: list[str] = []
+    for depth in range(1, 9):
+        found += glob.glob("/sys/fs/cgroup/" + "*/" * depth + cid)
+    return found
 
 
 def reap(pid: int, timeout: float = 20) -> int | None:
