@@ -235,6 +235,7 @@ class Init:
         rootfs.set_shared_root(self.cfg.rootfs_propagation)
 
     def hostname(self) -> None:
+        # In our own uts namespace (validation insists on one).
         if self.cfg.hostname:
             sc.sethostname(self.cfg.hostname)
         if self.cfg.domainname:
@@ -245,6 +246,7 @@ class Init:
         rootfs.write_sysctls(self.cfg.sysctl)
 
     def readonly_paths(self) -> None:
+        # After pivot_root and after sysctls (which write under /proc/sys).
         for p in self.cfg.readonly_paths:
             rootfs.readonly_path(p)
 
@@ -260,6 +262,7 @@ class Init:
             os.close(null_fd)
 
     def no_new_privs(self) -> None:
+        # Before seccomp: with it set, loading a filter needs no CAP_SYS_ADMIN.
         if self.proc.no_new_privileges:
             sc.set_no_new_privs()
 
@@ -304,6 +307,7 @@ class Init:
         os.close(self.opts.fifo_fd)
 
     def start_container_hooks(self) -> None:
+        # After `start`, in the container, as its user: the spec's place for them.
         if self.cfg.hooks.get("startContainer"):
             from . import hooks
             hooks.run("startContainer", self.cfg.hooks, self.state)
@@ -315,6 +319,7 @@ class Init:
             load_seccomp(self.cfg.seccomp)
 
     def exec(self) -> None:
+        # execveat of the checked file: the user's program replaces us as PID 1.
         process.exec_program(self.exe_path, self.proc.args, self.env, self.own_exe)
 
     STEPS = ("new_session", "early_process_settings", "preload", "prepare_root", "mounts",
