@@ -39,14 +39,19 @@ Commands:
   inspect     Return low-level information on Dockyard objects
   kill        Kill one or more running containers
   load        Load an image from a tar archive or STDIN
+  login       Log in to a registry
+  logout      Log out from a registry
   logs        Fetch the logs of a container
   pause       Pause all processes within one or more containers
   port        List port mappings or a specific mapping for the container
+  pull        Download an image from a registry
+  push        Upload an image to a registry
   rename      Rename a container
   restart     Restart one or more containers
   rm          Remove one or more containers
   rmi         Remove one or more images
   save        Save one or more images to a tar archive (streamed to STDOUT by default)
+  search      Search a registry for images
   start       Start one or more stopped containers
   stats       Display a live stream of container(s) resource usage statistics
   stop        Stop one or more running containers
@@ -102,6 +107,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("load",): ("dockyard.cli.cmd_images", "cmd_load"),
     ("image", "load"): ("dockyard.cli.cmd_images", "cmd_load"),
     ("image", "prune"): ("dockyard.cli.cmd_images", "cmd_image_prune"),
+    ("pull",): ("dockyard.cli.cmd_distribution", "cmd_pull"),
+    ("image", "pull"): ("dockyard.cli.cmd_distribution", "cmd_pull"),
+    ("push",): ("dockyard.cli.cmd_distribution", "cmd_push"),
+    ("image", "push"): ("dockyard.cli.cmd_distribution", "cmd_push"),
+    ("login",): ("dockyard.cli.cmd_distribution", "cmd_login"),
+    ("logout",): ("dockyard.cli.cmd_distribution", "cmd_logout"),
+    ("search",): ("dockyard.cli.cmd_distribution", "cmd_search"),
     # containers (cmd_run: processes and attaching; cmd_containers: the rest)
     ("create",): ("dockyard.cli.cmd_run", "cmd_create"),
     ("container", "create"): ("dockyard.cli.cmd_run", "cmd_container_create"),
