@@ -101,6 +101,76 @@ class HashingReader:
             pass
 
 
+class ReadAhead:
+    """Reads ``src`` in a worker thread (decompression, hashing and tee-ing happen
+    there, overlapping with file creation in the caller). Errors raised by ``src``
+    are re-raised by :meth:`read`."""
+
+    def __init__(self, src, chunk: int = CHUNK, depth: int = 8):
+        import queue
+        import threading
+
+        self._src = src
+        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._stop = False
+        self._chunk = chunk
+        self._t = threading.Thread(target=self._run, name="layer-read-ahead", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                b = self._src.read(self._chunk)
+                self._q.put(b)
+                if not b:
+                    return
+        except BaseException as e:  # handed to the reader
+            self._q.put(e)
+
+    def _next(self) -> bool:
+        item = self._q.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        if not item:
+            self._eof = True
+            return False
+        self._buf = self._buf[self._pos:] + item if self._pos < len(self._buf) else item
+        self._pos = 0
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = [self._buf[self._pos:]]
+            self._buf, self._pos = b"", 0
+            while not self._eof and self._next():
+                parts.append(self._buf)
+                self._buf = b""
+            return b"".join(parts)
+        while len(self._buf) - self._pos < n and not self._eof:
+            if not self._next():
+                break
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Stop the worker (drains what it already queued)."""
+        self._stop = True
+        while self._t.is_alive():
+            try:
+                self._q.get(timeout=0.05)
+            except Exception:
+                pass
+        self._eof = True
+
+
 def detect_compression(prefix: bytes) -> str:
     if prefix.startswith(GZIP_MAGIC):
         return "gzip"
@@ -530,10 +600,11 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
     raw = HashingReader(stream)
     dec, comp = decompressed(raw)
     plain = HashingReader(dec, tee=tee)
+    ahead = ReadAhead(plain)
     root = Root(target, lowers if whiteout == "overlay" else None)
     ex = _Extractor(root, whiteout)
     try:
-        for tf, m in iter_tar(plain):
+        for tf, m in iter_tar(ahead):
             try:
                 ex.apply(tf, m)
             except UnpackError:
@@ -546,7 +617,8 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
             except _STREAM_ERRORS as e:
                 raise _stream_error(e) from None
         try:
-            plain.drain()
+            while ahead.read(CHUNK):
+                pass
             raw.drain()
         except _STREAM_ERRORS as e:
             raise _stream_error(e) from None
@@ -556,6 +628,7 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
             raise
         ex.finish()
     finally:
+        ahead.close()
         root.close()
     diff_id, digest = plain.digest(), raw.digest()
     if expected_diff_id and diff_id != expected_diff_id:
