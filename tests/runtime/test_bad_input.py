@@ -146,3 +146,32 @@ def test_version_spec_features(runc, tmp_path):
     assert feats["ociVersionMax"] == "1.2.0" and "user" in feats["linux"]["namespaces"]
     assert "CAP_CHECKPOINT_RESTORE" in feats["linux"]["capabilities"]
     assert os.path.exists(tmp_path / "config.json")
+
+
+def test_delete_force_cleans_up_after_a_killed_create(runc, busybox_rootfs):
+    """`create` killed while init waits for its hooks: delete --force still
+    removes the processes, the cgroup and the state directory."""
+    import signal
+    import subprocess
+    import time
+    from conftest import RUNC, reap
+    marker = runc.tmp / "hook-started"
+    b = runc.bundle(busybox_rootfs, ["true"], hooks={"prestart": [
+        {"path": "/bin/sh", "args": ["sh", "-c", f"echo $$ > {marker}.tmp; "
+                                     f"mv {marker}.tmp {marker}; exec sleep 60"]}]})
+    cid = runc.new_id()
+    p = subprocess.Popen([*RUNC, "--root", str(runc.root), "create", "--bundle", str(b), cid],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    hook_pid = int(marker.read_text())
+    os.kill(hook_pid, signal.SIGKILL)           # the orphaned hook: reparented to us
+    reap(hook_pid)
+    assert runc.state(cid)["status"] == "creating"
+    assert cgroup_dirs(cid)
+    runc.cmd("delete", "--force", cid, check=True)
+    _nothing_left(runc, cid)

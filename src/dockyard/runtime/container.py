@@ -212,6 +212,11 @@ class Runtime:
         from .sync import Msg
         # while the stages create namespaces and start on the rootfs
         mgr.create()
+        # recorded at once, so that `delete --force` can clean up after a
+        # create that was itself killed half-way
+        self.store.save(cid, {"ociVersion": cfg.oci_version, "id": cid, "status": "creating",
+                              "pid": 0, "bundle": cfg.bundle, "annotations": cfg.annotations,
+                              "dockyard": {"cgroup": mgr.to_dict()}})
         mgr.apply(with_default_devices(cfg.resources))
         while True:
             msg = sync.recv(sock)
