@@ -18,7 +18,9 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers.daemon import DOCKER, daemon_env, running_daemon, unix_request
+from helpers.daemon import DOCKER, _daemon_knows, daemon_env, running_daemon, unix_request
+
+NO_BRIDGE = ["--bridge", "none"] if _daemon_knows("bridge") else []
 from tlscerts import make_certs
 
 
@@ -31,7 +33,7 @@ def _free_port() -> int:
 def _run_daemon(args: list[str], tmp_path, timeout: float = 30) -> subprocess.CompletedProcess:
     """A daemon that is expected to refuse to start."""
     env = daemon_env("unix:///nonexistent", tmp_path)
-    return subprocess.run([sys.executable, "-m", "dockyard", "daemon", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "dockyard", "daemon", *NO_BRIDGE, *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -158,7 +160,9 @@ def test_events_replay_since_until_and_filters(dockyard_daemon, busybox_tar):
     assert [e["Action"] for e in _events(d, f"since={t0}&until={now}&filters={quote(f)}")] == ["tag"]
     f = json.dumps({"type": {"container": True}})
     assert _events(d, f"since={t0}&until={now}&filters={quote(f)}") == []
-    # the real CLI with relative times (it sends seconds.nanoseconds)
+    # the real CLI with relative times (CLI 28 sends whole seconds, so an event of this
+    # very second is after "--until 0s": let the clock move on)
+    time.sleep(1.1)
     r = d.docker("events", "--since", "5m", "--until", "0s", "--format",
                  "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}")
     assert r.returncode == 0, r.stderr
@@ -293,7 +297,8 @@ def test_config_file_merge_and_conflicts(tmp_path):
     sock = f"/tmp/dy-cfg-{os.getpid()}-{time.monotonic_ns()}.sock"
     cfg.write_text(json.dumps({"hosts": [f"unix://{sock}"], "log-level": "debug"}))
     env = daemon_env("unix://" + sock, tmp_path)
-    p = subprocess.Popen([sys.executable, "-m", "dockyard", "daemon", "--config-file", str(cfg),
+    p = subprocess.Popen([sys.executable, "-m", "dockyard", "daemon", *NO_BRIDGE,
+                          "--config-file", str(cfg),
                           "--data-root", str(tmp_path / "r2"), "--pidfile",
                           str(tmp_path / "p.pid")], env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, start_new_session=True)

@@ -156,14 +156,24 @@ def daemon_env(host: str, cli_config: Path) -> dict:
     return env
 
 
+def _daemon_knows(key: str) -> bool:
+    try:
+        from dockyard.daemon.config import FILE_KEYS
+    except ImportError:
+        return False
+    return key in FILE_KEYS
+
+
 @contextlib.contextmanager
 def running_daemon(tmp_path: Path, extra_args: tuple[str, ...] = (), timeout: float = 30,
-                   hosts: tuple[str, ...] | None = None, wait: bool = True):
+                   hosts: tuple[str, ...] | None = None, wait: bool = True,
+                   networking: bool = False):
     """Start `dockyard daemon` with private directories; yield a :class:`DockyardDaemon`.
 
     ``hosts``: the -H values (default: one unix socket in the private directory).
     With ``wait=False`` the fixture does not wait for the socket (for daemons
-    expected to fail at startup: look at ``d.proc``).
+    expected to fail at startup: look at ``d.proc``).  Without ``networking``
+    the daemon runs with ``--bridge none`` (no bridge, no firewall rules).
     """
     tmp_path = Path(tmp_path)
     base = Path(tempfile.mkdtemp(prefix="dy-", dir="/tmp"))
@@ -179,6 +189,8 @@ def running_daemon(tmp_path: Path, extra_args: tuple[str, ...] = (), timeout: fl
            "--pidfile", str(pidfile), "--config-file", "/dev/null"]
     for h in hs:
         cmd += ["-H", h]
+    if not networking and _daemon_knows("bridge"):
+        cmd += ["--bridge", "none"]
     cmd += list(extra_args)
     env = daemon_env(host, cli_config)
     logf = open(log, "wb")
