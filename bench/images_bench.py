@@ -45,6 +45,7 @@ def build_rootfs(root: Path, files: int, big_mb: int) -> None:
 
 
 def timed(label: str, results: dict, fn):
+    os.sync()   # start each phase with no writeback of the previous one pending
     t = time.perf_counter()
     out = fn()
     results[label] = time.perf_counter() - t

@@ -599,7 +599,11 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
         raise ValueError(whiteout)
     raw = HashingReader(stream)
     dec, comp = decompressed(raw)
-    plain = HashingReader(dec, tee=tee)
+    if comp == "none":
+        raw.tee = tee     # one hash serves as digest and diffID
+        plain = raw
+    else:
+        plain = HashingReader(dec, tee=tee)
     ahead = ReadAhead(plain)
     root = Root(target, lowers if whiteout == "overlay" else None)
     ex = _Extractor(root, whiteout)
@@ -641,8 +645,8 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
 def digest_layer(stream: BinaryIO) -> tuple[str, str, int]:
     """(diff_id, digest, tar_size) of a layer blob without applying it."""
     raw = HashingReader(stream)
-    dec, _ = decompressed(raw)
-    plain = HashingReader(dec)
+    dec, comp = decompressed(raw)
+    plain = raw if comp == "none" else HashingReader(dec)
     try:
         plain.drain()
         raw.drain()
