@@ -69,11 +69,16 @@ class CuttingProxy:
     """A loopback TCP proxy to ``target``; the first response stream that carries more
     than ``cut_after`` bytes is cut there (once). Counts requests' first lines."""
 
-    def __init__(self, target: tuple[str, int], cut_after: int | None = None):
+    def __init__(self, target: tuple[str, int], cut_after: int | None = None,
+                 corrupt_at: int | None = None, min_response: int = 0):
         self.target = target
         self.cut_after = cut_after
+        self.corrupt_at = corrupt_at      # flip one byte of the first big response
+        self.min_response = min_response  # only responses reaching this size are cut/corrupted
         self.cut_done = False
+        self.corrupt_done = False
         self.request_lines: list[bytes] = []
+        self.range_headers: list[bytes] = []
         self._lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -111,6 +116,18 @@ class CuttingProxy:
                         if line.startswith((b"GET ", b"HEAD ", b"POST ", b"PUT ", b"PATCH ")):
                             with self._lock:
                                 self.request_lines.append(line)
+                        elif line.lower().startswith(b"range:"):
+                            with self._lock:
+                                self.range_headers.append(line)
+                if is_response and self.corrupt_at is not None and n + len(data) > self.corrupt_at \
+                        and n + len(data) >= self.min_response:
+                    with self._lock:
+                        hit = not self.corrupt_done and n <= self.corrupt_at
+                        if hit:
+                            self.corrupt_done = True
+                    if hit:
+                        i = self.corrupt_at - n
+                        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
                 if is_response and self.cut_after is not None:
                     with self._lock:
                         cut = not self.cut_done and n + len(data) > self.cut_after

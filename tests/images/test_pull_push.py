@@ -1,0 +1,275 @@
+"""Pull and push (the daemon's service layer) against real registries on loopback:
+our `dockyard registry` and Debian's docker-registry (CNCF distribution)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+
+import pytest
+
+from distribution_helpers import (CuttingProxy, random_tar, running_docker_registry,
+                                  running_registry, write_htpasswd)
+from dockyard.errors import DockyardError, NotFound, Unauthorized
+from dockyard.images.pull import progress_string, pull_sync
+from dockyard.images.push import push_sync
+
+pytestmark = pytest.mark.xdist_group("distribution")
+
+
+def _statuses(msgs):
+    return [(m.get("id"), m.get("status")) for m in msgs if "status" in m]
+
+
+def _import(svc, data: bytes, name: str, tag: str = "v1") -> str:
+    return svc.import_image(io.BytesIO(data), repo=name, tag=tag)
+
+
+def _blobs(svc) -> set[str]:
+    return {i.digest for i in svc.content.list()}
+
+
+def _layer_dir(svc, image_id: str):
+    row = svc.store.query_one("SELECT top_chain FROM images WHERE id = ?", (image_id,))
+    return svc.snapshotter.layer_dir(row["top_chain"])
+
+
+@pytest.fixture
+def reg(tmp_path):
+    with running_registry(tmp_path / "reg") as r:
+        yield r
+
+
+def test_progress_string_matches_docker():
+    assert progress_string(32768, 2226941) == "[>                                                  ]  32.77kB/2.227MB"
+    assert progress_string(2226941, 2226941) == "[==================================================>]  2.227MB/2.227MB"
+    assert progress_string(0, 0) == ""
+
+
+def test_push_pull_round_trip_ours(make_service, reg, busybox_tar_bytes):
+    a = make_service("a")
+    name = f"{reg.addr}/am/busybox"
+    iid = _import(a, busybox_tar_bytes, name)
+    msgs = push_sync(a, name, "v1")
+    st = _statuses(msgs)
+    assert st[0] == (None, f"The push refers to repository [{name}]")
+    assert ("Preparing" in [s for _, s in st]) and ("Pushed" in [s for _, s in st])
+    aux = msgs[-1]["aux"]
+    assert aux["Tag"] == "v1" and aux["Digest"].startswith("sha256:")
+    assert msgs[-2]["status"] == f"v1: digest: {aux['Digest']} size: {aux['Size']}"
+    # the push is recorded as a repo digest, as dockerd does
+    assert f"{name}@{aux['Digest']}" in a.inspect(f"{name}:v1")["RepoDigests"]
+
+    # a second push uploads nothing
+    st2 = _statuses(push_sync(a, name, "v1"))
+    assert [s for i, s in st2 if i] == ["Preparing", "Layer already exists"]
+
+    b = make_service("b")
+    msgs = pull_sync(b, f"{name}:v1")
+    st = _statuses(msgs)
+    assert st[0] == ("v1", "Pulling from am/busybox")
+    layer_id = next(i for i, s in st if s == "Pulling fs layer")
+    seq = [s for i, s in st if i == layer_id]
+    assert seq[0] == "Pulling fs layer" and seq[-1] == "Pull complete"
+    assert seq.index("Download complete") < seq.index("Pull complete")
+    assert "Verifying Checksum" in seq and "Extracting" in seq
+    assert st[-2] == (None, f"Digest: {aux['Digest']}")
+    assert st[-1] == (None, f"Status: Downloaded newer image for {name}:v1")
+    info = b.inspect(f"{name}:v1")
+    assert info["Id"] == iid
+    assert info["RepoDigests"] == [f"{name}@{aux['Digest']}"]
+    root = _layer_dir(b, iid)
+    with open("/bin/busybox", "rb") as f:
+        want = hashlib.sha256(f.read()).hexdigest()
+    with open(root / "bin" / "busybox", "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == want
+    out = subprocess.run([str(root / "bin" / "busybox"), "echo", "pulled"], capture_output=True)
+    assert out.stdout == b"pulled\n"
+    # no download ingest is left behind
+    assert b.content.ingests() == []
+
+
+def test_pull_by_digest_and_up_to_date(make_service, reg, busybox_tar_bytes, tmp_path):
+    a = make_service("a")
+    name = f"{reg.addr}/x/bb"
+    iid = _import(a, busybox_tar_bytes, name)
+    digest = push_sync(a, name, "v1")[-1]["aux"]["Digest"]
+    proxy = CuttingProxy((reg.host, reg.port))
+    try:
+        pname = f"{proxy.addr}/x/bb"
+        b = make_service("b")
+        st = _statuses(pull_sync(b, f"{pname}@{digest}"))
+        assert st[0] == (digest, "Pulling from x/bb")
+        assert st[-1] == (None, f"Status: Downloaded newer image for {pname}@{digest}")
+        assert b.inspect(f"{pname}@{digest}")["Id"] == iid
+        assert b.inspect(f"{pname}@{digest}")["RepoTags"] == []
+        # by tag now: the image is here; only the manifest is fetched, no blob
+        blobs_before = _blobs(b)
+        proxy.request_lines.clear()
+        st = _statuses(pull_sync(b, f"{pname}:v1"))
+        assert st == [("v1", "Pulling from x/bb"), (None, f"Digest: {digest}"),
+                      (None, f"Status: Downloaded newer image for {pname}:v1")]
+        st = _statuses(pull_sync(b, f"{pname}:v1"))
+        assert st[-1] == (None, f"Status: Image is up to date for {pname}:v1")
+        assert not [line for line in proxy.request_lines if b"/blobs/" in line]
+        assert _blobs(b) == blobs_before
+        # a wrong digest in the reference
+        bad = "sha256:" + "1" * 64
+        with pytest.raises(NotFound, match="manifest for .* not found: manifest unknown"):
+            pull_sync(b, f"{pname}@{bad}")
+    finally:
+        proxy.close()
+
+
+def test_unknown_repository_and_tag(make_service, reg):
+    b = make_service("b")
+    with pytest.raises(NotFound) as e:
+        pull_sync(b, f"{reg.addr}/no/such:latest")
+    assert "not found" in str(e.value)
+    with pytest.raises(NotFound):
+        push_sync(b, f"{reg.addr}/no/such", "latest")
+
+
+def test_all_tags_and_cross_repo_mount(make_service, reg, busybox_tar_bytes):
+    a = make_service("a")
+    name = f"{reg.addr}/lib/bb"
+    iid = _import(a, busybox_tar_bytes, name, "one")
+    a.tag(iid, name, "two")
+    msgs = push_sync(a, name)            # no tag: every tag of the repository
+    assert sorted(m["aux"]["Tag"] for m in msgs if "aux" in m) == ["one", "two"]
+    # the same image into another repository: the layer is mounted, not uploaded
+    other = f"{reg.addr}/other/bb"
+    a.tag(iid, other, "v1")
+    st = _statuses(push_sync(a, other, "v1"))
+    assert any(s == "Mounted from lib/bb" for _, s in st), st
+    b = make_service("b")
+    msgs = pull_sync(b, name, all_tags=True)
+    st = _statuses(msgs)
+    assert ("one", "Pulling from lib/bb") in st and ("two", "Pulling from lib/bb") in st
+    assert st[-1] == (None, f"Status: Downloaded newer image for {name}")
+    assert sorted(b.inspect(iid)["RepoTags"]) == [f"{name}:one", f"{name}:two"]
+
+
+def test_broken_connection_resumes_with_range(make_service, reg, tmp_path):
+    a = make_service("a")
+    name = f"{reg.addr}/big/layer"
+    data = random_tar(None, {"blob1": 6 << 20, "blob2": 2 << 20}, seed=7)
+    iid = _import(a, data, name)
+    push_sync(a, name, "v1")
+    proxy = CuttingProxy((reg.host, reg.port), cut_after=3 << 20)
+    try:
+        b = make_service("b")
+        pname = f"{proxy.addr}/big/layer"
+        msgs = pull_sync(b, f"{pname}:v1")
+        assert proxy.cut_done
+        # resumed from where the ingest stopped, not from 0
+        ranges = [h for h in proxy.range_headers if b"bytes=" in h]
+        assert ranges and all(not h.strip().endswith(b"bytes=0-") for h in ranges), ranges
+        assert b.inspect(f"{pname}:v1")["Id"] == iid
+        assert _statuses(msgs)[-1][1].startswith("Status: Downloaded newer image")
+        root = _layer_dir(b, iid)
+        assert (root / "blob1").stat().st_size == 6 << 20
+    finally:
+        proxy.close()
+
+
+def test_corrupted_blob_stores_nothing(make_service, reg):
+    a = make_service("a")
+    name = f"{reg.addr}/bad/blob"
+    data = random_tar(None, {"f": 3 << 20}, seed=3)
+    _import(a, data, name)
+    push_sync(a, name, "v1")
+    proxy = CuttingProxy((reg.host, reg.port), corrupt_at=2 << 20)
+    try:
+        b = make_service("b")
+        with pytest.raises(DockyardError) as e:
+            pull_sync(b, f"{proxy.addr}/bad/blob:v1")
+        assert proxy.corrupt_done
+        assert "verification failed" in str(e.value) or "digest" in str(e.value).lower()
+        assert b.list_images() == []
+        assert b.store.query("SELECT * FROM layers") == []
+        blobs = _blobs(b)
+        # the manifest may be kept (verified); no layer blob, no config
+        assert all(b.content.info(d).size < 4096 for d in blobs)
+        assert b.content.ingests() == []
+    finally:
+        proxy.close()
+
+
+def test_multi_arch_index_resolves_to_platform(make_service, reg, busybox_tar_bytes):
+    a = make_service("a")
+    name = f"{reg.addr}/multi/bb"
+    amd = _import(a, busybox_tar_bytes, f"{reg.addr}/multi/bb-amd64")
+    arm_data = random_tar(None, {"arm": 1000}, seed=1)
+    arm = a.import_image(io.BytesIO(arm_data), repo=f"{reg.addr}/multi/bb-arm64", tag="v1",
+                         platform="linux/arm64")
+    ds = {}
+    for n, iid in (("amd64", amd), ("arm64", arm)):
+        a.tag(iid, name, n)
+        aux = push_sync(a, name, n)[-1]["aux"]
+        ds[n] = aux
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [
+                 {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                  "digest": ds["arm64"]["Digest"], "size": ds["arm64"]["Size"],
+                  "platform": {"os": "linux", "architecture": "arm64"}},
+                 {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                  "digest": ds["amd64"]["Digest"], "size": ds["amd64"]["Size"],
+                  "platform": {"os": "linux", "architecture": "amd64"}}]}
+    body = json.dumps(index).encode()
+    r = reg.client().request("PUT", "/v2/multi/bb/manifests/multi", body,
+                             {"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    assert r.status == 201, r.body
+    index_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    b = make_service("b")
+    st = _statuses(pull_sync(b, f"{name}:multi"))
+    assert st[-2] == (None, f"Digest: {index_digest}")
+    assert b.inspect(f"{name}:multi")["Id"] == amd
+    assert f"{name}@{index_digest}" in b.inspect(f"{name}:multi")["RepoDigests"]
+    c = make_service("c")
+    pull_sync(c, f"{name}:multi", platform="linux/arm64")
+    assert c.inspect(f"{name}:multi")["Id"] == arm
+    with pytest.raises(NotFound, match="no matching manifest for linux/s390x"):
+        pull_sync(c, f"{name}:multi", platform="linux/s390x")
+
+
+@pytest.mark.parametrize("auth", [False, True])
+def test_docker_registry(make_service, tmp_path, busybox_tar_bytes, auth):
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"alice": "alicepw"}) if auth else None
+    creds = ("alice", "alicepw") if auth else None
+    with running_docker_registry(tmp_path, htpasswd) as addr:
+        a = make_service("a")
+        name = f"{addr}/team/busybox"
+        iid = _import(a, busybox_tar_bytes, name)
+        msgs = push_sync(a, name, "v1", auth=creds)
+        digest = msgs[-1]["aux"]["Digest"]
+        b = make_service("b")
+        pull_sync(b, f"{name}:v1", auth=creds)
+        assert b.inspect(f"{name}:v1")["Id"] == iid
+        assert b.inspect(f"{name}:v1")["RepoDigests"] == [f"{name}@{digest}"]
+        if auth:
+            c = make_service("c")
+            with pytest.raises(Unauthorized):
+                pull_sync(c, f"{name}:v1", auth=("alice", "wrong"))
+            with pytest.raises(Unauthorized):
+                pull_sync(c, f"{name}:v1")
+            with pytest.raises(Unauthorized):
+                push_sync(a, name, "v1", auth=("alice", "nope"))
+            assert c.list_images() == [] and _blobs(c) == set()
+
+
+def test_token_auth_registry(make_service, tmp_path, busybox_tar_bytes):
+    """Our registry with htpasswd + the Bearer token flow."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"alice": "alicepw"})
+    with running_registry(tmp_path / "treg", "--htpasswd", str(htpasswd), "--auth", "token") as reg:
+        a = make_service("a")
+        name = f"{reg.addr}/tok/bb"
+        iid = _import(a, busybox_tar_bytes, name)
+        push_sync(a, name, "v1", auth=("alice", "alicepw"))
+        b = make_service("b")
+        pull_sync(b, f"{name}:v1", auth=("alice", "alicepw"))
+        assert b.inspect(f"{name}:v1")["Id"] == iid
+        with pytest.raises(DockyardError):
+            pull_sync(make_service("c"), f"{name}:v1", auth=("alice", "bad"))
