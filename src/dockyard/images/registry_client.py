@@ -245,9 +245,6 @@ class RegistryClient:
         resp = await self.request("GET", paths.BASE, [])
         await self._checked(resp, (200,))
         resp.release()
-        if self.auth.scheme == "bearer" and self.auth.credentials:
-            # anonymous /v2/ may pass; make the token endpoint check the password
-            pass
 
     async def login(self) -> None:
         """Verify credentials as ``docker login`` does: /v2/, then a token for no scope."""
@@ -273,7 +270,14 @@ class RegistryClient:
             except RegistryError as e:
                 raise _unauthorized(getattr(e, "token_url", nxt.url), e.message) from None
             return
-        resp = await self.request("GET", paths.BASE, [])
+        try:
+            resp = await self.request("GET", paths.BASE, [])
+        except RegistryUnreachable:
+            raise
+        except RegistryError as e:
+            if e.status in (401, 403):
+                raise _unauthorized(url, e.message) from None
+            raise
         body = await resp.read()
         resp.release()
         if resp.status != 200:
