@@ -172,3 +172,33 @@ def random_tar(path: Path, files: dict[str, int], seed: int = 0) -> bytes:
     if path is not None:
         path.write_bytes(data)
     return data
+
+
+def docker_archive(path: Path, layer_sizes: list[int], tag: str = "multi/layer:v1",
+                   seed: int = 0) -> list[str]:
+    """A `docker save` archive of one image with a random-data layer per size; diffIDs."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    diff_ids, names = [], []
+    with tarfile.open(path, "w") as out:
+        for i, size in enumerate(layer_sizes):
+            raw = random_tar(None, {f"l{i}/data": size}, seed=seed + i)
+            d = hashlib.sha256(raw).hexdigest()
+            diff_ids.append("sha256:" + d)
+            names.append(f"{d}/layer.tar")
+            ti = tarfile.TarInfo(names[-1])
+            ti.size = len(raw)
+            out.addfile(ti, io.BytesIO(raw))
+        cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                          "created": "2024-01-01T00:00:00Z",
+                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+        cname = hashlib.sha256(cfg).hexdigest() + ".json"
+        for n, data in ((cname, cfg), ("manifest.json", json.dumps(
+                [{"Config": cname, "RepoTags": [tag], "Layers": names}]).encode())):
+            ti = tarfile.TarInfo(n)
+            ti.size = len(data)
+            out.addfile(ti, io.BytesIO(data))
+    return diff_ids

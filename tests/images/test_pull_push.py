@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from distribution_helpers import (CuttingProxy, random_tar, running_docker_registry,
+from distribution_helpers import (CuttingProxy, docker_archive, random_tar, running_docker_registry,
                                   running_registry, write_htpasswd)
 from dockyard.errors import DockyardError, NotFound, Unauthorized
 from dockyard.images.pull import progress_string, pull_sync
@@ -273,3 +273,36 @@ def test_token_auth_registry(make_service, tmp_path, busybox_tar_bytes):
         assert b.inspect(f"{name}:v1")["Id"] == iid
         with pytest.raises(DockyardError):
             pull_sync(make_service("c"), f"{name}:v1", auth=("alice", "bad"))
+
+
+def test_many_layers_in_parallel(make_service, reg, tmp_path):
+    """More layers than parallel downloads; later layers finish downloading before
+    the unpacker reaches them."""
+    a = make_service("a")
+    sizes = [3 << 20, 10, 2 << 20, 1 << 20, 5000, 1 << 20]
+    diff_ids = docker_archive(tmp_path / "img.tar", sizes)
+    with open(tmp_path / "img.tar", "rb") as f:
+        list(a.load_images(f))
+    name = f"{reg.addr}/multi/layer"
+    a.tag("multi/layer:v1", name, "v1")
+    msgs = push_sync(a, name, "v1")
+    st = _statuses(msgs)
+    assert len([s for _, s in st if s == "Waiting"]) == 1      # 6 layers, 5 uploads at once
+    b = make_service("b")
+    msgs = pull_sync(b, f"{name}:v1")
+    st = _statuses(msgs)
+    assert len([s for _, s in st if s == "Waiting"]) == 3      # 3 downloads at once
+    assert len([s for _, s in st if s == "Pull complete"]) == 6
+    info = b.inspect(f"{name}:v1")
+    assert info["Id"] == a.inspect(f"{name}:v1")["Id"]
+    assert info["RootFS"]["Layers"] == diff_ids
+    # a second image sharing the first layers: those are "Already exists"
+    a2 = make_service("a2")
+    docker_archive(tmp_path / "img2.tar", sizes[:2] + [777], tag="multi/two:v1")
+    with open(tmp_path / "img2.tar", "rb") as f:
+        list(a2.load_images(f))
+    a2.tag("multi/two:v1", f"{reg.addr}/multi/two", "v1")
+    push_sync(a2, f"{reg.addr}/multi/two", "v1")
+    st = _statuses(pull_sync(b, f"{reg.addr}/multi/two:v1"))
+    assert [s for _, s in st if s in ("Already exists", "Pull complete")] == \
+        ["Already exists", "Already exists", "Pull complete"]

@@ -185,8 +185,19 @@ class _FollowReader(io.RawIOBase):
             path = dl.path
         if avail <= 0:
             return 0
-        if self._fd is None:
-            self._fd = os.open(path, os.O_RDONLY)
+        while self._fd is None:
+            try:
+                self._fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                # committed meanwhile: the ingest file became the blob
+                with dl.cond:
+                    while not dl.done and dl.error is None and not self._abort.is_set():
+                        dl.cond.wait(1.0)
+                    if dl.error is not None or self._abort.is_set():
+                        raise _Aborted(f"download of {dl.digest} failed: {dl.error}") from None
+                    if path == dl.path:
+                        raise
+                    path = dl.path
         n = os.preadv(self._fd, [memoryview(b)[:min(len(b), avail)]], self._pos)
         self._pos += n
         self._on_read(self._dl, self._pos)
@@ -523,7 +534,7 @@ async def _download(svc, client: RegistryClient, repo: str, dl: _Download,
                 committed = True   # the ingest was discarded
                 raise InvalidParameter(f"filesystem layer verification failed for digest "
                                        f"{dl.digest}") from None
-            dl.update(done=True)
+            dl.update(done=True, path=str(content.path(dl.digest)))
             emit(status("Download complete", dl.id))
             dl.complete_sent = True
             if dl.extracting:

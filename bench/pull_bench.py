@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Push and pull of a ~500 MB image in 5 layers, end to end, on loopback:
+
+    Dockyard:  docker CLI -> Dockyard's Engine API (image + distribution routes,
+               in this process) -> `dockyard registry`
+    Docker:    docker CLI -> Debian's dockerd 20.10 -> Debian's docker-registry
+
+The same CLI drives both, so the numbers compare the engines and registries.
+Layers are random data (incompressible: the worst case for gzip). Every push
+goes to a fresh registry, every pull into an empty image store. Prints the
+median of each and the ratios (target: Dockyard's pull >= 1.5x faster).
+
+    python3 bench/pull_bench.py [--layers 5] [--layer-mb 100] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE / "tests"))
+sys.path.insert(0, str(HERE / "tests" / "images"))
+sys.path.insert(0, str(HERE / "src"))
+
+from distribution_helpers import running_docker_registry, running_registry  # noqa: E402
+from helpers.dockerd import running_dockerd  # noqa: E402
+
+from dockyard.images.service import ImageService  # noqa: E402
+from dockyard.metadata import open_store  # noqa: E402
+
+DOCKER = "/usr/local/bin/docker"
+
+
+def make_archive(path: Path, layers: int, layer_mb: int) -> None:
+    """A `docker save` archive of one image with ``layers`` random-data layers."""
+    diff_ids, names = [], []
+    with tarfile.open(path, "w") as out:
+        for i in range(layers):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as lt:
+                per = 4
+                for j in range(per):
+                    data = os.urandom(layer_mb * (1 << 20) // per)
+                    ti = tarfile.TarInfo(f"layer{i}/file{j}.bin")
+                    ti.size, ti.mode, ti.mtime = len(data), 0o644, 0
+                    lt.addfile(ti, io.BytesIO(data))
+            raw = buf.getvalue()
+            d = hashlib.sha256(raw).hexdigest()
+            diff_ids.append("sha256:" + d)
+            name = f"{d}/layer.tar"
+            names.append(name)
+            ti = tarfile.TarInfo(name)
+            ti.size = len(raw)
+            out.addfile(ti, io.BytesIO(raw))
+        cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/x"]},
+                          "created": "2024-01-01T00:00:00Z",
+                          "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                          "history": [{"created": "2024-01-01T00:00:00Z"}] * layers}).encode()
+        cname = hashlib.sha256(cfg).hexdigest() + ".json"
+        for n, data in ((cname, cfg), ("manifest.json", json.dumps(
+                [{"Config": cname, "RepoTags": ["bench/img:v1"], "Layers": names}]).encode())):
+            ti = tarfile.TarInfo(n)
+            ti.size = len(data)
+            out.addfile(ti, io.BytesIO(data))
+
+
+class ApiServer:
+    """Dockyard's Engine API for one data root, served on a unix socket in a thread."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.store = open_store(root / "metadata.db")
+        self.svc = ImageService(root, self.store)
+        self.dir = tempfile.mkdtemp(prefix="dy-pb-", dir="/tmp")
+        self.sock = os.path.join(self.dir, "api.sock")
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._runner = None
+
+        async def start():
+            from aiohttp import web
+
+            from dockyard.api import app as api_app
+            from dockyard.api import routes_distribution, routes_images, routes_system
+            from dockyard.daemon.events import EventBus
+            from dockyard.daemon.system import SystemService
+
+            events = EventBus()
+            ctx = api_app.ApiContext(system=SystemService(root, images=self.svc, events=events),
+                                     events=events, images=self.svc)
+            app = web.Application(middlewares=[api_app.error_middleware,
+                                               api_app.version_middleware],
+                                  client_max_size=1024 ** 3)
+            app[api_app.CTX] = ctx
+            app.on_response_prepare.append(api_app._on_prepare)
+            routes_system.register(app)
+            routes_distribution.register(app)
+            routes_images.register(app)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            await web.UnixSite(self._runner, self.sock).start()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(start())
+            ready.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(self._runner.cleanup())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(30)
+
+    def docker(self, *args: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}",
+                   DOCKER_CONFIG=os.path.join(self.dir, "cfg"))
+        p = subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True,
+                           timeout=1800)
+        if p.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)}: {p.stderr.strip()}")
+        return p
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        subprocess.run(["umount", "-R", "-l", str(self.root)], capture_output=True)
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_dockyard(archive: Path, work: Path, reps: int) -> tuple[list[float], list[float]]:
+    pushes, pulls = [], []
+    src = ApiServer(work / "dy-src")
+    try:
+        with open(archive, "rb") as f:
+            list(src.svc.load_images(f))
+        for r in range(reps):
+            with running_registry(work / f"dy-reg{r}") as reg:
+                name = f"{reg.addr}/bench/img:v1"
+                src.svc.tag("bench/img:v1", f"{reg.addr}/bench/img", "v1")
+                pushes.append(timed(lambda: src.docker("push", "-q", name)))
+                dst = ApiServer(work / f"dy-dst{r}")
+                try:
+                    pulls.append(timed(lambda: dst.docker("pull", "-q", name)))
+                    assert dst.svc.inspect(name)["Id"] == src.svc.inspect(name)["Id"]
+                finally:
+                    dst.close()
+                    shutil.rmtree(work / f"dy-dst{r}", ignore_errors=True)
+            shutil.rmtree(work / f"dy-reg{r}", ignore_errors=True)
+            print(f"  dockyard rep {r}: push {pushes[-1]:.2f}s pull {pulls[-1]:.2f}s", flush=True)
+    finally:
+        src.close()
+    return pushes, pulls
+
+
+def bench_docker(archive: Path, work: Path, reps: int) -> tuple[list[float], list[float]]:
+    pushes, pulls = [], []
+    with running_dockerd(work / "dockerd") as d:
+        d.docker("load", "-i", str(archive))
+        for r in range(reps):
+            rdir = work / f"dr{r}"
+            rdir.mkdir()
+            with running_docker_registry(rdir) as addr:
+                name = f"{addr}/bench/img:v1"
+                d.docker("tag", "bench/img:v1", name)
+                pushes.append(timed(lambda: d.docker("push", "-q", name, timeout=1800)))
+                d.docker("rmi", name)
+                # keep bench/img:v1 for the next push; pull into a store without the layers:
+                d.docker("rmi", "bench/img:v1")
+                pulls.append(timed(lambda: d.docker("pull", "-q", name, timeout=1800)))
+                d.docker("tag", name, "bench/img:v1")
+                d.docker("rmi", name)
+            shutil.rmtree(rdir, ignore_errors=True)
+            print(f"  dockerd  rep {r}: push {pushes[-1]:.2f}s pull {pulls[-1]:.2f}s", flush=True)
+    return pushes, pulls
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--layer-mb", type=int, default=100)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", choices=["dockyard", "docker"])
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pull-bench-", dir="/var/tmp"))
+    try:
+        archive = work / "image.tar"
+        print(f"making a {a.layers}x{a.layer_mb} MB image ...", flush=True)
+        make_archive(archive, a.layers, a.layer_mb)
+        res = {}
+        if a.only in (None, "dockyard"):
+            res["dockyard"] = bench_dockyard(archive, work, a.reps)
+        if a.only in (None, "docker"):
+            res["docker"] = bench_docker(archive, work, a.reps)
+        print(f"\n{a.layers} layers x {a.layer_mb} MB, {a.reps} reps, medians:")
+        for k, (pu, pl) in res.items():
+            print(f"  {k:9s} push {statistics.median(pu):7.2f}s   pull {statistics.median(pl):7.2f}s")
+        if len(res) == 2:
+            (dpu, dpl), (kpu, kpl) = res["dockyard"], res["docker"]
+            print(f"  ratio (dockerd / dockyard): push {statistics.median(kpu) / statistics.median(dpu):.2f}x"
+                  f"   pull {statistics.median(kpl) / statistics.median(dpl):.2f}x")
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
