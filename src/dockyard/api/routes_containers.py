@@ -100,8 +100,11 @@ async def wait(request: web.Request) -> web.StreamResponse:
         body = {"Error": None, "StatusCode": code}
     except Exception as e:  # noqa: BLE001 - reported in-band after the 200
         body = {"Error": {"Message": str(e)}, "StatusCode": -1}
-    await resp.write(json.dumps(body).encode() + b"\n")
-    await resp.write_eof()
+    try:
+        await resp.write(json.dumps(body).encode() + b"\n")
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the client went away (`docker run` drops its wait when it is done)
     return resp
 
 

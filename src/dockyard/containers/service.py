@@ -64,6 +64,7 @@ class ContainerService:
         self._watch_task: asyncio.Task | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._pending_attach: dict[str, list] = {}
+        self._restart_pending: set[str] = set()
         os.makedirs(os.path.join(root, "containers"), exist_ok=True)
 
     # ---- lookup ----------------------------------------------------------------------
@@ -248,12 +249,25 @@ class ContainerService:
             try:
                 await self._start_locked(c)
             except errors.DockyardError as e:
+                # clients attached for this start get their stream closed
+                for go, _ in self._pending_attach.pop(cid, []):
+                    if not go.done():
+                        go.set_exception(errors.Conflict(f"container failed to start: {e}"))
                 c["State"]["Error"] = str(e)
-                if c["State"]["Status"] == "created" and not c.get("HasBeenStartedBefore"):
-                    c["State"]["ExitCode"] = 128 if "not found" in str(e) or "no such file" in str(e).lower() else 127
+                c["State"]["ExitCode"] = _start_error_code(str(e))
                 self._save(c)
                 await self._cleanup_after_stop(c)
-                raise
+                failed = e
+            else:
+                return
+        # Like dockerd: a --rm container that cannot start is removed (`docker run --rm`
+        # waits for condition=removed before it reports the error).
+        if c["HostConfig"].get("AutoRemove"):
+            try:
+                await self.remove(cid, force=True)
+            except errors.DockyardError as e:
+                log.warning("auto-remove of %s failed: %s", cid[:12], e)
+        raise failed
 
     async def _start_locked(self, c: dict) -> None:
         cid = c["Id"]
@@ -281,6 +295,9 @@ class ContainerService:
                                       cgroup_parent=self.cgroup_parent)
         except ocispec.SpecError as e:
             raise errors.InvalidParameter(str(e)) from None
+        if host.get("Init"):
+            spec["mounts"].append({"destination": "/sbin/docker-init", "type": "bind",
+                                   "source": find_init(), "options": ["rbind", "ro", "nosuid"]})
         for m in spec["mounts"]:
             if m["type"] == "bind" and not os.path.exists(m["source"]):
                 if m["source"] in etc.values():
@@ -377,7 +394,11 @@ class ContainerService:
             c["RestartCount"] += 1
             self._save(c)
             delay = min(0.1 * (2 ** min(c["RestartCount"], 10)), 60) if c["RestartCount"] > 1 else 0.1
-            await asyncio.sleep(delay)
+            self._restart_pending.add(cid)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._restart_pending.discard(cid)
             if c["Id"] in self.containers and c["State"]["Status"] == "exited" \
                     and not c.get("HasBeenManuallyStopped"):
                 try:
@@ -436,6 +457,10 @@ class ContainerService:
     async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
         if c["State"]["Status"] not in ("running", "paused", "restarting"):
+            if c["Id"] in self._restart_pending:  # between a death and its restart: cancel the restart
+                c["HasBeenManuallyStopped"] = True
+                self._save(c)
+                return
             raise errors.NotModified("container already stopped")
         c["HasBeenManuallyStopped"] = True
         self._save(c)
@@ -806,7 +831,7 @@ class ContainerService:
         if size:
             rw = _dir_size(self.images, c["Id"])
             out["SizeRw"] = rw
-            out["SizeRootFs"] = rw
+            out["SizeRootFs"] = rw + _image_size(self.images, c["Image"])
         return out
 
     def list(self, all: bool = False, limit: int = -1, filters: dict | None = None,
@@ -846,7 +871,7 @@ class ContainerService:
         }
         if size:
             out["SizeRw"] = _dir_size(self.images, c["Id"])
-            out["SizeRootFs"] = out["SizeRw"]
+            out["SizeRootFs"] = out["SizeRw"] + _image_size(self.images, c["Image"])
         return out
 
     async def changes(self, ref: str) -> list[dict]:
@@ -950,6 +975,30 @@ def _unmount_rootfs(target: str) -> None:
         r = subprocess.run(["umount", target], capture_output=True)
         if r.returncode != 0:
             subprocess.run(["umount", "-l", target], capture_output=True)
+
+
+INIT_CANDIDATES = ("docker-init", "tini-static")
+
+
+def find_init() -> str:
+    """The static init that ``--init`` bind-mounts at /sbin/docker-init (tini, as Docker)."""
+    for name in INIT_CANDIDATES:
+        path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/bin:/usr/local/bin:/usr/libexec/docker")
+        if path:
+            return os.path.realpath(path)
+    raise errors.InvalidParameter(
+        "--init: no init binary found on the daemon's host: install tini (tini-static or "
+        "docker-init in PATH)")
+
+
+def _start_error_code(msg: str) -> int:
+    """dockerd's exit code for a start that failed in the runtime."""
+    low = msg.lower()
+    if "executable file not found" in low or "no such file or directory" in low:
+        return 127
+    if "permission denied" in low or "is a directory" in low or "exec format error" in low:
+        return 126
+    return 128
 
 
 def _validate_host_config(host: dict) -> None:
@@ -1141,6 +1190,13 @@ def _dir_size(images: Any, cid: str) -> int:
     try:
         return int(images.rootfs_usage(cid))
     except Exception:  # noqa: BLE001
+        return 0
+
+
+def _image_size(images: Any, image_id: str) -> int:
+    try:
+        return int(images._row(image_id)["size"])
+    except Exception:  # noqa: BLE001 - the image may be gone (rmi -f)
         return 0
 
 

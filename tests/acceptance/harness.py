@@ -1,0 +1,223 @@
+"""A private `dockyard daemon` driven by the real Docker CLI (and docker-py).
+
+    d = Daemon(tmp_dir); d.start(); d.docker("run", "--rm", "busybox", "true")
+    d.close()   # always: containers removed, daemon and supervisor stopped,
+                # mounts under the directory detached, test cgroups removed
+
+Each daemon has its own data root, socket, docker config dir and cgroup parent
+(/dockyard-test-<rand>), so two run side by side under pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+DOCKER = "/usr/local/bin/docker"
+
+
+def import_busybox(d: "Daemon", name: str = "busybox") -> None:
+    from helpers.rootfs import build_busybox_rootfs
+
+    root = d.dir / "bbroot"
+    if not root.exists():
+        build_busybox_rootfs(root)
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True).stdout
+    d.docker("import", "-c", 'CMD ["sh"]', "-", name, input=tar)
+
+
+class Daemon:
+    def __init__(self, base: Path, *, extra_args: tuple[str, ...] = (), network: bool = False) -> None:
+        self.dir = Path(base)
+        self.data = self.dir / "data"
+        self.sock = self.dir / "d.sock"
+        self.cfg = self.dir / "cfg"
+        self.cfg.mkdir(parents=True, exist_ok=True)
+        self.cgroup_parent = f"/dockyard-test-{uuid.uuid4().hex[:10]}"
+        # Without networking unless asked: a bridge per test daemon is slow to make and
+        # must be taken down by hand (see _teardown_network).
+        self.network = network
+        self.extra_args = tuple(extra_args) + (() if network else ("--bridge", "none"))
+        self.proc: subprocess.Popen | None = None
+        self.host = f"unix://{self.sock}"
+        self.env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.cfg)}
+        self.env.pop("DOCKER_API_VERSION", None)
+        self.log = self.dir / "daemon.log"
+
+    # ---- process ---------------------------------------------------------------------
+    def start(self, timeout: float = 30) -> None:
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dockyard", "daemon", "--data-root", str(self.data),
+             "-H", self.host, "--cgroup-parent", self.cgroup_parent, *self.extra_args],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log_text()}")
+            r = subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"], env=self.env,
+                               capture_output=True)
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"daemon did not answer:\n{self.log_text()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def supervisor_pid(self) -> int | None:
+        from dockyard.supervisor.client import SyncClient
+
+        try:
+            return SyncClient(str(self.data / "supervisor" / "supervisor.sock")).request("ping")["pid"]
+        except Exception:  # noqa: BLE001 - none running
+            return None
+
+    def close(self) -> None:
+        try:
+            if self.proc and self.proc.poll() is None:
+                ids = self.docker("ps", "-aq", check=False, timeout=30).stdout.split()
+                if ids:
+                    self.docker("rm", "-f", *ids, check=False, timeout=120)
+        finally:
+            self.stop()
+            pid = self.supervisor_pid()
+            if pid:
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # the supervisor and what is still under it
+                except OSError:
+                    pass
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            _kill_cgroup_procs(self.cgroup_parent)
+            from dockyard.snapshots.mount import mounts_under, unmount
+
+            for _ in range(3):
+                for m in reversed(mounts_under(self.dir)):
+                    try:
+                        unmount(m, 2)
+                    except OSError:
+                        pass
+            _rmdir_cgroups(self.cgroup_parent)
+            if self.network:
+                _teardown_network(self.data)
+
+    # ---- clients ---------------------------------------------------------------------
+    def docker(self, *args: str, check: bool = True, input: bytes | str | None = None,
+               timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+        text = not isinstance(input, bytes)
+        r = subprocess.run([DOCKER, *args], env={**self.env, **(env or {})}, input=input,
+                           capture_output=True, timeout=timeout, text=text)
+        if check and r.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} -> {r.returncode}\nstdout: {r.stdout}\n"
+                                 f"stderr: {r.stderr}\n--- daemon log ---\n{self.log_text()}")
+        return r
+
+    def out(self, *args: str, **kw) -> str:
+        return self.docker(*args, **kw).stdout.strip()
+
+    def client(self):
+        import docker
+
+        return docker.DockerClient(base_url=self.host, timeout=120)
+
+
+def _cgroup_dirs(parent: str) -> list[str]:
+    return sorted(glob.glob(f"/sys/fs/cgroup/*{parent}") + glob.glob(f"/sys/fs/cgroup/*{parent}/**/",
+                                                                        recursive=True),
+                  key=lambda p: p.count("/"), reverse=True)
+
+
+def _kill_cgroup_procs(parent: str) -> None:
+    for d in _cgroup_dirs(parent):
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                for pid in f.read().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+
+
+def _rmdir_cgroups(parent: str) -> None:
+    for _ in range(20):
+        left = []
+        for d in _cgroup_dirs(parent):
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                left.append(d)
+        if not left:
+            return
+        _kill_cgroup_procs(parent)
+        time.sleep(0.1)
+
+
+def leftovers(d: Daemon) -> dict:
+    """What a failed create may have left: records, container dirs, mounts, cgroups."""
+    from dockyard.snapshots.mount import mounts_under
+
+    cdirs = os.listdir(d.data / "containers") if (d.data / "containers").exists() else []
+    cgroups = [p for p in glob.glob(f"/sys/fs/cgroup/*{d.cgroup_parent}/*") if os.path.isdir(p)]
+    return {"containers": d.out("ps", "-aq"), "dirs": sorted(cdirs),
+            "mounts": mounts_under(d.data), "cgroups": cgroups}
+
+
+def _teardown_network(data_root: Path) -> None:
+    """Delete the bridges and iptables chains a networked test daemon made (names derived
+    from its data root, so nothing else is touched)."""
+    from dockyard.daemon.config import DaemonConfig
+
+    cfg = DaemonConfig()
+    cfg.data_root = str(data_root)
+    settings = cfg.network_settings()
+    if not settings:
+        return
+    bp, chain = settings["bridge_prefix"], settings["prefix"]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith(bp):
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+    for table in ("filter", "nat"):
+        dump = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True).stdout
+        for line in dump.splitlines():
+            if line.startswith("-A ") and chain in line and not line.split()[1].startswith(chain):
+                subprocess.run(["iptables", "-t", table, "-D", *line.split()[1:]], capture_output=True)
+        for line in dump.splitlines():
+            if line.startswith(":" + chain):
+                name = line[1:].split()[0]
+                subprocess.run(["iptables", "-t", table, "-F", name], capture_output=True)
+        for line in dump.splitlines():
+            if line.startswith(":" + chain):
+                subprocess.run(["iptables", "-t", table, "-X", line[1:].split()[0]], capture_output=True)
