@@ -32,7 +32,7 @@ DATA = {"Id": "sha256:abc", "Config": {"Cmd": ["/bin/sh", "-c"], "Env": None,
     ("{{.Ok}}", "true"),
     ("{{.Missing}}", "<no value>"),
     ("{{json .Config.Cmd}}", '["/bin/sh","-c"]'),
-    ("{{json .Name}}", '"\\u003cnone\\u003e"'),
+    ("{{json .Name}}", '"<none>"'),  # docker's template json: SetEscapeHTML(false)
     ("{{index .Config.Labels \"a\"}}", "1"),
     ("{{join .Config.Cmd \",\"}}", "/bin/sh,-c"),
     ("{{.Name | upper}} {{lower \"ABC\"}} {{title \"ab cd\"}}", "<NONE> abc Ab Cd"),
@@ -91,7 +91,12 @@ def test_tabwriter_like_go():
 
 
 def test_go_json_escapes_like_encoding_json():
-    assert go_json({"a": "<&>"}) == '{"a":"\\u003c\\u0026\\u003e"}'
+    # --format json (json.Marshal) escapes; the template function does not
+    assert go_json({"a": "<&>"}, escape_html=True) == '{"a":"\\u003c\\u0026\\u003e"}'
+    assert go_json({"a": "<&>"}) == '{"a":"<&>"}'
+    # row contexts marshal themselves with json.Marshal in Docker's CLI: escaped
+    assert render("{{json .}}", Row("<none>", "x")) == \
+        '{"Repository":"\\u003cnone\\u003e","Tag":"x"}'
 
 
 # ------------------------------------------------------------------ units

@@ -47,13 +47,19 @@ class Context:
 
 # --------------------------------------------------------------------------- values
 
-def go_json(value: Any) -> str:
-    """encoding/json's Marshal: compact, HTML-escaped."""
+def go_json(value: Any, escape_html: bool = False) -> str:
+    """Compact JSON as Go writes it. Docker's template ``json`` function uses an Encoder
+    with SetEscapeHTML(false) (``inspect -f '{{json .}}'`` prints ``>&2``); ``--format
+    json`` of a list marshals rows with json.Marshal, which escapes ``<``, ``>``, ``&``."""
     if isinstance(value, Context):
+        # a row context has a MarshalJSON method in Docker's CLI, which uses
+        # json.Marshal: its output arrives HTML-escaped ("\u003cnone\u003e")
         value = value.to_json()
+        escape_html = True
     s = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
-    return (s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    if escape_html:
+        s = s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return s.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def _json_default(o: Any) -> Any:
@@ -633,8 +639,8 @@ def prepare_format(fmt: str) -> str:
 
 def format_rows(fmt: str, rows: Iterable[Any], header: dict[str, str]) -> str:
     """Render rows the way Docker's formatter.Context.Write does."""
-    if fmt == "json":
-        fmt = "{{json .}}"
+    if fmt == "json":  # json.Marshal of each row: HTML-escaped, unlike {{json .}}
+        return "".join(go_json(r, escape_html=True) + "\n" for r in rows)
     tmpl = Template(prepare_format(fmt))
     body = "".join(tmpl.execute(r) + "\n" for r in rows)
     if not is_table(fmt):
