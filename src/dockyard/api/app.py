@@ -48,8 +48,16 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
     app.router.add_route(method, _VERSION_PREFIX + path, handler)
 
 
+def go_json_bytes(data: Any) -> bytes:
+    """JSON as Go's encoding/json writes it: compact, UTF-8, with <, > and & escaped."""
+    s = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    s = (s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return s.encode()
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(data).encode() + b"\n",
+    return web.Response(status=status, body=go_json_bytes(data) + b"\n",
                         content_type="application/json")
 
 
