@@ -315,3 +315,30 @@ def test_credentials_file_and_helpers(tmp_path, monkeypatch):
     cfg.write_text(json.dumps({"credHelpers": {"h:1": "nonexistent-helper"}}))
     with pytest.raises(credentials.CredentialsError, match="executable file not found"):
         credentials.get("h:1", cfg)
+
+
+def test_pull_image_for_run(setup, monkeypatch):
+    """`pull_image` (what run/create call after a 404): credentials from config.json."""
+    from dockyard.cli.cmd_distribution import pull_image
+    from dockyard.client import Client
+
+    reg, tmp = setup["reg"], setup["tmp"]
+    hdr = {"X-Registry-Auth": _xauth("alice", "alicepw", reg.addr)}
+    st, _ = _raw(setup["sock"], "POST", f"/v1.47/images/{reg.addr}/am/busybox/push?tag=v1", hdr)
+    assert st == 200
+    cfg = tmp / "runcfg"
+    credentials.store(reg.addr, "alice", "alicepw", cfg / "config.json")
+    monkeypatch.setenv("DOCKER_CONFIG", str(cfg))
+    b = setup["make"]("b")
+    with api_server(b) as sock_b:
+        out = io.StringIO()
+        c = Client(f"unix://{sock_b}")
+        try:
+            pull_image(c, f"{reg.addr}/am/busybox:v1", out)
+        finally:
+            c.close()
+        lines = out.getvalue().splitlines()
+        assert lines[0] == "v1: Pulling from am/busybox"
+        assert lines[-1] == f"Status: Downloaded newer image for {reg.addr}/am/busybox:v1"
+        assert not any("[=" in line for line in lines)     # not a tty: no bars
+        assert b.inspect(f"{reg.addr}/am/busybox:v1")["Id"] == setup["iid"]

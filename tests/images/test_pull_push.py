@@ -306,3 +306,48 @@ def test_many_layers_in_parallel(make_service, reg, tmp_path):
     st = _statuses(pull_sync(b, f"{reg.addr}/multi/two:v1"))
     assert [s for _, s in st if s in ("Already exists", "Pull complete")] == \
         ["Already exists", "Already exists", "Pull complete"]
+
+
+def test_concurrent_pulls_and_repush_keeps_digest(make_service, reg, tmp_path):
+    import threading
+
+    a = make_service("a")
+    diff_ids = docker_archive(tmp_path / "img.tar", [2 << 20, 1 << 20], tag="c/img:v1", seed=40)
+    with open(tmp_path / "img.tar", "rb") as f:
+        list(a.load_images(f))
+    name = f"{reg.addr}/c/img"
+    a.tag("c/img:v1", name, "v1")
+    digest = push_sync(a, name, "v1")[-1]["aux"]["Digest"]
+    b = make_service("b")
+    errors, results = [], []
+
+    def go(tag_ref):
+        try:
+            results.append(pull_sync(b, tag_ref))
+        except Exception as e:   # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=go, args=(f"{name}:v1",)) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert errors == []
+    assert b.inspect(f"{name}:v1")["RootFS"]["Layers"] == diff_ids
+    assert b.content.ingests() == []
+    # a pulled image pushed elsewhere keeps its manifest (same digest), blobs mounted
+    b.tag(f"{name}:v1", f"{reg.addr}/c/copy", "v1")
+    msgs = push_sync(b, f"{reg.addr}/c/copy", "v1")
+    assert msgs[-1]["aux"]["Digest"] == digest
+    assert {s for i, s in _statuses(msgs) if i and s != "Preparing"} == {"Mounted from c/img"}
+
+
+def test_chunked_push_to_docker_registry(make_service, tmp_path):
+    with running_docker_registry(tmp_path) as addr:
+        a = make_service("a")
+        data = random_tar(None, {"f": (3 << 20) + 123}, seed=9)
+        iid = _import(a, data, f"{addr}/ch/img")
+        push_sync(a, f"{addr}/ch/img", "v1", chunk_size=1 << 20)
+        b = make_service("b")
+        pull_sync(b, f"{addr}/ch/img:v1")
+        assert b.inspect(f"{addr}/ch/img:v1")["Id"] == iid

@@ -39,6 +39,7 @@ MAX_CONCURRENT_DOWNLOADS = 3
 RETRIES = 5
 UPDATE_EVERY = 512 * 1024       # bytes between progress messages (as Docker's progress reader)
 UPDATE_INTERVAL = 0.1           # and at most every 100 ms
+FLUSH_EVERY = 1 << 20           # bytes buffered before the ingest file grows
 INGEST_PREFIX = "pull-"
 
 _END = object()
@@ -477,73 +478,110 @@ async def _download(svc, client: RegistryClient, repo: str, dl: _Download,
     loop = asyncio.get_running_loop()
     async with sem:
         content = svc.content
-        if content.exists(dl.digest):
-            lease.add(dl.digest)
-            dl.update(path=str(content.path(dl.digest)), written=content.info(dl.digest).size,
-                      done=True)
-            emit(status("Download complete", dl.id))
-            dl.complete_sent = True
-            return
-        ref = INGEST_PREFIX + dl.digest
-        writer = content.writer(ref)
-        committed = False
+        key = (str(svc.root), dl.digest)
+        while True:
+            # one download of a blob at a time per data root (another pull may be
+            # fetching it): wait for that one, then use its blob or take over
+            with _INFLIGHT_LOCK:
+                other = _INFLIGHT.get(key)
+                if other is None:
+                    mine = threading.Event()
+                    _INFLIGHT[key] = mine
+                    break
+            await loop.run_in_executor(None, other.wait)
         try:
-            dl.update(path=str(content._ingest_dir(ref) / "data"), written=writer.offset)
-            failures = 0
-            last_sent, last_t = -UPDATE_EVERY, 0.0
-            while writer.offset < dl.size or dl.size == 0:
-                try:
-                    stream = await client.open_blob(repo, dl.digest, writer.offset)
-                    try:
-                        skip = writer.offset - stream.offset
-                        async for chunk in stream.chunks():
-                            if skip > 0:
-                                if len(chunk) <= skip:
-                                    skip -= len(chunk)
-                                    continue
-                                chunk, skip = chunk[skip:], 0
-                            writer.write(chunk)
-                            writer._f.flush()
-                            dl.update(written=writer.offset)
-                            if writer.offset > dl.size:
-                                raise RegistryError(ErrorCode.SIZE_INVALID, f"blob {dl.digest} is "
-                                                    f"larger than its descriptor says ({dl.size})")
-                            now = time.monotonic()
-                            if (writer.offset - last_sent >= UPDATE_EVERY
-                                    and now - last_t >= UPDATE_INTERVAL):
-                                last_sent, last_t = writer.offset, now
-                                emit(status("Downloading", dl.id, (writer.offset, dl.size)))
-                    finally:
-                        stream.close()
-                    if dl.size == 0:
-                        break
-                    if writer.offset < dl.size:
-                        raise aiohttp.ClientPayloadError("connection closed before the blob ended")
-                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                        aiohttp.ClientOSError, ConnectionError, asyncio.TimeoutError,
-                        RegistryUnreachable) as e:
-                    failures += 1
-                    if failures > RETRIES:
-                        raise RegistryUnreachable(f"downloading {dl.digest}: {e}") from None
-                    await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
-            emit(status("Verifying Checksum", dl.id))
+            await _download_locked(svc, client, repo, dl, lease, emit, loop)
+        finally:
+            with _INFLIGHT_LOCK:
+                _INFLIGHT.pop(key, None)
+            mine.set()
+
+
+_INFLIGHT: dict[tuple[str, str], threading.Event] = {}
+_INFLIGHT_LOCK = threading.Lock()
+
+
+async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download, lease, emit,
+                           loop) -> None:
+    content = svc.content
+    lease.add(dl.digest)
+    if content.exists(dl.digest):
+        dl.update(path=str(content.path(dl.digest)), written=content.info(dl.digest).size,
+                  done=True)
+        emit(status("Download complete", dl.id))
+        dl.complete_sent = True
+        return
+    ref = INGEST_PREFIX + dl.digest
+    writer = content.writer(ref)
+    committed = False
+    try:
+        dl.update(path=str(content._ingest_dir(ref) / "data"), written=writer.offset)
+        failures = 0
+        last_sent, last_t = -UPDATE_EVERY, 0.0
+        while writer.offset < dl.size or dl.size == 0:
             try:
-                await loop.run_in_executor(None, lease.commit, writer, dl.size, dl.digest)
-                committed = True
-            except InvalidParameter:
-                committed = True   # the ingest was discarded
-                raise InvalidParameter(f"filesystem layer verification failed for digest "
-                                       f"{dl.digest}") from None
-            dl.update(done=True, path=str(content.path(dl.digest)))
-            emit(status("Download complete", dl.id))
-            dl.complete_sent = True
-            if dl.extracting:
-                emit(status("Extracting", dl.id, (dl.extracting, dl.size)))
-        except BaseException as e:
-            if not committed:
-                writer.close()      # keep the ingest: the next pull resumes it
-            dl.update(error=e)
-            raise
+                stream = await client.open_blob(repo, dl.digest, writer.offset)
+                try:
+                    skip = writer.offset - stream.offset
+                    buf = bytearray()
+
+                    def flush() -> None:
+                        writer.write(buf)
+                        writer._f.flush()
+                        buf.clear()
+                        dl.update(written=writer.offset)
+
+                    async for chunk in stream.chunks():
+                        if skip > 0:
+                            if len(chunk) <= skip:
+                                skip -= len(chunk)
+                                continue
+                            chunk, skip = chunk[skip:], 0
+                        buf += chunk
+                        if writer.offset + len(buf) > dl.size:
+                            raise RegistryError(ErrorCode.SIZE_INVALID, f"blob {dl.digest} is "
+                                                f"larger than its descriptor says ({dl.size})")
+                        if len(buf) < FLUSH_EVERY:
+                            continue
+                        flush()
+                        now = time.monotonic()
+                        if (writer.offset - last_sent >= UPDATE_EVERY
+                                and now - last_t >= UPDATE_INTERVAL):
+                            last_sent, last_t = writer.offset, now
+                            emit(status("Downloading", dl.id, (writer.offset, dl.size)))
+                    if buf:
+                        flush()
+                finally:
+                    stream.close()
+                if dl.size == 0:
+                    break
+                if writer.offset < dl.size:
+                    raise aiohttp.ClientPayloadError("connection closed before the blob ended")
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                    aiohttp.ClientOSError, ConnectionError, asyncio.TimeoutError,
+                    RegistryUnreachable) as e:
+                failures += 1
+                if failures > RETRIES:
+                    raise RegistryUnreachable(f"downloading {dl.digest}: {e}") from None
+                await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
+        emit(status("Verifying Checksum", dl.id))
+        try:
+            await loop.run_in_executor(None, lease.commit, writer, dl.size, dl.digest)
+            committed = True
+        except InvalidParameter:
+            committed = True   # the ingest was discarded
+            raise InvalidParameter(f"filesystem layer verification failed for digest "
+                                   f"{dl.digest}") from None
+        dl.update(done=True, path=str(content.path(dl.digest)))
+        emit(status("Download complete", dl.id))
+        dl.complete_sent = True
+        if dl.extracting:
+            emit(status("Extracting", dl.id, (dl.extracting, dl.size)))
+    except BaseException as e:
+        if not committed:
+            writer.close()      # keep the ingest: the next pull resumes it
+        dl.update(error=e)
+        raise
 
 
 def _remember_sources(svc, ref: refs.Reference, digests: list[str]) -> None:
