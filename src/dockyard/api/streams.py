@@ -13,7 +13,10 @@ from typing import Any
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON with <, > and & escaped, as Go's encoding/json writes it."""
+    s = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return (s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .encode())
 
 
 class ProgressEncoder:

@@ -19,6 +19,7 @@ class Listener:
     sock: socket.socket
     ssl_context: ssl.SSLContext | None = None
     path: str | None = None  # unix socket path, removed at shutdown
+    inode: int | None = None  # ... only if it is still the socket we created
 
 
 def _unix_listener(address: str, group: str) -> Listener:
@@ -60,7 +61,7 @@ def _unix_listener(address: str, group: str) -> Listener:
     os.chmod(path, 0o660)
     sock.listen(128)
     sock.setblocking(False)
-    return Listener(address=address, sock=sock, path=path)
+    return Listener(address=address, sock=sock, path=path, inode=os.stat(path).st_ino)
 
 
 def server_ssl_context(cfg: DaemonConfig) -> ssl.SSLContext:
@@ -120,6 +121,7 @@ def close_listeners(listeners: list[Listener]) -> None:
             pass
         if lst.path:
             try:
-                os.unlink(lst.path)
+                if lst.inode is None or os.lstat(lst.path).st_ino == lst.inode:
+                    os.unlink(lst.path)
             except FileNotFoundError:
                 pass
