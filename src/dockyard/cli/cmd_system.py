@@ -132,8 +132,9 @@ def cmd_info(g, argv: list[str]) -> int:
     except errors.DockyardError as e:
         sys.stdout.write("Server:\n")
         from dockyard.client import DaemonUnreachable
+        sys.stdout.flush()
         if isinstance(e, DaemonUnreachable):
-            sys.stdout.write(f"ERROR: {e}\nerrors pretty printing info\n")
+            sys.stderr.write(f"{e}\n")
             return 1
         raise
     sys.stdout.write(_format_info(info))
