@@ -342,3 +342,26 @@ def test_pull_image_for_run(setup, monkeypatch):
         assert lines[-1] == f"Status: Downloaded newer image for {reg.addr}/am/busybox:v1"
         assert not any("[=" in line for line in lines)     # not a tty: no bars
         assert b.inspect(f"{reg.addr}/am/busybox:v1")["Id"] == setup["iid"]
+
+
+def test_progress_display_tty_and_plain():
+    from dockyard.cli.cmd_distribution import ProgressDisplay
+
+    msgs = [{"status": "Pulling from am/bb", "id": "v1"},
+            {"status": "Pulling fs layer", "progressDetail": {}, "id": "aaa"},
+            {"status": "Pulling fs layer", "progressDetail": {}, "id": "bbb"},
+            {"status": "Downloading", "progressDetail": {"current": 1, "total": 2},
+             "progress": "[=>  ] 1B/2B", "id": "aaa"},
+            {"status": "Pull complete", "progressDetail": {}, "id": "aaa"},
+            {"status": "Digest: sha256:x"}]
+    plain = io.StringIO()
+    ProgressDisplay(plain, False).run(msgs)
+    assert plain.getvalue() == ("v1: Pulling from am/bb\naaa: Pulling fs layer\n"
+                                "bbb: Pulling fs layer\naaa: Pull complete\nDigest: sha256:x\n")
+    tty = io.StringIO()
+    ProgressDisplay(tty, True).run(msgs)
+    out = tty.getvalue()
+    # aaa is redrawn in place: two lines up (bbb below it), then back down
+    assert "\x1b[2A\x1b[2K\raaa: Downloading [=>  ] 1B/2B\r\x1b[2B" in out
+    assert "\x1b[2A\x1b[2K\raaa: Pull complete \r\x1b[2B" in out
+    assert out.endswith("Digest: sha256:x\n")

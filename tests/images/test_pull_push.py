@@ -351,3 +351,66 @@ def test_chunked_push_to_docker_registry(make_service, tmp_path):
         b = make_service("b")
         pull_sync(b, f"{addr}/ch/img:v1")
         assert b.inspect(f"{addr}/ch/img:v1")["Id"] == iid
+
+
+def _self_signed(tmp_path):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return tmp_path / "c.pem", tmp_path / "k.pem"
+
+
+def test_tls_registry_token_scopes(make_service, tmp_path, busybox_tar_bytes):
+    """HTTPS on loopback (insecure: no verification, as Docker), token auth, and a
+    pull-only user who may pull but whose push is denied."""
+    cert, key = _self_signed(tmp_path)
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"alice": "alicepw", "bob": "bobpw"})
+    access = tmp_path / "access.json"
+    access.write_text(json.dumps({"alice": ["pull", "push"], "bob": ["pull"]}))
+    with running_registry(tmp_path / "treg", "--tls-cert", str(cert), "--tls-key", str(key),
+                          "--htpasswd", str(htpasswd), "--auth", "token",
+                          "--access", str(access)) as reg:
+        assert reg.scheme == "https"
+        a = make_service("a")
+        name = f"{reg.addr}/tls/bb"
+        iid = _import(a, busybox_tar_bytes, name)
+        push_sync(a, name, "v1", auth=("alice", "alicepw"))
+        b = make_service("b")
+        pull_sync(b, f"{name}:v1", auth=("bob", "bobpw"))
+        assert b.inspect(f"{name}:v1")["Id"] == iid
+        b.tag(f"{name}:v1", f"{reg.addr}/tls/other", "v1")
+        with pytest.raises(DockyardError, match="denied"):
+            push_sync(b, f"{reg.addr}/tls/other", "v1", auth=("bob", "bobpw"))
+
+
+def test_insecure_and_loopback_rules():
+    from dockyard.images.registry_client import api_host, is_insecure, is_loopback
+
+    for h in ("127.0.0.1:5000", "127.9.9.9", "localhost:5000", "localhost", "[::1]:5000", "::1"):
+        assert is_loopback(h), h
+    for h in ("10.0.0.1:5000", "registry.example.com", "[2001:db8::1]:5000"):
+        assert not is_loopback(h), h
+    assert is_insecure("10.1.2.3:5000", ["10.0.0.0/8"])
+    assert is_insecure("reg.example:5000", ["reg.example:5000"])
+    assert is_insecure("reg.example:5000", ["http://reg.example:5000"])
+    assert not is_insecure("reg.example:5000", ["other:5000", "192.168.0.0/16"])
+    assert api_host("docker.io") == "registry-1.docker.io"
