@@ -31,3 +31,16 @@ def busybox_rootfs(busybox_template, tmp_path) -> Path:
 def bash_rootfs(bash_template, tmp_path) -> Path:
     """A private, writable root filesystem with a dynamically linked bash."""
     return copy_rootfs(bash_template, tmp_path / "rootfs")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Safety net, on the controller only (after every worker is done): sweep the
+    chains and bridges a crashed test daemon could have left, and say so."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from helpers.netclean import sweep
+
+    left = sweep()
+    if left:
+        print(f"\nnetwork leftovers of test daemons removed: {len(left)} "
+              f"({', '.join(left[:6])}{', ...' if len(left) > 6 else ''})")

@@ -199,6 +199,11 @@ class ContainerService:
             ocispec.parse_signal(merged.get("StopSignal"))
         except ocispec.SpecError as e:
             raise errors.InvalidParameter(str(e)) from None
+        mode = host.get("NetworkMode") or "default"
+        if mode.startswith("container:"):
+            self.get(mode.split(":", 1)[1])  # 404 if the other container is unknown
+        if self.network is not None:
+            await asyncio.to_thread(self.network.validate, host, merged)
         cdir = self._dir(cid)
         os.makedirs(cdir, exist_ok=True)
         try:
@@ -220,6 +225,7 @@ class ContainerService:
             "AppArmorProfile": "", "ExecIDs": None, "HostConfig": host,
             "GraphDriver": {"Name": "overlay2", "Data": None},
             "Mounts": _mounts_view(host), "Config": merged,
+            "NetworkingConfig": body.get("NetworkingConfig") or {},
             "NetworkSettings": _empty_network_settings(),
             "HasBeenStartedBefore": False, "HasBeenManuallyStopped": False,
         }
@@ -283,6 +289,12 @@ class ContainerService:
         netns = None
         if mode == "host":
             netns = "host"
+        elif mode.startswith("container:"):
+            other = self.get(mode.split(":", 1)[1])
+            if not other["State"]["Running"]:
+                raise errors.Conflict(f"cannot join network of a non running container: "
+                                      f"{other['Id']}")
+            netns = f"/proc/{other['State']['Pid']}/ns/net"
         etc = self._write_etc_files(c, hostname, mode)
         seccomp = None
         if self.seccomp_profile is not None and not host.get("Privileged"):
@@ -320,7 +332,7 @@ class ContainerService:
             log_max_file=int(log_cfg.get("max-file", 3)))
         pid = reply["pid"]
         try:
-            if self.network is not None and mode not in ("host",):
+            if self.network is not None and mode != "host" and not mode.startswith("container:"):
                 settings = await self.network.attach(c, f"/proc/{pid}/ns/net")
                 if settings:
                     c["NetworkSettings"] = settings
@@ -346,7 +358,11 @@ class ContainerService:
         hn = os.path.join(cdir, "hostname")
         _write(hn, hostname + "\n")
         files["/etc/hostname"] = hn
-        if mode != "host" and self.network is not None:
+        if mode.startswith("container:"):
+            other = self.get(mode.split(":", 1)[1])
+            files["/etc/hosts"] = other["HostsPath"]
+            files["/etc/resolv.conf"] = other["ResolvConfPath"]
+        elif mode != "host" and self.network is not None:
             files.update(self.network.etc_files(c, cdir))
         else:
             hosts = os.path.join(cdir, "hosts")

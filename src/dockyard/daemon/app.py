@@ -101,6 +101,7 @@ class Daemon:
         self.images: Any = None
         self.system: Any = None
         self.containers: Any = None
+        self.networks: Any = None
         self.runtimes = cfg.runtime_paths()
         # called (in a thread) after the services are built, before serving:
         # the place where later services reconcile state left by a crash
@@ -127,6 +128,7 @@ class Daemon:
             recover = getattr(self.images, "recover", None)
             if callable(recover):
                 self.boot_hooks.insert(0, recover)
+        self.networks = self._build_networks()
         if self.images is not None:
             self.containers = self._build_containers()
         self.system = SystemService(self.data_root, images=self.images, events=self.events,
@@ -143,7 +145,13 @@ class Daemon:
 
         sup_root = str(self.data_root / "supervisor")
         sup_path = supclient.ensure_running(sup_root)
+        networking = None
+        if self.networks is not None:
+            from dockyard.containers.networking import ContainerNetworking
+
+            networking = ContainerNetworking(self.networks)
         svc = ContainerService(
+            network=networking,
             root=str(self.data_root), images=self.images,
             store=ContainerStore(str(self.data_root / "metadata.db")),
             supervisor=supclient.AsyncClient(sup_path), runtimes=self.runtimes,
@@ -151,6 +159,42 @@ class Daemon:
             seccomp_profile=default_profile, cgroup_parent=self.cfg.cgroup_parent)
         self.images.set_usage_checker(svc.usage)
         return svc
+
+    def _build_networks(self):
+        """The network manager, its state kept in <data-root>/network.json (None: --bridge none)."""
+        settings = self.cfg.network_settings()
+        if settings is None:
+            return None
+        import json
+
+        from dockyard.network.manager import NetworkManager
+
+        path = self.data_root / "network.json"
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            state = None
+        except ValueError:
+            log.warning("network state %s is unreadable; starting afresh", path)
+            state = None
+
+        def save(st: dict) -> None:
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w") as f:
+                json.dump(st, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+
+        return NetworkManager(state, on_change=save, loop=asyncio.get_running_loop(), **settings)
+
+    def _network_host_cleanup(self) -> None:
+        """Remove our bridges and rules from the host but keep the networks' definitions."""
+        keep = self.networks.state()
+        save = self.networks.on_change
+        self.networks.teardown()
+        if save is not None:
+            save(keep)
 
     def _container_counts(self) -> dict:
         if self.containers is None:
@@ -169,6 +213,8 @@ class Daemon:
                          executor=self.executor)
         if self.containers is not None:
             ctx.extra["containers"] = self.containers
+        if self.networks is not None:
+            ctx.extra["networks"] = self.networks
         return create_app(ctx)
 
     # -- lifecycle ----------------------------------------------------------
@@ -200,6 +246,9 @@ class Daemon:
             self.build_services()
             for hook in self.boot_hooks:
                 await loop.run_in_executor(self.executor, hook)
+            if self.networks is not None:
+                # bridges, our chains, endpoints of containers that kept running
+                await loop.run_in_executor(self.executor, self.networks.start)
             if self.containers is not None:
                 await self.containers.restore()  # find the containers that kept running
             listeners = open_listeners(self.cfg)
@@ -219,6 +268,16 @@ class Daemon:
         finally:
             if self.containers is not None:
                 await self.containers.close()  # containers keep running under the supervisor
+            if self.networks is not None:
+                # Running containers keep their addresses, bridges and rules; with none
+                # left, nothing of ours stays on the host (start() rebuilds it all).
+                running = self._container_counts().get("ContainersRunning", 0) + \
+                    self._container_counts().get("ContainersPaused", 0)
+                done = self.networks.close if running else self._network_host_cleanup
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, done)
+                except Exception as e:  # noqa: BLE001 - shutdown goes on
+                    log.warning("network shutdown: %s", e)
             self.events.close()
             if runner is not None:
                 await runner.cleanup()

@@ -33,6 +33,9 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "runtimes": ("runtimes", dict),
     "default-runtime": ("default_runtime", str),
     "cgroup-parent": ("cgroup_parent", str),
+    "bridge": ("bridge", str),
+    "network-prefix": ("network_prefix", str),
+    "default-address-pool": ("default_address_pool", str),
 }
 
 
@@ -59,6 +62,41 @@ class DaemonConfig:
     add_runtime: list[str] = field(default_factory=list)   # --add-runtime NAME=PATH
     default_runtime: str = "dockyard"
     cgroup_parent: str = "/dockyard"
+    bridge: str = ""                 # "none": no networking (containers get only lo)
+    network_prefix: str = ""         # names of our iptables chains and bridges
+    default_address_pool: str = ""   # default bridge subnet; user networks get the next /17
+
+    def network_settings(self) -> dict | None:
+        """Names and pools for the network manager, or None with ``--bridge none``.
+
+        A daemon on a private data root (tests, side-by-side installs) gets its
+        own chain and bridge names and its own address pool, derived from the
+        data root, so that two daemons never touch each other's rules.
+        """
+        import hashlib
+        import ipaddress
+
+        if self.bridge == "none":
+            return None
+        default_root = Path(self.data_root) == Path(DEFAULT_DATA_ROOT)
+        h = int(hashlib.sha256(str(Path(self.data_root).absolute()).encode()).hexdigest(), 16)
+        prefix = self.network_prefix or ("DOCKYARD" if default_root else f"DY{h % 16**5:05X}")
+        bridge_prefix = "dy" if default_root else f"d{h % 16**4:04x}"
+        pool = self.default_address_pool or (
+            "172.30.0.0/16" if default_root else f"10.{20 + h % 200}.0.0/17")
+        try:
+            net = ipaddress.IPv4Network(pool)
+        except ValueError:
+            raise ConfigError(f"invalid default-address-pool {pool!r}") from None
+        if default_root and not self.default_address_pool:
+            user = [("172.31.0.0/16", 24)]
+        else:
+            nxt = ipaddress.IPv4Network((int(net.network_address) + net.num_addresses,
+                                         net.prefixlen))
+            user = [(str(nxt), 24)]
+        return {"prefix": prefix, "bridge_prefix": bridge_prefix,
+                "default_bridge": self.bridge or None, "default_pool": str(net),
+                "user_pools": user}
 
     def runtime_paths(self) -> dict[str, str]:
         """Every runtime the daemon knows, name -> executable."""

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='runtime for containers that name none (default "dockyard")')
     p.add_argument("--cgroup-parent", dest="cgroup_parent", metavar="PATH",
                    help='parent cgroup of containers (default "/dockyard")')
+    p.add_argument("-b", "--bridge", dest="bridge", metavar="NAME",
+                   help='bridge device of the default network ("none" disables networking)')
+    p.add_argument("--network-prefix", dest="network_prefix", metavar="NAME",
+                   help="prefix of our iptables chains (default DOCKYARD)")
+    p.add_argument("--default-address-pool", dest="default_address_pool", metavar="CIDR",
+                   help="subnet of the default bridge network (default 172.30.0.0/16)")
     return p
 
 

@@ -1,0 +1,122 @@
+"""Network endpoints: HTTP in, a NetworkManager call, HTTP out."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from dockyard.api.app import add_route, ctx_of, json_response
+from dockyard.api.filters import parse_filters
+from dockyard.errors import InvalidParameter, NotFound
+
+
+def _net(request: web.Request):
+    m = ctx_of(request).extra.get("networks")
+    if m is None:
+        raise NotFound("page not found")
+    return m
+
+
+async def _body(request: web.Request) -> dict:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise InvalidParameter(f"invalid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidParameter("invalid JSON: expected an object")
+    return body
+
+
+def _emit(request: web.Request, action: str, info: dict) -> None:
+    ctx_of(request).events.emit("network", action, info["Id"],
+                                {"name": info["Name"], "type": info["Driver"]})
+
+
+async def list_networks(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    filters = parse_filters(request.query.get("filters"))
+    return json_response(await ctx.run(_net(request).list_networks, filters))
+
+
+async def inspect(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    return json_response(await ctx.run(_net(request).inspect_network, request.match_info["id"]))
+
+
+async def create(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    body = await _body(request)
+    name = body.get("Name")
+    if not name or not isinstance(name, str):
+        raise InvalidParameter("network name must not be empty")
+    driver = body.get("Driver") or "bridge"
+    ipam = body.get("IPAM") or {}
+    cfgs = ipam.get("Config") or []
+    if len(cfgs) > 1:
+        raise InvalidParameter("only one IPv4 subnet per network is supported")
+    cfg = cfgs[0] if cfgs else {}
+    if body.get("EnableIPv6"):
+        raise InvalidParameter("IPv6 networks are not supported")
+    m = _net(request)
+    out = await ctx.run(lambda: m.create_network(
+        name, driver=driver, subnet=cfg.get("Subnet") or None, gateway=cfg.get("Gateway") or None,
+        ip_range=cfg.get("IPRange") or None, internal=bool(body.get("Internal")),
+        labels=body.get("Labels") or None, options=body.get("Options") or None))
+    info = await ctx.run(m.network_of, out["Id"])
+    _emit(request, "create", info)
+    return json_response(out, status=201)
+
+
+async def remove(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    m = _net(request)
+    info = await ctx.run(m.network_of, request.match_info["id"])
+    await ctx.run(m.remove_network, request.match_info["id"])
+    _emit(request, "destroy", info)
+    return web.Response(status=204)
+
+
+async def prune(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    filters = parse_filters(request.query.get("filters"))
+    deleted = await ctx.run(_net(request).prune_networks, filters)
+    return json_response({"NetworksDeleted": deleted or None})
+
+
+async def connect(request: web.Request) -> web.Response:
+    from dockyard.containers.networking import connect_container
+
+    body = await _body(request)
+    svc = ctx_of(request).extra.get("containers")
+    if not body.get("Container"):
+        raise InvalidParameter("no container given")
+    await connect_container(svc, body["Container"], request.match_info["id"],
+                            body.get("EndpointConfig") or {})
+    return web.Response(status=200)
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    from dockyard.containers.networking import disconnect_container
+
+    body = await _body(request)
+    svc = ctx_of(request).extra.get("containers")
+    if not body.get("Container"):
+        raise InvalidParameter("no container given")
+    await disconnect_container(svc, body["Container"], request.match_info["id"],
+                               bool(body.get("Force")))
+    return web.Response(status=200)
+
+
+def register(app: web.Application) -> None:
+    add_route(app, "GET", "/networks", list_networks)
+    add_route(app, "GET", "/networks/", list_networks)
+    add_route(app, "POST", "/networks/create", create)
+    add_route(app, "POST", "/networks/prune", prune)
+    add_route(app, "GET", "/networks/{id}", inspect)
+    add_route(app, "DELETE", "/networks/{id}", remove)
+    add_route(app, "POST", "/networks/{id}/connect", connect)
+    add_route(app, "POST", "/networks/{id}/disconnect", disconnect)
