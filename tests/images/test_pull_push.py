@@ -414,3 +414,22 @@ def test_insecure_and_loopback_rules():
     assert is_insecure("reg.example:5000", ["http://reg.example:5000"])
     assert not is_insecure("reg.example:5000", ["other:5000", "192.168.0.0/16"])
     assert api_host("docker.io") == "registry-1.docker.io"
+
+
+def test_layer_gzip_is_deterministic_and_stores_incompressible_data(make_service):
+    import gzip as _gzip
+    import os as _os
+
+    from dockyard.images.push import gzip_layer, gzip_level
+
+    assert gzip_level(_os.urandom(1 << 20)) == 0
+    assert gzip_level(b"hello layer " * 100000) == 1
+    svc = make_service("g")
+    for payload in (random_tar(None, {"r": 1 << 20}, seed=5), b"text\n" * 300000):
+        src = svc.content.write_blob(payload)
+        with svc.lease() as lease:
+            d1, s1 = gzip_layer(svc, src, lease)
+            svc.content.delete(d1)
+            d2, s2 = gzip_layer(svc, src, lease)
+            assert (d1, s1) == (d2, s2)
+            assert _gzip.decompress(svc.content.read(d2)) == payload
