@@ -98,11 +98,38 @@ class DaemonConfig:
                 "default_bridge": self.bridge or None, "default_pool": str(net),
                 "user_pools": user}
 
+    def fast_runtime_launcher(self) -> str:
+        """A tiny launcher for dockyard-runc under <data-root>/bin.
+
+        The console script (or a pyenv shim in front of it) costs tens of
+        milliseconds per call; this one starts the interpreter without ``site``
+        (see ``dockyard.runtime.runtime_argv``).
+        """
+        import os
+        import shlex
+
+        from dockyard.runtime import runtime_argv
+
+        path = Path(self.data_root) / "bin" / "dockyard-runc"
+        text = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in runtime_argv()) + ' "$@"\n'
+        try:
+            if not path.exists() or path.read_text() != text:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(text)
+                os.chmod(tmp, 0o755)
+                os.replace(tmp, path)
+        except OSError:
+            import shutil
+
+            return shutil.which("dockyard-runc") or "dockyard-runc"
+        return str(path)
+
     def runtime_paths(self) -> dict[str, str]:
         """Every runtime the daemon knows, name -> executable."""
         import shutil
 
-        out = {"dockyard": shutil.which("dockyard-runc") or "dockyard-runc"}
+        out = {"dockyard": self.fast_runtime_launcher()}
         runc = shutil.which("runc")
         if runc:
             out["runc"] = runc
