@@ -82,7 +82,12 @@ def test_our_cli_matches_docker_cli(dockyard_daemon, saved_busybox, busybox_tar)
     d = dockyard_daemon
     path, image_id = saved_busybox
     assert d.docker("load", "-i", str(path)).returncode == 0
-    assert d.docker("import", str(busybox_tar), "other/img:1").returncode == 0
+    # a second image sharing the layer, also with a fixed creation time (stable CREATED)
+    from imgtar import saved_image
+
+    other, _ = saved_image(busybox_tar.read_bytes(), ["other/img:1"], cmd=["/bin/true"],
+                           created="2021-06-01T00:00:00Z")
+    assert d.docker("load", input=other, text=False).returncode == 0
     for args in (
         ("images", "am/busybox"),
         ("images", "-q", "am/busybox"),
@@ -111,6 +116,12 @@ def test_our_cli_matches_docker_cli(dockyard_daemon, saved_busybox, busybox_tar)
         ("tag", "nope", "x"),
         ("tag", "am/busybox"),
         ("system", "df"),
+        ("system", "df", "-v"),
+        ("system", "df", "--format", "{{json .}}"),
+        ("inspect", "--format", "json", "am/busybox:v1"),
+        ("history", "--format", "json", "am/busybox"),
+        ("image", "ls", "--format", "json", "am/busybox"),
+        ("version", "--format", "{{.Server.APIVersion}} {{json .Server.Components}}"),
         ("image", "prune", "-f"),
         ("rmi", "nope"),
     ):

@@ -177,8 +177,11 @@ def _print_inspect(objs: list[Any], fmt: str | None) -> None:
     if not fmt:
         sys.stdout.write(json.dumps(objs, indent=4, ensure_ascii=False) + "\n")
         return
-    if fmt == "json":
-        fmt = "{{json .}}"
+    if fmt == "json":  # docker 28: one JSON array of every object found
+        from dockyard.cli.format import go_json
+
+        sys.stdout.write(go_json(objs, escape_html=True) + "\n")
+        return
     tmpl = Template(fmt.replace("\\n", "\n").replace("\\t", "\t"))
     for o in objs:
         sys.stdout.write(tmpl.execute(o) + "\n")

@@ -70,8 +70,25 @@ def cmd_version(g, argv: list[str]) -> int:
     except errors.DockyardError as e:
         server_err = e
     if o.format:
-        sys.stdout.write(render(o.format.replace("\\n", "\n").replace("\\t", "\t"),
-                                {"Client": client, "Server": server}) + "\n")
+        from dockyard.cli.format import Struct
+
+        aliases = {"APIVersion": "ApiVersion", "MinAPIVersion": "MinAPIVersion",
+                   "DefaultAPIVersion": "DefaultAPIVersion"}
+        srv = None
+        if server is not None:
+            srv = dict(server)
+            comps = []
+            for comp in server.get("Components") or []:
+                comp = dict(comp)
+                if comp.get("Name") == "Engine" and "BuildTime" in (comp.get("Details") or {}):
+                    comp["Details"] = {**comp["Details"],
+                                       "BuildTime": _ansic(comp["Details"]["BuildTime"])}
+                comps.append(comp)
+            srv["Components"] = comps
+            srv = Struct(srv, aliases)
+        fmt = "{{json .}}" if o.format == "json" else o.format
+        sys.stdout.write(render(fmt.replace("\\n", "\n").replace("\\t", "\t"),
+                                {"Client": Struct(client, aliases), "Server": srv}) + "\n")
         if server_err is not None:
             raise server_err
         return 0
@@ -349,7 +366,13 @@ def _df_verbose(du: dict) -> int:
     from dockyard.cli.cmd_images import ImageRow, image_rows
 
     out = ["Images space usage:", ""]
-    rows = image_rows(du.get("Images") or [], digests=False, trunc=True)
+    rows = []
+    for img in du.get("Images") or []:
+        # docker shows one row per image, named by its first tag only
+        tags = [t for t in img.get("RepoTags") or [] if t != "<none>:<none>"]
+        first = image_rows([{**img, "RepoTags": tags[:1], "RepoDigests": []}],
+                           digests=False, trunc=True)
+        rows.extend(first[:1])
     fmt = ("table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t"
            "{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}")
     sys.stdout.write("\n".join(out) + "\n")

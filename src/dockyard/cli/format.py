@@ -385,7 +385,18 @@ class _Scope:
         self.funcs = funcs
 
 
+class Struct(dict):
+    """A JSON object whose Go field names differ from its JSON keys (``APIVersion`` is
+    ``ApiVersion`` on the wire): templates may use either, ``json`` prints the keys."""
+
+    def __init__(self, data: dict, aliases: dict[str, str]):
+        super().__init__(data)
+        self.aliases = aliases
+
+
 def _field(value: Any, name: str) -> Any:
+    if isinstance(value, Struct) and name not in value and name in value.aliases:
+        return value.get(value.aliases[name], NO_VALUE)
     if isinstance(value, dict):
         return value.get(name, NO_VALUE)
     if value is None or value is NO_VALUE:
