@@ -68,6 +68,7 @@ class DockyardDaemon:
     log: Path
     proc: subprocess.Popen
     env: dict = field(default_factory=dict)
+    cmd: list = field(default_factory=list)
 
     def docker(self, *args: str, check: bool = False, input: bytes | str | None = None,
                timeout: float = 120, text: bool = True, env: dict | None = None
@@ -102,6 +103,19 @@ class DockyardDaemon:
             return self.log.read_text(errors="replace")
         except OSError:
             return ""
+
+    def restart(self, kill: bool = False, timeout: float = 30) -> None:
+        """Stop the daemon (SIGTERM, or SIGKILL with ``kill``) and start it again on the
+        same data root and socket; waits until it answers."""
+        if kill:
+            self.proc.kill()
+            self.proc.wait()
+        else:
+            self.stop()
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                         env=self.env, start_new_session=True)
+        _wait_ready(self, timeout)
 
     def stop(self, timeout: float = 20) -> int:
         if self.proc.poll() is None:
@@ -156,6 +170,22 @@ def daemon_env(host: str, cli_config: Path) -> dict:
     return env
 
 
+def _wait_ready(d: DockyardDaemon, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if d.proc.poll() is not None:
+            raise RuntimeError(f"dockyard daemon exited with {d.proc.returncode}:\n"
+                               f"{d.logs()[-4000:]}")
+        try:
+            if d.request("GET", "/_ping", timeout=5)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"dockyard daemon did not become ready:\n{d.logs()[-4000:]}")
+        time.sleep(0.05)
+
+
 def _daemon_knows(key: str) -> bool:
     try:
         from dockyard.daemon.config import FILE_KEYS
@@ -197,7 +227,7 @@ def running_daemon(tmp_path: Path, extra_args: tuple[str, ...] = (), timeout: fl
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
     d = DockyardDaemon(host=host, sock=sock, data_root=data_root, pidfile=pidfile, base=base,
-                       log=log, proc=proc, env=env)
+                       log=log, proc=proc, env=env, cmd=cmd)
     try:
         if wait:
             deadline = time.monotonic() + timeout
