@@ -150,11 +150,13 @@ def timed(fn) -> float:
 
 def bench_dockyard(archive: Path, work: Path, reps: int) -> tuple[list[float], list[float]]:
     pushes, pulls = [], []
-    src = ApiServer(work / "dy-src")
-    try:
-        with open(archive, "rb") as f:
-            list(src.svc.load_images(f))
-        for r in range(reps):
+    for r in range(reps):
+        # a fresh source store each time: the push compresses the layers again, as
+        # dockerd's does for a registry it has not pushed to
+        src = ApiServer(work / f"dy-src{r}")
+        try:
+            with open(archive, "rb") as f:
+                list(src.svc.load_images(f))
             with running_registry(work / f"dy-reg{r}") as reg:
                 name = f"{reg.addr}/bench/img:v1"
                 src.svc.tag("bench/img:v1", f"{reg.addr}/bench/img", "v1")
@@ -166,10 +168,11 @@ def bench_dockyard(archive: Path, work: Path, reps: int) -> tuple[list[float], l
                 finally:
                     dst.close()
                     shutil.rmtree(work / f"dy-dst{r}", ignore_errors=True)
+        finally:
+            src.close()
+            shutil.rmtree(work / f"dy-src{r}", ignore_errors=True)
             shutil.rmtree(work / f"dy-reg{r}", ignore_errors=True)
-            print(f"  dockyard rep {r}: push {pushes[-1]:.2f}s pull {pulls[-1]:.2f}s", flush=True)
-    finally:
-        src.close()
+        print(f"  dockyard rep {r}: push {pushes[-1]:.2f}s pull {pulls[-1]:.2f}s", flush=True)
     return pushes, pulls
 
 

@@ -66,10 +66,12 @@ def test_push_pull_round_trip_ours(make_service, reg, busybox_tar_bytes):
     st2 = _statuses(push_sync(a, name, "v1"))
     assert [s for i, s in st2 if i] == ["Preparing", "Layer already exists"]
 
-    b = make_service("b")
+    events = []
+    b = make_service("b", emit=lambda *ev: events.append(ev))
     msgs = pull_sync(b, f"{name}:v1")
     st = _statuses(msgs)
     assert st[0] == ("v1", "Pulling from am/busybox")
+    assert ("image", "pull", f"{name}:v1", {"name": name}) in events
     layer_id = next(i for i, s in st if s == "Pulling fs layer")
     seq = [s for i, s in st if i == layer_id]
     assert seq[0] == "Pulling fs layer" and seq[-1] == "Pull complete"

@@ -172,6 +172,8 @@ async def search_images(request: web.Request) -> web.Response:
     else:
         index, remote = "index.docker.io", term
     client = RegistryClient(index, _auth(request), _insecure(request))
+    if index == "index.docker.io":
+        client.host = index          # the Hub answers searches on the index host
     try:
         data = await client.search(remote, limit)
     except RegistryUnreachable as e:

@@ -295,12 +295,21 @@ async def _run(svc, ref: refs.Reference, opts: PullOptions, emit) -> None:
             updated = False
             for t in tags:
                 updated |= await _pull_one(svc, client, ref.with_tag(t), opts, emit)
+                _event(svc, "pull", ref.with_tag(t))
             what = "Downloaded newer image" if updated else "Image is up to date"
             emit(status(f"Status: {what} for {ref.familiar_name}"))
             return
         updated = await _pull_one(svc, client, ref, opts, emit)
         what = "Downloaded newer image" if updated else "Image is up to date"
         emit(status(f"Status: {what} for {ref.familiar()}"))
+        _event(svc, "pull", ref)
+
+
+def _event(svc, action: str, ref: refs.Reference) -> None:
+    """dockerd's image event: actor = the familiar reference, attribute name."""
+    fn = getattr(svc, "_emit", None)
+    if fn is not None:
+        fn(action, ref.familiar(), {"name": ref.familiar_name})
 
 
 async def _pull_one(svc, client: RegistryClient, ref: refs.Reference, opts: PullOptions,

@@ -272,6 +272,8 @@ async def _push_one(svc, client: RegistryClient, ref: refs.Reference, image_id: 
             svc._set_ref(db, refs.parse(f"{ref.name}@{digest}"), image_id, kind="digest")
     except Exception:
         pass
+    from dockyard.images.pull import _event
+    _event(svc, "push", ref)
     emit(status(f"{ref.tag}: digest: {digest} size: {len(body)}"))
     emit({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": digest, "Size": len(body)}})
 
