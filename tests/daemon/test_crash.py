@@ -56,3 +56,27 @@ def test_kill9_during_load_then_restart_and_retry(dockyard_daemon):
     d.restart()
     r = d.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
     assert r.stdout == f"crash/big:1 {image_id[7:19]}\n"
+
+
+def test_client_disconnect_mid_upload_stores_nothing(dockyard_daemon, busybox_tar):
+    d = dockyard_daemon
+    archive, image_id = saved_image(_big_layer(8), ["cut/off:1"])
+    for path, data in (("/v1.47/images/load?quiet=1", archive),
+                       ("/v1.47/images/create?fromSrc=-&repo=cut/imp:1", archive)):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(d.sock))
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\n"
+                  f"Content-Length: {len(data)}\r\n\r\n".encode())
+        s.sendall(data[: len(data) // 2])
+        time.sleep(0.3)
+        s.close()
+    # the daemon is fine, nothing half-written is visible, the ingests are gone
+    deadline = time.monotonic() + 30
+    ingest = d.data_root / "content" / "ingest"
+    while ingest.exists() and os.listdir(ingest) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not ingest.exists() or os.listdir(ingest) == []
+    status, _, body = d.request("GET", "/v1.47/images/json?all=1")
+    assert status == 200 and json.loads(body) == []
+    r = d.docker("load", "-i", "/dev/stdin", input=archive, text=False)
+    assert r.returncode == 0 and b"Loaded image: cut/off:1" in r.stdout
