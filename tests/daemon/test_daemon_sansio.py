@@ -210,3 +210,26 @@ def test_event_bus_replay_and_close():
         assert bus.listeners == 0
 
     asyncio.run(go())
+
+
+def test_progress_printer_like_jsonmessage():
+    import io as _io
+
+    from dockyard.cli.progress import ProgressPrinter
+
+    msgs = [{"status": "Loading layer", "id": "abc", "progressDetail": {"current": 5,
+                                                                       "total": 10}},
+            {"status": "Loading layer", "id": "abc", "progressDetail": {"current": 10,
+                                                                       "total": 10}},
+            {"status": "Verifying", "id": "abc"},
+            {"status": "sha256:1234"},
+            {"stream": "Loaded image: a:b\n"}]
+    out = _io.StringIO()
+    ProgressPrinter(out, tty=False).run(msgs)
+    # no progress bars off a terminal
+    assert out.getvalue() == "abc: Verifying\nsha256:1234\nLoaded image: a:b\n"
+    out = _io.StringIO()
+    ProgressPrinter(out, tty=True).run(msgs)
+    text = out.getvalue()
+    assert "\x1b[2K" in text and "abc: Loading layer [" in text and "10B/10B" in text
+    assert text.endswith("Loaded image: a:b\n")

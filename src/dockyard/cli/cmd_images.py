@@ -361,22 +361,11 @@ def cmd_history(g, argv: list[str]) -> int:
 # -------------------------------------------------------------------------- import/save/load
 
 
-def _display_stream(msgs, tty: bool) -> str | None:
-    """Print a JSON progress stream like docker's jsonmessage; returns the last status."""
-    last = None
-    for m in msgs:
-        if "stream" in m:
-            sys.stdout.write(m["stream"])
-        elif "status" in m:
-            last = m["status"]
-            if m.get("id"):
-                if tty:
-                    prog = m.get("progress", "")
-                    sys.stdout.write(f"{m['id']}: {m['status']} {prog}\n")
-            else:
-                sys.stdout.write(m["status"] + "\n")
-        sys.stdout.flush()
-    return last
+def _display_stream(msgs, tty: bool) -> None:
+    """Print a JSON progress stream like docker's jsonmessage display."""
+    from dockyard.cli.progress import ProgressPrinter
+
+    ProgressPrinter(sys.stdout, tty).run(msgs)
 
 
 def cmd_import(g, argv: list[str]) -> int:
