@@ -121,9 +121,11 @@ def create_app(ctx: ApiContext) -> web.Application:
                           client_max_size=1024 ** 3, handler_args={"max_field_size": 65536})
     app[CTX] = ctx
     app.on_response_prepare.append(_on_prepare)
-    from dockyard.api import routes_containers, routes_images, routes_networks, routes_system
+    from dockyard.api import (routes_containers, routes_distribution, routes_images,
+                              routes_networks, routes_system)
 
     routes_system.register(app)
+    routes_distribution.register(app)   # before the image routes: it takes /images/create?fromImage=
     routes_images.register(app)
     routes_containers.register(app)
     routes_networks.register(app)

@@ -215,6 +215,7 @@ class Daemon:
             ctx.extra["containers"] = self.containers
         if self.networks is not None:
             ctx.extra["networks"] = self.networks
+        ctx.extra["insecure_registries"] = list(self.cfg.insecure_registries or ())
         return create_app(ctx)
 
     # -- lifecycle ----------------------------------------------------------

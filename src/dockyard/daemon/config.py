@@ -36,6 +36,7 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "bridge": ("bridge", str),
     "network-prefix": ("network_prefix", str),
     "default-address-pool": ("default_address_pool", str),
+    "insecure-registries": ("insecure_registries", list),
 }
 
 
@@ -65,6 +66,8 @@ class DaemonConfig:
     bridge: str = ""                 # "none": no networking (containers get only lo)
     network_prefix: str = ""         # names of our iptables chains and bridges
     default_address_pool: str = ""   # default bridge subnet; user networks get the next /17
+    # registries reached over plain HTTP / unverified TLS (loopback ones always are)
+    insecure_registries: list[str] = field(default_factory=list)
 
     def network_settings(self) -> dict | None:
         """Names and pools for the network manager, or None with ``--bridge none``.

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-tcp", dest="insecure_tcp", action="store_true",
                    help="DANGEROUS: allow tcp:// listeners without TLS (root for anyone "
                         "who can connect)")
+    p.add_argument("--insecure-registry", dest="insecure_registries", action="append",
+                   metavar="REGISTRY", help="registry (host[:port] or CIDR) to reach over plain "
+                   "HTTP or unverified TLS; loopback registries always are")
     p.add_argument("--add-runtime", dest="add_runtime", action="append", metavar="NAME=PATH",
                    help="register an OCI runtime (runc command line) under NAME")
     p.add_argument("--default-runtime", dest="default_runtime", metavar="NAME",
