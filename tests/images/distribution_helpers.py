@@ -70,8 +70,10 @@ class CuttingProxy:
     than ``cut_after`` bytes is cut there (once). Counts requests' first lines."""
 
     def __init__(self, target: tuple[str, int], cut_after: int | None = None,
-                 corrupt_at: int | None = None, min_response: int = 0):
+                 corrupt_at: int | None = None, min_response: int = 0,
+                 cut_request_after: int | None = None):
         self.target = target
+        self.cut_request_after = cut_request_after   # cut the first big upload once
         self.cut_after = cut_after
         self.corrupt_at = corrupt_at      # flip one byte of the first big response
         self.min_response = min_response  # only responses reaching this size are cut/corrupted
@@ -119,6 +121,13 @@ class CuttingProxy:
                         elif line.lower().startswith(b"range:"):
                             with self._lock:
                                 self.range_headers.append(line)
+                if not is_response and self.cut_request_after is not None:
+                    with self._lock:
+                        cut = not self.cut_done and n + len(data) > self.cut_request_after
+                        if cut:
+                            self.cut_done = True
+                    if cut:
+                        raise ConnectionAbortedError
                 if is_response and self.corrupt_at is not None and n + len(data) > self.corrupt_at \
                         and n + len(data) >= self.min_response:
                     with self._lock:

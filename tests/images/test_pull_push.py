@@ -435,3 +435,57 @@ def test_layer_gzip_is_deterministic_and_stores_incompressible_data(make_service
             d2, s2 = gzip_layer(svc, src, lease)
             assert (d1, s1) == (d2, s2)
             assert _gzip.decompress(svc.content.read(d2)) == payload
+
+
+def test_push_retries_after_a_broken_upload(make_service, reg):
+    a = make_service("a")
+    data = random_tar(None, {"f": 4 << 20}, seed=11)
+    iid = _import(a, data, "x/y")
+    proxy = CuttingProxy((reg.host, reg.port), cut_request_after=2 << 20)
+    try:
+        name = f"{proxy.addr}/up/retry"
+        a.tag(iid, name, "v1")
+        msgs = push_sync(a, name, "v1")
+        assert proxy.cut_done
+        assert "Pushed" in [s for _, s in _statuses(msgs)]
+        b = make_service("b")
+        pull_sync(b, f"{name}:v1")
+        assert b.inspect(f"{name}:v1")["Id"] == iid
+    finally:
+        proxy.close()
+
+
+def test_interrupted_download_resumes_from_the_kept_ingest(make_service, reg):
+    """A pull stopped mid-layer (daemon restart) keeps its ingest; the next pull asks
+    only for the rest."""
+    a = make_service("a")
+    data = random_tar(None, {"f": 3 << 20}, seed=12)
+    iid = _import(a, data, f"{reg.addr}/re/sume", "v1")
+    push_sync(a, f"{reg.addr}/re/sume", "v1")
+    row = a.store.query_one("SELECT top_chain FROM images WHERE id = ?", (iid,))
+    from dockyard.images.push import BlobSources
+    gz = BlobSources(a.root).gzip_of(a._layer(row["top_chain"])["diff_id"])["digest"]
+    blob = a.content.read(gz)
+    b = make_service("b")
+    w = b.content.writer(f"pull-{gz}")
+    w.write(blob[:1_000_000])
+    w.close()
+    proxy = CuttingProxy((reg.host, reg.port))
+    try:
+        pull_sync(b, f"{proxy.addr}/re/sume:v1")
+        assert [h for h in proxy.range_headers if b"bytes=1000000-" in h]
+        assert b.inspect(f"{proxy.addr}/re/sume:v1")["Id"] == iid
+        assert b.content.ingests() == []
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("ref", ["127.0.0.1:1/x:bad$tag", "127.0.0.1:1/UPPER:v1",
+                                 "127.0.0.1:1/x@sha256:123"])
+def test_bad_references(make_service, ref):
+    from dockyard.errors import InvalidParameter
+
+    b = make_service("b")
+    with pytest.raises(InvalidParameter, match="invalid reference format"):
+        pull_sync(b, ref)
+    assert _blobs(b) == set()
