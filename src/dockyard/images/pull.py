@@ -39,7 +39,7 @@ MAX_CONCURRENT_DOWNLOADS = 3
 RETRIES = 5
 UPDATE_EVERY = 512 * 1024       # bytes between progress messages (as Docker's progress reader)
 UPDATE_INTERVAL = 0.1           # and at most every 100 ms
-FLUSH_EVERY = 1 << 20           # bytes buffered before the ingest file grows
+FLUSH_EVERY = 2 << 20           # bytes buffered before the ingest file grows
 INGEST_PREFIX = "pull-"
 
 _END = object()
@@ -533,33 +533,46 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
                 try:
                     skip = writer.offset - stream.offset
                     buf = bytearray()
+                    received = writer.offset
+                    pending: list = []
 
-                    def flush() -> None:
-                        writer.write(buf)
+                    def write_block(data: bytes) -> None:
+                        # in a thread: hashing and writing leave the event loop free
+                        writer.write(data)
                         writer._f.flush()
-                        buf.clear()
                         dl.update(written=writer.offset)
 
-                    async for chunk in stream.chunks():
-                        if skip > 0:
-                            if len(chunk) <= skip:
-                                skip -= len(chunk)
+                    async def flush() -> None:
+                        # at most one block in flight per download, overlapping the next
+                        if pending:
+                            await pending.pop()
+                        pending.append(loop.run_in_executor(None, write_block, bytes(buf)))
+                        buf.clear()
+
+                    try:
+                        async for chunk in stream.chunks():
+                            if skip > 0:
+                                if len(chunk) <= skip:
+                                    skip -= len(chunk)
+                                    continue
+                                chunk, skip = chunk[skip:], 0
+                            buf += chunk
+                            received += len(chunk)
+                            if received > dl.size:
+                                raise RegistryError(ErrorCode.SIZE_INVALID, f"blob {dl.digest} "
+                                                    f"is larger than its descriptor says ({dl.size})")
+                            if len(buf) < FLUSH_EVERY:
                                 continue
-                            chunk, skip = chunk[skip:], 0
-                        buf += chunk
-                        if writer.offset + len(buf) > dl.size:
-                            raise RegistryError(ErrorCode.SIZE_INVALID, f"blob {dl.digest} is "
-                                                f"larger than its descriptor says ({dl.size})")
-                        if len(buf) < FLUSH_EVERY:
-                            continue
-                        flush()
-                        now = time.monotonic()
-                        if (writer.offset - last_sent >= UPDATE_EVERY
-                                and now - last_t >= UPDATE_INTERVAL):
-                            last_sent, last_t = writer.offset, now
-                            emit(status("Downloading", dl.id, (writer.offset, dl.size)))
-                    if buf:
-                        flush()
+                            await flush()
+                            now = time.monotonic()
+                            if received - last_sent >= UPDATE_EVERY and now - last_t >= UPDATE_INTERVAL:
+                                last_sent, last_t = received, now
+                                emit(status("Downloading", dl.id, (received, dl.size)))
+                        if buf:
+                            await flush()
+                    finally:
+                        while pending:
+                            await pending.pop()
                 finally:
                     stream.close()
                 if dl.size == 0:
