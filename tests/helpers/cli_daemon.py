@@ -81,6 +81,14 @@ def _wait_socket(path: str, proc: subprocess.Popen, timeout: float = 30) -> None
     raise RuntimeError("daemon did not start")
 
 
+def _daemon_knows(key: str) -> bool:
+    try:
+        from dockyard.daemon.config import FILE_KEYS
+    except ImportError:
+        return False
+    return key in FILE_KEYS
+
+
 @contextlib.contextmanager
 def running_daemon(root: Path):
     root = Path(root)
@@ -92,8 +100,11 @@ def running_daemon(root: Path):
     env.update(DOCKER_HOST=host, DOCKER_CONFIG=str(root / "dcfg"), DOCKER_CLI_HINTS="false")
     (root / "dcfg").mkdir(exist_ok=True)
     log = open(root / "daemon.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "dockyard", "daemon", "--data-root",
-                             str(root / "data"), "-H", host, "--cgroup-parent", cgroup_parent],
+    cmd = [sys.executable, "-m", "dockyard", "daemon", "--data-root", str(root / "data"),
+           "-H", host, "--cgroup-parent", cgroup_parent]
+    if _daemon_knows("bridge"):
+        cmd += ["--bridge", "none"]  # no default bridge: daemons in parallel never collide
+    proc = subprocess.Popen(cmd,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)
     log.close()

@@ -34,6 +34,12 @@ def require(p: CommandParser, args: list[str], lo: int, hi: int | None = None) -
                      f"{word} '{PROG} {p.command} --help' for more information", 1)
 
 
+def _unreachable(e: Exception) -> bool:
+    from dockyard.client import DaemonUnreachable
+
+    return isinstance(e, DaemonUnreachable)
+
+
 def exit_status(message: str) -> int:
     """Docker's run/start exit codes from the daemon's message: 127, 126 or 125."""
     if ("executable file not found" in message or "no such file or directory" in message
@@ -407,7 +413,14 @@ def cmd_exec(g, argv: list[str], command: str = "exec") -> int:
     if o.detach:
         c.exec_start_detached(eid, bool(o.tty))
         return 0
-    h = c.exec_start_socket(eid, bool(o.tty))
+    try:
+        h = c.exec_start_socket(eid, bool(o.tty))
+    except errors.DockyardError as e:
+        if _unreachable(e):
+            raise
+        # dockerd reports a failed exec start in the stream and exits 126/127; say the same
+        code = exit_status(str(e))
+        raise CommandError(f"Error response from daemon: {e}", 1 if code == 125 else code)
     try:
         with RawTerminal(0, enabled=o.tty and stdin), \
                 ResizeOnWinch(lambda hh, ww: c.clone().exec_resize(eid, hh, ww),

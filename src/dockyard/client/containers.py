@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
 from dockyard import errors
+
+
+_NEGOTIATE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -46,9 +50,11 @@ class ContainersMixin:
         """Another client for the same daemon and API version, with its own connection."""
         from dockyard.client.transport import Transport
 
+        with _NEGOTIATE_LOCK:  # clones are made from several threads at once
+            version = self.negotiate()
         t = self.transport
         other = type(self)(transport=Transport(t.host, tls=t.tls, timeout=t.timeout))
-        other.api_version = self.negotiate()
+        other.api_version = version
         return other
 
     def hijack(self, method: str, path: str, params: Any = None,
