@@ -100,6 +100,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     v = request.match_info.get("api_version")
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("Calling %s %s", request.method, request.path_qs)
     if v is not None:
         versions.check(v)
     request["api_version"] = v or versions.API_VERSION
