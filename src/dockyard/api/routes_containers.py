@@ -282,8 +282,17 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
         keys = hijack.parse_detach_keys(ex.get("DetachKeys") or None)
     except ValueError as e:
         raise InvalidParameter(str(e)) from None
-    tty, reader, writer = await svc.exec_start(eid)
+    # As dockerd: the connection is hijacked first; a failure to start the process is
+    # then written into the stream (the CLI prints it and reads the exit code, 126/127,
+    # from the exec's inspect).
     transport = await hijack.upgrade(request)
+    try:
+        tty, reader, writer = await svc.exec_start(eid)
+    except Exception as e:  # noqa: BLE001 - reported in-band after the 101
+        msg = (str(e) + "\r\n").encode()
+        transport.write(msg if ex["ProcessConfig"]["tty"] else protocol.frame(1, msg))
+        transport.close()
+        return request["hijack_response"]
     await hijack.relay(request, transport, reader, writer, ex["OpenStdin"], keys)
     return request["hijack_response"]
 

@@ -821,9 +821,11 @@ class ContainerService:
                 "exec", attach=True, stdin=bool(body.get("AttachStdin")),
                 stdout=bool(body.get("AttachStdout", True)),
                 stderr=bool(body.get("AttachStderr", True)), **fields)
-        except errors.DockyardError:
+        except errors.DockyardError as e:
             ex["Running"] = False
-            ex["ExitCode"] = 126
+            code = _start_error_code(str(e))
+            ex["ExitCode"] = 126 if code == 128 else code
+            ex["_done"].set()
             raise
         ex["Pid"] = reply["pid"]
         return tty, reader, writer
