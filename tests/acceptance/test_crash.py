@@ -1,0 +1,102 @@
+"""Containers outlive a daemon killed with -9; the next daemon finds them intact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from acceptance.harness import DOCKER, Daemon, import_busybox
+
+pytestmark = pytest.mark.slow
+
+
+def until(fn, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    return fn()
+
+
+@pytest.fixture
+def crashy(tmp_path):
+    d = Daemon(tmp_path)
+    try:
+        d.start()
+        import_busybox(d)
+        yield d
+    finally:
+        d.close()
+
+
+def test_kill9_daemon_with_ten_running_containers(crashy):
+    d = crashy
+    d.docker("run", "-d", "--name", "logger", "busybox", "sh", "-c",
+             "trap 'exit 3' TERM; i=0; while true; do i=$((i+1)); echo seq $i; usleep 2000; done")
+    for i in range(7):
+        d.docker("run", "-d", "--name", f"idle{i}", "busybox", "sleep", "1000")
+    d.docker("run", "-d", "-i", "--name", "talker", "busybox", "sh", "-c",
+             "while read l; do [ $l = quit ] && exit 9; echo got:$l; done")
+    d.docker("run", "-d", "--name", "dies-always", "--restart", "always", "busybox",
+             "sleep", "1000")
+    d.docker("run", "-d", "--name", "dies-unless", "--restart", "unless-stopped", "busybox",
+             "sleep", "1000")
+    d.docker("run", "-d", "--name", "dies-no", "busybox", "sleep", "1000")
+    before = {n: json.loads(d.out("inspect", n))[0]["State"]["Pid"]
+              for n in ["logger", "talker"] + [f"idle{i}" for i in range(7)]}
+    time.sleep(1)
+    d.kill9()
+    # while the daemon is away: the logger keeps logging, two containers die
+    time.sleep(1)
+    sup = d.supervisor_pid()
+    assert sup  # the supervisor outlived the daemon
+    import os
+    import signal as sg
+
+    old_pids = {}
+    for name in ("dies-unless", "dies-no", "dies-always"):
+        cid_pid = old_pids[name] = _pid_of(d, name)
+        os.kill(cid_pid, sg.SIGKILL)
+    time.sleep(1)
+    d.start()
+    running = d.out("ps", "--format", "{{.Names}}").split()
+    for name in before:
+        assert name in running
+        assert json.loads(d.out("inspect", name))[0]["State"]["Pid"] == before[name]
+    # restart policies applied on boot
+    for name in ("dies-always", "dies-unless"):
+        assert until(lambda: name in d.out("ps", "--format", "{{.Names}}").split())
+        assert json.loads(d.out("inspect", name))[0]["State"]["Pid"] != old_pids[name]
+    st = json.loads(d.out("inspect", "dies-no"))[0]["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 137
+    # attach works again, and the exit code of the attached run is right
+    p = subprocess.Popen([DOCKER, "attach", "talker"], env=d.env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1)
+    out, err = p.communicate(b"hello\nquit\n", timeout=30)
+    assert out == b"got:hello\n" and p.returncode == 9, (out, err)
+    # stop and wait report the right codes; no log line was lost
+    d.docker("stop", "logger")
+    assert d.out("wait", "logger") == "3"
+    seqs = [int(line.split()[1]) for line in d.out("logs", "logger").splitlines()]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 200
+    d.docker("stop", "-t", "1", "idle0")
+    assert d.out("wait", "idle0") == "137"
+    assert json.loads(d.out("inspect", "idle0"))[0]["State"]["ExitCode"] == 137
+
+
+def _pid_of(d: Daemon, name: str) -> int:
+    """Pid of a container's init while the daemon is down: from the runtime's state."""
+    import sqlite3
+
+    db = sqlite3.connect(str(d.data / "metadata.db"))
+    for (rec,) in db.execute("SELECT record FROM containers"):
+        c = json.loads(rec)
+        if c["Name"] == "/" + name:
+            return c["State"]["Pid"]
+    raise AssertionError(f"no record of {name}")
