@@ -86,7 +86,7 @@ class DaemonConfig:
         prefix = self.network_prefix or ("DOCKYARD" if default_root else f"DY{h % 16**5:05X}")
         bridge_prefix = "dy" if default_root else f"d{h % 16**4:04x}"
         pool = self.default_address_pool or (
-            "172.30.0.0/16" if default_root else f"10.{20 + h % 200}.0.0/17")
+            "172.30.0.0/16" if default_root else _free_pool(h))
         try:
             net = ipaddress.IPv4Network(pool)
         except ValueError:
@@ -240,3 +240,36 @@ def validate(cfg: DaemonConfig) -> None:
             raise ConfigError("TLS needs both --tlscert and --tlskey")
         if cfg.tlsverify and not cfg.tlscacert:
             raise ConfigError("--tlsverify needs --tlscacert to verify clients")
+
+
+def _host_routes() -> list:
+    import ipaddress
+    import socket
+    import struct
+
+    nets = []
+    try:
+        with open("/proc/net/route") as f:
+            next(f)
+            for line in f:
+                p = line.split()
+                dest = socket.inet_ntoa(struct.pack("<L", int(p[1], 16)))
+                mask = socket.inet_ntoa(struct.pack("<L", int(p[7], 16)))
+                if dest != "0.0.0.0":
+                    nets.append(ipaddress.IPv4Network(f"{dest}/{mask}", strict=False))
+    except (OSError, ValueError, IndexError):
+        pass
+    return nets
+
+
+def _free_pool(h: int) -> str:
+    """10.X.0.0/17 for a private data root: X from the hash, skipping routed ranges."""
+    import ipaddress
+
+    routes = _host_routes()
+    for i in range(200):
+        x = 20 + (h + i) % 200
+        cand = ipaddress.IPv4Network(f"10.{x}.0.0/16")
+        if not any(cand.overlaps(r) for r in routes):
+            return f"10.{x}.0.0/17"
+    return f"10.{20 + h % 200}.0.0/17"
