@@ -365,3 +365,42 @@ def test_progress_display_tty_and_plain():
     assert "\x1b[2A\x1b[2K\raaa: Downloading [=>  ] 1B/2B\r\x1b[2B" in out
     assert "\x1b[2A\x1b[2K\raaa: Pull complete \r\x1b[2B" in out
     assert out.endswith("Digest: sha256:x\n")
+
+
+def test_client_gone_mid_pull_leaves_nothing_and_resumes(make_service, tmp_path):
+    """The client hangs up mid-download: the pull stops, no image, no half-unpacked
+    layer; the ingest stays and the next pull completes."""
+    import socket
+    import time
+
+    from distribution_helpers import random_tar
+    from dockyard.images.push import push_sync
+
+    with running_registry(tmp_path / "reg") as reg:
+        a = make_service("a")
+        data = random_tar(None, {"big": 60 << 20}, seed=21)
+        iid = a.import_image(io.BytesIO(data), repo=f"{reg.addr}/gone/img", tag="v1")
+        push_sync(a, f"{reg.addr}/gone/img", "v1")
+        b = make_service("b")
+        with api_server(b) as sock:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock)
+            s.sendall(f"POST /v1.47/images/create?fromImage={reg.addr}/gone/img&tag=v1 HTTP/1.1\r\n"
+                      "Host: d\r\nContent-Length: 0\r\n\r\n".encode())
+            got = b""
+            while b"Pulling fs layer" not in got:
+                chunk = s.recv(4096)
+                assert chunk
+                got += chunk
+            s.close()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and \
+                    [i for i in b.snapshotter.list() if i.key.startswith("extract-")]:
+                time.sleep(0.1)
+            time.sleep(1.0)      # had the pull gone on, 60 MB would be in by now
+            assert b.list_images() == []
+            assert not [i for i in b.snapshotter.list() if i.key.startswith("extract-")]
+            st, body = _raw(sock, "POST", f"/v1.47/images/create?fromImage={reg.addr}/gone/img&tag=v1")
+            assert st == 200 and b"Downloaded newer image" in body, body[-300:]
+            assert b.inspect(f"{reg.addr}/gone/img:v1")["Id"] == iid
+            assert b.content.ingests() == []
