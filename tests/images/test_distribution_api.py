@@ -22,7 +22,6 @@ import pytest
 from distribution_helpers import running_registry, write_htpasswd
 from dockyard.images import credentials
 
-pytestmark = pytest.mark.xdist_group("distribution")
 
 DOCKER = "/usr/local/bin/docker"
 

@@ -12,7 +12,7 @@ import pytest
 from distribution_helpers import running_registry, write_htpasswd
 from helpers.daemon import DOCKER, running_daemon
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distribution"),
+pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists(DOCKER), reason="docker CLI not installed")]
 
 

@@ -16,8 +16,6 @@ from dockyard.errors import DockyardError, NotFound, Unauthorized
 from dockyard.images.pull import progress_string, pull_sync
 from dockyard.images.push import push_sync
 
-pytestmark = pytest.mark.xdist_group("distribution")
-
 
 def _statuses(msgs):
     return [(m.get("id"), m.get("status")) for m in msgs if "status" in m]
