@@ -403,3 +403,19 @@ def test_client_gone_mid_pull_leaves_nothing_and_resumes(make_service, tmp_path)
             assert st == 200 and b"Downloaded newer image" in body, body[-300:]
             assert b.inspect(f"{reg.addr}/gone/img:v1")["Id"] == iid
             assert b.content.ingests() == []
+
+
+def test_login_with_token_auth(make_service, tmp_path):
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"alice": "alicepw"})
+    with running_registry(tmp_path / "treg", "--htpasswd", str(htpasswd), "--auth", "token") as reg:
+        with api_server(make_service("t")) as sock:
+            def login(pw):
+                return _raw(sock, "POST", "/v1.47/auth", {"Content-Type": "application/json"},
+                            json.dumps({"username": "alice", "password": pw,
+                                        "serveraddress": f"http://{reg.addr}"}).encode())
+            st, body = login("alicepw")
+            assert st == 200 and json.loads(body)["Status"] == "Login Succeeded"
+            st, body = login("nope")
+            assert st == 401
+            msg = json.loads(body)["message"]
+            assert msg.startswith(f'Get "http://{reg.addr}/token?') and "unauthorized" in msg, msg

@@ -49,5 +49,8 @@ def test_daemon_login_push_pull_run(tmp_path, busybox_tar_bytes):
         assert p.returncode == 0, p.stderr
         assert f"Unable to find image '{ref}' locally" in p.stderr
         assert p.stdout == "hi\n"
+        p = d.docker("search", f"{reg.addr}/busybox")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines()[1].startswith("am/busybox")
         p = d.docker("logout", reg.addr)
         assert f"Removing login credentials for {reg.addr}" in p.stdout
