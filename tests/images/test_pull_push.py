@@ -130,6 +130,11 @@ def test_unknown_repository_and_tag(make_service, reg):
     assert "not found" in str(e.value)
     with pytest.raises(NotFound):
         push_sync(b, f"{reg.addr}/no/such", "latest")
+    from distribution_helpers import free_port
+    port = free_port()
+    with pytest.raises(DockyardError, match=f'Get "http://127.0.0.1:{port}/v2/": dial tcp '
+                                            f'127.0.0.1:{port}: connect: connection refused'):
+        pull_sync(b, f"127.0.0.1:{port}/x:v1")
 
 
 def test_all_tags_and_cross_repo_mount(make_service, reg, busybox_tar_bytes):

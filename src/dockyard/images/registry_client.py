@@ -154,6 +154,7 @@ class RegistryClient:
             return self._base
         schemes = ["https", "http"] if self.insecure else ["https"]
         last: Exception | None = None
+        url = f"https://{self.host}/v2/"
         for scheme in schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
@@ -164,7 +165,7 @@ class RegistryClient:
                 return self._base
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                 last = e
-        raise RegistryUnreachable(f'Get "https://{self.host}/v2/": {_describe(last)}')
+        raise RegistryUnreachable(f'Get "{url}": {_describe(last)}')
 
     def url(self, path: str, query: dict | list | None = None) -> str:
         assert self._base
@@ -454,7 +455,10 @@ def _describe(e: BaseException | None) -> str:
     if e is None:
         return "unknown error"
     if isinstance(e, aiohttp.ClientConnectorError):
-        return f"dial tcp {e.host}:{e.port}: connect: {(e.os_error.strerror or str(e.os_error)).lower()}"
+        import os
+        err = e.os_error
+        why = os.strerror(err.errno).lower() if getattr(err, "errno", None) else str(err).lower()
+        return f"dial tcp {e.host}:{e.port}: connect: {why}"
     if isinstance(e, asyncio.TimeoutError):
         return "i/o timeout"
     return str(e) or type(e).__name__
