@@ -4,7 +4,6 @@ byte-counting TCP proxy that can cut a connection once, small image makers."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -15,6 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "registry"))
 
 from registry_helpers import running_registry, write_htpasswd  # noqa: E402,F401
+
+__all__ = ["running_registry", "write_htpasswd", "running_docker_registry", "CuttingProxy",
+           "random_tar", "docker_archive", "free_port"]
 
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
 

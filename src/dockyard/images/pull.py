@@ -24,7 +24,7 @@ import platform as _platform
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 import aiohttp
 
@@ -486,7 +486,6 @@ async def _download(svc, client: RegistryClient, repo: str, dl: _Download,
                     sem: asyncio.Semaphore, lease, emit) -> None:
     loop = asyncio.get_running_loop()
     async with sem:
-        content = svc.content
         key = (str(svc.root), dl.digest)
         while True:
             # one download of a blob at a time per data root (another pull may be
@@ -613,31 +612,3 @@ def _remember_sources(svc, ref: refs.Reference, digests: list[str]) -> None:
     except Exception:
         pass
 
-
-def iter_sync(agen_factory) -> Iterator[dict]:
-    """Drive an async progress generator from a plain thread (yields as it goes)."""
-    import queue as _q
-
-    q: _q.Queue = _q.Queue(maxsize=64)
-    done = object()
-
-    async def run():
-        try:
-            async for m in agen_factory():
-                q.put(("msg", m))
-        except BaseException as e:
-            q.put(("err", e))
-        q.put(("end", done))
-
-    t = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
-    t.start()
-    while True:
-        kind, v = q.get()
-        if kind == "msg":
-            yield v
-        elif kind == "err":
-            t.join()
-            raise v
-        else:
-            t.join()
-            return

@@ -26,7 +26,7 @@ import aiohttp
 
 from dockyard.distribution import paths
 from dockyard.distribution.auth import PULL, PUSH, Scope
-from dockyard.distribution.client import ClientAuth, FetchToken, GiveUp, Retry, Send
+from dockyard.distribution.client import ClientAuth, FetchToken, GiveUp, Send
 from dockyard.distribution.errors import ErrorCode, RegistryError, parse_error_response
 from dockyard.distribution.http import format_range_request, parse_content_range, parse_link_next
 from dockyard.distribution.manifest import ACCEPT_ALL
