@@ -766,7 +766,7 @@ class ContainerService:
             "OpenStdin": bool(body.get("AttachStdin")), "OpenStderr": bool(body.get("AttachStderr")),
             "OpenStdout": bool(body.get("AttachStdout")), "CanRemove": False,
             "ContainerID": c["Id"], "DetachKeys": body.get("DetachKeys") or "", "Pid": 0,
-            "_body": body, "_done": asyncio.Event(),
+            "_body": body, "_done": asyncio.Event(), "_started": asyncio.Event(),
         }
         c["ExecIDs"] = (c.get("ExecIDs") or []) + [eid]
         self.emit("container", f"exec_create: {' '.join(cmd)}", c["Id"],
@@ -806,6 +806,9 @@ class ContainerService:
                    "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
                    "noNewPrivileges": any(o.startswith("no-new-privileges") for o in
                                           host.get("SecurityOpt") or [])}
+        cs = body.get("ConsoleSize")
+        if tty and isinstance(cs, list) and len(cs) == 2 and all(isinstance(v, int) and v > 0 for v in cs):
+            process["consoleSize"] = {"height": cs[0], "width": cs[1]}  # the CLI's pty, from the start
         ex["Running"] = True
         fields = dict(id=eid, container_id=c["Id"], process=process,
                       runtime=self.runtimes[c["HostConfig"]["Runtime"]], runtime_root=self.runtime_root,
@@ -816,6 +819,7 @@ class ContainerService:
             if detach:
                 reply = await self.sup.request("exec", **fields)
                 ex["Pid"] = reply["pid"]
+                ex["_started"].set()
                 return None
             reply, reader, writer = await self.sup.open_stream(
                 "exec", attach=True, stdin=bool(body.get("AttachStdin")),
@@ -826,13 +830,24 @@ class ContainerService:
             code = _start_error_code(str(e))
             ex["ExitCode"] = 126 if code == 128 else code
             ex["_done"].set()
+            ex["_started"].set()
             raise
         ex["Pid"] = reply["pid"]
+        ex["_started"].set()
         return tty, reader, writer
 
     async def exec_resize(self, eid: str, height: int, width: int) -> None:
-        if eid not in self.execs:
+        ex = self.execs.get(eid)
+        if ex is None:
             raise errors.NotFound(f"No such exec instance: {eid}")
+        # The CLI resizes as soon as it has the 101, which may be before the process
+        # exists: wait for the start, as dockerd does.
+        try:
+            await asyncio.wait_for(ex["_started"].wait(), 10)
+        except asyncio.TimeoutError:
+            raise errors.Conflict(f"exec {eid} is not running") from None
+        if not ex["Running"]:
+            return
         await self.sup.request("resize", id=eid, height=height, width=width)
 
     async def exec_wait(self, eid: str) -> int:
