@@ -164,10 +164,12 @@ def pump(h, tty: bool, stdin: bool, detach_keys: bytes | None = DEFAULT_DETACH_K
                 hit = False
                 if scanner is not None:
                     data, hit = scanner.feed(data)
+                if hit:
+                    # set first: the daemon sees the keys too and may end the stream at once
+                    detached.set()
                 if data:
                     sock.sendall(data)
                 if hit:
-                    detached.set()
                     return
             sock.shutdown(socket.SHUT_WR)  # stdin is done; output keeps coming
         except OSError:
