@@ -72,7 +72,7 @@ def familiar_tagged(ref: str) -> str:
     return ref if colon > slash else ref + ":latest"
 
 
-def pull(g, image: str, quiet: bool = False) -> None:
+def pull(g, image: str, quiet: bool = False, platform: str | None = None) -> None:
     """Pull through the distribution command's helper when present, else /images/create."""
     out = sys.stderr
     try:
@@ -80,7 +80,7 @@ def pull(g, image: str, quiet: bool = False) -> None:
     except ImportError:
         pull_image = None
     if pull_image is not None:
-        pull_image(g.client(), image, out)
+        pull_image(g.client(), image, out, platform=platform, quiet=quiet)
         return
     name, tag = _normalize_ref(image)
     params = {"fromImage": name, "tag": tag}
@@ -132,7 +132,7 @@ def _create(g, p: CommandParser, o: Any, image: str, cmd: list[str], command: st
 
     try:
         if o.pull == "always":
-            pull(g, image, o.quiet)
+            pull(g, image, o.quiet, o.platform)
         try:
             resp = c.create_container(body, name=o.name, platform=o.platform)
         except errors.NotFound as e:
@@ -140,7 +140,7 @@ def _create(g, p: CommandParser, o: Any, image: str, cmd: list[str], command: st
                 raise
             sys.stderr.write(f"Unable to find image '{familiar_tagged(image)}' locally\n")
             sys.stderr.flush()
-            pull(g, image, o.quiet)
+            pull(g, image, o.quiet, o.platform)
             resp = c.create_container(body, name=o.name, platform=o.platform)
     except errors.DockyardError as e:
         from dockyard.client import DaemonUnreachable
