@@ -437,3 +437,25 @@ def test_python_api(daemon):
 
         with pytest.raises(errors.NotFound):
             c.inspect_container(cid)
+
+
+def test_signals_are_proxied_to_the_container(daemon):
+    import signal
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "dockyard", "run", "--rm", "busybox", "sh",
+                          "-c", 'trap "echo got TERM; exit 9" TERM; echo ready; '
+                          "while true; do sleep 0.1; done"],
+                         env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 9
+        assert p.stdout.read() == b"got TERM\n"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        p.stderr.close()

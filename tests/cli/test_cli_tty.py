@@ -163,3 +163,18 @@ def test_tty_refusals(daemon, term):
         assert (r.returncode, r.stderr) == (1, "the input device is not a TTY\n")
     finally:
         daemon.docker("rm", "-f", name)
+
+
+def test_stats_stream_redraws_the_screen(daemon, term):
+    name = f"st-{uuid.uuid4().hex[:8]}"
+    try:
+        assert daemon.dockyard("run", "-d", "--name", name, "busybox", "sleep", "1000"
+                               ).returncode == 0
+        t = term(OURS + ["stats", "--format", "{{.Name}}: {{.PIDs}}", name])
+        out = t.read_until(b"\x1b[H" + name.encode() + b": 1", 15)
+        out += t.read_until(b"\x1b[2J\x1b[H" + name.encode() + b": 1", 15)
+        assert out.count(b"\x1b[2J\x1b[H") >= 2, out
+        os.kill(t.pid, signal.SIGINT)
+        assert t.wait() in (0, 130)
+    finally:
+        daemon.docker("rm", "-f", name)
