@@ -1050,6 +1050,38 @@ def _validate_host_config(host: dict) -> None:
             raise errors.InvalidParameter(f"invalid value for {k}: {v!r}")
     if (host.get("Memory") or 0) < 0:
         raise errors.InvalidParameter("invalid memory limit")
+    if (host.get("CpuShares") or 0) < 0:
+        raise errors.InvalidParameter(f"invalid CPU shares: {host['CpuShares']}: must be positive")
+    for key, online in (("CpusetCpus", "/sys/devices/system/cpu/online"),
+                        ("CpusetMems", "/sys/devices/system/node/online")):
+        if host.get(key):
+            want = _parse_cpuset(host[key])
+            if want is None:
+                raise errors.InvalidParameter(f"Invalid value {host[key]} for cpuset {key[6:].lower()}")
+            try:
+                with open(online) as f:
+                    avail_s = f.read().strip()
+            except OSError:
+                continue
+            avail = _parse_cpuset(avail_s) or set()
+            if not want <= avail:
+                what = "CPUs" if key == "CpusetCpus" else "memory nodes"
+                raise errors.InvalidParameter(
+                    f"Requested {what} are not available - requested {host[key]}, available: {avail_s}")
+
+
+def _parse_cpuset(spec: str) -> set[int] | None:
+    """'0-2,4' -> {0, 1, 2, 4}; None when malformed (Docker's parsers.ParseUintList)."""
+    out: set[int] = set()
+    for part in str(spec).split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            return None
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            return None
+        out.update(range(a, b + 1))
+    return out
 
 
 def _merge_config(config: dict, image_config: dict) -> dict:
