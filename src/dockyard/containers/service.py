@@ -214,6 +214,8 @@ class ContainerService:
         host.setdefault("NetworkMode", "default")
         host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
         host.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+        for k in ("KernelMemory", "KernelMemoryTCP"):  # deprecated; newer clients omit them
+            host.setdefault(k, 0)
         host["Runtime"] = runtime
         entry_args = ocispec.command(config, image_config)
         rec = {
