@@ -96,13 +96,13 @@ PROMPT = b"/ # "
 def test_run_it_shell(daemon, term, cli):
     t = term(cli + ["run", "-it", "--rm", "busybox", "sh"])
     assert PROMPT in t.read_until(PROMPT)
-    t.send(b"ps\r")
-    out = t.read_until(PROMPT)
+    t.send(b"ps; echo END$((1+1))\r")  # the marker only appears once ps has run
+    out = t.read_until(b"END2")
     lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()]
     procs = [ln for ln in lines if ln.lstrip()[:1].isdigit()]
     assert len(procs) == 2 and "PID" in out.decode(), out  # only the shell and ps
     t.send(b"stty size\r")
-    assert b"30 100" in t.read_until(PROMPT)
+    assert b"30 100" in t.read_until(b"30 100")
     t.send(b"exit 5\r")
     assert t.wait() == 5
 

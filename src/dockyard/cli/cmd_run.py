@@ -409,6 +409,12 @@ def cmd_exec(g, argv: list[str], command: str = "exec") -> int:
             "AttachStdin": stdin, "AttachStdout": not o.detach, "AttachStderr": not o.detach,
             "Detach": bool(o.detach), "DetachKeys": o.detach_keys or "", "Env": env or None,
             "WorkingDir": o.workdir or "", "Cmd": cmd}
+    if o.tty:
+        from dockyard.cli.streams import terminal_size
+
+        size = terminal_size(1)
+        if size != (0, 0):
+            body["ConsoleSize"] = list(size)  # the pty starts at our size, as docker 28
     eid = c.exec_create(name, body)
     if o.detach:
         c.exec_start_detached(eid, bool(o.tty))
