@@ -447,6 +447,10 @@ class ContainerService:
         await asyncio.to_thread(_unmount_rootfs, os.path.join(self._dir(c["Id"]), "rootfs"))
 
     async def _runtime_cleanup(self, c: dict) -> None:
+        # Both runtimes keep a container's state in <root>/<id>: no state, nothing to delete
+        # (saves a runtime process on every start and remove).
+        if not os.path.exists(os.path.join(self.runtime_root, c["Id"])):
+            return
         await self._runtime("delete", "--force", c["Id"], check=False, c=c)
 
     async def _runtime(self, *args: str, check: bool = True, c: dict | None = None) -> str:
