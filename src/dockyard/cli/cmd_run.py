@@ -244,6 +244,14 @@ def attach_and_start(c, cid: str, *, tty: bool, stdin: bool, stdout: bool, stder
 
             if isinstance(e, DaemonUnreachable):
                 raise
+            if condition == "removed":
+                # like docker: the daemon removes an auto-remove container whose start
+                # failed; wait for that (bounded) so nothing is left when we return
+                import threading
+
+                t = threading.Thread(target=_quiet_wait, args=(waiter,), daemon=True)
+                t.start()
+                t.join(15)
             raise on_start_error(e) from None
         with RawTerminal(0, enabled=tty and stdin), \
                 ResizeOnWinch(lambda hh, ww: c.clone().resize(cid, hh, ww), enabled=tty), \
@@ -255,6 +263,15 @@ def attach_and_start(c, cid: str, *, tty: bool, stdin: bool, stdout: bool, stder
     finally:
         if h is not None:
             h.close()
+
+
+def _quiet_wait(waiter) -> None:
+    from dockyard.client.containers import wait_result
+
+    try:
+        wait_result(waiter)
+    except Exception:  # noqa: BLE001 - only waiting
+        pass
 
 
 def cmd_start(g, argv: list[str], command: str = "start") -> int:
