@@ -455,3 +455,51 @@ def test_signals_are_proxied_to_the_container(daemon):
             p.wait()
         p.stdout.close()
         p.stderr.close()
+
+
+def test_more_outputs_match_docker(daemon, sleeper):
+    a, b = uid("mo"), uid("mo")
+    daemon.docker("run", "--name", a, "busybox", "sh", "-c", "for i in 1 2 3; do echo $i; "
+                  "sleep 0.2; done; exit 2")
+    daemon.docker("create", "--name", b, "busybox", "true")
+    try:
+        r = assert_same(daemon, "wait", a, "nosuch-c", a)
+        assert r.stdout == "2\n2\n"
+        assert_same(daemon, "logs", "--details", a)
+        assert_same(daemon, "logs", "-f", a)
+        assert_same(daemon, "logs", "--tail", "0", a)
+        assert_same(daemon, "logs", "--since", "not-a-time", a)
+        assert_same(daemon, "inspect", "-s", "--format", "{{.SizeRw}} {{.Name}}", a)
+        assert_same(daemon, "ps", "-a", "--filter", f"name={a}", "--format",
+                    "{{.Names}} {{.Size}}")
+        assert_same(daemon, "top", a)                  # not running
+        assert_same(daemon, "rename", a, b)            # name taken
+        assert_same(daemon, "create", "--name", b, "busybox")  # 409
+        assert_same(daemon, "update", a)               # no flags
+        assert_same(daemon, "update", "--cpus", "x", a)
+        assert_same(daemon, "pause", a)                # not running
+        assert_same(daemon, "unpause", sleeper)        # not paused
+        assert_same(daemon, "exec", a, "true")         # not running
+        assert_same(daemon, "diff", "nosuch-c")
+        assert_same(daemon, "commit", "nosuch-c")
+        assert_same(daemon, "export", "nosuch-c")
+        assert_same(daemon, "port", "nosuch-c")
+        r = daemon.dockyard("rm", "-v", b)
+        assert (r.stdout, r.returncode) == (b + "\n", 0)
+    finally:
+        daemon.docker("rm", "-f", a, b)
+
+
+def test_logs_follow_streams_until_exit(daemon):
+    import subprocess
+    import sys
+
+    name = uid("lf")
+    daemon.docker("run", "-d", "--name", name, "busybox", "sh", "-c",
+                  "echo first; sleep 1; echo second >&2; sleep 0.5; echo third")
+    try:
+        p = subprocess.run([sys.executable, "-m", "dockyard", "logs", "-f", name],
+                           env=daemon.env, capture_output=True, text=True, timeout=30)
+        assert (p.stdout, p.stderr, p.returncode) == ("first\nthird\n", "second\n", 0)
+    finally:
+        daemon.docker("rm", "-f", name)

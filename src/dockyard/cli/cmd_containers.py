@@ -404,7 +404,13 @@ def cmd_rename(g, argv: list[str], command: str = "rename") -> int:
     old, new = o.args[0], o.args[1].strip()
     if not new or new.startswith("/") and not new[1:]:
         raise CommandError("Error: neither old nor new names may be empty", 1)
-    g.client().rename(old, new)
+    try:
+        g.client().rename(old, new)
+    except errors.DockyardError as e:
+        if _unreachable(e):
+            raise
+        raise CommandError(f"Error response from daemon: {e}\n"
+                           f"Error: failed to rename container named {old}", 1) from None
     return 0
 
 
@@ -473,11 +479,14 @@ def cmd_logs(g, argv: list[str], command: str = "logs") -> int:
     require(p, o.args, 1, 1)
     c = g.client()
     info = c.inspect_container(o.args[0])
-    try:
-        since_ts = get_timestamp(o.since) if o.since else None
-        until_ts = get_timestamp(o.until) if o.until else None
-    except ValueError as e:
-        raise CommandError(str(e), 1) from None
+    stamps = {}
+    for key, value in (("since", o.since), ("until", o.until)):
+        try:
+            stamps[key] = get_timestamp(value) if value else None
+        except ValueError:
+            raise CommandError(f'invalid value for "{key}": parsing time "{value}" as '
+                               f'"2006-01-02": cannot parse "{value}" as "2006"', 1) from None
+    since_ts, until_ts = stamps["since"], stamps["until"]
     resp = c.logs(info["Id"], follow=o.follow, tail=o.tail, since=since_ts, until=until_ts,
                   timestamps=o.timestamps, details=o.details)
     copy_log_stream(resp, bool((info.get("Config") or {}).get("Tty")))
