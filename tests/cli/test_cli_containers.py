@@ -160,6 +160,8 @@ def test_ps_formats_match_docker(daemon, ps_state):
         assert_same(daemon, "ps", *f, *extra, "-q") if "-q" not in extra else None
     assert_same(daemon, "ps", "-a", *f, "--format", "table {{.ID}}\t{{.Names}}\t{{.Command}}")
     assert_same(daemon, "ps", "-a", "--filter", f"id={names[0]}")  # nothing: names are no ids
+    assert_same(daemon, "ps", "-a", *f, "--format", '{{.Label "b"}}|{{.Label "x"}}|{{.Names}}')
+    assert_same(daemon, "ps", "-a", *f, "--format", "raw", norm=lambda s: _AGO.sub("T", s))
 
 
 def test_ps_default_table_matches_docker(daemon, ps_state):

@@ -184,7 +184,9 @@ FUNCS: dict[str, Callable[..., Any]] = {
     "upper": lambda s: go_str(s).upper(),
     "title": lambda s: _title(go_str(s)),
     "truncate": _truncate,
-    "pad": lambda s, left, right: " " * int(left) + go_str(s) + " " * int(right),
+    # docker's padWithSpace leaves an empty string empty
+    "pad": lambda s, left, right: (" " * int(left) + go_str(s) + " " * int(right)
+                                   if go_str(s) else ""),
     "println": lambda *a: " ".join(go_str(x) for x in a) + "\n",
     "print": lambda *a: "".join(go_str(x) for x in a),
     "printf": _printf,
@@ -479,6 +481,16 @@ def _command(cmd: list, scope: _Scope, piped: Any, has_piped: bool) -> Any:
         if has_piped:
             args.append(piped)
         return _call(head[1], args, scope)
+    if (len(cmd) > 1 or has_piped) and head[0] == "field" and head[1] != ".":
+        # a method with arguments, as Go calls them: {{.Label "com.example"}}
+        path, _, name = head[1].rpartition(".")
+        parent = _chain(scope.dot, path)[0] if path else scope.dot
+        method = getattr(type(parent), name, None) if isinstance(parent, Context) else None
+        if callable(method):
+            args = [_operand(t, scope) for t in cmd[1:]]
+            if has_piped:
+                args.append(piped)
+            return method(parent, *args)
     if len(cmd) > 1 or has_piped:
         raise TemplateError(f"can't give argument to non-function {head[1]}")
     return _operand(head, scope)
