@@ -505,3 +505,41 @@ def test_logs_follow_streams_until_exit(daemon):
         assert (p.stdout, p.stderr, p.returncode) == ("first\nthird\n", "second\n", 0)
     finally:
         daemon.docker("rm", "-f", name)
+
+
+def test_python_api_exec_and_attach(daemon, sleeper):
+    from dockyard.client import Client
+    from dockyard.supervisor.protocol import FrameDecoder
+
+    def drain(h) -> list[tuple[int, bytes]]:
+        dec, out, data = FrameDecoder(), [], h.buffered
+        while True:
+            out += dec.feed(data)
+            data = h.sock.recv(65536)
+            if not data:
+                return out
+
+    with Client(daemon.host) as c:
+        eid = c.exec_create(sleeper, {"AttachStdin": True, "AttachStdout": True,
+                                      "AttachStderr": True, "Cmd": ["sh", "-c",
+                                                                    "cat; echo e >&2; exit 3"]})
+        h = c.exec_start_socket(eid)
+        h.sock.sendall(b"via stdin\n")
+        import socket
+
+        h.sock.shutdown(socket.SHUT_WR)
+        frames = drain(h)
+        h.close()
+        assert b"".join(p for s, p in frames if s == 1) == b"via stdin\n"
+        assert b"".join(p for s, p in frames if s == 2) == b"e\n"
+        assert c.exec_inspect(eid)["ExitCode"] == 3
+        cid = c.create_container({"Image": "busybox", "Cmd": ["sh", "-c", "echo attached"]})["Id"]
+        h = c.attach_socket(cid)
+        waiter = c.wait_response(cid, "next-exit")
+        c.start(cid)
+        assert drain(h) == [(1, b"attached\n")]
+        h.close()
+        from dockyard.client.containers import wait_result
+
+        assert wait_result(waiter) == 0
+        c.remove_container(cid)
