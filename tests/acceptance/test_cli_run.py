@@ -226,3 +226,21 @@ def test_bind_mounts(daemon, tmp_path):
     assert mounts == [{"Type": "bind", "Source": str(src), "Destination": "/data", "Mode": "ro",
                        "RW": False, "Propagation": "rprivate"}]
     daemon.docker("rm", "-v", name)
+
+
+def test_parallel_creates_get_distinct_names(daemon):
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(20) as ex:
+        rs = list(ex.map(lambda i: daemon.docker("create", "--label", "par=1", "busybox", check=False),
+                         range(30)))
+    assert [r.returncode for r in rs] == [0] * 30, [r.stderr for r in rs if r.returncode]
+    names = daemon.out("ps", "-a", "--filter", "label=par=1", "--format", "{{.Names}}").split()
+    assert len(names) == 30 == len(set(names))
+    # the same explicit name from two clients at once: one wins, the other gets a 409
+    with cf.ThreadPoolExecutor(2) as ex:
+        rs = list(ex.map(lambda i: daemon.docker("create", "--name", "race", "busybox", check=False),
+                         range(2)))
+    assert sorted(r.returncode for r in rs) == [0, 125]
+    assert "Conflict" in [r for r in rs if r.returncode][0].stderr
+    daemon.docker("rm", "race", *names)

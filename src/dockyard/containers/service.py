@@ -65,6 +65,7 @@ class ContainerService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._pending_attach: dict[str, list] = {}
         self._restart_pending: set[str] = set()
+        self._reserved_names: set[str] = set()
         os.makedirs(os.path.join(root, "containers"), exist_ok=True)
 
     # ---- lookup ----------------------------------------------------------------------
@@ -173,12 +174,7 @@ class ContainerService:
                 raise errors.InvalidParameter(
                     f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
             name = "/" + name.lstrip("/")
-            for other in self.containers.values():
-                if other["Name"] == name:
-                    raise errors.Conflict(
-                        f'Conflict. The container name "{name}" is already in use by container '
-                        f'"{other["Id"]}". You have to remove (or rename) that container to be '
-                        f'able to reuse that name.')
+            self._check_name_free(name)
         runtime = host.get("Runtime") or self.default_runtime
         if runtime not in self.runtimes:
             raise errors.InvalidParameter(f"unknown or invalid runtime name: {runtime}")
@@ -186,8 +182,6 @@ class ContainerService:
         image_id = await asyncio.to_thread(self.images.resolve, image_ref)
         image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
         cid = secrets.token_hex(32)
-        if not name:
-            name = "/" + _random_name(set(c["Name"] for c in self.containers.values()))
         # Merge the image's defaults into the container's Config as Docker shows it.
         merged = _merge_config(config, image_config)
         try:
@@ -204,6 +198,36 @@ class ContainerService:
             self.get(mode.split(":", 1)[1])  # 404 if the other container is unknown
         if self.network is not None:
             await asyncio.to_thread(self.network.validate, host, merged)
+        # The name is taken here, with no await between the check and the reservation:
+        # parallel creates (`docker run` x 50) never end up with the same name.
+        if name:
+            self._check_name_free(name)
+        else:
+            name = "/" + _random_name(set(c["Name"] for c in self.containers.values())
+                                      | self._reserved_names)
+        self._reserved_names.add(name)
+        try:
+            return await self._create_reserved(cid, name, config, host, body, merged, image_id,
+                                               image_config, runtime)
+        finally:
+            self._reserved_names.discard(name)
+
+    def _check_name_free(self, name: str) -> None:
+        for other in self.containers.values():
+            if other["Name"] == name:
+                raise errors.Conflict(
+                    f'Conflict. The container name "{name}" is already in use by container '
+                    f'"{other["Id"]}". You have to remove (or rename) that container to be '
+                    f'able to reuse that name.')
+        if name in self._reserved_names:
+            raise errors.Conflict(
+                f'Conflict. The container name "{name}" is already in use by a container being '
+                f'created. You have to remove (or rename) that container to be able to reuse '
+                f'that name.')
+
+    async def _create_reserved(self, cid: str, name: str, config: dict, host: dict, body: dict,
+                               merged: dict, image_id: str, image_config: dict,
+                               runtime: str) -> dict:
         cdir = self._dir(cid)
         os.makedirs(cdir, exist_ok=True)
         try:
@@ -614,12 +638,7 @@ class ContainerService:
         new = "/" + new_name.lstrip("/")
         if new == c["Name"]:
             raise errors.InvalidParameter("Renaming a container with the same name as its current name")
-        for other in self.containers.values():
-            if other["Name"] == new:
-                raise errors.Conflict(
-                    f'Conflict. The container name "{new}" is already in use by container '
-                    f'"{other["Id"]}". You have to remove (or rename) that container to be able '
-                    f'to reuse that name.')
+        self._check_name_free(new)
         old = c["Name"]
         c["Name"] = new
         self._save(c)
