@@ -241,6 +241,6 @@ def test_parallel_creates_get_distinct_names(daemon):
     with cf.ThreadPoolExecutor(2) as ex:
         rs = list(ex.map(lambda i: daemon.docker("create", "--name", "race", "busybox", check=False),
                          range(2)))
-    assert sorted(r.returncode for r in rs) == [0, 125]
+    assert sorted(r.returncode for r in rs) == [0, 1]  # `docker create` exits 1 on a daemon error
     assert "Conflict" in [r for r in rs if r.returncode][0].stderr
     daemon.docker("rm", "race", *names)
