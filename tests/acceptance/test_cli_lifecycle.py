@@ -236,3 +236,28 @@ def test_stats(daemon):
     out = daemon.out("stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}} {{.MemUsage}}", stopped)
     assert out.split()[:2] == [stopped, "0.00%"]
     daemon.docker("rm", stopped)
+
+
+def test_events_for_lifecycle_steps(daemon):
+    name = uniq("ev")
+    since = str(int(time.time()) - 1)
+    daemon.docker("run", "-d", "--name", name, "busybox", "sleep", "1000")
+    daemon.docker("pause", name)
+    daemon.docker("unpause", name)
+    daemon.docker("exec", name, "true")
+    daemon.docker("kill", name)
+    daemon.docker("wait", name)
+    daemon.docker("rm", name)
+    time.sleep(1.1)
+    until_ = str(int(time.time()) + 1)
+    out = daemon.out("events", "--since", since, "--until", until_, "--filter", f"container={name}",
+                     "--format", "{{.Action}} {{.Actor.Attributes.exitCode}}", timeout=30)
+    actions = [ln.split()[0].rstrip(":") for ln in out.splitlines()]
+    for a in ("create", "attach", "start", "pause", "unpause", "exec_create", "exec_start",
+              "exec_die", "kill", "die", "destroy"):
+        if a == "attach":
+            continue  # `run -d` does not attach
+        assert a in actions, (a, out)
+    assert actions.index("create") < actions.index("start") < actions.index("die") \
+        < actions.index("destroy")
+    assert any(ln.startswith("die 137") for ln in out.splitlines())
