@@ -89,7 +89,7 @@ def test_create_body_shapes():
     assert body["NetworkingConfig"] == {"EndpointsConfig": {"n1": {
         "IPAMConfig": {"IPv4Address": "10.0.0.5", "IPv6Address": ""}, "Aliases": ["al"]}}}
     o = p.parse(["--rm", "--restart", "always"])
-    with pytest.raises(runopts.FlagError, match="conflicting options"):
+    with pytest.raises(runopts.OptionError, match="conflicting options"):
         runopts.build_create(p, o, "busybox", [])
     o = p.parse(["--cpus", "x"])
     with pytest.raises(runopts.FlagError, match='invalid argument "x" for "--cpus" flag'):

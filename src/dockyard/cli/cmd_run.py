@@ -110,17 +110,23 @@ def create_flags_parser(command: str, run: bool) -> CommandParser:
 
 def _create(g, p: CommandParser, o: Any, image: str, cmd: list[str], command: str,
             run: bool) -> str:
-    from dockyard.cli.runopts import FlagError, build_create
+    from dockyard.cli.runopts import FlagError, OptionError, build_create
     from dockyard.cli.streams import terminal_size
+
+    def later(msg: str) -> CommandError:
+        return CommandError(f"{PROG}: {msg}\n\nRun '{PROG} {command} --help' for more "
+                            "information", 125)
 
     console = terminal_size(1) if o.tty else (0, 0)
     try:
         body = build_create(p, o, image, cmd, console)
     except FlagError as e:
         p._fail(str(e), 125)
+    except OptionError as e:
+        raise later(str(e)) from None
     if o.pull not in ("missing", "always", "never"):
-        p._fail(f'invalid pull option: \'{o.pull}\': must be one of "always", "missing" or '
-                '"never"', 125)
+        raise later(f'invalid pull option: \'{o.pull}\': must be one of "always", "missing" '
+                    'or "never"')
     c = g.client()
 
     def fail(e: errors.DockyardError) -> CommandError:
@@ -187,8 +193,7 @@ def cmd_run(g, argv: list[str], command: str = "run") -> int:
     pos = o.args + pos
     require(p, pos, 1)
     if o.detach and o.attach:
-        raise CommandError(f"{PROG}: Conflicting options: -a and -d\n\n"
-                           f"Run '{PROG} {command} --help' for more information", 125)
+        raise CommandError("conflicting options: cannot specify both --attach and --detach", 1)
     if o.tty and o.interactive and not o.detach and not os.isatty(0):
         raise CommandError("the input device is not a TTY", 1)
     try:

@@ -20,6 +20,18 @@ class FlagError(Exception):
         super().__init__(f'invalid argument "{value}" for "{flag}" flag: {why}')
 
 
+class OptionError(Exception):
+    """A bad value docker only finds after parsing (-p, -v, --env-file, ...): printed as
+    ``docker: <why>`` with the --help pointer, exit 125."""
+
+
+# flags whose values docker's flag parser itself checks (typed pflag values); the others
+# are checked when the create request is built, with a different message
+_TYPED = {"memory", "memory_swap", "memory_reservation", "shm_size", "cpus", "ulimit",
+          "cpu_shares", "pids_limit", "stop_timeout", "oom_score_adj", "cpu_period",
+          "cpu_quota"}
+
+
 # --------------------------------------------------------------------------- value parsers
 
 _RAM = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
@@ -357,12 +369,14 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
             msg = str(e)
             if isinstance(e, OSError):
                 msg = f"open {value}: {(e.strerror or str(e)).lower()}"
+            if dest not in _TYPED:
+                raise OptionError(msg) from None
             raise FlagError(_flag_name(p, dest), value, msg) from None
 
     attach = [s.lower() for s in o.attach]
     for s in attach:
         if s not in ("stdin", "stdout", "stderr"):
-            raise FlagError("-a, --attach", s, f"valid streams are STDIN, STDOUT and STDERR")
+            raise FlagError("-a, --attach", s, "valid streams are STDIN, STDOUT and STDERR")
     detach = getattr(o, "detach", False)
     if attach:
         att_in, att_out, att_err = ("stdin" in attach, "stdout" in attach, "stderr" in attach)
@@ -390,7 +404,7 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
     binds = [conv("volume", parse_volume, v) for v in o.volume] or None
     restart = conv("restart", parse_restart, o.restart)
     if o.rm and restart["Name"] not in ("", "no"):
-        raise FlagError("--restart", o.restart, "conflicting options: --restart and --rm")
+        raise OptionError("conflicting options: cannot specify both --restart and --rm")
     ulimits = [conv("ulimit", parse_ulimit, u) for u in o.ulimit]
 
     def intval(dest, v):
