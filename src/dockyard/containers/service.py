@@ -1357,8 +1357,10 @@ _NAMES = ["albattani", "babbage", "curie", "darwin", "euclid", "fermi", "galileo
 
 
 def _random_name(taken: set[str]) -> str:
-    for _ in range(100):
+    for attempt in range(10_000):
         n = f"{secrets.choice(_ADJ)}_{secrets.choice(_NAMES)}"
+        if attempt >= 20:  # crowded: add a number, as Docker's generator does on retry
+            n += str(secrets.randbelow(10 ** (1 + attempt // 1000)))
         if "/" + n not in taken:
             return n
-    return f"{secrets.choice(_ADJ)}_{secrets.choice(_NAMES)}{secrets.randbelow(10)}"
+    return "c_" + secrets.token_hex(8)
