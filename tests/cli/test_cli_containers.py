@@ -364,7 +364,7 @@ def test_attach_streams_output_and_exit_code(daemon):
 
     name = uid("at")
     daemon.docker("run", "-d", "--name", name, "busybox", "sh", "-c",
-                  "sleep 1; echo late; exit 6")
+                  "sleep 2; echo late; exit 6")
     p = subprocess.run([sys.executable, "-m", "dockyard", "attach", name], env=daemon.env,
                        capture_output=True, text=True, timeout=30)
     assert (p.stdout, p.returncode) == ("late\n", 6)

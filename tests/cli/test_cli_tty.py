@@ -103,6 +103,15 @@ def test_run_it_shell(daemon, term, cli):
     assert len(procs) == 2 and "PID" in out.decode(), out  # only the shell and ps
     t.send(b"stty size\r")
     assert b"30 100" in t.read_until(b"30 100")
+    # the terminal changes size: SIGWINCH -> /resize
+    fcntl.ioctl(t.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    for _ in range(20):
+        time.sleep(0.25)
+        t.send(b"stty size\r")
+        if b"40 120" in t.read_until(b"40 120", 2):
+            break
+    else:
+        pytest.fail(f"no resize: {t.out[-300:]!r}")
     t.send(b"exit 5\r")
     assert t.wait() == 5
 
