@@ -244,3 +244,19 @@ def test_parallel_creates_get_distinct_names(daemon):
     assert sorted(r.returncode for r in rs) == [0, 1]  # `docker create` exits 1 on a daemon error
     assert "Conflict" in [r for r in rs if r.returncode][0].stderr
     daemon.docker("rm", "race", *names)
+
+
+def test_runtime_by_name(daemon):
+    out = daemon.out("run", "--rm", "--runtime", "runc", "busybox", "sh", "-c", "echo hi; hostname")
+    assert out.splitlines()[0] == "hi"
+    name = uniq("rt")
+    daemon.docker("run", "-d", "--name", name, "--runtime", "runc", "busybox", "sleep", "1000")
+    info = json.loads(daemon.out("inspect", name))[0]
+    assert info["HostConfig"]["Runtime"] == "runc"
+    assert daemon.out("exec", name, "echo", "in-runc") == "in-runc"
+    daemon.docker("pause", name)
+    daemon.docker("unpause", name)
+    daemon.docker("stop", "-t", "1", name)
+    daemon.docker("rm", name)
+    info = json.loads(daemon.out("info", "--format", "{{json .Runtimes}}"))
+    assert "runc" in info and "dockyard" in info
