@@ -372,7 +372,8 @@ def cmd_attach(g, argv: list[str], command: str = "attach") -> int:
     h = c.attach_socket(cid, stdin=stdin, stdout=True, stderr=True, detach_keys=o.detach_keys)
     try:
         with RawTerminal(0, enabled=tty and stdin), \
-                ResizeOnWinch(lambda hh, ww: c.clone().resize(cid, hh, ww), enabled=tty), \
+                ResizeOnWinch(lambda hh, ww: c.clone().resize(cid, hh, ww), enabled=tty,
+                              nudge=True), \
                 SignalProxy(lambda s: c.clone().kill(cid, str(s)),
                             enabled=o.sig_proxy and not tty):
             result = pump(h, tty, stdin, keys)

@@ -239,10 +239,11 @@ class ResizeOnWinch:
     """Sends the terminal size now and on every SIGWINCH."""
 
     def __init__(self, resize: Callable[[int, int], None], enabled: bool = True,
-                 fd: int = 1) -> None:
+                 fd: int = 1, nudge: bool = False) -> None:
         self.resize = resize
         self.enabled = enabled and os.isatty(fd)
         self.fd = fd
+        self.nudge = nudge  # attach: h+1,w+1 first so a same-size terminal still redraws
         self._old = None
 
     def send(self) -> None:
@@ -255,6 +256,13 @@ class ResizeOnWinch:
 
     def __enter__(self) -> "ResizeOnWinch":
         if self.enabled:
+            if self.nudge:
+                h, w = terminal_size(self.fd)
+                if h or w:
+                    try:
+                        self.resize(h + 1, w + 1)
+                    except Exception:  # noqa: BLE001
+                        pass
             self.send()
             if threading.current_thread() is threading.main_thread():
                 self._old = signal.signal(
