@@ -485,6 +485,7 @@ def test_more_outputs_match_docker(daemon, sleeper):
         assert_same(daemon, "top", a)                  # not running
         assert_same(daemon, "rename", a, b)            # name taken
         assert_same(daemon, "create", "--name", b, "busybox")  # 409
+        assert_same(daemon, "run", "--name", b, "busybox")     # 409
         assert_same(daemon, "update", a)               # no flags
         assert_same(daemon, "update", "--cpus", "x", a)
         assert_same(daemon, "pause", a)                # not running
@@ -551,3 +552,22 @@ def test_python_api_exec_and_attach(daemon, sleeper):
 
         assert wait_result(waiter) == 0
         c.remove_container(cid)
+
+
+def test_tty_container_output_and_logs_are_raw(daemon):
+    name = uid("tt")
+    try:
+        r = daemon.dockyard("run", "-t", "--name", name, "busybox", "sh", "-c",
+                            "echo out; echo err >&2", text=False)
+        assert (r.stdout, r.stderr, r.returncode) == (b"out\r\nerr\r\n", b"", 0)
+        ours = daemon.dockyard("logs", name, text=False)
+        theirs = daemon.docker("logs", name, text=False)
+        assert ours.stdout == theirs.stdout == b"out\r\nerr\r\n"
+        ours = daemon.dockyard("run", "--rm", "-t", "busybox", "sh", "-c", "echo x; exit 2",
+                               text=False)
+        theirs = daemon.docker("run", "--rm", "-t", "busybox", "sh", "-c", "echo x; exit 2",
+                               text=False)
+        assert (ours.stdout, ours.returncode) == (theirs.stdout, theirs.returncode) == \
+            (b"x\r\n", 2)
+    finally:
+        daemon.docker("rm", "-f", name)
