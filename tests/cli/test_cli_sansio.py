@@ -45,8 +45,8 @@ def test_restart_ulimit_caps_and_files(tmp_path, monkeypatch):
     assert runopts.parse_restart("on-failure:3") == {"Name": "on-failure",
                                                      "MaximumRetryCount": 3}
     assert runopts.parse_restart("always") == {"Name": "always", "MaximumRetryCount": 0}
-    with pytest.raises(ValueError):
-        runopts.parse_restart("always:3")
+    with pytest.raises(ValueError, match="must be an integer"):
+        runopts.parse_restart("on-failure:x")
     assert runopts.parse_ulimit("nofile=100:200") == {"Name": "nofile", "Soft": 100,
                                                       "Hard": 200}
     with pytest.raises(ValueError):

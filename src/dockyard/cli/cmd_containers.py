@@ -11,14 +11,14 @@ import os
 import re
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 from dockyard import errors
 from dockyard.cli.cmd_run import require
 from dockyard.cli.docker import CommandError
 from dockyard.cli.format import Context, format_rows
-from dockyard.cli.parser import CommandParser, UsageError
+from dockyard.cli.parser import CommandParser
 from dockyard.cli.units import bytes_size, ellipsis, human_size, since, truncate_id
 
 

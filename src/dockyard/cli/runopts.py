@@ -59,15 +59,15 @@ def nano_cpus(s: str) -> int:
 
 
 def parse_restart(s: str) -> dict:
+    """name[:count]; the daemon judges the combination (always:3 is its error to give)."""
     name, _, count = s.partition(":")
     pol: dict[str, Any] = {"Name": name, "MaximumRetryCount": 0}
     if count:
-        if name != "on-failure":
-            raise ValueError(f"maximum retry count can only be used with 'on-failure'")
         try:
             pol["MaximumRetryCount"] = int(count)
         except ValueError:
-            raise ValueError(f'strconv.Atoi: parsing "{count}": invalid syntax') from None
+            raise ValueError("invalid restart policy format: maximum retry count must be an "
+                             "integer") from None
     return pol
 
 
@@ -402,9 +402,9 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
     for spec in o.expose:
         exposed.update(conv("expose", lambda v: parse_expose([v]), spec))
     binds = [conv("volume", parse_volume, v) for v in o.volume] or None
-    restart = conv("restart", parse_restart, o.restart)
-    if o.rm and restart["Name"] not in ("", "no"):
+    if o.rm and o.restart.partition(":")[0] not in ("", "no"):
         raise OptionError("conflicting options: cannot specify both --restart and --rm")
+    restart = conv("restart", parse_restart, o.restart)
     ulimits = [conv("ulimit", parse_ulimit, u) for u in o.ulimit]
 
     def intval(dest, v):
