@@ -493,6 +493,10 @@ def test_more_outputs_match_docker(daemon, sleeper):
         assert_same(daemon, "update", "--cpus", "x", a)
         assert_same(daemon, "pause", a)                # not running
         assert_same(daemon, "unpause", sleeper)        # not paused
+        assert_same(daemon, "update", "-m", "foo", sleeper)
+        assert_same(daemon, "kill", "-s", "BOGUS", sleeper)
+        assert_same(daemon, "stop", "-t", "x", sleeper)
+        assert_same(daemon, "logs", "--tail", "1", "-t", "--details", sleeper)
         assert_same(daemon, "exec", a, "true")         # not running
         assert_same(daemon, "diff", "nosuch-c")
         assert_same(daemon, "commit", "nosuch-c")
