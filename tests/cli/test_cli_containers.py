@@ -201,6 +201,20 @@ def test_ps_json_matches_docker(daemon, ps_state):
     assert len(load(ours.stdout)) == 3
 
 
+def test_ps_image_by_id_is_short(daemon):
+    iid = daemon.docker("inspect", "--format", "{{.Id}}", "busybox").stdout.strip()
+    a, b = uid("byid"), uid("byid")
+    daemon.docker("create", "--name", a, iid, "true")
+    daemon.docker("create", "--name", b, iid[7:19], "true")
+    try:
+        for extra in ([], ["--no-trunc"]):
+            r = assert_same(daemon, "ps", "-a", *extra, "--filter", f"name={a}", "--filter",
+                            f"name={b}", "--format", "{{.Image}}|{{.Names}}")
+            assert len(r.stdout.splitlines()) == 2
+    finally:
+        daemon.docker("rm", a, b)
+
+
 def test_ps_bad_filter(daemon):
     assert_same(daemon, "ps", "--filter", "bad")
 

@@ -179,8 +179,9 @@ class ContainerRow(Context):
     def Image(self) -> str:
         img = self.c.get("Image") or "<no image>"
         if self.trunc:
-            if img.startswith("sha256:") and self.c.get("ImageID", "") == img:
-                return truncate_id(img)
+            image_id = self.c.get("ImageID", "")
+            if image_id and truncate_id(image_id) == truncate_id(img):
+                return truncate_id(img)  # created from an ID: shown short
             if "@" in img:
                 img = img.split("@", 1)[0]
         return img
