@@ -1027,12 +1027,18 @@ def _mount_rootfs(mounts: list[dict], target: str) -> None:
 
 
 def _unmount_rootfs(target: str) -> None:
+    from dockyard.snapshots import mount as snapmount
+
     for _ in range(5):
         if not os.path.ismount(target):
             return
-        r = subprocess.run(["umount", target], capture_output=True)
-        if r.returncode != 0:
-            subprocess.run(["umount", "-l", target], capture_output=True)
+        try:
+            snapmount.unmount(target)  # umount2(2): no umount process per stop
+        except OSError:
+            try:
+                snapmount.unmount(target, 2)  # MNT_DETACH
+            except OSError:
+                pass
 
 
 INIT_CANDIDATES = ("docker-init", "tini-static")
