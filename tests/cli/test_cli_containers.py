@@ -592,3 +592,31 @@ def test_tty_container_output_and_logs_are_raw(daemon):
             (b"x\r\n", 2)
     finally:
         daemon.docker("rm", "-f", name)
+
+
+def test_stats_without_names_follows_new_containers(daemon):
+    import subprocess
+    import sys
+
+    name = uid("sf")
+    p = subprocess.Popen([sys.executable, "-m", "dockyard", "stats", "--format", "{{.Name}}"],
+                         env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        assert daemon.docker("run", "-d", "--name", name, "busybox", "sleep", "1000"
+                             ).returncode == 0
+        deadline = time.monotonic() + 20
+        seen = b""
+        import os
+        import select
+
+        while time.monotonic() < deadline and name.encode() not in seen:
+            r, _, _ = select.select([p.stdout], [], [], 0.5)
+            if r:
+                seen += os.read(p.stdout.fileno(), 65536)
+        assert name.encode() in seen
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        daemon.docker("rm", "-f", name)

@@ -912,8 +912,9 @@ def cmd_stats(g, argv: list[str], command: str = "stats") -> int:
     if fmt == "table":
         fmt = STATS_TABLE
     names = list(o.args)
-    if not names:
-        names = [x["Id"] for x in c.containers(all=o.all)]
+    follow_list = not names  # no names: every (running) container, as they come and go
+    if follow_list:
+        names = [x["Id"][:12] for x in c.containers(all=o.all)]
     # one sampler per container, each on its own connection
     latest: dict[str, StatsRow] = {}
     lock = threading.Lock()
@@ -955,9 +956,25 @@ def cmd_stats(g, argv: list[str], command: str = "stats") -> int:
     for t in threads:
         t.start()
 
+    def refresh() -> None:
+        """Track started/removed containers (docker follows /events; we poll the list)."""
+        try:
+            now = [x["Id"][:12] for x in c.containers(all=o.all)]
+        except errors.DockyardError:
+            return
+        with lock:
+            for n in [n for n in names if n not in now]:
+                names.remove(n)
+            for n in now:
+                if n not in names:
+                    names.append(n)
+                    t = threading.Thread(target=sample, args=(n,), daemon=True)
+                    threads.append(t)
+                    t.start()
+
     def render() -> str:
         with lock:
-            rows = [latest[n] for n in names if n in latest]
+            rows = [latest[n] for n in list(names) if n in latest]
         return format_rows(fmt, rows, StatsRow.HEADER)
 
     if o.no_stream:
@@ -972,8 +989,12 @@ def cmd_stats(g, argv: list[str], command: str = "stats") -> int:
 
     try:
         first = True
+        ticks = 0
         while True:
             time.sleep(0.5)
+            ticks += 1
+            if follow_list and ticks % 2 == 0:
+                refresh()
             with lock:
                 if missing and len(missing) == len(names):
                     sys.stderr.write("\n".join(missing) + "\n")
@@ -987,7 +1008,7 @@ def cmd_stats(g, argv: list[str], command: str = "stats") -> int:
                 sys.stdout.write(text)
             sys.stdout.flush()
             first = False
-            if all(not t.is_alive() for t in threads):
+            if not follow_list and all(not t.is_alive() for t in threads):
                 return 0
     except KeyboardInterrupt:
         return 0
