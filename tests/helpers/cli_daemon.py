@@ -98,10 +98,12 @@ def running_daemon(root: Path):
     cgroup_parent = f"/dockyard-clitest-{uuid.uuid4().hex[:10]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env.update(DOCKER_HOST=host, DOCKER_CONFIG=str(root / "dcfg"), DOCKER_CLI_HINTS="false")
+    src = str(Path(__file__).resolve().parents[2] / "src")  # this tree's dockyard, always
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     (root / "dcfg").mkdir(exist_ok=True)
     log = open(root / "daemon.log", "ab")
     cmd = [sys.executable, "-m", "dockyard", "daemon", "--data-root", str(root / "data"),
-           "-H", host, "--cgroup-parent", cgroup_parent]
+           "-H", host, "--cgroup-parent", cgroup_parent, "--config-file", "/dev/null"]
     if _daemon_knows("bridge"):
         cmd += ["--bridge", "none"]  # no default bridge: daemons in parallel never collide
     proc = subprocess.Popen(cmd,
