@@ -187,3 +187,17 @@ def test_stats_stream_redraws_the_screen(daemon, term):
         assert t.wait() in (0, 130)
     finally:
         daemon.docker("rm", "-f", name)
+
+
+def test_start_ai_with_a_tty(daemon, term):
+    name = f"sai-{uuid.uuid4().hex[:8]}"
+    try:
+        assert daemon.docker("create", "-it", "--name", name, "busybox", "sh").returncode == 0
+        t = term(OURS + ["start", "-ai", name])
+        assert PROMPT in t.read_until(PROMPT)
+        t.send(b"echo hi$((2+3))\r")
+        assert b"hi5" in t.read_until(b"hi5")
+        t.send(b"exit 3\r")
+        assert t.wait() == 3
+    finally:
+        daemon.docker("rm", "-f", name)
