@@ -261,3 +261,21 @@ def test_events_for_lifecycle_steps(daemon):
     assert actions.index("create") < actions.index("start") < actions.index("die") \
         < actions.index("destroy")
     assert any(ln.startswith("die 137") for ln in out.splitlines())
+
+
+def test_logs_rotate(daemon):
+    name = uniq("chatty")
+    daemon.docker("run", "--name", name, "--log-opt", "max-size=20k", "--log-opt", "max-file=2",
+                  "busybox", "sh", "-c", "i=0; while [ $i -lt 5000 ]; do i=$((i+1)); echo line $i; done")
+    info = json.loads(daemon.out("inspect", name))[0]
+    import glob
+    import os
+
+    files = glob.glob(info["LogPath"] + "*")
+    assert 1 <= len(files) <= 2
+    assert sum(os.path.getsize(f) for f in files) <= 2 * 20 * 1024 + 4096
+    lines = daemon.out("logs", name).splitlines()
+    assert lines[-1] == "line 5000" and len(lines) < 5000  # the oldest were rotated away
+    nums = [int(ln.split()[1]) for ln in lines]
+    assert nums == list(range(nums[0], 5001))
+    daemon.docker("rm", name)

@@ -96,7 +96,7 @@ class JSONLogWriter:
                 piece, buf = buf[: nl + 1], buf[nl + 1:]
             out.append(self._entry(stream, piece, now_ns))
         if out:
-            self._append(b"".join(out))
+            self._append_entries(out)
 
     def flush_partial(self) -> None:
         """Write any unterminated line (the container closed its stream)."""
@@ -104,12 +104,29 @@ class JSONLogWriter:
         entries = [self._entry(s, b, now_ns) for s, b in self._partial.items() if b]
         self._partial.clear()
         if entries:
-            self._append(b"".join(entries))
+            self._append_entries(entries)
 
     @staticmethod
     def _entry(stream: str, piece: bytes, now_ns: int) -> bytes:
         return json.dumps({"log": piece.decode("utf-8", "replace"), "stream": stream,
                            "time": rfc3339nano(now_ns)}, separators=(",", ":")).encode() + b"\n"
+
+    def _append_entries(self, entries: list[bytes]) -> None:
+        """Write in as few writes as possible, rotating between entries so that no file
+        grows past max_size by more than one entry (one read can bring many lines)."""
+        batch: list[bytes] = []
+        size = self._size
+        for e in entries:
+            if size and size + len(e) > self.max_size:
+                if batch:
+                    self._append(b"".join(batch))
+                    batch = []
+                self._rotate()
+                size = self._size
+            batch.append(e)
+            size += len(e)
+        if batch:
+            self._append(b"".join(batch))
 
     def _append(self, data: bytes) -> None:
         if self._size and self._size + len(data) > self.max_size:
