@@ -37,9 +37,6 @@ HUB_API_HOST = "registry-1.docker.io"
 HUB_INDEX = "index.docker.io"
 CHUNK = 256 * 1024
 
-# host -> scheme that answered (shared by every client of this process)
-_SCHEMES: dict[str, str] = {}
-
 
 class RegistryUnreachable(RegistryError):
     """No connection to the registry (or it broke): not a spec error."""
@@ -145,12 +142,9 @@ class RegistryClient:
         return False if self.insecure else ssl.create_default_context()
 
     async def base(self) -> str:
-        """``scheme://host`` that answers; probes once per host (HTTPS first)."""
+        """``scheme://host`` that answers, probed once per client (HTTPS first): a
+        registry may come back on the same port with or without TLS."""
         if self._base:
-            return self._base
-        known = _SCHEMES.get(self.host)
-        if known:
-            self._base = f"{known}://{self.host}"
             return self._base
         schemes = ["https", "http"] if self.insecure else ["https"]
         last: Exception | None = None
@@ -160,7 +154,6 @@ class RegistryClient:
             try:
                 async with self.session().get(url, ssl=self._ssl(scheme), allow_redirects=False) as r:
                     await r.read()
-                _SCHEMES[self.host] = scheme
                 self._base = f"{scheme}://{self.host}"
                 return self._base
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
