@@ -43,7 +43,7 @@ def test_stop_kill_restart_rm_wait(daemon):
     assert until(lambda: "got HUP" in daemon.out("logs", name))
     assert state(daemon, name)["Running"]
     r = daemon.docker("rm", name, check=False)
-    assert r.returncode == 1 and "container is running" in r.stderr
+    assert r.returncode == 1 and "You cannot remove a running container" in r.stderr
     pid1 = state(daemon, name)["Pid"]
     daemon.docker("restart", "-t", "1", name)
     st = state(daemon, name)

@@ -365,13 +365,14 @@ class ContainerService:
             if self.exits.get(cid) is None or self.exits[cid].is_set():
                 self.exits[cid] = asyncio.Event()
             await self._connect_pending_attaches(cid)
+            started_at = now()
             await self.sup.request("start", id=cid)
         except BaseException:
             await self._runtime("delete", "--force", cid, check=False, c=c)
             raise
         stt = c["State"]
         st.set_status(stt, "running")
-        stt.update(Pid=pid, StartedAt=now(), ExitCode=0, Error="", OOMKilled=False,
+        stt.update(Pid=pid, StartedAt=started_at, ExitCode=0, Error="", OOMKilled=False,
                    FinishedAt=ZERO_TIME)
         c["HasBeenStartedBefore"] = True
         c["HasBeenManuallyStopped"] = False
@@ -491,8 +492,8 @@ class ContainerService:
         c = self.get(ref)
         try:
             signum = ocispec.parse_signal(sig, default="SIGKILL")
-        except ocispec.SpecError as e:
-            raise errors.InvalidParameter(str(e)) from None
+        except ocispec.SpecError:
+            raise errors.InvalidParameter(f"Invalid signal: {sig}") from None
         if c["State"]["Status"] not in ("running", "paused", "restarting"):
             raise errors.Conflict(f"Cannot kill container: {ref}: Container {c['Id']} is not running")
         self.emit("container", "kill", c["Id"], {**self._attrs(c), "signal": str(signum)})
@@ -563,10 +564,14 @@ class ContainerService:
         cid = c["Id"]
         if c["State"]["Running"]:
             if not force:
-                status = "paused" if c["State"]["Paused"] else "running"
+                # dockerd 20.10's words
+                if c["State"]["Paused"]:
+                    raise errors.Conflict(
+                        f"You cannot remove a paused container {cid}. Unpause and then stop the "
+                        f"container before attempting removal or force remove")
                 raise errors.Conflict(
-                    f"cannot remove container \"{c['Name']}\": container is {status}: stop the "
-                    f"container before removing or force remove")
+                    f"You cannot remove a running container {cid}. Stop the container before "
+                    f"attempting removal or force remove")
             c["HasBeenManuallyStopped"] = True
             await self._runtime("kill", "--all", cid, "9", check=False, c=c)
             await self._runtime("kill", cid, "9", check=False, c=c)
@@ -638,7 +643,10 @@ class ContainerService:
         new = "/" + new_name.lstrip("/")
         if new == c["Name"]:
             raise errors.InvalidParameter("Renaming a container with the same name as its current name")
-        self._check_name_free(new)
+        try:
+            self._check_name_free(new)
+        except errors.Conflict as e:
+            raise errors.Conflict(f"Error when allocating new name: {e}") from None
         old = c["Name"]
         c["Name"] = new
         self._save(c)
@@ -779,7 +787,7 @@ class ContainerService:
         if not c["State"]["Running"]:
             raise errors.Conflict(f"Container {c['Id']} is not running")
         if c["State"]["Paused"]:
-            raise errors.Conflict(f"Container {c['Id']} is paused, unpause the container before exec")
+            raise errors.Conflict(f"Container {ref} is paused, unpause the container before exec")
         cmd = body.get("Cmd")
         if not cmd:
             raise errors.InvalidParameter("No exec command specified")

@@ -1,0 +1,107 @@
+"""Error outputs and exit codes of the real docker CLI: against dockyard and against dockerd."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from acceptance.harness import DOCKER
+from helpers.dockerd import dockerd_available, running_dockerd
+
+pytestmark = [pytest.mark.slow, pytest.mark.dockerd]
+
+SETUP = [
+    ["create", "--name", "stopped", "busybox", "true"],
+    ["run", "-d", "--name", "running", "busybox", "sleep", "1000"],
+    ["run", "-d", "--name", "paused", "busybox", "sleep", "1000"],
+    ["pause", "paused"],
+]
+
+CASES = [
+    ["top", "stopped"],
+    ["pause", "stopped"],
+    ["pause", "paused"],
+    ["unpause", "running"],
+    ["kill", "stopped"],
+    ["kill", "-s", "NOSUCHSIG", "running"],
+    ["stop", "stopped"],
+    ["start", "running"],
+    ["start", "paused"],
+    ["exec", "stopped", "true"],
+    ["exec", "paused", "true"],
+    ["rm", "running"],
+    ["rm", "paused"],
+    ["rm", "nosuch"],
+    ["rename", "running", "stopped"],
+    ["rename", "running", "running"],
+    ["attach", "stopped"],
+    ["logs", "nosuch"],
+    ["wait", "nosuch"],
+    ["inspect", "--type", "container", "nosuch"],
+    ["create", "--name", "running", "busybox"],
+    ["run", "--rm", "busybox", "sh", "-c", "exit 7"],
+    ["run", "--rm", "busybox", "/etc"],
+    ["run", "--rm", "busybox", "/etc/passwd"],
+    ["restart", "nosuch"],
+    ["update", "--memory", "1k", "running"],
+    ["diff", "nosuch"],
+    ["export", "nosuch"],
+    ["commit", "nosuch", "x"],
+    ["unpause", "paused"],
+]
+
+
+def normalize(text: str, ids: dict[str, str]) -> str:
+    for name, cid in ids.items():
+        text = text.replace(cid, f"<{name}>")
+    text = re.sub(r"[0-9a-f]{64}", "<id>", text)
+    text = re.sub(r"\s+", " ", text)
+    return text.strip()
+
+
+def run_all(env: dict) -> list[tuple[int, str]]:
+    def docker(*a):
+        return subprocess.run([DOCKER, *a], env=env, capture_output=True, text=True, timeout=60)
+
+    for s in SETUP:
+        r = docker(*s)
+        assert r.returncode == 0, r.stderr
+    ids = {n: docker("inspect", "-f", "{{.Id}}", n).stdout.strip() for n in ("stopped", "running", "paused")}
+    out = []
+    for c in CASES:
+        r = docker(*c)
+        out.append((r.returncode, normalize(r.stderr, ids)))
+    return out
+
+
+# Known differences, not the daemon's: dockyard-runc lets a non-executable command fail after
+# start (exit 1) where runc refuses it at create (126, "permission denied").
+KNOWN = {
+    ("run", "--rm", "busybox", "/etc"),
+    ("run", "--rm", "busybox", "/etc/passwd"),
+}
+
+
+@pytest.mark.skipif(not dockerd_available(), reason="dockerd not installed")
+def test_error_outputs_and_exit_codes_match_dockerd(daemon, tmp_path):
+    ours = run_all(daemon.env)
+    with running_dockerd(tmp_path / "dkd") as d:
+        from helpers.rootfs import build_busybox_rootfs
+
+        root = build_busybox_rootfs(tmp_path / "bb")
+        tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True).stdout
+        d.docker("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
+        theirs = run_all(d.env)
+        d.docker("rm", "-f", "stopped", "running", "paused", check=False)
+    daemon.docker("rm", "-f", "stopped", "running", "paused", check=False)
+    diffs = []
+    for case, o, t in zip(CASES, ours, theirs):
+        if tuple(case) in KNOWN:
+            continue
+        if o[0] != t[0]:
+            diffs.append(f"{case}: exit {o[0]} vs dockerd {t[0]}\n   ours: {o[1]}\n   theirs: {t[1]}")
+        elif o[1] != t[1] and tuple(case) not in KNOWN:
+            diffs.append(f"{case}: message\n   ours: {o[1]}\n   theirs: {t[1]}")
+    assert not diffs, "\n".join(diffs)
