@@ -29,7 +29,7 @@ def test_predefined_networks_shape(manager):
     assert b["Driver"] == "bridge" and b["Scope"] == "local" and len(b["Id"]) == 64
     assert b["Options"]["com.docker.network.bridge.name"] == manager.default_bridge
     assert b["IPAM"]["Config"][0]["Subnet"].endswith("/24")
-    assert names["host"]["IPAM"]["Config"] == [] and names["none"]["Driver"] == "none"
+    assert names["host"]["IPAM"]["Config"] == [] and names["none"]["Driver"] == "null"
     assert br.link_exists(manager.default_bridge)
     with pytest.raises(Forbidden, match="^bridge is a pre-defined network and cannot be removed$"):
         manager.remove_network("bridge")

@@ -371,7 +371,8 @@ class NetworkManager:
             return False
         if f.get("id") and not any(net.id.startswith(v) for v in f["id"]):
             return False
-        if f.get("driver") and net.driver not in f["driver"]:
+        if f.get("driver") and net.driver not in f["driver"] and not (
+                net.driver == "none" and "null" in f["driver"]):
             return False
         if f.get("type"):
             kind = "builtin" if net.name in PREDEFINED else "custom"

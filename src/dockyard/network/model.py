@@ -164,7 +164,7 @@ class Network:
             "Id": self.id,
             "Created": self.created,
             "Scope": "local",
-            "Driver": self.driver,
+            "Driver": "null" if self.driver == "none" else self.driver,  # Docker's name for it
             "EnableIPv6": False,
             "IPAM": {"Driver": "default", "Options": {} if not self.default else None,
                      "Config": ipam_cfg},
