@@ -66,7 +66,7 @@ def test_stop_kill_restart_policy_and_running_remove_refused(env):
         await svc.restore()
         cid = (await svc.create(None, {"Image": "busybox", "Cmd": ["sleep", "300"]}))["Id"]
         await svc.start(cid)
-        with pytest.raises(errors.Conflict, match="stop the container before removing"):
+        with pytest.raises(errors.Conflict, match="You cannot remove a running container"):
             await svc.remove(cid)
         with pytest.raises(errors.NotModified):
             await svc.start(cid)

@@ -154,7 +154,28 @@ class ContainerService:
                                        "exitCode": str(ev["exit_code"])})
             except (OSError, errors.DockyardError) as e:
                 log.warning("supervisor event stream lost: %s; reconnecting", e)
+                if isinstance(e, (ConnectionRefusedError, FileNotFoundError)):
+                    await self._replace_dead_supervisor()
             await asyncio.sleep(0.5)
+
+    async def _replace_dead_supervisor(self) -> None:
+        """The supervisor is gone (killed): start a new one and record the containers it
+        took with it as exited (their stdio and exit status went with it), so that
+        waits end and restart policies apply instead of hanging forever."""
+        try:
+            await asyncio.to_thread(supclient.ensure_running, os.path.dirname(self.sup.path))
+            tasks = {t["id"]: t for t in (await self.sup.request("list"))["tasks"]}
+        except (OSError, errors.DockyardError) as e:
+            log.warning("could not restart the supervisor: %s", e)
+            return
+        log.warning("supervisor restarted; containers it ran are recorded as exited")
+        for cid, c in list(self.containers.items()):
+            t = tasks.get(cid)
+            if c["State"]["Status"] in ("running", "paused", "restarting") and (
+                    t is None or t["status"] == "exited"):
+                code = (t or {}).get("exit_code")
+                asyncio.ensure_future(self._on_exit(cid, 255 if code is None else code,
+                                                    (t or {}).get("finished_at") or now()))
 
     async def close(self) -> None:
         if self._watch_task:

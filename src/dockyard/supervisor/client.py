@@ -111,6 +111,11 @@ class AsyncClient:
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
         finally:
+            # The connection is dead: the next request opens a new one (a restarted
+            # supervisor), instead of writing into this one and waiting forever.
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(errors.Unavailable("lost connection to the supervisor"))
