@@ -108,7 +108,11 @@ def test_detach_keys_and_reattach(netdaemon, tmux):
     assert json.loads(d.out("inspect", name))[0]["State"]["Running"]
     tmux.send("clear", "Enter")
     tmux.send(f"{DOCKER} attach --detach-keys ctrl-x,x {name}; echo again-rc=$?", "Enter")
-    time.sleep(1)
+    # attached once the container's shell answers an Enter with a fresh prompt
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "/ #" not in tmux.screen():
+        tmux.send("Enter")
+        time.sleep(0.5)
     tmux.send("echo back-$((40+2))", "Enter")
     tmux.wait_for("back-42")
     tmux.send("C-x", "x")
