@@ -362,6 +362,7 @@ class ContainerService:
                 if m["source"] in etc.values():
                     continue
                 os.makedirs(m["source"], exist_ok=True)  # Docker creates missing bind sources
+        _check_command(rootfs, spec["process"]["args"][0])
         bundle = os.path.join(cdir, "bundle")
         os.makedirs(bundle, exist_ok=True)
         tmp = os.path.join(bundle, "config.json.tmp")
@@ -851,6 +852,10 @@ class ContainerService:
             caps = ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"),
                                         bool(host.get("Privileged") or body.get("Privileged")))
         except ocispec.SpecError as e:
+            # the exec never ran: dockerd reports 126 in its inspect
+            ex["Running"], ex["ExitCode"] = False, 126
+            ex["_done"].set()
+            ex["_started"].set()
             raise errors.InvalidParameter(str(e)) from None
         tty = bool(body.get("Tty"))
         env = ocispec.merge_env(c["Config"].get("Env"), body.get("Env"), c["Config"]["Hostname"], tty)
@@ -1082,6 +1087,23 @@ def find_init() -> str:
     raise errors.InvalidParameter(
         "--init: no init binary found on the daemon's host: install tini (tini-static or "
         "docker-init in PATH)")
+
+
+def _check_command(rootfs: str, path: str) -> None:
+    """Refuse what runc refuses at create: an absolute command that is a directory or a
+    file nobody may execute (our runtime would only fail after start, with exit 1)."""
+    if not path.startswith("/"):
+        return
+    try:
+        st_ = os.lstat(os.path.join(rootfs, path.lstrip("/")))
+    except OSError:
+        return  # missing, or behind a symlink: the runtime resolves and reports it
+    import stat as stat_mod
+
+    if stat_mod.S_ISDIR(st_.st_mode):
+        raise errors.DockyardError(f'OCI runtime create failed: exec: "{path}": is a directory')
+    if stat_mod.S_ISREG(st_.st_mode) and not st_.st_mode & 0o111:
+        raise errors.DockyardError(f'OCI runtime create failed: exec: "{path}": permission denied')
 
 
 def _start_error_code(msg: str) -> int:
