@@ -7,7 +7,7 @@ import pytest
 
 from acceptance_network.util import free_port, inspect, subnet24, uid, web
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]  # beside the host-counting tests, never at once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]
 
 
 def _fails(d, *args, words: str, code: int = 1, daemon: bool = True):

@@ -6,7 +6,7 @@ import pytest
 
 from acceptance_network.util import inspect, subnet24, uid, web
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]  # beside the host-counting tests, never at once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]
 
 
 def test_create_inspect_ls_rm(ndaemon):
