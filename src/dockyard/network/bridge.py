@@ -201,31 +201,40 @@ def attach(
     gateway: str | None,
     mac: str,
     mtu: int = 1500,
+    guess: str | None = None,
 ) -> str:
     """Create a veth pair, plug the host side into ``bridge`` and move the peer
     into the namespace at ``netns_path`` as the first free ethN, addressed, up,
     with a default route via ``gateway`` (None: no default route, as for an
     --internal network). Returns the interface name inside the namespace.
-    Leaves nothing behind on failure."""
-    ifname = run_in_netns(netns_path, _free_ifname)
+    Leaves nothing behind on failure. ``guess``: the name the caller expects to be free
+    (eth0 in a fresh namespace), which saves a trip into the namespace; if it is taken,
+    the first free name is looked up there and used instead."""
+    ifname = guess or run_in_netns(netns_path, _free_ifname)
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with _ipr() as ipr:
             br = _index(ipr, bridge)
             if br is None:
                 raise NetworkError(f"bridge {bridge} does not exist")
-            try:
-                ipr.link(
-                    "add",
-                    ifname=host_veth,
-                    kind="veth",
-                    mtu=mtu,
-                    peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu},
-                )
-            except NetlinkError as e:
-                if e.code == errno.EEXIST:
-                    raise Conflict(f"device {host_veth} already exists") from None
-                raise _err(f"failed to create veth {host_veth}", e) from None
+            while True:
+                try:
+                    ipr.link(
+                        "add",
+                        ifname=host_veth,
+                        kind="veth",
+                        mtu=mtu,
+                        peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu},
+                    )
+                    break
+                except NetlinkError as e:
+                    if e.code == errno.EEXIST and guess is not None:
+                        guess = None  # the guessed name is taken inside: look it up
+                        ifname = run_in_netns(netns_path, _free_ifname)
+                        continue
+                    if e.code == errno.EEXIST:
+                        raise Conflict(f"device {host_veth} already exists") from None
+                    raise _err(f"failed to create veth {host_veth}", e) from None
             try:
                 idx = _index(ipr, host_veth)
                 ipr.link("set", index=idx, master=br)

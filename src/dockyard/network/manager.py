@@ -554,8 +554,11 @@ class NetworkManager:
         # 3. veth into the namespace
         ep.host_veth = self._unique_veth()
         try:
+            fresh = not any(e.netns_path == ep.netns_path and e.id != ep.id
+                            for e in self.endpoints.values())
             br.attach(net.bridge, ep.host_veth, ep.netns_path, ep.ip, net.prefixlen,
-                      None if net.internal else net.gateway, ep.mac, net.mtu)
+                      None if net.internal else net.gateway, ep.mac, net.mtu,
+                      guess="eth0" if fresh else None)
         except BaseException:
             for s in socks:
                 s.close()
