@@ -135,6 +135,17 @@ def main() -> None:
                          check=True).stdout
     results = {}
 
+    try:
+        run_both(a, tmp, tar, results)
+    finally:
+        from helpers.netclean import sweep
+
+        sweep()
+        subprocess.run(["rm", "-rf", str(tmp)])
+    report(a, results)
+
+
+def run_both(a, tmp: Path, tar: bytes, results: dict) -> None:
     d = Daemon(tmp / "ours", network=True)
     try:
         d.start()
@@ -158,11 +169,9 @@ def main() -> None:
             results["dockerd"] = measure(theirs, a.runs, a.mb, a.rounds)
     finally:
         subprocess.run(["ip", "link", "del", br], capture_output=True)
-        from helpers.netclean import sweep
 
-        sweep()
-        subprocess.run(["rm", "-rf", str(tmp)])
 
+def report(a, results: dict) -> None:
     o, t = results["dockyard"], results["dockerd"]
     print(f"{'':34}{'dockyard':>12}{'dockerd':>12}{'ratio':>8}")
     for key, label in (("bridge", "run -d true, default bridge (ms)"),
