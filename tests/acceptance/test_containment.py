@@ -56,4 +56,5 @@ def test_unprivileged_containment(daemon):
     assert set(devs) <= {"console", "core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random",
                          "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"}
     # the host's pid namespace and hostname are not visible
-    assert daemon.out("run", "--rm", "busybox", "sh", "-c", "ls /proc | grep -c '^[0-9]'") == "3"  # sh, ls, grep
+    # only the container's own: sh, ls and grep (grep may not be forked yet when ls reads /proc)
+    assert daemon.out("run", "--rm", "busybox", "sh", "-c", "ls /proc | grep -c '^[0-9]'") in ("2", "3")
