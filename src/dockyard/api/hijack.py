@@ -12,59 +12,7 @@ import asyncio
 
 from aiohttp import web
 
-DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
-
-
-def parse_detach_keys(spec: str | None) -> bytes:
-    """``ctrl-p,ctrl-q`` / ``a,ctrl-@`` -> the byte sequence that detaches."""
-    if not spec:
-        return DEFAULT_DETACH_KEYS
-    out = bytearray()
-    for key in spec.split(","):
-        k = key.strip().lower()
-        if len(k) == 1:
-            out.append(ord(k))
-        elif k.startswith("ctrl-") and len(k) == 6:
-            c = k[5]
-            if "a" <= c <= "z":
-                out.append(ord(c) - ord("a") + 1)
-            elif c in "@[\\]^_":
-                out.append({"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}[c])
-            else:
-                raise ValueError(f"invalid detach keys: {spec}")
-        else:
-            raise ValueError(f"invalid detach keys: {spec}")
-    return bytes(out)
-
-
-class DetachScanner:
-    """Sans-IO: passes stdin bytes through, holding back a possible detach prefix."""
-
-    def __init__(self, keys: bytes) -> None:
-        self.keys = keys
-        self._held = b""
-
-    def feed(self, data: bytes) -> tuple[bytes, bool]:
-        """Return (bytes to forward, detach requested)."""
-        if not self.keys:
-            return data, False
-        buf = self._held + data
-        idx = buf.find(self.keys)
-        if idx >= 0:
-            self._held = b""
-            return buf[:idx], True
-        # keep the longest suffix that is a prefix of the keys
-        keep = 0
-        for n in range(min(len(self.keys) - 1, len(buf)), 0, -1):
-            if self.keys.startswith(buf[-n:]):
-                keep = n
-                break
-        self._held = buf[len(buf) - keep:] if keep else b""
-        return buf[: len(buf) - keep], False
-
-    def flush(self) -> bytes:
-        held, self._held = self._held, b""
-        return held
+from dockyard.detachkeys import DEFAULT_DETACH_KEYS, DetachScanner, parse_detach_keys  # noqa: F401
 
 
 class _RawProtocol(asyncio.Protocol):

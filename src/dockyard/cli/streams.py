@@ -17,54 +17,14 @@ import sys
 import threading
 from typing import Callable
 
-DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
+from dockyard.detachkeys import DEFAULT_DETACH_KEYS, DetachScanner, parse_detach_keys  # noqa: F401
 
 
-def parse_detach_keys(spec: str | None) -> bytes:
-    """``ctrl-p,ctrl-q`` / ``a,ctrl-@`` -> bytes (Docker's term.ToBytes)."""
-    if not spec:
-        return DEFAULT_DETACH_KEYS
-    out = bytearray()
-    for key in spec.split(","):
-        k = key.strip().lower()
-        if len(k) == 1:
-            out.append(ord(k))
-        elif k.startswith("ctrl-") and len(k) == 6:
-            c = k[5]
-            if "a" <= c <= "z":
-                out.append(ord(c) - ord("a") + 1)
-            elif c in "@[\\]^_":
-                out.append({"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}[c])
-            else:
-                raise ValueError(f"Unknown character: '{key}'")
-        else:
-            raise ValueError(f"Unknown character: '{key}'")
-    return bytes(out)
-
-
-class EscapeScanner:
-    """Sans-IO: stdin bytes pass through; a detach sequence is reported (and kept whole)."""
+class EscapeScanner(DetachScanner):
+    """The CLI forwards the detach sequence to the daemon, which acts on it."""
 
     def __init__(self, keys: bytes) -> None:
-        self.keys = keys
-        self._held = b""
-
-    def feed(self, data: bytes) -> tuple[bytes, bool]:
-        """-> (bytes to forward now, detach sequence completed)."""
-        if not self.keys:
-            return data, False
-        buf = self._held + data
-        idx = buf.find(self.keys)
-        if idx >= 0:
-            self._held = b""
-            return buf[:idx + len(self.keys)], True
-        keep = 0
-        for n in range(min(len(self.keys) - 1, len(buf)), 0, -1):
-            if self.keys.startswith(buf[-n:]):
-                keep = n
-                break
-        self._held = buf[len(buf) - keep:] if keep else b""
-        return buf[: len(buf) - keep], False
+        super().__init__(keys, keep_keys=True)
 
 
 class RawTerminal:
