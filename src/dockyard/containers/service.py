@@ -25,6 +25,7 @@ from typing import Any, AsyncIterator, Callable
 
 from dockyard import errors
 from dockyard.containers import state as st
+from dockyard.cli.units import human_duration  # go-units, pure: shared with the CLI
 from dockyard.containers.store import ContainerStore
 from dockyard.oci import spec as ocispec
 from dockyard.supervisor import client as supclient
@@ -1246,34 +1247,6 @@ def _status_text(c: dict) -> str:
         return "Created"
     finished = jsonlog.parse_rfc3339nano(s["FinishedAt"]) / 1e9
     return f"Exited ({s['ExitCode']}) {human_duration(time.time() - finished)} ago"
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's go-units HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def _match_labels(c: dict, filters: dict | None) -> bool:
