@@ -221,6 +221,9 @@ def running_daemon(tmp_path: Path, extra_args: tuple[str, ...] = (), timeout: fl
         cmd += ["-H", h]
     if not networking and _daemon_knows("bridge"):
         cmd += ["--bridge", "none"]
+    cgroup_parent = f"/dockyard-test-{base.name}"
+    if _daemon_knows("cgroup-parent") and "--cgroup-parent" not in extra_args:
+        cmd += ["--cgroup-parent", cgroup_parent]
     cmd += list(extra_args)
     env = daemon_env(host, cli_config)
     logf = open(log, "wb")
@@ -257,3 +260,10 @@ def running_daemon(tmp_path: Path, extra_args: tuple[str, ...] = (), timeout: fl
         _stop_supervisor(data_root)
         _unmount_below(base)
         shutil.rmtree(base, ignore_errors=True)
+        import glob
+
+        for cg in glob.glob(f"/sys/fs/cgroup/*{cgroup_parent}"):
+            try:
+                os.rmdir(cg)
+            except OSError:
+                pass

@@ -244,6 +244,9 @@ class Daemon:
         try:
             write_pidfile(self._pidfile)
             pid_written = True
+            # Bind first: a taken address must fail before any service (or the
+            # supervisor, which outlives us) is started.
+            listeners = open_listeners(self.cfg)
             self.build_services()
             for hook in self.boot_hooks:
                 await loop.run_in_executor(self.executor, hook)
@@ -252,7 +255,6 @@ class Daemon:
                 await loop.run_in_executor(self.executor, self.networks.start)
             if self.containers is not None:
                 await self.containers.restore()  # find the containers that kept running
-            listeners = open_listeners(self.cfg)
             app = self.build_app()
             runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                    shutdown_timeout=3.0)
