@@ -731,34 +731,9 @@ def cmd_export(g, argv: list[str], command: str = "export") -> int:
     if not o.output and os.isatty(1):
         raise CommandError("cowardly refusing to save to a terminal. Use the -o flag or "
                            "redirect", 1)
-    resp = g.client().export(o.args[0])
-    try:
-        if o.output:
-            import tempfile
+    from dockyard.cli.cmd_images import write_stream
 
-            out_dir = os.path.dirname(os.path.abspath(o.output))
-            fd, tmp = tempfile.mkstemp(prefix=".docker_temp_", dir=out_dir)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    for chunk in resp.iter_chunks():
-                        f.write(chunk)
-                m = os.umask(0)
-                os.umask(m)
-                os.chmod(tmp, 0o644 & ~m)
-                os.replace(tmp, o.output)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
-        else:
-            out = sys.stdout.buffer
-            for chunk in resp.iter_chunks():
-                out.write(chunk)
-            out.flush()
-    finally:
-        resp.close()
+    write_stream(g.client().export(o.args[0]), o.output)
     return 0
 
 

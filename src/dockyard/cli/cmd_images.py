@@ -410,19 +410,25 @@ def cmd_save(g, argv: list[str]) -> int:
     if not o.output and sys.stdout.isatty():
         raise CommandError("cowardly refusing to save to a terminal. Use the -o flag or "
                            "redirect")
-    resp = g.client().save(o.args)
+    write_stream(g.client().save(o.args), o.output)
+    return 0
+
+
+def write_stream(resp, output: str | None) -> None:
+    """A tar stream to ``output`` (atomically, as docker does: temp file, then rename)
+    or to stdout; the response is closed either way."""
     try:
-        if o.output:
-            out_dir = os.path.dirname(os.path.abspath(o.output))
+        if output:
             import tempfile
 
+            out_dir = os.path.dirname(os.path.abspath(output))
             fd, tmp = tempfile.mkstemp(prefix=".docker_temp_", dir=out_dir)
             try:
                 with os.fdopen(fd, "wb") as f:
                     for chunk in resp.iter_chunks():
                         f.write(chunk)
                 os.chmod(tmp, 0o644 & ~_umask())
-                os.replace(tmp, o.output)
+                os.replace(tmp, output)
             except BaseException:
                 try:
                     os.unlink(tmp)
@@ -436,7 +442,6 @@ def cmd_save(g, argv: list[str]) -> int:
             out.flush()
     finally:
         resp.close()
-    return 0
 
 
 def _umask() -> int:
