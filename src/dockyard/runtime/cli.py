@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"dockyard-runc: no such command {cmd!r}\n\n{USAGE}", file=sys.stderr, end="")
         return 1
+    if cmd in ("create", "run"):
+        from . import cgwarm
+        cgwarm.start()
     try:
         if g.systemd_cgroup:
             raise UsageError("systemd cgroup driver is not supported by dockyard-runc")
@@ -218,3 +221,19 @@ def _fail(g: Globals, msg: str) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def run_and_exit() -> None:
+    """Run :func:`main` and end the process at once (no interpreter teardown)."""
+    import os
+    try:
+        code = main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code & 0xFF)
+

@@ -194,7 +194,7 @@ class Runtime:
     def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int]) -> tuple[int, int]:
         from . import init, sync
         parent, child = sync.pair()
-        c1 = os.fork()
+        c1 = os.fork()   # cgwarm's thread may still run: it holds no lock the child needs
         if c1 == 0:  # pragma: no cover - runs in the child
             parent.close()
             init.stage1(cfg, child, iopts)
@@ -235,6 +235,8 @@ class Runtime:
         procs.remove(c1)
         mgr.add(pid)
         sync.send(sock, Msg.GO)
+        from . import cgwarm
+        cgwarm.stop()
         st = statemod.proc_stat(pid)
         starttime = st[1] if st else 0
         sync.expect(sock, Msg.HOOKS, "hooks")
@@ -245,8 +247,9 @@ class Runtime:
         except hooks.HookError as e:
             raise RuntimeError_(str(e)) from None
         sync.send(sock, Msg.HOOKS_DONE, state=hook_state(cid, "created", pid, cfg))
-        sync.expect(sock, Msg.READY, "ready")
+        # saved while init pivots and masks; a failure after this undoes it
         self._save_created(cid, cfg, mgr, pid, starttime)
+        sync.expect(sock, Msg.READY, "ready")
         sync.send(sock, Msg.RUN)
         msg = sync.recv(sock)
         if msg is not None:
@@ -254,16 +257,11 @@ class Runtime:
         return pid, starttime
 
     def _save_created(self, cid: str, cfg, mgr, pid: int, starttime: int) -> None:
-        import pwd
-        try:
-            owner = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            owner = str(os.getuid())
         state = {"ociVersion": cfg.oci_version, "id": cid, "status": "created", "pid": pid,
                  "bundle": cfg.bundle, "annotations": cfg.annotations,
                  "dockyard": {"cgroup": mgr.to_dict(), "created": statemod.now_rfc3339(),
-                              "rootfs": cfg.rootfs, "starttime": starttime, "owner": owner,
-                              "spec": cfg.raw}}
+                              "rootfs": cfg.rootfs, "starttime": starttime,
+                              "owner_uid": os.getuid(), "spec": cfg.raw}}
         self.store.save(cid, state)
 
     # ------------------------------------------------------------- start
@@ -279,9 +277,11 @@ class Runtime:
         st["status"] = "running"
         self.store.save(cid, st)
         from . import hooks
-        hstate = statemod.oci_state(self.store, st)
-        hstate.update(status="running", pid=st["pid"])   # even if it already exited
-        hooks.run("poststart", hooks.from_spec(st["dockyard"].get("spec", {})), hstate)
+        poststart = hooks.from_spec(st["dockyard"].get("spec", {}))
+        if poststart.get("poststart"):
+            hstate = statemod.oci_state(self.store, st)
+            hstate.update(status="running", pid=st["pid"])   # even if it already exited
+            hooks.run("poststart", poststart, hstate)
 
     def _release(self, cid: str, st: dict) -> None:
         """Open the FIFO for reading: init's blocked open completes, it writes a byte."""
@@ -354,11 +354,12 @@ class Runtime:
         self._stop_everything(st, mgr, status)
         if mgr is not None:
             mgr.destroy()
-        from . import hooks
         spec_raw = (st.get("dockyard") or {}).get("spec") or {}
-        ostate = statemod.oci_state(self.store, st)
-        ostate["status"] = "stopped"
-        hooks.run("poststop", hooks.from_spec(spec_raw), ostate)
+        if (spec_raw.get("hooks") or {}).get("poststop"):
+            from . import hooks
+            ostate = statemod.oci_state(self.store, st)
+            ostate["status"] = "stopped"
+            hooks.run("poststop", hooks.from_spec(spec_raw), ostate)
         self.store.remove(cid)
 
     def _stop_everything(self, st: dict, mgr, status: str) -> None:

@@ -151,8 +151,18 @@ def oci_state(store: Store, state: dict) -> dict:
     priv = state.get("dockyard") or {}
     out["rootfs"] = priv.get("rootfs", "")
     out["created"] = priv.get("created", "")
-    out["owner"] = priv.get("owner", "")
+    out["owner"] = priv.get("owner") or _user_name(priv.get("owner_uid"))
     return out
+
+
+def _user_name(uid) -> str:
+    if uid is None:
+        return ""
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def now_rfc3339() -> str:

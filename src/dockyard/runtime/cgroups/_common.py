@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import re
 import time
 
 from dockyard.errors import DockyardError
@@ -58,8 +57,19 @@ def read_mountinfo() -> list[tuple[str, str, str, list[str]]]:
 
 
 def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+    # mountinfo escapes space, tab, newline and backslash as octal (\040)
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1:i + 4]
+        if field[i] == "\\" and len(code) == 3 and all(d in "01234567" for d in code):
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
 
 
 def v1_controller_names() -> set[str]:
@@ -318,6 +328,13 @@ def rmdir_tree(directory: str, timeout: float = 5.0) -> None:
     virtual) and only once empty of processes; processes that were just
     killed may take a moment to leave, hence EBUSY retries.
     """
+    try:
+        os.rmdir(directory)   # the common case: no sub-cgroups, no processes left
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
     if not os.path.isdir(directory):
         return
     subdirs = []
@@ -351,6 +368,11 @@ def rmdir_tree(directory: str, timeout: float = 5.0) -> None:
 
 _CPUSET_RE = r"^\s*(\d+(-\d+)?)(\s*,\s*\d+(-\d+)?)*\s*$"
 _PAGESIZE_RE = r"^\d+(B|KB|MB|GB|TB|PB)$"
+
+
+def _matches(pattern: str, text: str) -> bool:
+    import re   # only for the rare cpuset/hugetlb values: `re` costs ~7 ms to import
+    return re.match(pattern, text) is not None
 
 
 def _is_int(v) -> bool:
@@ -419,7 +441,7 @@ def validate_resources(resources: dict | None) -> None:
                 v = cpu.get(k)
                 if v is None or v == "":
                     continue
-                if not isinstance(v, str) or not re.match(_CPUSET_RE, v):
+                if not isinstance(v, str) or not _matches(_CPUSET_RE, v):
                     errors.append(f"cpu.{k} must be a list like '0-2,4', not {v!r}")
                     continue
                 for part in v.split(","):
@@ -496,7 +518,7 @@ def validate_resources(resources: dict | None) -> None:
         else:
             for i, h in enumerate(huge):
                 if not isinstance(h, dict) or not isinstance(h.get("pageSize"), str) \
-                        or not re.match(_PAGESIZE_RE, h["pageSize"]):
+                        or not _matches(_PAGESIZE_RE, h["pageSize"]):
                     errors.append(f"hugepageLimits[{i}].pageSize must look like '2MB'")
                 elif not _is_int(h.get("limit")) or h["limit"] < 0:
                     errors.append(f"hugepageLimits[{i}].limit must be a non-negative integer")

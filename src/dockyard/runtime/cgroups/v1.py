@@ -12,7 +12,7 @@ v1 (here: hugetlb) and eBPF attachments live.
 from __future__ import annotations
 
 import os
-import signal
+import _signal as signal  # not `signal`: it builds enums at import
 import time
 
 from ._common import (
@@ -436,6 +436,8 @@ class V1Manager:
         process cannot fork a child we have not seen yet (a fork bomb would
         otherwise outrun us); SIGKILL also thaws a paused container so the
         processes can die, as runc does."""
+        if not self.pids():
+            return   # nothing to signal, and nothing left that could fork
         can_freeze = "freezer" in self.paths and os.path.isdir(self.paths["freezer"])
         was_frozen = self.is_frozen() if can_freeze else False
         if can_freeze and not was_frozen:

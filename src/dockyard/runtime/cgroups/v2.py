@@ -330,8 +330,8 @@ class V2Manager:
         """cgroup.kill kills the whole subtree atomically (no fork race, works
         on frozen cgroups); for other signals, or older kernels, freeze,
         signal each process, then restore."""
-        if not os.path.isdir(self.dir):
-            return
+        if not os.path.isdir(self.dir) or not self.pids():
+            return   # nothing to signal, and nothing left that could fork
         if sig == signal.SIGKILL and os.path.exists(os.path.join(self.dir, "cgroup.kill")):
             write_file(self.dir, "cgroup.kill", 1, "killing the container's processes")
             return
