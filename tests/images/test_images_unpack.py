@@ -235,3 +235,34 @@ def test_implicit_parent_keeps_lower_metadata(tmp_path, store):
     st = os.lstat(sn.writable_dir("b") / "opt")
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 33, 44)
     assert st.st_mtime == 1_000_000_000
+
+
+def test_gzip_members_padding_and_garbage(env, tmp_path):
+    """Layers gzipped in several members, zero-padded after: read as GzipFile reads them;
+    bytes after the padding that are no gzip member, or a stream cut inside a member, refused."""
+    import gzip as gz
+
+    plain = make_tar([entry("d/", "dir"), entry("d/a", data=os.urandom(300_000)),
+                      entry("d/b", data=b"b" * 200_000)])
+    cut = len(plain) // 3
+    members = gz.compress(plain[:cut]) + b"\0" * 700 + gz.compress(plain[cut:]) + b"\0" * 1024
+    res = apply(members, root := env[0], expected_diff_id=sha(plain), expected_digest=sha(members))
+    assert res.compression == "gzip" and res.tar_size == len(plain)
+    assert (root / "d/b").read_bytes() == b"b" * 200_000
+    for i, bad in enumerate([members + b"garbage!", members[:len(members) // 2],
+                             gz.compress(plain)[:-4]]):
+        target = tmp_path / f"bad{i}"
+        target.mkdir()
+        with pytest.raises(UnpackError):
+            apply(bad, target)
+
+
+def test_digest_of_compressed_stream_optional(env):
+    root, _ = env
+    plain = make_tar([entry("f", data=b"x" * 5000)])
+    data = make_tar([entry("f", data=b"x" * 5000)], "gzip")
+    res = apply(data, root, digest=False)
+    assert res.digest == "" and res.diff_id == sha(plain)
+    # a plain tar's one hash is both
+    res = apply(plain, root / "", digest=False)
+    assert res.digest == res.diff_id == sha(plain)

@@ -545,7 +545,7 @@ class ImageService:
                 with open_layer(i) as f:
                     res = apply_layer(f, self.snapshotter.writable_dir(key),
                                       whiteout=self.snapshotter.whiteout_mode,
-                                      expected_diff_id=diff_id,
+                                      expected_diff_id=diff_id, digest=False,
                                       lowers=self.snapshotter.lower_dirs(key))
                 blob, media = blob_info(i) if blob_info else (None, None)
                 with self._lock, self.store.tx() as db:

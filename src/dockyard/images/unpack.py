@@ -41,6 +41,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_EXT_HEADER = 1 << 20
 CHUNK = 1 << 20
+TAR_BUFSIZE = 1 << 16
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
@@ -54,11 +55,14 @@ class UnpackError(InvalidParameter):
 # -- streams ---------------------------------------------------------------------------
 
 class HashingReader:
-    """Reads from ``raw``, hashing and counting every byte; optional ``tee`` callback."""
+    """Reads from ``raw``, hashing and counting every byte; optional ``tee`` callback.
 
-    def __init__(self, raw: BinaryIO, tee: Callable[[bytes], object] | None = None):
+    With ``hashing=False`` it only counts (``digest()`` is then empty)."""
+
+    def __init__(self, raw: BinaryIO, tee: Callable[[bytes], object] | None = None,
+                 hashing: bool = True):
         self.raw = raw
-        self.hash = hashlib.sha256()
+        self.hash = hashlib.sha256() if hashing else None
         self.count = 0
         self.tee = tee
         self._prefix = b""
@@ -84,7 +88,8 @@ class HashingReader:
         else:
             b = self.raw.read() if n is None or n < 0 else self.raw.read(n)
         if b:
-            self.hash.update(b)
+            if self.hash is not None:
+                self.hash.update(b)
             self.count += len(b)
             if self.tee is not None:
                 self.tee(b)
@@ -94,7 +99,7 @@ class HashingReader:
         return True
 
     def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
+        return "sha256:" + self.hash.hexdigest() if self.hash is not None else ""
 
     def drain(self) -> None:
         while self.read(CHUNK):
@@ -179,11 +184,73 @@ def detect_compression(prefix: bytes) -> str:
     return "none"
 
 
+class Gunzip:
+    """A reader of the uncompressed bytes of a gzip stream (several members allowed, as
+    zero padding between and after them), zlib doing the work in 1 MiB steps.
+
+    Errors as :class:`gzip.GzipFile` raises them: ``EOFError`` for a stream that ends
+    inside a member, :class:`gzip.BadGzipFile` for bytes that are not a member,
+    ``zlib.error`` for corrupt data or a wrong CRC/length."""
+
+    def __init__(self, src, chunk: int = CHUNK):
+        self._src = src
+        self._chunk = chunk
+        self._d = None            # the member being decompressed
+        self._in = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        b = self._src.read(self._chunk)
+        if not b:
+            return False
+        self._in = self._in + b if self._in else b
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while True:
+                b = self.read(self._chunk)
+                if not b:
+                    return b"".join(parts)
+                parts.append(b)
+        while not self._eof and n:
+            if self._d is None:
+                # between members: skip zero padding, then a member must start
+                self._in = self._in.lstrip(b"\0")
+                if len(self._in) < 2 and not self._fill():
+                    if self._in:
+                        raise EOFError("Compressed file ended before the end-of-stream "
+                                       "marker was reached")
+                    self._eof = True
+                    break
+                if len(self._in) < 2:
+                    continue
+                if self._in[:2] != GZIP_MAGIC:
+                    raise gzip.BadGzipFile(f"Not a gzipped file ({self._in[:2]!r})")
+                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            if not self._in and not self._fill():
+                raise EOFError("Compressed file ended before the end-of-stream marker was "
+                               "reached")
+            out = self._d.decompress(self._in, n)
+            if self._d.eof:
+                self._in = self._d.unused_data
+                self._d = None
+            else:
+                self._in = self._d.unconsumed_tail
+            if out:
+                return out
+        return b""
+
+
 def decompressed(src: HashingReader) -> tuple[BinaryIO, str]:
     """Return a reader of the uncompressed bytes of ``src`` and the compression."""
     comp = detect_compression(src.peek(4))
     if comp == "gzip":
-        return gzip.GzipFile(fileobj=src, mode="rb"), comp
+        return Gunzip(src), comp
     if comp == "zstd":
         import zstandard
         return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True), comp
@@ -223,7 +290,7 @@ def _stream_error(e: BaseException) -> UnpackError:
 def iter_tar(stream: BinaryIO):
     """Iterate a tar stream with the extended-header limit; errors become UnpackError."""
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|", tarinfo=_SafeTarInfo)
+        tf = tarfile.open(fileobj=stream, mode="r|", tarinfo=_SafeTarInfo, bufsize=TAR_BUFSIZE)
     except _STREAM_ERRORS as e:
         raise _stream_error(e) from None
     except Exception as e:
@@ -588,7 +655,7 @@ def _times(m: tarfile.TarInfo) -> tuple[int, int]:
 def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = "overlay",
                 expected_diff_id: str | None = None, expected_digest: str | None = None,
                 tee: Callable[[bytes], object] | None = None,
-                lowers: list | None = None) -> LayerResult:
+                lowers: list | None = None, digest: bool = True) -> LayerResult:
     """Apply the layer tar read from ``stream`` into directory ``target``.
 
     ``tee`` receives the uncompressed tar bytes as they are read (to store the layer
@@ -597,8 +664,10 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
     UnpackError; ``target`` is then partly written and must be discarded."""
     if whiteout not in ("overlay", "delete"):
         raise ValueError(whiteout)
-    raw = HashingReader(stream)
+    raw = HashingReader(stream, hashing=False)
     dec, comp = decompressed(raw)
+    if comp == "none" or digest or expected_digest:
+        raw.hash = hashlib.sha256()
     if comp == "none":
         raw.tee = tee     # one hash serves as digest and diffID
         plain = raw
