@@ -622,16 +622,11 @@ def test_stats_without_names_follows_new_containers(daemon):
         daemon.docker("rm", "-f", name)
 
 
-@pytest.mark.xfail(strict=False, reason="daemon/runtime gap: a command that is a directory "
-                   "starts and exits 1 with no message; dockerd refuses the start ('exec: "
-                   "\"/etc\": is a directory') and docker run exits 126")
 def test_run_a_directory_is_126(daemon):
     r = daemon.docker("run", "--rm", "busybox", "/etc")
     assert r.returncode == 126 and "/etc" in r.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="daemon gap: exec -u of an unknown user reports the "
-                   "error in the stream but exec inspect says ExitCode 0; dockerd gives 126")
 def test_exec_unknown_user_is_126(daemon, sleeper):
     r = daemon.docker("exec", "-u", "nosuchuser", sleeper, "true")
     assert r.returncode == 126 and "nosuchuser" in r.stdout + r.stderr

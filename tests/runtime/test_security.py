@@ -185,7 +185,9 @@ def test_exec_target_swapped_to_proc_self_exe_loses_the_race(runc, busybox_rootf
     cid = runc.start_detached(runc.bundle(busybox_rootfs, ["sh", "-c", flipper],
                                           process={"capabilities": docker_caps()}))
     outcomes = {"harmless": 0, "refused": 0, "other": 0}
-    for _ in range(25):
+    for _ in range(60):
+        if outcomes["harmless"] and outcomes["refused"] >= 3:
+            break
         r = runc.cmd("exec", cid, "/bin/evil")
         text = r.stdout + r.stderr
         assert "libpython" not in text and "python" not in r.stdout.lower(), text
@@ -195,4 +197,7 @@ def test_exec_target_swapped_to_proc_self_exe_loses_the_race(runc, busybox_rootf
             outcomes["refused"] += 1
         else:
             outcomes["other"] += 1          # caught between unlink and symlink
-    assert outcomes["harmless"] > 0, outcomes
+    # Not vacuous: the dangerous state was hit (and refused). Which states an exec
+    # samples depends on timing (joining the cgroup briefly blocks the flipper's
+    # forks), so the harmless one is not required.
+    assert outcomes["refused"] > 0, outcomes

@@ -37,6 +37,13 @@ NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
+def _warm_cgroup_attach() -> None:
+    """The runtime is about to move a container's init into its cgroups: let the kernel's
+    RCU grace period for that pass now, while we prepare the rootfs and the spec."""
+    from dockyard.runtime import cgwarm
+    cgwarm.warm_for(0.5)
+
+
 def now() -> str:
     return jsonlog.rfc3339nano(time.time_ns())
 
@@ -201,6 +208,7 @@ class ContainerService:
         if runtime not in self.runtimes:
             raise errors.InvalidParameter(f"unknown or invalid runtime name: {runtime}")
         _validate_host_config(host)
+        _warm_cgroup_attach()   # `docker run` starts it right after
         image_id = await asyncio.to_thread(self.images.resolve, image_ref)
         image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
         cid = secrets.token_hex(32)
@@ -325,6 +333,7 @@ class ContainerService:
 
     async def _start_locked(self, c: dict) -> None:
         cid = c["Id"]
+        _warm_cgroup_attach()
         cdir = self._dir(cid)
         rootfs = os.path.join(cdir, "rootfs")
         mounts = await asyncio.to_thread(self.images.rootfs_mounts, cid)
@@ -372,8 +381,9 @@ class ContainerService:
         os.replace(tmp, os.path.join(bundle, "config.json"))
         await self._runtime_cleanup(c)  # a stale runtime state from an earlier run
         log_cfg = (host.get("LogConfig") or {}).get("Config") or {}
+        runtime = self.runtimes[host["Runtime"]]
         reply = await self.sup.request(
-            "create", id=cid, bundle=bundle, runtime=self.runtimes[host["Runtime"]],
+            "create", id=cid, bundle=bundle, runtime=runtime, forkserver=self._forkserver(runtime),
             runtime_root=self.runtime_root, tty=bool(c["Config"].get("Tty")),
             open_stdin=bool(c["Config"].get("OpenStdin")),
             stdin_once=bool(c["Config"].get("StdinOnce")), log_path=c["LogPath"],
@@ -501,15 +511,29 @@ class ContainerService:
             return
         await self._runtime("delete", "--force", c["Id"], check=False, c=c)
 
+    def _forkserver(self, runtime_path: str) -> bool:
+        """Our own runtime runs in the supervisor's fork server (no interpreter start
+        per call); any other runtime is executed."""
+        return runtime_path == self.runtimes.get("dockyard")
+
     async def _runtime(self, *args: str, check: bool = True, c: dict | None = None) -> str:
         runtime = self.runtimes[(c or {}).get("HostConfig", {}).get("Runtime") or self.default_runtime]
-        proc = await asyncio.create_subprocess_exec(
-            runtime, "--root", self.runtime_root, *args, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        out, err = await proc.communicate()
-        if check and proc.returncode != 0:
-            raise errors.DockyardError(f"OCI runtime {args[0]} failed: {err.decode().strip()}")
-        return out.decode()
+        try:
+            reply = await self.sup.request("runtime", runtime=runtime, runtime_root=self.runtime_root,
+                                           args=list(args), forkserver=self._forkserver(runtime))
+            code, out, err = reply["code"], reply["stdout"], reply["stderr"]
+        except errors.DockyardError as e:
+            if "unknown operation" not in str(e):
+                raise
+            # a supervisor from an older Dockyard: run the command ourselves
+            proc = await asyncio.create_subprocess_exec(
+                runtime, "--root", self.runtime_root, *args, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            bout, berr = await proc.communicate()
+            code, out, err = proc.returncode, bout.decode(), berr.decode()
+        if check and code != 0:
+            raise errors.DockyardError(f"OCI runtime {args[0]} failed: {err.strip()}")
+        return out
 
     async def kill(self, ref: str, sig: str | int | None = None) -> None:
         c = self.get(ref)
@@ -870,8 +894,10 @@ class ContainerService:
         if tty and isinstance(cs, list) and len(cs) == 2 and all(isinstance(v, int) and v > 0 for v in cs):
             process["consoleSize"] = {"height": cs[0], "width": cs[1]}  # the CLI's pty, from the start
         ex["Running"] = True
+        runtime = self.runtimes[c["HostConfig"]["Runtime"]]
         fields = dict(id=eid, container_id=c["Id"], process=process,
-                      runtime=self.runtimes[c["HostConfig"]["Runtime"]], runtime_root=self.runtime_root,
+                      runtime=runtime, runtime_root=self.runtime_root,
+                      forkserver=self._forkserver(runtime),
                       tty=tty, open_stdin=bool(body.get("AttachStdin")))
         self.emit("container", f"exec_start: {' '.join(body['Cmd'])}", c["Id"],
                   {**self._attrs(c), "execID": eid})

@@ -10,8 +10,11 @@ directories the runtime imports from.
 from __future__ import annotations
 
 
-def runtime_argv() -> list[str]:
+def runtime_argv(module: str = "dockyard.runtime.cli") -> list[str]:
     """argv prefix that runs `dockyard-runc` fast: append its arguments.
+
+    (``module`` names another entry point with a ``run_and_exit()``, e.g. the
+    fork server.)
 
     ``-S`` skips ``site`` (every ``.pth`` file of site-packages), ``-E`` the
     PYTHON* variables (PYTHONDONTWRITEBYTECODE would recompile every module
@@ -32,7 +35,7 @@ def runtime_argv() -> list[str]:
     except (ImportError, ValueError):
         pass
     code = (f"import sys; sys.path += {paths!r}; "
-            "from dockyard.runtime.cli import run_and_exit; run_and_exit()")
+            f"from {module} import run_and_exit; run_and_exit()")
     return [_interpreter(), "-S", "-E", "-c", code]
 
 

@@ -1,13 +1,19 @@
-"""Warm the kernel's cgroup attach path while the runtime is still starting.
+"""Warm the kernel's cgroup attach path before a container is placed in its cgroup.
 
 Moving a process into a cgroup (a write to `cgroup.procs`) takes the kernel's
 global threadgroup rwsem for writing, and the first writer after a quiet spell
 waits for an RCU grace period (10-20 ms here); writers that follow within
 about one grace period are fast. `create` has to place init in its cgroups,
-so we take that wait early, on a thread, while the main thread imports
-modules and reads the bundle: the thread moves this process into the cgroup
-it is already in (a no-op move) and repeats every few milliseconds until
-`stop()`, which `create` calls just before it forks the container's process.
+so we take that wait early, on a thread: it moves this process into the
+cgroup it is already in (a no-op move) and repeats every few milliseconds
+until told to stop or until its deadline.
+
+- the runtime's `create` calls :func:`start` first thing, so the wait runs
+  while the main thread imports modules and reads the bundle, and
+  :func:`stop` once init is in its cgroup;
+- the daemon calls :func:`warm_for` when a container is about to be created
+  or started (the runtime then runs in a fork server that has nothing left
+  to import, so there is nothing to hide the wait behind).
 
 Only cheap C modules here: this module is imported on the hot path.
 """
@@ -16,7 +22,8 @@ import _thread
 import os
 import time
 
-_state = {"stop": False, "done": None}
+_lock = _thread.allocate_lock()
+_state = {"stop": False, "deadline": 0.0, "running": None}
 
 
 def _own_procs_files() -> list[str]:
@@ -41,17 +48,16 @@ def _own_procs_files() -> list[str]:
     return out
 
 
-def _run(lock) -> None:
+def _run(done) -> None:
     try:
         pid = str(os.getpid()).encode()
-        deadline = time.monotonic() + 2.0
         for path in _own_procs_files():
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
-                while not _state["stop"] and time.monotonic() < deadline:
+                while not _state["stop"] and time.monotonic() < _state["deadline"]:
                     os.write(fd, pid)
                     time.sleep(0.002)
                 return
@@ -60,24 +66,37 @@ def _run(lock) -> None:
             finally:
                 os.close(fd)
     finally:
-        lock.release()
+        with _lock:
+            if _state["running"] is done:
+                _state["running"] = None
+        done.release()
+
+
+def warm_for(seconds: float) -> None:
+    """Keep the attach path warm for ``seconds`` from now (root only; never blocks)."""
+    if os.geteuid() != 0:
+        return
+    with _lock:
+        _state["deadline"] = max(_state["deadline"], time.monotonic() + seconds)
+        _state["stop"] = False
+        if _state["running"] is not None:
+            return
+        done = _thread.allocate_lock()
+        done.acquire()
+        _state["running"] = done
+    _thread.start_new_thread(_run, (done,))
 
 
 def start() -> None:
-    """Begin warming (root only; a no-op if already started)."""
-    if _state["done"] is not None or os.geteuid() != 0:
-        return
-    lock = _thread.allocate_lock()
-    lock.acquire()
-    _state["done"] = lock
-    _thread.start_new_thread(_run, (lock,))
+    """Begin warming for this process's `create` (ends at :func:`stop`)."""
+    warm_for(2.0)
 
 
 def stop() -> None:
-    """End warming and wait for the thread (call before fork)."""
-    lock = _state["done"]
-    if lock is None:
-        return
-    _state["stop"] = True
-    lock.acquire()
-    lock.release()
+    """End warming and wait for the thread."""
+    with _lock:
+        done = _state["running"]
+        _state["stop"] = True
+    if done is not None:
+        done.acquire()
+        done.release()

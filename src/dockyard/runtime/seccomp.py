@@ -418,11 +418,14 @@ def _libseccomp_identity() -> str | None:
 
 
 def _cache_path(cache_dir: str, key: str) -> str | None:
-    import hashlib
+    try:
+        from _sha256 import sha256   # the builtin module: `hashlib` loads OpenSSL (~5 ms)
+    except ImportError:
+        from hashlib import sha256
     ident = _libseccomp_identity()
     if ident is None:
         return None
-    h = hashlib.sha256(f"dockyard-seccomp-v1\0{os.uname().machine}\0{ident}\0{key}".encode()).hexdigest()
+    h = sha256(f"dockyard-seccomp-v1\0{os.uname().machine}\0{ident}\0{key}".encode()).hexdigest()
     return os.path.join(cache_dir, f"seccomp-{h}.json")
 
 

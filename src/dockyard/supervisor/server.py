@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from dockyard.supervisor import protocol
+from dockyard.supervisor.forks import ForkServer, ForkServerDown, ForkServerLost
 from dockyard.supervisor.jsonlog import JSONLogWriter, rfc3339nano
 
 log = logging.getLogger("dockyard.supervisor")
@@ -116,6 +117,7 @@ class Supervisor:
         self.subscribers: set[asyncio.StreamWriter] = set()
         self.server: asyncio.AbstractServer | None = None
         self.stopping = asyncio.Event()
+        self.forks = ForkServer()
 
     # ---- persistence -------------------------------------------------------------
     def _task_dir(self, task_id: str) -> str:
@@ -156,7 +158,15 @@ class Supervisor:
         pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsid=True)
         return pid
 
-    async def _run(self, argv: list[str], stdio: tuple[int, int, int]) -> int:
+    async def _run(self, argv: list[str], stdio: tuple[int, int, int],
+                   forkserver: bool = False) -> int:
+        if forkserver:
+            try:
+                return _exit_code(await self.forks.run(argv, stdio))
+            except ForkServerDown as e:
+                log.warning("%s; running %s directly", e, os.path.basename(argv[0]))
+            except ForkServerLost as e:
+                raise TaskError(f"OCI runtime failed: {e}") from None
         pid = self._spawn(argv, stdio)
         fut = asyncio.get_running_loop().create_future()
         self.spawned[pid] = fut
@@ -173,6 +183,9 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if pid == self.forks.pid:
+                self.forks.exited()
+                continue
             fut = self.spawned.pop(pid, None)
             if fut is not None:
                 if not fut.done():
@@ -356,7 +369,7 @@ class Supervisor:
                 stdio = (in_r, out_w, e_w)
             argv = self._runtime_argv(msg, "--log", log_file, "--log-format", "json")
             argv += argv_tail[:1] + extra + argv_tail[1:]
-            runner = asyncio.ensure_future(self._run(argv, stdio))
+            runner = asyncio.ensure_future(self._run(argv, stdio, bool(msg.get("forkserver"))))
             master = None
             if console_sock is not None:
                 master = await _receive_console(console_sock, runner)
@@ -418,7 +431,8 @@ class Supervisor:
             self.tasks.pop(cid, None)
             raise
         task.status = "created"
-        task._runtime_msg = {k: msg.get(k) for k in ("runtime", "runtime_root", "runtime_args")}  # type: ignore[attr-defined]
+        task._runtime_msg = {k: msg.get(k) for k in ("runtime", "runtime_root", "runtime_args",  # type: ignore[attr-defined]
+                                                     "forkserver")}
         self._save(task)
         return {"pid": task.pid}
 
@@ -427,11 +441,13 @@ class Supervisor:
         if task.status != "created":
             raise ConflictError(f"task {task.id} is {task.status}, not created")
         rt = dict(getattr(task, "_runtime_msg", {}) or {})
-        rt.update({k: msg[k] for k in ("runtime", "runtime_root", "runtime_args") if k in msg})
+        rt.update({k: msg[k] for k in ("runtime", "runtime_root", "runtime_args", "forkserver")
+                   if k in msg})
         err_r, err_w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
-            code = await self._run(self._runtime_argv(rt, "start", task.id), (devnull, devnull, err_w))
+            code = await self._run(self._runtime_argv(rt, "start", task.id), (devnull, devnull, err_w),
+                                   bool(rt.get("forkserver")))
             os.close(err_w)
             err_w = -1
             if code != 0:
@@ -445,6 +461,36 @@ class Supervisor:
         task.started_at = rfc3339nano(time.time_ns())
         self._save(task)
         return {"pid": task.pid}
+
+    async def op_runtime(self, msg: dict) -> dict:
+        """Run one runtime command (kill, delete, pause, ps, ...) and return its exit code
+        and output; through the fork server when it is our own runtime."""
+        args = [str(a) for a in msg["args"]]
+        argv = self._runtime_argv(msg, *args)
+        loop = asyncio.get_running_loop()
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        readers = []
+        try:
+            for fd in (out_r, err_r):
+                os.set_blocking(fd, False)
+                readers.append(_collect(loop, fd))
+            try:
+                code = await self._run(argv, (devnull, out_w, err_w), bool(msg.get("forkserver")))
+            finally:
+                for fd in (out_w, err_w, devnull):
+                    os.close(fd)
+            out, err = await asyncio.gather(*readers)
+        finally:
+            for fd in (out_r, err_r):
+                try:
+                    loop.remove_reader(fd)
+                    os.close(fd)
+                except OSError:
+                    pass
+        return {"code": code, "stdout": out.decode(errors="replace"),
+                "stderr": err.decode(errors="replace")}
 
     async def op_exec(self, msg: dict, writer: asyncio.StreamWriter | None = None) -> dict:
         cid, eid = msg["container_id"], msg["id"]
@@ -640,9 +686,34 @@ class Supervisor:
         self._reap()
         await self.stopping.wait()
         self.server.close()
+        self.forks.close()
         for t in self.tasks.values():
             if t.log:
                 t.log.flush_partial()
+
+
+def _collect(loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.Future:
+    """Everything read from non-blocking ``fd`` until end of file."""
+    fut = loop.create_future()
+    buf = bytearray()
+
+    def readable() -> None:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(fd)
+                if not fut.done():
+                    fut.set_result(bytes(buf))
+                return
+            buf.extend(data)
+
+    loop.add_reader(fd, readable)
+    return fut
 
 
 def writer_closed(w: asyncio.StreamWriter) -> bool:
