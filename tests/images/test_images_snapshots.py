@@ -130,3 +130,38 @@ def test_long_lowerdir_chain(sn, target):
         assert (target / "f0").read_text() == "0"
     finally:
         mnt.unmount_all(target)
+
+
+def test_commit_onto_a_parent(sn, target):
+    """Overlay layers are independent: one prepared without a parent can be committed
+    onto one (a layer unpacked before its parent was there). The copy snapshotter's
+    layers hold everything, so it refuses."""
+    layer(sn, "P", None, {"a": "from P", "shared": "P"})
+    sn.prepare("orphan", None)
+    (sn.writable_dir("orphan") / "shared").write_text("orphan")
+    sn.prepare("active-parent", None)
+    with pytest.raises(InvalidParameter):
+        sn.commit("X", "orphan", parent="active-parent")     # parent not committed
+    with pytest.raises(NotFound):
+        sn.commit("X", "orphan", parent="missing")
+    if not sn.independent_layers:
+        with pytest.raises(InvalidParameter):
+            sn.commit("C", "orphan", parent="P")
+        assert sn.stat("orphan").kind == "active" and not sn.children("P")
+        return
+    info = sn.commit("C", "orphan", parent="P")
+    assert info.parent == "P" and info.kind == "committed"
+    assert sn.children("P") == ["C"]
+    with pytest.raises(Conflict):
+        sn.remove("P")
+    mnt.mount_all(sn.view("v", "C"), target)
+    try:
+        assert (target / "a").read_text() == "from P"
+        assert (target / "shared").read_text() == "orphan"
+    finally:
+        mnt.unmount_all(target)
+    # a snapshot that has a parent keeps it
+    sn.prepare("child", "P")
+    with pytest.raises(InvalidParameter):
+        sn.commit("D", "child", parent="C")
+    assert sn.commit("D", "child", parent="P").parent == "P"

@@ -446,12 +446,19 @@ async def _fetch_and_register(svc, client: RegistryClient, ref: refs.Reference, 
         tasks = [asyncio.ensure_future(_download(svc, client, repo, dl, sem, lease, emit))
                  for dl in order]
 
+        def wake_readers() -> None:
+            # another layer failed: readers waiting for bytes stop now
+            abort.set()
+            for dl in order:
+                with dl.cond:
+                    dl.cond.notify_all()
+
         def register() -> str:
             tags = [str(ref)] if ref.tag and not ref.digest else []
             return svc.register_image(config_bytes, layers, tags=tags,
                                       manifest_digest=manifest_digest,
                                       repo_digests=[repo_digest_ref], progress=progress,
-                                      open_layer=open_layer)
+                                      open_layer=open_layer, on_abort=wake_readers)
 
         extract = loop.run_in_executor(None, register)
         try:

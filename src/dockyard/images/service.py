@@ -521,17 +521,35 @@ class ImageService:
                        open_layer: Callable[[int], BinaryIO], leases: list[str],
                        progress: Callable[[int, str, str], None] | None = None,
                        blob_info: Callable[[int], tuple[str | None, str | None]] | None = None,
-                       ) -> str | None:
+                       on_abort: Callable[[], None] | None = None) -> str | None:
         """Unpack every missing layer of the chain; return the top chain ID.
 
-        ``open_layer(i)`` opens layer i's tar (compressed or not); ``blob_info(i)`` gives
-        (blob digest, media type) to remember as the layer's tar. Leases are taken on
-        each chain ID (appended to ``leases``: the caller drops them)."""
+        ``open_layer(i)`` opens layer i's tar (compressed or not; a blob of the content
+        store, or bytes verified against one: the compressed digest is not checked
+        again); ``blob_info(i)`` gives (blob digest, media type) to remember as the
+        layer's tar. Leases are taken on each chain ID (appended to ``leases``: the
+        caller drops them). ``progress(i, diff_id, "exists" | "start" | "done")`` is
+        called in chain order, from this thread.
+
+        With the overlay snapshotter the missing layers are unpacked side by side (up
+        to :attr:`parallel_unpacks`), each into a snapshot of its own, and committed in
+        chain order once unpacked: implicit directories get their parents' metadata
+        then (:func:`~dockyard.images.unpack.inherit_implicit`), so the result is the
+        one unpacking them one after the other gives. A layer that fails leaves no
+        snapshot; the unpacks still going are stopped (``on_abort()`` is called to
+        wake readers that wait for bytes) and their snapshots removed; layers already
+        committed stay."""
         chains = chain_ids(diff_ids)
-        parent = None
-        for i, (diff_id, chain) in enumerate(zip(diff_ids, chains)):
+        for chain in chains:
             self._add_lease(chain)
             leases.append(chain)
+        missing = [i for i, c in enumerate(chains) if self._layer(c) is None]
+        if len(missing) > 1 and self.parallel_unpacks > 1 \
+                and getattr(self.snapshotter, "independent_layers", False):
+            return self._unpack_parallel(diff_ids, chains, missing, open_layer, progress,
+                                         blob_info, on_abort)
+        parent = None
+        for i, (diff_id, chain) in enumerate(zip(diff_ids, chains)):
             if self._layer(chain) is not None:
                 if progress:
                     progress(i, diff_id, "exists")
@@ -547,16 +565,7 @@ class ImageService:
                                       whiteout=self.snapshotter.whiteout_mode,
                                       expected_diff_id=diff_id, digest=False,
                                       lowers=self.snapshotter.lower_dirs(key))
-                blob, media = blob_info(i) if blob_info else (None, None)
-                with self._lock, self.store.tx() as db:
-                    if self._layer(chain) is not None:
-                        raise _AlreadyThere()
-                    self.snapshotter.commit(chain, key)
-                    db.execute("INSERT INTO layers (chain_id, diff_id, parent, size, blob_digest, "
-                               "media_type, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (chain, diff_id, parent, res.size, blob, media, time.time()))
-            except _AlreadyThere:
-                self.snapshotter.remove(key)
+                self._commit_layer(key, i, diff_id, chain, parent, res.size, blob_info)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self.snapshotter.remove(key)
@@ -565,6 +574,99 @@ class ImageService:
                 progress(i, diff_id, "done")
             parent = chain
         return parent
+
+    #: layers unpacked at once (overlay snapshotter); 1 unpacks them one after the other
+    parallel_unpacks = min(4, max(2, os.cpu_count() or 2))
+
+    def _commit_layer(self, key: str, i: int, diff_id: str, chain: str, parent: str | None,
+                      size: int, blob_info, reparent: bool = False) -> None:
+        """Commit unpacked snapshot ``key`` as layer ``chain`` (or drop it if another
+        unpack committed the chain meanwhile)."""
+        blob, media = blob_info(i) if blob_info else (None, None)
+        with self._lock, self.store.tx() as db:
+            if self._layer(chain) is None:
+                self.snapshotter.commit(chain, key, parent=parent if reparent else None)
+                db.execute("INSERT INTO layers (chain_id, diff_id, parent, size, blob_digest, "
+                           "media_type, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (chain, diff_id, parent, size, blob, media, time.time()))
+                return
+        self.snapshotter.remove(key)
+
+    def _unpack_parallel(self, diff_ids: list[str], chains: list[str], missing: list[int],
+                         open_layer, progress, blob_info, on_abort) -> str | None:
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+        from concurrent.futures import wait as wait_futures
+
+        from dockyard.images.unpack import inherit_implicit
+
+        snap = self.snapshotter
+        cancel = threading.Event()
+        errors: list[BaseException] = []      # in the order the layers failed
+        errors_lock = threading.Lock()
+        keys: dict[int, str] = {}             # prepared and not (yet) committed or removed
+
+        def unpack(i: int, key: str):
+            try:
+                if cancel.is_set():
+                    raise _Cancelled("unpack cancelled")
+                with open_layer(i) as f:
+                    return apply_layer(_CancellableReader(f, cancel), snap.writable_dir(key),
+                                       whiteout=snap.whiteout_mode,
+                                       expected_diff_id=diff_ids[i], digest=False)
+            except BaseException as e:
+                with errors_lock:
+                    errors.append(e)
+                raise
+
+        pool = ThreadPoolExecutor(max_workers=min(len(missing), self.parallel_unpacks),
+                                  thread_name_prefix="unpack")
+        futures = {}
+        parent = None
+        try:
+            for i in missing:
+                # parentless: a layer's directory does not depend on its parents' (the
+                # parent is given on commit)
+                key = f"{EXTRACT_PREFIX}{uuid.uuid4().hex}-{chains[i]}"
+                snap.prepare(key)
+                keys[i] = key
+                futures[i] = pool.submit(unpack, i, key)
+            for i, (diff_id, chain) in enumerate(zip(diff_ids, chains)):
+                if i not in futures:
+                    if progress:
+                        progress(i, diff_id, "exists")
+                    parent = chain
+                    continue
+                if progress:
+                    progress(i, diff_id, "start")
+                fut = futures[i]
+                while not fut.done() and not errors:
+                    wait_futures([f for f in futures.values() if not f.done()],
+                                 return_when=FIRST_COMPLETED)
+                if errors:
+                    raise errors[0]
+                res = fut.result()
+                key = keys[i]
+                if parent is not None and res.implicit_dirs:
+                    inherit_implicit(snap.writable_dir(key), res.implicit_dirs,
+                                     snap.chain_dirs(parent))
+                self._commit_layer(key, i, diff_id, chain, parent, res.size, blob_info,
+                                   reparent=True)
+                del keys[i]
+                if progress:
+                    progress(i, diff_id, "done")
+                parent = chain
+            return parent
+        except BaseException:
+            cancel.set()
+            if on_abort is not None:
+                with contextlib.suppress(Exception):
+                    on_abort()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            for key in keys.values():
+                with contextlib.suppress(Exception):
+                    snap.remove(key)
 
     def _image_size(self, top_chain: str | None) -> int:
         size = 0
@@ -681,11 +783,16 @@ class ImageService:
                        tags: list[str] | tuple[str, ...] = (), manifest_digest: str | None = None,
                        repo_digests: list[str] | tuple[str, ...] = (),
                        progress: Callable[[int, str, str], None] | None = None,
-                       open_layer: Callable[[int], BinaryIO] | None = None) -> str:
+                       open_layer: Callable[[int], BinaryIO] | None = None,
+                       on_abort: Callable[[], None] | None = None) -> str:
         """Record an image whose config, manifest and layer blobs (``[(digest, media
         type)]``) are already in the content store (e.g. just pulled, under a
         :meth:`lease`). Unpacks missing layers (diffIDs checked), tags it and records the
-        ``repo@sha256:...`` digest references. Returns the image ID."""
+        ``repo@sha256:...`` digest references. Returns the image ID.
+
+        ``open_layer(i)``: layer i's bytes (default: its blob); ``on_abort()``: called
+        when a layer failed while others are still being unpacked, to wake readers of
+        ``open_layer`` that wait for bytes (they must then raise)."""
         try:
             cfg = json.loads(config_bytes)
             diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
@@ -718,7 +825,7 @@ class ImageService:
             # ``open_layer`` (pull): layer i's bytes as they arrive, so unpacking
             # overlaps the downloads; it must raise unless the blob was verified
             opener = open_layer or (lambda i: self.content.open(layers[i][0]))
-            top = self._ensure_layers(diff_ids, opener, leases, progress, blob_info)
+            top = self._ensure_layers(diff_ids, opener, leases, progress, blob_info, on_abort)
             image_id, _ = self._store_image(config_bytes, top, tag_refs,
                                             blobs=[d for d, _ in layers],
                                             manifest=manifest_digest)
@@ -1148,8 +1255,24 @@ def _digest_ref(r: refs.Reference) -> refs.Reference:
     return refs.Reference(r.domain, r.path, None, r.digest)
 
 
-class _AlreadyThere(Exception):
+class _Cancelled(InvalidParameter):
     pass
+
+
+class _CancellableReader:
+    """A layer stream that stops (raises) once ``cancel`` is set."""
+
+    def __init__(self, f, cancel: threading.Event):
+        self._f = f
+        self._cancel = cancel
+
+    def read(self, n: int = -1) -> bytes:
+        if self._cancel.is_set():
+            raise _Cancelled("unpack cancelled: another layer failed")
+        return self._f.read(n)
+
+    def readable(self) -> bool:
+        return True
 
 
 def _conflict(sid: str, hard: bool, message: str, used: bool = False) -> Conflict:

@@ -265,6 +265,9 @@ class LayerResult:
     tar_size: int         # uncompressed tar length
     compressed_size: int  # bytes read
     compression: str      # "none" | "gzip" | "zstd"
+    # directories the layer made only because entries lay below them (no entry of their
+    # own), in the order made: :func:`inherit_implicit` gives them their parents' metadata
+    implicit_dirs: tuple[str, ...] = ()
 
 
 class _SafeTarInfo(tarfile.TarInfo):
@@ -337,6 +340,95 @@ def clean_name(name: str, what: str = "entry") -> list[str]:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def _is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def lower_dir_stat(lowers: list, names: list[str]) -> os.stat_result | None:
+    """The stat of directory ``names`` as overlayfs shows it through ``lowers`` (layer
+    directories, nearest first), or None when the merged view has no directory there.
+
+    Resolved component by component as overlayfs does: a file, symlink or whiteout hides
+    the name in every layer below; an opaque directory hides the layers below it. The
+    nearest layer's directory gives the metadata."""
+    layers = [os.fspath(p) for p in lowers]
+    found = None
+    for depth in range(1, len(names) + 1):
+        rel = names[:depth]
+        found = None
+        keep = []
+        for layer in layers:
+            # every component above ``rel`` is a real directory in ``layer`` (not a link)
+            p = os.path.join(layer, *rel)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                break
+            if found is None:
+                found = st
+            keep.append(layer)
+            if _is_opaque(p):
+                break
+        if found is None:
+            return None
+        layers = keep
+    return found
+
+
+def inherit_implicit(target: str | os.PathLike, paths, lowers: list) -> None:
+    """Give a layer's implicitly made directories (``LayerResult.implicit_dirs``) the
+    metadata they would have had if the layer had been unpacked over ``lowers``
+    (its parents' directories, nearest first), as :func:`apply_layer` does when given
+    ``lowers``: mode, owner and times of the directory the parents show there; one
+    the parents lack keeps 0755, taking the group and setgid bit of an implicit parent
+    that turned out setgid, as mkdir would have. Lets layers be unpacked before their
+    parents are."""
+    root = os.open(os.fspath(target), _DIR_FLAGS)
+    seen: set[tuple[str, ...]] = set()
+    try:
+        for rel in paths:
+            names = [n for n in rel.split("/") if n]
+            if not names:
+                continue
+            seen.add(tuple(names))
+            fds = [os.dup(root)]
+            try:
+                for n in names:
+                    try:
+                        fds.append(os.open(n, _DIR_FLAGS, dir_fd=fds[-1]))
+                    except OSError:
+                        break   # replaced or removed by a later entry: nothing to give
+                else:
+                    _inherit(fds[-1], fds[-2], lower_dir_stat(lowers, names),
+                             tuple(names[:-1]) in seen)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+    finally:
+        os.close(root)
+
+
+def _inherit(fd: int, parent: int, st: os.stat_result | None, parent_implicit: bool) -> None:
+    # (changing a directory's owner, mode or times changes no other directory's mtime,
+    # so the order they are given in does not matter)
+    if st is not None:
+        os.fchown(fd, st.st_uid, st.st_gid)
+        os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return
+    if not parent_implicit:
+        return   # the parent had its final metadata when mkdir ran
+    pst, own = os.fstat(parent), os.fstat(fd)
+    if pst.st_mode & stat.S_ISGID and not own.st_mode & stat.S_ISGID:
+        os.fchown(fd, -1, pst.st_gid)
+        os.fchmod(fd, stat.S_IMODE(own.st_mode) | stat.S_ISGID)
+
+
 class Root:
     """A directory fd and in-root resolution of parent components."""
 
@@ -346,7 +438,8 @@ class Root:
         # overlay parents (nearest first): a directory this layer creates only implicitly
         # takes its mode, owner and times from them, so the merged view keeps them
         self.lowers = [os.fspath(p) for p in lowers or []]
-        self.implicit: list[tuple[list[str], int, int]] = []
+        # every directory made implicitly: (path components, inode, inherited times or None)
+        self.implicit: list[tuple[list[str], int, tuple[int, int] | None]] = []
         # resolved directories of this layer, by the path asked for: valid until
         # something is removed or replaced (which is when invalidate() is called)
         self._cache: dict[tuple[str, ...], int] = {}
@@ -368,19 +461,17 @@ class Root:
         self._cache.clear()
 
     def _mkdir_implicit(self, cur: int, comp: str, names: list[str]) -> None:
-        for lower in self.lowers:
-            try:
-                st = os.lstat(os.path.join(lower, *names, comp))
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                os.mkdir(comp, 0o700, dir_fd=cur)
-                os.chown(comp, st.st_uid, st.st_gid, dir_fd=cur, follow_symlinks=False)
-                os.chmod(comp, stat.S_IMODE(st.st_mode), dir_fd=cur)
-                self.implicit.append(([*names, comp], st.st_atime_ns, st.st_mtime_ns))
-                return
-            break
-        os.mkdir(comp, 0o755, dir_fd=cur)
+        st = lower_dir_stat(self.lowers, [*names, comp]) if self.lowers else None
+        if st is None:
+            os.mkdir(comp, 0o755, dir_fd=cur)
+            times = None
+        else:
+            os.mkdir(comp, 0o700, dir_fd=cur)
+            os.chown(comp, st.st_uid, st.st_gid, dir_fd=cur, follow_symlinks=False)
+            os.chmod(comp, stat.S_IMODE(st.st_mode), dir_fd=cur)
+            times = (st.st_atime_ns, st.st_mtime_ns)
+        ino = os.stat(comp, dir_fd=cur, follow_symlinks=False).st_ino
+        self.implicit.append(([*names, comp], ino, times))
 
     def close(self) -> None:
         self.invalidate()
@@ -457,6 +548,7 @@ class _Extractor:
         self.whiteout = whiteout
         self.written: set[str] = set()
         self.dirs: list[tuple[list[str], int, int]] = []
+        self.explicit: set[int] = set()     # inodes of directories the layer names
         self.size = 0
 
     def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
@@ -504,6 +596,7 @@ class _Extractor:
             fd = os.open(base, _DIR_FLAGS, dir_fd=dfd)
             try:
                 self._meta_fd(fd, m)
+                self.explicit.add(os.fstat(fd).st_ino)
             finally:
                 os.close(fd)
             self.dirs.append((parts, *_times(m)))
@@ -616,8 +709,16 @@ class _Extractor:
         finally:
             os.close(dfd)
 
+    def implicit_dirs(self) -> list[str]:
+        """Directories made only implicitly (an entry of the layer named them later
+        gets its own metadata), in the order they were made."""
+        return ["/".join(parts) for parts, ino, _ in self.root.implicit
+                if ino not in self.explicit]
+
     def finish(self) -> None:
-        for parts, atime, mtime in reversed(self.root.implicit + self.dirs):
+        inherited = [(parts, *times) for parts, ino, times in self.root.implicit
+                     if times is not None and ino not in self.explicit]
+        for parts, atime, mtime in reversed(inherited + self.dirs):
             try:
                 if not parts:
                     os.utime(self.root.fd, ns=(atime, mtime))
@@ -660,8 +761,11 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
 
     ``tee`` receives the uncompressed tar bytes as they are read (to store the layer
     at the same time). ``lowers`` (overlay mode): the parent layers' directories, nearest
-    first, whose directory metadata implicit parents inherit. Digest mismatches and unsafe or malformed entries raise
-    UnpackError; ``target`` is then partly written and must be discarded."""
+    first, whose directory metadata implicit parents inherit (or leave them out and call
+    :func:`inherit_implicit` once the parents are there). ``digest=False`` skips hashing a
+    compressed stream (the caller verified the blob). Digest mismatches and unsafe or
+    malformed entries raise UnpackError; ``target`` is then partly written and must be
+    discarded."""
     if whiteout not in ("overlay", "delete"):
         raise ValueError(whiteout)
     raw = HashingReader(stream, hashing=False)
@@ -708,7 +812,8 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
         raise UnpackError(f"layer diffID mismatch: got {diff_id}, expected {expected_diff_id}")
     if expected_digest and digest != expected_digest:
         raise UnpackError(f"layer digest mismatch: got {digest}, expected {expected_digest}")
-    return LayerResult(diff_id, digest, ex.size, plain.count, raw.count, comp)
+    return LayerResult(diff_id, digest, ex.size, plain.count, raw.count, comp,
+                       tuple(ex.implicit_dirs()))
 
 
 def digest_layer(stream: BinaryIO) -> tuple[str, str, int]:

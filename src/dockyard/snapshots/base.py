@@ -71,6 +71,9 @@ class Snapshotter:
     name = "base"
     #: how layer whiteouts are applied into ``writable_dir``: "overlay" or "delete"
     whiteout_mode = "delete"
+    #: whether a snapshot's directory holds only its own changes, independent of its
+    #: parent's (then layers can be unpacked side by side and chained when committed)
+    independent_layers = False
 
     def __init__(self, root: str | os.PathLike, store: Store):
         self.root = Path(root) / "snapshots" / self.name
@@ -161,8 +164,14 @@ class Snapshotter:
         self._create("view", key, parent, labels)
         return self.mounts(key)
 
-    def commit(self, name: str, key: str, labels: dict | None = None) -> Info:
-        """Turn active snapshot ``key`` into committed snapshot ``name``."""
+    def commit(self, name: str, key: str, labels: dict | None = None,
+               parent: str | None = None) -> Info:
+        """Turn active snapshot ``key`` into committed snapshot ``name``.
+
+        ``parent``: with a snapshotter whose layers are independent
+        (:attr:`independent_layers`), an active snapshot prepared without a parent can
+        be committed onto committed snapshot ``parent`` (a layer unpacked before its
+        parent was there)."""
         with self.store.tx() as db:
             row = self._row(key)
             if row is None:
@@ -171,11 +180,25 @@ class Snapshotter:
                 raise InvalidParameter(f"snapshot {key} is not active")
             if self._row(name) is not None:
                 raise Conflict(f"snapshot {name} already exists")
+            new_parent = row["parent"]
+            if parent is not None and parent != row["parent"]:
+                prow = self._row(parent)
+                if prow is None:
+                    raise NotFound(f"parent snapshot {parent} does not exist")
+                if prow["kind"] != "committed":
+                    raise InvalidParameter(f"parent snapshot {parent} is not committed")
+                if row["parent"] is not None:
+                    raise InvalidParameter(f"snapshot {key} already has parent {row['parent']}")
+                if not self.independent_layers:
+                    raise InvalidParameter(f"the {self.name} snapshotter cannot give snapshot "
+                                           f"{key} a parent after it was prepared")
+                new_parent = parent
             merged = json.loads(row["labels"] or "{}")
             merged.update(labels or {})
             self._on_commit(self._dir(row["sid"]))
-            db.execute("UPDATE snapshots SET key = ?, kind = 'committed', labels = ? "
-                       "WHERE sid = ?", (name, json.dumps(merged), row["sid"]))
+            db.execute("UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, "
+                       "parent = ? WHERE sid = ?",
+                       (name, json.dumps(merged), new_parent, row["sid"]))
         return self.stat(name)
 
     def remove(self, key: str) -> None:

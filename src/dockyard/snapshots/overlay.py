@@ -21,6 +21,7 @@ def _index_off() -> list[str]:
 class OverlaySnapshotter(Snapshotter):
     name = "overlay"
     whiteout_mode = "overlay"
+    independent_layers = True
 
     def _build(self, tmp: Path, kind: str, parent: Info | None) -> None:
         (tmp / "fs").mkdir(parents=True, mode=0o755)
@@ -61,6 +62,10 @@ class OverlaySnapshotter(Snapshotter):
         """fs directories of the parents of ``key``, nearest first."""
         info = self.stat(key)
         return [self._dir(i.sid) / "fs" for i in self.chain(info.parent)] if info.parent else []
+
+    def chain_dirs(self, key: str) -> list[Path]:
+        """fs directories of ``key`` and its parents, nearest first."""
+        return [self._dir(i.sid) / "fs" for i in self.chain(key)]
 
     def usage(self, key: str) -> dict:
         return dir_usage(self.fs(key))
