@@ -582,3 +582,24 @@ def test_derive_image_without_layer(svc):
     scratch = svc.derive_image(None, changes=['CMD ["x"]'])
     assert svc.inspect(scratch)["RootFS"] == {"Type": "layers"}
     assert svc.prepare_rootfs(scratch, "ctr")[0]["type"] == "bind"
+
+
+def test_distribution_facing_methods(svc, events):
+    """What pull and push use instead of the service's internals."""
+    iid = svc.import_image(io.BytesIO(make_tar([entry("f", data=b"x")])), "reg.example/a/b", "v1")
+    assert svc.has_image(iid) and not svc.has_image("sha256:" + "0" * 64)
+    assert svc.image_for_reference("reg.example/a/b:v1") == iid
+    assert svc.image_for_reference("reg.example/a/b:nope") is None
+    assert svc.image_for_reference("Not A Ref!") is None
+    chain = svc.inspect(iid)["RootFS"]["Layers"][0]
+    rec = svc.layer_record(chain)
+    assert rec["chain_id"] == chain and rec["parent"] is None and rec["size"] == 1
+    assert svc.layer_record("sha256:" + "1" * 64) is None
+    digest = "sha256:" + "2" * 64
+    svc.add_digest_reference(f"reg.example/a/b@{digest}", iid)
+    assert svc.inspect(iid)["RepoDigests"] == [f"reg.example/a/b@{digest}"]
+    assert svc.image_for_reference(f"reg.example/a/b@{digest}") == iid
+    with pytest.raises(InvalidParameter):
+        svc.add_digest_reference("reg.example/a/b:v2", iid)
+    svc.emit_event("pull", "reg.example/a/b:v1", {"name": "reg.example/a/b"})
+    assert events[-1][:3] == ("image", "pull", "reg.example/a/b:v1")

@@ -91,6 +91,10 @@ class Writer:
         self.offset += len(data)
         return len(data)
 
+    def flush(self) -> None:
+        """Make what was written visible to readers of :meth:`ContentStore.ingest_path`."""
+        self._f.flush()
+
     def copy_from(self, src: BinaryIO, limit: int | None = None) -> int:
         """Copy ``src`` (up to ``limit`` bytes) into the ingest; return bytes copied."""
         n = 0
@@ -234,6 +238,11 @@ class ContentStore:
     # -- writing ---------------------------------------------------------------------
     def _ingest_dir(self, ref: str) -> Path:
         return self.ingest / hashlib.sha256(ref.encode()).hexdigest()
+
+    def ingest_path(self, ref: str) -> Path:
+        """The file an ingest's bytes grow in (to follow a download as it arrives; it
+        is renamed into ``blobs/`` on commit). Never write to it."""
+        return self._ingest_dir(ref) / "data"
 
     def writer(self, ref: str) -> Writer:
         """Open (or resume) the ingest known by ``ref``."""

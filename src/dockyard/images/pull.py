@@ -307,9 +307,7 @@ async def _run(svc, ref: refs.Reference, opts: PullOptions, emit) -> None:
 
 def _event(svc, action: str, ref: refs.Reference) -> None:
     """dockerd's image event: actor = the familiar reference, attribute name."""
-    fn = getattr(svc, "_emit", None)
-    if fn is not None:
-        fn(action, ref.familiar(), {"name": ref.familiar_name})
+    svc.emit_event(action, ref.familiar(), {"name": ref.familiar_name})
 
 
 async def _pull_one(svc, client: RegistryClient, ref: refs.Reference, opts: PullOptions,
@@ -342,10 +340,10 @@ async def _pull_one(svc, client: RegistryClient, ref: refs.Reference, opts: Pull
     config_digest = str(manifest.config.digest)
     repo_digest_ref = f"{ref.name}@{repo_digest}"
     look = str(ref) if not ref.digest else repo_digest_ref
-    before = svc._ref_lookup(look)
+    before = svc.image_for_reference(look)
 
     layers = [(str(d.digest), d.media_type) for d in manifest.layers]
-    if svc._exists(config_digest):
+    if svc.has_image(config_digest):
         config_bytes = svc.get_config_bytes(config_digest)
     else:
         try:
@@ -396,13 +394,13 @@ async def _fetch_and_register(svc, client: RegistryClient, ref: refs.Reference, 
         raise InvalidParameter("foreign layers are not supported")
     config_digest = str(manifest.config.digest)
     chains = chain_ids(diff_ids)
-    image_known = svc._exists(config_digest)
+    image_known = svc.has_image(config_digest)
     abort = threading.Event()
     dls: dict[str, _Download] = {}
     order: list[_Download] = []
     if not image_known:
         for (digest, media), chain, desc in zip(layers, chains, manifest.layers):
-            if svc._layer(chain) is not None:
+            if svc.layer_record(chain) is not None:
                 emit(status("Already exists", short(digest)))
                 continue
             if digest in dls:
@@ -530,7 +528,7 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
     writer = content.writer(ref)
     committed = False
     try:
-        dl.update(path=str(content._ingest_dir(ref) / "data"), written=writer.offset)
+        dl.update(path=str(content.ingest_path(ref)), written=writer.offset)
         failures = 0
         last_sent, last_t = -UPDATE_EVERY, 0.0
         while writer.offset < dl.size or dl.size == 0:
@@ -545,7 +543,7 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
                     def write_block(data: bytes) -> None:
                         # in a thread: hashing and writing leave the event loop free
                         writer.write(data)
-                        writer._f.flush()
+                        writer.flush()
                         dl.update(written=writer.offset)
 
                     async def flush() -> None:

@@ -146,7 +146,7 @@ class _Layer:
 
 def _tags_to_push(svc, ref: refs.Reference) -> list[tuple[refs.Reference, str]]:
     if ref.tag:
-        image_id = svc._ref_lookup(str(ref))
+        image_id = svc.image_for_reference(str(ref))
         if image_id is None:
             raise NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
         return [(ref, image_id)]
@@ -225,7 +225,7 @@ async def _push_one(svc, client: RegistryClient, ref: refs.Reference, image_id: 
     cfg = json.loads(config_bytes)
     diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
     chains = chain_ids(diff_ids)
-    layers = [_Layer(d, c, svc._layer(c)) for d, c in zip(diff_ids, chains)]
+    layers = [_Layer(d, c, svc.layer_record(c)) for d, c in zip(diff_ids, chains)]
     top_down = list(reversed(layers))
     seen: set[str] = set()
     unique = []
@@ -268,8 +268,7 @@ async def _push_one(svc, client: RegistryClient, ref: refs.Reference, image_id: 
     sources.add(ref.domain, repo, [layer.push_digest for layer in layers])
     # the pushed digest becomes one of the image's RepoDigests, as dockerd records it
     try:
-        with svc._lock, svc.store.tx() as db:
-            svc._set_ref(db, refs.parse(f"{ref.name}@{digest}"), image_id, kind="digest")
+        svc.add_digest_reference(f"{ref.name}@{digest}", image_id)
     except Exception:
         pass
     from dockyard.images.pull import _event

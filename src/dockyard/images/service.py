@@ -97,6 +97,33 @@ class ImageService:
             except Exception:
                 pass
 
+    # -- for pull, push and load ------------------------------------------------------
+    def emit_event(self, action: str, actor: str, attrs: dict) -> None:
+        """Publish an image event (``pull``, ``push``, ...) as the service's own."""
+        self._emit(action, actor, attrs)
+
+    def image_for_reference(self, name: str) -> str | None:
+        """The image a reference (``repo:tag`` or ``repo@digest``) names, or None; no
+        ID prefix search, no error."""
+        return self._ref_lookup(name)
+
+    def has_image(self, image_id: str) -> bool:
+        return self._exists(image_id)
+
+    def layer_record(self, chain: str) -> dict | None:
+        """The layer of chain ID ``chain`` if it is unpacked here: {"chain_id", "diff_id",
+        "parent", "size", "blob_digest", "media_type", "created"}, or None."""
+        row = self._layer(chain)
+        return dict(zip(row.keys(), row)) if row is not None else None
+
+    def add_digest_reference(self, name: str, image_id: str) -> None:
+        """Record ``repo@sha256:...`` as one of the image's RepoDigests."""
+        r = refs.parse_normalized(name)
+        if not r.digest:
+            raise InvalidParameter(f"{name}: not a digest reference")
+        with self._lock, self.store.tx() as db:
+            self._set_ref(db, _digest_ref(r), image_id, kind="digest")
+
     def _users(self, image_id: str) -> list[tuple[str, bool]]:
         out = []
         for u in self._usage(image_id) or []:
