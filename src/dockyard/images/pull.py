@@ -536,22 +536,26 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
                 stream = await client.open_blob(repo, dl.digest, writer.offset)
                 try:
                     skip = writer.offset - stream.offset
-                    buf = bytearray()
+                    buf: list[bytes] = []       # chunks as received (no copying them together)
+                    buffered = 0
                     received = writer.offset
                     pending: list = []
 
-                    def write_block(data: bytes) -> None:
+                    def write_block(chunks: list[bytes]) -> None:
                         # in a thread: hashing and writing leave the event loop free
-                        writer.write(data)
+                        for c in chunks:
+                            writer.write(c)
                         writer.flush()
                         dl.update(written=writer.offset)
 
                     async def flush() -> None:
+                        nonlocal buffered
                         # at most one block in flight per download, overlapping the next
                         if pending:
                             await pending.pop()
-                        pending.append(loop.run_in_executor(None, write_block, bytes(buf)))
+                        pending.append(loop.run_in_executor(None, write_block, buf[:]))
                         buf.clear()
+                        buffered = 0
 
                     try:
                         async for chunk in stream.chunks():
@@ -560,12 +564,13 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
                                     skip -= len(chunk)
                                     continue
                                 chunk, skip = chunk[skip:], 0
-                            buf += chunk
+                            buf.append(chunk)
+                            buffered += len(chunk)
                             received += len(chunk)
                             if received > dl.size:
                                 raise RegistryError(ErrorCode.SIZE_INVALID, f"blob {dl.digest} "
                                                     f"is larger than its descriptor says ({dl.size})")
-                            if len(buf) < FLUSH_EVERY:
+                            if buffered < FLUSH_EVERY:
                                 continue
                             await flush()
                             now = time.monotonic()
