@@ -26,6 +26,17 @@ _lock = _thread.allocate_lock()
 _state = {"stop": False, "deadline": 0.0, "running": None}
 
 
+def _after_fork_in_child() -> None:
+    # Only the forking thread survives a fork: a warming thread of the parent is not
+    # ours to wait for, and its lock may have been held at the moment of the fork.
+    global _lock
+    _lock = _thread.allocate_lock()
+    _state.update(stop=False, deadline=0.0, running=None)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _own_procs_files() -> list[str]:
     out = []
     try:

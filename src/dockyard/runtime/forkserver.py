@@ -31,8 +31,7 @@ PRELOAD = ("dockyard.runtime.cli", "dockyard.runtime.commands", "dockyard.runtim
            "dockyard.runtime.spec", "dockyard.runtime.cgroups", "dockyard.runtime.cgroups.v1",
            "dockyard.runtime.cgroups.v2", "dockyard.runtime.execproc",
            "dockyard.runtime.seccomp", "dockyard.runtime.cgwarm", "dockyard.runtime.process",
-           "dockyard.runtime.rootfs", "dockyard.runtime.caps", "json", "subprocess", "base64",
-           "hashlib", "_sha256", "pwd", "termios", "tty")
+           "dockyard.runtime.rootfs", "dockyard.runtime.caps", "json", "base64", "_sha256")
 
 
 def encode_request(req_id: int, argv: list[str], cwd: str) -> bytes:
@@ -71,17 +70,14 @@ def _recv(sock):
     return data, list(fds)
 
 
-def _worker(sock, wake_r: int, wake_w: int, msg: dict, fds: list[int]) -> None:
-    """In the forked worker: become `dockyard-runc ARGV` and exit with its code."""
+def _worker(msg: dict, fds: list[int]) -> None:
+    """In a worker: become `dockyard-runc ARGV` and exit with its code."""
     import signal
     code = 1
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        sock.close()
-        os.close(wake_r)
-        os.close(wake_w)
         os.setsid()
         for target, fd in enumerate(fds[:3]):
             os.dup2(fd, target)
@@ -108,15 +104,56 @@ def _worker(sock, wake_r: int, wake_w: int, msg: dict, fds: list[int]) -> None:
             os._exit(code & 0xFF)
 
 
+class _Spare:
+    """A worker forked ahead of time, waiting for its one request: the fork (and the
+    copy-on-write faults right after it) happens while nobody waits for it."""
+
+    def __init__(self, close_in_child: list) -> None:
+        import socket
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                for c in close_in_child:
+                    c() if callable(c) else os.close(c)
+                import gc
+                gc.disable()   # a short life: no collector walking (and copying) shared pages
+                data, fds = _recv(theirs)
+                if not data:
+                    os._exit(0)
+                theirs.close()
+                msg = decode(data)
+            except BaseException:  # noqa: BLE001
+                os._exit(1)
+            _worker(msg, fds)
+        theirs.close()
+        self.pid, self.sock = pid, ours
+
+    def hand(self, data: bytes, fds: list[int]) -> None:
+        import socket
+        self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        self.sock.close()
+
+    def dismiss(self) -> None:
+        self.sock.close()   # end of file: it exits
+
+
 def serve(sock) -> int:
+    import gc
+    import json
     import select
     import signal
     _preload()
+    gc.collect()
+    gc.freeze()   # workers' collections never touch (and so never copy) the preloaded objects
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    in_child = [sock.close, wake_r, wake_w]
     running: dict[int, int] = {}   # worker pid -> request id
+    spare = _Spare(in_child)
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     poller.register(wake_r, select.POLLIN)
@@ -136,6 +173,9 @@ def serve(sock) -> int:
             if not data:
                 open_ = False
                 poller.unregister(sock.fileno())
+                if spare is not None:
+                    spare.dismiss()
+                    spare = None
                 for f in fds:
                     os.close(f)
                 continue
@@ -145,13 +185,21 @@ def serve(sock) -> int:
                 for f in fds:
                     os.close(f)
                 continue
-            pid = os.fork()
-            if pid == 0:
-                _worker(sock, wake_r, wake_w, msg, fds)
+            for attempt in (1, 2):
+                try:
+                    spare.hand(data, fds)
+                    running[spare.pid] = msg["id"]
+                    break
+                except OSError:   # the spare died (killed?): fork a fresh one, once
+                    spare.dismiss()
+                    spare = _Spare(in_child)
+            else:
+                sock.send(json.dumps({"id": msg["id"], "status": 255 << 8}).encode())
             for f in fds:
                 os.close(f)
-            running[pid] = msg["id"]
-        while running:
+            if spare.pid in running:
+                spare = _Spare(in_child)
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -161,7 +209,6 @@ def serve(sock) -> int:
                 break
             req = running.pop(pid, None)
             if req is not None and open_:
-                import json
                 try:
                     sock.send(json.dumps({"id": req, "status": status}).encode())
                 except OSError:

@@ -96,6 +96,7 @@ class Task:
     # live state, not persisted
     stdin_fd: int | None = None
     out_fds: dict = field(default_factory=dict)   # fd -> stream number
+    drained: asyncio.Event | None = None          # set when the last output fd closes
     log: JSONLogWriter | None = None
     attachments: list = field(default_factory=list)
     exit_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -199,9 +200,13 @@ class Supervisor:
 
     async def _task_exited(self, task: Task, code: int) -> None:
         # Let the streams drain: the process may have written just before exiting.
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        while task.out_fds and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        if task.out_fds:
+            task.drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(task.drained.wait(), DRAIN_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass
+            task.drained = None
         for fd in list(task.out_fds):
             self._close_out(task, fd)
         if task.log:
@@ -256,6 +261,8 @@ class Supervisor:
     def _close_out(self, task: Task, fd: int) -> None:
         if task.out_fds.pop(fd, None) is None:
             return
+        if not task.out_fds and task.drained is not None:
+            task.drained.set()
         asyncio.get_running_loop().remove_reader(fd)
         if task.tty and fd == task.stdin_fd:
             return  # the pty master is also stdin: closed with it
