@@ -496,13 +496,19 @@ class ContainerService:
         return False
 
     async def _cleanup_after_stop(self, c: dict) -> None:
-        await self._runtime_cleanup(c)
-        if self.network is not None:
+        # Independent steps, run side by side: the runtime's delete (cgroups, state),
+        # the network endpoint, the rootfs mount (detached lazily).
+        async def network() -> None:
+            if self.network is None:
+                return
             try:
                 await self.network.detach(c)
             except Exception as e:  # noqa: BLE001 - cleanup goes on
                 log.warning("network detach of %s: %s", c["Id"][:12], e)
-        await asyncio.to_thread(_unmount_rootfs, os.path.join(self._dir(c["Id"]), "rootfs"))
+
+        await asyncio.gather(
+            self._runtime_cleanup(c), network(),
+            asyncio.to_thread(_unmount_rootfs, os.path.join(self._dir(c["Id"]), "rootfs")))
 
     async def _runtime_cleanup(self, c: dict) -> None:
         # Both runtimes keep a container's state in <root>/<id>: no state, nothing to delete
@@ -637,12 +643,18 @@ class ContainerService:
     async def _finish_remove(self, c: dict) -> None:
         cid = c["Id"]
         await self._cleanup_after_stop(c)
-        try:
-            await self.sup.request("forget", id=cid)
-        except errors.DockyardError as e:
-            log.warning("supervisor forget %s: %s", cid[:12], e)
-        await asyncio.to_thread(self.images.remove_rootfs, cid)
-        shutil.rmtree(self._dir(cid), ignore_errors=True)
+
+        async def forget() -> None:
+            try:
+                await self.sup.request("forget", id=cid)
+            except errors.DockyardError as e:
+                log.warning("supervisor forget %s: %s", cid[:12], e)
+
+        def remove_files() -> None:
+            self.images.remove_rootfs(cid)
+            shutil.rmtree(self._dir(cid), ignore_errors=True)
+
+        await asyncio.gather(forget(), asyncio.to_thread(remove_files))
         self.store.delete(cid)
         self.containers.pop(cid, None)
         self.emit("container", "destroy", cid, self._attrs(c))
