@@ -58,13 +58,18 @@ CAPABILITIES: dict[str, int] = {
 SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
+_last_cap: list[int] = []
+
+
 def last_cap() -> int:
-    """Highest capability the running kernel knows."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return max(CAPABILITIES.values())
+    """Highest capability the running kernel knows (read once per process)."""
+    if not _last_cap:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as f:
+                _last_cap.append(int(f.read()))
+        except OSError:
+            return max(CAPABILITIES.values())
+    return _last_cap[0]
 
 
 def normalize(name: str) -> str:
