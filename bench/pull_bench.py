@@ -208,14 +208,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pull-bench-", dir="/var/tmp"))
     try:
         archive = work / "image.tar"
-        print(f"making a {a.layers}x{a.layer_mb} MB image ...", flush=True)
+        print(f"making a {a.layers}x{a.layer_mb} MB image ... (load average "
+              f"{os.getloadavg()[0]:.2f})", flush=True)
         make_archive(archive, a.layers, a.layer_mb)
         res = {}
         if a.only in (None, "dockyard"):
             res["dockyard"] = bench_dockyard(archive, work, a.reps)
         if a.only in (None, "docker"):
             res["docker"] = bench_docker(archive, work, a.reps)
-        print(f"\n{a.layers} layers x {a.layer_mb} MB, {a.reps} reps, medians:")
+        print(f"\n{a.layers} layers x {a.layer_mb} MB, {a.reps} reps, load average at the end "
+              f"{os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min); medians:")
         for k, (pu, pl) in res.items():
             print(f"  {k:9s} push {statistics.median(pu):7.2f}s   pull {statistics.median(pl):7.2f}s")
         if len(res) == 2:

@@ -10,9 +10,10 @@ fetched. Otherwise missing layers (by chain ID) are downloaded, three at a
 time, through resumable content-store ingests named ``pull-<digest>``: a
 connection that breaks mid-layer resumes with ``Range`` from the ingest's
 offset. Each layer is unpacked *while* it downloads (the unpacker tails the
-ingest file) and its snapshot is committed only after the blob's digest and
-the layer's diffID both verified. Finally the image is registered with its tag
-and its ``repo@sha256:...`` digest reference.
+ingest file; with the overlay snapshotter layers unpack side by side, see
+``ImageService._ensure_layers``) and its snapshot is committed, in chain order,
+only after the blob's digest and the layer's diffID both verified. Finally the
+image is registered with its tag and its ``repo@sha256:...`` digest reference.
 """
 
 from __future__ import annotations
