@@ -115,4 +115,22 @@ def test_supervisor_killed_daemon_recovers(crashy):
     out, _ = waiter.communicate(timeout=60)
     assert int(out.strip()) != 0
     assert json.loads(d.out("inspect", "victim"))[0]["State"]["Status"] == "exited"
-    # (left: a new `docker run` after the supervisor was replaced still hangs; see the report)
+    # the replaced supervisor runs new containers, and their exits are seen
+    r = subprocess.run([DOCKER, "run", "--rm", "busybox", "echo", "after"], env=d.env,
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "after\n"), r.stderr
+
+
+def test_run_right_after_the_supervisor_is_killed(crashy):
+    """The first request after the supervisor died starts a new one; the run's exit is
+    seen even if it happened before the daemon's event stream reconnected."""
+    import os
+    import signal as sg
+
+    d = crashy
+    os.kill(d.supervisor_pid(), sg.SIGKILL)
+    for word in ("one", "two"):
+        r = subprocess.run([DOCKER, "run", "--rm", "busybox", "echo", word], env=d.env,
+                           capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stdout) == (0, word + "\n"), r.stderr
+    assert d.out("ps", "-aq").strip() == ""

@@ -160,10 +160,9 @@ def test_exit_event_is_published(supervisor, tmp_path, busybox_rootfs):
     async def go():
         ac = supclient.AsyncClient(supervisor["path"])
         events = ac.subscribe()
-        first = asyncio.ensure_future(events.__anext__())
-        await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(events.__anext__(), 20) == {"subscribed": True}
         await ac.request("start", id=cid)
-        ev = await asyncio.wait_for(first, 20)
+        ev = await asyncio.wait_for(events.__anext__(), 20)
         await events.aclose()
         await ac.close()
         return ev

@@ -74,6 +74,8 @@ class ContainerService:
         self._pending_attach: dict[str, list] = {}
         self._restart_pending: set[str] = set()
         self._reserved_names: set[str] = set()
+        if hasattr(supervisor, "replace_dead"):
+            supervisor.replace_dead = self._replace_dead_supervisor
         os.makedirs(os.path.join(root, "containers"), exist_ok=True)
 
     # ---- lookup ----------------------------------------------------------------------
@@ -148,7 +150,9 @@ class ContainerService:
         while True:
             try:
                 async for ev in self.sup.subscribe():
-                    if ev.get("kind") == "container":
+                    if ev.get("subscribed"):
+                        await self._reconcile_exits()
+                    elif ev.get("kind") == "container":
                         asyncio.ensure_future(self._on_exit(ev["id"], ev["exit_code"], ev["time"],
                                                            pid=ev.get("pid", 0)))
                     elif ev.get("kind") == "exec" and ev["id"] in self.execs:
@@ -177,13 +181,27 @@ class ContainerService:
             log.warning("could not restart the supervisor: %s", e)
             return
         log.warning("supervisor restarted; containers it ran are recorded as exited")
+        self._record_exits(tasks)
+
+    async def _reconcile_exits(self) -> None:
+        """Exits that happened while no event stream was connected (a lost supervisor
+        connection, a restarted supervisor) are read from the supervisor's task list."""
+        try:
+            tasks = {t["id"]: t for t in (await self.sup.request("list"))["tasks"]}
+        except (OSError, errors.DockyardError) as e:
+            log.warning("could not list the supervisor's tasks: %s", e)
+            return
+        self._record_exits(tasks)
+
+    def _record_exits(self, tasks: dict) -> None:
         for cid, c in list(self.containers.items()):
             t = tasks.get(cid)
             if c["State"]["Status"] in ("running", "paused", "restarting") and (
                     t is None or t["status"] == "exited"):
                 code = (t or {}).get("exit_code")
                 asyncio.ensure_future(self._on_exit(cid, 255 if code is None else code,
-                                                    (t or {}).get("finished_at") or now()))
+                                                    (t or {}).get("finished_at") or now(),
+                                                    pid=(t or {}).get("pid") or 0))
 
     async def close(self) -> None:
         if self._watch_task:

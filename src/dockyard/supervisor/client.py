@@ -90,8 +90,28 @@ class AsyncClient:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        # Called when the supervisor's socket refuses us (it was killed): the owner starts
+        # a new one (and reconciles); the request is then tried once more.
+        self.replace_dead = None
+        self._replacing = False
 
     async def _connect(self) -> asyncio.StreamWriter:
+        try:
+            return await self._connect_once()
+        except (ConnectionRefusedError, FileNotFoundError) as e:
+            if self.replace_dead is None or self._replacing:
+                raise errors.Unavailable(f"the supervisor is not running: {e}") from None
+        self._replacing = True
+        try:
+            await self.replace_dead()
+        finally:
+            self._replacing = False
+        try:
+            return await self._connect_once()
+        except OSError as e:
+            raise errors.Unavailable(f"the supervisor is not running: {e}") from None
+
+    async def _connect_once(self) -> asyncio.StreamWriter:
         async with self._lock:
             if self._writer is None or self._writer.is_closing():
                 reader, writer = await asyncio.open_unix_connection(self.path)
@@ -145,12 +165,19 @@ class AsyncClient:
                 for msg in dec.feed(data):
                     if "event" in msg:
                         yield msg
+                    elif msg.get("ok"):
+                        # the subscription is in place: what exited before it must be
+                        # asked for (``list``), everything after it arrives here
+                        yield {"subscribed": True}
         finally:
             writer.close()
 
     async def open_stream(self, op: str, **fields):
         """Send an ``attach`` (or attached ``exec``); return (reply, reader, writer)."""
-        reader, writer = await asyncio.open_unix_connection(self.path)
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.path)
+        except OSError as e:
+            raise errors.Unavailable(f"the supervisor is not running: {e}") from None
         writer.write(protocol.encode_message({"op": op, **fields}))
         line = await reader.readline()
         if not line:
