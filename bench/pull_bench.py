@@ -8,7 +8,8 @@
 The same CLI drives both, so the numbers compare the engines and registries.
 Layers are random data (incompressible: the worst case for gzip). Every push
 goes to a fresh registry, every pull into an empty image store. Prints the
-median of each and the ratios (target: Dockyard's pull >= 1.5x faster).
+median of each and the ratios (target: Dockyard's pull >= 1.5x faster). Reps
+alternate between the engines, so that load from elsewhere falls on both alike.
 
     python3 bench/pull_bench.py [--layers 5] [--layer-mb 100] [--reps 3]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -148,54 +150,73 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def bench_dockyard(archive: Path, work: Path, reps: int) -> tuple[list[float], list[float]]:
-    pushes, pulls = [], []
-    for r in range(reps):
-        # a fresh source store each time: the push compresses the layers again, as
-        # dockerd's does for a registry it has not pushed to
-        src = ApiServer(work / f"dy-src{r}")
-        try:
-            with open(archive, "rb") as f:
-                list(src.svc.load_images(f))
-            with running_registry(work / f"dy-reg{r}") as reg:
-                name = f"{reg.addr}/bench/img:v1"
-                src.svc.tag("bench/img:v1", f"{reg.addr}/bench/img", "v1")
-                pushes.append(timed(lambda: src.docker("push", "-q", name)))
-                dst = ApiServer(work / f"dy-dst{r}")
-                try:
-                    pulls.append(timed(lambda: dst.docker("pull", "-q", name)))
-                    assert dst.svc.inspect(name)["Id"] == src.svc.inspect(name)["Id"]
-                finally:
-                    dst.close()
-                    shutil.rmtree(work / f"dy-dst{r}", ignore_errors=True)
-        finally:
-            src.close()
-            shutil.rmtree(work / f"dy-src{r}", ignore_errors=True)
-            shutil.rmtree(work / f"dy-reg{r}", ignore_errors=True)
-        print(f"  dockyard rep {r}: push {pushes[-1]:.2f}s pull {pulls[-1]:.2f}s", flush=True)
-    return pushes, pulls
+def dockyard_rep(archive: Path, work: Path, r: int) -> tuple[float, float]:
+    """One push and one pull through Dockyard: (push seconds, pull seconds)."""
+    # a fresh source store each time: the push compresses the layers again, as
+    # dockerd's does for a registry it has not pushed to
+    src = ApiServer(work / f"dy-src{r}")
+    try:
+        with open(archive, "rb") as f:
+            list(src.svc.load_images(f))
+        with running_registry(work / f"dy-reg{r}") as reg:
+            name = f"{reg.addr}/bench/img:v1"
+            src.svc.tag("bench/img:v1", f"{reg.addr}/bench/img", "v1")
+            push = timed(lambda: src.docker("push", "-q", name))
+            dst = ApiServer(work / f"dy-dst{r}")
+            try:
+                pull = timed(lambda: dst.docker("pull", "-q", name))
+                assert dst.svc.inspect(name)["Id"] == src.svc.inspect(name)["Id"]
+            finally:
+                dst.close()
+                shutil.rmtree(work / f"dy-dst{r}", ignore_errors=True)
+    finally:
+        src.close()
+        shutil.rmtree(work / f"dy-src{r}", ignore_errors=True)
+        shutil.rmtree(work / f"dy-reg{r}", ignore_errors=True)
+    return push, pull
 
 
-def bench_docker(archive: Path, work: Path, reps: int) -> tuple[list[float], list[float]]:
-    pushes, pulls = [], []
-    with running_dockerd(work / "dockerd") as d:
-        d.docker("load", "-i", str(archive))
+def docker_rep(d, work: Path, r: int) -> tuple[float, float]:
+    """One push and one pull through dockerd (which has bench/img:v1 loaded)."""
+    rdir = work / f"dr{r}"
+    rdir.mkdir()
+    try:
+        with running_docker_registry(rdir) as addr:
+            name = f"{addr}/bench/img:v1"
+            d.docker("tag", "bench/img:v1", name)
+            push = timed(lambda: d.docker("push", "-q", name, timeout=1800))
+            d.docker("rmi", name)
+            # keep bench/img:v1 for the next push; pull into a store without the layers:
+            d.docker("rmi", "bench/img:v1")
+            pull = timed(lambda: d.docker("pull", "-q", name, timeout=1800))
+            d.docker("tag", name, "bench/img:v1")
+            d.docker("rmi", name)
+    finally:
+        shutil.rmtree(rdir, ignore_errors=True)
+    return push, pull
+
+
+def run(archive: Path, work: Path, reps: int, only: str | None) -> dict:
+    """Reps alternate between the two engines, so that load from elsewhere on the
+    machine falls on both alike."""
+    res: dict[str, tuple[list[float], list[float]]] = {}
+    with contextlib.ExitStack() as stack:
+        d = None
+        if only in (None, "docker"):
+            d = stack.enter_context(running_dockerd(work / "dockerd"))
+            d.docker("load", "-i", str(archive))
         for r in range(reps):
-            rdir = work / f"dr{r}"
-            rdir.mkdir()
-            with running_docker_registry(rdir) as addr:
-                name = f"{addr}/bench/img:v1"
-                d.docker("tag", "bench/img:v1", name)
-                pushes.append(timed(lambda: d.docker("push", "-q", name, timeout=1800)))
-                d.docker("rmi", name)
-                # keep bench/img:v1 for the next push; pull into a store without the layers:
-                d.docker("rmi", "bench/img:v1")
-                pulls.append(timed(lambda: d.docker("pull", "-q", name, timeout=1800)))
-                d.docker("tag", name, "bench/img:v1")
-                d.docker("rmi", name)
-            shutil.rmtree(rdir, ignore_errors=True)
-            print(f"  dockerd  rep {r}: push {pushes[-1]:.2f}s pull {pulls[-1]:.2f}s", flush=True)
-    return pushes, pulls
+            for kind in ("dockyard", "docker"):
+                if only not in (None, kind):
+                    continue
+                push, pull = dockyard_rep(archive, work, r) if kind == "dockyard" \
+                    else docker_rep(d, work, r)
+                pushes, pulls = res.setdefault(kind, ([], []))
+                pushes.append(push)
+                pulls.append(pull)
+                print(f"  {kind:8s} rep {r}: push {push:.2f}s pull {pull:.2f}s   "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    return res
 
 
 def main() -> int:
@@ -211,11 +232,7 @@ def main() -> int:
         print(f"making a {a.layers}x{a.layer_mb} MB image ... (load average "
               f"{os.getloadavg()[0]:.2f})", flush=True)
         make_archive(archive, a.layers, a.layer_mb)
-        res = {}
-        if a.only in (None, "dockyard"):
-            res["dockyard"] = bench_dockyard(archive, work, a.reps)
-        if a.only in (None, "docker"):
-            res["docker"] = bench_docker(archive, work, a.reps)
+        res = run(archive, work, a.reps, a.only)
         print(f"\n{a.layers} layers x {a.layer_mb} MB, {a.reps} reps, load average at the end "
               f"{os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min); medians:")
         for k, (pu, pl) in res.items():
@@ -224,6 +241,8 @@ def main() -> int:
             (dpu, dpl), (kpu, kpl) = res["dockyard"], res["docker"]
             print(f"  ratio (dockerd / dockyard): push {statistics.median(kpu) / statistics.median(dpu):.2f}x"
                   f"   pull {statistics.median(kpl) / statistics.median(dpl):.2f}x")
+            per_rep = [k / d for k, d in zip(kpl, dpl)]
+            print(f"  pull ratio rep by rep: {min(per_rep):.2f}x - {max(per_rep):.2f}x")
     finally:
         subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
