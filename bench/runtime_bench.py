@@ -67,6 +67,8 @@ def main() -> int:
             "dockyard (runtime_argv)": lambda i: [*lean, "--root", str(tmp / "dy-state"), "run",
                                                "--bundle", str(tmp / "bundle"), f"s{i}"],
         }
+        # the floor under any Python runtime: starting and stopping the interpreter
+        variants["(python -S -E -c pass)"] = lambda i: [lean[0], "-S", "-E", "-c", "pass"]
         times: dict[str, list[float]] = {k: [] for k in variants}
         for name, make in variants.items():     # warm-up (page cache, pyc)
             _time(make("warm"), env)
