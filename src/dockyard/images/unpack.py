@@ -184,18 +184,44 @@ def detect_compression(prefix: bytes) -> str:
     return "none"
 
 
+def _gzip_header_len(b: bytes) -> int | None:
+    """Length of the gzip member header at the start of ``b`` (None: more bytes needed)."""
+    if len(b) < 10:
+        return None
+    if b[2] != 8:
+        raise gzip.BadGzipFile("Unknown compression method")
+    flags, pos = b[3], 10
+    if flags & 4:                                   # FEXTRA
+        if len(b) < pos + 2:
+            return None
+        pos += 2 + int.from_bytes(b[pos:pos + 2], "little")
+    for bit in (8, 16):                             # FNAME, FCOMMENT: zero-terminated
+        if flags & bit:
+            end = b.find(b"\0", pos)
+            if end < 0:
+                return None
+            pos = end + 1
+    if flags & 2:                                   # FHCRC
+        pos += 2
+    return pos if len(b) >= pos else None
+
+
 class Gunzip:
     """A reader of the uncompressed bytes of a gzip stream (several members allowed, as
     zero padding between and after them), zlib doing the work in 1 MiB steps.
 
     Errors as :class:`gzip.GzipFile` raises them: ``EOFError`` for a stream that ends
     inside a member, :class:`gzip.BadGzipFile` for bytes that are not a member,
-    ``zlib.error`` for corrupt data or a wrong CRC/length."""
+    ``zlib.error`` for corrupt data or a wrong CRC/length. With ``check=False`` the
+    members' CRC-32 and length are not checked (twice as fast; for a caller that
+    checks the uncompressed bytes' digest anyway)."""
 
-    def __init__(self, src, chunk: int = CHUNK):
+    def __init__(self, src, chunk: int = CHUNK, check: bool = True):
         self._src = src
         self._chunk = chunk
+        self._check = check
         self._d = None            # the member being decompressed
+        self._trailer = 0         # bytes of a member's trailer still to skip (check=False)
         self._in = b""
         self._eof = False
 
@@ -209,6 +235,9 @@ class Gunzip:
         self._in = self._in + b if self._in else b
         return True
 
+    def _ended(self) -> EOFError:
+        return EOFError("Compressed file ended before the end-of-stream marker was reached")
+
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             parts = []
@@ -218,27 +247,43 @@ class Gunzip:
                     return b"".join(parts)
                 parts.append(b)
         while not self._eof and n:
+            if self._trailer:
+                if not self._in and not self._fill():
+                    raise self._ended()
+                skip = min(self._trailer, len(self._in))
+                self._in = self._in[skip:]
+                self._trailer -= skip
+                continue
             if self._d is None:
                 # between members: skip zero padding, then a member must start
                 self._in = self._in.lstrip(b"\0")
                 if len(self._in) < 2 and not self._fill():
                     if self._in:
-                        raise EOFError("Compressed file ended before the end-of-stream "
-                                       "marker was reached")
+                        raise self._ended()
                     self._eof = True
                     break
                 if len(self._in) < 2:
                     continue
                 if self._in[:2] != GZIP_MAGIC:
                     raise gzip.BadGzipFile(f"Not a gzipped file ({self._in[:2]!r})")
-                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                if self._check:
+                    self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                else:
+                    hlen = _gzip_header_len(self._in)
+                    if hlen is None:
+                        if not self._fill():
+                            raise self._ended()
+                        continue
+                    self._in = self._in[hlen:]
+                    self._d = zlib.decompressobj(-zlib.MAX_WBITS)
             if not self._in and not self._fill():
-                raise EOFError("Compressed file ended before the end-of-stream marker was "
-                               "reached")
+                raise self._ended()
             out = self._d.decompress(self._in, n)
             if self._d.eof:
                 self._in = self._d.unused_data
                 self._d = None
+                if not self._check:
+                    self._trailer = 8       # CRC-32 and length, not checked
             else:
                 self._in = self._d.unconsumed_tail
             if out:
@@ -246,11 +291,12 @@ class Gunzip:
         return b""
 
 
-def decompressed(src: HashingReader) -> tuple[BinaryIO, str]:
-    """Return a reader of the uncompressed bytes of ``src`` and the compression."""
+def decompressed(src: HashingReader, check: bool = True) -> tuple[BinaryIO, str]:
+    """Return a reader of the uncompressed bytes of ``src`` and the compression.
+    ``check=False``: gzip's CRC-32 is not checked (the caller checks a digest)."""
     comp = detect_compression(src.peek(4))
     if comp == "gzip":
-        return Gunzip(src), comp
+        return Gunzip(src, check=check), comp
     if comp == "zstd":
         import zstandard
         return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True), comp
@@ -769,7 +815,8 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
     if whiteout not in ("overlay", "delete"):
         raise ValueError(whiteout)
     raw = HashingReader(stream, hashing=False)
-    dec, comp = decompressed(raw)
+    # with the diffID to check, gzip's CRC-32 adds nothing
+    dec, comp = decompressed(raw, check=not expected_diff_id)
     if comp == "none" or digest or expected_digest:
         raw.hash = hashlib.sha256()
     if comp == "none":
