@@ -12,7 +12,6 @@ import re
 import sys
 import threading
 from datetime import datetime
-from typing import Any, Callable
 
 from dockyard import errors
 from dockyard.cli.cmd_run import require
@@ -20,6 +19,10 @@ from dockyard.cli.docker import CommandError
 from dockyard.cli.format import Context, format_rows
 from dockyard.cli.parser import CommandParser
 from dockyard.cli.units import bytes_size, ellipsis, human_size, since, truncate_id
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 
 def _alias(fn: Callable, command: str) -> Callable:

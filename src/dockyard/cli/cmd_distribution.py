@@ -12,10 +12,13 @@ locally" themselves, as docker does).
 from __future__ import annotations
 
 import sys
-from typing import IO, Iterable
 
 from dockyard.cli.docker import CommandError
 from dockyard.cli.parser import CommandParser
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Iterable
 
 # ------------------------------------------------------------------ progress display
 

@@ -6,13 +6,16 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Any
 
 from dockyard import errors
 from dockyard.cli.docker import CommandError
 from dockyard.cli.format import Context, Template, format_rows
 from dockyard.cli.parser import CommandParser, UsageError
 from dockyard.cli.units import ellipsis, human_size, since, truncate_id
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def familiar(name: str) -> str:

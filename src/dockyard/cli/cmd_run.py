@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from dockyard import errors
 from dockyard.cli.docker import CommandError
 from dockyard.cli.parser import PROG, CommandParser, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def require(p: CommandParser, args: list[str], lo: int, hi: int | None = None) -> None:

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
-from datetime import datetime, timezone
-from typing import Any
 
 from dockyard import errors
 from dockyard.cli.format import Context, format_rows, is_table, render, tabwrite
 from dockyard.cli.parser import CommandParser
 from dockyard.cli.units import bytes_size, human_size
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 # -------------------------------------------------------------------------- version
 
 
 def _ansic(ts: str) -> str:
     """RFC 3339 -> Go's time.ANSIC, as docker version prints Built."""
+    from datetime import datetime
+
     try:
         t = ts.replace("Z", "+00:00")
         if "." in t:
@@ -35,10 +38,24 @@ def _client_build_time() -> str:
     import os
     import dockyard
 
+    from datetime import datetime, timezone
+
     ts = os.stat(dockyard.__file__).st_mtime
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%a %b ") + \
         f"{datetime.fromtimestamp(ts, timezone.utc).day:>2}" + \
         datetime.fromtimestamp(ts, timezone.utc).strftime(" %H:%M:%S %Y")
+
+
+def _python_version() -> str:
+    # platform.python_version() without importing platform (slow to import)
+    v = sys.version.split()[0]
+    return v + ".0" if v.count(".") == 1 else v
+
+
+def _machine() -> str:
+    import os
+
+    return os.uname().machine
 
 
 def cmd_version(g, argv: list[str]) -> int:
@@ -54,12 +71,11 @@ def cmd_version(g, argv: list[str]) -> int:
         "Version": __version__,
         "ApiVersion": CLIENT_API_VERSION,
         "DefaultAPIVersion": CLIENT_API_VERSION,
-        "GoVersion": "python" + platform.python_version(),
+        "GoVersion": "python" + _python_version(),
         "GitCommit": "",
         "BuildTime": _client_build_time(),
         "Os": "linux",
-        "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
-                                                            platform.machine()),
+        "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(_machine(), _machine()),
         "Context": "default",
     }
     server = None
@@ -257,6 +273,8 @@ class EventContext(Context):
 
 
 def _event_line(ev: dict) -> str:
+    from datetime import datetime
+
     ns = ev.get("timeNano") or ev.get("time", 0) * 1_000_000_000
     t = datetime.fromtimestamp(ns // 1_000_000_000).astimezone()
     stamp = t.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}" + \

@@ -274,16 +274,14 @@ def main(args: list[str]) -> int:
         _print_err(f"dockyard: unknown command: dockyard {rest[0]}\n\n"
                    "Run 'dockyard --help' for more information")
         return 1
-    import importlib
-
     module, func = COMMANDS[key]
-    fn = getattr(importlib.import_module(module), func)
+    __import__(module)  # importlib itself would cost an import
+    fn = getattr(sys.modules[module], func)
     return run_command(fn, g, argv)
 
 
 def run_command(fn, g: Globals, argv: list[str]) -> int:
     from dockyard import errors
-    from dockyard.cli.format import TemplateError
     from dockyard.cli.parser import UsageError
     from dockyard.client import DaemonUnreachable, StreamError
 
@@ -301,7 +299,7 @@ def run_command(fn, g: Globals, argv: list[str]) -> int:
     except CommandError as e:
         _print_err(str(e))
         return e.status
-    except TemplateError as e:
+    except _template_error() as e:
         _print_err(str(e))
         return 1
     except errors.DockyardError as e:
@@ -318,6 +316,12 @@ def run_command(fn, g: Globals, argv: list[str]) -> int:
     finally:
         if g._client is not None:
             g._client.close()
+
+
+def _template_error():
+    # only a command that loaded the template module can raise its error: don't load it
+    mod = sys.modules.get("dockyard.cli.format")
+    return mod.TemplateError if mod is not None else ()
 
 
 class CommandError(Exception):

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Iterable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable
 
 
 class TemplateError(Exception):

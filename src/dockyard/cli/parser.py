@@ -7,9 +7,34 @@ line and a pointer to ``--help``.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any, NoReturn, Sequence
+
+
+def _load_argparse():
+    """argparse, without the gettext module it imports only to translate its own messages:
+    a catalog for them never exists here, and our error() matches their English text.
+    Saves compiling gettext's regexes at every start."""
+    mods = sys.modules
+    if "argparse" in mods or "gettext" in mods:
+        import argparse
+        return argparse
+    stub = type(sys)("gettext")
+    stub.gettext = lambda message: message
+    stub.ngettext = lambda singular, plural, n: singular if n == 1 else plural
+    mods["gettext"] = stub
+    try:
+        import argparse
+    finally:
+        if mods.get("gettext") is stub:
+            del mods["gettext"]
+    return argparse
+
+
+argparse = _load_argparse()
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, Sequence
 
 PROG = "dockyard"
 
@@ -20,11 +45,23 @@ class UsageError(Exception):
         self.status = status
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter with a fixed width: argparse asks for one on every
+    add_argument (importing shutil for the terminal size), but we render help
+    ourselves (help_text), so the width is never used."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         78 if width is None else width)
+
+
 class CommandParser(argparse.ArgumentParser):
     def __init__(self, command: str, usage: str, description: str = "",
                  nargs: tuple[int, int | None] = (0, 0), nargs_text: str | None = None):
         super().__init__(prog=f"{PROG} {command}", add_help=False, allow_abbrev=False,
-                         usage=argparse.SUPPRESS, description=description)
+                         usage=argparse.SUPPRESS, description=description,
+                         formatter_class=_Formatter)
         self.command = command
         self.usage_line = f"Usage:  {PROG} {command} {usage}".rstrip()
         self.nargs = nargs

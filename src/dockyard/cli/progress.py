@@ -7,7 +7,10 @@ An in-band error ends the display with :class:`dockyard.client.StreamError`.
 
 from __future__ import annotations
 
-from typing import IO, Iterable
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Iterable
+
 
 
 def _bar(detail: dict, width: int = 50) -> str:

@@ -8,9 +8,12 @@ Pure functions (no I/O except reading --env-file/--label-file): bad values raise
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from dockyard.cli.parser import CommandParser
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FlagError(Exception):

@@ -4,20 +4,23 @@
         result = pump(hijacked, tty=..., stdin=..., detach_keys=b"\\x10\\x11")
 
 Without a tty the daemon's output is multiplexed (8-byte frames, demultiplexed with
-the supervisor's sans-IO FrameDecoder) to our stdout and stderr; with a tty it is
+the client's sans-IO FrameDecoder) to our stdout and stderr; with a tty it is
 raw. Piped stdin is half-closed at EOF so the daemon knows the input is done.
 """
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: no enum classes to build at startup
+import _socket
 import os
-import signal
-import socket
 import sys
 import threading
-from typing import Callable
 
 from dockyard.detachkeys import DEFAULT_DETACH_KEYS, DetachScanner, parse_detach_keys  # noqa: F401
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
 
 
 class EscapeScanner(DetachScanner):
@@ -86,9 +89,9 @@ def pump(h, tty: bool, stdin: bool, detach_keys: bytes | None = DEFAULT_DETACH_K
 
     Returns ``"eof"`` when the daemon ended the stream, ``"detached"`` when the
     user typed the detach keys (tty and stdin only, as docker)."""
-    from dockyard.supervisor.protocol import FrameDecoder
+    from dockyard.client.frames import FrameDecoder
 
-    sock: socket.socket = h.sock
+    sock = h.sock
     out_done = threading.Event()
     detached = threading.Event()
 
@@ -131,7 +134,7 @@ def pump(h, tty: bool, stdin: bool, detach_keys: bytes | None = DEFAULT_DETACH_K
                     sock.sendall(data)
                 if hit:
                     return
-            sock.shutdown(socket.SHUT_WR)  # stdin is done; output keeps coming
+            sock.shutdown(_socket.SHUT_WR)  # stdin is done; output keeps coming
         except OSError:
             pass
 

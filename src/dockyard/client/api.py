@@ -13,11 +13,14 @@ carrying the daemon's message; an unreachable daemon raises
 from __future__ import annotations
 
 import json
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping
-from urllib.parse import quote, urlencode
 
 from dockyard import errors
+from dockyard.client.http11 import quote, urlencode
 from dockyard.client.transport import Response, Transport, TransportError, transport_from_env
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 CLIENT_API_VERSION = "1.47"
 USER_AGENT = "Dockyard-Client/0.1.0 (linux)"
@@ -169,7 +172,7 @@ class Client:
             ) -> str:
         q = ""
         if params:
-            items = params.items() if isinstance(params, Mapping) else params
+            items = params.items() if hasattr(params, "items") else params
             pairs = [(k, v) for k, v in items if v is not None]
             if pairs:
                 q = "?" + urlencode([(k, _qv(v)) for k, v in pairs])

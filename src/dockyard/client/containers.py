@@ -11,25 +11,37 @@ connection, so the client stays usable while it is open.
 
 from __future__ import annotations
 
+import _thread
 import json
-import socket
-import threading
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
 
 from dockyard import errors
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Iterator, Mapping
 
-_NEGOTIATE_LOCK = threading.Lock()
+_NEGOTIATE_LOCK = _thread.allocate_lock()
 
 
-@dataclass
 class Hijacked:
     """A hijacked connection: ``sock`` carries raw bytes both ways, ``buffered`` came
-    with the response headers and belongs before anything read from ``sock``."""
+    with the response headers and belongs before anything read from ``sock``.
 
-    sock: socket.socket
-    buffered: bytes = b""
+    ``sock`` is a socket object (recv, sendall, shutdown, settimeout, fileno, close):
+    a :class:`dockyard.client.transport.Socket`, or an ``ssl.SSLSocket`` over TLS."""
+
+    __slots__ = ("sock", "buffered")
+
+    def __init__(self, sock, buffered: bytes = b"") -> None:
+        self.sock = sock
+        self.buffered = buffered
+
+    def __repr__(self) -> str:
+        return f"Hijacked(sock={self.sock!r}, buffered={self.buffered!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Hijacked) and self.sock is other.sock
+                and self.buffered == other.buffered)
 
     def close(self) -> None:
         try:
@@ -60,53 +72,59 @@ class ContainersMixin:
     def hijack(self, method: str, path: str, params: Any = None,
                json_body: Any = None) -> Hijacked:
         """Send a request with ``Upgrade: tcp`` on a fresh connection; 101/200 -> Hijacked."""
+        from dockyard.client import http11
         from dockyard.client.api import USER_AGENT, DaemonUnreachable, raise_for_status
+        from dockyard.client.transport import Response
 
         url = self.url(path, params)
         body = json.dumps(json_body).encode() if json_body is not None else b""
-        conn = self.transport._connect()
+        t = self.transport
         try:
-            conn.connect()
+            sock = t.connect_socket()
         except OSError as e:
-            raise DaemonUnreachable(self.transport._unreachable(e)) from None
-        sock = conn.sock
-        head = (f"{method} {url} HTTP/1.1\r\nHost: docker\r\nUser-Agent: {USER_AGENT}\r\n"
-                "Connection: Upgrade\r\nUpgrade: tcp\r\n"
-                f"Content-Type: {'application/json' if json_body is not None else 'text/plain'}"
-                f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            raise DaemonUnreachable(t._unreachable(e)) from None
+        head = http11.encode_request_head(method, url, [
+            ("Host", "docker"), ("User-Agent", USER_AGENT), ("Connection", "Upgrade"),
+            ("Upgrade", "tcp"),
+            ("Content-Type", "application/json" if json_body is not None else "text/plain"),
+            ("Content-Length", str(len(body)))])
+        parser = http11.ResponseParser(method)
         try:
             sock.sendall(head + body)
-            buf = b""
-            while b"\r\n\r\n" not in buf:
+            while True:
+                ev = parser.next_event()
+                if ev is not http11.NEED_DATA:
+                    break
                 data = sock.recv(65536)
                 if not data:
                     raise DaemonUnreachable("the daemon closed the connection")
-                buf += data
+                parser.feed(data)
+        except http11.ProtocolError as e:
+            sock.close()
+            raise DaemonUnreachable(f"error during request: {e}") from None
         except OSError as e:
             sock.close()
             raise DaemonUnreachable(f"error during request: {e}") from None
-        header, _, rest = buf.partition(b"\r\n\r\n")
-        lines = header.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        status = int(parts[1])
-        if status in (101, 200):
-            return Hijacked(sock, rest)
+        except BaseException:
+            sock.close()
+            raise
+        if ev.status in (101, 200):
+            # from here on the connection carries raw stream bytes, whatever the headers say
+            return Hijacked(sock, parser.trailing_data())
         # an error: read the (small) body and raise it like any other response
-        hdrs = {k.strip().lower(): v.strip() for k, _, v in
-                (ln.partition(":") for ln in lines[1:])}
-        body_bytes = _read_body(sock, rest, hdrs)
-        sock.close()
+        from dockyard.client.transport import TransportError, _Conn
 
-        class _Resp:
-            reason = parts[2] if len(parts) > 2 else ""
-
-            def read(self_inner) -> bytes:
-                return body_bytes
-
-        r = _Resp()
-        r.status = status  # type: ignore[attr-defined]
-        raise_for_status(r)  # type: ignore[arg-type]
-        raise errors.SystemError_(f"unexpected status {status}")
+        sock.settimeout(10)
+        resp = Response(t, _Conn(sock), parser, ev, reuse=False)
+        try:
+            body_bytes = resp.read()
+        except TransportError:
+            body_bytes = b""  # the status says enough
+        finally:
+            resp.close()
+        resp.read = lambda: body_bytes  # type: ignore[method-assign]
+        raise_for_status(resp)
+        raise errors.SystemError_(f"unexpected status {ev.status}")
 
     # -- containers ---------------------------------------------------------
     def containers(self, all: bool = False, limit: int | None = None, size: bool = False,
@@ -268,45 +286,9 @@ def wait_result(resp) -> int:
     return int(data.get("StatusCode", -1))
 
 
-def _read_body(sock: socket.socket, rest: bytes, hdrs: Mapping[str, str]) -> bytes:
-    sock.settimeout(10)
-    try:
-        if "content-length" in hdrs:
-            n = int(hdrs["content-length"])
-            while len(rest) < n:
-                d = sock.recv(65536)
-                if not d:
-                    break
-                rest += d
-            return rest[:n]
-        while True:
-            if hdrs.get("transfer-encoding", "").lower() == "chunked" and rest.endswith(
-                    b"0\r\n\r\n"):
-                break
-            d = sock.recv(65536)
-            if not d:
-                break
-            rest += d
-    except OSError:
-        pass
-    if hdrs.get("transfer-encoding", "").lower() == "chunked":
-        out, buf = b"", rest
-        while buf:
-            size_s, _, buf = buf.partition(b"\r\n")
-            try:
-                size = int(size_s.split(b";")[0], 16)
-            except ValueError:
-                break
-            if size == 0:
-                break
-            out, buf = out + buf[:size], buf[size + 2:]
-        return out
-    return rest
-
-
 def iter_frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """(stream, payload) of a multiplexed body; stream 1 = stdout, 2 = stderr."""
-    from dockyard.supervisor.protocol import FrameDecoder
+    from dockyard.client.frames import FrameDecoder
 
     dec = FrameDecoder()
     for chunk in chunks:
