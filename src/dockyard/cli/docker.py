@@ -197,8 +197,14 @@ class Globals:
                 cacert = cacert or os.path.join(self.config, "ca.pem")
                 cert = cert or os.path.join(self.config, "cert.pem")
                 key = key or os.path.join(self.config, "key.pem")
-            self._client = Client(self.host, tls=self.tls, tlsverify=self.tlsverify,
-                                  tlscacert=cacert, tlscert=cert, tlskey=key)
+            from dockyard.client.transport import TransportError
+
+            try:
+                self._client = Client(self.host, tls=self.tls, tlsverify=self.tlsverify,
+                                      tlscacert=cacert, tlscert=cert, tlskey=key)
+            except TransportError as e:  # a -H / DOCKER_HOST we cannot use
+                raise CommandError(f"Failed to initialize: unable to resolve docker "
+                                   f"endpoint: {e}", 1) from None
         return self._client
 
 
