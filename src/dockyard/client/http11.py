@@ -227,8 +227,14 @@ class ResponseParser:
         raise ProtocolError("the response is complete")
 
     def _take(self, n: int) -> bytes:
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
+        buf = self._buf
+        if n >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+            return data
+        with memoryview(buf) as view:
+            data = bytes(view[:n])  # one copy (a bytearray slice would be two)
+        del buf[:n]
         return data
 
     def _next_head(self):
