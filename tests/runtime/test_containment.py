@@ -34,6 +34,15 @@ def test_pid1_and_host_processes_invisible(runc, busybox_rootfs):
     assert int(count) <= 3          # sh, ls, grep — none of the host's processes
 
 
+def test_program_starts_with_default_signal_dispositions(runc, busybox_rootfs):
+    """Nothing the runtime ignores or blocks (Python ignores SIGPIPE and SIGXFSZ)
+    reaches the user's program (`yes | head` must end by SIGPIPE, as under runc)."""
+    r = runc.run(runc.bundle(busybox_rootfs, ["cat", "/proc/self/status"]))
+    assert r.returncode == 0, r.stderr
+    assert int(_status_field(r.stdout, "SigIgn"), 16) == 0
+    assert int(_status_field(r.stdout, "SigBlk"), 16) == 0
+
+
 def test_own_namespaces(runc, busybox_rootfs):
     r = _run(runc, busybox_rootfs, "for n in pid net ipc uts mnt cgroup; do "
              "readlink /proc/self/ns/$n; done")

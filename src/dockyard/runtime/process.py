@@ -214,8 +214,27 @@ def open_program(path: str, args, own: tuple[int, int]) -> tuple[int, list[str]]
     raise ProcessError(f'exec: "{args[0]}": too many levels of #! interpreters')
 
 
+def reset_signals() -> None:
+    """Default dispositions and an empty mask for the user's program, as runc gives it.
+
+    Ignored signals survive execve, and Python ignores SIGPIPE and SIGXFSZ at
+    start: without this, `yes | head` in a container would see EPIPE instead
+    of dying of SIGPIPE."""
+    import _signal
+    for sig in range(1, _signal.NSIG):
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            if _signal.getsignal(sig) != _signal.SIG_DFL:
+                _signal.signal(sig, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass   # real-time signals Python does not manage
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+
+
 def exec_program(path: str, args, env: dict[str, str], own: tuple[int, int]) -> None:
     fd, argv = open_program(path, args, own)
+    reset_signals()
     try:
         os.execve(fd, argv, env)
     except OSError as e:
