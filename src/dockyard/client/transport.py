@@ -94,7 +94,7 @@ def _is_ssl_error(e: BaseException) -> bool:
 
 
 class _Conn:
-    """One HTTP connection: a socket and the bytes read but not yet parsed."""
+    """One HTTP connection (its socket); a Response owns it until the body is read."""
 
     __slots__ = ("sock",)
 
