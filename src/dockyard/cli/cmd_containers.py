@@ -10,8 +10,6 @@ import json
 import os
 import re
 import sys
-import threading
-from datetime import datetime
 
 from dockyard import errors
 from dockyard.cli.cmd_run import require
@@ -42,6 +40,8 @@ def _each(names: list[str], op: Callable[[str], Any], parallel: bool = False) ->
     """Apply op to each name; print the name on success, docker's error otherwise."""
     results: dict[int, Exception | None] = {}
     if parallel and len(names) > 1:
+        import threading
+
         def work(i: int, n: str) -> None:
             try:
                 op(n)
@@ -148,6 +148,8 @@ def displayable_ports(ports: list[dict]) -> str:
 
 def _go_time(ts: float) -> str:
     """time.Unix(ts, 0).String() in the local zone: 2026-11-28 05:21:23 +0000 UTC."""
+    from datetime import datetime
+
     t = datetime.fromtimestamp(ts).astimezone()
     return t.strftime("%Y-%m-%d %H:%M:%S %z ") + (t.tzname() or "")
 
@@ -429,6 +431,7 @@ _DUR_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "
 def get_timestamp(value: str, now: float | None = None) -> str:
     """Docker's timetypes.GetTimestamp: a duration (before now), a date, or unix seconds."""
     import time
+    from datetime import datetime
 
     now = time.time() if now is None else now
     if _DUR.match(value):
@@ -885,6 +888,8 @@ def cmd_stats(g, argv: list[str], command: str = "stats") -> int:
     p.add_flag("--no-stream", help="Disable streaming stats and only pull the first result")
     p.add_flag("--no-trunc", help="Do not truncate output")
     o = p.parse(argv)
+    import threading
+
     c = g.client()
     fmt = o.format or "table"
     if fmt == "table":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime
 
 from dockyard import errors
 from dockyard.cli.docker import CommandError
@@ -70,6 +69,8 @@ class ImageRow(Context):
 
     @property
     def CreatedAt(self) -> str:
+        from datetime import datetime
+
         t = datetime.fromtimestamp(self.img.get("Created", 0)).astimezone()
         z = t.strftime("%z")
         return t.strftime("%Y-%m-%d %H:%M:%S ") + z + " " + (t.tzname() or "")
@@ -317,6 +318,8 @@ class HistoryRow(Context):
 
     @property
     def CreatedAt(self) -> str:
+        from datetime import datetime
+
         t = datetime.fromtimestamp(self.h.get("Created", 0)).astimezone()
         s = t.isoformat(timespec="seconds")
         return s.replace("+00:00", "Z") if t.utcoffset() is not None and \
