@@ -1,7 +1,8 @@
 """Docker's multiplexed stdout/stderr stream (8-byte frame headers), sans-IO.
 
-The client's own decoder (a plain class: no dataclasses or struct to import, so
-`dockyard run` stays fast); the daemon side lives in dockyard.supervisor.protocol.
+One implementation for every side: the supervisor frames container output, the
+client and the CLI decode it. Plain code, nothing to import (the CLI's start
+pays for every import).
 """
 
 from __future__ import annotations
@@ -40,3 +41,8 @@ class FrameDecoder:
     @property
     def pending(self) -> int:
         return len(self._buf)
+
+
+def frame(stream: int, payload: bytes) -> bytes:
+    """One frame: stream id, three zero bytes, the payload's length (big endian), payload."""
+    return bytes((stream, 0, 0, 0)) + len(payload).to_bytes(4, "big") + payload

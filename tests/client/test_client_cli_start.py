@@ -29,7 +29,7 @@ def test_run_path_imports_stay_light():
     mods = _loaded_after(
         "import dockyard.cli.main, dockyard.cli.docker, dockyard.cli.cmd_run, "
         "dockyard.cli.runopts, dockyard.cli.parser, dockyard.client, dockyard.cli.streams, "
-        "dockyard.client.frames\n"
+        "dockyard.streamframes\n"
         "from dockyard.cli.cmd_run import create_flags_parser\n"
         "from dockyard.cli.runopts import build_create, split_interspersed\n"
         "p = create_flags_parser('run', True)\n"

@@ -89,7 +89,7 @@ def pump(h, tty: bool, stdin: bool, detach_keys: bytes | None = DEFAULT_DETACH_K
 
     Returns ``"eof"`` when the daemon ended the stream, ``"detached"`` when the
     user typed the detach keys (tty and stdin only, as docker)."""
-    from dockyard.client.frames import FrameDecoder
+    from dockyard.streamframes import FrameDecoder
 
     sock = h.sock
     out_done = threading.Event()

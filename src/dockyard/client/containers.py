@@ -288,7 +288,7 @@ def wait_result(resp) -> int:
 
 def iter_frames(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """(stream, payload) of a multiplexed body; stream 1 = stdout, 2 = stderr."""
-    from dockyard.client.frames import FrameDecoder
+    from dockyard.streamframes import FrameDecoder
 
     dec = FrameDecoder()
     for chunk in chunks:

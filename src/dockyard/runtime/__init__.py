@@ -23,7 +23,6 @@ def runtime_argv(module: str = "dockyard.runtime.cli") -> list[str]:
     with ``os._exit`` after flushing, skipping the interpreter's teardown.
     """
     import os
-    import sys
 
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     paths = [here]

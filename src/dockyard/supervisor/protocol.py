@@ -10,12 +10,8 @@ stream bytes instead of messages.
 from __future__ import annotations
 
 import json
-import struct
-from dataclasses import dataclass, field
 
-STDIN, STDOUT, STDERR = 0, 1, 2
-_HEADER = struct.Struct(">BxxxL")
-HEADER_SIZE = _HEADER.size
+from dockyard.streamframes import HEADER_SIZE, STDERR, STDIN, STDOUT, FrameDecoder, frame  # noqa: F401
 
 
 class ProtocolError(Exception):
@@ -61,31 +57,3 @@ class LineDecoder:
         self._buf.clear()
         return data
 
-
-def frame(stream: int, payload: bytes) -> bytes:
-    """One frame of Docker's multiplexed stream: 8-byte header, then the payload."""
-    return _HEADER.pack(stream, len(payload)) + payload
-
-
-@dataclass
-class FrameDecoder:
-    """Feed multiplexed bytes, get ``(stream, payload)`` pairs."""
-
-    _buf: bytearray = field(default_factory=bytearray)
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        self._buf += data
-        out = []
-        while len(self._buf) >= HEADER_SIZE:
-            stream, size = _HEADER.unpack_from(self._buf)
-            if stream not in (STDIN, STDOUT, STDERR):
-                raise ProtocolError(f"bad stream id {stream} in multiplexed stream")
-            if len(self._buf) < HEADER_SIZE + size:
-                break
-            out.append((stream, bytes(self._buf[HEADER_SIZE:HEADER_SIZE + size])))
-            del self._buf[: HEADER_SIZE + size]
-        return out
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
