@@ -133,12 +133,16 @@ def test_network_none_host_container(ndaemon):
     assert [ln.split(":")[1].strip() for ln in out.splitlines()] == ["lo"]
     assert inspect(d, "network", "none")[0]["Driver"] == "null"
     # host: the host's interfaces
-    host_links = {ln.split(":")[1].strip().split("@")[0] for ln in
-                  __import__("subprocess").run(["ip", "-o", "link"], capture_output=True,
-                                               text=True).stdout.splitlines()}
+    def host_links() -> set[str]:
+        return {ln.split(":")[1].strip().split("@")[0] for ln in
+                __import__("subprocess").run(["ip", "-o", "link"], capture_output=True,
+                                             text=True).stdout.splitlines()}
+
+    before = host_links()  # (other tests add and remove veths meanwhile: before | after)
     out = d.out("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link")
     seen = {ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines()}
-    assert seen and seen <= host_links and len(seen) > 1
+    after = host_links()
+    assert len(seen) > 1 and (before & after) <= seen
     # container:NAME shares the namespace
     a = uid()
     d.out("run", "-d", "--name", a, "busybox", "sleep", "60")

@@ -52,6 +52,8 @@ def test_restart_sigterm_and_kill9(rdaemon):
     # SIGTERM: the daemon goes, the containers stay (live restore), and come back as they were
     d.proc.send_signal(signal.SIGTERM)
     d.proc.wait(30)
+    # while the daemon is down, the published TCP port is served by the kernel (DNAT)
+    assert http_get(f"http://127.0.0.1:{hp}/").strip() == "survives"
     d.start()
     _check(d, srv, cl, hp, net, before)
     # a new container gets a fresh address, not one of the restored ones
@@ -62,6 +64,7 @@ def test_restart_sigterm_and_kill9(rdaemon):
 
     # kill -9: nothing cleaned up by the daemon; the restore must still agree
     d.kill9()
+    assert http_get(f"http://127.0.0.1:{hp}/").strip() == "survives"
     d.start()
     _check(d, srv, cl, hp, net, before)
     # the port can be released and taken again after the restore

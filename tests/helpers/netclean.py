@@ -16,7 +16,7 @@ BRIDGE = r"d[0-9a-f]{4}0|d[0-9a-f]{4}-[0-9a-f]+"
 
 def sweep() -> list[str]:
     removed: list[str] = []
-    for table in ("filter", "nat"):
+    for table in ("filter", "nat", "raw"):
         out = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True,
                              text=True).stdout
         for line in out.splitlines():

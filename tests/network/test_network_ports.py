@@ -209,7 +209,11 @@ def test_proxy_moves_bulk_data_intact_with_half_close(manager, netns, procs):
     payload = os.urandom(1 << 20) * 24
     for _ in range(2):  # two connections in a row through the same proxy
         for attempt in range(50):
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            try:  # DNAT: refused until the sink listens
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+                continue
             try:
                 s.sendall(payload)
                 s.shutdown(socket.SHUT_WR)  # the reply comes after our half-close

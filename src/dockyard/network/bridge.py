@@ -102,14 +102,29 @@ def ensure_bridge(name: str, gateway: str | None, prefixlen: int, mtu: int = 150
                 if (gateway, prefixlen) not in have:
                     ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
             ipr.link("set", index=idx, state="up")
-        except NetlinkError as e:
+            set_route_localnet(name)
+        except (NetlinkError, OSError) as e:
             if created:
                 try:
                     ipr.link("del", ifname=name)
                 except NetlinkError:
                     pass
+            if isinstance(e, OSError) and not isinstance(e, NetlinkError):
+                raise NetworkError(f"failed to set up bridge {name}: {e}") from None
             raise _err(f"failed to set up bridge {name}", e) from None
     return created
+
+
+def set_route_localnet(name: str) -> None:
+    """Let DNATed connections from the host's 127.0.0.1 leave through this
+    bridge (and their answers come back); firewall.py MASQUERADEs their
+    source and drops anything else for 127/8 arriving on the bridge."""
+    path = f"/proc/sys/net/ipv4/conf/{name}/route_localnet"
+    with open(path) as f:
+        if f.read().strip() == "1":
+            return
+    with open(path, "w") as f:
+        f.write("1")
 
 
 def delete_link(name: str) -> bool:

@@ -22,15 +22,26 @@ filter  FORWARD -> P-FORWARD: isolation first, then per bridge: established
         P-ISOLATION-1 / P-ISOLATION-2: drop traffic between two of our bridges;
         --internal: drop anything to/from outside the subnet.
         P: accept forwarded traffic to a published container port.
-nat     PREROUTING (dst local) -> P;  OUTPUT (dst local, not 127/8) -> P
+nat     PREROUTING (dst local) -> P;  OUTPUT (dst local, loopback included) -> P
         P: DNAT host ip:port -> container ip:port (traffic from our bridges
         returns, reaching published ports through the userland proxy, as
         Docker does with its proxy enabled).
         POSTROUTING -> P-POSTROUTING: MASQUERADE the subnet leaving through
-        other interfaces (not --internal); hairpin MASQUERADE per port.
+        other interfaces (not --internal); hairpin MASQUERADE per port;
+        MASQUERADE 127.0.0.0/8 sources leaving through our bridges.
+raw     PREROUTING -> P-RAW: drop packets for 127.0.0.0/8 arriving on our
+        bridges, and packets for a loopback-published TCP port arriving on
+        anything but lo (as Docker's filterPortMappedOnLoopback).
 
-Loopback host addresses (127.0.0.1) are served by the userland proxy
-(proxy.py), not by DNAT: the OUTPUT jump excludes 127.0.0.0/8 as Docker's does.
+Published TCP ports are DNATed for host-local traffic to loopback too (what
+Docker does with ``--userland-proxy=false``): the connection goes from the
+host's socket straight to the container through the kernel, with no copy in
+a proxy. That needs ``route_localnet`` on our bridges (bridge.py sets it),
+the MASQUERADE of 127/8 sources above (the container answers the gateway
+address, as it does for proxied connections) and the raw DROP rules (so the
+sysctl does not open the host's loopback to the containers). The userland
+proxy still holds every published port and serves UDP on loopback (a UDP
+flow's conntrack entry would outlive a port's re-mapping).
 """
 
 from __future__ import annotations
@@ -81,6 +92,7 @@ class Chains:
         self.published = prefix  # filter: accept published ports
         self.nat = prefix  # nat: DNAT
         self.postrouting = f"{prefix}-POSTROUTING"
+        self.raw = f"{prefix}-RAW"
 
     @property
     def filter_chains(self) -> list[str]:
@@ -90,16 +102,35 @@ class Chains:
     def nat_chains(self) -> list[str]:
         return [self.nat, self.postrouting]
 
+    @property
+    def raw_chains(self) -> list[str]:
+        return [self.raw]
+
+    def tables(self) -> dict[str, list[str]]:
+        return {"filter": self.filter_chains, "nat": self.nat_chains, "raw": self.raw_chains}
+
     def jumps(self) -> list[tuple[str, str, list[str]]]:
         """(table, builtin chain, rule args) for the jump rules."""
         c = ["-m", "comment", "--comment", self.marker]
         return [
             ("filter", "FORWARD", ["-j", self.forward] + c),
             ("nat", "PREROUTING", ["-m", "addrtype", "--dst-type", "LOCAL", "-j", self.nat] + c),
+            ("nat", "OUTPUT", ["-m", "addrtype", "--dst-type", "LOCAL", "-j", self.nat] + c),
+            ("nat", "POSTROUTING", ["-j", self.postrouting] + c),
+            ("raw", "PREROUTING", ["-j", self.raw] + c),
+        ]
+
+    def legacy_jumps(self) -> list[tuple[str, str, list[str]]]:
+        """Jumps earlier versions added (removed by teardown and on sync)."""
+        c = ["-m", "comment", "--comment", self.marker]
+        return [
             ("nat", "OUTPUT", ["!", "-d", "127.0.0.0/8", "-m", "addrtype", "--dst-type", "LOCAL",
                                "-j", self.nat] + c),
-            ("nat", "POSTROUTING", ["-j", self.postrouting] + c),
         ]
+
+
+def is_loopback(ip: str) -> bool:
+    return ip.startswith("127.")
 
 
 def plan(ch: Chains, bridges: list[BridgeFw], ports: list[PortFw]) -> dict[str, list[str]]:
@@ -108,6 +139,7 @@ def plan(ch: Chains, bridges: list[BridgeFw], ports: list[PortFw]) -> dict[str, 
     m = f'-m comment --comment "{ch.marker}"'
     f: list[str] = [f":{c} - [0:0]" for c in ch.filter_chains]
     n: list[str] = [f":{c} - [0:0]" for c in ch.nat_chains]
+    r: list[str] = [f":{c} - [0:0]" for c in ch.raw_chains]
 
     f.append(f"-A {ch.forward} -j {ch.iso1} {m}")
     for b in bridges:
@@ -132,6 +164,8 @@ def plan(ch: Chains, bridges: list[BridgeFw], ports: list[PortFw]) -> dict[str, 
         n.append(f"-A {ch.nat} -i {b.bridge} -j RETURN {m}")
         if not b.internal and b.masquerade:
             n.append(f"-A {ch.postrouting} -s {b.subnet} ! -o {b.bridge} -j MASQUERADE {m}")
+        n.append(f"-A {ch.postrouting} -s 127.0.0.0/8 -o {b.bridge} -j MASQUERADE {m}")
+        r.append(f"-A {ch.raw} -d 127.0.0.0/8 -i {b.bridge} -j DROP {m}")
     for p in ports:
         proto = f"-p {p.proto} -m {p.proto}"
         cip = f"{p.container_ip}/32"
@@ -139,16 +173,26 @@ def plan(ch: Chains, bridges: list[BridgeFw], ports: list[PortFw]) -> dict[str, 
             f"-A {ch.published} -d {cip} ! -i {p.bridge} -o {p.bridge} {proto} "
             f"--dport {p.container_port} -j ACCEPT {m}"
         )
-        dst = f"-d {p.host_ip}/32 " if p.host_ip and p.host_ip != "0.0.0.0" else ""
-        n.append(
-            f"-A {ch.nat} {dst}! -i {p.bridge} {proto} --dport {p.host_port} "
-            f"-j DNAT --to-destination {p.container_ip}:{p.container_port} {m}"
-        )
+        specific = bool(p.host_ip) and p.host_ip != "0.0.0.0"
+        if p.proto != "tcp" and specific and is_loopback(p.host_ip):
+            dst = None  # UDP on loopback: the userland proxy
+        elif p.proto != "tcp" and not specific:
+            dst = "! -d 127.0.0.0/8 "
+        else:
+            dst = f"-d {p.host_ip}/32 " if specific else ""
+        if dst is not None:
+            n.append(
+                f"-A {ch.nat} {dst}! -i {p.bridge} {proto} --dport {p.host_port} "
+                f"-j DNAT --to-destination {p.container_ip}:{p.container_port} {m}"
+            )
+        if p.proto == "tcp" and specific and is_loopback(p.host_ip):
+            r.append(f"-A {ch.raw} -d {p.host_ip}/32 ! -i lo {proto} --dport {p.host_port} "
+                     f"-j DROP {m}")
         n.append(
             f"-A {ch.postrouting} -s {cip} -d {cip} {proto} --dport {p.container_port} "
             f"-j MASQUERADE {m}"
         )
-    return {"filter": f, "nat": n}
+    return {"filter": f, "nat": n, "raw": r}
 
 
 def render(tables: dict[str, list[str]]) -> str:
@@ -189,6 +233,9 @@ class Firewall:
             self._jumps_ok = True
 
     def _ensure_jumps(self) -> None:
+        for table, chain, rule in self.chains.legacy_jumps():
+            while _run([IPTABLES, "-w", "-t", table, "-D", chain] + rule, check=False).returncode == 0:
+                pass
         for table, chain, rule in self.chains.jumps():
             if _run([IPTABLES, "-w", "-t", table, "-C", chain] + rule, check=False).returncode != 0:
                 op = ["-I", chain, "1"] if chain == "FORWARD" else ["-A", chain]
@@ -196,13 +243,13 @@ class Firewall:
 
     def teardown(self) -> None:
         """Remove the jumps and our chains (idempotent)."""
-        for table, chain, rule in self.chains.jumps():
+        for table, chain, rule in self.chains.jumps() + self.chains.legacy_jumps():
             for _ in range(16):  # duplicates, if anyone added some
                 if _run([IPTABLES, "-w", "-t", table, "-D", chain] + rule, check=False).returncode:
                     break
         self._jumps_ok = False
         existing = self.existing_chains()
-        for table, chains in (("filter", self.chains.filter_chains), ("nat", self.chains.nat_chains)):
+        for table, chains in self.chains.tables().items():
             mine = [c for c in chains if c in existing.get(table, set())]
             if not mine:
                 continue
@@ -215,16 +262,16 @@ class Firewall:
 
     def existing_chains(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
-        for table in ("filter", "nat"):
+        for table, chains in self.chains.tables().items():
             out[table] = {
                 l[1:].split()[0] for l in self._save(table) if l.startswith(":")
-            } & set(self.chains.filter_chains + self.chains.nat_chains)
+            } & set(chains)
         return out
 
     def our_rules(self) -> list[str]:
         """Every rule carrying our marker, as ``table: rule`` lines."""
         out = []
-        for table in ("filter", "nat"):
+        for table in ("filter", "nat", "raw"):
             for l in self._save(table):
                 if l.startswith("-A ") and _has_marker(l, self.chains.marker):
                     out.append(f"{table}: {l}")
