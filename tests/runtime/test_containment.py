@@ -43,6 +43,17 @@ def test_program_starts_with_default_signal_dispositions(runc, busybox_rootfs):
     assert int(_status_field(r.stdout, "SigBlk"), 16) == 0
 
 
+def test_ambient_caps_without_inheritable_are_skipped_as_runc_does(runc, busybox_rootfs):
+    """`runc spec` asks for ambient capabilities but no inheritable ones; the kernel
+    refuses to raise those, and runc goes on without them: so must we."""
+    caps = {**docker_caps(), "ambient": ["CAP_KILL", "CAP_NET_BIND_SERVICE"]}
+    r = runc.run(runc.bundle(busybox_rootfs, ["cat", "/proc/self/status"],
+                             process={"capabilities": caps}))
+    assert r.returncode == 0, r.stderr
+    assert int(_status_field(r.stdout, "CapAmb"), 16) == 0
+    assert int(_status_field(r.stdout, "CapEff"), 16) != 0
+
+
 def test_own_namespaces(runc, busybox_rootfs):
     r = _run(runc, busybox_rootfs, "for n in pid net ipc uts mnt cgroup; do "
              "readlink /proc/self/ns/$n; done")

@@ -27,6 +27,7 @@ class Server:
                                           "DOCKYARD_FORKSERVER_FD": str(theirs.fileno())})
         theirs.close()
         self.n = 0
+        self.ready = False
 
     def run(self, *args: str, cwd: str = "/", timeout: float = 60) -> tuple[int, str, str]:
         """(exit code, stdout, stderr) of `dockyard-runc ARGS` run by a worker."""
@@ -38,6 +39,10 @@ class Server:
                                 array.array("i", [devnull.fileno(), out.fileno(), err.fileno()]))])
             self.sock.settimeout(timeout)
             reply = decode(self.sock.recv(65536))
+            if reply["id"] == 0:     # the server's one "ready" message
+                assert reply == {"id": 0, "ready": True} and not self.ready
+                self.ready = True
+                reply = decode(self.sock.recv(65536))
             assert reply["id"] == self.n
             out.seek(0)
             err.seek(0)
@@ -67,6 +72,7 @@ def test_answers_like_the_command(server, runc):
     code, out, err = server.run("--version")
     want = subprocess.run([*RUNC, "--version"], capture_output=True, text=True)
     assert (code, out) == (0, want.stdout)
+    assert server.ready
     code, out, err = server.run("--root", str(runc.root), "state", "nosuch")
     want = subprocess.run([*RUNC, "--root", str(runc.root), "state", "nosuch"],
                           capture_output=True, text=True)

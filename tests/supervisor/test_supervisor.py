@@ -169,3 +169,59 @@ def test_exit_event_is_published(supervisor, tmp_path, busybox_rootfs):
 
     ev = asyncio.run(go())
     assert ev["event"] == "exit" and ev["id"] == cid and ev["exit_code"] == 5
+
+
+def _launcher(tmp_path) -> str:
+    """Our runtime as a command (what the daemon writes to <data-root>/bin)."""
+    import shlex
+
+    from dockyard.runtime import runtime_argv
+    path = tmp_path / "dockyard-runc"
+    path.write_text("#!/bin/sh\nexec " + shlex.join(runtime_argv()) + ' "$@"\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+def _children(pid: int) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-o", "args=", "--ppid", str(pid)], capture_output=True, text=True)
+    return out.stdout.splitlines()
+
+
+def _our_runtime_roundtrip(sup, tmp_path, rootfs, runtime: str) -> None:
+    sc = sup["client"]
+    cid = "t" + uuid.uuid4().hex[:12]
+    log_path = str(tmp_path / f"{cid}-json.log")
+    bundle = _bundle(tmp_path, rootfs, ["sh", "-c", "echo via $0; exit 4", "ours"])
+    rt = dict(runtime=runtime, runtime_root=sup["runtime_root"], forkserver=True)
+    sc.request("create", id=cid, bundle=bundle, log_path=log_path, **rt)
+    state = sc.request("runtime", args=["state", cid], **rt)
+    assert state["code"] == 0 and json.loads(state["stdout"])["status"] == "created"
+    sc.request("start", id=cid)
+    assert sc.request("wait", id=cid)["exit_code"] == 4
+    assert [e.data for e in read_entries(log_path)] == [b"via ours\n"]
+    gone = sc.request("runtime", args=["delete", cid], **rt)
+    assert gone["code"] == 0, gone["stderr"]
+    missing = sc.request("runtime", args=["state", cid], **rt)
+    assert missing["code"] != 0 and cid in missing["stderr"]
+
+
+def test_our_runtime_runs_in_the_fork_server(supervisor, tmp_path, busybox_rootfs):
+    _our_runtime_roundtrip(supervisor, tmp_path, busybox_rootfs, _launcher(tmp_path))
+    sup_pid = supervisor["client"].request("ping")["pid"]
+    assert any("dockyard.runtime.forkserver" in c for c in _children(sup_pid))
+
+
+def test_without_a_fork_server_the_runtime_is_executed(tmp_path, busybox_rootfs, monkeypatch):
+    launcher = _launcher(tmp_path)          # a working interpreter for the command itself
+    monkeypatch.setenv("DOCKYARD_RUNTIME_PYTHON", "/bin/false")   # the server cannot start
+    root = str(tmp_path / "sup")
+    path = supclient.ensure_running(root)
+    monkeypatch.delenv("DOCKYARD_RUNTIME_PYTHON")
+    sc = supclient.SyncClient(path)
+    sup = {"root": root, "path": path, "client": sc, "runtime_root": str(tmp_path / "rt")}
+    try:
+        _our_runtime_roundtrip(sup, tmp_path, busybox_rootfs, launcher)
+        sup_pid = sc.request("ping")["pid"]
+        assert not any("forkserver" in c for c in _children(sup_pid))
+    finally:
+        os.kill(sc.request("ping")["pid"], signal.SIGTERM)

@@ -105,7 +105,14 @@ def set_sets(effective: int, permitted: int, inheritable: int, ambient: int) -> 
     syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     for num in range(last_cap() + 1):
         if ambient & (1 << num):
-            syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, num)
+            try:
+                syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_RAISE, num)
+            except OSError as e:
+                # The kernel raises an ambient capability only if it is both permitted and
+                # inheritable; runc's own default spec asks for ambient ones without
+                # inheritable, and runc skips what the kernel refuses. So do we.
+                if e.errno not in (1, 22):   # EPERM, EINVAL
+                    raise
 
 
 def apply(capabilities: dict | None, switch_user) -> None:

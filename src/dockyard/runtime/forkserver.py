@@ -15,7 +15,8 @@ must therefore never be a subreaper.
 
 Wire format (a SOCK_SEQPACKET socket, one message per datagram):
 request  ``{"id": N, "argv": [...], "cwd": "..."}`` with SCM_RIGHTS [stdin, stdout, stderr];
-reply    ``{"id": N, "status": <wait status>}`` when the worker has exited.
+reply    ``{"id": N, "status": <wait status>}`` when the worker has exited;
+         ``{"id": 0, "ready": true}`` once, when the server has imported everything.
 End of file on the socket stops the server (running workers finish on their own).
 """
 
@@ -154,6 +155,7 @@ def serve(sock) -> int:
     in_child = [sock.close, wake_r, wake_w]
     running: dict[int, int] = {}   # worker pid -> request id
     spare = _Spare(in_child)
+    sock.send(json.dumps({"id": 0, "ready": True}).encode())   # requests may come now
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     poller.register(wake_r, select.POLLIN)

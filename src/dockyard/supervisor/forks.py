@@ -35,6 +35,7 @@ class ForkServer:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._failures = 0
+        self._ready: asyncio.Future | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
     def _start(self) -> None:
@@ -52,6 +53,7 @@ class ForkServer:
             theirs.close()
         ours.setblocking(False)
         self.sock = ours
+        self._ready = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)
         log.info("runtime fork server started (pid %d)", self.pid)
 
@@ -72,6 +74,9 @@ class ForkServer:
             if not fut.done():
                 fut.set_exception(ForkServerLost(why))
         self._pending.clear()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ForkServerDown(why))
+            self._ready.exception()   # retrieved: no "never retrieved" warning if nobody waits
 
     def close(self) -> None:
         self._down("the supervisor is stopping")
@@ -95,6 +100,10 @@ class ForkServer:
                 msg = decode(data)
             except ValueError:
                 continue
+            if msg["id"] == 0:
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_result(True)
+                continue
             fut = self._pending.pop(msg["id"], None)
             if fut is not None and not fut.done():
                 fut.set_result(int(msg.get("status", 255 << 8)))
@@ -111,6 +120,15 @@ class ForkServer:
             except (OSError, ImportError) as e:
                 self._failures += 1
                 raise ForkServerDown(f"cannot start the runtime fork server: {e}") from None
+        if not self._ready.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ready), 20)
+            except (asyncio.TimeoutError, ForkServerDown) as e:
+                self._failures += 1
+                self._down(f"the runtime fork server did not get ready: {e or 'timeout'}")
+                raise ForkServerDown("the runtime fork server did not get ready") from None
+        if self.sock is None:
+            raise ForkServerDown("the runtime fork server went away")
         req = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[req] = fut
