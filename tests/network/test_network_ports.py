@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -125,11 +126,27 @@ def test_port_already_taken(manager, netns):
     before_rules = manager.firewall.our_rules()
     before_veths = our_veths(manager)
     before_state = manager.state()
+    prefix = r"^driver failed programming external connectivity on endpoint web2 \([0-9a-f]{64}\): "
     with pytest.raises(DockyardError) as e:
-        manager.connect("b" * 64, ns2, "bridge", ports=[f"127.0.0.1:{port + 0}:80", f"{port}:81"])
-    assert str(e.value) == f"Bind for 127.0.0.1:{port} failed: port is already allocated"
-    with pytest.raises(DockyardError, match=f"^Bind for 0.0.0.0:{port} failed: port is already allocated$"):
-        manager.connect("b" * 64, ns2, "bridge", ports=[f"{port}:80"])
+        manager.connect("b" * 64, ns2, "bridge", ports=[f"127.0.0.1:{port + 0}:80", f"{port}:81"],
+                        name="/web2")
+    assert re.match(prefix + f"Bind for 127.0.0.1:{port} failed: port is already allocated$",
+                    str(e.value)), str(e.value)
+    with pytest.raises(DockyardError, match=prefix + f"Bind for 0.0.0.0:{port} failed: port is already allocated$"):
+        manager.connect("b" * 64, ns2, "bridge", ports=[f"{port}:80"], name="web2")
+    # a port a host process holds: the bind fails, in Docker 28's words
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        hp = held.getsockname()[1]
+        with pytest.raises(DockyardError) as e:
+            manager.connect("b" * 64, ns2, "bridge", ports=[f"127.0.0.1:{hp}:80/tcp"], name="web2")
+        assert re.match(prefix + rf"failed to bind host port for 127\.0\.0\.1:{hp}:[0-9.]+:80/tcp: "
+                        "address already in use$", str(e.value)), str(e.value)
+    # two bindings of the same request on one port: the second is "already allocated"
+    p2 = free_port()
+    with pytest.raises(DockyardError, match=f"Bind for 0.0.0.0:{p2} failed: port is already allocated$"):
+        manager.connect("b" * 64, ns2, "bridge", ports=[f"127.0.0.1:{p2}:80", f"{p2}:81"])
     # nothing half-configured: no rule, veth, lease or interface was left
     assert manager.firewall.our_rules() == before_rules
     assert our_veths(manager) == before_veths

@@ -12,7 +12,9 @@ an undo list, so a failure leaves nothing half-configured.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from dockyard.network.model import (
     new_id,
     parse_port_spec,
 )
-from dockyard.network.proxy import ServiceLoop, bind_port, make_proxy
+from dockyard.network.proxy import PortAllocated, ServiceLoop, bind_port, make_proxy
 
 log = logging.getLogger(__name__)
 
@@ -542,8 +544,11 @@ class NetworkManager:
                 b.host_ip = net.host_binding_ipv4
         socks = []
         try:
-            for b in bindings:
-                s = bind_port(b.host_ip, b.host_port, b.proto)
+            for i, b in enumerate(bindings):
+                try:
+                    s = bind_port(b.host_ip, b.host_port, b.proto)
+                except PortAllocated as e:
+                    raise self._bind_error(ep, b, bindings[:i], e) from None
                 socks.append(s)
                 b.host_port = s.getsockname()[1]
         except BaseException:
@@ -576,6 +581,31 @@ class NetworkManager:
             finally:
                 del self.endpoints[ep.id]
             undo.push(self._sync_firewall)
+
+    def _bind_error(self, ep: Endpoint, b: PortBinding, earlier: list[PortBinding],
+                    e: PortAllocated) -> PortAllocated:
+        """Docker's words: a port one of our containers (or an earlier binding
+        of this one) holds is "already allocated" (its port allocator); one a
+        host process holds fails the bind (Docker 28's wording)."""
+        ip = b.host_ip or "0.0.0.0"
+
+        def overlaps(o: PortBinding) -> bool:
+            wild = {"", "0.0.0.0"}
+            return (o.proto == b.proto and o.host_port == b.host_port
+                    and (o.host_ip in wild or b.host_ip in wild or o.host_ip == b.host_ip))
+
+        ours = [o for other in self.endpoints.values() for o in other.ports] + earlier
+        if e.errno == errno.EADDRINUSE and any(overlaps(o) for o in ours):
+            why = f"Bind for {ip}:{b.host_port} failed: port is already allocated"
+        elif e.errno:
+            why = (f"failed to bind host port for {ip}:{b.host_port}:{ep.ip}:{b.container_port}"
+                   f"/{b.proto}: {os.strerror(e.errno).lower()}")
+        else:
+            why = str(e)
+        name = ep.container_name or ep.container_id[:12]
+        return PortAllocated(
+            f"driver failed programming external connectivity on endpoint {name} ({ep.id}): {why}",
+            e.errno)
 
     def _unique_veth(self) -> str:
         used = {e.host_veth for e in self.endpoints.values()}

@@ -35,7 +35,12 @@ SPLICE_F_MORE = getattr(os, "SPLICE_F_MORE", 4)
 
 
 class PortAllocated(SystemError_):
-    pass
+    """A host port that cannot be bound; ``errno`` says why (EADDRINUSE,
+    EADDRNOTAVAIL). The manager words it as Docker does for the case."""
+
+    def __init__(self, message: str, errno_: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno_
 
 
 def bind_port(host_ip: str, host_port: int, proto: str) -> socket.socket:
@@ -55,12 +60,12 @@ def bind_port(host_ip: str, host_port: int, proto: str) -> socket.socket:
         s.close()
         if e.errno == errno.EADDRINUSE:
             raise PortAllocated(
-                f"Bind for {ip}:{host_port} failed: port is already allocated"
+                f"Bind for {ip}:{host_port} failed: port is already allocated", e.errno
             ) from None
         if e.errno == errno.EADDRNOTAVAIL:
             raise PortAllocated(
-                f"Error starting userland proxy: listen {proto}4 {ip}:{host_port}: "
-                "bind: cannot assign requested address"
+                f"failed to bind host port for {ip}:{host_port}: cannot assign requested address",
+                e.errno,
             ) from None
         raise
 
