@@ -6,18 +6,18 @@
 Each engine gets a private data root, a busybox image imported from the same tar,
 and a default bridge of its own:
 
-* ours: a private data root gives its own bridge (d<4hex>0), pool and iptables chains
-  (DY<5hex>), removed when the daemon stops (and swept again at the end);
-* dockerd, twice, each time inside a network namespace this script creates (its own
-  loopback, a bridge `dyb<hex>` in 10.239.x.0/24 passed as --bridge, and iptables
-  tables of its own: dockerd's DOCKER chains never reach the host's, and deleting the
-  namespace removes them):
+* every daemon runs inside a network namespace this script creates (`dybench-<hex>`:
+  its own loopback, iptables tables and bridges; deleting the namespace removes them,
+  so nothing reaches the host's interfaces or rules, even after a failure);
+* ours: a private data root gives its own bridge (d<4hex>0), pool and chains (DY<5hex>);
+* dockerd, twice, with a bridge `dyb<hex>` in 10.239.x.0/24 passed as --bridge:
   - "dockerd": its defaults (--iptables=true, --userland-proxy=true): a port
     published on 0.0.0.0 is reached on 127.0.0.1 through docker-proxy and on the
     bridge's address through its iptables DNAT;
   - "dockerd, no proxy": --userland-proxy=false: 127.0.0.1 through its iptables DNAT
     (route_localnet on the bridge).
-  The client runs in that namespace too (the bench's thread enters it with setns).
+  The client runs in the daemon's namespace too (the bench's thread enters it with
+  setns, and the daemons it starts inherit it).
 
 Timed:
 * start: `docker run -d busybox true` on the default bridge, and the same with
@@ -178,10 +178,7 @@ def main() -> None:
     try:
         run_ours(a, tmp, tar, starts_r, tp)
         run_dockerd(a, tmp, tar, starts_r, tp)
-    finally:
-        from helpers.netclean import sweep
-
-        sweep()
+    finally:  # (bridges, veths and chains went with the namespaces)
         subprocess.run(["rm", "-rf", str(tmp)])
     report(a, starts_r, tp)
 
