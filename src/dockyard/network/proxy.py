@@ -1,10 +1,12 @@
 """Userland proxy for published ports (what docker-proxy does), in asyncio.
 
-Docker serves a published port twice: iptables DNAT for traffic arriving on
-non-loopback host addresses, and a userland proxy listening on the host
-address itself, which is what answers connections to 127.0.0.1 (DNAT to a
-bridge cannot carry loopback-sourced packets) and what holds the port so no
-one else takes it. We do the same.
+Docker serves a published port twice: iptables DNAT, and a userland proxy
+listening on the host address itself, which holds the port so no one else
+takes it and answers what DNAT does not take. With its proxy on, Docker leaves
+127.0.0.1 to the proxy; we DNAT TCP to 127.0.0.1 as well (as Docker does with
+``--userland-proxy=false``, see firewall.py: no copy through a process, and
+ports keep answering while the daemon restarts), so here the proxy answers UDP
+on loopback and containers reaching a port through their gateway address.
 
 The listening socket is bound *first*, synchronously, by ``bind_port`` (this
 is the port allocator: the kernel refuses a taken port, and port 0 picks one
