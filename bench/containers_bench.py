@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import glob
 import os
 import shutil
 import statistics
@@ -76,6 +77,50 @@ class Engine:
         if check and r.returncode != 0:
             raise RuntimeError(f"{self.name}: docker {' '.join(args)}: {r.stderr.decode()}")
         return r
+
+
+class Podman:
+    """podman with a private root, runroot, cgroup parent and config: nothing of the
+    host's containers storage or networks is used (`--network none`), and close()
+    removes what it made."""
+
+    def __init__(self, base: Path) -> None:
+        import uuid
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        conf = base / "containers.conf"
+        conf.write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+                        'runtime = "runc"\n[containers]\nnetns = "none"\n')
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+        self.cgroup_parent = f"/dockyard-bench-podman-{uuid.uuid4().hex[:8]}"
+        self.prefix = ["podman", "--root", str(base / "root"), "--runroot", str(base / "run"),
+                       "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+                       "--runtime", "runc", "--storage-driver", "overlay"]
+        # podman's default rlimits exceed this machine's hard limits: give plain ones
+        self.run_opts = ["--network", "none", "--cgroup-parent", self.cgroup_parent,
+                         "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+
+    def podman(self, *args: str, check: bool = True, input: bytes | None = None):
+        r = subprocess.run([*self.prefix, *args], env=self.env, capture_output=True,
+                           input=input, timeout=300)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"podman {' '.join(args)}: {r.stderr.decode()}")
+        return r
+
+    def run(self, *args: str):
+        return self.podman("run", *self.run_opts, *args)
+
+    def close(self) -> None:
+        self.podman("rm", "-af", "-t", "0", check=False)
+        self.podman("system", "reset", "-f", check=False)
+        subprocess.run(["umount", "-R", str(self.base / "root")], capture_output=True)
+        for d in glob.glob(f"/sys/fs/cgroup/*{self.cgroup_parent}"):
+            for sub in sorted(glob.glob(d + "/**/", recursive=True), key=len, reverse=True):
+                try:
+                    os.rmdir(sub)
+                except OSError:
+                    pass
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def timed(fn, n: int) -> list[float]:
@@ -140,11 +185,15 @@ def main() -> int:
     tar = subprocess.run(["tar", "-C", str(bb), "-c", "."], capture_output=True, check=True).stdout
     results: dict[str, dict] = {"dockyard": {}, "dockerd": {}}
     notes = []
+    pm = None
     if not shutil.which("podman"):
-        notes.append("podman: not installed here (apt-get install podman; it needs runc + cgroupfs "
-                     "in containers.conf) - skipped")
+        notes.append("podman: not installed here (scripts/install-bench-deps) - skipped")
     ours = Daemon(base / "ours")
     try:
+        if shutil.which("podman"):
+            pm = Podman(base / "podman")
+            pm.podman("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
+            pm.run("--rm", "busybox", "true")
         ours.start()
         dy = Engine("dockyard", ours.env)
         dy.docker("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
@@ -155,7 +204,7 @@ def main() -> int:
 
             # 1. run --rm, alternating so background load hits both alike
             rr: dict[str, list[float]] = {"docker CLI -> dockyard": [], "docker CLI -> dockerd": [],
-                                          "dockyard CLI -> dockyard": []}
+                                          "dockyard CLI -> dockyard": [], "podman": []}
             for e in engines:
                 e.docker("run", "--rm", "busybox", "true")
             our_cli = [sys.executable, "-m", "dockyard", "-H", ours.host, "run", "--rm", "busybox", "true"]
@@ -166,11 +215,20 @@ def main() -> int:
                 if have_cli:
                     rr["dockyard CLI -> dockyard"] += timed(
                         lambda: subprocess.run(our_cli, check=True, capture_output=True), 1)
+                if pm:
+                    rr["podman"] += timed(lambda: pm.run("--rm", "busybox", "true"), 1)
             if not have_cli:
                 notes.append("our CLI has no working `run` yet: skipped")
 
             # 2. 50 in parallel
             par = {e.name: bench_parallel(e, args.parallel) for e in engines}
+            if pm:
+                t = time.perf_counter()
+                with cf.ThreadPoolExecutor(args.parallel) as ex:
+                    list(ex.map(lambda i: pm.run("-d", "--label", "bench=par", "busybox",
+                                                 "sleep", "1000"), range(args.parallel)))
+                par["podman"] = time.perf_counter() - t
+                pm.podman("rm", "-af", "-t", "0")
 
             # 3. memory per idle container
             sup = ours.supervisor_pid()
@@ -185,6 +243,14 @@ def main() -> int:
             shim_pss = sum(pss_kib(p) for p in shims)
             mem = {"dockyard": (sup_after - sup_before) / args.idle,
                    "dockerd": shim_pss / max(1, args.idle)}
+            if pm:
+                conmons_before = set(pids_named("conmon"))
+                for _ in range(args.idle):
+                    pm.run("-d", "busybox", "sleep", "1000")
+                time.sleep(2)
+                conmons = [p for p in pids_named("conmon") if p not in conmons_before]
+                mem["podman"] = sum(pss_kib(p) for p in conmons) / max(1, args.idle)
+                pm.podman("rm", "-af", "-t", "0")
             for e in engines:
                 ids = e.docker("ps", "-aq", "--filter", "label=bench=idle").stdout.decode().split()
                 e.docker("rm", "-f", *ids)
@@ -198,8 +264,18 @@ def main() -> int:
                 e.docker("ps", "-a")
                 ps[e.name] = (timed(lambda: e.docker("ps", "-a"), 7), create_s)
                 remove_many(e)
+            if pm:
+                t = time.perf_counter()
+                with cf.ThreadPoolExecutor(8) as ex:
+                    list(ex.map(lambda i: pm.podman("create", *pm.run_opts, "busybox", "true"),
+                                range(args.ps)))
+                create_s = time.perf_counter() - t
+                ps["podman"] = (timed(lambda: pm.podman("ps", "-a"), 7), create_s)
+                pm.podman("rm", "-af", "-t", "0")
     finally:
         ours.close()
+        if pm:
+            pm.close()
 
     print(f"\nContainers benchmark ({os.cpu_count()} CPUs); medians; ratio = dockyard / dockerd\n")
     print("run --rm busybox true:")
@@ -213,15 +289,19 @@ def main() -> int:
     print(f"{args.parallel} x `docker run -d` at once (wall):")
     for k, v in par.items():
         print(f"  {k:28s} {v:7.2f} s")
-    print(f"  ratio: {par['dockyard'] / par['dockerd']:.2f}x")
+    print(f"  ratio: {par['dockyard'] / par['dockerd']:.2f}x"
+          + (f"  (podman / dockerd {par['podman'] / par['dockerd']:.2f}x)" if "podman" in par else ""))
     print(f"memory per idle running container (PSS, {args.idle} containers):")
     print(f"  dockyard (supervisor growth) {mem['dockyard']:7.0f} KiB")
     print(f"  dockerd (containerd-shim)    {mem['dockerd']:7.0f} KiB   ({len(shims)} shim processes)")
-    print("  (conmon, podman's per-container monitor: about 400 KiB PSS here)")
+    if "podman" in mem:
+        print(f"  podman (conmon)              {mem['podman']:7.0f} KiB")
     print(f"docker ps -a with {args.ps} containers:")
     for k, (v, c) in ps.items():
         print(f"  {k:28s} {med(v) * 1000:7.0f} ms   (creating them took {c:.1f} s)")
     print(f"  ratio: {med(ps['dockyard'][0]) / med(ps['dockerd'][0]):.2f}x")
+    if pm is None:
+        print("  (podman not measured)")
     for n in notes:
         print("note:", n)
     shutil.rmtree(base, ignore_errors=True)
