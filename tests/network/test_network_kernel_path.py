@@ -139,3 +139,39 @@ def test_tcp_proxy_splices_bulk_data_both_ways_with_half_close():
         t.join(5)
     with pytest.raises(OSError):  # closed with the proxy
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def _raw_drop_count(manager, bridge: str) -> int:
+    out = subprocess.run(["iptables", "-w", "-t", "raw", "-L", manager.firewall.chains.raw,
+                          "-v", "-n", "-x"], capture_output=True, text=True, check=True).stdout
+    return sum(int(ln.split()[0]) for ln in out.splitlines()
+               if " DROP " in ln and bridge in ln.split() and "127.0.0.0/8" in ln)
+
+
+def test_route_localnet_does_not_open_the_hosts_loopback_to_containers(manager, netns):
+    """route_localnet on the bridge would let a container that routes
+    127.0.0.1 via its gateway reach the host's loopback services; the raw
+    DROP keeps them closed (the packets do arrive: the rule counts them)."""
+    ns = netns()
+    ep = manager.connect("l" * 64, ns, "bridge")
+    bridge = manager.networks[manager._find("bridge").id].bridge
+    from nethelpers import nsexec
+    for cmd in (["ip", "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local"],
+                ["ip", "route", "del", "local", "127.0.0.1", "dev", "lo", "table", "local"],
+                ["sysctl", "-qw", "net.ipv4.conf.all.route_localnet=1"],
+                ["ip", "route", "add", "127.0.0.1/32", "via", ep["Gateway"], "dev", "eth0"]):
+        nsexec(ns, *cmd, check=True)
+    assert f"via {ep['Gateway']}" in nsexec(ns, "ip", "route", "get", "127.0.0.1").stdout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.settimeout(2)
+        before = _raw_drop_count(manager, bridge)
+        nsexec(ns, sys.executable, "-c",
+               "import socket, time\n"
+               "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+               "for _ in range(3):\n"
+               f"    s.sendto(b'hi', ('127.0.0.1', {srv.getsockname()[1]})); time.sleep(0.1)\n",
+               check=True)
+        with pytest.raises(socket.timeout):
+            srv.recvfrom(100)
+        assert _raw_drop_count(manager, bridge) >= before + 3
