@@ -85,7 +85,8 @@ def test_port_already_allocated(ndaemon):
         r = d.docker("run", "-d", "--name", b, "-p", f"127.0.0.1:{hp}:80", "busybox", "sleep", "30",
                      check=False)
         assert r.returncode == 125, r
-        assert re.search(r"driver failed programming external connectivity on endpoint "
+        assert re.search(r"failed to set up container networking: "
+                         r"driver failed programming external connectivity on endpoint "
                          rf"{b} \([0-9a-f]{{64}}\): Bind for 127\.0\.0\.1:{hp} failed: "
                          "port is already allocated$", r.stderr, re.M), r.stderr
         [info] = inspect(d, "container", b)

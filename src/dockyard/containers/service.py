@@ -410,7 +410,10 @@ class ContainerService:
         pid = reply["pid"]
         try:
             if self.network is not None and mode != "host" and not mode.startswith("container:"):
-                settings = await self.network.attach(c, f"/proc/{pid}/ns/net")
+                try:
+                    settings = await self.network.attach(c, f"/proc/{pid}/ns/net")
+                except errors.DockyardError as e:   # Docker 28's words around the driver's
+                    raise type(e)(f"failed to set up container networking: {e}") from None
                 if settings:
                     c["NetworkSettings"] = settings
             if self.exits.get(cid) is None or self.exits[cid].is_set():
