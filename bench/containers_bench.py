@@ -90,7 +90,10 @@ class Podman:
         base.mkdir(parents=True, exist_ok=True)
         conf = base / "containers.conf"
         conf.write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
-                        'runtime = "runc"\n[containers]\nnetns = "none"\n')
+                        f'runtime = "runc"\ntmp_dir = "{base / "tmp"}"\n'
+                        f'volume_path = "{base / "volumes"}"\n'
+                        '[containers]\nnetns = "none"\n'
+                        f'[network]\nnetwork_config_dir = "{base / "networks"}"\n')
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
         self.cgroup_parent = f"/dockyard-bench-podman-{uuid.uuid4().hex[:8]}"
         self.prefix = ["podman", "--root", str(base / "root"), "--runroot", str(base / "run"),
@@ -273,9 +276,12 @@ def main() -> int:
                 ps["podman"] = (timed(lambda: pm.podman("ps", "-a"), 7), create_s)
                 pm.podman("rm", "-af", "-t", "0")
     finally:
-        ours.close()
-        if pm:
-            pm.close()
+        try:
+            ours.close()
+        finally:
+            if pm:
+                pm.close()
+            shutil.rmtree(base, ignore_errors=True)
 
     print(f"\nContainers benchmark ({os.cpu_count()} CPUs); medians; ratio = dockyard / dockerd\n")
     print("run --rm busybox true:")
