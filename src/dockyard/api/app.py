@@ -131,6 +131,8 @@ def create_app(ctx: ApiContext) -> web.Application:
     routes_images.register(app)
     routes_containers.register(app)
     routes_networks.register(app)
+    from dockyard.api import routes_archive
+    routes_archive.register(app)   # docker cp: /containers/{id}/archive
     return app
 
 

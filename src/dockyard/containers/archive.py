@@ -1,0 +1,823 @@
+"""`docker cp`'s service side: stat, read and write paths inside a container's filesystem.
+
+The Engine API's ``/containers/{id}/archive`` endpoints (HEAD: stat, GET: a tar of a path,
+PUT: extract a tar into a directory) call :class:`ArchiveService`; it knows nothing of HTTP.
+
+Every path is a path *inside the container*: it is resolved component by component from a
+directory fd of the container's root filesystem, symlinks being followed as if the caller
+were chrooted there (absolute links and ``..`` never leave the root), and files are only
+ever opened relative to directory fds with ``O_NOFOLLOW``, so neither a hostile path nor a
+symlink swapped in by the running container can reach the host.
+
+The root is the container's rootfs mount (``<data-root>/containers/<id>/rootfs``): mounted
+while the container runs; for a stopped container it is mounted for the operation (as
+``export`` does) under the container's lock, so a ``start`` waits for the copy. The daemon's
+view of the rootfs holds no /proc, /sys or /dev of the container, so nothing written through
+it reaches the kernel's interfaces. Volumes and bind mounts are not part of that view: a
+copy reads and writes the container's own filesystem under them.
+
+PUT follows dockerd's rules: the destination must exist (404) and be a directory (400
+``extraction point is not a directory``); tar names are taken relative to it (an absolute
+name ``/x`` is ``x``) and must stay below it (``"../x" is outside of "/dst"``); relative
+symlinks must point below it and hardlinks must name a non-directory below it;
+``noOverwriteDirNonDir`` refuses replacing a directory with a non-directory and the reverse;
+``copyUIDGID`` gives every entry the uid/gid of the container's user (entries keep the
+tar's owners otherwise). In addition, device nodes are refused unless the container is
+privileged. The whole archive is read and checked (spooled to a temporary file in the data
+root) before anything is written, so a refused archive leaves the container untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import json
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from dockyard import errors
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_LINKS = 40
+CHUNK = 1 << 20
+
+# Go's os.FileMode bits (what dockerd's X-Docker-Container-Path-Stat carries)
+GO_MODE_DIR = 1 << 31
+GO_MODE_SYMLINK = 1 << 27
+GO_MODE_DEVICE = 1 << 26
+GO_MODE_NAMED_PIPE = 1 << 25
+GO_MODE_SOCKET = 1 << 24
+GO_MODE_SETUID = 1 << 23
+GO_MODE_SETGID = 1 << 22
+GO_MODE_CHAR_DEVICE = 1 << 21
+GO_MODE_STICKY = 1 << 20
+
+
+class FileNotFound(errors.NotFound):
+    """dockerd's containerFileNotFound."""
+
+    def __init__(self, path: str, container: str) -> None:
+        super().__init__(f"Could not find the file {path} in container {container}")
+
+
+def go_file_mode(mode: int) -> int:
+    """A stat st_mode as Go's os.FileMode."""
+    out = stat.S_IMODE(mode) & 0o777
+    fmt = stat.S_IFMT(mode)
+    if fmt == stat.S_IFDIR:
+        out |= GO_MODE_DIR
+    elif fmt == stat.S_IFLNK:
+        out |= GO_MODE_SYMLINK
+    elif fmt == stat.S_IFBLK:
+        out |= GO_MODE_DEVICE
+    elif fmt == stat.S_IFCHR:
+        out |= GO_MODE_DEVICE | GO_MODE_CHAR_DEVICE
+    elif fmt == stat.S_IFIFO:
+        out |= GO_MODE_NAMED_PIPE
+    elif fmt == stat.S_IFSOCK:
+        out |= GO_MODE_SOCKET
+    if mode & stat.S_ISUID:
+        out |= GO_MODE_SETUID
+    if mode & stat.S_ISGID:
+        out |= GO_MODE_SETGID
+    if mode & stat.S_ISVTX:
+        out |= GO_MODE_STICKY
+    return out
+
+
+def encode_path_stat(st: dict) -> str:
+    """The X-Docker-Container-Path-Stat header value (base64 of the JSON)."""
+    return base64.b64encode(json.dumps(st, separators=(",", ":")).encode()).decode()
+
+
+def _rfc3339nano(ns: int) -> str:
+    from dockyard.supervisor.jsonlog import rfc3339nano
+    return rfc3339nano(ns)
+
+
+def container_abs_path(path: str) -> str:
+    """dockerd's absPath: the path made absolute and cleaned, keeping a trailing
+    ``/`` or ``/.`` (they mean "the directory itself, following a final symlink")."""
+    clean = os.path.normpath("/" + path)
+    if clean.startswith("//"):
+        clean = "/" + clean.lstrip("/")
+    if path.endswith("/.") or path == ".":
+        return clean.rstrip("/") + "/."
+    if path.endswith("/") and clean != "/":
+        return clean + "/"
+    return clean
+
+
+def _base_name(abs_path: str) -> str:
+    if abs_path.endswith("/."):
+        return "."
+    stripped = abs_path.rstrip("/")
+    return os.path.basename(stripped) if stripped else "/"
+
+
+# -- in-root resolution --------------------------------------------------------------------
+
+@dataclass
+class Resolved:
+    parent: int                 # fd of the parent directory (owned by the caller)
+    name: str | None            # the final component in ``parent``; None: the root itself
+    parts: list[str]            # canonical in-root path of the entry
+    st: os.stat_result | None   # lstat of the entry (None: it does not exist)
+
+    def close(self) -> None:
+        if self.parent >= 0:
+            os.close(self.parent)
+            self.parent = -1
+
+
+def resolve(root_fd: int, path: str, follow_last: bool) -> Resolved:
+    """Resolve ``path`` inside the tree of ``root_fd`` as if chrooted there.
+
+    Intermediate symlinks are always followed (in the root); the final component only
+    when ``follow_last``. A missing final component gives ``st=None``; a missing or
+    non-directory intermediate component raises FileNotFoundError / NotADirectoryError.
+    """
+    pending = [p for p in path.split("/") if p not in ("", ".")]
+    stack = [os.dup(root_fd)]
+    names: list[str] = []
+    links = 0
+    try:
+        while pending:
+            comp = pending.pop(0)
+            if comp == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                    names.pop()
+                continue
+            cur = stack[-1]
+            last = not pending
+            try:
+                st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
+            except FileNotFoundError:
+                if last:
+                    fd = stack.pop()
+                    return Resolved(fd, comp, [*names, comp], None)
+                raise
+            if stat.S_ISLNK(st.st_mode) and (not last or follow_last):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links")
+                target = os.readlink(comp, dir_fd=cur)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                        names.pop()
+                pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+                continue
+            if last:
+                fd = stack.pop()
+                return Resolved(fd, comp, [*names, comp], st)
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, f"{comp} is not a directory")
+            stack.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
+            names.append(comp)
+        # the path named a directory reached through the stack's top (or the root)
+        top = stack.pop()
+        if len(stack) == 0:
+            return Resolved(top, None, [], os.fstat(top))
+        parent = stack.pop()
+        os.close(top)
+        return Resolved(parent, names[-1], names, os.stat(names[-1], dir_fd=parent,
+                                                          follow_symlinks=False))
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def scoped_target(root_fd: int, path: str) -> str:
+    """dockerd's FollowSymlinkInScope: the absolute in-root path ``path`` leads to, every
+    symlink followed inside the root; missing components are taken as they are."""
+    pending = [p for p in path.split("/") if p not in ("", ".")]
+    names: list[str] = []
+    links = 0
+    missing = False
+    while pending:
+        comp = pending.pop(0)
+        if comp == "..":
+            if names:
+                names.pop()
+            continue
+        if not missing:
+            try:
+                r = resolve(root_fd, "/".join(names + [comp]), follow_last=False)
+            except OSError:
+                missing = True
+            else:
+                try:
+                    if r.st is not None and stat.S_ISLNK(r.st.st_mode):
+                        links += 1
+                        if links > _MAX_LINKS:
+                            raise OSError(errno.ELOOP, "too many levels of symbolic links")
+                        target = os.readlink(r.name, dir_fd=r.parent)
+                        if target.startswith("/"):
+                            names = []
+                        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+                        continue
+                    if r.st is None:
+                        missing = True
+                finally:
+                    r.close()
+        names.append(comp)
+    return "/" + "/".join(names)
+
+
+def _open_dir(res: Resolved) -> int:
+    if res.name is None:
+        return os.dup(res.parent)
+    return os.open(res.name, _DIR_FLAGS, dir_fd=res.parent)
+
+
+# -- the service ---------------------------------------------------------------------------
+
+class ArchiveService:
+    """stat / get / put of paths inside containers, on top of the container service."""
+
+    def __init__(self, containers: Any) -> None:
+        self.containers = containers
+
+    # The container's rootfs, mounted for the duration of ``fn(root_fd, c)``.
+    async def _with_root(self, ref: str, fn, *args):
+        from dockyard.containers import service as svcmod
+
+        svc = self.containers
+        c = svc.get(ref)
+        cid = c["Id"]
+        rootfs = os.path.join(svc.root, "containers", cid, "rootfs")
+        lock = svc._lock(cid) if hasattr(svc, "_lock") else None
+
+        def run_on(root_path: str):
+            fd = os.open(root_path, _DIR_FLAGS)
+            try:
+                return fn(fd, c, *args)
+            finally:
+                os.close(fd)
+
+        if os.path.ismount(rootfs):
+            return await asyncio.to_thread(run_on, rootfs)
+        if lock is not None:
+            await lock.acquire()
+        try:
+            if os.path.ismount(rootfs):   # started meanwhile
+                return await asyncio.to_thread(run_on, rootfs)
+            mounts = await asyncio.to_thread(svc.images.rootfs_mounts, cid)
+            await asyncio.to_thread(svcmod._mount_rootfs, mounts, rootfs)
+            try:
+                return await asyncio.to_thread(run_on, rootfs)
+            finally:
+                await asyncio.to_thread(svcmod._unmount_rootfs, rootfs)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    # -- HEAD ------------------------------------------------------------------------------
+    async def stat(self, ref: str, path: str) -> dict:
+        """dockerd's ContainerPathStat: {name, size, mode, mtime, linkTarget}."""
+        if not path:
+            raise errors.InvalidParameter("Path cannot be empty")
+        return await self._with_root(ref, self._stat_sync, path, ref)
+
+    def _stat_sync(self, root_fd: int, c: dict, path: str, ref: str) -> dict:
+        abs_path = container_abs_path(path)
+        try:
+            res = resolve(root_fd, abs_path, follow_last=abs_path.endswith(("/", "/.")))
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFound(path, ref) from None
+        try:
+            if res.st is None:
+                raise FileNotFound(path, ref)
+            return self._path_stat(root_fd, res, abs_path)
+        finally:
+            res.close()
+
+    @staticmethod
+    def _path_stat(root_fd: int, res: Resolved, abs_path: str) -> dict:
+        st = res.st
+        link = ""
+        if stat.S_ISLNK(st.st_mode):
+            link = scoped_target(root_fd, abs_path)
+        return {"name": _base_name(abs_path), "size": st.st_size,
+                "mode": go_file_mode(st.st_mode), "mtime": _rfc3339nano(st.st_mtime_ns),
+                "linkTarget": link}
+
+    # -- GET -------------------------------------------------------------------------------
+    async def get(self, ref: str, path: str, start, out: BinaryIO) -> dict:
+        """Write a tar of ``path`` to ``out``; ``start(path_stat)`` is called (from the
+        worker thread) once the path is known to exist, before the first byte."""
+        if not path:
+            raise errors.InvalidParameter("Path cannot be empty")
+        pst = await self._with_root(ref, self._get_sync, path, ref, start, out)
+        self._emit(self.containers.get(ref), "archive-path")
+        return pst
+
+    def _get_sync(self, root_fd: int, c: dict, path: str, ref: str, start, out) -> dict:
+        abs_path = container_abs_path(path)
+        try:
+            res = resolve(root_fd, abs_path, follow_last=abs_path.endswith(("/", "/.")))
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFound(path, ref) from None
+        try:
+            if res.st is None:
+                raise FileNotFound(path, ref)
+            pst = self._path_stat(root_fd, res, abs_path)
+            start(pst)
+            name = _base_name(abs_path)
+            if name == "/":
+                name = "."
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                _TarWriter(tf).add(res, name)
+            return pst
+        finally:
+            res.close()
+
+    # -- PUT -------------------------------------------------------------------------------
+    async def put(self, ref: str, path: str, stream: BinaryIO, *,
+                  no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False) -> None:
+        """Extract the tar read from ``stream`` into directory ``path`` of the container."""
+        if not path:
+            raise errors.InvalidParameter("Path cannot be empty")
+        c = self.containers.get(ref)
+        if c["HostConfig"].get("ReadonlyRootfs"):
+            raise errors.Forbidden("container rootfs is marked read-only")
+        privileged = bool(c["HostConfig"].get("Privileged"))
+        abs_path = container_abs_path(path)
+        # read and check the whole archive before touching the container
+        spool = await asyncio.to_thread(_spool_checked, stream, abs_path, privileged,
+                                        self.containers.root)
+        try:
+            await self._with_root(ref, self._put_sync, abs_path, path, ref, spool,
+                                  no_overwrite_dir_non_dir, copy_uid_gid)
+        finally:
+            spool.close()
+        self._emit(c, "extract-to-dir")
+
+    def _emit(self, c: dict, action: str) -> None:
+        attrs = getattr(self.containers, "_attrs", None)
+        self.containers.emit("container", action, c["Id"],
+                             attrs(c) if attrs else {"name": c["Name"].lstrip("/")})
+
+    def _put_sync(self, root_fd: int, c: dict, abs_path: str, path: str, ref: str, spool,
+                  no_overwrite: bool, copy_uid_gid: bool) -> None:
+        try:
+            res = resolve(root_fd, abs_path, follow_last=True)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFound(path, ref) from None
+        try:
+            if res.st is None:
+                raise FileNotFound(path, ref)
+            if not stat.S_ISDIR(res.st.st_mode):
+                raise errors.InvalidParameter("extraction point is not a directory")
+            dest_parts = res.parts
+        finally:
+            res.close()
+        owner = None
+        if copy_uid_gid and c["Config"].get("User"):
+            owner = _container_user(root_fd, c["Config"]["User"])
+        spool.seek(0)
+        ex = _Extractor(root_fd, dest_parts, no_overwrite, owner)
+        with tarfile.open(fileobj=spool, mode="r|") as tf:
+            for m in tf:
+                ex.entry(tf, m)
+        ex.finish()
+
+
+# -- tar writing (GET) ---------------------------------------------------------------------
+
+class _TarWriter:
+    def __init__(self, tf: tarfile.TarFile) -> None:
+        self.tf = tf
+        self.inodes: dict[tuple[int, int], str] = {}
+
+    def add(self, res: Resolved, name: str) -> None:
+        if res.name is None:
+            fd = os.dup(res.parent)
+            try:
+                self._dir(fd, os.fstat(fd), name)
+            finally:
+                os.close(fd)
+            return
+        self._entry(res.parent, res.name, res.st, name)
+
+    def _info(self, st: os.stat_result, name: str) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(name)
+        ti.mode = stat.S_IMODE(st.st_mode)
+        ti.uid, ti.gid = st.st_uid, st.st_gid
+        ti.mtime = int(st.st_mtime)
+        ti.uname = ti.gname = ""
+        return ti
+
+    def _entry(self, dfd: int, base: str, st: os.stat_result, name: str) -> None:
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            fd = os.open(base, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                self._dir(fd, st, name)
+            finally:
+                os.close(fd)
+            return
+        ti = self._info(st, name)
+        if stat.S_ISLNK(mode):
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = os.readlink(base, dir_fd=dfd)
+            self.tf.addfile(ti)
+            return
+        if stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in self.inodes:
+                ti.type = tarfile.LNKTYPE
+                ti.linkname = self.inodes[key]
+                self.tf.addfile(ti)
+                return
+            if st.st_nlink > 1:
+                self.inodes[key] = name
+            fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         dir_fd=dfd)
+            with os.fdopen(fd, "rb") as f:
+                fst = os.fstat(f.fileno())
+                if not stat.S_ISREG(fst.st_mode):
+                    return   # swapped under us: skip it
+                ti.size = fst.st_size
+                try:
+                    cap = os.getxattr(f.fileno(), "security.capability")
+                    ti.pax_headers = {"SCHILY.xattr.security.capability":
+                                      cap.decode("latin-1")}
+                except OSError:
+                    pass
+                self.tf.addfile(ti, _Exact(f, ti.size))
+            return
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            self.tf.addfile(ti)
+            return
+        if stat.S_ISFIFO(mode):
+            ti.type = tarfile.FIFOTYPE
+            self.tf.addfile(ti)
+        # sockets are left out, as dockerd does
+
+    def _dir(self, fd: int, st: os.stat_result, name: str) -> None:
+        ti = self._info(st, name)
+        ti.type = tarfile.DIRTYPE
+        self.tf.addfile(ti)
+        prefix = "" if name in (".", "") else name.rstrip("/") + "/"
+        if name == ".":
+            prefix = "./"
+        with os.scandir(fd) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            try:
+                est = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
+                self._entry(fd, e.name, est, prefix + e.name)
+            except FileNotFoundError:
+                continue   # removed meanwhile (a running container)
+
+
+class _Exact:
+    """Exactly ``size`` bytes of ``f`` (zero-padded if the file shrank meanwhile)."""
+
+    def __init__(self, f, size: int) -> None:
+        self.f, self.left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        if n is None or n < 0 or n > self.left:
+            n = self.left
+        b = self.f.read(n)
+        if not b:
+            b = b"\0" * n
+        self.left -= len(b)
+        return b
+
+
+# -- tar checking and extraction (PUT) -----------------------------------------------------
+
+def _rel_parts(name: str) -> list[str] | None:
+    """A tar name as components below the destination (dockerd: Clean, then Join with
+    the destination, so an absolute name is below it too); None when ``..`` leaves it."""
+    out: list[str] = []
+    for p in name.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        out.append(p)
+    return out
+
+
+MAX_EXT_HEADER = 1 << 20
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    def _proc_member(self, tarfile_):
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                         tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) \
+                and self.size > MAX_EXT_HEADER:
+            raise errors.InvalidParameter(f"invalid tar: extended header of {self.size} bytes")
+        return super()._proc_member(tarfile_)
+
+
+def _spool_checked(stream: BinaryIO, dest: str, privileged: bool, tmp_root: str):
+    """Copy the tar to a temporary file, checking every entry; the file (positioned
+    anywhere) is returned, or InvalidParameter raised with nothing written to the
+    container."""
+    tmpdir = os.path.join(tmp_root, "tmp")
+    os.makedirs(tmpdir, exist_ok=True)
+    spool = tempfile.TemporaryFile(dir=tmpdir)
+    try:
+        tee = _Tee(stream, spool)
+        try:
+            tf = tarfile.open(fileobj=tee, mode="r|", tarinfo=_CheckedTarInfo)
+            for m in tf:
+                _check_member(m, dest, privileged)
+            # the rest of the stream (tar padding) is copied too
+            while tee.read(CHUNK):
+                pass
+        except (tarfile.TarError, EOFError) as e:
+            raise errors.InvalidParameter(f"invalid tar stream: {e}") from None
+        return spool
+    except BaseException:
+        spool.close()
+        raise
+
+
+def _check_member(m: tarfile.TarInfo, dest: str, privileged: bool) -> None:
+    dest_clean = os.path.normpath(dest)
+    parts = _rel_parts(m.name)
+    if parts is None:
+        raise errors.InvalidParameter(f"{m.name!r} is outside of {dest_clean!r}")
+    if m.islnk():
+        target = _rel_parts(m.linkname)
+        if not target:
+            raise errors.InvalidParameter(f"invalid hardlink {m.name!r} -> {m.linkname!r}: "
+                                          f"the target is not inside {dest_clean!r}")
+    elif m.issym():
+        # a relative target must stay below the destination (dockerd's breakout check);
+        # an absolute one is resolved inside the container's root whenever it is followed
+        if not m.linkname.startswith("/") and \
+                _rel_parts("/".join([*parts[:-1], m.linkname])) is None:
+            raise errors.InvalidParameter(f"invalid symlink {m.name!r} -> {m.linkname!r}: "
+                                          f"the target is not inside {dest_clean!r}")
+    elif m.ischr() or m.isblk():
+        if not privileged:
+            raise errors.InvalidParameter(
+                f"device node {m.name!r} refused: device nodes can only be copied into "
+                "privileged containers")
+    elif not (m.isreg() or m.isdir() or m.isfifo() or m.type == tarfile.CONTTYPE):
+        raise errors.InvalidParameter(f"unsupported tar entry {m.name!r} (type {m.type!r})")
+    if not parts and not m.isdir():
+        raise errors.InvalidParameter(f"invalid tar entry {m.name!r}: not a directory")
+
+
+class _Tee:
+    def __init__(self, src: BinaryIO, dst) -> None:
+        self.src, self.dst = src, dst
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.src.read(n)
+        if b:
+            self.dst.write(b)
+        return b
+
+
+def _container_user(root_fd: int, user: str) -> tuple[int, int]:
+    """uid/gid of ``user[:group]`` from the container's /etc/passwd and /etc/group, read
+    through the in-root resolver."""
+    name, _, group = user.partition(":")
+
+    def table(path: str) -> list[list[str]]:
+        try:
+            res = resolve(root_fd, path, follow_last=True)
+        except OSError:
+            return []
+        try:
+            if res.st is None or not stat.S_ISREG(res.st.st_mode):
+                return []
+            fd = os.open(res.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=res.parent)
+            with os.fdopen(fd, "rb") as f:
+                text = f.read(1 << 20).decode(errors="replace")
+            return [ln.split(":") for ln in text.splitlines() if ln and not ln.startswith("#")]
+        finally:
+            res.close()
+
+    uid = gid = 0
+    if name.isdigit():
+        uid = int(name)
+        for e in table("/etc/passwd"):
+            if len(e) > 3 and e[2] == name and e[3].isdigit():
+                gid = int(e[3])
+                break
+    elif name:
+        for e in table("/etc/passwd"):
+            if len(e) > 3 and e[0] == name and e[2].isdigit() and e[3].isdigit():
+                uid, gid = int(e[2]), int(e[3])
+                break
+        else:
+            raise errors.InvalidParameter(f"unable to find user {name}: no matching entries "
+                                          "in passwd file")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            for e in table("/etc/group"):
+                if len(e) > 2 and e[0] == group and e[2].isdigit():
+                    gid = int(e[2])
+                    break
+            else:
+                raise errors.InvalidParameter(f"unable to find group {group}: no matching "
+                                              "entries in group file")
+    return uid, gid
+
+
+class _Extractor:
+    def __init__(self, root_fd: int, dest_parts: list[str], no_overwrite: bool,
+                 owner: tuple[int, int] | None) -> None:
+        self.root_fd = root_fd
+        self.dest = dest_parts
+        self.dest_path = "/" + "/".join(dest_parts)
+        self.no_overwrite = no_overwrite
+        self.owner = owner
+        self.dirs: list[tuple[list[str], float]] = []
+
+    def _parent(self, rel: list[str]) -> int:
+        """fd of the directory for ``rel``'s parent, made (0755) when missing; resolved in
+        the container's root, so a symlink among the parents stays inside it."""
+        path = "/".join(self.dest + rel[:-1])
+        pending = [p for p in path.split("/") if p]
+        made = [os.dup(self.root_fd)]
+        # resolve component by component, creating what is missing
+        names: list[str] = []
+        links = 0
+        try:
+            while pending:
+                comp = pending.pop(0)
+                if comp == "..":
+                    if len(made) > 1:
+                        os.close(made.pop())
+                        names.pop()
+                    continue
+                cur = made[-1]
+                try:
+                    st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
+                except FileNotFoundError:
+                    os.mkdir(comp, 0o755, dir_fd=cur)
+                    st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise errors.InvalidParameter("too many levels of symbolic links")
+                    target = os.readlink(comp, dir_fd=cur)
+                    if target.startswith("/"):
+                        while len(made) > 1:
+                            os.close(made.pop())
+                            names.pop()
+                    pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    raise errors.InvalidParameter(
+                        f"cannot extract into {'/' + '/'.join([*names, comp])!r}: "
+                        "not a directory")
+                made.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
+                names.append(comp)
+            return made.pop()
+        finally:
+            for fd in made:
+                os.close(fd)
+
+    def _owner(self, m: tarfile.TarInfo) -> tuple[int, int]:
+        return self.owner if self.owner is not None else (m.uid, m.gid)
+
+    def entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        rel = _rel_parts(m.name)
+        if rel is None:
+            raise errors.InvalidParameter(f"{m.name!r} is outside of {self.dest_path!r}")
+        if not rel:   # "./": the destination's own metadata is left alone
+            return
+        dfd = self._parent(rel)
+        try:
+            self._entry(tf, m, rel, dfd, rel[-1])
+        finally:
+            os.close(dfd)
+
+    def _entry(self, tf, m, rel, dfd, base) -> None:
+        path = "/".join([self.dest_path.rstrip("/"), *rel])
+        try:
+            existing = os.stat(base, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None:
+            is_dir = stat.S_ISDIR(existing.st_mode)
+            if self.no_overwrite and is_dir and not m.isdir():
+                raise errors.InvalidParameter(
+                    f"cannot overwrite directory {path!r} with non-directory {m.name!r}")
+            if self.no_overwrite and not is_dir and m.isdir():
+                raise errors.InvalidParameter(
+                    f"cannot overwrite non-directory {path!r} with directory {m.name!r}")
+            if not (is_dir and m.isdir()):
+                if is_dir:
+                    shutil.rmtree(base, dir_fd=dfd)
+                else:
+                    os.unlink(base, dir_fd=dfd)
+                existing = None
+        uid, gid = self._owner(m)
+        mode = m.mode & 0o7777
+        if m.isdir():
+            if existing is None:
+                os.mkdir(base, 0o700, dir_fd=dfd)
+            fd = os.open(base, _DIR_FLAGS, dir_fd=dfd)
+            try:
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            self.dirs.append((rel, m.mtime))
+            return
+        if m.islnk():
+            trel = _rel_parts(m.linkname)
+            if not trel:
+                raise errors.InvalidParameter(f"invalid hardlink {m.name!r} -> {m.linkname!r}")
+            tdfd = self._parent(trel)
+            try:
+                try:
+                    tst = os.stat(trel[-1], dir_fd=tdfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    raise errors.InvalidParameter(
+                        f"invalid hardlink {m.name!r} -> {m.linkname!r}: no such file") from None
+                if stat.S_ISDIR(tst.st_mode):
+                    raise errors.InvalidParameter(
+                        f"invalid hardlink {m.name!r} -> {m.linkname!r}: a directory")
+                os.link(trel[-1], base, src_dir_fd=tdfd, dst_dir_fd=dfd, follow_symlinks=False)
+            finally:
+                os.close(tdfd)
+            return
+        if m.issym():
+            os.symlink(m.linkname, base, dir_fd=dfd)
+            os.chown(base, uid, gid, dir_fd=dfd, follow_symlinks=False)
+            os.utime(base, (m.mtime, m.mtime), dir_fd=dfd, follow_symlinks=False)
+            return
+        if m.isreg() or m.type == tarfile.CONTTYPE:
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                src = tf.extractfile(m)
+                left = m.size
+                while left > 0:
+                    b = src.read(min(CHUNK, left))
+                    if not b:
+                        raise errors.InvalidParameter(
+                            f"invalid tar stream: unexpected EOF in {m.name!r}")
+                    mv = memoryview(b)
+                    while mv:
+                        mv = mv[os.write(fd, mv):]
+                    left -= len(b)
+                os.fchown(fd, uid, gid)   # before chmod: chown clears setuid bits
+                os.fchmod(fd, mode)
+                os.utime(fd, (m.mtime, m.mtime))
+            finally:
+                os.close(fd)
+            return
+        if m.isfifo():
+            os.mkfifo(base, 0o600, dir_fd=dfd)
+        elif m.ischr() or m.isblk():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=dfd)
+        else:
+            raise errors.InvalidParameter(f"unsupported tar entry {m.name!r}")
+        # opening a fifo or a device could block or act: chmod the inode through an
+        # O_PATH fd (its /proc/self/fd link names the inode, not a path to re-resolve)
+        pfd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            if stat.S_ISLNK(os.fstat(pfd).st_mode):
+                raise errors.InvalidParameter(f"{path!r} changed during the copy")
+            os.chown(base, uid, gid, dir_fd=dfd, follow_symlinks=False)
+            os.chmod(f"/proc/self/fd/{pfd}", mode)
+        finally:
+            os.close(pfd)
+        os.utime(base, (m.mtime, m.mtime), dir_fd=dfd, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Directory times last (their children changed them)."""
+        for rel, mtime in reversed(self.dirs):
+            try:
+                dfd = self._parent(rel)
+            except (OSError, errors.DockyardError):
+                continue
+            try:
+                os.utime(rel[-1], (mtime, mtime), dir_fd=dfd, follow_symlinks=False)
+            except OSError:
+                pass
+            finally:
+                os.close(dfd)

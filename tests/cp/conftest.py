@@ -1,0 +1,37 @@
+"""A private `dockyard daemon` per test module (busybox imported) for the `docker cp` tests."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from helpers.cli_daemon import running_daemon
+from helpers.rootfs import build_busybox_rootfs
+
+
+@pytest.fixture(scope="module")
+def cpd(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cp")
+    rootfs = build_busybox_rootfs(root / "rootfs")
+    with running_daemon(root / "d") as d:
+        d.import_busybox(rootfs)
+        yield d
+
+
+@pytest.fixture
+def name() -> str:
+    return f"cp-{uuid.uuid4().hex[:10]}"
+
+
+def run_sleeper(d, name: str, *opts: str) -> str:
+    """A running busybox container (`sleep 1000`); its id."""
+    r = d.docker("run", "-d", "--name", name, *opts, "busybox", "sleep", "1000")
+    assert r.returncode == 0, r.stderr + d.logs()[-3000:]
+    return r.stdout.strip()
+
+
+def sh(d, name: str, script: str) -> str:
+    r = d.docker("exec", name, "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
