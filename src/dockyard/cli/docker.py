@@ -164,6 +164,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("container", "remove"): ("dockyard.cli.cmd_containers", "cmd_container_rm"),
     ("container", "inspect"): ("dockyard.cli.cmd_containers", "cmd_container_inspect"),
     ("container", "prune"): ("dockyard.cli.cmd_containers", "cmd_container_prune"),
+    ("cp",): ("dockyard.cli.cmd_cp", "cmd_cp"),
 }
 
 _GLOBAL_VALUE = {"-H": "host", "--host": "host", "--tlscacert": "tlscacert",

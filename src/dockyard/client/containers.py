@@ -271,6 +271,44 @@ class ContainersMixin:
     def exec_inspect(self, eid: str) -> dict:
         return self.get_json(f"/exec/{eid}/json")
 
+    # -- docker cp: /containers/{id}/archive ------------------------------------------------
+    def stat_path(self, cid: str, path: str) -> dict:
+        """``HEAD .../archive``: the X-Docker-Container-Path-Stat of ``path``.
+
+        A missing path raises NotFound with dockerd's words (a HEAD has no body)."""
+        resp = self._raw("HEAD", self.url(f"/containers/{cid}/archive", {"path": path}))
+        resp.read()
+        if resp.status == 404:
+            raise errors.NotFound(f"Could not find the file {path} in container {cid}")
+        if resp.status >= 400:
+            raise errors.SystemError_(f"Error response from daemon: {resp.status} {resp.reason}")
+        return _path_stat(resp.headers.get("X-Docker-Container-Path-Stat"))
+
+    def get_archive(self, cid: str, path: str):
+        """``GET .../archive``: (the streaming tar response, its path stat)."""
+        resp = self.request("GET", f"/containers/{cid}/archive", {"path": path})
+        return resp, _path_stat(resp.headers.get("X-Docker-Container-Path-Stat"))
+
+    def put_archive(self, cid: str, path: str, data, no_overwrite_dir_non_dir: bool = False,
+                    copy_uid_gid: bool = False) -> None:
+        """``PUT .../archive``: extract the tar ``data`` (bytes, file or chunks) into ``path``."""
+        params = {"path": path,
+                  "noOverwriteDirNonDir": "true" if no_overwrite_dir_non_dir else None,
+                  "copyUIDGID": "true" if copy_uid_gid else None}
+        self.request("PUT", f"/containers/{cid}/archive", params, body=data,
+                     headers={"Content-Type": "application/x-tar"}).read()
+
+
+def _path_stat(header: str | None) -> dict:
+    import base64
+
+    if not header:
+        return {}
+    try:
+        return json.loads(base64.b64decode(header))
+    except ValueError:
+        return {}
+
 
 def wait_result(resp) -> int:
     """The StatusCode of a ``/wait`` body; an in-band error raises."""
