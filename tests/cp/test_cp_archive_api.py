@@ -229,3 +229,11 @@ def test_archive_of_a_stopped_container(cpd, api, name):
     assert st["size"] == 7
     rootfs = cpd.root / "data" / "containers" / cid / "rootfs"
     assert not os.path.ismount(rootfs)
+
+
+def test_read_only_rootfs_refuses_put_but_serves_get(cpd, api, name):
+    cid = run_sleeper(cpd, name, "--read-only")
+    status, _, body = raw(cpd, "PUT", cid, "/tmp", tar_of(("x", "file", "x")))
+    assert (status, json.loads(body)["message"]) == (403, "container rootfs is marked read-only")
+    stream, st = api.get_archive(cid, "/bin/busybox")
+    assert read_tar(stream)["busybox"][:4] == b"\x7fELF"
