@@ -82,7 +82,8 @@ def test_stopped_container_both_ways(cpd, name, tmp_path, cli):
     # /data does not exist: dockerd's words for the missing destination's parent
     r = cp(cpd, cli, str(src), f"{name}:/data/in.txt")
     assert r.returncode == 1
-    assert r.stderr == f"Error response from daemon: Could not find the file /data in container {name}\n"
+    assert r.stderr == ("Error response from daemon: Could not find the file /data in "
+                        f"container {name}\n")
     sh_tar = io.BytesIO()
     with tarfile.open(fileobj=sh_tar, mode="w") as tf:
         ti = tarfile.TarInfo("data/in.txt")
@@ -131,7 +132,8 @@ def test_errors_as_docker_words_them(cpd, name, tmp_path):
     run_sleeper(cpd, name)
     r = cpd.docker("cp", f"{name}:/does/not/exist", str(tmp_path / "x"))
     assert (r.returncode, r.stderr) == (
-        1, f"Error response from daemon: Could not find the file /does/not/exist in container {name}\n")
+        1, "Error response from daemon: Could not find the file /does/not/exist in container "
+           f"{name}\n")
     r = cpd.docker("cp", "nosuchcontainer-cp:/etc", str(tmp_path / "x"))
     assert r.returncode == 1
     assert "No such container: nosuchcontainer-cp" in r.stderr

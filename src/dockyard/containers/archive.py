@@ -351,7 +351,9 @@ class ArchiveService:
             raise errors.Forbidden("container rootfs is marked read-only")
         privileged = bool(c["HostConfig"].get("Privileged"))
         abs_path = container_abs_path(path)
-        # read and check the whole archive before touching the container
+        # the destination first (as dockerd: a missing one is a 404 before the body is read)
+        await self._with_root(ref, self._dest_parts, abs_path, path, ref)
+        # then read and check the whole archive before touching the container
         spool = await asyncio.to_thread(_spool_checked, stream, abs_path, privileged,
                                         self.containers.root)
         try:
@@ -368,18 +370,7 @@ class ArchiveService:
 
     def _put_sync(self, root_fd: int, c: dict, abs_path: str, path: str, ref: str, spool,
                   no_overwrite: bool, copy_uid_gid: bool) -> None:
-        try:
-            res = resolve(root_fd, abs_path, follow_last=True)
-        except (FileNotFoundError, NotADirectoryError):
-            raise FileNotFound(path, ref) from None
-        try:
-            if res.st is None:
-                raise FileNotFound(path, ref)
-            if not stat.S_ISDIR(res.st.st_mode):
-                raise errors.InvalidParameter("extraction point is not a directory")
-            dest_parts = res.parts
-        finally:
-            res.close()
+        dest_parts = self._dest_parts(root_fd, c, abs_path, path, ref)
         owner = None
         if copy_uid_gid and c["Config"].get("User"):
             owner = _container_user(root_fd, c["Config"]["User"])
@@ -389,6 +380,23 @@ class ArchiveService:
             for m in tf:
                 ex.entry(tf, m)
         ex.finish()
+
+    @staticmethod
+    def _dest_parts(root_fd: int, c: dict, abs_path: str, path: str, ref: str) -> list[str]:
+        """The extraction point's canonical in-root path: it must exist and be a directory
+        (a final symlink is followed, so a link to a directory is a destination)."""
+        try:
+            res = resolve(root_fd, abs_path, follow_last=True)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFound(path, ref) from None
+        try:
+            if res.st is None:
+                raise FileNotFound(path, ref)
+            if not stat.S_ISDIR(res.st.st_mode):
+                raise errors.InvalidParameter("extraction point is not a directory")
+            return res.parts
+        finally:
+            res.close()
 
 
 # -- tar writing (GET) ---------------------------------------------------------------------
@@ -554,32 +562,38 @@ def _spool_checked(stream: BinaryIO, dest: str, privileged: bool, tmp_root: str)
         raise
 
 
+def _q(s: str) -> str:
+    """Go's %q (dockerd's error messages quote paths with it)."""
+    return json.dumps(s, ensure_ascii=False)
+
+
 def _check_member(m: tarfile.TarInfo, dest: str, privileged: bool) -> None:
     dest_clean = os.path.normpath(dest)
     parts = _rel_parts(m.name)
     if parts is None:
-        raise errors.InvalidParameter(f"{m.name!r} is outside of {dest_clean!r}")
+        raise errors.InvalidParameter(f"{_q(m.name)} is outside of {_q(dest_clean)}")
     if m.islnk():
         target = _rel_parts(m.linkname)
         if not target:
-            raise errors.InvalidParameter(f"invalid hardlink {m.name!r} -> {m.linkname!r}: "
-                                          f"the target is not inside {dest_clean!r}")
+            raise errors.InvalidParameter(
+                f"invalid hardlink {_q(os.path.normpath(os.path.join(dest_clean, m.linkname)))}"
+                f" -> {_q(m.linkname)}")
     elif m.issym():
         # a relative target must stay below the destination (dockerd's breakout check);
         # an absolute one is resolved inside the container's root whenever it is followed
         if not m.linkname.startswith("/") and \
                 _rel_parts("/".join([*parts[:-1], m.linkname])) is None:
-            raise errors.InvalidParameter(f"invalid symlink {m.name!r} -> {m.linkname!r}: "
-                                          f"the target is not inside {dest_clean!r}")
+            raise errors.InvalidParameter(
+                f"invalid symlink {_q(os.path.join(dest_clean, *parts))} -> {_q(m.linkname)}")
     elif m.ischr() or m.isblk():
         if not privileged:
             raise errors.InvalidParameter(
-                f"device node {m.name!r} refused: device nodes can only be copied into "
+                f"device node {_q(m.name)} refused: device nodes can only be copied into "
                 "privileged containers")
     elif not (m.isreg() or m.isdir() or m.isfifo() or m.type == tarfile.CONTTYPE):
-        raise errors.InvalidParameter(f"unsupported tar entry {m.name!r} (type {m.type!r})")
+        raise errors.InvalidParameter(f"unsupported tar entry {_q(m.name)} (type {m.type!r})")
     if not parts and not m.isdir():
-        raise errors.InvalidParameter(f"invalid tar entry {m.name!r}: not a directory")
+        raise errors.InvalidParameter(f"invalid tar entry {_q(m.name)}: not a directory")
 
 
 class _Tee:
@@ -688,7 +702,7 @@ class _Extractor:
                     continue
                 if not stat.S_ISDIR(st.st_mode):
                     raise errors.InvalidParameter(
-                        f"cannot extract into {'/' + '/'.join([*names, comp])!r}: "
+                        f"cannot extract into {_q('/' + '/'.join([*names, comp]))}: "
                         "not a directory")
                 made.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
                 names.append(comp)
@@ -703,7 +717,7 @@ class _Extractor:
     def entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         rel = _rel_parts(m.name)
         if rel is None:
-            raise errors.InvalidParameter(f"{m.name!r} is outside of {self.dest_path!r}")
+            raise errors.InvalidParameter(f"{_q(m.name)} is outside of {_q(self.dest_path)}")
         if not rel:   # "./": the destination's own metadata is left alone
             return
         dfd = self._parent(rel)
@@ -722,10 +736,12 @@ class _Extractor:
             is_dir = stat.S_ISDIR(existing.st_mode)
             if self.no_overwrite and is_dir and not m.isdir():
                 raise errors.InvalidParameter(
-                    f"cannot overwrite directory {path!r} with non-directory {m.name!r}")
+                    f"cannot overwrite directory {_q(path)} with non-directory "
+                    f"{_q(self.dest_path)}")
             if self.no_overwrite and not is_dir and m.isdir():
                 raise errors.InvalidParameter(
-                    f"cannot overwrite non-directory {path!r} with directory {m.name!r}")
+                    f"cannot overwrite non-directory {_q(path)} with directory "
+                    f"{_q(self.dest_path)}")
             if not (is_dir and m.isdir()):
                 if is_dir:
                     shutil.rmtree(base, dir_fd=dfd)
@@ -748,17 +764,19 @@ class _Extractor:
         if m.islnk():
             trel = _rel_parts(m.linkname)
             if not trel:
-                raise errors.InvalidParameter(f"invalid hardlink {m.name!r} -> {m.linkname!r}")
+                raise errors.InvalidParameter(
+                    f"invalid hardlink {_q(m.name)} -> {_q(m.linkname)}")
             tdfd = self._parent(trel)
             try:
                 try:
                     tst = os.stat(trel[-1], dir_fd=tdfd, follow_symlinks=False)
                 except FileNotFoundError:
                     raise errors.InvalidParameter(
-                        f"invalid hardlink {m.name!r} -> {m.linkname!r}: no such file") from None
+                        f"invalid hardlink {_q(m.name)} -> {_q(m.linkname)}: no such file"
+                    ) from None
                 if stat.S_ISDIR(tst.st_mode):
                     raise errors.InvalidParameter(
-                        f"invalid hardlink {m.name!r} -> {m.linkname!r}: a directory")
+                        f"invalid hardlink {_q(m.name)} -> {_q(m.linkname)}: a directory")
                 os.link(trel[-1], base, src_dir_fd=tdfd, dst_dir_fd=dfd, follow_symlinks=False)
             finally:
                 os.close(tdfd)
@@ -778,7 +796,7 @@ class _Extractor:
                     b = src.read(min(CHUNK, left))
                     if not b:
                         raise errors.InvalidParameter(
-                            f"invalid tar stream: unexpected EOF in {m.name!r}")
+                            f"invalid tar stream: unexpected EOF in {_q(m.name)}")
                     mv = memoryview(b)
                     while mv:
                         mv = mv[os.write(fd, mv):]
@@ -795,13 +813,13 @@ class _Extractor:
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
             os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=dfd)
         else:
-            raise errors.InvalidParameter(f"unsupported tar entry {m.name!r}")
+            raise errors.InvalidParameter(f"unsupported tar entry {_q(m.name)}")
         # opening a fifo or a device could block or act: chmod the inode through an
         # O_PATH fd (its /proc/self/fd link names the inode, not a path to re-resolve)
         pfd = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         try:
             if stat.S_ISLNK(os.fstat(pfd).st_mode):
-                raise errors.InvalidParameter(f"{path!r} changed during the copy")
+                raise errors.InvalidParameter(f"{_q(path)} changed during the copy")
             os.chown(base, uid, gid, dir_fd=dfd, follow_symlinks=False)
             os.chmod(f"/proc/self/fd/{pfd}", mode)
         finally:
