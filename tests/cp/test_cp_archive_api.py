@@ -237,3 +237,17 @@ def test_read_only_rootfs_refuses_put_but_serves_get(cpd, api, name):
     assert (status, json.loads(body)["message"]) == (403, "container rootfs is marked read-only")
     stream, st = api.get_archive(cid, "/bin/busybox")
     assert read_tar(stream)["busybox"][:4] == b"\x7fELF"
+
+
+def test_no_way_into_the_kernels_interfaces(cpd, name):
+    """The copy works on the rootfs, not through /proc/<pid>/root: the container's /proc,
+    /sys and /dev are not there to read or write."""
+    cid = run_sleeper(cpd, name)
+    for p in ("/proc/1/environ", "/proc/self/root/etc/passwd", "/sys/kernel", "/proc/sys/kernel"):
+        status, _, _ = raw(cpd, "GET", cid, p)
+        assert status == 404, p
+    status, _, body = raw(cpd, "PUT", cid, "/proc/sys/kernel",
+                          tar_of(("core_pattern", "file", "|x")))
+    assert status == 404, body
+    with open("/proc/sys/kernel/core_pattern") as f:
+        assert f.read() != "|x\n"
