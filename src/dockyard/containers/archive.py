@@ -334,8 +334,9 @@ class ArchiveService:
             name = _base_name(abs_path)
             if name == "/":
                 name = "."
+            names = (_id_names(root_fd, "/etc/passwd"), _id_names(root_fd, "/etc/group"))
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-                _TarWriter(tf).add(res, name)
+                _TarWriter(tf, names).add(res, name)
             return pst
         finally:
             res.close()
@@ -401,10 +402,22 @@ class ArchiveService:
 
 # -- tar writing (GET) ---------------------------------------------------------------------
 
+def _id_names(root_fd: int, path: str) -> dict[int, str]:
+    """id -> name from the container's passwd or group file (the owner names dockerd's
+    tars carry, looked up in the container)."""
+    out: dict[int, str] = {}
+    for e in _table(root_fd, path):
+        if len(e) > 2 and e[2].isdigit():
+            out.setdefault(int(e[2]), e[0])
+    return out
+
+
 class _TarWriter:
-    def __init__(self, tf: tarfile.TarFile) -> None:
+    def __init__(self, tf: tarfile.TarFile,
+                 names: tuple[dict[int, str], dict[int, str]] = ({}, {})) -> None:
         self.tf = tf
         self.inodes: dict[tuple[int, int], str] = {}
+        self.users, self.groups = names
 
     def add(self, res: Resolved, name: str) -> None:
         if res.name is None:
@@ -421,7 +434,8 @@ class _TarWriter:
         ti.mode = stat.S_IMODE(st.st_mode)
         ti.uid, ti.gid = st.st_uid, st.st_gid
         ti.mtime = int(st.st_mtime)
-        ti.uname = ti.gname = ""
+        ti.uname = self.users.get(st.st_uid, "")
+        ti.gname = self.groups.get(st.st_gid, "")
         return ti
 
     def _entry(self, dfd: int, base: str, st: os.stat_result, name: str) -> None:
@@ -607,25 +621,33 @@ class _Tee:
         return b
 
 
+def _table(root_fd: int, path: str) -> list[list[str]]:
+    """The colon-separated lines of a container file (passwd, group), read in-root."""
+    try:
+        res = resolve(root_fd, path, follow_last=True)
+    except OSError:
+        return []
+    try:
+        if res.st is None or not stat.S_ISREG(res.st.st_mode):
+            return []
+        fd = os.open(res.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=res.parent)
+        with os.fdopen(fd, "rb") as f:
+            text = f.read(1 << 20).decode(errors="replace")
+        return [ln.split(":") for ln in text.splitlines() if ln and not ln.startswith("#")]
+    except OSError:
+        return []
+    finally:
+        res.close()
+
+
 def _container_user(root_fd: int, user: str) -> tuple[int, int]:
     """uid/gid of ``user[:group]`` from the container's /etc/passwd and /etc/group, read
     through the in-root resolver."""
     name, _, group = user.partition(":")
 
     def table(path: str) -> list[list[str]]:
-        try:
-            res = resolve(root_fd, path, follow_last=True)
-        except OSError:
-            return []
-        try:
-            if res.st is None or not stat.S_ISREG(res.st.st_mode):
-                return []
-            fd = os.open(res.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=res.parent)
-            with os.fdopen(fd, "rb") as f:
-                text = f.read(1 << 20).decode(errors="replace")
-            return [ln.split(":") for ln in text.splitlines() if ln and not ln.startswith("#")]
-        finally:
-            res.close()
+        return _table(root_fd, path)
 
     uid = gid = 0
     if name.isdigit():
