@@ -22,16 +22,3 @@ def cpd(tmp_path_factory):
 @pytest.fixture
 def name() -> str:
     return f"cp-{uuid.uuid4().hex[:10]}"
-
-
-def run_sleeper(d, name: str, *opts: str) -> str:
-    """A running busybox container (`sleep 1000`); its id."""
-    r = d.docker("run", "-d", "--name", name, *opts, "busybox", "sleep", "1000")
-    assert r.returncode == 0, r.stderr + d.logs()[-3000:]
-    return r.stdout.strip()
-
-
-def sh(d, name: str, script: str) -> str:
-    r = d.docker("exec", name, "sh", "-c", script)
-    assert r.returncode == 0, r.stderr
-    return r.stdout

@@ -12,7 +12,7 @@ import urllib.parse
 
 import docker
 import pytest
-from conftest import run_sleeper, sh
+from cp_helpers import run_sleeper, sh
 
 pytestmark = pytest.mark.xdist_group("cp-api")
 

@@ -7,7 +7,7 @@ import os
 import tarfile
 
 import pytest
-from conftest import run_sleeper, sh
+from cp_helpers import run_sleeper, sh
 
 pytestmark = pytest.mark.xdist_group("cp-cli")
 
