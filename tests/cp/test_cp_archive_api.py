@@ -251,3 +251,12 @@ def test_no_way_into_the_kernels_interfaces(cpd, name):
     assert status == 404, body
     with open("/proc/sys/kernel/core_pattern") as f:
         assert f.read() != "|x\n"
+
+
+def test_symlink_loop_is_a_bad_request(cpd, name):
+    cid = run_sleeper(cpd, name)
+    sh(cpd, name, "ln -s loop2 /tmp/loop1 && ln -s loop1 /tmp/loop2")
+    status, _, body = raw(cpd, "GET", cid, "/tmp/loop1/x")
+    assert status == 400 and "too many levels of symbolic links" in json.loads(body)["message"]
+    # dockerd evaluates a link's target for the stat: a loop fails there too
+    assert raw(cpd, "HEAD", cid, "/tmp/loop1")[0] == 400

@@ -232,10 +232,18 @@ def scoped_target(root_fd: int, path: str) -> str:
     return "/" + "/".join(names)
 
 
-def _open_dir(res: Resolved) -> int:
-    if res.name is None:
-        return os.dup(res.parent)
-    return os.open(res.name, _DIR_FLAGS, dir_fd=res.parent)
+def _resolve_in(root_fd: int, abs_path: str, follow_last: bool, path: str, ref: str
+                ) -> Resolved:
+    """resolve(), with dockerd's 404 for a missing path and a 400 for a link loop."""
+    try:
+        return resolve(root_fd, abs_path, follow_last)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFound(path, ref) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise errors.InvalidParameter(f"{path}: too many levels of symbolic links") \
+                from None
+        raise
 
 
 # -- the service ---------------------------------------------------------------------------
@@ -289,10 +297,7 @@ class ArchiveService:
 
     def _stat_sync(self, root_fd: int, c: dict, path: str, ref: str) -> dict:
         abs_path = container_abs_path(path)
-        try:
-            res = resolve(root_fd, abs_path, follow_last=abs_path.endswith(("/", "/.")))
-        except (FileNotFoundError, NotADirectoryError):
-            raise FileNotFound(path, ref) from None
+        res = _resolve_in(root_fd, abs_path, abs_path.endswith(("/", "/.")), path, ref)
         try:
             if res.st is None:
                 raise FileNotFound(path, ref)
@@ -305,7 +310,13 @@ class ArchiveService:
         st = res.st
         link = ""
         if stat.S_ISLNK(st.st_mode):
-            link = scoped_target(root_fd, abs_path)
+            try:
+                link = scoped_target(root_fd, abs_path)
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+                raise errors.InvalidParameter(
+                    f"{abs_path}: too many levels of symbolic links") from None
         return {"name": _base_name(abs_path), "size": st.st_size,
                 "mode": go_file_mode(st.st_mode), "mtime": _rfc3339nano(st.st_mtime_ns),
                 "linkTarget": link}
@@ -322,10 +333,7 @@ class ArchiveService:
 
     def _get_sync(self, root_fd: int, c: dict, path: str, ref: str, start, out) -> dict:
         abs_path = container_abs_path(path)
-        try:
-            res = resolve(root_fd, abs_path, follow_last=abs_path.endswith(("/", "/.")))
-        except (FileNotFoundError, NotADirectoryError):
-            raise FileNotFound(path, ref) from None
+        res = _resolve_in(root_fd, abs_path, abs_path.endswith(("/", "/.")), path, ref)
         try:
             if res.st is None:
                 raise FileNotFound(path, ref)
@@ -386,10 +394,7 @@ class ArchiveService:
     def _dest_parts(root_fd: int, c: dict, abs_path: str, path: str, ref: str) -> list[str]:
         """The extraction point's canonical in-root path: it must exist and be a directory
         (a final symlink is followed, so a link to a directory is a destination)."""
-        try:
-            res = resolve(root_fd, abs_path, follow_last=True)
-        except (FileNotFoundError, NotADirectoryError):
-            raise FileNotFound(path, ref) from None
+        res = _resolve_in(root_fd, abs_path, True, path, ref)
         try:
             if res.st is None:
                 raise FileNotFound(path, ref)
