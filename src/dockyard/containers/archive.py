@@ -248,6 +248,9 @@ def _resolve_in(root_fd: int, abs_path: str, follow_last: bool, path: str, ref: 
 
 # -- the service ---------------------------------------------------------------------------
 
+_NOT_MOUNTED = object()
+
+
 class ArchiveService:
     """stat / get / put of paths inside containers, on top of the container service."""
 
@@ -264,15 +267,19 @@ class ArchiveService:
         rootfs = os.path.join(svc.root, "containers", cid, "rootfs")
         lock = svc._lock(cid) if hasattr(svc, "_lock") else None
 
-        def run_on(root_path: str):
+        def run_on(root_path: str, need_mount: bool = False):
             fd = os.open(root_path, _DIR_FLAGS)
             try:
+                if need_mount and os.fstat(fd).st_dev == os.stat(os.path.dirname(root_path)).st_dev:
+                    return _NOT_MOUNTED   # the container stopped between the check and open
                 return fn(fd, c, *args)
             finally:
                 os.close(fd)
 
         if os.path.ismount(rootfs):
-            return await asyncio.to_thread(run_on, rootfs)
+            r = await asyncio.to_thread(run_on, rootfs, True)
+            if r is not _NOT_MOUNTED:
+                return r
         if lock is not None:
             await lock.acquire()
         try:
