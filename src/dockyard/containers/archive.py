@@ -259,41 +259,21 @@ class ArchiveService:
 
     # The container's rootfs, mounted for the duration of ``fn(root_fd, c)``.
     async def _with_root(self, ref: str, fn, *args):
-        from dockyard.containers import service as svcmod
-
-        svc = self.containers
-        c = svc.get(ref)
-        cid = c["Id"]
-        rootfs = os.path.join(svc.root, "containers", cid, "rootfs")
-        lock = svc._lock(cid) if hasattr(svc, "_lock") else None
-
-        def run_on(root_path: str, need_mount: bool = False):
+        def run_on(c: dict, root_path: str):
             fd = os.open(root_path, _DIR_FLAGS)
             try:
-                if need_mount and os.fstat(fd).st_dev == os.stat(os.path.dirname(root_path)).st_dev:
+                if os.fstat(fd).st_dev == os.stat(os.path.dirname(root_path)).st_dev:
                     return _NOT_MOUNTED   # the container stopped between the check and open
                 return fn(fd, c, *args)
             finally:
                 os.close(fd)
 
-        if os.path.ismount(rootfs):
-            r = await asyncio.to_thread(run_on, rootfs, True)
+        for _ in range(3):
+            async with self.containers.rootfs_mounted(ref) as (c, rootfs):
+                r = await asyncio.to_thread(run_on, c, rootfs)
             if r is not _NOT_MOUNTED:
                 return r
-        if lock is not None:
-            await lock.acquire()
-        try:
-            if os.path.ismount(rootfs):   # started meanwhile
-                return await asyncio.to_thread(run_on, rootfs)
-            mounts = await asyncio.to_thread(svc.images.rootfs_mounts, cid)
-            await asyncio.to_thread(svcmod._mount_rootfs, mounts, rootfs)
-            try:
-                return await asyncio.to_thread(run_on, rootfs)
-            finally:
-                await asyncio.to_thread(svcmod._unmount_rootfs, rootfs)
-        finally:
-            if lock is not None:
-                lock.release()
+        raise errors.Conflict(f"container {ref} kept starting and stopping during the copy")
 
     # -- HEAD ------------------------------------------------------------------------------
     async def stat(self, ref: str, path: str) -> dict:
@@ -380,9 +360,7 @@ class ArchiveService:
         self._emit(c, "extract-to-dir")
 
     def _emit(self, c: dict, action: str) -> None:
-        attrs = getattr(self.containers, "_attrs", None)
-        self.containers.emit("container", action, c["Id"],
-                             attrs(c) if attrs else {"name": c["Name"].lstrip("/")})
+        self.containers.emit("container", action, c["Id"], self.containers.event_attrs(c))
 
     def _put_sync(self, root_fd: int, c: dict, abs_path: str, path: str, ref: str, spool,
                   no_overwrite: bool, copy_uid_gid: bool) -> None:

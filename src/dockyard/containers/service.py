@@ -12,6 +12,7 @@ restarted daemon finds its containers with ``restore()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -1049,20 +1050,36 @@ class ContainerService:
         self.emit("container", "commit", c["Id"], {**self._attrs(c), "comment": comment})
         return image_id
 
-    async def export(self, ref: str, out) -> None:
-        """Write the container's filesystem as a tar to the binary file ``out``."""
+    @contextlib.asynccontextmanager
+    async def rootfs_mounted(self, ref: str):
+        """``(record, path)``: the container's root filesystem, mounted at ``path`` for the
+        duration. A running container's own mount is used as is (it may stop meanwhile:
+        callers that open it check it is still a mount); a stopped one is mounted for the
+        duration under the container's lock, so a start waits for it."""
         c = self.get(ref)
         rootfs = os.path.join(self._dir(c["Id"]), "rootfs")
-        mounted_here = False
-        if not os.path.ismount(rootfs):
+        if os.path.ismount(rootfs):
+            yield c, rootfs
+            return
+        async with self._lock(c["Id"]):
+            if os.path.ismount(rootfs):   # started meanwhile
+                yield c, rootfs
+                return
             mounts = await asyncio.to_thread(self.images.rootfs_mounts, c["Id"])
             await asyncio.to_thread(_mount_rootfs, mounts, rootfs)
-            mounted_here = True
-        try:
-            await asyncio.to_thread(_tar_dir, rootfs, out)
-        finally:
-            if mounted_here:
+            try:
+                yield c, rootfs
+            finally:
                 await asyncio.to_thread(_unmount_rootfs, rootfs)
+
+    def event_attrs(self, c: dict) -> dict:
+        """The attributes of a container's events (image, name, labels)."""
+        return self._attrs(c)
+
+    async def export(self, ref: str, out) -> None:
+        """Write the container's filesystem as a tar to the binary file ``out``."""
+        async with self.rootfs_mounted(ref) as (c, rootfs):
+            await asyncio.to_thread(_tar_dir, rootfs, out)
         self.emit("container", "export", c["Id"], self._attrs(c))
 
     def stats(self, ref: str) -> dict:
