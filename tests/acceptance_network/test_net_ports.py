@@ -159,7 +159,14 @@ def test_network_none_host_container(ndaemon):
               "for i in 1 2 3 4 5 6 7 8 9 10; do echo shared | nc 127.0.0.1 7000 && break;"
               " sleep 0.2; done")
         assert os.readlink(f"/proc/{nsp}/ns/net")
-        assert d.out("exec", a, "cat", "/tmp/x") == "shared"
+        # the listener writes what it received a moment after the sender is done
+        got = ""
+        for _ in range(50):
+            got = d.out("exec", a, "cat", "/tmp/x")
+            if got:
+                break
+            __import__("time").sleep(0.1)
+        assert got == "shared"
     finally:
         d.docker("rm", "-f", a, check=False)
 
