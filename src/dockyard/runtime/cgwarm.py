@@ -10,7 +10,12 @@ until told to stop or until its deadline.
 
 - the runtime's `create` calls :func:`start` first thing, so the wait runs
   while the main thread imports modules and reads the bundle, and
-  :func:`stop` once init is in its cgroup;
+  :func:`stop` once init is in its cgroup. :func:`start` waits until the
+  thread is about to write (the thread needs the GIL to get there, and the
+  main thread, busy importing, would otherwise hold it for a whole switch
+  interval, 5 ms, or more), and shortens the switch interval while warming
+  so that the thread's later writes are not held up by the main thread
+  either;
 - the daemon calls :func:`warm_for` when a container is about to be created
   or started (the runtime then runs in a fork server that has nothing left
   to import, so there is nothing to hide the wait behind).
@@ -20,10 +25,12 @@ Only cheap C modules here: this module is imported on the hot path.
 
 import _thread
 import os
+import sys
 import time
 
 _lock = _thread.allocate_lock()
-_state = {"stop": False, "deadline": 0.0, "running": None}
+_state = {"stop": False, "deadline": 0.0, "running": None, "writing": None,
+          "switch": None}
 
 
 def _after_fork_in_child() -> None:
@@ -31,7 +38,9 @@ def _after_fork_in_child() -> None:
     # ours to wait for, and its lock may have been held at the moment of the fork.
     global _lock
     _lock = _thread.allocate_lock()
-    _state.update(stop=False, deadline=0.0, running=None)
+    if _state["switch"] is not None:
+        sys.setswitchinterval(_state["switch"])
+    _state.update(stop=False, deadline=0.0, running=None, writing=None, switch=None)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -59,6 +68,13 @@ def _own_procs_files() -> list[str]:
     return out
 
 
+def _signal_writing() -> None:
+    writing = _state["writing"]
+    if writing is not None:
+        _state["writing"] = None
+        writing.release()
+
+
 def _run(done) -> None:
     try:
         pid = str(os.getpid()).encode()
@@ -69,6 +85,7 @@ def _run(done) -> None:
                 continue
             try:
                 while not _state["stop"] and time.monotonic() < _state["deadline"]:
+                    _signal_writing()
                     os.write(fd, pid)
                     time.sleep(0.002)
                 return
@@ -77,13 +94,14 @@ def _run(done) -> None:
             finally:
                 os.close(fd)
     finally:
+        _signal_writing()
         with _lock:
             if _state["running"] is done:
                 _state["running"] = None
         done.release()
 
 
-def warm_for(seconds: float) -> None:
+def warm_for(seconds: float, _wait_first_write: bool = False) -> None:
     """Keep the attach path warm for ``seconds`` from now (root only; never blocks)."""
     if os.geteuid() != 0:
         return
@@ -95,12 +113,25 @@ def warm_for(seconds: float) -> None:
         done = _thread.allocate_lock()
         done.acquire()
         _state["running"] = done
+        writing = None
+        if _wait_first_write:
+            writing = _thread.allocate_lock()
+            writing.acquire()
+            _state["writing"] = writing
     _thread.start_new_thread(_run, (done,))
+    if writing is not None:
+        writing.acquire()    # releases the GIL: the thread runs up to its first write
 
 
 def start() -> None:
-    """Begin warming for this process's `create` (ends at :func:`stop`)."""
-    warm_for(2.0)
+    """Begin warming for this process's `create` (ends at :func:`stop`).
+
+    Returns once the thread is about to make its first write, with a short
+    GIL switch interval (restored by :func:`stop`)."""
+    if _state["switch"] is None:
+        _state["switch"] = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
+    warm_for(2.0, _wait_first_write=True)
 
 
 def stop() -> None:
@@ -111,3 +142,6 @@ def stop() -> None:
     if done is not None:
         done.acquire()
         done.release()
+    if _state["switch"] is not None:
+        sys.setswitchinterval(_state["switch"])
+        _state["switch"] = None
