@@ -7,10 +7,17 @@ mounts, masked paths and device rules, no terminal), alternately, so that
 background noise hits both alike. Prints each runtime's median wall time and
 the ratio (target: dockyard-runc <= 1.5x runc).
 
-Two dockyard variants are timed: the installed `dockyard-runc` console
+Three dockyard variants are timed: the installed `dockyard-runc` console
 script (what dockerd invokes; it pays for every `.pth` file in
-site-packages at interpreter start), and `dockyard.runtime.runtime_argv()`,
-the `python -S` command line Dockyard's own daemon should use.
+site-packages at interpreter start, and this machine's site-packages has a
+sandbox hook that imports certifi at every start), the same console script
+installed in a clean throwaway venv (no system site-packages: what a normal
+machine pays for `site` and pip's console-script template), and
+`dockyard.runtime.runtime_argv()`, the `python -S` command line Dockyard's
+own daemon should use. The venv is built in the bench's temp dir from a copy
+of this checkout (pip, offline from the local index/cache: `wheel` for the
+build, the project with --no-deps, pyseccomp) and removed with it; if it
+cannot be built, its line is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -42,6 +49,38 @@ def _time(cmd: list[str], env: dict | None = None) -> float:
     return dt
 
 
+def _clean_venv(tmp: Path) -> str | None:
+    """`dockyard-runc` pip-installed into a fresh venv under tmp (None if that fails)."""
+    build = tmp / "venv-src"
+    build.mkdir()
+    root = HERE.parent
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, build / name)
+    shutil.copytree(SRC, build / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp / "venv"
+    py = str(venv / "bin" / "python")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    steps = [
+        [sys.executable, "-m", "venv", str(venv)],
+        [py, "-m", "pip", "install", "-q", "wheel"],          # setuptools 65 builds through it
+        [py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(build)],
+        [py, "-m", "pip", "install", "-q", "--no-deps", "pyseccomp"],
+    ]
+    for cmd in steps:
+        r = subprocess.run(cmd, **quiet, timeout=300)
+        if r.returncode != 0:
+            err = r.stderr.decode(errors="replace").strip().splitlines()
+            print(f"(clean venv skipped: {' '.join(cmd[2:5])} failed: "
+                  f"{err[-1] if err else r.returncode})")
+            return None
+    return str(venv / "bin" / "dockyard-runc")
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     runc = shutil.which("runc")
@@ -57,6 +96,7 @@ def main() -> int:
                        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""}, check=True,
                        stdout=subprocess.DEVNULL)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        venv_script = _clean_venv(tmp)
         from dockyard.runtime import runtime_argv
         lean = runtime_argv()
         variants = {
@@ -64,22 +104,30 @@ def main() -> int:
                                str(tmp / "bundle"), f"r{i}"],
             "dockyard-runc": lambda i: [script, "--root", str(tmp / "dy-state"), "run",
                                         "--bundle", str(tmp / "bundle"), f"d{i}"],
+        }
+        if venv_script:
+            variants["dockyard-runc (clean venv)"] = lambda i: [
+                venv_script, "--root", str(tmp / "dy-state"), "run", "--bundle",
+                str(tmp / "bundle"), f"v{i}"]
+        variants |= {
             "dockyard (runtime_argv)": lambda i: [*lean, "--root", str(tmp / "dy-state"), "run",
                                                "--bundle", str(tmp / "bundle"), f"s{i}"],
         }
         # the floor under any Python runtime: starting and stopping the interpreter
         variants["(python -S -E -c pass)"] = lambda i: [lean[0], "-S", "-E", "-c", "pass"]
         times: dict[str, list[float]] = {k: [] for k in variants}
+        load_before = _load()
         for name, make in variants.items():     # warm-up (page cache, pyc)
             _time(make("warm"), env)
         for i in range(n):
             for name, make in variants.items():
                 times[name].append(_time(make(i), env))
         base = statistics.median(times["runc"])
-        print(f"{'runtime':<26}{'median':>10}{'ratio':>8}   (N={n}, `run` of `true`)")
+        print(f"{'runtime':<30}{'median':>10}{'ratio':>8}   (N={n}, `run` of `true`; "
+              f"load {load_before} -> {_load()})")
         for name, ts in times.items():
             med = statistics.median(ts)
-            print(f"{name:<26}{med * 1000:>8.1f}ms{med / base:>7.2f}x")
+            print(f"{name:<30}{med * 1000:>8.1f}ms{med / base:>7.2f}x")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
