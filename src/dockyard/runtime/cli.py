@@ -162,7 +162,19 @@ class Globals:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run one command; return its exit status.
+
+    Without ``argv`` this is the process's entry point (the `dockyard-runc`
+    console script, ``python -m dockyard.runtime.cli``): then the process
+    ends here, after flushing stdout/stderr, without the interpreter's
+    teardown (see :func:`run_and_exit`).
+    """
+    if argv is None:
+        run_and_exit()
+    return _main(list(argv))
+
+
+def _main(argv: list[str]) -> int:
     try:
         gflags, rest = parse_flags(argv, GLOBAL_FLAGS, stop_at_positional=True)
     except UsageError as e:
@@ -219,17 +231,15 @@ def _fail(g: Globals, msg: str) -> int:
     return 1
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def run_and_exit() -> None:
     """Run :func:`main` and end the process at once (no interpreter teardown)."""
     import os
     try:
-        code = main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+        code = _main(sys.argv[1:])
+    except SystemExit as e:        # as the interpreter would treat it
+        code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -237,3 +247,6 @@ def run_and_exit() -> None:
             pass
     os._exit(code & 0xFF)
 
+
+if __name__ == "__main__":
+    main()
