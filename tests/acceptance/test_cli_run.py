@@ -25,6 +25,27 @@ def test_run_rm_echo_and_exit_codes(daemon):
     assert daemon.out("ps", "-aq") == ""  # --rm removed it even though it never started
 
 
+def test_run_rm_frees_the_name_at_once_and_removes_its_files(daemon):
+    # The daemon answers `wait condition=removed` before the files are gone; the name
+    # must be free at that moment and the files (dir, mount, cgroup) go just after.
+    import time
+
+    from acceptance.harness import leftovers
+
+    name = uniq("rmname")
+    before = leftovers(daemon)
+    for _ in range(3):
+        assert daemon.out("run", "--rm", "--name", name, "busybox", "echo", "x") == "x"
+    cid = daemon.out("run", "-d", "--name", name, "busybox", "true")
+    assert daemon.out("wait", name) == "0"
+    daemon.docker("rm", name)
+    assert not (daemon.data / "containers" / cid).exists()
+    deadline = time.monotonic() + 10
+    while leftovers(daemon) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers(daemon) == before
+
+
 def test_run_missing_command_keeps_created_container(daemon):
     name = uniq()
     r = daemon.docker("run", "--name", name, "busybox", "nosuch", check=False)

@@ -475,18 +475,29 @@ class ContainerService:
             st.set_status(stt, "exited")
             stt.update(ExitCode=code, FinishedAt=finished, Pid=0)
             self._save(c)
-            await self._cleanup_after_stop(c)
-            if stt["OOMKilled"]:
-                self.emit("container", "oom", cid, self._attrs(c))
-            self.emit("container", "die", cid, {**self._attrs(c), "exitCode": str(code)})
-            ev = self.exits.get(cid)
-            if ev:
-                ev.set()
-        if c["HostConfig"].get("AutoRemove") and not self._restart_wanted(c):
-            try:
-                await self.remove(cid, force=True)
-            except errors.DockyardError as e:
-                log.warning("auto-remove of %s failed: %s", cid[:12], e)
+
+            def died() -> None:
+                if stt["OOMKilled"]:
+                    self.emit("container", "oom", cid, self._attrs(c))
+                self.emit("container", "die", cid, {**self._attrs(c), "exitCode": str(code)})
+
+            auto_remove = bool(c["HostConfig"].get("AutoRemove")) and not self._restart_wanted(c)
+            if auto_remove:
+                # `run --rm`: once its network is released (its ports free for the next
+                # container), the container is gone for every client; its mounts,
+                # cgroups and files are removed just after, still under this lock.
+                await self._release_network(c)
+                died()
+                self._forget(c, pending_files=True)
+                await self._cleanup_after_stop(c, network=False)
+            else:
+                await self._cleanup_after_stop(c)
+                died()
+                ev = self.exits.get(cid)
+                if ev:
+                    ev.set()
+        if auto_remove:
+            await self._remove_files(c)
             return
         if self._restart_wanted(c) and not booting:
             c["RestartCount"] += 1
@@ -517,20 +528,20 @@ class ContainerService:
             return c["State"]["ExitCode"] != 0 and (limit == 0 or c["RestartCount"] < limit)
         return False
 
-    async def _cleanup_after_stop(self, c: dict) -> None:
+    async def _cleanup_after_stop(self, c: dict, network: bool = True) -> None:
         # Independent steps, run side by side: the runtime's delete (cgroups, state),
         # the network endpoint, the rootfs mount (detached lazily).
-        async def network() -> None:
-            if self.network is None:
-                return
-            try:
-                await self.network.detach(c)
-            except Exception as e:  # noqa: BLE001 - cleanup goes on
-                log.warning("network detach of %s: %s", c["Id"][:12], e)
-
         await asyncio.gather(
-            self._runtime_cleanup(c), network(),
+            self._runtime_cleanup(c), self._release_network(c) if network else asyncio.sleep(0),
             asyncio.to_thread(_unmount_rootfs, os.path.join(self._dir(c["Id"]), "rootfs")))
+
+    async def _release_network(self, c: dict) -> None:
+        if self.network is None:
+            return
+        try:
+            await self.network.detach(c)
+        except Exception as e:  # noqa: BLE001 - cleanup goes on
+            log.warning("network detach of %s: %s", c["Id"][:12], e)
 
     async def _runtime_cleanup(self, c: dict) -> None:
         # Both runtimes keep a container's state in <root>/<id>: no state, nothing to delete
@@ -656,17 +667,43 @@ class ContainerService:
                 await asyncio.wait_for(self.exits[cid].wait(), 15)
             except asyncio.TimeoutError:
                 pass
-        if c["State"]["Status"] == "removing" and not force:
-            raise errors.Conflict(f"removal of container {ref} is already in progress")
-        c["State"]["Status"] = "removing"
-        self._save(c)
-        await self._finish_remove(c)
+        async with self._lock(cid):   # an exit's cleanup in progress ends first
+            if c["State"]["Status"] == "removing" and not force:
+                raise errors.Conflict(f"removal of container {ref} is already in progress")
+            if cid not in self.containers:
+                return   # removed meanwhile (--rm)
+            c["State"]["Status"] = "removing"
+            self._save(c)
+            await self._finish_remove(c)
 
     async def _finish_remove(self, c: dict) -> None:
-        cid = c["Id"]
         await self._cleanup_after_stop(c)
+        await self._remove_files(c)
+        self._forget(c)
 
-        async def forget() -> None:
+    def _forget(self, c: dict, pending_files: bool = False) -> None:
+        """The container leaves the daemon's view: record, name, events, waiters.
+        With files still to remove, its row stays (status "removing", under a name no
+        container can have) until _remove_files ends, so a daemon that stops before
+        that finishes the removal on its next start (restore)."""
+        cid = c["Id"]
+        if pending_files:
+            c["State"]["Status"] = "removing"
+            self.store.put({**c, "Name": f"/ removing {cid}"})
+        else:
+            self.store.delete(cid)
+        self.containers.pop(cid, None)
+        self.emit("container", "destroy", cid, self._attrs(c))
+        ev = self.removed.setdefault(cid, asyncio.Event())
+        ev.set()
+        ex = self.exits.get(cid)
+        if ex:
+            ex.set()
+
+    async def _remove_files(self, c: dict) -> None:
+        cid = c["Id"]
+
+        async def forget_task() -> None:
             try:
                 await self.sup.request("forget", id=cid)
             except errors.DockyardError as e:
@@ -676,15 +713,10 @@ class ContainerService:
             self.images.remove_rootfs(cid)
             shutil.rmtree(self._dir(cid), ignore_errors=True)
 
-        await asyncio.gather(forget(), asyncio.to_thread(remove_files))
-        self.store.delete(cid)
-        self.containers.pop(cid, None)
-        self.emit("container", "destroy", cid, self._attrs(c))
-        ev = self.removed.setdefault(cid, asyncio.Event())
-        ev.set()
-        ex = self.exits.get(cid)
-        if ex:
-            ex.set()
+        await asyncio.gather(forget_task(), asyncio.to_thread(remove_files))
+        if cid not in self.containers:
+            self.store.delete(cid)
+            self._locks.pop(cid, None)
 
     async def prune(self, filters: dict | None = None) -> dict:
         deleted, space = [], 0
