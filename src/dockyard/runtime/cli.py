@@ -232,8 +232,14 @@ def _fail(g: Globals, msg: str) -> int:
 
 
 def run_and_exit() -> None:
-    """Run :func:`main` and end the process at once (no interpreter teardown)."""
+    """Run :func:`main` and end the process at once (no interpreter teardown).
+
+    The cyclic garbage collector is off for the process's short life: its
+    passes during the imports cost time, and in the forked stages they would
+    write to (and so copy) pages shared with the parent."""
+    import gc
     import os
+    gc.disable()
     try:
         code = _main(sys.argv[1:])
     except SystemExit as e:        # as the interpreter would treat it
