@@ -100,6 +100,24 @@ def _connect_console(path: str) -> int:
     return s.detach()
 
 
+def _raise_child_error(sock) -> None:
+    """If init reported an error (and exited), raise it; return if it said nothing."""
+    import select
+    from . import sync
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    if not poller.poll(1000):
+        return
+    try:
+        msg = sync.recv(sock)
+    except OSError:
+        return
+    if msg is None:
+        raise RuntimeError_("container init exited unexpectedly")
+    if msg.get("type") == sync.Msg.ERROR:
+        raise RuntimeError_(msg.get("msg", "unknown error"))
+
+
 def hook_state(cid: str, status: str, pid: int, cfg) -> dict:
     return {"ociVersion": cfg.oci_version, "id": cid, "status": status, "pid": pid,
             "bundle": cfg.bundle, "annotations": cfg.annotations}
@@ -194,20 +212,32 @@ class Runtime:
     def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int]) -> tuple[int, int]:
         from . import init, sync
         parent, child = sync.pair()
-        c1 = os.fork()   # cgwarm's thread may still run: it holds no lock the child needs
-        if c1 == 0:  # pragma: no cover - runs in the child
-            parent.close()
-            init.stage1(cfg, child, iopts)
-        child.close()
-        procs.append(c1)
+        c1 = pid = None
         try:
-            return self._talk(cfg, cid, mgr, parent, c1, procs)
+            if init.single_stage(cfg):
+                pid = init.fork_init(cfg, child, iopts)
+                if pid == 0:  # pragma: no cover - a child that got here failed to exit
+                    os._exit(1)
+                procs.append(pid)
+            else:
+                c1 = os.fork()   # cgwarm's thread may still run: it holds no lock the child needs
+                if c1 == 0:  # pragma: no cover - runs in the child
+                    parent.close()
+                    init.stage1(cfg, child, iopts)
+                procs.append(c1)
+        finally:
+            child.close()
+        try:
+            return self._talk(cfg, cid, mgr, parent, c1, pid, procs)
         except sync.SyncError as e:
             raise RuntimeError_(str(e)) from None
         finally:
             parent.close()
 
-    def _talk(self, cfg, cid: str, mgr, sock, c1: int, procs: list[int]) -> tuple[int, int]:
+    def _talk(self, cfg, cid: str, mgr, sock, c1: int | None, pid: int | None,
+              procs: list[int]) -> tuple[int, int]:
+        """The parent's side of the sync protocol; ``c1`` is stage 1 (None when
+        init was forked directly, see ``init.fork_init``; then ``pid`` is init)."""
         from . import hooks, sync
         from .sync import Msg
         # while the stages create namespaces and start on the rootfs
@@ -218,7 +248,7 @@ class Runtime:
                               "pid": 0, "bundle": cfg.bundle, "annotations": cfg.annotations,
                               "dockyard": {"cgroup": mgr.to_dict()}})
         mgr.apply(with_default_devices(cfg.resources))
-        while True:
+        while c1 is not None:
             msg = sync.recv(sock)
             if msg is None:
                 raise RuntimeError_("container init exited unexpectedly")
@@ -229,12 +259,16 @@ class Runtime:
                 sync.send(sock, Msg.USERNS_DONE)
             elif msg["type"] == Msg.CHILD_PID:
                 pid = msg["pid"]
+                procs.append(pid)
+                os.waitpid(c1, 0)
+                procs.remove(c1)
                 break
-        procs.append(pid)
-        os.waitpid(c1, 0)
-        procs.remove(c1)
-        mgr.add(pid)
-        sync.send(sock, Msg.GO)
+        try:
+            mgr.add(pid)
+            sync.send(sock, Msg.GO)
+        except (OSError, DockyardError):
+            _raise_child_error(sock)   # init failed before it could be placed: say why
+            raise
         from . import cgwarm
         cgwarm.stop()
         st = statemod.proc_stat(pid)
