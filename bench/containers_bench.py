@@ -192,6 +192,8 @@ def main() -> int:
     if not shutil.which("podman"):
         notes.append("podman: not installed here (scripts/install-bench-deps) - skipped")
     ours = Daemon(base / "ours")
+    # the same daemon without its warm pool (containers/warm.py): every run made from scratch
+    cold = Daemon(base / "cold", extra_args=("--warm-pool", "0"))
     try:
         if shutil.which("podman"):
             pm = Podman(base / "podman")
@@ -200,6 +202,9 @@ def main() -> int:
         ours.start()
         dy = Engine("dockyard", ours.env)
         dy.docker("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
+        cold.start()
+        dyc = Engine("dockyard-cold", cold.env)
+        dyc.docker("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
         with running_dockerd(base / "dkd") as dkd:
             dk = Engine("dockerd", dkd.env)
             dk.docker("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
@@ -207,18 +212,33 @@ def main() -> int:
 
             # 1. run --rm, alternating so background load hits both alike
             rr: dict[str, list[float]] = {"docker CLI -> dockyard": [], "docker CLI -> dockerd": [],
-                                          "dockyard CLI -> dockyard": [], "podman": []}
-            for e in engines:
+                                          "dockyard CLI -> dockyard": [], "podman": [],
+                                          "docker CLI -> dockyard, no warm pool": []}
+            for e in engines + [dyc]:
                 e.docker("run", "--rm", "busybox", "true")
+
+            def settle() -> None:
+                # each run starts on a quiet machine: what one engine does after its run
+                # (dockerd's shim teardown, our warm pool's next container) is not
+                # charged to the next engine's run
+                time.sleep(0.25)
+
             our_cli = [sys.executable, "-m", "dockyard", "-H", ours.host, "run", "--rm", "busybox", "true"]
             have_cli = subprocess.run(our_cli, capture_output=True).returncode == 0
             for _ in range(args.runs):
+                settle()
                 rr["docker CLI -> dockyard"] += timed(lambda: dy.docker("run", "--rm", "busybox", "true"), 1)
+                settle()
                 rr["docker CLI -> dockerd"] += timed(lambda: dk.docker("run", "--rm", "busybox", "true"), 1)
+                settle()
+                rr["docker CLI -> dockyard, no warm pool"] += timed(
+                    lambda: dyc.docker("run", "--rm", "busybox", "true"), 1)
                 if have_cli:
+                    settle()
                     rr["dockyard CLI -> dockyard"] += timed(
                         lambda: subprocess.run(our_cli, check=True, capture_output=True), 1)
                 if pm:
+                    settle()
                     rr["podman"] += timed(lambda: pm.run("--rm", "busybox", "true"), 1)
             if not have_cli:
                 notes.append("our CLI has no working `run` yet: skipped")
@@ -277,6 +297,7 @@ def main() -> int:
                 pm.podman("rm", "-af", "-t", "0")
     finally:
         try:
+            cold.close()
             ours.close()
         finally:
             if pm:
@@ -291,7 +312,9 @@ def main() -> int:
     base_ms = med(rr["docker CLI -> dockerd"])
     print(f"  ratio docker CLI: {med(rr['docker CLI -> dockyard']) / base_ms:.2f}x"
           + (f", our CLI: {med(rr['dockyard CLI -> dockyard']) / base_ms:.2f}x"
-             if rr["dockyard CLI -> dockyard"] else "") + "  (target <= 0.33x)")
+             if rr["dockyard CLI -> dockyard"] else "")
+          + f", no warm pool: {med(rr['docker CLI -> dockyard, no warm pool']) / base_ms:.2f}x"
+          + "  (target <= 0.33x)")
     print(f"{args.parallel} x `docker run -d` at once (wall):")
     for k, v in par.items():
         print(f"  {k:28s} {v:7.2f} s")

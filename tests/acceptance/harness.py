@@ -187,10 +187,35 @@ def leftovers(d: Daemon) -> dict:
     """What a failed create may have left: records, container dirs, mounts, cgroups."""
     from dockyard.snapshots.mount import mounts_under
 
+    # containers made ahead for the next `run --rm` come and go on their own
+    warm = set(warm_ids(d))
     cdirs = os.listdir(d.data / "containers") if (d.data / "containers").exists() else []
-    cgroups = [p for p in glob.glob(f"/sys/fs/cgroup/*{d.cgroup_parent}/*") if os.path.isdir(p)]
+    cdirs = [c for c in cdirs if c not in warm]
+    cgroups = [p for p in glob.glob(f"/sys/fs/cgroup/*{d.cgroup_parent}/*")
+               if os.path.isdir(p) and os.path.basename(p) not in warm]
+    mounts = mounts_under(d.data)
+    warm |= set(warm_ids(d))   # one made meanwhile has its row before its dir and mount
+    cdirs = [c for c in cdirs if c not in warm]
+    cgroups = [p for p in cgroups if os.path.basename(p) not in warm]
+    mounts = [m for m in mounts if not any(w in m for w in warm)]
     return {"containers": d.out("ps", "-aq"), "dirs": sorted(cdirs),
-            "mounts": mounts_under(d.data), "cgroups": cgroups}
+            "mounts": mounts, "cgroups": cgroups}
+
+
+def warm_ids(d: Daemon) -> list[str]:
+    """Ids of the daemon's warm pool (containers/warm.py). Their rows are written
+    before anything else of them exists and deleted after everything else is gone."""
+    import sqlite3
+
+    db = d.data / "metadata.db"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return sorted(r[0] for r in con.execute(
+            "SELECT id FROM containers WHERE name LIKE '/ warm %'"))
+    finally:
+        con.close()
 
 
 def _teardown_network(data_root: Path) -> None:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from acceptance.harness import Daemon, import_busybox
+from acceptance.harness import Daemon, import_busybox, warm_ids
 from acceptance_network.conftest import _close
 from acceptance_network.util import http_get, inspect, uid, web
 
@@ -60,6 +60,15 @@ def _fds(pids, kind: str) -> int:
     return n
 
 
+def _in_warm_container(pid: int, warm: list[str]) -> bool:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            cg = f.read()
+    except OSError:
+        return False
+    return any(w in cg for w in warm)
+
+
 def snapshot(d: Daemon) -> dict:
     from dockyard.daemon.config import DaemonConfig
 
@@ -79,6 +88,7 @@ def snapshot(d: Daemon) -> dict:
                               check=True).stdout
         rules += [f"{table} {ln}" for ln in dump.splitlines() if chain in ln]
     st = json.loads((d.data / "network.json").read_text())
+    warm = warm_ids(d)   # made ahead for the next `run --rm`: they come and go on their own
     pids = _tree(d.proc.pid) + _tree(d.supervisor_pid() or d.proc.pid)
     nsfs = [ln for ln in open("/proc/self/mountinfo") if " nsfs " in ln and str(d.dir) in ln]
     listen = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
@@ -97,7 +107,7 @@ def snapshot(d: Daemon) -> dict:
         "socket_fds": _fds([d.proc.pid], "socket:["),
         "listeners": sorted(ln.split()[3] for ln in listen.splitlines()
                             if f"pid={d.proc.pid}," in ln),
-        "processes": len(_tree(d.proc.pid)),
+        "processes": len([p for p in _tree(d.proc.pid) if not _in_warm_container(p, warm)]),
     }
 
 

@@ -26,6 +26,7 @@ from typing import Any, AsyncIterator, Callable
 
 from dockyard import errors
 from dockyard.containers import state as st
+from dockyard.containers import warm as warmpool
 from dockyard.cli.units import human_duration  # go-units, pure: shared with the CLI
 from dockyard.containers.store import ContainerStore
 from dockyard.oci import spec as ocispec
@@ -36,6 +37,7 @@ log = logging.getLogger("dockyard.containers")
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 ZERO_TIME = "0001-01-01T00:00:00Z"
+WARM_NAME = "/ warm "   # store rows of the warm pool: a name no container can have
 
 
 def _warm_cgroup_attach() -> None:
@@ -54,7 +56,8 @@ class ContainerService:
                  supervisor: supclient.AsyncClient, runtimes: dict[str, str],
                  default_runtime: str, emit: Callable[..., None] | None = None,
                  network: Any = None, seccomp_profile: Callable[[list[str]], dict] | None = None,
-                 runtime_root: str | None = None, cgroup_parent: str = "/dockyard") -> None:
+                 runtime_root: str | None = None, cgroup_parent: str = "/dockyard",
+                 warm_pool: int = 0) -> None:
         self.root = root
         self.images = images
         self.store = store
@@ -75,6 +78,8 @@ class ContainerService:
         self._pending_attach: dict[str, list] = {}
         self._restart_pending: set[str] = set()
         self._reserved_names: set[str] = set()
+        self.warm = warmpool.Pool(warm_pool)
+        self._background: set[asyncio.Future] = set()
         if hasattr(supervisor, "replace_dead"):
             supervisor.replace_dead = self._replace_dead_supervisor
         os.makedirs(os.path.join(root, "containers"), exist_ok=True)
@@ -123,11 +128,17 @@ class ContainerService:
     # ---- boot ------------------------------------------------------------------------
     async def restore(self) -> None:
         """Load records and reconcile them with what the supervisor still runs."""
+        warm_rows = []
         for rec in self.store.all():
+            if rec["Name"].startswith(WARM_NAME):
+                warm_rows.append(rec)   # made ahead by a daemon that stopped: torn down
+                continue
             self.containers[rec["Id"]] = rec
             self.exits.setdefault(rec["Id"], asyncio.Event())
         tasks = {t["id"]: t for t in (await self.sup.request("list"))["tasks"]}
         self._watch_task = asyncio.ensure_future(self._watch_exits())
+        for rec in warm_rows:
+            await self._destroy_warm(rec)
         for cid, c in list(self.containers.items()):
             s = c["State"]["Status"]
             if s in ("running", "paused", "restarting"):
@@ -138,6 +149,8 @@ class ContainerService:
                                         (t or {}).get("finished_at") or now(), booting=True)
             elif s == "removing":
                 await self._finish_remove(c)
+            elif s == "created" and tasks.get(cid, {}).get("status") == "created":
+                await self._release_prepared(c)   # taken from the warm pool, never started
         for cid, c in list(self.containers.items()):
             policy = (c["HostConfig"].get("RestartPolicy") or {}).get("Name", "no")
             if (c["State"]["Status"] in ("exited", "created") and policy in ("always", "unless-stopped")
@@ -207,6 +220,15 @@ class ContainerService:
     async def close(self) -> None:
         if self._watch_task:
             self._watch_task.cancel()
+        for t in list(self._background):
+            t.cancel()
+        for e in self.warm.drain():
+            await self._destroy_warm(e.record)
+        for cid in list(self.warm.taken):
+            c = self.containers.get(cid)
+            if c is not None:
+                async with self._lock(cid):
+                    await self._release_prepared(c)
 
     # ---- create ----------------------------------------------------------------------
     async def create(self, name: str | None, body: dict) -> dict:
@@ -274,16 +296,8 @@ class ContainerService:
                 f'created. You have to remove (or rename) that container to be able to reuse '
                 f'that name.')
 
-    async def _create_reserved(self, cid: str, name: str, config: dict, host: dict, body: dict,
-                               merged: dict, image_id: str, image_config: dict,
-                               runtime: str) -> dict:
-        cdir = self._dir(cid)
-        os.makedirs(cdir, exist_ok=True)
-        try:
-            await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid, True)
-        except BaseException:
-            shutil.rmtree(cdir, ignore_errors=True)
-            raise
+    def _new_record(self, cid: str, name: str, config: dict, host: dict, body: dict,
+                    merged: dict, image_id: str, image_config: dict, runtime: str) -> dict:
         host.setdefault("NetworkMode", "default")
         host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
         host.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
@@ -291,19 +305,60 @@ class ContainerService:
             host.setdefault(k, 0)
         host["Runtime"] = runtime
         entry_args = ocispec.command(config, image_config)
-        rec = {
+        return {
             "Id": cid, "Created": now(), "Path": entry_args[0], "Args": entry_args[1:],
-            "State": st.new_state(), "Image": image_id, "ResolvConfPath": os.path.join(cdir, "resolv.conf"),
-            "HostnamePath": os.path.join(cdir, "hostname"), "HostsPath": os.path.join(cdir, "hosts"),
-            "LogPath": os.path.join(cdir, f"{cid}-json.log"), "Name": name, "RestartCount": 0,
-            "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
-            "AppArmorProfile": "", "ExecIDs": None, "HostConfig": host,
+            "State": st.new_state(), "Image": image_id, **self._id_paths(cid), "Name": name,
+            "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "",
+            "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None, "HostConfig": host,
             "GraphDriver": {"Name": "overlay2", "Data": None},
             "Mounts": _mounts_view(host), "Config": merged,
             "NetworkingConfig": body.get("NetworkingConfig") or {},
             "NetworkSettings": _empty_network_settings(),
             "HasBeenStartedBefore": False, "HasBeenManuallyStopped": False,
         }
+
+    def _id_paths(self, cid: str) -> dict:
+        cdir = self._dir(cid)
+        return {"ResolvConfPath": os.path.join(cdir, "resolv.conf"),
+                "HostnamePath": os.path.join(cdir, "hostname"),
+                "HostsPath": os.path.join(cdir, "hosts"),
+                "LogPath": os.path.join(cdir, f"{cid}-json.log")}
+
+    async def _create_reserved(self, cid: str, name: str, config: dict, host: dict, body: dict,
+                               merged: dict, image_id: str, image_config: dict,
+                               runtime: str) -> dict:
+        rec = self._new_record(cid, name, config, host, body, merged, image_id, image_config,
+                               runtime)
+        entry = None
+        if self.warm.enabled:
+            k = warmpool.key(rec)
+            entry = self.warm.take(k)
+            if entry is None and k in self.warm.making:
+                # one is being made (the last identical run asked for it): it is ready
+                # sooner than a new one would be
+                await asyncio.shield(self.warm.making[k])
+                entry = self.warm.take(k)
+        if entry is not None:
+            # made ahead for exactly this: its own (random) id, its rootfs mounted and its
+            # init waiting in the runtime; _start_locked only releases it
+            w = entry.record
+            w.update(Name=name, Created=rec["Created"])
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._dir(w["Id"]), warmpool.MARKER))
+            self.warm.taken[w["Id"]] = entry
+            self._schedule_warm_expiry()
+            rec = w
+            if rec["HostConfig"].get("AutoRemove"):
+                self._want_warm(rec)   # the next of a series of `run --rm`, made while this one runs
+        else:
+            cdir = self._dir(cid)
+            os.makedirs(cdir, exist_ok=True)
+            try:
+                await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid, True)
+            except BaseException:
+                shutil.rmtree(cdir, ignore_errors=True)
+                raise
+        cid = rec["Id"]
         self.containers[cid] = rec
         self.exits[cid] = asyncio.Event()
         self._save(rec)
@@ -352,7 +407,48 @@ class ContainerService:
 
     async def _start_locked(self, c: dict) -> None:
         cid = c["Id"]
-        _warm_cgroup_attach()
+        host = c["HostConfig"]
+        mode = host.get("NetworkMode") or "default"
+        entry = self.warm.taken.pop(cid, None)
+        pid = None
+        if entry is not None:
+            if warmpool.key(c) == entry.key and os.path.exists(f"/proc/{entry.pid}"):
+                pid = entry.pid
+                log.debug("container %s starts from the warm pool", cid[:12])
+            else:   # changed since (docker update...) or gone: made anew
+                await self._release_prepared(c)
+        if pid is None:
+            _warm_cgroup_attach()
+            pid = await self._create_task(c)
+        try:
+            if self.network is not None and mode != "host" and not mode.startswith("container:"):
+                try:
+                    settings = await self.network.attach(c, f"/proc/{pid}/ns/net")
+                except errors.DockyardError as e:   # Docker 28's words around the driver's
+                    raise type(e)(f"failed to set up container networking: {e}") from None
+                if settings:
+                    c["NetworkSettings"] = settings
+            if self.exits.get(cid) is None or self.exits[cid].is_set():
+                self.exits[cid] = asyncio.Event()
+            await self._connect_pending_attaches(cid)
+            started_at = now()
+            await self.sup.request("start", id=cid)
+        except BaseException:
+            await self._runtime("delete", "--force", cid, check=False, c=c)
+            raise
+        stt = c["State"]
+        st.set_status(stt, "running")
+        stt.update(Pid=pid, StartedAt=started_at, ExitCode=0, Error="", OOMKilled=False,
+                   FinishedAt=ZERO_TIME)
+        c["HasBeenStartedBefore"] = True
+        c["HasBeenManuallyStopped"] = False
+        self._save(c)
+        self.emit("container", "start", cid, self._attrs(c))
+
+    async def _create_task(self, c: dict) -> int:
+        """Mount the rootfs, write the /etc files and the spec, and have the supervisor
+        run ``<runtime> create``: the container's init then waits to be started."""
+        cid = c["Id"]
         cdir = self._dir(cid)
         rootfs = os.path.join(cdir, "rootfs")
         mounts = await asyncio.to_thread(self.images.rootfs_mounts, cid)
@@ -408,31 +504,101 @@ class ContainerService:
             stdin_once=bool(c["Config"].get("StdinOnce")), log_path=c["LogPath"],
             log_max_size=jsonlog.parse_size(log_cfg.get("max-size", "10m")),
             log_max_file=int(log_cfg.get("max-file", 3)))
-        pid = reply["pid"]
+        return reply["pid"]
+
+    # ---- the warm pool (see containers/warm.py) ----------------------------------------
+    def _want_warm(self, c: dict) -> None:
+        """After a `run --rm` container: make the next one like it ahead of time."""
+        host = c["HostConfig"]
+        if not self.warm.enabled or any(
+                isinstance(v, str) and v.startswith("container:") for v in host.values()):
+            return   # joins another container's namespaces: those may be gone by then
+        k = warmpool.key(c)
+        if not self.warm.wanted(k):
+            return
+        self.warm.making[k] = asyncio.get_running_loop().create_future()
+        self._in_background(self._fill_warm(k, c))
+
+    def _in_background(self, coro) -> None:
+        t = asyncio.ensure_future(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    async def _fill_warm(self, k: str, template: dict) -> None:
+        import copy
+
+        wid = secrets.token_hex(32)
+        rec = copy.deepcopy(template)
+        if rec["Config"].get("Hostname") == template["Id"][:12]:
+            rec["Config"]["Hostname"] = ""
+        rec.update(Id=wid, Name=WARM_NAME + wid, Created=now(), State=st.new_state(),
+                   RestartCount=0, NetworkSettings=_empty_network_settings(),
+                   HasBeenStartedBefore=False, HasBeenManuallyStopped=False, **self._id_paths(wid))
+        made = False
         try:
-            if self.network is not None and mode != "host" and not mode.startswith("container:"):
-                try:
-                    settings = await self.network.attach(c, f"/proc/{pid}/ns/net")
-                except errors.DockyardError as e:   # Docker 28's words around the driver's
-                    raise type(e)(f"failed to set up container networking: {e}") from None
-                if settings:
-                    c["NetworkSettings"] = settings
-            if self.exits.get(cid) is None or self.exits[cid].is_set():
-                self.exits[cid] = asyncio.Event()
-            await self._connect_pending_attaches(cid)
-            started_at = now()
-            await self.sup.request("start", id=cid)
-        except BaseException:
-            await self._runtime("delete", "--force", cid, check=False, c=c)
-            raise
-        stt = c["State"]
-        st.set_status(stt, "running")
-        stt.update(Pid=pid, StartedAt=started_at, ExitCode=0, Error="", OOMKilled=False,
-                   FinishedAt=ZERO_TIME)
-        c["HasBeenStartedBefore"] = True
-        c["HasBeenManuallyStopped"] = False
-        self._save(c)
-        self.emit("container", "start", cid, self._attrs(c))
+            if warmpool.key(rec) != k:
+                return
+            self.store.put(rec)   # so that a daemon that dies now tears it down later
+            cdir = self._dir(wid)
+            os.makedirs(cdir)
+            open(os.path.join(cdir, warmpool.MARKER), "w").close()
+            await asyncio.to_thread(self.images.prepare_rootfs, rec["Image"], wid, True)
+            pid = await self._create_task(rec)
+            made = True
+        except Exception as e:  # noqa: BLE001 - a warm container is only an optimisation
+            log.debug("warm container for %s not made: %s", template["Id"][:12], e)
+        finally:
+            done = self.warm.making.pop(k, None)
+            if made:
+                self.warm.ready[k] = warmpool.Entry(k, rec, pid)
+                self._schedule_warm_expiry()
+            if done is not None and not done.done():
+                done.set_result(None)
+            if not made:
+                await asyncio.shield(self._destroy_warm(rec))
+
+    def _schedule_warm_expiry(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.warm.ttl + 0.5, lambda: self._in_background(self._expire_warm()))
+
+    async def _expire_warm(self) -> None:
+        for e in self.warm.expired():
+            await self._destroy_warm(e.record)
+        deadline = time.monotonic() - self.warm.ttl
+        for cid, e in list(self.warm.taken.items()):
+            c = self.containers.get(cid)
+            if e.made <= deadline and c is not None:
+                async with self._lock(cid):
+                    if self.warm.taken.pop(cid, None) is not None:
+                        await self._release_prepared(c)   # created long ago, not started
+
+    async def _destroy_warm(self, rec: dict) -> None:
+        await self._cleanup_after_stop(rec, network=False)
+        await self._reaped(rec["Id"])
+        await self._remove_files(rec)
+
+    async def _reaped(self, cid: str) -> None:
+        """After the runtime's delete --force of a created container: wait until the
+        supervisor has seen its init die (it refuses to forget a live task)."""
+        with contextlib.suppress(errors.DockyardError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.sup.request("wait", id=cid), 5)
+
+    async def _release_prepared(self, c: dict) -> None:
+        """A created container whose init already waits in the runtime (from the warm
+        pool): back to plainly created, with nothing running and nothing mounted."""
+        await self._cleanup_after_stop(c, network=False)
+        await self._reaped(c["Id"])
+        try:
+            await self.sup.request("forget", id=c["Id"])
+        except errors.DockyardError as e:
+            log.warning("supervisor forget %s: %s", c["Id"][:12], e)
+
+    async def drain_warm(self) -> None:
+        """Tear the warm pool down (before an image is removed), those being made too."""
+        while self.warm.making:
+            await asyncio.gather(*[asyncio.shield(f) for f in self.warm.making.values()])
+        for e in self.warm.drain():
+            await self._destroy_warm(e.record)
 
     def _write_etc_files(self, c: dict, hostname: str, mode: str) -> dict:
         cdir = self._dir(c["Id"])
@@ -498,6 +664,7 @@ class ContainerService:
                     ev.set()
         if auto_remove:
             await self._remove_files(c)
+            self._want_warm(c)
             return
         if self._restart_wanted(c) and not booting:
             c["RestartCount"] += 1
@@ -711,8 +878,16 @@ class ContainerService:
 
         def remove_files() -> None:
             self.images.remove_rootfs(cid)
-            shutil.rmtree(self._dir(cid), ignore_errors=True)
+            cdir = self._dir(cid)
+            if os.path.exists(os.path.join(cdir, warmpool.MARKER)):
+                # the marker goes last: whoever lists containers/ sees a pool entry
+                # until the directory is gone
+                for n in os.listdir(cdir):
+                    if n != warmpool.MARKER:
+                        shutil.rmtree(os.path.join(cdir, n), ignore_errors=True)
+            shutil.rmtree(cdir, ignore_errors=True)
 
+        self.warm.taken.pop(cid, None)
         await asyncio.gather(forget_task(), asyncio.to_thread(remove_files))
         if cid not in self.containers:
             self.store.delete(cid)

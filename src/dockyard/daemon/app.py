@@ -156,7 +156,8 @@ class Daemon:
             store=ContainerStore(str(self.data_root / "metadata.db")),
             supervisor=supclient.AsyncClient(sup_path), runtimes=self.runtimes,
             default_runtime=self.cfg.default_runtime, emit=self._emit,
-            seccomp_profile=default_profile, cgroup_parent=self.cfg.cgroup_parent)
+            seccomp_profile=default_profile, cgroup_parent=self.cfg.cgroup_parent,
+            warm_pool=self.cfg.warm_pool)
         self.images.set_usage_checker(svc.usage)
         return svc
 

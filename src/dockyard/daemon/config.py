@@ -37,6 +37,7 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "network-prefix": ("network_prefix", str),
     "default-address-pool": ("default_address_pool", str),
     "insecure-registries": ("insecure_registries", list),
+    "warm-pool": ("warm_pool", int),
 }
 
 
@@ -68,6 +69,8 @@ class DaemonConfig:
     default_address_pool: str = ""   # default bridge subnet; user networks get the next /17
     # registries reached over plain HTTP / unverified TLS (loopback ones always are)
     insecure_registries: list[str] = field(default_factory=list)
+    # containers made ahead for the next identical `run --rm` (containers/warm.py); 0: off
+    warm_pool: int = 2
 
     def network_settings(self) -> dict | None:
         """Names and pools for the network manager, or None with ``--bridge none``.
