@@ -379,6 +379,7 @@ def prepare(linux_seccomp: dict, cache_dir: str | None = None) -> CompiledFilter
     upgrade of libseccomp recompiles. The directory must not be writable by
     anyone but root: whoever can write it chooses the filter.
     """
+    import ctypes  # noqa: F401  (CompiledFilter.load needs it after pivot_root, out of reach then)
     key = _key(linux_seccomp)
     filt = _prepared.get(key)
     if filt is not None:

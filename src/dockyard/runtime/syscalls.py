@@ -7,18 +7,65 @@ keeps the unsafe surface small and lets every failure carry the same kind of
 error: an :class:`OSError` with the errno and a message naming the call and
 the path it was applied to.
 
-Loading ctypes costs a few milliseconds; this module is imported only by the
-commands that create or enter containers.
+The ``ctypes`` package itself is not imported: its ``__init__`` (all the C
+types, ``struct``, ``types``, the endian classes) costs ~2 ms at every
+`dockyard-runc create`/`run`, and the few things used here come straight
+from its C module ``_ctypes`` (which ``ctypes`` wraps the same way). This
+module is imported only by the commands that create or enter containers.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import fcntl
 import os
 import struct
+from _ctypes import Structure, _SimpleCData, byref, get_errno
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+class c_int(_SimpleCData):
+    _type_ = "i"
+
+
+class c_uint(_SimpleCData):
+    _type_ = "I"
+
+
+class c_long(_SimpleCData):
+    _type_ = "l"
+
+
+class c_ulong(_SimpleCData):
+    _type_ = "L"
+
+
+c_uint32 = c_uint
+c_size_t = c_ulong
+
+
+class _Libc:
+    """The process's own C library: ``ctypes.CDLL(None, use_errno=True)``.
+
+    Functions are looked up on first use and return a C int unless told
+    otherwise, as with ctypes."""
+
+    def __init__(self) -> None:
+        class _Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = c_int
+
+        self._Function = _Function
+        self._handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        func = self._Function((name, self))
+        setattr(self, name, func)
+        return func
+
+
+_libc = _Libc()
 
 # Namespace clone flags (linux/sched.h).
 CLONE_NEWTIME = 0x00000080
@@ -94,32 +141,32 @@ def _fs(value: str | bytes | None) -> bytes | None:
 
 def _check(ret: int, call: str, *what: object) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
+        err = get_errno()
         detail = " ".join(repr(w) if isinstance(w, (str, bytes)) else str(w) for w in what)
         raise OSError(err, f"{call}({detail}): {os.strerror(err)}")
     return ret
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare", hex(flags))
+    _check(_libc.unshare(c_int(flags)), "unshare", hex(flags))
 
 
 def setns(fd: int, nstype: int = 0, what: str = "") -> None:
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", what or fd)
+    _check(_libc.setns(c_int(fd), c_int(nstype)), "setns", what or fd)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
-    ret = _libc.mount(_fs(source), _fs(target), _fs(fstype), ctypes.c_ulong(flags), _fs(data))
+    ret = _libc.mount(_fs(source), _fs(target), _fs(fstype), c_ulong(flags), _fs(data))
     _check(ret, "mount", source or "", target, fstype or "", hex(flags), data or "")
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_fs(target), ctypes.c_int(flags)), "umount2", target)
+    _check(_libc.umount2(_fs(target), c_int(flags)), "umount2", target)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    ret = _libc.syscall(ctypes.c_long(_SYS["pivot_root"]), _fs(new_root), _fs(put_old))
+    ret = _libc.syscall(c_long(_SYS["pivot_root"]), _fs(new_root), _fs(put_old))
     _check(ret, "pivot_root", new_root, put_old)
 
 
@@ -128,24 +175,24 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 
 def join_session_keyring(name: str) -> int:
     """Start a new session keyring, so the container does not share ours."""
-    ret = _libc.syscall(ctypes.c_long(_SYS["keyctl"]), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING),
+    ret = _libc.syscall(c_long(_SYS["keyctl"]), c_long(KEYCTL_JOIN_SESSION_KEYRING),
                         _fs(name))
     return _check(ret, "keyctl(KEYCTL_JOIN_SESSION_KEYRING)", name)
 
 
 def sethostname(name: str) -> None:
     b = name.encode()
-    _check(_libc.sethostname(b, ctypes.c_size_t(len(b))), "sethostname", name)
+    _check(_libc.sethostname(b, c_size_t(len(b))), "sethostname", name)
 
 
 def setdomainname(name: str) -> None:
     b = name.encode()
-    _check(_libc.setdomainname(b, ctypes.c_size_t(len(b))), "setdomainname", name)
+    _check(_libc.setdomainname(b, c_size_t(len(b))), "setdomainname", name)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    ret = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
-                      ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+    ret = _libc.prctl(c_int(option), c_ulong(arg2), c_ulong(arg3),
+                      c_ulong(arg4), c_ulong(arg5))
     return _check(ret, "prctl", option, arg2)
 
 
@@ -161,20 +208,20 @@ def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _CapHeader(Structure):
+    _fields_ = [("version", c_uint32), ("pid", c_int)]
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+class _CapData(Structure):
+    _fields_ = [("effective", c_uint32), ("permitted", c_uint32),
+                ("inheritable", c_uint32)]
 
 
 def capget() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) of the calling thread as 64-bit masks."""
     hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
-    _check(_libc.capget(ctypes.byref(hdr), data), "capget")
+    _check(_libc.capget(byref(hdr), data), "capget")
     eff, prm, inh = (getattr(data[0], f) | (getattr(data[1], f) << 32)
                      for f in ("effective", "permitted", "inheritable"))
     return eff, prm, inh
@@ -188,14 +235,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = (effective >> shift) & 0xFFFFFFFF
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.capset(ctypes.byref(hdr), data), "capset", hex(effective), hex(permitted),
+    _check(_libc.capset(byref(hdr), data), "capset", hex(effective), hex(permitted),
            hex(inheritable))
 
 
 def mark_cloexec_from(first: int) -> None:
     """Set close-on-exec on every descriptor >= first (close_range(2) with CLOEXEC)."""
-    ret = _libc.syscall(ctypes.c_long(_SYS["close_range"]), ctypes.c_uint(first),
-                        ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(CLOSE_RANGE_CLOEXEC))
+    ret = _libc.syscall(c_long(_SYS["close_range"]), c_uint(first),
+                        c_uint(0xFFFFFFFF), c_uint(CLOSE_RANGE_CLOEXEC))
     if ret < 0:  # older kernels: do it one by one
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
