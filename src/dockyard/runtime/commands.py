@@ -69,6 +69,8 @@ def cmd_run(g, flags, pos) -> int:
         import _socket as socket
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         opts.console_fd = theirs.detach()
+    if not detach:
+        from .foreground import Attached   # before create: after its fork, imports cost more
     st = rt.create(cid, opts)
     master = None
     if ours is not None:
@@ -77,7 +79,6 @@ def cmd_run(g, flags, pos) -> int:
         master, _name = recv_fd(ours)
         ours.close()
     _write_pid_file(flags.get("pid-file"), st["pid"])
-    from .foreground import Attached
     attached = None if detach else Attached(st["pid"], master).arm()
     try:
         rt.start(cid)

@@ -160,7 +160,7 @@ class Runtime:
     # ------------------------------------------------------------ create
 
     def create(self, cid: str, opts: CreateOptions) -> dict:
-        """Create the container; return its saved state. Init waits on the FIFO."""
+        """Create the container; return its state as saved. Init waits on the FIFO."""
         specmod.validate_id(cid)
         cfg = specmod.load(opts.bundle)
         if cfg.namespace("mount") is None or cfg.namespace("mount").path:
@@ -191,14 +191,14 @@ class Runtime:
             iopts = init.InitOptions(fifo_fd=fifo_fd, console_fd=console_fd,
                                      no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
                                      keyring=None if opts.no_new_keyring else f"_ses.{cid}")
-            self._spawn(cfg, cid, mgr, iopts, procs)
+            state = self._spawn(cfg, cid, mgr, iopts, procs)
             os.close(fifo_fd)
             if console_fd is not None and opts.console_fd is None:
                 os.close(console_fd)
         except BaseException:
             undo.run()
             raise
-        return self.store.load(cid)
+        return state
 
     def _make_fifo(self, cid: str, cfg) -> int:
         path = self.store.fifo(cid)
@@ -209,7 +209,7 @@ class Runtime:
         os.chown(path, uid or 0, gid or 0)
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
-    def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int]) -> tuple[int, int]:
+    def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int]) -> dict:
         from . import init, sync
         parent, child = sync.pair()
         c1 = pid = None
@@ -235,10 +235,10 @@ class Runtime:
             parent.close()
 
     def _talk(self, cfg, cid: str, mgr, sock, c1: int | None, pid: int | None,
-              procs: list[int]) -> tuple[int, int]:
+              procs: list[int]) -> dict:
         """The parent's side of the sync protocol; ``c1`` is stage 1 (None when
         init was forked directly, see ``init.fork_init``; then ``pid`` is init)."""
-        from . import hooks, sync
+        from . import sync
         from .sync import Msg
         # while the stages create namespaces and start on the rootfs
         mgr.create()
@@ -273,30 +273,34 @@ class Runtime:
         cgwarm.stop()
         st = statemod.proc_stat(pid)
         starttime = st[1] if st else 0
+        import select  # noqa: F401  (start's; imported while init works, not after)
         sync.expect(sock, Msg.HOOKS, "hooks")
-        hstate = hook_state(cid, "creating", pid, cfg)
-        try:
-            hooks.run("prestart", cfg.hooks, hstate)
-            hooks.run("createRuntime", cfg.hooks, hstate)
-        except hooks.HookError as e:
-            raise RuntimeError_(str(e)) from None
+        if cfg.hooks.get("prestart") or cfg.hooks.get("createRuntime"):
+            from . import hooks
+            hstate = hook_state(cid, "creating", pid, cfg)
+            try:
+                hooks.run("prestart", cfg.hooks, hstate)
+                hooks.run("createRuntime", cfg.hooks, hstate)
+            except hooks.HookError as e:
+                raise RuntimeError_(str(e)) from None
         sync.send(sock, Msg.HOOKS_DONE, state=hook_state(cid, "created", pid, cfg))
         # saved while init pivots and masks; a failure after this undoes it
-        self._save_created(cid, cfg, mgr, pid, starttime)
+        state = self._save_created(cid, cfg, mgr, pid, starttime)
         sync.expect(sock, Msg.READY, "ready")
         sync.send(sock, Msg.RUN)
         msg = sync.recv(sock)
         if msg is not None:
             raise RuntimeError_(msg.get("msg", f"unexpected message {msg!r}"))
-        return pid, starttime
+        return state
 
-    def _save_created(self, cid: str, cfg, mgr, pid: int, starttime: int) -> None:
+    def _save_created(self, cid: str, cfg, mgr, pid: int, starttime: int) -> dict:
         state = {"ociVersion": cfg.oci_version, "id": cid, "status": "created", "pid": pid,
                  "bundle": cfg.bundle, "annotations": cfg.annotations,
                  "dockyard": {"cgroup": mgr.to_dict(), "created": statemod.now_rfc3339(),
                               "rootfs": cfg.rootfs, "starttime": starttime,
                               "owner_uid": os.getuid(), "spec": cfg.raw}}
         self.store.save(cid, state)
+        return state
 
     # ------------------------------------------------------------- start
 
@@ -310,9 +314,10 @@ class Runtime:
         self._release(cid, st)
         st["status"] = "running"
         self.store.save(cid, st)
-        from . import hooks
-        poststart = hooks.from_spec(st["dockyard"].get("spec", {}))
-        if poststart.get("poststart"):
+        spec_raw = st["dockyard"].get("spec", {})
+        if (spec_raw.get("hooks") or {}).get("poststart"):
+            from . import hooks
+            poststart = hooks.from_spec(spec_raw)
             hstate = statemod.oci_state(self.store, st)
             hstate.update(status="running", pid=st["pid"])   # even if it already exited
             hooks.run("poststart", poststart, hstate)
