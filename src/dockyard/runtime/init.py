@@ -125,13 +125,14 @@ def single_stage(cfg) -> bool:
     return pidns is None or pidns.path is None
 
 
-def fork_init(cfg, sock: socket.socket, opts: InitOptions) -> int:
+def fork_init(cfg, sock: socket.socket, opts: InitOptions, close_in_child: int = -1) -> int:
     """Fork the container's init directly into a new PID namespace; its pid (caller side).
 
     Runs in the runtime's process (the parent): ``unshare(CLONE_NEWPID)``
     changes only the namespace of the caller's future children, so we
     unshare, fork, and ``setns`` our children's namespace back to our own
-    before anything else can fork."""
+    before anything else can fork. ``close_in_child``: our end of the sync
+    socket."""
     own = None
     if cfg.namespace("pid") is not None:
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -140,8 +141,9 @@ def fork_init(cfg, sock: socket.socket, opts: InitOptions) -> int:
             sc.unshare(sc.CLONE_NEWPID)
         pid = os.fork()   # cgwarm's thread may still run: it holds no lock the child needs
         if pid == 0:  # pragma: no cover - runs in the child
-            if own is not None:
-                os.close(own)
+            for fd in (own, close_in_child):
+                if fd is not None and fd >= 0:
+                    os.close(fd)
             _init_alone(cfg, sock, opts)
     finally:
         if own is not None:
