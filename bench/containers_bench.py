@@ -213,7 +213,8 @@ def main() -> int:
             # 1. run --rm, alternating so background load hits both alike
             rr: dict[str, list[float]] = {"docker CLI -> dockyard": [], "docker CLI -> dockerd": [],
                                           "dockyard CLI -> dockyard": [], "podman": [],
-                                          "docker CLI -> dockyard, no warm pool": []}
+                                          "docker CLI -> dockyard, no warm pool": [],
+                                          "(python -c pass: our CLI's interpreter)": []}
             for e in engines + [dyc]:
                 e.docker("run", "--rm", "busybox", "true")
 
@@ -237,6 +238,8 @@ def main() -> int:
                     settle()
                     rr["dockyard CLI -> dockyard"] += timed(
                         lambda: subprocess.run(our_cli, check=True, capture_output=True), 1)
+                    rr["(python -c pass: our CLI's interpreter)"] += timed(
+                        lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), 1)
                 if pm:
                     settle()
                     rr["podman"] += timed(lambda: pm.run("--rm", "busybox", "true"), 1)
