@@ -5,7 +5,7 @@ user namespace (the parent writes its id maps), unshares the remaining
 namespaces and forks stage 2 — the fork is what puts stage 2 into the new
 PID namespace as its PID 1. Stage 1 reports stage 2's pid and exits.
 
-Most containers (no user namespace, no PID or time namespace joined by path)
+Most containers (no user or time namespace, no PID namespace joined by path)
 skip stage 1: :func:`fork_init` forks init straight into its new PID
 namespace (``unshare(CLONE_NEWPID)`` only moves the caller's *future
 children*; the runtime then switches its own children's namespace back),
