@@ -330,8 +330,9 @@ class ContainerService:
         rec = self._new_record(cid, name, config, host, body, merged, image_id, image_config,
                                runtime)
         entry = None
-        if self.warm.enabled:
+        if self.warm.enabled and host.get("AutoRemove"):
             k = warmpool.key(rec)
+            self.warm.note(k)
             entry = self.warm.take(k)
             if entry is None and k in self.warm.making:
                 # one is being made (the last identical run asked for it): it is ready
@@ -348,8 +349,6 @@ class ContainerService:
             self.warm.taken[w["Id"]] = entry
             self._schedule_warm_expiry()
             rec = w
-            if rec["HostConfig"].get("AutoRemove"):
-                self._want_warm(rec)   # the next of a series of `run --rm`, made while this one runs
         else:
             cdir = self._dir(cid)
             os.makedirs(cdir, exist_ok=True)
@@ -444,6 +443,8 @@ class ContainerService:
         c["HasBeenManuallyStopped"] = False
         self._save(c)
         self.emit("container", "start", cid, self._attrs(c))
+        if entry is not None and host.get("AutoRemove"):
+            self._want_warm(c)   # the next of a series of `run --rm`, made while this one runs
 
     async def _create_task(self, c: dict) -> int:
         """Mount the rootfs, write the /etc files and the spec, and have the supervisor
@@ -514,7 +515,10 @@ class ContainerService:
                 isinstance(v, str) and v.startswith("container:") for v in host.values()):
             return   # joins another container's namespaces: those may be gone by then
         k = warmpool.key(c)
-        if not self.warm.wanted(k):
+        make, evicted = self.warm.admit(k)
+        for e in evicted:
+            self._in_background(self._destroy_warm(e.record))
+        if not make:
             return
         self.warm.making[k] = asyncio.get_running_loop().create_future()
         self._in_background(self._fill_warm(k, c))
