@@ -23,7 +23,6 @@ Security notes:
 from __future__ import annotations
 
 import os
-import resource
 
 from . import caps
 from . import syscalls as sc
@@ -47,7 +46,7 @@ def self_exe_id() -> tuple[int, int]:
 def apply_rlimits(rlimits) -> None:
     for typ, hard, soft in rlimits:
         try:
-            resource.setrlimit(_RLIMIT[typ], (soft, hard))
+            sc.setrlimit(_RLIMIT[typ], soft, hard)
         except (ValueError, OSError) as e:
             raise ProcessError(f"setting {typ} to soft={soft} hard={hard}: {e}") from None
 

@@ -239,6 +239,19 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
            hex(inheritable))
 
 
+class _RLimit(Structure):
+    _fields_ = [("cur", c_ulong), ("max", c_ulong)]
+
+
+_RLIM_MASK = (1 << 64) - 1     # -1 (or 2**64-1) is RLIM_INFINITY
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """setrlimit(2) (the ``resource`` module is one more shared library to load)."""
+    lim = _RLimit(soft & _RLIM_MASK, hard & _RLIM_MASK)
+    _check(_libc.setrlimit(c_int(resource), byref(lim)), "setrlimit", resource, soft, hard)
+
+
 def mark_cloexec_from(first: int) -> None:
     """Set close-on-exec on every descriptor >= first (close_range(2) with CLOEXEC)."""
     ret = _libc.syscall(c_long(_SYS["close_range"]), c_uint(first),
