@@ -51,18 +51,15 @@ def cmd_create(g, flags, pos) -> int:
     return 0
 
 
-def _wants_terminal(bundle: str) -> bool:
-    from .spec import read_bundle
-    return bool((read_bundle(os.path.abspath(bundle)).get("process") or {}).get("terminal"))
-
-
 def cmd_run(g, flags, pos) -> int:
     cid = _one_id(pos, "run")
     rt = _runtime(g)
     opts = _create_opts(flags)
     detach = bool(flags.get("detach"))
     ours = None
-    if not opts.console_socket and _wants_terminal(opts.bundle):
+    from .spec import read_bundle
+    opts.raw_config = read_bundle(os.path.abspath(opts.bundle))   # read once: create reuses it
+    if not opts.console_socket and (opts.raw_config.get("process") or {}).get("terminal"):
         if detach:
             raise UsageError("cannot allocate tty if dockyard-runc will detach without "
                              "setting console socket")

@@ -39,6 +39,7 @@ class CreateOptions:
     no_pivot: bool = False
     no_new_keyring: bool = False
     preserve_fds: int = 0
+    raw_config: dict | None = None      # <bundle>/config.json as already read by the caller
 
 
 # Devices runc always allows on top of the spec's rules: creating any node
@@ -174,7 +175,7 @@ class Runtime:
     def create(self, cid: str, opts: CreateOptions) -> dict:
         """Create the container; return its state as saved. Init waits on the FIFO."""
         specmod.validate_id(cid)
-        cfg = specmod.load(opts.bundle)
+        cfg = specmod.load(opts.bundle, opts.raw_config)
         if cfg.namespace("mount") is None or cfg.namespace("mount").path:
             raise specmod.ConfigError("a new mount namespace is required")
         if cfg.process.terminal and opts.console_socket is None and opts.console_fd is None:

@@ -163,10 +163,11 @@ def read_bundle(bundle: str) -> dict:
     return raw
 
 
-def load(bundle: str) -> Config:
-    """Read, convert and validate ``<bundle>/config.json``."""
+def load(bundle: str, raw: dict | None = None) -> Config:
+    """Read, convert and validate ``<bundle>/config.json`` (``raw``: already read)."""
     bundle = os.path.abspath(bundle)
-    raw = read_bundle(bundle)
+    if raw is None:
+        raw = read_bundle(bundle)
     cfg = from_dict(raw, bundle)
     validate(cfg)
     return cfg
