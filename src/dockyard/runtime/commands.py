@@ -78,7 +78,7 @@ def cmd_run(g, flags, pos) -> int:
     _write_pid_file(flags.get("pid-file"), st["pid"])
     attached = None if detach else Attached(st["pid"], master).arm()
     try:
-        rt.start(cid)
+        rt.start(cid, st)
     except BaseException:
         rt.delete(cid, force=True)
         raise

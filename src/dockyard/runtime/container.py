@@ -321,8 +321,10 @@ class Runtime:
 
     # ------------------------------------------------------------- start
 
-    def start(self, cid: str) -> None:
-        st = self.store.load(cid)
+    def start(self, cid: str, state: dict | None = None) -> None:
+        """Let a created container's init exec the user's program. ``state``:
+        what ``create`` returned, if the caller has it (not read back)."""
+        st = self.store.load(cid) if state is None else dict(state)
         status = statemod.status(self.store, st)
         if status != "created":
             if status == "stopped":
