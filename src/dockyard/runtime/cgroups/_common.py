@@ -88,16 +88,17 @@ def v1_controller_names() -> set[str]:
     return names
 
 
-def v1_mounts() -> dict[str, tuple[str, str]]:
+def v1_mounts(mountinfo: list | None = None) -> dict[str, tuple[str, str]]:
     """Map every mounted v1 controller (and named hierarchy like
     ``name=systemd``) to (mountpoint, mount root).
 
     Co-mounted controllers (``cpu,cpuacct``) map to the same mountpoint, so
-    callers that want each directory once must deduplicate.
+    callers that want each directory once must deduplicate. ``mountinfo``:
+    :func:`read_mountinfo`'s result, if the caller has it.
     """
     known = v1_controller_names()
     result: dict[str, tuple[str, str]] = {}
-    for fstype, mountpoint, root, opts in read_mountinfo():
+    for fstype, mountpoint, root, opts in mountinfo or read_mountinfo():
         if fstype != "cgroup":
             continue
         ctrls = [o for o in opts if o in known or o.startswith("name=")]
@@ -112,13 +113,13 @@ def v1_mounts() -> dict[str, tuple[str, str]]:
     return result
 
 
-def v2_mount() -> tuple[str, str] | None:
+def v2_mount(mountinfo: list | None = None) -> tuple[str, str] | None:
     """(mountpoint, root) of the cgroup2 hierarchy, preferring /sys/fs/cgroup
     (pure v2 host) then /sys/fs/cgroup/unified (hybrid host)."""
     if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
         return CGROUP_ROOT, _root_of(CGROUP_ROOT)
     found = None
-    for fstype, mountpoint, root, _ in read_mountinfo():
+    for fstype, mountpoint, root, _ in mountinfo or read_mountinfo():
         if fstype != "cgroup2":
             continue
         if mountpoint == CGROUP_ROOT + "/unified":

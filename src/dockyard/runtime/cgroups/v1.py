@@ -25,6 +25,7 @@ from ._common import (
     procs_recursive,
     read_file,
     read_int,
+    read_mountinfo,
     read_kv,
     rmdir_tree,
     signal_pids,
@@ -53,7 +54,8 @@ class V1Manager:
 
     @classmethod
     def open(cls, container_id: str, relative: bool, path: str, join_unified: bool = True) -> "V1Manager":
-        mounts = v1_mounts()
+        mountinfo = read_mountinfo()
+        mounts = v1_mounts(mountinfo)
         if not mounts:
             raise CgroupError("no cgroup v1 hierarchies are mounted on this host")
         own_v1, own_v2 = own_cgroups()
@@ -63,7 +65,7 @@ class V1Manager:
             roots[ctrl] = mountpoint
         unified = unified_root = None
         if join_unified:
-            v2 = v2_mount()
+            v2 = v2_mount(mountinfo)
             if v2 is not None:
                 unified_root = v2[0]
                 unified = hierarchy_dir(v2[0], v2[1], own_v2, relative, path)
