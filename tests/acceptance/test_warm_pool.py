@@ -142,6 +142,18 @@ def test_warm_pool_is_torn_down_by_stop_kill9_and_rmi(wdaemon):
     assert not (d.data / "containers" / wid).exists()
     assert not [m for m in open("/proc/self/mountinfo") if wid in m]
     assert not os.path.exists(f"/sys/fs/cgroup/memory{d.cgroup_parent}/{wid}")
+    # a container that took a warm one but was not started when the daemon died: the
+    # next daemon lets its waiting init go; its start makes it anew
+    for _ in range(2):
+        _probe(d, tag="t")
+    (wid,) = _wait_warm(d, "t")
+    cid = d.out("create", "--rm", "-e", "A=t", "busybox", *PROBE)
+    assert cid == wid   # `docker create` sends what `docker run` sends
+    d.kill9()
+    d.start()
+    assert not os.path.isdir(d.data / "runtime" / cid)
+    r = d.docker("start", "-a", cid, check=False)
+    assert r.returncode == 3 and r.stdout.split("\n")[:4] == [cid[:12]] * 3 + ["t"]
     # a clean stop does too
     _probe(d, tag="s")
     _probe(d, tag="s")
