@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE / "tests"))
 sys.path.insert(0, str(HERE / "src"))
 
+import cleanvenv  # noqa: E402  (bench/cleanvenv.py)
 from acceptance.harness import DOCKER, Daemon  # noqa: E402
 from helpers.dockerd import running_dockerd  # noqa: E402
 from helpers.rootfs import build_busybox_rootfs  # noqa: E402
@@ -214,7 +215,9 @@ def main() -> int:
             rr: dict[str, list[float]] = {"docker CLI -> dockyard": [], "docker CLI -> dockerd": [],
                                           "dockyard CLI -> dockyard": [], "podman": [],
                                           "docker CLI -> dockyard, no warm pool": [],
-                                          "(python -c pass: our CLI's interpreter)": []}
+                                          "(python -c pass: our CLI's interpreter)": [],
+                                          "dockyard CLI, clean venv": [],
+                                          "(python -c pass, clean venv)": []}
             for e in engines + [dyc]:
                 e.docker("run", "--rm", "busybox", "true")
 
@@ -226,6 +229,18 @@ def main() -> int:
 
             our_cli = [sys.executable, "-m", "dockyard", "-H", ours.host, "run", "--rm", "busybox", "true"]
             have_cli = subprocess.run(our_cli, capture_output=True).returncode == 0
+            # our CLI as a normal machine runs it (no sandbox site hooks), and that
+            # machine's bare interpreter start
+            venv_bin = cleanvenv.build(base)
+            venv_cli = venv_py = None
+            if venv_bin is not None:
+                venv_cli = [str(venv_bin / "dockyard"), "-H", ours.host, "run", "--rm", "busybox",
+                            "true"]
+                venv_py = [str(venv_bin / "python"), "-c", "pass"]
+                r = subprocess.run(venv_cli, capture_output=True)
+                if r.returncode != 0:
+                    notes.append(f"our CLI in a clean venv failed: {r.stderr.decode()[-200:]}")
+                    venv_cli = None
             for _ in range(args.runs):
                 settle()
                 rr["docker CLI -> dockyard"] += timed(lambda: dy.docker("run", "--rm", "busybox", "true"), 1)
@@ -240,6 +255,12 @@ def main() -> int:
                         lambda: subprocess.run(our_cli, check=True, capture_output=True), 1)
                     rr["(python -c pass: our CLI's interpreter)"] += timed(
                         lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), 1)
+                if venv_cli:
+                    settle()
+                    rr["dockyard CLI, clean venv"] += timed(
+                        lambda: subprocess.run(venv_cli, check=True, capture_output=True), 1)
+                    rr["(python -c pass, clean venv)"] += timed(
+                        lambda: subprocess.run(venv_py, check=True), 1)
                 if pm:
                     settle()
                     rr["podman"] += timed(lambda: pm.run("--rm", "busybox", "true"), 1)
@@ -311,11 +332,13 @@ def main() -> int:
     print("run --rm busybox true:")
     for k, v in rr.items():
         if v:
-            print(f"  {k:28s} {med(v) * 1000:7.0f} ms   (n={len(v)})")
+            print(f"  {k:40s} {med(v) * 1000:7.0f} ms   (n={len(v)})")
     base_ms = med(rr["docker CLI -> dockerd"])
     print(f"  ratio docker CLI: {med(rr['docker CLI -> dockyard']) / base_ms:.2f}x"
           + (f", our CLI: {med(rr['dockyard CLI -> dockyard']) / base_ms:.2f}x"
              if rr["dockyard CLI -> dockyard"] else "")
+          + (f", our CLI in a clean venv: {med(rr['dockyard CLI, clean venv']) / base_ms:.2f}x"
+             if rr["dockyard CLI, clean venv"] else "")
           + f", no warm pool: {med(rr['docker CLI -> dockyard, no warm pool']) / base_ms:.2f}x"
           + "  (target <= 0.33x)")
     print(f"{args.parallel} x `docker run -d` at once (wall):")
