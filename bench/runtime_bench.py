@@ -7,6 +7,19 @@ mounts, masked paths and device rules, no terminal), alternately, so that
 background noise hits both alike. Prints each runtime's median wall time and
 the ratio (target: dockyard-runc <= 1.5x runc).
 
+Every run is measured twice over, because one piece of kernel state moves a
+runtime's time by ~10 ms: moving a process into a cgroup (what both runtimes
+do for the container) waits for an RCU grace period (~8 ms here) unless some
+process did the same in the last ~20-50 ms. So
+- "cold": each run starts 120 ms after the previous one (nothing recent: the
+  runtime pays the wait; a lone `docker run` on a quiet host);
+- "warm": the bench moves itself into its own cgroup just before each run
+  (the wait is already paid: a host starting containers back to back).
+Without this, each runtime's time depends on what ran just before it in the
+loop (runc right after a dockyard run takes ~22 ms, after anything else
+~31 ms). Dockyard's runtime takes that wait on a thread while it imports
+(runtime/cgwarm.py), so it barely shows in its numbers either way.
+
 Three dockyard variants are timed: the installed `dockyard-runc` console
 script (what dockerd invokes; it pays for every `.pth` file in
 site-packages at interpreter start, and this machine's site-packages has a
@@ -76,6 +89,22 @@ def _clean_venv(tmp: Path) -> str | None:
     return str(venv / "bin" / "dockyard-runc")
 
 
+def _own_cgroup_procs() -> str | None:
+    """A cgroup.procs file of one of this process's own cgroups (root only)."""
+    if os.geteuid() != 0:
+        return None
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            d = (f"/sys/fs/cgroup/{ctrls.removeprefix('name=')}" if ctrls
+                 else "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified")
+                 else "/sys/fs/cgroup")
+            procs = os.path.join(d + path, "cgroup.procs")
+            if os.access(procs, os.W_OK):
+                return procs
+    return None
+
+
 def _load() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -115,19 +144,35 @@ def main() -> int:
         }
         # the floor under any Python runtime: starting and stopping the interpreter
         variants["(python -S -E -c pass)"] = lambda i: [lean[0], "-S", "-E", "-c", "pass"]
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        load_before = _load()
         for name, make in variants.items():     # warm-up (page cache, pyc)
-            _time(make("warm"), env)
-        for i in range(n):
-            for name, make in variants.items():
-                times[name].append(_time(make(i), env))
-        base = statistics.median(times["runc"])
-        print(f"{'runtime':<30}{'median':>10}{'ratio':>8}   (N={n}, `run` of `true`; "
-              f"load {load_before} -> {_load()})")
-        for name, ts in times.items():
-            med = statistics.median(ts)
-            print(f"{name:<30}{med * 1000:>8.1f}ms{med / base:>7.2f}x")
+            _time(make("warmup"), env)
+        procs = _own_cgroup_procs()
+        me = str(os.getpid()).encode()
+
+        def cold() -> None:
+            time.sleep(0.12)
+
+        def warm() -> None:
+            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, me)     # a no-op move into our own cgroup
+            finally:
+                os.close(fd)
+
+        modes = {"cold": cold, "warm": warm} if procs else {"cold": cold}
+        for mode, before in modes.items():
+            times: dict[str, list[float]] = {k: [] for k in variants}
+            load_before = _load()
+            for i in range(n):
+                for name, make in variants.items():
+                    before()
+                    times[name].append(_time(make(f"{mode}{i}"), env))
+            base = statistics.median(times["runc"])
+            print(f"{mode + ': runtime':<30}{'median':>10}{'ratio':>8}   (N={n}, `run` of "
+                  f"`true`; load {load_before} -> {_load()})")
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                print(f"{name:<30}{med * 1000:>8.1f}ms{med / base:>7.2f}x")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
