@@ -64,9 +64,13 @@ _last_cap: list[int] = []
 def last_cap() -> int:
     """Highest capability the running kernel knows (read once per process)."""
     if not _last_cap:
+        import os
         try:
-            with open("/proc/sys/kernel/cap_last_cap") as f:
-                _last_cap.append(int(f.read()))
+            fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _last_cap.append(int(os.read(fd, 64)))
+            finally:
+                os.close(fd)
         except OSError:
             return max(CAPABILITIES.values())
     return _last_cap[0]

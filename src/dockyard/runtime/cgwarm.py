@@ -49,8 +49,11 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _own_procs_files() -> list[str]:
     out = []
     try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
+        fd = os.open("/proc/self/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            lines = os.read(fd, 65536).decode().splitlines()
+        finally:
+            os.close(fd)
     except OSError:
         return out
     for line in lines:

@@ -46,6 +46,18 @@ DEFAULT_DEVICES = (  # name, major, minor
 )
 
 
+def _read_text(path: str) -> str:
+    """A whole (proc) file, without a buffered text file's extra syscalls and objects."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
 class RootfsError(Exception):
     """A mount or device step failed; the message names the path."""
 
@@ -179,19 +191,17 @@ class CgroupView:
 
     def __init__(self) -> None:
         self.mounts: list[tuple[str, str, str, set[str]]] = []   # (mountpoint, root, type, opts)
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                pre, _, post = line.partition(" - ")
-                fields, post_f = pre.split(), post.split()
-                if post_f and post_f[0] in ("cgroup", "cgroup2"):
-                    opts = set(post_f[2].split(",")) if len(post_f) > 2 else set()
-                    mp = fields[4].replace("\\040", " ")
-                    self.mounts.append((mp, fields[3], post_f[0], opts))
+        for line in _read_text("/proc/self/mountinfo").splitlines():
+            pre, _, post = line.partition(" - ")
+            fields, post_f = pre.split(), post.split()
+            if post_f and post_f[0] in ("cgroup", "cgroup2"):
+                opts = set(post_f[2].split(",")) if len(post_f) > 2 else set()
+                mp = fields[4].replace("\\040", " ")
+                self.mounts.append((mp, fields[3], post_f[0], opts))
         self.paths: dict[str, str] = {}                          # controllers key -> path
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                _id, ctrls, path = line.rstrip("\n").split(":", 2)
-                self.paths[ctrls] = path
+        for line in _read_text("/proc/self/cgroup").splitlines():
+            _id, ctrls, path = line.split(":", 2)
+            self.paths[ctrls] = path
 
     def path_for(self, fstype: str, opts: set[str]) -> str | None:
         if fstype == "cgroup2":
@@ -306,12 +316,11 @@ def prepare_root(rootfs: str, propagation: str) -> None:
 def _make_parent_private(rootfs: str) -> None:
     """pivot_root refuses a new root whose parent mount is shared."""
     best, shared = "", False
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split(" - ")[0].split()
-            mp = fields[4].replace("\\040", " ")
-            if (rootfs == mp or rootfs.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
-                best, shared = mp, any(o.startswith("shared:") for o in fields[6:])
+    for line in _read_text("/proc/self/mountinfo").splitlines():
+        fields = line.split(" - ")[0].split()
+        mp = fields[4].replace("\\040", " ")
+        if (rootfs == mp or rootfs.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+            best, shared = mp, any(o.startswith("shared:") for o in fields[6:])
     if best and shared:
         sc.mount(None, best, None, sc.MS_PRIVATE)
 

@@ -42,17 +42,16 @@ class CgroupError(DockyardError):
 def read_mountinfo() -> list[tuple[str, str, str, list[str]]]:
     """Cgroup mounts of this mount namespace: (fstype, mountpoint, root, superopts)."""
     mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            rparts = right.split()
-            if not rparts or rparts[0] not in ("cgroup", "cgroup2"):
-                continue
-            lparts = left.split()
-            mountpoint = _unescape(lparts[4])
-            root = _unescape(lparts[3])
-            superopts = rparts[2].split(",") if len(rparts) > 2 else []
-            mounts.append((rparts[0], mountpoint, root, superopts))
+    for line in read_file("/proc/self/mountinfo").splitlines():
+        left, _, right = line.partition(" - ")
+        rparts = right.split()
+        if not rparts or rparts[0] not in ("cgroup", "cgroup2"):
+            continue
+        lparts = left.split()
+        mountpoint = _unescape(lparts[4])
+        root = _unescape(lparts[3])
+        superopts = rparts[2].split(",") if len(rparts) > 2 else []
+        mounts.append((rparts[0], mountpoint, root, superopts))
     return mounts
 
 
@@ -76,15 +75,15 @@ def v1_controller_names() -> set[str]:
     """Names of the v1 subsystems the kernel knows (from /proc/cgroups)."""
     names = set()
     try:
-        with open("/proc/cgroups") as f:
-            for line in f:
-                if line.startswith("#"):
-                    continue
-                parts = line.split()
-                if parts:
-                    names.add(parts[0])
+        text = read_file("/proc/cgroups")
     except OSError:
-        pass
+        return names
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        parts = line.split()
+        if parts:
+            names.add(parts[0])
     return names
 
 
@@ -141,18 +140,16 @@ def own_cgroups() -> tuple[dict[str, str], str | None]:
     /proc/self/cgroup. Relative cgroupsPath values are resolved against these."""
     v1: dict[str, str] = {}
     v2 = None
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            hid, ctrls, path = line.split(":", 2)
-            if hid == "0" and ctrls == "":
-                v2 = path
-                continue
-            for c in ctrls.split(","):
-                if c:
-                    v1[c] = path
+    for line in read_file("/proc/self/cgroup").splitlines():
+        if not line:
+            continue
+        hid, ctrls, path = line.split(":", 2)
+        if hid == "0" and ctrls == "":
+            v2 = path
+            continue
+        for c in ctrls.split(","):
+            if c:
+                v1[c] = path
     return v1, v2
 
 
