@@ -141,18 +141,6 @@ class _Undo:
                 pass
 
 
-def _kill_and_destroy(procs: list[int], mgr_box: list) -> None:
-    """Undo of a failed create: every process killed and reaped, then the cgroup removed."""
-    mgr = mgr_box[0] if mgr_box else None
-    try:
-        inside = mgr.pids() if mgr is not None else []
-    except Exception:  # noqa: BLE001 - kill what we know of, then still remove the cgroup
-        inside = []
-    _kill_and_reap([*procs, *inside])
-    if mgr is not None:
-        mgr.destroy()
-
-
 def _kill_and_reap(pids: list[int]) -> None:
     for pid in pids:
         try:
@@ -188,16 +176,16 @@ class Runtime:
             from . import seccomp
             seccomp.prepare(cfg.seccomp, cache_dir=self.store.root)
 
-        cgroups = _cgroups()
-        cgroups.normalize_cgroups_path(cfg.cgroups_path, cid)   # a bad path fails here
-
         undo = _Undo()
         procs: list[int] = []
-        mgr_box: list = []      # the cgroup manager, once opened (after the fork)
+        # opened before the fork: after it, every first write to a shared page
+        # is a copy, and the parent's part is what init waits for
+        mgr = _cgroups().open_manager(cfg.cgroups_path, cid)
         try:
             self.store.create_dir(cid)
             undo.push(lambda: self.store.remove(cid))
-            undo.push(lambda: _kill_and_destroy(procs, mgr_box))
+            undo.push(mgr.destroy)
+            undo.push(lambda: _kill_and_reap([*procs, *mgr.pids()]))
             fifo_fd = self._make_fifo(cid, cfg)
             console_fd = opts.console_fd
             if console_fd is None and cfg.process.terminal:
@@ -206,7 +194,7 @@ class Runtime:
             iopts = init.InitOptions(fifo_fd=fifo_fd, console_fd=console_fd,
                                      no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
                                      keyring=None if opts.no_new_keyring else f"_ses.{cid}")
-            state = self._spawn(cfg, cid, cgroups, mgr_box, iopts, procs)
+            state = self._spawn(cfg, cid, mgr, iopts, procs)
             os.close(fifo_fd)
             if console_fd is not None and opts.console_fd is None:
                 os.close(console_fd)
@@ -224,7 +212,7 @@ class Runtime:
         os.chown(path, uid or 0, gid or 0)
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
-    def _spawn(self, cfg, cid: str, cgroups, mgr_box: list, iopts, procs: list[int]) -> dict:
+    def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int]) -> dict:
         from . import init, sync
         parent, child = sync.pair()
         c1 = pid = None
@@ -243,9 +231,7 @@ class Runtime:
         finally:
             child.close()
         try:
-            # opened now, while init starts: the fork above waited only for what init needs
-            mgr_box.append(cgroups.open_manager(cfg.cgroups_path, cid))
-            return self._talk(cfg, cid, mgr_box[0], parent, c1, pid, procs)
+            return self._talk(cfg, cid, mgr, parent, c1, pid, procs)
         except sync.SyncError as e:
             raise RuntimeError_(str(e)) from None
         finally:
