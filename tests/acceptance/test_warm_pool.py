@@ -154,6 +154,17 @@ def test_warm_pool_is_torn_down_by_stop_kill9_and_rmi(wdaemon):
     assert not os.path.isdir(d.data / "runtime" / cid)
     r = d.docker("start", "-a", cid, check=False)
     assert r.returncode == 3 and r.stdout.split("\n")[:4] == [cid[:12]] * 3 + ["t"]
+    # one taken by `docker create` and removed unstarted: its waiting init goes too
+    for _ in range(2):
+        _probe(d, tag="u")
+    (wid,) = _wait_warm(d, "u")
+    cid = d.out("create", "--rm", "-e", "A=u", "busybox", *PROBE)
+    assert cid == wid
+    pid = json.loads((d.data / "runtime" / cid / "state.json").read_text())["pid"]
+    d.out("rm", cid)
+    assert not os.path.exists(f"/proc/{pid}") and not (d.data / "containers" / cid).exists()
+    assert (d.data / "supervisor" / "tasks").is_dir()
+    assert not (d.data / "supervisor" / "tasks" / cid).exists()   # the supervisor forgot it
     # a clean stop does too
     _probe(d, tag="s")
     _probe(d, tag="s")

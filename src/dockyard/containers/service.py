@@ -891,7 +891,8 @@ class ContainerService:
                         shutil.rmtree(os.path.join(cdir, n), ignore_errors=True)
             shutil.rmtree(cdir, ignore_errors=True)
 
-        self.warm.taken.pop(cid, None)
+        if self.warm.taken.pop(cid, None) is not None:
+            await self._reaped(cid)   # its init was waiting: killed by the runtime's delete
         await asyncio.gather(forget_task(), asyncio.to_thread(remove_files))
         if cid not in self.containers:
             self.store.delete(cid)
