@@ -143,7 +143,7 @@ def main() -> int:
                                                "--bundle", str(tmp / "bundle"), f"s{i}"],
         }
         # the floor under any Python runtime: starting and stopping the interpreter
-        variants["(python -S -E -c pass)"] = lambda i: [lean[0], "-S", "-E", "-c", "pass"]
+        variants["(python -I -S -c pass)"] = lambda i: [lean[0], "-I", "-S", "-c", "pass"]
         for name, make in variants.items():     # warm-up (page cache, pyc)
             _time(make("warmup"), env)
         procs = _own_cgroup_procs()

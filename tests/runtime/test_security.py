@@ -201,3 +201,19 @@ def test_exec_target_swapped_to_proc_self_exe_loses_the_race(runc, busybox_rootf
     # samples depends on timing (joining the cgroup briefly blocks the flipper's
     # forks), so the harmless one is not required.
     assert outcomes["refused"] > 0, outcomes
+
+
+def test_launcher_does_not_import_from_the_bundle_directory(runc, busybox_rootfs, tmp_path):
+    """runtime_argv's interpreter runs from wherever its caller is, typically the
+    bundle directory (containerd's shim): a module planted there must not be
+    imported by the (root) runtime."""
+    from dockyard.runtime import runtime_argv
+    b = runc.bundle(busybox_rootfs, ["true"])
+    marker = tmp_path / "planted-module-ran"
+    for name in ("_json", "struct", "select"):
+        (b / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write({name!r})\n")
+    cid = runc.new_id()
+    r = subprocess.run([*runtime_argv(), "--root", str(runc.root), "run", "--bundle", ".", cid],
+                       cwd=b, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists(), f"imported {marker.read_text()}.py from the bundle directory"

@@ -16,9 +16,12 @@ def runtime_argv(module: str = "dockyard.runtime.cli") -> list[str]:
     (``module`` names another entry point with a ``run_and_exit()``, e.g. the
     fork server.)
 
-    ``-S`` skips ``site`` (every ``.pth`` file of site-packages), ``-E`` the
-    PYTHON* variables (PYTHONDONTWRITEBYTECODE would recompile every module
-    on every call); our directories go *after* the standard library, so the
+    ``-S`` skips ``site`` (every ``.pth`` file of site-packages); ``-I``
+    (isolated) ignores the PYTHON* variables (PYTHONDONTWRITEBYTECODE would
+    recompile every module on every call) and, unlike ``-E`` alone, keeps
+    the working directory off ``sys.path``: runtimes are run from the bundle
+    directory, and a ``_json.py`` there must not be imported by a root
+    process. Our directories go *after* the standard library, so the
     standard modules are found on the first path entry; and the process ends
     with ``os._exit`` after flushing, skipping the interpreter's teardown.
     """
@@ -35,7 +38,7 @@ def runtime_argv(module: str = "dockyard.runtime.cli") -> list[str]:
         pass
     code = (f"import sys; sys.path += {paths!r}; "
             f"from {module} import run_and_exit; run_and_exit()")
-    return [_interpreter(), "-S", "-E", "-c", code]
+    return [_interpreter(), "-I", "-S", "-c", code]
 
 
 def _interpreter() -> str:
