@@ -245,6 +245,9 @@ class Runtime:
         from .sync import Msg
         # while the stages create namespaces and start on the rootfs
         mgr.create()
+        cgroup_msg = {"dirs": mgr.dirs_by_mountpoint()}
+        if c1 is None:   # init reads it at its cgroup mount; stage 1 would take it
+            self._send_or_child_error(sock, Msg.CGROUP, cgroup_msg)
         # recorded at once, so that `delete --force` can clean up after a
         # create that was itself killed half-way
         self.store.save(cid, {"ociVersion": cfg.oci_version, "id": cid, "status": "creating",
@@ -266,6 +269,8 @@ class Runtime:
                 os.waitpid(c1, 0)
                 procs.remove(c1)
                 break
+        if c1 is not None:
+            self._send_or_child_error(sock, Msg.CGROUP, cgroup_msg)
         try:
             mgr.add(pid)
             sync.send(sock, Msg.GO)
@@ -295,6 +300,15 @@ class Runtime:
         if msg is not None:
             raise RuntimeError_(msg.get("msg", f"unexpected message {msg!r}"))
         return state
+
+    @staticmethod
+    def _send_or_child_error(sock, kind: str, payload: dict) -> None:
+        from . import sync
+        try:
+            sync.send(sock, kind, **payload)
+        except OSError:
+            _raise_child_error(sock)   # init is gone: its own error says why
+            raise
 
     def _save_created(self, cid: str, cfg, mgr, pid: int, starttime: int) -> dict:
         state = {"ociVersion": cfg.oci_version, "id": cid, "status": "created", "pid": pid,

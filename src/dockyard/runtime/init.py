@@ -232,18 +232,26 @@ class Init:
         # In config order: later mounts may sit on earlier ones (/dev, /dev/pts).
         for m in self.cfg.mounts:
             if m.type in ("cgroup", "cgroup2"):
-                self.join_cgroup()
+                self.cgroup_dirs()
             rootfs.mount_entry(m, self.rootfs, self.cfg.bundle, self.view)
 
+    def cgroup_dirs(self) -> None:
+        # The /sys/fs/cgroup mount needs the container's cgroup directories,
+        # not our being in them: the parent says where they are as soon as it
+        # has made them, and moves us in (GO) while we go on mounting.
+        if self.view is not None:
+            return
+        msg = sync.expect(self.sock, Msg.CGROUP, "cgroup")
+        self.view = rootfs.CgroupView(msg.get("dirs") or {})
+
     def join_cgroup(self) -> None:
-        # Wait until the parent has put us into the container's cgroup; then
-        # note our cgroup paths (for the /sys/fs/cgroup mount) and only then
-        # unshare the cgroup namespace, so that it is rooted at our cgroup.
+        # Wait until the parent has put us into the container's cgroup; only
+        # then unshare the cgroup namespace, so that it is rooted at our cgroup.
         if self.in_cgroup:
             return
+        self.cgroup_dirs()
         sync.expect(self.sock, Msg.GO, "cgroup")
         self.in_cgroup = True
-        self.view = rootfs.CgroupView()
         ns = self.cfg.namespace("cgroup")
         if ns is not None and ns.path is None:
             sc.unshare(sc.CLONE_NEWCGROUP)

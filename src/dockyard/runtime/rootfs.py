@@ -187,9 +187,13 @@ class CgroupView:
     """The host cgroup mounts and this process's cgroup paths, captured before
     the cgroup namespace is entered, so /sys/fs/cgroup can show only the
     container's own subtree (read-only binds, never the host root: no
-    release_agent, CVE-2022-0492)."""
+    release_agent, CVE-2022-0492).
 
-    def __init__(self) -> None:
+    ``dirs`` ({mountpoint: directory}, from the runtime) are the container's
+    cgroups before this process has been moved into them: their paths replace
+    ours in those hierarchies, i.e. the paths are those we will have."""
+
+    def __init__(self, dirs: dict[str, str] | None = None) -> None:
         self.mounts: list[tuple[str, str, str, set[str]]] = []   # (mountpoint, root, type, opts)
         for line in _read_text("/proc/self/mountinfo").splitlines():
             pre, _, post = line.partition(" - ")
@@ -202,6 +206,15 @@ class CgroupView:
         for line in _read_text("/proc/self/cgroup").splitlines():
             _id, ctrls, path = line.split(":", 2)
             self.paths[ctrls] = path
+        for mp, root, fstype, opts in self.mounts if dirs else ():
+            d = dirs.get(mp)
+            if d is None:
+                continue
+            path = os.path.normpath(os.path.join(root, os.path.relpath(d, mp)))
+            for ctrls in self.paths:
+                if (fstype == "cgroup2" and ctrls == "") or (
+                        fstype == "cgroup" and ctrls and set(ctrls.split(",")) <= opts):
+                    self.paths[ctrls] = path
 
     def path_for(self, fstype: str, opts: set[str]) -> str | None:
         if fstype == "cgroup2":

@@ -20,6 +20,7 @@ from . import fastjson
 class Msg:
     """The one list of message types (plain strings: ``enum`` costs startup time)."""
 
+    CGROUP = "cgroup"              # parent -> init: the cgroup dirs exist ({"dirs": {mountpoint: dir}})
     GO = "go"                      # parent -> init (or exec's stage 1): you are in the cgroup
     USERNS = "userns"              # stage 1 -> parent: unshared CLONE_NEWUSER, map me
     USERNS_DONE = "userns-done"    # parent -> stage 1: uid/gid maps written

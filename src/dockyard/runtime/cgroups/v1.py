@@ -71,6 +71,13 @@ class V1Manager:
                 unified = hierarchy_dir(v2[0], v2[1], own_v2, relative, path)
         return cls(container_id, path, paths, roots, unified, unified_root)
 
+    def dirs_by_mountpoint(self) -> dict[str, str]:
+        """The container's directory in each hierarchy, keyed by its mountpoint."""
+        out = {self.roots[c]: d for c, d in self.paths.items() if c in self.roots}
+        if self.unified and self.unified_root:
+            out[self.unified_root] = self.unified
+        return out
+
     def to_dict(self) -> dict:
         return {
             "driver": "v1",

@@ -108,6 +108,10 @@ class V2Manager:
         _own_v1, own_v2 = own_cgroups()
         return cls(container_id, path, hierarchy_dir(mount[0], mount[1], own_v2, relative, path), mount[0])
 
+    def dirs_by_mountpoint(self) -> dict[str, str]:
+        """The container's directory, keyed by the hierarchy's mountpoint."""
+        return {self.root: self.dir}
+
     def to_dict(self) -> dict:
         return {"driver": "v2", "container_id": self.container_id, "cgroups_path": self.cgroups_path,
                 "path": self.dir, "root": self.root}
