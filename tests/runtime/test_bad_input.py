@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import cgroup_dirs
+from runtime_helpers import cgroup_dirs
 from dockyard.runtime.spec import make_spec
 
 
@@ -154,7 +154,7 @@ def test_delete_force_cleans_up_after_a_killed_create(runc, busybox_rootfs):
     import signal
     import subprocess
     import time
-    from conftest import RUNC, reap
+    from runtime_helpers import RUNC, reap
     marker = runc.tmp / "hook-started"
     b = runc.bundle(busybox_rootfs, ["true"], hooks={"prestart": [
         {"path": "/bin/sh", "args": ["sh", "-c", f"echo $$ > {marker}.tmp; "

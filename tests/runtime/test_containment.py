@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import DOCKER_CAPS, docker_caps
+from runtime_helpers import DOCKER_CAPS, docker_caps
 from dockyard.runtime.caps import mask
 
 ALL_NS = ("pid", "network", "ipc", "uts", "mount", "cgroup")

@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from conftest import RUNC, reap
+from runtime_helpers import RUNC, reap
 from dockyard.runtime.forkserver import decode, encode_request, server_argv
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNC, cgroup_dirs, reap
+from runtime_helpers import RUNC, cgroup_dirs, reap
 
 
 def _wait_status(runc, cid, want, timeout=20):

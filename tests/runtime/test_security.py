@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import RUNC, cgroup_dirs, docker_caps
+from runtime_helpers import RUNC, cgroup_dirs, docker_caps
 
 
 def _sha(path: str) -> str:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import reap
+from runtime_helpers import reap
 
 PROBE = textwrap.dedent("""
     import json, os, sys
