@@ -450,6 +450,24 @@ class Supervisor:
         rt = dict(getattr(task, "_runtime_msg", {}) or {})
         rt.update({k: msg[k] for k in ("runtime", "runtime_root", "runtime_args", "forkserver")
                    if k in msg})
+        if rt.get("forkserver") and rt.get("runtime_root") and not rt.get("runtime_args"):
+            # Our own runtime: its `start` only opens the init's FIFO and records the new
+            # status; done here, it saves a worker's round trip (~2 ms of a run).
+            try:
+                done = await asyncio.to_thread(_start_here, rt["runtime_root"], task.id)
+            except Exception as e:  # noqa: BLE001 - reported as the command would
+                raise TaskError(f"OCI runtime start failed: {e}") from None
+            if not done:
+                await self._start_by_command(task, rt)
+        else:
+            await self._start_by_command(task, rt)
+        if task.status == "created":
+            task.status = "running"
+        task.started_at = rfc3339nano(time.time_ns())
+        self._save(task)
+        return {"pid": task.pid}
+
+    async def _start_by_command(self, task: Task, rt: dict) -> None:
         err_r, err_w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
@@ -463,11 +481,6 @@ class Supervisor:
             for fd in (err_r, err_w, devnull):
                 if fd >= 0:
                     os.close(fd)
-        if task.status == "created":
-            task.status = "running"
-        task.started_at = rfc3339nano(time.time_ns())
-        self._save(task)
-        return {"pid": task.pid}
 
     async def op_runtime(self, msg: dict) -> dict:
         """Run one runtime command (kill, delete, pause, ps, ...) and return its exit code
@@ -691,6 +704,7 @@ class Supervisor:
         self.server = await asyncio.start_unix_server(self.handle, sock_path)
         os.chmod(sock_path, 0o600)
         self._reap()
+        loop.run_in_executor(None, _preimport)   # the first start does not wait for it
         await self.stopping.wait()
         self.server.close()
         self.forks.close()
@@ -766,6 +780,27 @@ async def _receive_console(sock: socket.socket, runner: asyncio.Future) -> int |
     if not fds:
         return None
     return fds[0]
+
+
+def _preimport() -> None:
+    try:
+        import dockyard.runtime.container  # noqa: F401  (see _start_here)
+    except Exception:  # noqa: BLE001 - _start_here will say what is wrong
+        pass
+
+
+def _start_here(runtime_root: str, cid: str) -> bool:
+    """`dockyard-runc --root ROOT start CID`, in this process (our runtime's own code).
+    False, and nothing done, for a container with poststart hooks: hooks are child
+    processes, and this process reaps every child it has (waitpid(-1))."""
+    from dockyard.runtime.container import Runtime
+
+    rt = Runtime(runtime_root)
+    spec = (rt.store.load(cid).get("dockyard") or {}).get("spec") or {}
+    if (spec.get("hooks") or {}).get("poststart"):
+        return False
+    rt.start(cid)
+    return True
 
 
 def _runtime_error(log_file: str | None, err_r: int, step: str, code: int) -> str:
