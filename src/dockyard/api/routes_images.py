@@ -81,7 +81,7 @@ async def remove_image(request: web.Request) -> web.Response:
     ctx, svc = ctx_of(request), _images(request)
     force = query_bool(request, "force")
     noprune = query_bool(request, "noprune")
-    await _drain_warm(request)
+    await _before_image_removal(request)
     result = await ctx.run(lambda: svc.remove(request.match_info["name"], force=force,
                                               noprune=noprune))
     return json_response(result)
@@ -93,16 +93,16 @@ async def prune_images(request: web.Request) -> web.Response:
     for key in filters:
         if key not in ("dangling", "label", "label!", "until"):
             raise InvalidParameter(f"invalid filter '{key}'")
-    await _drain_warm(request)
+    await _before_image_removal(request)
     return json_response(await ctx.run(svc.prune, filters))
 
 
-async def _drain_warm(request: web.Request) -> None:
-    """Containers made ahead of time (containers/warm.py) hold image snapshots: they go
-    before an image may."""
+async def _before_image_removal(request: web.Request) -> None:
+    """What holds image snapshots without a container record (the warm pool, `--rm`
+    containers whose files are still being removed) is done with before an image goes."""
     containers = ctx_of(request).extra.get("containers")
-    if containers is not None and hasattr(containers, "drain_warm"):
-        await containers.drain_warm()
+    if containers is not None and hasattr(containers, "before_image_removal"):
+        await containers.before_image_removal()
 
 
 def _open_url(url: str):

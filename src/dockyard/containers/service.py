@@ -80,6 +80,7 @@ class ContainerService:
         self._reserved_names: set[str] = set()
         self.warm = warmpool.Pool(warm_pool)
         self._background: set[asyncio.Future] = set()
+        self._removals: set[asyncio.Future] = set()   # --rm files still being removed
         if hasattr(supervisor, "replace_dead"):
             supervisor.replace_dead = self._replace_dead_supervisor
         os.makedirs(os.path.join(root, "containers"), exist_ok=True)
@@ -597,8 +598,13 @@ class ContainerService:
         except errors.DockyardError as e:
             log.warning("supervisor forget %s: %s", c["Id"][:12], e)
 
-    async def drain_warm(self) -> None:
-        """Tear the warm pool down (before an image is removed), those being made too."""
+    async def before_image_removal(self) -> None:
+        """Before an image is removed: tear the warm pool down (those being made too) and
+        let the removals of `--rm` containers still under way finish (they hold
+        snapshots of their image until then)."""
+        if self._removals:
+            await asyncio.gather(*[asyncio.shield(t) for t in self._removals],
+                                 return_exceptions=True)
         while self.warm.making:
             await asyncio.gather(*[asyncio.shield(f) for f in self.warm.making.values()])
         for e in self.warm.drain():
@@ -667,7 +673,10 @@ class ContainerService:
                 if ev:
                     ev.set()
         if auto_remove:
-            await self._remove_files(c)
+            removal = asyncio.ensure_future(self._remove_files(c))
+            self._removals.add(removal)
+            removal.add_done_callback(self._removals.discard)
+            await removal
             self._want_warm(c)
             return
         if self._restart_wanted(c) and not booting:
