@@ -137,12 +137,14 @@ def start() -> None:
     warm_for(2.0, _wait_first_write=True)
 
 
-def stop() -> None:
-    """End warming and wait for the thread."""
+def stop(wait: bool = True) -> None:
+    """End warming; with ``wait``, also wait for the thread, which notices
+    within its 2 ms sleep (without: it ends on its own, having written at most
+    once more, a no-op move of this process into its own cgroup)."""
     with _lock:
         done = _state["running"]
         _state["stop"] = True
-    if done is not None:
+    if done is not None and wait:
         done.acquire()
         done.release()
     if _state["switch"] is not None:

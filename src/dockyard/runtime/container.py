@@ -278,7 +278,7 @@ class Runtime:
             _raise_child_error(sock)   # init failed before it could be placed: say why
             raise
         from . import cgwarm
-        cgwarm.stop()
+        cgwarm.stop(wait=False)   # init is about to ask for the hooks: do not sleep on it
         st = statemod.proc_stat(pid)
         starttime = st[1] if st else 0
         import select  # noqa: F401  (start's; imported while init works, not after)
