@@ -428,9 +428,11 @@ class Runtime:
             except ProcessLookupError:
                 pass
         if mgr is not None:
-            mgr.kill_all(signal.SIGKILL)
+            signalled = mgr.kill_all(signal.SIGKILL)
             if status == "paused":
                 mgr.thaw()
+            if signalled is False and not alive:
+                return          # init gone and nothing left in the cgroup
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             busy = statemod.pid_alive(st.get("pid", 0), st.get("dockyard", {}).get("starttime"))

@@ -440,13 +440,13 @@ class V1Manager:
             return []
         return procs_recursive(d)
 
-    def kill_all(self, sig: int) -> None:
+    def kill_all(self, sig: int) -> bool:
         """Signal every process. The cgroup is frozen meanwhile so that a
         process cannot fork a child we have not seen yet (a fork bomb would
         otherwise outrun us); SIGKILL also thaws a paused container so the
-        processes can die, as runc does."""
+        processes can die, as runc does. False: there was nothing to signal."""
         if not self.pids():
-            return   # nothing to signal, and nothing left that could fork
+            return False   # nothing to signal, and nothing left that could fork
         can_freeze = "freezer" in self.paths and os.path.isdir(self.paths["freezer"])
         was_frozen = self.is_frozen() if can_freeze else False
         if can_freeze and not was_frozen:
@@ -456,6 +456,7 @@ class V1Manager:
         finally:
             if can_freeze and (not was_frozen or sig == signal.SIGKILL):
                 self.thaw()
+        return True
 
     # ---------------------------------------------------------------- stats
 

@@ -330,15 +330,15 @@ class V2Manager:
             return []
         return procs_recursive(self.dir)
 
-    def kill_all(self, sig: int) -> None:
+    def kill_all(self, sig: int) -> bool:
         """cgroup.kill kills the whole subtree atomically (no fork race, works
         on frozen cgroups); for other signals, or older kernels, freeze,
-        signal each process, then restore."""
+        signal each process, then restore. False: there was nothing to signal."""
         if not os.path.isdir(self.dir) or not self.pids():
-            return   # nothing to signal, and nothing left that could fork
+            return False   # nothing to signal, and nothing left that could fork
         if sig == signal.SIGKILL and os.path.exists(os.path.join(self.dir, "cgroup.kill")):
             write_file(self.dir, "cgroup.kill", 1, "killing the container's processes")
-            return
+            return True
         was_frozen = self.is_frozen()
         if not was_frozen:
             self.freeze()
@@ -347,6 +347,7 @@ class V2Manager:
         finally:
             if not was_frozen or sig == signal.SIGKILL:
                 self.thaw()
+        return True
 
     # ---------------------------------------------------------------- stats
 
