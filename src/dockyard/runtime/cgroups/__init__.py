@@ -5,8 +5,9 @@ return::
 
     mgr = open_manager(cgroups_path, container_id)   # chooses the driver for this host
     mgr.create(); mgr.apply(resources); mgr.add(pid)
+    mgr.dirs_by_mountpoint()                         # {mountpoint: container's dir}
     mgr.freeze(); mgr.thaw(); mgr.is_frozen()
-    mgr.pids(); mgr.kill_all(sig); mgr.stats(); mgr.oom_killed()
+    mgr.pids(); mgr.kill_all(sig) -> bool; mgr.stats(); mgr.oom_killed()
     mgr.destroy()
     state["cgroup"] = mgr.to_dict(); mgr = manager_from_dict(state["cgroup"])
 
