@@ -171,6 +171,15 @@ class Runtime:
         if self.store.exists(cid):
             raise Conflict(f"container with id {cid!r} already exists")
         from . import init, sync  # noqa: F401  (loads syscalls/ctypes)
+        netns = init.prepare_netns(cfg)   # made on a thread while we prepare the rest
+        try:
+            return self._create(cid, cfg, opts, netns)
+        finally:
+            if netns is not None:
+                netns.close()
+
+    def _create(self, cid: str, cfg, opts: CreateOptions, netns) -> dict:
+        from . import init
         from . import syscalls as sc
         if cfg.seccomp:   # compile now: libseccomp is unreachable after pivot_root
             from . import seccomp
@@ -194,7 +203,7 @@ class Runtime:
             iopts = init.InitOptions(fifo_fd=fifo_fd, console_fd=console_fd,
                                      no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
                                      keyring=None if opts.no_new_keyring else f"_ses.{cid}")
-            state = self._spawn(cfg, cid, mgr, iopts, procs)
+            state = self._spawn(cfg, cid, mgr, iopts, procs, netns)
             os.close(fifo_fd)
             if console_fd is not None and opts.console_fd is None:
                 os.close(console_fd)
@@ -212,13 +221,14 @@ class Runtime:
         os.chown(path, uid or 0, gid or 0)
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
-    def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int]) -> dict:
+    def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int], netns=None) -> dict:
         from . import init, sync
         parent, child = sync.pair()
         c1 = pid = None
         try:
             if init.single_stage(cfg):
-                pid = init.fork_init(cfg, child, iopts, close_in_child=parent.fileno())
+                pid = init.fork_init(cfg, child, iopts, close_in_child=parent.fileno(),
+                                     netns=netns)
                 if pid == 0:  # pragma: no cover - a child that got here failed to exit
                     os._exit(1)
                 procs.append(pid)
