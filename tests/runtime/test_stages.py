@@ -33,7 +33,11 @@ PROBE = textwrap.dedent("""
         os.waitpid(child, 0)
         with open(f"/proc/{st['pid']}/status") as f:
             nspid = [l.split()[1:] for l in f if l.startswith("NSpid:")][0]
-        out = {"own_ns": os.readlink("/proc/self/ns/pid"),
+        tasks_net = {os.readlink(f"/proc/self/task/{t}/ns/net")
+                     for t in os.listdir("/proc/self/task")}
+        out = {"own_net": os.readlink("/proc/self/ns/net"), "tasks_net": sorted(tasks_net),
+               "init_net": os.readlink(f"/proc/{st['pid']}/ns/net"),
+               "own_ns": os.readlink("/proc/self/ns/pid"),
                "children_ns": os.readlink("/proc/self/ns/pid_for_children"),
                "init_ns": os.readlink(f"/proc/{st['pid']}/ns/pid"),
                "init_parent_is_us": ppid == os.getpid(), "init_nspid": nspid,
@@ -44,7 +48,7 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def test_direct_init_leaves_the_runtime_in_its_own_pid_namespace(runc, busybox_rootfs):
+def test_direct_init_leaves_the_runtime_in_its_own_namespaces(runc, busybox_rootfs):
     b = runc.bundle(busybox_rootfs, ["sleep", "30"])
     cid = runc.new_id()
     r = subprocess.run([sys.executable, "-c", PROBE, str(runc.root), str(b), cid],
@@ -55,6 +59,10 @@ def test_direct_init_leaves_the_runtime_in_its_own_pid_namespace(runc, busybox_r
     assert out["init_ns"] != out["own_ns"]              # init got a PID namespace of its own
     assert out["init_nspid"][-1] == "1"                 # ... as its PID 1
     assert out["init_parent_is_us"]                     # forked by the runtime itself
+    # init's network namespace was made on a thread of the runtime: a new one,
+    # and no thread of the runtime is left in it
+    assert out["init_net"] != out["own_net"]
+    assert out["tasks_net"] == [out["own_net"]]
     assert not (runc.root / cid).exists()
 
 
