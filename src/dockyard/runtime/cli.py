@@ -238,20 +238,9 @@ def run_and_exit() -> None:
     passes during the imports cost time, and in the forked stages they would
     write to (and so copy) pages shared with the parent."""
     import gc
-    import os
+    from dockyard.procexit import run_and_exit as end
     gc.disable()
-    try:
-        code = _main(sys.argv[1:])
-    except SystemExit as e:        # as the interpreter would treat it
-        code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
-        if not isinstance(e.code, (int, type(None))):
-            print(e.code, file=sys.stderr)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code & 0xFF)
+    end(lambda: _main(sys.argv[1:]))
 
 
 if __name__ == "__main__":
