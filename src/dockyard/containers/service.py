@@ -444,7 +444,7 @@ class ContainerService:
         c["HasBeenManuallyStopped"] = False
         self._save(c)
         self.emit("container", "start", cid, self._attrs(c))
-        if entry is not None and host.get("AutoRemove"):
+        if entry is not None and pid == entry.pid and host.get("AutoRemove"):
             self._want_warm(c)   # the next of a series of `run --rm`, made while this one runs
 
     async def _create_task(self, c: dict) -> int:
