@@ -1,6 +1,7 @@
 """`docker network` commands and user networks, with the real docker CLI."""
 
 import json
+import time
 
 import pytest
 
@@ -78,10 +79,12 @@ def test_two_containers_by_name_and_alias(ndaemon):
         assert d.out("exec", cl, "wget", "-qO-", "http://webalias/") == "byname"
         # TCP with nc both ways
         d.out("exec", "-d", cl, "sh", "-c", "nc -l -p 9000 > /tmp/got")
-        for _ in range(50):
-            r = d.docker("exec", s, "sh", "-c", f"echo ping-nc | nc -w 2 {cl} 9000", check=False)
-            if r.returncode == 0 and d.out("exec", cl, "cat", "/tmp/got") == "ping-nc":
-                break
+        deadline = time.monotonic() + 20
+        while ":9000 " not in d.out("exec", cl, "netstat", "-ltn") and time.monotonic() < deadline:
+            time.sleep(0.05)   # the listener is up before anything is sent
+        d.out("exec", s, "sh", "-c", f"echo ping-nc | nc -w 2 {cl} 9000")
+        while d.out("exec", cl, "cat", "/tmp/got") != "ping-nc" and time.monotonic() < deadline:
+            time.sleep(0.05)   # and has written what it received
         assert d.out("exec", cl, "cat", "/tmp/got") == "ping-nc"
         # the DNS server is Docker's address, and it answers for names
         assert "nameserver 127.0.0.11" in d.out("exec", cl, "cat", "/etc/resolv.conf")
