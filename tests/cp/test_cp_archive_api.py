@@ -260,3 +260,19 @@ def test_symlink_loop_is_a_bad_request(cpd, name):
     assert status == 400 and "too many levels of symbolic links" in json.loads(body)["message"]
     # dockerd evaluates a link's target for the stat: a loop fails there too
     assert raw(cpd, "HEAD", cid, "/tmp/loop1")[0] == 400
+
+
+def test_extracting_through_a_file_or_a_loop_is_a_bad_request(cpd, name):
+    # an entry whose parent, inside the destination, is a file or a symlink loop
+    cid = run_sleeper(cpd, name)
+    sh(cpd, name, "mkdir /tmp/x && echo f > /tmp/x/afile && ln -s l2 /tmp/x/l1 && ln -s l1 /tmp/x/l2")
+    status, _, body = raw(cpd, "PUT", cid, "/tmp/x", tar_of(("afile/inner", "file", "y")))
+    assert (status, json.loads(body)["message"]) == (
+        400, 'cannot extract into "/tmp/x/afile": not a directory')
+    status, _, body = raw(cpd, "PUT", cid, "/tmp/x", tar_of(("l1/inner", "file", "y")))
+    assert status == 400 and "too many levels of symbolic links" in json.loads(body)["message"]
+    # missing parents are made, through a symlink that stays inside the root
+    sh(cpd, name, "ln -s /tmp/x/made /tmp/x/tomade")
+    status, _, _ = raw(cpd, "PUT", cid, "/tmp/x", tar_of(("tomade/a/b", "file", "deep")))
+    assert status == 200
+    assert sh(cpd, name, "cat /tmp/x/made/a/b").strip() == "deep"

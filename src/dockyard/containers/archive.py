@@ -136,12 +136,14 @@ class Resolved:
             self.parent = -1
 
 
-def resolve(root_fd: int, path: str, follow_last: bool) -> Resolved:
+def resolve(root_fd: int, path: str, follow_last: bool, create_dirs: bool = False) -> Resolved:
     """Resolve ``path`` inside the tree of ``root_fd`` as if chrooted there.
 
     Intermediate symlinks are always followed (in the root); the final component only
     when ``follow_last``. A missing final component gives ``st=None``; a missing or
-    non-directory intermediate component raises FileNotFoundError / NotADirectoryError.
+    non-directory intermediate component raises FileNotFoundError / NotADirectoryError
+    (its ``filename``: the component's in-root path). With ``create_dirs`` every missing
+    component, the final one too, is made as a directory (0755).
     """
     pending = [p for p in path.split("/") if p not in ("", ".")]
     stack = [os.dup(root_fd)]
@@ -160,10 +162,14 @@ def resolve(root_fd: int, path: str, follow_last: bool) -> Resolved:
             try:
                 st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
             except FileNotFoundError:
-                if last:
+                if create_dirs:
+                    os.mkdir(comp, 0o755, dir_fd=cur)
+                    st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
+                elif last:
                     fd = stack.pop()
                     return Resolved(fd, comp, [*names, comp], None)
-                raise
+                else:
+                    raise
             if stat.S_ISLNK(st.st_mode) and (not last or follow_last):
                 links += 1
                 if links > _MAX_LINKS:
@@ -179,7 +185,8 @@ def resolve(root_fd: int, path: str, follow_last: bool) -> Resolved:
                 fd = stack.pop()
                 return Resolved(fd, comp, [*names, comp], st)
             if not stat.S_ISDIR(st.st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, f"{comp} is not a directory")
+                raise NotADirectoryError(errno.ENOTDIR, f"{comp} is not a directory",
+                                         "/" + "/".join([*names, comp]))
             stack.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
             names.append(comp)
         # the path named a directory reached through the stack's top (or the root)
@@ -681,47 +688,26 @@ class _Extractor:
     def _parent(self, rel: list[str]) -> int:
         """fd of the directory for ``rel``'s parent, made (0755) when missing; resolved in
         the container's root, so a symlink among the parents stays inside it."""
-        path = "/".join(self.dest + rel[:-1])
-        pending = [p for p in path.split("/") if p]
-        made = [os.dup(self.root_fd)]
-        # resolve component by component, creating what is missing
-        names: list[str] = []
-        links = 0
         try:
-            while pending:
-                comp = pending.pop(0)
-                if comp == "..":
-                    if len(made) > 1:
-                        os.close(made.pop())
-                        names.pop()
-                    continue
-                cur = made[-1]
-                try:
-                    st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
-                except FileNotFoundError:
-                    os.mkdir(comp, 0o755, dir_fd=cur)
-                    st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    links += 1
-                    if links > _MAX_LINKS:
-                        raise errors.InvalidParameter("too many levels of symbolic links")
-                    target = os.readlink(comp, dir_fd=cur)
-                    if target.startswith("/"):
-                        while len(made) > 1:
-                            os.close(made.pop())
-                            names.pop()
-                    pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-                    continue
-                if not stat.S_ISDIR(st.st_mode):
-                    raise errors.InvalidParameter(
-                        f"cannot extract into {_q('/' + '/'.join([*names, comp]))}: "
-                        "not a directory")
-                made.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
-                names.append(comp)
-            return made.pop()
+            r = resolve(self.root_fd, "/".join(self.dest + rel[:-1]), follow_last=True,
+                        create_dirs=True)
+        except NotADirectoryError as e:
+            raise errors.InvalidParameter(
+                f"cannot extract into {_q(e.filename)}: not a directory") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise errors.InvalidParameter("too many levels of symbolic links") from None
+            raise
+        try:
+            if r.name is None:   # the root itself
+                fd, r.parent = r.parent, -1
+                return fd
+            if not stat.S_ISDIR(r.st.st_mode):
+                raise errors.InvalidParameter(
+                    f"cannot extract into {_q('/' + '/'.join(r.parts))}: not a directory")
+            return os.open(r.name, _DIR_FLAGS, dir_fd=r.parent)
         finally:
-            for fd in made:
-                os.close(fd)
+            r.close()
 
     def _owner(self, m: tarfile.TarInfo) -> tuple[int, int]:
         return self.owner if self.owner is not None else (m.uid, m.gid)
