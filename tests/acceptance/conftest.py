@@ -12,3 +12,16 @@ def daemon(tmp_path_factory):
         yield d
     finally:
         d.close()
+
+
+@pytest.fixture
+def fresh_daemon(tmp_path):
+    """A daemon of the test's own (busybox imported), for tests that stop, kill or
+    restart it."""
+    d = Daemon(tmp_path)
+    try:
+        d.start()
+        import_busybox(d)
+        yield d
+    finally:
+        d.close()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from acceptance.harness import DOCKER, Daemon, import_busybox
+from acceptance.harness import DOCKER, Daemon
 
 pytestmark = pytest.mark.slow
 
@@ -23,19 +23,8 @@ def until(fn, timeout=30.0):
     return fn()
 
 
-@pytest.fixture
-def crashy(tmp_path):
-    d = Daemon(tmp_path)
-    try:
-        d.start()
-        import_busybox(d)
-        yield d
-    finally:
-        d.close()
-
-
-def test_kill9_daemon_with_ten_running_containers(crashy):
-    d = crashy
+def test_kill9_daemon_with_ten_running_containers(fresh_daemon):
+    d = fresh_daemon
     d.docker("run", "-d", "--name", "logger", "busybox", "sh", "-c",
              "trap 'exit 3' TERM; i=0; while true; do i=$((i+1)); echo seq $i; usleep 2000; done")
     for i in range(7):
@@ -102,11 +91,11 @@ def _pid_of(d: Daemon, name: str) -> int:
     raise AssertionError(f"no record of {name}")
 
 
-def test_supervisor_killed_daemon_recovers(crashy):
+def test_supervisor_killed_daemon_recovers(fresh_daemon):
     import os
     import signal as sg
 
-    d = crashy
+    d = fresh_daemon
     d.docker("run", "-d", "--name", "victim", "busybox", "sleep", "1000")
     waiter = subprocess.Popen([DOCKER, "wait", "victim"], env=d.env, stdout=subprocess.PIPE, text=True)
     pid = _pid_of(d, "victim")
@@ -121,13 +110,13 @@ def test_supervisor_killed_daemon_recovers(crashy):
     assert (r.returncode, r.stdout) == (0, "after\n"), r.stderr
 
 
-def test_run_right_after_the_supervisor_is_killed(crashy):
+def test_run_right_after_the_supervisor_is_killed(fresh_daemon):
     """The first request after the supervisor died starts a new one; the run's exit is
     seen even if it happened before the daemon's event stream reconnected."""
     import os
     import signal as sg
 
-    d = crashy
+    d = fresh_daemon
     os.kill(d.supervisor_pid(), sg.SIGKILL)
     for word in ("one", "two"):
         r = subprocess.run([DOCKER, "run", "--rm", "busybox", "echo", word], env=d.env,

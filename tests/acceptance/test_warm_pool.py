@@ -50,19 +50,8 @@ def _probe(d: Daemon, *extra: str, tag: str) -> list[str]:
     return r.stdout.split("\n")[:4]
 
 
-@pytest.fixture
-def wdaemon(tmp_path):
-    d = Daemon(tmp_path)
-    try:
-        d.start()
-        import_busybox(d)
-        yield d
-    finally:
-        d.close()
-
-
-def test_identical_run_takes_the_warm_container_and_is_like_a_fresh_one(wdaemon):
-    d = wdaemon
+def test_identical_run_takes_the_warm_container_and_is_like_a_fresh_one(fresh_daemon):
+    d = fresh_daemon
     tag = uuid.uuid4().hex[:6]
     first = _probe(d, tag=tag)
     assert first[0] == first[1] == first[2] and first[3] == tag
@@ -96,10 +85,10 @@ def test_identical_run_takes_the_warm_container_and_is_like_a_fresh_one(wdaemon)
     assert not (d.data / "containers" / wid2).exists()
 
 
-def test_created_then_updated_container_is_made_anew(wdaemon):
+def test_created_then_updated_container_is_made_anew(fresh_daemon):
     # `docker create` with the same body takes the warm container; `update` before the
     # start changes its resources, so the start makes the runtime container anew
-    d = wdaemon
+    d = fresh_daemon
     cl = d.client().api
     body = dict(image="busybox", command=["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes"],
                 host_config=cl.create_host_config(auto_remove=True))
@@ -128,8 +117,8 @@ def test_created_then_updated_container_is_made_anew(wdaemon):
     assert not (d.data / "containers" / wid).exists()   # removed (--rm) like any other
 
 
-def test_warm_pool_is_torn_down_by_stop_kill9_and_rmi(wdaemon):
-    d = wdaemon
+def test_warm_pool_is_torn_down_by_stop_kill9_and_rmi(fresh_daemon):
+    d = fresh_daemon
     before = leftovers(d)
     _probe(d, tag="k")
     _probe(d, tag="k")
