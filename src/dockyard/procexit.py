@@ -7,7 +7,7 @@ this project needs.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # importing typing costs ~10 ms: the runtime's start path never does
@@ -28,4 +28,4 @@ def run_and_exit(fn: Callable[[], int | None]) -> NoReturn:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(int(code) & 0xFF)
+    posix._exit(int(code) & 0xFF)

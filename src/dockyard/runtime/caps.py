@@ -64,7 +64,7 @@ _last_cap: list[int] = []
 def last_cap() -> int:
     """Highest capability the running kernel knows (read once per process)."""
     if not _last_cap:
-        import os
+        from . import fastos as os
         try:
             fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY | os.O_CLOEXEC)
             try:

@@ -24,7 +24,7 @@ Only cheap C modules here: this module is imported on the hot path.
 """
 
 import _thread
-import os
+from dockyard.runtime import fastos as os
 import sys
 import time
 

@@ -7,7 +7,7 @@ arguments, output formats and pid files.
 
 from __future__ import annotations
 
-import os
+from dockyard.runtime import fastos as os
 
 from . import fastjson as json
 import _signal

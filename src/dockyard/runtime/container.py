@@ -13,7 +13,7 @@ dockerd's, or the Dockyard supervisor — exactly as with runc.
 
 from __future__ import annotations
 
-import os
+from dockyard.runtime import fastos as os
 import _signal as signal  # not `signal`: it builds enums at import
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 import time

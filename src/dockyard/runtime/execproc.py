@@ -12,7 +12,7 @@ tells the runtime the program is running; an ERROR message tells it why not.
 
 from __future__ import annotations
 
-import os
+from dockyard.runtime import fastos as os
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 from .record import Factory, record
 

@@ -14,7 +14,7 @@ a plain ``poll`` with no races between handler and waitpid.
 from __future__ import annotations
 
 import errno
-import os
+from dockyard.runtime import fastos as os
 import select
 import _signal as signal  # not `signal`: it builds enums at import
 

@@ -26,7 +26,7 @@ container must never be able to open our interpreter through
 from __future__ import annotations
 
 import errno
-import os
+from dockyard.runtime import fastos as os
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 from .record import record
 

@@ -22,7 +22,7 @@ Security notes:
 
 from __future__ import annotations
 
-import os
+from dockyard.runtime import fastos as os
 
 from . import caps
 from . import syscalls as sc

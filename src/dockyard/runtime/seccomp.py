@@ -34,7 +34,7 @@ one rule (AND), and ERRNO/TRACE without ``errnoRet`` return EPERM.
 from __future__ import annotations
 
 import errno as _errno
-import os
+from dockyard.runtime import fastos as os
 
 from dockyard.errors import DockyardError
 

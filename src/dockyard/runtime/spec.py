@@ -12,7 +12,7 @@ to write bundles without hand-building the whole document.
 
 from __future__ import annotations
 
-import os
+from dockyard.runtime import fastos as os
 from .record import Factory, record
 
 from dockyard.errors import InvalidParameter
@@ -248,12 +248,20 @@ def _check_version(c: Config) -> str | None:
     return None
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 def _check_root(c: Config) -> str | None:
     if not c.rootfs:
         return "root.path is required"
     if not os.path.isdir(c.rootfs):
         return f"root.path {c.rootfs!r} does not exist or is not a directory"
-    if os.path.realpath(c.rootfs) == "/":
+    if _same_file(c.rootfs, "/"):
         return "root.path must not be the host's /"
     return None
 

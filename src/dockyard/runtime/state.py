@@ -17,7 +17,7 @@ then the FIFO tells created from running and the freezer tells paused.
 
 from __future__ import annotations
 
-import os
+from dockyard.runtime import fastos as os
 import time
 
 from dockyard.errors import Conflict, NotFound

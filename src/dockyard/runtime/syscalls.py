@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import _ctypes
 import fcntl
-import os
+from dockyard.runtime import fastos as os
 import struct
 from _ctypes import Structure, _SimpleCData, byref, get_errno
 

@@ -28,7 +28,7 @@ what the host lacks or the kernel refused.
 
 from __future__ import annotations
 
-import os
+from dockyard.runtime import fastos as os
 
 from ._common import CgroupError, normalize_cgroups_path, validate_resources
 

@@ -9,8 +9,7 @@ operation, its start-up time is user-visible).
 from __future__ import annotations
 
 import errno
-import os
-import posixpath
+from dockyard.runtime import fastos as os
 import time
 
 from dockyard.errors import DockyardError
@@ -187,7 +186,7 @@ def normalize_cgroups_path(cgroups_path: str | None, container_id: str) -> tuple
         raise CgroupError(SYSTEMD_ERROR)
     relative = not cgroups_path.startswith("/")
     # normalize as if rooted, so that ".." stops at the base
-    clean = posixpath.normpath("/" + cgroups_path.lstrip("/"))
+    clean = os.path.normpath("/" + cgroups_path.lstrip("/"))
     if clean == "/":
         raise CgroupError(f"cgroupsPath {cgroups_path!r} names the root cgroup itself; give a container cgroup")
     return relative, clean
@@ -206,7 +205,7 @@ def join_under(mountpoint: str, mount_root: str, cgroup: str) -> str:
 
 def hierarchy_dir(mountpoint: str, mount_root: str, own: str | None, relative: bool, path: str) -> str:
     base = own if (relative and own) else "/"
-    cgroup = posixpath.normpath(posixpath.join(base, path.lstrip("/"))) if base != "/" else path
+    cgroup = os.path.normpath(os.path.join(base, path.lstrip("/"))) if base != "/" else path
     return join_under(mountpoint, mount_root, cgroup)
 
 

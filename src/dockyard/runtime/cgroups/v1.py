@@ -11,7 +11,7 @@ v1 (here: hugetlb) and eBPF attachments live.
 
 from __future__ import annotations
 
-import os
+from dockyard.runtime import fastos as os
 import _signal as signal  # not `signal`: it builds enums at import
 import time
 

@@ -11,8 +11,8 @@ controller files on v2: it is an eBPF program attached to the cgroup
 
 from __future__ import annotations
 
-import os
-import signal
+from dockyard.runtime import fastos as os
+import _signal as signal  # not `signal`: it builds enums at import
 import time
 
 from ._common import (
