@@ -217,3 +217,28 @@ def test_launcher_does_not_import_from_the_bundle_directory(runc, busybox_rootfs
                        cwd=b, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not marker.exists(), f"imported {marker.read_text()}.py from the bundle directory"
+
+
+def test_launcher_script_imports_nothing_from_its_own_or_the_bundle_directory(
+        runc, busybox_rootfs, tmp_path):
+    """The daemon's <data-root>/bin/dockyard-runc (launcher_script) is a Python script:
+    neither the directory it lives in nor the bundle directory it is run from may
+    supply modules to the root runtime."""
+    from dockyard.runtime import launcher_script
+    text = launcher_script()
+    assert text.startswith("#!")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    launcher = bindir / "dockyard-runc"
+    launcher.write_text(text)
+    launcher.chmod(0o755)
+    b = runc.bundle(busybox_rootfs, ["true"])
+    marker = tmp_path / "planted-module-ran"
+    for d in (bindir, b):
+        for name in ("_json", "struct", "select", "dockyard"):
+            (d / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write({name!r})\n")
+    cid = runc.new_id()
+    r = subprocess.run([str(launcher), "--root", str(runc.root), "run", "--bundle", ".", cid],
+                       cwd=b, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists(), f"imported {marker.read_text()}.py from a planted directory"

@@ -109,15 +109,14 @@ class DaemonConfig:
 
         The console script (or a pyenv shim in front of it) costs tens of
         milliseconds per call; this one starts the interpreter without ``site``
-        (see ``dockyard.runtime.runtime_argv``).
+        (see ``dockyard.runtime.runtime_argv`` and ``launcher_script``).
         """
         import os
-        import shlex
 
-        from dockyard.runtime import runtime_argv
+        from dockyard.runtime import launcher_script
 
         path = Path(self.data_root) / "bin" / "dockyard-runc"
-        text = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in runtime_argv()) + ' "$@"\n'
+        text = launcher_script()
         try:
             if not path.exists() or path.read_text() != text:
                 path.parent.mkdir(parents=True, exist_ok=True)

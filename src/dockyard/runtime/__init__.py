@@ -41,6 +41,26 @@ def runtime_argv(module: str = "dockyard.runtime.cli") -> list[str]:
     return [_interpreter(), "-I", "-S", "-c", code]
 
 
+def launcher_script(module: str = "dockyard.runtime.cli") -> str:
+    """The text of an executable file that runs :func:`runtime_argv`'s command
+    with the arguments it is given: what dockerd, containerd or our own daemon
+    can be pointed at as the runtime's path.
+
+    A Python script (``#!<interpreter> -IS``) when the interpreter's path
+    allows one on a ``#!`` line, so that no shell runs in between (~1 ms per
+    call); else a ``/bin/sh`` script that ``exec``s the command. With ``-I``
+    the script's own directory is not put on ``sys.path`` either.
+    """
+    import shlex
+
+    argv = runtime_argv(module)
+    interp, code = argv[0], argv[-1]
+    line = f"#!{interp} -IS\n"
+    if len(line) < 120 and not any(c.isspace() for c in interp):
+        return line + code + "\n"
+    return "#!/bin/sh\nexec " + shlex.join(argv) + ' "$@"\n'
+
+
 def _interpreter() -> str:
     """This interpreter, or the system's build of the same Python version.
 
