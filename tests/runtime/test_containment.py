@@ -292,3 +292,32 @@ def test_oom_score_adj_domainname_and_no_pivot(runc, busybox_rootfs):
         lines = r.stdout.split()
         assert lines[:2] == ["500", "dom.example"], r.stdout
         assert "bin" in lines and "work" not in lines
+
+
+def test_default_dev_entries_leave_existing_ones_and_follow_no_symlink(runc, busybox_rootfs,
+                                                                      tmp_path):
+    """Without a tmpfs on /dev, the image's own /dev gets the default entries: an entry
+    that already exists (of any kind) is left as it is, and a symlink planted at a
+    device's name is not followed out of the rootfs."""
+    from dockyard.runtime.spec import make_spec
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dev = busybox_rootfs / "dev"
+    dev.mkdir(exist_ok=True)
+    (dev / "zero").symlink_to(outside / "zero-target")      # dangling, points out
+    (dev / "stdout").write_text("image's own file\n")
+    (dev / "random").mkdir()
+    mounts = [m for m in make_spec(str(busybox_rootfs), ["true"])["mounts"]
+              if m["destination"] != "/dev"]
+    b = runc.bundle(busybox_rootfs, ["sh", "-c", "ls -l /dev; cat /dev/stdout"])
+    spec = json.loads((b / "config.json").read_text())
+    spec["mounts"] = mounts
+    (b / "config.json").write_text(json.dumps(spec))
+    r = runc.run(b)
+    assert r.returncode == 0, r.stderr
+    assert list(outside.iterdir()) == []                   # nothing made through the link
+    assert (dev / "zero").is_symlink() and (dev / "random").is_dir()
+    assert "image's own file" in r.stdout
+    lines = {ln.split()[-1]: ln for ln in r.stdout.splitlines() if ln.startswith(("c", "l"))}
+    assert lines["null"].startswith("crw-rw-rw-") and lines["urandom"].startswith("crw-rw-rw-")
+    assert "fd -> /proc/self/fd" in r.stdout and "ptmx -> pts/ptmx" in r.stdout

@@ -88,7 +88,7 @@ def cmd_run(g, flags, pos) -> int:
         code = attached.wait()
     finally:
         if not flags.get("keep"):
-            rt.delete(cid, force=True)
+            rt.delete(cid, force=True, state=st)
     return code
 
 

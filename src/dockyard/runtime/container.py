@@ -408,9 +408,11 @@ class Runtime:
         except ProcessLookupError:
             raise RuntimeError_("container not running") from None
 
-    def delete(self, cid: str, force: bool = False) -> None:
+    def delete(self, cid: str, force: bool = False, state: dict | None = None) -> None:
+        """Remove the container (``force``: kill it first). ``state``: its saved
+        state, if the caller has it (`run` does; not read back)."""
         try:
-            st = self.store.load(cid)
+            st = self.store.load(cid) if state is None else state
         except NotFound:
             if force:
                 return

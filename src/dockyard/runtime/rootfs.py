@@ -11,7 +11,7 @@ placed inside itself, never on the host.
 from __future__ import annotations
 
 import errno
-import os
+from dockyard.runtime import fastos as os
 import stat
 
 from . import syscalls as sc
@@ -299,21 +299,46 @@ def create_device(rootfs: str, path: str, kind: str, major: int, minor: int, mod
 def setup_dev(cfg, rootfs: str, in_userns: bool) -> None:
     """Default devices, linux.devices, /dev/ptmx and the /proc/self/fd links."""
     if needs_dev_setup(cfg):
-        for name, major, minor in DEFAULT_DEVICES:
-            create_device(rootfs, f"/dev/{name}", "c", major, minor, 0o666, 0, 0, in_userns)
-        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-            p = secure_join(rootfs, f"/dev/{link}")
-            if not os.path.lexists(p):
-                os.symlink(target, p)
-        ptmx = secure_join(rootfs, "/dev/ptmx")
-        if cfg.has_mount_at("/dev/pts") is not None:
-            if os.path.lexists(ptmx):
-                os.unlink(ptmx)
-            os.symlink("pts/ptmx", ptmx)
+        _default_dev(cfg, rootfs, in_userns)
     for d in cfg.devices:
         mode = d.file_mode if d.file_mode is not None else 0o666
         create_device(rootfs, d.path, d.type, d.major, d.minor, mode, d.uid, d.gid, in_userns)
+
+
+def _default_dev(cfg, rootfs: str, in_userns: bool) -> None:
+    # /dev is resolved inside the rootfs once; the entries are made directly in
+    # it by calls that do not follow a symlink in their last component (mknod,
+    # symlink, unlink), so an existing entry of any kind is left alone (EEXIST),
+    # as runc does, with a few syscalls per entry instead of a walk for each.
+    dev = secure_join(rootfs, "/dev")
+    _mkdir_all(rootfs, dev)
+    for name, major, minor in DEFAULT_DEVICES:
+        path = f"{dev}/{name}"
+        if in_userns:
+            if not os.path.lexists(path):
+                _bind_host_device(rootfs, path, f"/dev/{name}")
+            continue
+        try:
+            _mknod(path, "c", major, minor, 0o666)
+        except FileExistsError:
+            continue
+        except PermissionError:
+            _bind_host_device(rootfs, path, f"/dev/{name}")
+            continue
+        os.chmod(path, 0o666)      # mknod honours the umask
+        os.chown(path, 0, 0)
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        try:
+            os.symlink(target, f"{dev}/{link}")
+        except FileExistsError:
+            pass
+    if cfg.has_mount_at("/dev/pts") is not None:
+        try:
+            os.unlink(f"{dev}/ptmx")
+        except FileNotFoundError:
+            pass
+        os.symlink("pts/ptmx", f"{dev}/ptmx")
 
 
 # ------------------------------------------------------------- root & pivot
