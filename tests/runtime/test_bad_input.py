@@ -94,6 +94,16 @@ def test_missing_program_fails_create(runc, busybox_rootfs):
     _nothing_left(runc, cid)
 
 
+def test_missing_program_fails_run(runc, busybox_rootfs):
+    # `run` opens the FIFO before init reports (start_at_once): the error still
+    # comes back, and nothing is left (no state directory, cgroup or process)
+    b = runc.bundle(busybox_rootfs, ["/no/such/program"])
+    cid = runc.new_id()
+    r = runc.run(b, cid)
+    assert r.returncode != 0 and "/no/such/program" in r.stderr
+    _nothing_left(runc, cid)
+
+
 @pytest.mark.parametrize("cmd", [["state"], ["start"], ["kill"], ["delete"], ["pause"],
                                  ["resume"], ["ps"], ["exec", "--", "true"]])
 def test_unknown_container_id(runc, cmd):

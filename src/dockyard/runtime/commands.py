@@ -66,9 +66,19 @@ def cmd_run(g, flags, pos) -> int:
         import _socket as socket
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         opts.console_fd = theirs.detach()
+    attached = None
     if not detach:
-        from .foreground import Attached   # before create: after its fork, imports cost more
-    st = rt.create(cid, opts)
+        # signals are caught (and later forwarded) from before the container
+        # exists, as runc does: it may start as soon as create is done with it
+        from .foreground import Attached
+        attached = Attached().arm()
+        opts.start_at_once = True
+    try:
+        st = rt.create(cid, opts)
+    except BaseException:
+        if attached is not None:
+            attached.disarm()
+        raise
     master = None
     if ours is not None:
         from .sync import recv_fd
@@ -76,7 +86,8 @@ def cmd_run(g, flags, pos) -> int:
         master, _name = recv_fd(ours)
         ours.close()
     _write_pid_file(flags.get("pid-file"), st["pid"])
-    attached = None if detach else Attached(st["pid"], master).arm()
+    if attached is not None:
+        attached.pid, attached.master = st["pid"], master
     try:
         rt.start(cid, st)
     except BaseException:

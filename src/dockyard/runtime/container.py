@@ -40,6 +40,9 @@ class CreateOptions:
     no_new_keyring: bool = False
     preserve_fds: int = 0
     raw_config: dict | None = None      # <bundle>/config.json as already read by the caller
+    # `run`: the start follows at once, so open the FIFO's reading end before
+    # init gets to it (init then goes on to exec without waiting for `start`)
+    start_at_once: bool = False
 
 
 # Devices runc always allows on top of the spec's rules: creating any node
@@ -157,6 +160,7 @@ def _kill_and_reap(pids: list[int]) -> None:
 class Runtime:
     def __init__(self, root: str | None = None) -> None:
         self.store = Store(root)
+        self._readers: dict[str, int] = {}     # id -> FIFO reading end (start_at_once)
 
     # ------------------------------------------------------------ create
 
@@ -203,7 +207,7 @@ class Runtime:
             iopts = init.InitOptions(fifo_fd=fifo_fd, console_fd=console_fd,
                                      no_pivot=opts.no_pivot, preserve_fds=opts.preserve_fds,
                                      keyring=None if opts.no_new_keyring else f"_ses.{cid}")
-            state = self._spawn(cfg, cid, mgr, iopts, procs, netns)
+            state = self._spawn(cfg, cid, mgr, iopts, procs, netns, opts.start_at_once)
             os.close(fifo_fd)
             if console_fd is not None and opts.console_fd is None:
                 os.close(console_fd)
@@ -221,7 +225,8 @@ class Runtime:
         os.chown(path, uid or 0, gid or 0)
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
-    def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int], netns=None) -> dict:
+    def _spawn(self, cfg, cid: str, mgr, iopts, procs: list[int], netns=None,
+               start_at_once: bool = False) -> dict:
         from . import init, sync
         parent, child = sync.pair()
         c1 = pid = None
@@ -241,14 +246,14 @@ class Runtime:
         finally:
             child.close()
         try:
-            return self._talk(cfg, cid, mgr, parent, c1, pid, procs)
+            return self._talk(cfg, cid, mgr, parent, c1, pid, procs, start_at_once)
         except sync.SyncError as e:
             raise RuntimeError_(str(e)) from None
         finally:
             parent.close()
 
     def _talk(self, cfg, cid: str, mgr, sock, c1: int | None, pid: int | None,
-              procs: list[int]) -> dict:
+              procs: list[int], start_at_once: bool = False) -> dict:
         """The parent's side of the sync protocol; ``c1`` is stage 1 (None when
         init was forked directly, see ``init.fork_init``; then ``pid`` is init)."""
         from . import sync
@@ -306,9 +311,19 @@ class Runtime:
         state = self._save_created(cid, cfg, mgr, pid, starttime)
         sync.expect(sock, Msg.READY, "ready")
         sync.send(sock, Msg.RUN)
-        msg = sync.recv(sock)
-        if msg is not None:
-            raise RuntimeError_(msg.get("msg", f"unexpected message {msg!r}"))
+        reader = None
+        if start_at_once:
+            reader = os.open(self.store.fifo(cid), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            msg = sync.recv(sock)
+            if msg is not None:
+                raise RuntimeError_(msg.get("msg", f"unexpected message {msg!r}"))
+        except BaseException:
+            if reader is not None:
+                os.close(reader)
+            raise
+        if reader is not None:
+            self._readers[cid] = reader
         return state
 
     @staticmethod
@@ -335,12 +350,14 @@ class Runtime:
         """Let a created container's init exec the user's program. ``state``:
         what ``create`` returned, if the caller has it (not read back)."""
         st = self.store.load(cid) if state is None else dict(state)
-        status = statemod.status(self.store, st)
+        reader = self._readers.pop(cid, None)
+        # created with start_at_once: released already, maybe even exited
+        status = "created" if reader is not None else statemod.status(self.store, st)
         if status != "created":
             if status == "stopped":
                 raise RuntimeError_("cannot start a container that has stopped")
             raise RuntimeError_(f"cannot start an already {status} container")
-        self._release(cid, st)
+        self._release(cid, st, reader)
         st["status"] = "running"
         self.store.save(cid, st)
         spec_raw = st["dockyard"].get("spec", {})
@@ -351,11 +368,13 @@ class Runtime:
             hstate.update(status="running", pid=st["pid"])   # even if it already exited
             hooks.run("poststart", poststart, hstate)
 
-    def _release(self, cid: str, st: dict) -> None:
-        """Open the FIFO for reading: init's blocked open completes, it writes a byte."""
+    def _release(self, cid: str, st: dict, reader: int | None = None) -> None:
+        """Open the FIFO for reading (``reader``: opened already): init's blocked
+        open completes, it writes a byte."""
         import select
         path = self.store.fifo(cid)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = reader if reader is not None else os.open(
+            path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             poller = select.poll()
             poller.register(fd, select.POLLIN)

@@ -43,16 +43,28 @@ class Attached:
         self.status: int | None = None
         self._tty_saved = None
         self._rfd: int | None = None
+        self._saved: dict = {}
 
     def arm(self) -> "Attached":
         """Catch the signals to forward *before* the process starts, so none
         is lost (or kills us) in between; they queue in the wakeup pipe."""
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self._saved = {}
         for s in (*FORWARD, signal.SIGCHLD, signal.SIGWINCH):
-            signal.signal(s, lambda *_: None)
+            self._saved[s] = signal.signal(s, lambda *_: None)
         self._rfd = r
         return self
+
+    def disarm(self) -> None:
+        """Undo :meth:`arm` (the process to attach to was never started)."""
+        w = signal.set_wakeup_fd(-1)
+        for s, handler in self._saved.items():
+            signal.signal(s, handler)
+        for fd in (self._rfd, w):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self._rfd = None
 
     def _raw_stdin(self) -> None:
         if self.master is None or not os.isatty(0):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 from dockyard.runtime import fastos as os
+import _signal
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 from .record import record
 
@@ -81,6 +82,13 @@ def new_namespace_flags(cfg, include_user: bool) -> int:
     return flags
 
 
+def _detach_from_callers_signals() -> None:
+    # A caller that stays attached (`run`) catches signals before it creates the
+    # container (foreground.Attached.arm): its wakeup pipe is not init's to
+    # write to. Its handlers are no-ops until exec resets every disposition.
+    _signal.set_wakeup_fd(-1)
+
+
 def stage1(cfg, sock: socket.socket, opts: InitOptions) -> None:
     """Runs in the first child; never returns.
 
@@ -91,6 +99,7 @@ def stage1(cfg, sock: socket.socket, opts: InitOptions) -> None:
     stage 2 unshares it itself once it is inside (as runc does).
     """
     try:
+        _detach_from_callers_signals()
         sc.set_dumpable(False)
         join_namespaces(cfg)
         userns = cfg.namespace("user")
@@ -210,6 +219,7 @@ def fork_init(cfg, sock: socket.socket, opts: InitOptions, close_in_child: int =
 def _init_alone(cfg, sock: socket.socket, opts: InitOptions, netns_fd: int | None) -> None:
     """Stage 1's work for init itself (after :func:`fork_init`), then init; never returns."""
     try:
+        _detach_from_callers_signals()
         sc.set_dumpable(False)
         join_namespaces(cfg)
         flags = new_namespace_flags(cfg, include_user=False) & ~(sc.CLONE_NEWCGROUP
