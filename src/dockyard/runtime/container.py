@@ -260,7 +260,10 @@ class Runtime:
         from .sync import Msg
         # while the stages create namespaces and start on the rootfs
         mgr.create()
-        cgroup_msg = {"dirs": mgr.dirs_by_mountpoint()}
+        from .rootfs import CgroupView
+        dirs = mgr.dirs_by_mountpoint()
+        # init's view of the cgroup mounts, made here: init is busy mounting
+        cgroup_msg = {"dirs": dirs, "view": CgroupView(dirs).to_data()}
         if c1 is None:   # init reads it at its cgroup mount; stage 1 would take it
             self._send_or_child_error(sock, Msg.CGROUP, cgroup_msg)
         # recorded at once, so that `delete --force` can clean up after a

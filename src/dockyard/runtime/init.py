@@ -310,7 +310,9 @@ class Init:
         if self.view is not None:
             return
         msg = sync.expect(self.sock, Msg.CGROUP, "cgroup")
-        self.view = rootfs.CgroupView(msg.get("dirs") or {})
+        view = msg.get("view")
+        self.view = (rootfs.CgroupView(data=view) if view is not None
+                     else rootfs.CgroupView(msg.get("dirs") or {}))
 
     def join_cgroup(self) -> None:
         # Wait until the parent has put us into the container's cgroup; only

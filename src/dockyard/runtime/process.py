@@ -68,13 +68,20 @@ def env_dict(env) -> dict[str, str]:
 
 def _home_of(uid: int) -> str:
     try:
-        with open("/etc/passwd") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":")
-                if len(parts) >= 6 and parts[2] == str(uid):
-                    return parts[5] or "/"
+        fd = os.open("/etc/passwd", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
     except OSError:
-        pass
+        return "/"
+    want = str(uid)
+    for line in b"".join(chunks).decode(errors="surrogateescape").splitlines():
+        parts = line.split(":")
+        if len(parts) >= 6 and parts[2] == want:
+            return parts[5] or "/"
     return "/"
 
 

@@ -193,8 +193,13 @@ class CgroupView:
     cgroups before this process has been moved into them: their paths replace
     ours in those hierarchies, i.e. the paths are those we will have."""
 
-    def __init__(self, dirs: dict[str, str] | None = None) -> None:
+    def __init__(self, dirs: dict[str, str] | None = None, data: dict | None = None) -> None:
         self.mounts: list[tuple[str, str, str, set[str]]] = []   # (mountpoint, root, type, opts)
+        self.paths: dict[str, str] = {}                          # controllers key -> path
+        if data is not None:      # to_data() of a view the runtime built for us
+            self.mounts = [(mp, root, t, set(opts)) for mp, root, t, opts in data["mounts"]]
+            self.paths = dict(data["paths"])
+            return
         for line in _read_text("/proc/self/mountinfo").splitlines():
             pre, _, post = line.partition(" - ")
             fields, post_f = pre.split(), post.split()
@@ -202,7 +207,6 @@ class CgroupView:
                 opts = set(post_f[2].split(",")) if len(post_f) > 2 else set()
                 mp = fields[4].replace("\\040", " ")
                 self.mounts.append((mp, fields[3], post_f[0], opts))
-        self.paths: dict[str, str] = {}                          # controllers key -> path
         for line in _read_text("/proc/self/cgroup").splitlines():
             _id, ctrls, path = line.split(":", 2)
             self.paths[ctrls] = path
@@ -215,6 +219,12 @@ class CgroupView:
                 if (fstype == "cgroup2" and ctrls == "") or (
                         fstype == "cgroup" and ctrls and set(ctrls.split(",")) <= opts):
                     self.paths[ctrls] = path
+
+    def to_data(self) -> dict:
+        """Plain data for ``CgroupView(data=...)`` in another process: the runtime
+        builds the view while init mounts, so init does not read the files."""
+        return {"mounts": [[mp, root, t, sorted(opts)] for mp, root, t, opts in self.mounts],
+                "paths": self.paths}
 
     def path_for(self, fstype: str, opts: set[str]) -> str | None:
         if fstype == "cgroup2":
