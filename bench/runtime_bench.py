@@ -20,17 +20,17 @@ loop (runc right after a dockyard run takes ~22 ms, after anything else
 ~31 ms). Dockyard's runtime takes that wait on a thread while it imports
 (runtime/cgwarm.py), so it barely shows in its numbers either way.
 
-Three dockyard variants are timed: the installed `dockyard-runc` console
-script (what dockerd invokes; it pays for every `.pth` file in
-site-packages at interpreter start, and this machine's site-packages has a
-sandbox hook that imports certifi at every start), the same console script
-installed in a clean throwaway venv (no system site-packages: what a normal
-machine pays for `site` and pip's console-script template), and
-`dockyard.runtime.runtime_argv()`, the `python -S` command line Dockyard's
-own daemon should use. The venv is built in the bench's temp dir from a copy
-of this checkout (pip, offline from the local index/cache: `wheel` for the
-build, the project with --no-deps, pyseccomp) and removed with it; if it
-cannot be built, its line is skipped with the reason.
+Three dockyard variants are timed: the daemon's launcher (the file
+`dockyard.runtime.launcher_script()` writes as <data-root>/bin/dockyard-runc,
+a `#!python -IS` script: what our daemon runs and what dockerd/containerd
+should be given as the runtime's path), the `dockyard-runc` console script as
+installed here (it pays for every `.pth` file in site-packages at interpreter
+start, and this machine's site-packages has a sandbox hook that imports
+certifi at every start), and the same console script installed in a clean
+throwaway venv of the system's Python (bench/cleanvenv.py: what a fresh
+Debian machine pays for `site` and pip's console-script template, which
+imports `re`). If the venv cannot be built, its line is skipped with the
+reason. `python -I -S -c pass` is the floor under any Python runtime.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ SRC = HERE.parent / "src"
 sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+import cleanvenv  # noqa: E402  (bench/cleanvenv.py)
 from dockyard.runtime.spec import make_spec, write_bundle  # noqa: E402
 from helpers.rootfs import build_busybox_rootfs  # noqa: E402
 
@@ -60,33 +61,6 @@ def _time(cmd: list[str], env: dict | None = None) -> float:
     if r.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode()}")
     return dt
-
-
-def _clean_venv(tmp: Path) -> str | None:
-    """`dockyard-runc` pip-installed into a fresh venv under tmp (None if that fails)."""
-    build = tmp / "venv-src"
-    build.mkdir()
-    root = HERE.parent
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(root / name, build / name)
-    shutil.copytree(SRC, build / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    venv = tmp / "venv"
-    py = str(venv / "bin" / "python")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
-    steps = [
-        [sys.executable, "-m", "venv", str(venv)],
-        [py, "-m", "pip", "install", "-q", "wheel"],          # setuptools 65 builds through it
-        [py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(build)],
-        [py, "-m", "pip", "install", "-q", "--no-deps", "pyseccomp"],
-    ]
-    for cmd in steps:
-        r = subprocess.run(cmd, **quiet, timeout=300)
-        if r.returncode != 0:
-            err = r.stderr.decode(errors="replace").strip().splitlines()
-            print(f"(clean venv skipped: {' '.join(cmd[2:5])} failed: "
-                  f"{err[-1] if err else r.returncode})")
-            return None
-    return str(venv / "bin" / "dockyard-runc")
 
 
 def _own_cgroup_procs() -> str | None:
@@ -125,25 +99,28 @@ def main() -> int:
                        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""}, check=True,
                        stdout=subprocess.DEVNULL)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        venv_script = _clean_venv(tmp)
-        from dockyard.runtime import runtime_argv
-        lean = runtime_argv()
+        venv_bin = cleanvenv.build(tmp, extra=("pyseccomp",))
+        from dockyard.runtime import launcher_script, runtime_argv
+        launcher = tmp / "bin" / "dockyard-runc"
+        launcher.parent.mkdir()
+        launcher.write_text(launcher_script())
+        launcher.chmod(0o755)
+
+        def run_with(exe: str, tag: str):
+            return lambda i: [exe, "--root", str(tmp / "dy-state"), "run", "--bundle",
+                              str(tmp / "bundle"), f"{tag}{i}"]
+
         variants = {
             "runc": lambda i: [runc, "--root", str(tmp / "runc-state"), "run", "--bundle",
                                str(tmp / "bundle"), f"r{i}"],
-            "dockyard-runc": lambda i: [script, "--root", str(tmp / "dy-state"), "run",
-                                        "--bundle", str(tmp / "bundle"), f"d{i}"],
+            "dockyard-runc (launcher)": run_with(str(launcher), "l"),
+            "dockyard-runc (installed here)": run_with(script, "d"),
         }
-        if venv_script:
-            variants["dockyard-runc (clean venv)"] = lambda i: [
-                venv_script, "--root", str(tmp / "dy-state"), "run", "--bundle",
-                str(tmp / "bundle"), f"v{i}"]
-        variants |= {
-            "dockyard (runtime_argv)": lambda i: [*lean, "--root", str(tmp / "dy-state"), "run",
-                                               "--bundle", str(tmp / "bundle"), f"s{i}"],
-        }
+        if venv_bin:
+            variants["dockyard-runc (clean venv)"] = run_with(str(venv_bin / "dockyard-runc"), "v")
         # the floor under any Python runtime: starting and stopping the interpreter
-        variants["(python -I -S -c pass)"] = lambda i: [lean[0], "-I", "-S", "-c", "pass"]
+        interp = runtime_argv()[0]
+        variants["(python -I -S -c pass)"] = lambda i: [interp, "-I", "-S", "-c", "pass"]
         for name, make in variants.items():     # warm-up (page cache, pyc)
             _time(make("warmup"), env)
         procs = _own_cgroup_procs()
