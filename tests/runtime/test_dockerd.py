@@ -26,7 +26,13 @@ def _runtime_path() -> str:
 @pytest.fixture(scope="module")
 def dockerd(tmp_path_factory, busybox_template):
     tmp = tmp_path_factory.mktemp("dockerd")
-    with running_dockerd(tmp, extra_args=("--add-runtime", f"dockyard={_runtime_path()}")) as d:
+    from dockyard.runtime import launcher_script
+    launcher = tmp / "bin" / "dockyard-runc"      # what our daemon writes to <data-root>/bin
+    launcher.parent.mkdir()
+    launcher.write_text(launcher_script())
+    launcher.chmod(0o755)
+    with running_dockerd(tmp, extra_args=("--add-runtime", f"dockyard={_runtime_path()}",
+                                          "--add-runtime", f"dockyard-fast={launcher}")) as d:
         tar = subprocess.run(["tar", "-C", str(busybox_template), "-c", "."], check=True,
                              capture_output=True).stdout
         d.docker("import", "-", "busybox", input=tar)
@@ -38,6 +44,15 @@ def test_docker_run_exit_code_and_output(dockerd):
                        "sh", "-c", "echo hi; exit 3", check=False)
     assert r.returncode == 3, dockerd.logs()[-3000:] + r.stderr.decode()
     assert r.stdout == b"hi\n"
+
+
+def test_docker_run_through_the_launcher_script(dockerd):
+    # the `#!python -IS` launcher (runtime.launcher_script), run by containerd's shim
+    # from the bundle directory with the shim's environment
+    r = dockerd.docker("run", "--rm", "--runtime", "dockyard-fast", "busybox",
+                       "sh", "-c", "echo hi; hostname; exit 3", check=False)
+    assert r.returncode == 3, dockerd.logs()[-3000:] + r.stderr.decode()
+    assert r.stdout.split(b"\n")[0] == b"hi"
 
 
 def test_docker_run_stdin(dockerd):
