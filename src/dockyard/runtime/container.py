@@ -271,7 +271,9 @@ class Runtime:
         self.store.save(cid, {"ociVersion": cfg.oci_version, "id": cid, "status": "creating",
                               "pid": 0, "bundle": cfg.bundle, "annotations": cfg.annotations,
                               "dockyard": {"cgroup": mgr.to_dict()}})
-        mgr.apply(with_default_devices(cfg.resources))
+        resources = with_default_devices(cfg.resources)
+        if c1 is not None:   # while stage 1 makes the user namespace
+            mgr.apply(resources)
         while c1 is not None:
             msg = sync.recv(sock)
             if msg is None:
@@ -295,6 +297,11 @@ class Runtime:
         except (OSError, DockyardError):
             _raise_child_error(sock)   # init failed before it could be placed: say why
             raise
+        if c1 is None:
+            # limits after the move (runc's order too: Apply, then Set) and well
+            # before RUN, while init goes on without waiting for them; nothing
+            # in init before its exec depends on them
+            mgr.apply(resources)
         from . import cgwarm
         cgwarm.stop(wait=False)   # init is about to ask for the hooks: do not sleep on it
         st = statemod.proc_stat(pid)
