@@ -68,8 +68,9 @@ def test_docker_run_tty(dockerd):
            "busybox sh -c 'tty; exit 4'")
     r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True,
                        env=dockerd.env, timeout=120, stdin=subprocess.DEVNULL)
-    assert b"/dev/pts/0" in r.stdout, r.stdout + r.stderr
-    assert r.returncode == 4
+    why = (r.stdout + r.stderr).decode(errors="replace") + dockerd.logs()[-3000:]
+    assert b"/dev/pts/0" in r.stdout, why
+    assert r.returncode == 4, why
 
 
 def test_docker_detached_exec_stop(dockerd):

@@ -271,9 +271,9 @@ class Runtime:
         self.store.save(cid, {"ociVersion": cfg.oci_version, "id": cid, "status": "creating",
                               "pid": 0, "bundle": cfg.bundle, "annotations": cfg.annotations,
                               "dockyard": {"cgroup": mgr.to_dict()}})
-        resources = with_default_devices(cfg.resources)
-        if c1 is not None:   # while stage 1 makes the user namespace
-            mgr.apply(resources)
+        # before init is moved in: v1 device rules go through "deny all" on their
+        # way to the allowed set, and init opens devices (the console) meanwhile
+        mgr.apply(with_default_devices(cfg.resources))
         while c1 is not None:
             msg = sync.recv(sock)
             if msg is None:
@@ -297,30 +297,28 @@ class Runtime:
         except (OSError, DockyardError):
             _raise_child_error(sock)   # init failed before it could be placed: say why
             raise
-        if c1 is None:
-            # limits after the move (runc's order too: Apply, then Set) and well
-            # before RUN, while init goes on without waiting for them; nothing
-            # in init before its exec depends on them
-            mgr.apply(resources)
         from . import cgwarm
         cgwarm.stop(wait=False)   # init is about to ask for the hooks: do not sleep on it
         st = statemod.proc_stat(pid)
         starttime = st[1] if st else 0
         import select  # noqa: F401  (start's; imported while init works, not after)
-        sync.expect(sock, Msg.HOOKS, "hooks")
-        if cfg.hooks.get("prestart") or cfg.hooks.get("createRuntime"):
-            from . import hooks
-            hstate = hook_state(cid, "creating", pid, cfg)
-            try:
-                hooks.run("prestart", cfg.hooks, hstate)
-                hooks.run("createRuntime", cfg.hooks, hstate)
-            except hooks.HookError as e:
-                raise RuntimeError_(str(e)) from None
-        sync.send(sock, Msg.HOOKS_DONE, state=hook_state(cid, "created", pid, cfg))
+        if sync.hooks_exchange(cfg):
+            sync.expect(sock, Msg.HOOKS, "hooks")
+            if cfg.hooks.get("prestart") or cfg.hooks.get("createRuntime"):
+                from . import hooks
+                hstate = hook_state(cid, "creating", pid, cfg)
+                try:
+                    hooks.run("prestart", cfg.hooks, hstate)
+                    hooks.run("createRuntime", cfg.hooks, hstate)
+                except hooks.HookError as e:
+                    raise RuntimeError_(str(e)) from None
+            sync.send(sock, Msg.HOOKS_DONE, state=hook_state(cid, "created", pid, cfg))
         # saved while init pivots and masks; a failure after this undoes it
         state = self._save_created(cid, cfg, mgr, pid, starttime)
+        # our part is done (resources, hooks, state): RUN need not wait for
+        # READY, init finds it queued when it gets there
+        self._send_or_child_error(sock, Msg.RUN, {})
         sync.expect(sock, Msg.READY, "ready")
-        sync.send(sock, Msg.RUN)
         reader = None
         if start_at_once:
             reader = os.open(self.store.fifo(cid), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

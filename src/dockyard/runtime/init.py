@@ -342,8 +342,9 @@ class Init:
         # prestart and createRuntime hooks run in the runtime's namespace
         # (the parent), once our namespaces exist and before pivot_root.
         self.join_cgroup()
-        sync.send(self.sock, Msg.HOOKS)
-        self.state = sync.expect(self.sock, Msg.HOOKS_DONE, "hooks").get("state", {})
+        if sync.hooks_exchange(self.cfg):
+            sync.send(self.sock, Msg.HOOKS)
+            self.state = sync.expect(self.sock, Msg.HOOKS_DONE, "hooks").get("state", {})
 
     def create_container_hooks(self) -> None:
         # createContainer hooks run in the container's namespaces, before pivot_root.

@@ -27,13 +27,24 @@ class Msg:
     CHILD_PID = "child-pid"        # stage 1 -> parent: init's pid (in the parent's pid ns)
     HOOKS = "hooks"                # init -> parent: mounts done, run prestart/createRuntime
     HOOKS_DONE = "hooks-done"      # parent -> init: hooks ran (carries the state for hooks)
+    #                                (both only if the spec has hooks: hooks_exchange)
     READY = "ready"                # init -> parent: namespaces and rootfs are set up
-    RUN = "run"                    # parent -> init: state saved, finish and wait for start
+    RUN = "run"                    # parent -> init: resources, hooks, state done: finish and
+    #                                wait for start (sent without waiting for READY)
     ERROR = "error"                # child -> parent: {"msg": ...}
 
 
 class SyncError(Exception):
     pass
+
+
+def hooks_exchange(cfg) -> bool:
+    """Whether init and the runtime trade HOOKS/HOOKS_DONE: only when a hook needs
+    the parent (prestart, createRuntime) or the state it sends (createContainer,
+    startContainer). Both sides decide from the same config."""
+    h = cfg.hooks
+    return bool(h.get("prestart") or h.get("createRuntime") or h.get("createContainer")
+                or h.get("startContainer"))
 
 
 def _pack_fds(fds: list[int]) -> bytes:
