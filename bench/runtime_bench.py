@@ -17,8 +17,8 @@ process did the same in the last ~20-50 ms. So
   (the wait is already paid: a host starting containers back to back).
 Without this, each runtime's time depends on what ran just before it in the
 loop (runc right after a dockyard run takes ~22 ms, after anything else
-~31 ms). Dockyard's runtime takes that wait on a thread while it imports
-(runtime/cgwarm.py), so it barely shows in its numbers either way.
+~31 ms). Dockyard's runtime starts that wait on a thread while it imports
+(runtime/cgwarm.py), so cold costs it less than it costs runc.
 
 Three dockyard variants are timed: the daemon's launcher (the file
 `dockyard.runtime.launcher_script()` writes as <data-root>/bin/dockyard-runc,
