@@ -68,17 +68,11 @@ def env_dict(env) -> dict[str, str]:
 
 def _home_of(uid: int) -> str:
     try:
-        fd = os.open("/etc/passwd", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
+        text = os.read_bytes("/etc/passwd").decode(errors="surrogateescape")
     except OSError:
         return "/"
     want = str(uid)
-    for line in b"".join(chunks).decode(errors="surrogateescape").splitlines():
+    for line in text.splitlines():
         parts = line.split(":")
         if len(parts) >= 6 and parts[2] == want:
             return parts[5] or "/"

@@ -47,15 +47,7 @@ DEFAULT_DEVICES = (  # name, major, minor
 
 
 def _read_text(path: str) -> str:
-    """A whole (proc) file, without a buffered text file's extra syscalls and objects."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode()
+    return os.read_bytes(path).decode()
 
 
 class RootfsError(Exception):

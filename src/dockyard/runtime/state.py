@@ -95,14 +95,7 @@ class Store:
         validate_id(cid)
         path = os.path.join(self.dir(cid), STATE_FILE)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                chunks = []
-                while chunk := os.read(fd, 1 << 20):
-                    chunks.append(chunk)
-            finally:
-                os.close(fd)
-            return fastjson.loads(b"".join(chunks))
+            return fastjson.loads(os.read_bytes(path))
         except FileNotFoundError:
             if self.exists(cid):
                 return {"ociVersion": "1.2.0", "id": cid, "status": "creating", "pid": 0,

@@ -214,19 +214,7 @@ def hierarchy_dir(mountpoint: str, mount_root: str, own: str | None, relative: b
 
 
 def read_file(path: str) -> str:
-    # os.open/os.read: a buffered text file costs three more syscalls (fstat,
-    # isatty, seek) and its io objects per control file read
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while True:
-            data = os.read(fd, 65536)
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode()
+    return os.read_bytes(path).decode()
 
 
 def read_int(path: str, default: int | None = None) -> int | None:
