@@ -104,6 +104,21 @@ def test_missing_program_fails_run(runc, busybox_rootfs):
     _nothing_left(runc, cid)
 
 
+def test_run_that_fails_after_create_takes_the_container_down(runc, busybox_rootfs, tmp_path):
+    # with an unwritable --pid-file, `run` fails after create, when (start_at_once)
+    # the program may already be running: it must not be left running unwatched
+    b = runc.bundle(busybox_rootfs, ["sh", "-c", "sleep 2; echo late > /late"])
+    cid = runc.new_id()
+    r = runc.run(b, cid, "--pid-file", str(tmp_path / "no" / "such" / "dir" / "pid"))
+    assert r.returncode != 0 and "pid" in r.stderr
+    _nothing_left(runc, cid)
+    r = runc.cmd("list", "--quiet")
+    assert cid not in r.stdout.split()
+    import time
+    time.sleep(2.5)                  # the program would have written by now
+    assert not (busybox_rootfs / "late").exists()
+
+
 @pytest.mark.parametrize("cmd", [["state"], ["start"], ["kill"], ["delete"], ["pause"],
                                  ["resume"], ["ps"], ["exec", "--", "true"]])
 def test_unknown_container_id(runc, cmd):

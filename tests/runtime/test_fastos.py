@@ -57,6 +57,10 @@ def test_makedirs(tmp_path):
     target = tmp_path / "a" / "b" / "c"
     fastos.makedirs(str(target), mode=0o700)
     assert target.is_dir() and (target.stat().st_mode & 0o777) == 0o700
+    umask = os.umask(0)
+    os.umask(umask)
+    # the parents get the default mode, as with os.makedirs
+    assert (tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o777 & ~umask
     fastos.makedirs(str(target), exist_ok=True)
     with pytest.raises(FileExistsError):
         fastos.makedirs(str(target))

@@ -242,3 +242,14 @@ def test_launcher_script_imports_nothing_from_its_own_or_the_bundle_directory(
                        cwd=b, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not marker.exists(), f"imported {marker.read_text()}.py from a planted directory"
+
+
+def test_launcher_script_never_names_a_relative_interpreter(monkeypatch):
+    """A bare name on a #! line is looked up in the working directory (the bundle's,
+    for containerd): the launcher falls back to /bin/sh, which searches PATH."""
+    from dockyard.runtime import launcher_script
+    monkeypatch.setenv("DOCKYARD_RUNTIME_PYTHON", "python3")
+    text = launcher_script()
+    assert text.startswith("#!/bin/sh\n") and "exec python3 " in text
+    monkeypatch.setenv("DOCKYARD_RUNTIME_PYTHON", "/usr/bin/python3")
+    assert launcher_script().startswith("#!/usr/bin/python3 -IS\n")

@@ -56,7 +56,9 @@ def launcher_script(module: str = "dockyard.runtime.cli") -> str:
     argv = runtime_argv(module)
     interp, code = argv[0], argv[-1]
     line = f"#!{interp} -IS\n"
-    if len(line) < 120 and not any(c.isspace() for c in interp):
+    # an absolute path only: a bare name on a #! line is looked up in the working
+    # directory (the bundle's, for containerd)
+    if interp.startswith("/") and len(line) < 120 and not any(c.isspace() for c in interp):
         return line + code + "\n"
     return "#!/bin/sh\nexec " + shlex.join(argv) + ' "$@"\n'
 

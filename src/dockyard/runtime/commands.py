@@ -79,18 +79,23 @@ def cmd_run(g, flags, pos) -> int:
         if attached is not None:
             attached.disarm()
         raise
-    master = None
-    if ours is not None:
-        from .sync import recv_fd
-        os.close(opts.console_fd)
-        master, _name = recv_fd(ours)
-        ours.close()
-    _write_pid_file(flags.get("pid-file"), st["pid"])
-    if attached is not None:
-        attached.pid, attached.master = st["pid"], master
     try:
+        # (with start_at_once the program may be running already: whatever
+        # fails from here on takes the container down with it)
+        master = None
+        if ours is not None:
+            from .sync import recv_fd
+            os.close(opts.console_fd)
+            master, _name = recv_fd(ours)
+            ours.close()
+        _write_pid_file(flags.get("pid-file"), st["pid"])
+        if attached is not None:
+            attached.pid, attached.master = st["pid"], master
         rt.start(cid, st)
     except BaseException:
+        if attached is not None:
+            attached.disarm()
+        rt.forget_reader(cid)
         rt.delete(cid, force=True)
         raise
     if attached is None:

@@ -298,7 +298,7 @@ class Runtime:
             _raise_child_error(sock)   # init failed before it could be placed: say why
             raise
         from . import cgwarm
-        cgwarm.stop(wait=False)   # init is about to ask for the hooks: do not sleep on it
+        cgwarm.stop(wait=False)   # init goes on at once (hooks, READY): do not sleep on it
         st = statemod.proc_stat(pid)
         starttime = st[1] if st else 0
         import select  # noqa: F401  (start's; imported while init works, not after)
@@ -375,6 +375,12 @@ class Runtime:
             hstate = statemod.oci_state(self.store, st)
             hstate.update(status="running", pid=st["pid"])   # even if it already exited
             hooks.run("poststart", poststart, hstate)
+
+    def forget_reader(self, cid: str) -> None:
+        """Close the FIFO reader ``create`` kept for ``start`` (start_at_once), if any."""
+        reader = self._readers.pop(cid, None)
+        if reader is not None:
+            os.close(reader)
 
     def _release(self, cid: str, st: dict, reader: int | None = None) -> None:
         """Open the FIFO for reading (``reader``: opened already): init's blocked

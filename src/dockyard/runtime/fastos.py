@@ -213,7 +213,7 @@ def makedirs(name, mode=0o777, exist_ok=False) -> None:
     parent = _dirname(name.rstrip("/")) if isinstance(name, str) else None
     if parent and parent != name and not path.exists(parent):
         try:
-            makedirs(parent, mode, exist_ok=True)
+            makedirs(parent, exist_ok=True)     # parents get the default mode, as in os
         except FileExistsError:
             pass
     try:
@@ -232,7 +232,13 @@ def walk(top):
         return
     dirs, files, links = [], [], set()
     with it:
-        for entry in it:
+        while True:
+            try:
+                entry = next(it)
+            except StopIteration:
+                break
+            except OSError:       # the directory went away while listed
+                return
             try:
                 is_dir = entry.is_dir()
                 if is_dir and entry.is_symlink():

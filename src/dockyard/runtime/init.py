@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 from dockyard.runtime import fastos as os
 import _signal
+import sys
 import _socket as socket  # the C module: `socket` costs ~8 ms of enum setup
 from .record import record
 
@@ -85,8 +86,14 @@ def new_namespace_flags(cfg, include_user: bool) -> int:
 def _detach_from_callers_signals() -> None:
     # A caller that stays attached (`run`) catches signals before it creates the
     # container (foreground.Attached.arm): its wakeup pipe is not init's to
-    # write to. Its handlers are no-ops until exec resets every disposition.
-    _signal.set_wakeup_fd(-1)
+    # write to, and until exec (which resets every disposition) init keeps
+    # Python's own handlers, as when nothing was armed.
+    if _signal.set_wakeup_fd(-1) == -1:
+        return
+    fg = sys.modules.get("dockyard.runtime.foreground")
+    if fg is not None:
+        fg.reset_in_child()
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)   # as the interpreter starts
 
 
 def stage1(cfg, sock: socket.socket, opts: InitOptions) -> None:
@@ -408,8 +415,8 @@ class Init:
             sc.set_no_new_privs()
 
     def ready(self) -> None:
-        # The parent records the state (status "created") on READY and then
-        # lets us finish; errors after this still reach `create`.
+        # The parent has recorded the state (status "created") and sends RUN
+        # without waiting for READY; errors after this still reach `create`.
         sync.send(self.sock, Msg.READY)
         sync.expect(self.sock, Msg.RUN, "ready")
 

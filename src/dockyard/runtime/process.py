@@ -72,7 +72,7 @@ def _home_of(uid: int) -> str:
     except OSError:
         return "/"
     want = str(uid)
-    for line in text.splitlines():
+    for line in text.split("\n"):
         parts = line.split(":")
         if len(parts) >= 6 and parts[2] == want:
             return parts[5] or "/"

@@ -308,39 +308,45 @@ def setup_dev(cfg, rootfs: str, in_userns: bool) -> None:
 
 
 def _default_dev(cfg, rootfs: str, in_userns: bool) -> None:
-    # /dev is resolved inside the rootfs once; the entries are made directly in
-    # it by calls that do not follow a symlink in their last component (mknod,
-    # symlink, unlink), so an existing entry of any kind is left alone (EEXIST),
-    # as runc does, with a few syscalls per entry instead of a walk for each.
+    # /dev is resolved inside the rootfs and opened once (O_NOFOLLOW); the
+    # entries are made relative to that descriptor by calls that do not follow
+    # a symlink in their last component (mknodat, symlinkat, unlinkat,
+    # fchownat without following), so an existing entry of any kind is left
+    # alone (EEXIST) and nothing is made or changed outside the rootfs; a few
+    # syscalls per entry instead of a path walk for each.
     dev = secure_join(rootfs, "/dev")
     _mkdir_all(rootfs, dev)
-    for name, major, minor in DEFAULT_DEVICES:
-        path = f"{dev}/{name}"
-        if in_userns:
-            if not os.path.lexists(path):
-                _bind_host_device(rootfs, path, f"/dev/{name}")
-            continue
-        try:
-            _mknod(path, "c", major, minor, 0o666)
-        except FileExistsError:
-            continue
-        except PermissionError:
-            _bind_host_device(rootfs, path, f"/dev/{name}")
-            continue
-        os.chmod(path, 0o666)      # mknod honours the umask
-        os.chown(path, 0, 0)
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        try:
-            os.symlink(target, f"{dev}/{link}")
-        except FileExistsError:
-            pass
-    if cfg.has_mount_at("/dev/pts") is not None:
-        try:
-            os.unlink(f"{dev}/ptmx")
-        except FileNotFoundError:
-            pass
-        os.symlink("pts/ptmx", f"{dev}/ptmx")
+    dfd = os.open(dev, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    umask = os.umask(0)            # the nodes get exactly 0666
+    try:
+        for name, major, minor in DEFAULT_DEVICES:
+            if in_userns:          # mknod is not allowed there: bind the host's node
+                if not os.path.lexists(f"{dev}/{name}"):
+                    _bind_host_device(rootfs, f"{dev}/{name}", f"/dev/{name}")
+                continue
+            try:
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dfd)
+            except FileExistsError:
+                continue
+            except PermissionError:
+                _bind_host_device(rootfs, f"{dev}/{name}", f"/dev/{name}")
+                continue
+            os.chown(name, 0, 0, dir_fd=dfd, follow_symlinks=False)
+        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            try:
+                os.symlink(target, link, dir_fd=dfd)
+            except FileExistsError:
+                pass
+        if cfg.has_mount_at("/dev/pts") is not None:
+            try:
+                os.unlink("ptmx", dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            os.symlink("pts/ptmx", "ptmx", dir_fd=dfd)
+    finally:
+        os.umask(umask)
+        os.close(dfd)
 
 
 # ------------------------------------------------------------- root & pivot

@@ -401,7 +401,7 @@ _LIB_CANDIDATES = ("/usr/lib/{triplet}/libseccomp.so.2", "/lib/{triplet}/libsecc
 
 
 def _libseccomp_identity() -> str | None:
-    """Which libseccomp would compile (real file, size, mtime), found with a few
+    """Which libseccomp would compile (path, inode, size, mtime), found with a few
     stat calls instead of ctypes.util.find_library, which runs ldconfig."""
     machine = os.uname().machine
     triplet = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu", "armv7l": "arm-linux-gnueabihf",
@@ -410,11 +410,12 @@ def _libseccomp_identity() -> str | None:
     for cand in _LIB_CANDIDATES:
         cand = cand.format(triplet=triplet)
         try:
-            real = os.path.realpath(cand)
-            st = os.stat(real)
+            st = os.stat(cand)        # the file the symlinks lead to
         except OSError:
             continue
-        return f"{real}:{st.st_size}:{st.st_mtime_ns}"
+        # identified by inode rather than by its real path: os.path.realpath
+        # would load os on the command path
+        return f"{cand}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
     return None
 
 
