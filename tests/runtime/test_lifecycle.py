@@ -354,3 +354,21 @@ def test_shebang_scripts_run_like_the_kernel_runs_them(runc, busybox_rootfs):
     assert (r.returncode, r.stdout) == (0, "ok /bin/myscript arg1\n"), r.stderr
     r = runc.run(runc.bundle(busybox_rootfs, ["nested", "x"]))
     assert (r.returncode, r.stdout) == (0, "ok /bin/myscript /bin/nested\n"), r.stderr
+
+
+def test_attached_arms_sigpipe_only_when_asked_and_disarm_restores():
+    """`run` arms signal forwarding before create but leaves SIGPIPE alone until the
+    container exists (a SIGPIPE during create is the runtime's own); disarm puts
+    back what was there."""
+    from dockyard.runtime.foreground import Attached
+    before = {s: signal.getsignal(s) for s in (signal.SIGPIPE, signal.SIGTERM, signal.SIGCHLD)}
+    a = Attached().arm(later=(signal.SIGPIPE,))
+    try:
+        assert signal.getsignal(signal.SIGPIPE) == before[signal.SIGPIPE]
+        assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
+        a.catch(signal.SIGPIPE)
+        assert signal.getsignal(signal.SIGPIPE) != before[signal.SIGPIPE]
+    finally:
+        a.disarm()
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert signal.set_wakeup_fd(-1) == -1

@@ -71,7 +71,9 @@ def cmd_run(g, flags, pos) -> int:
         # signals are caught (and later forwarded) from before the container
         # exists, as runc does: it may start as soon as create is done with it
         from .foreground import Attached
-        attached = Attached().arm()
+        # not SIGPIPE yet: during create it would be our own (a hook that
+        # closed its stdin), not one for the container
+        attached = Attached().arm(later=(_signal.SIGPIPE,))
         opts.start_at_once = True
     try:
         st = rt.create(cid, opts)
@@ -91,6 +93,7 @@ def cmd_run(g, flags, pos) -> int:
         _write_pid_file(flags.get("pid-file"), st["pid"])
         if attached is not None:
             attached.pid, attached.master = st["pid"], master
+            attached.catch(_signal.SIGPIPE)
         rt.start(cid, st)
     except BaseException:
         if attached is not None:

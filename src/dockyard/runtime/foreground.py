@@ -45,16 +45,23 @@ class Attached:
         self._rfd: int | None = None
         self._saved: dict = {}
 
-    def arm(self) -> "Attached":
+    def arm(self, later: tuple[int, ...] = ()) -> "Attached":
         """Catch the signals to forward *before* the process starts, so none
-        is lost (or kills us) in between; they queue in the wakeup pipe."""
+        is lost (or kills us) in between; they queue in the wakeup pipe.
+        ``later``: signals to leave alone until :meth:`catch` (e.g. SIGPIPE
+        while the runtime itself still writes to pipes)."""
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         self._saved = {}
         for s in (*FORWARD, signal.SIGCHLD, signal.SIGWINCH):
-            self._saved[s] = signal.signal(s, lambda *_: None)
+            if s not in later:
+                self.catch(s)
         self._rfd = r
         return self
+
+    def catch(self, sig: int) -> None:
+        """Forward ``sig`` too from now on (see :meth:`arm`'s ``later``)."""
+        self._saved.setdefault(sig, signal.signal(sig, lambda *_: None))
 
     def disarm(self) -> None:
         """Undo :meth:`arm` (the process to attach to was never started)."""
