@@ -155,9 +155,11 @@ def test_network_none_host_container(ndaemon):
         import os
 
         d.out("exec", "-d", a, "sh", "-c", "nc -l -p 7000 > /tmp/x")
+        # (exec -d returns once the shell runs; nc may listen a moment later, and
+        # much later on a loaded machine: the sender retries for up to ~10 s)
         d.out("run", "--rm", "--network", f"container:{a}", "busybox", "sh", "-c",
-              "for i in 1 2 3 4 5 6 7 8 9 10; do echo shared | nc 127.0.0.1 7000 && break;"
-              " sleep 0.2; done")
+              "i=0; while [ $i -lt 50 ]; do echo shared | nc 127.0.0.1 7000 && break;"
+              " i=$((i+1)); sleep 0.2; done")
         assert os.readlink(f"/proc/{nsp}/ns/net")
         # the listener writes what it received a moment after the sender is done
         got = ""
