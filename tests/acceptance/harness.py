@@ -10,6 +10,7 @@ Each daemon has its own data root, socket, docker config dir and cgroup parent
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
@@ -30,6 +31,19 @@ def import_busybox(d: "Daemon", name: str = "busybox") -> None:
         build_busybox_rootfs(root)
     tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True).stdout
     d.docker("import", "-c", 'CMD ["sh"]', "-", name, input=tar)
+
+
+@contextlib.contextmanager
+def running(base: Path, close=None, **kw):
+    """A started ``Daemon(base, **kw)`` with busybox imported, taken down at exit by
+    ``close`` (default ``Daemon.close``) even if starting it failed half-way."""
+    d = Daemon(base, **kw)
+    try:
+        d.start()
+        import_busybox(d)
+        yield d
+    finally:
+        (close or Daemon.close)(d)
 
 
 class Daemon:

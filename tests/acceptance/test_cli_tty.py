@@ -10,20 +10,15 @@ import uuid
 
 import pytest
 
-from acceptance.harness import DOCKER, Daemon, import_busybox
+from acceptance.harness import DOCKER, running
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def netdaemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("dkn"), network=True)
-    try:
-        d.start()
-        import_busybox(d)
+    with running(tmp_path_factory.mktemp("dkn"), network=True) as d:
         yield d
-    finally:
-        d.close()
 
 
 class Tmux:

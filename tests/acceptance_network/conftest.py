@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from acceptance.harness import Daemon, import_busybox
+from acceptance.harness import Daemon, running
 
 
 def _import_web(d: Daemon) -> None:
@@ -15,14 +15,9 @@ def _import_web(d: Daemon) -> None:
 @pytest.fixture(scope="module")
 def ndaemon(tmp_path_factory):
     """A networked private daemon, with images busybox and bbweb (EXPOSE 80)."""
-    d = Daemon(tmp_path_factory.mktemp("dkn"), network=True)
-    try:
-        d.start()
-        import_busybox(d)
+    with running(tmp_path_factory.mktemp("dkn"), close=_close, network=True) as d:
         _import_web(d)
         yield d
-    finally:
-        _close(d)
 
 
 def _close(d: Daemon) -> None:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from acceptance.harness import Daemon, import_busybox, warm_ids
+from acceptance.harness import Daemon, running, warm_ids
 from acceptance_network.conftest import _close
 from acceptance_network.util import http_get, inspect, uid, web
 
@@ -22,13 +22,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]
 
 @pytest.fixture
 def ldaemon(tmp_path):
-    d = Daemon(tmp_path, network=True)
-    try:
-        d.start()
-        import_busybox(d)
+    with running(tmp_path, close=_close, network=True) as d:
         yield d
-    finally:
-        _close(d)
 
 
 def _tree(pid: int) -> list[int]:

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from acceptance.harness import Daemon, import_busybox
+from acceptance.harness import running
 from acceptance_network.conftest import _close
 from acceptance_network.util import free_port, http_get, inspect, uid, web
 
@@ -13,13 +13,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("network")]
 
 @pytest.fixture
 def rdaemon(tmp_path):
-    d = Daemon(tmp_path, network=True)
-    try:
-        d.start()
-        import_busybox(d)
+    with running(tmp_path, close=_close, network=True) as d:
         yield d
-    finally:
-        _close(d)
 
 
 def _state(d, names, net):
