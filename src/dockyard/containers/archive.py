@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from dockyard import errors
+from dockyard.fsroot.resolve import DIR_FLAGS as _DIR_FLAGS
+from dockyard.fsroot.resolve import Resolved, resolve, scoped_target  # noqa: F401 - API
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_LINKS = 40
 CHUNK = 1 << 20
 
 # Go's os.FileMode bits (what dockerd's X-Docker-Container-Path-Stat carries)
@@ -122,122 +122,6 @@ def _base_name(abs_path: str) -> str:
 
 
 # -- in-root resolution --------------------------------------------------------------------
-
-@dataclass
-class Resolved:
-    parent: int                 # fd of the parent directory (owned by the caller)
-    name: str | None            # the final component in ``parent``; None: the root itself
-    parts: list[str]            # canonical in-root path of the entry
-    st: os.stat_result | None   # lstat of the entry (None: it does not exist)
-
-    def close(self) -> None:
-        if self.parent >= 0:
-            os.close(self.parent)
-            self.parent = -1
-
-
-def resolve(root_fd: int, path: str, follow_last: bool, create_dirs: bool = False) -> Resolved:
-    """Resolve ``path`` inside the tree of ``root_fd`` as if chrooted there.
-
-    Intermediate symlinks are always followed (in the root); the final component only
-    when ``follow_last``. A missing final component gives ``st=None``; a missing or
-    non-directory intermediate component raises FileNotFoundError / NotADirectoryError
-    (its ``filename``: the component's in-root path). With ``create_dirs`` every missing
-    component, the final one too, is made as a directory (0755).
-    """
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    stack = [os.dup(root_fd)]
-    names: list[str] = []
-    links = 0
-    try:
-        while pending:
-            comp = pending.pop(0)
-            if comp == "..":
-                if len(stack) > 1:
-                    os.close(stack.pop())
-                    names.pop()
-                continue
-            cur = stack[-1]
-            last = not pending
-            try:
-                st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
-            except FileNotFoundError:
-                if create_dirs:
-                    os.mkdir(comp, 0o755, dir_fd=cur)
-                    st = os.stat(comp, dir_fd=cur, follow_symlinks=False)
-                elif last:
-                    fd = stack.pop()
-                    return Resolved(fd, comp, [*names, comp], None)
-                else:
-                    raise
-            if stat.S_ISLNK(st.st_mode) and (not last or follow_last):
-                links += 1
-                if links > _MAX_LINKS:
-                    raise OSError(errno.ELOOP, "too many levels of symbolic links")
-                target = os.readlink(comp, dir_fd=cur)
-                if target.startswith("/"):
-                    while len(stack) > 1:
-                        os.close(stack.pop())
-                        names.pop()
-                pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-                continue
-            if last:
-                fd = stack.pop()
-                return Resolved(fd, comp, [*names, comp], st)
-            if not stat.S_ISDIR(st.st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, f"{comp} is not a directory",
-                                         "/" + "/".join([*names, comp]))
-            stack.append(os.open(comp, _DIR_FLAGS, dir_fd=cur))
-            names.append(comp)
-        # the path named a directory reached through the stack's top (or the root)
-        top = stack.pop()
-        if len(stack) == 0:
-            return Resolved(top, None, [], os.fstat(top))
-        parent = stack.pop()
-        os.close(top)
-        return Resolved(parent, names[-1], names, os.stat(names[-1], dir_fd=parent,
-                                                          follow_symlinks=False))
-    finally:
-        for fd in stack:
-            os.close(fd)
-
-
-def scoped_target(root_fd: int, path: str) -> str:
-    """dockerd's FollowSymlinkInScope: the absolute in-root path ``path`` leads to, every
-    symlink followed inside the root; missing components are taken as they are."""
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    names: list[str] = []
-    links = 0
-    missing = False
-    while pending:
-        comp = pending.pop(0)
-        if comp == "..":
-            if names:
-                names.pop()
-            continue
-        if not missing:
-            try:
-                r = resolve(root_fd, "/".join(names + [comp]), follow_last=False)
-            except OSError:
-                missing = True
-            else:
-                try:
-                    if r.st is not None and stat.S_ISLNK(r.st.st_mode):
-                        links += 1
-                        if links > _MAX_LINKS:
-                            raise OSError(errno.ELOOP, "too many levels of symbolic links")
-                        target = os.readlink(r.name, dir_fd=r.parent)
-                        if target.startswith("/"):
-                            names = []
-                        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-                        continue
-                    if r.st is None:
-                        missing = True
-                finally:
-                    r.close()
-        names.append(comp)
-    return "/" + "/".join(names)
-
 
 def _resolve_in(root_fd: int, abs_path: str, follow_last: bool, path: str, ref: str
                 ) -> Resolved:
@@ -337,8 +221,10 @@ class ArchiveService:
             if name == "/":
                 name = "."
             names = (_id_names(root_fd, "/etc/passwd"), _id_names(root_fd, "/etc/group"))
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-                _TarWriter(tf, names).add(res, name)
+            from dockyard.fsroot.tar import TarWriter
+
+            with TarWriter(out, users=names[0], groups=names[1]) as tw:
+                _add_resolved(tw, res, name)
             return pst
         finally:
             res.close()
@@ -409,114 +295,28 @@ def _id_names(root_fd: int, path: str) -> dict[int, str]:
     return out
 
 
-class _TarWriter:
-    def __init__(self, tf: tarfile.TarFile,
-                 names: tuple[dict[int, str], dict[int, str]] = ({}, {})) -> None:
-        self.tf = tf
-        self.inodes: dict[tuple[int, int], str] = {}
-        self.users, self.groups = names
+def _add_resolved(tw, res: Resolved, name: str) -> None:
+    """The entry ``res`` names (and all below it) as ``name`` (".": the root's children as
+    "./x"), each entry pinned before it is read (fsroot.nodes)."""
+    from dockyard.fsroot.nodes import PATH_FLAGS, Node, open_node
 
-    def add(self, res: Resolved, name: str) -> None:
-        if res.name is None:
-            fd = os.dup(res.parent)
-            try:
-                self._dir(fd, os.fstat(fd), name)
-            finally:
-                os.close(fd)
+    if res.name is None:
+        fd = os.open(".", PATH_FLAGS, dir_fd=res.parent)
+        node = Node(fd, os.fstat(fd))
+    else:
+        node = open_node(res.parent, res.name)
+        if node is None:
+            return   # removed meanwhile (a running container)
+    with node:
+        tw.add(name, node)
+        if not node.is_dir():
             return
-        self._entry(res.parent, res.name, res.st, name)
-
-    def _info(self, st: os.stat_result, name: str) -> tarfile.TarInfo:
-        ti = tarfile.TarInfo(name)
-        ti.mode = stat.S_IMODE(st.st_mode)
-        ti.uid, ti.gid = st.st_uid, st.st_gid
-        ti.mtime = int(st.st_mtime)
-        ti.uname = self.users.get(st.st_uid, "")
-        ti.gname = self.groups.get(st.st_gid, "")
-        return ti
-
-    def _entry(self, dfd: int, base: str, st: os.stat_result, name: str) -> None:
-        mode = st.st_mode
-        if stat.S_ISDIR(mode):
-            fd = os.open(base, _DIR_FLAGS, dir_fd=dfd)
-            try:
-                self._dir(fd, st, name)
-            finally:
-                os.close(fd)
-            return
-        ti = self._info(st, name)
-        if stat.S_ISLNK(mode):
-            ti.type = tarfile.SYMTYPE
-            ti.linkname = os.readlink(base, dir_fd=dfd)
-            self.tf.addfile(ti)
-            return
-        if stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in self.inodes:
-                ti.type = tarfile.LNKTYPE
-                ti.linkname = self.inodes[key]
-                self.tf.addfile(ti)
-                return
-            if st.st_nlink > 1:
-                self.inodes[key] = name
-            fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                         dir_fd=dfd)
-            with os.fdopen(fd, "rb") as f:
-                fst = os.fstat(f.fileno())
-                if not stat.S_ISREG(fst.st_mode):
-                    return   # swapped under us: skip it
-                ti.size = fst.st_size
-                try:
-                    cap = os.getxattr(f.fileno(), "security.capability")
-                    ti.pax_headers = {"SCHILY.xattr.security.capability":
-                                      cap.decode("latin-1")}
-                except OSError:
-                    pass
-                self.tf.addfile(ti, _Exact(f, ti.size))
-            return
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            self.tf.addfile(ti)
-            return
-        if stat.S_ISFIFO(mode):
-            ti.type = tarfile.FIFOTYPE
-            self.tf.addfile(ti)
-        # sockets are left out, as dockerd does
-
-    def _dir(self, fd: int, st: os.stat_result, name: str) -> None:
-        ti = self._info(st, name)
-        ti.type = tarfile.DIRTYPE
-        self.tf.addfile(ti)
-        prefix = "" if name in (".", "") else name.rstrip("/") + "/"
-        if name == ".":
-            prefix = "./"
-        with os.scandir(fd) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            try:
-                est = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
-                self._entry(fd, e.name, est, prefix + e.name)
-            except FileNotFoundError:
-                continue   # removed meanwhile (a running container)
-
-
-class _Exact:
-    """Exactly ``size`` bytes of ``f`` (zero-padded if the file shrank meanwhile)."""
-
-    def __init__(self, f, size: int) -> None:
-        self.f, self.left = f, size
-
-    def read(self, n: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        if n is None or n < 0 or n > self.left:
-            n = self.left
-        b = self.f.read(n)
-        if not b:
-            b = b"\0" * n
-        self.left -= len(b)
-        return b
+        dfd = node.open_dir()
+    try:
+        prefix = "./" if name == "." else ("" if name == "" else name.rstrip("/") + "/")
+        tw.add_tree(dfd, prefix)
+    finally:
+        os.close(dfd)
 
 
 # -- tar checking and extraction (PUT) -----------------------------------------------------
