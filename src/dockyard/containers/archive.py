@@ -354,7 +354,7 @@ def _spool_checked(stream: BinaryIO, dest: str, privileged: bool, tmp_root: str)
     anywhere) is returned, or InvalidParameter raised with nothing written to the
     container."""
     tmpdir = os.path.join(tmp_root, "tmp")
-    os.makedirs(tmpdir, exist_ok=True)
+    os.makedirs(tmpdir, mode=0o700, exist_ok=True)   # owner-only, as the data root (daemon/dataroot.py)
     spool = tempfile.TemporaryFile(dir=tmpdir)
     try:
         tee = _Tee(stream, spool)
