@@ -133,6 +133,8 @@ def create_app(ctx: ApiContext) -> web.Application:
     routes_networks.register(app)
     from dockyard.api import routes_archive
     routes_archive.register(app)   # docker cp: /containers/{id}/archive
+    from dockyard.api import routes_build
+    routes_build.register(app)     # docker build: /build (the classic builder)
     return app
 
 

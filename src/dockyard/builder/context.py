@@ -282,6 +282,7 @@ def _member(tf: tarfile.TarFile, m: tarfile.TarInfo, rfd: int, entries: dict,
                         mv = mv[os.write(fd, mv):]
                     left -= len(b)
                 os.fchmod(fd, (mode & 0o777) | 0o400)
+                os.utime(fd, (m.mtime, m.mtime))   # COPY keeps the source's times
             finally:
                 os.close(fd)
             entries[path] = Entry(path, "file", mode, m.uid, m.gid, m.size,

@@ -1,0 +1,76 @@
+"""The build service: context in, image out (no HTTP here).
+
+``receive`` unpacks the context (blocking, in a thread), ``prepare`` parses the Dockerfile,
+resolves the base images and plans (errors here come before any output, so the API can
+answer them with a status), ``execute`` runs the plan and streams plain progress messages
+(``{"stream": ...}``, ``{"aux": ...}``), ``tag`` names the result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from typing import Any
+
+from dockyard import errors
+from dockyard.builder import context as bctx
+from dockyard.builder import dockerfile as dfparse
+from dockyard.builder import planner
+from dockyard.builder.cache import BuildCache
+from dockyard.builder.executor import Executor, Options
+
+
+class BuildService:
+    def __init__(self, images: Any, containers: Any, store: Any, root: str) -> None:
+        self.images = images
+        self.containers = containers
+        self.tmp = os.path.join(str(root), "builder", "tmp")
+        # contexts and spools of builds a crash interrupted
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        os.makedirs(self.tmp, mode=0o700, exist_ok=True)
+        self.cache = BuildCache(store, images.has_image)
+        self.executor = Executor(images, containers, self.cache, self.tmp)
+
+    def receive(self, stream, dockerfile: str = "Dockerfile") -> bctx.Context:
+        return bctx.receive(stream, os.path.join(self.tmp, "ctx-" + uuid.uuid4().hex),
+                            dockerfile or "Dockerfile")
+
+    def prepare(self, ctx: bctx.Context, *, dockerfile: str = "", build_args=None,
+                target: str | None = None, labels=None) -> planner.Plan:
+        name = bctx.normalize(dockerfile or "Dockerfile")
+        e = ctx.resolve(name)
+        if e is None and not dockerfile:
+            name = "dockerfile"
+            e = ctx.resolve(name)
+        if e is None or e.kind != "file":
+            raise errors.InvalidParameter(f"Cannot locate specified Dockerfile: "
+                                          f"{dockerfile or 'Dockerfile'}")
+        text = ctx.read(e.path)
+        df = dfparse.parse(text)
+        if not df.instructions:
+            raise errors.InvalidParameter("the Dockerfile (Dockerfile) cannot be empty")
+        bases = {}
+        for ref in planner.base_images(df, build_args or {}, target):
+            try:
+                image_id = self.images.resolve(ref)
+            except errors.NotFound:
+                raise errors.NotFound(f"pull access denied for {ref}: the image is not here "
+                                      "(the builder does not pull yet: pull it first)") from None
+            bases[ref] = (image_id, self.images.get_config(image_id))
+        return planner.plan(df, build_args=build_args or {}, target=target, bases=bases,
+                            context=ctx, labels=labels or None)
+
+    async def execute(self, plan: planner.Plan, ctx: bctx.Context, opts: Options, emit) -> str:
+        image_id = await self.executor.run(plan, ctx, opts, emit)
+        if plan.unused_args:
+            emit({"stream": f"[Warning] One or more build-args [{' '.join(plan.unused_args)}]"
+                            " were not consumed\n"})
+        return image_id
+
+    def tag(self, image_id: str, tags: list[str]) -> list[str]:
+        out = []
+        for t in tags:
+            self.images.tag(image_id, t)
+            out.append(t)
+        return out
