@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from dockyard import errors
+from dockyard import errors, statefiles
 
 
 def _write_in_place(path: str, text: str) -> None:
@@ -59,7 +59,8 @@ class ContainerNetworking:
         for name in ("hosts", "resolv.conf"):
             path = os.path.join(cdir, name)
             if not os.path.exists(path):
-                open(path, "w").close()
+                # 0644 whatever the umask: the container's non-root users read it
+                os.close(statefiles.create(path, mode=0o644))
             files[f"/etc/{name}"] = path
         return files
 

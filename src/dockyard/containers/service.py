@@ -24,7 +24,7 @@ import subprocess
 import time
 from typing import Any, AsyncIterator, Callable
 
-from dockyard import errors
+from dockyard import errors, statefiles
 from dockyard.containers import state as st
 from dockyard.containers import warm as warmpool
 from dockyard.cli.units import human_duration  # go-units, pure: shared with the CLI
@@ -83,7 +83,7 @@ class ContainerService:
         self._removals: set[asyncio.Future] = set()   # --rm files still being removed
         if hasattr(supervisor, "replace_dead"):
             supervisor.replace_dead = self._replace_dead_supervisor
-        os.makedirs(os.path.join(root, "containers"), exist_ok=True)
+        statefiles.makedirs(os.path.join(root, "containers"))   # modes: daemon/dataroot.py
 
     # ---- lookup ----------------------------------------------------------------------
     def get(self, ref: str) -> dict:
@@ -352,7 +352,7 @@ class ContainerService:
             rec = w
         else:
             cdir = self._dir(cid)
-            os.makedirs(cdir, exist_ok=True)
+            statefiles.makedirs(cdir)
             try:
                 await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid, True)
             except BaseException:
@@ -491,11 +491,9 @@ class ContainerService:
                 os.makedirs(m["source"], exist_ok=True)  # Docker creates missing bind sources
         _check_command(rootfs, spec["process"]["args"][0])
         bundle = os.path.join(cdir, "bundle")
-        os.makedirs(bundle, exist_ok=True)
-        tmp = os.path.join(bundle, "config.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(spec, f)
-        os.replace(tmp, os.path.join(bundle, "config.json"))
+        statefiles.makedirs(bundle)
+        # owner-only: the environment holds secrets
+        statefiles.write(os.path.join(bundle, "config.json"), json.dumps(spec))
         await self._runtime_cleanup(c)  # a stale runtime state from an earlier run
         log_cfg = (host.get("LogConfig") or {}).get("Config") or {}
         runtime = self.runtimes[host["Runtime"]]
@@ -545,8 +543,8 @@ class ContainerService:
                 return
             self.store.put(rec)   # so that a daemon that dies now tears it down later
             cdir = self._dir(wid)
-            os.makedirs(cdir)
-            open(os.path.join(cdir, warmpool.MARKER), "w").close()
+            os.mkdir(cdir, statefiles.DIR_MODE)
+            os.close(statefiles.create(os.path.join(cdir, warmpool.MARKER)))
             await asyncio.to_thread(self.images.prepare_rootfs, rec["Image"], wid, True)
             pid = await self._create_task(rec)
             made = True
@@ -1318,10 +1316,9 @@ class ContainerService:
 
 # ---- helpers ---------------------------------------------------------------------------------
 def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """/etc/hostname, hosts, resolv.conf: 0644 whatever the umask (a non-root user in the
+    container reads them; the container's 0700 directory keeps other host users out)."""
+    statefiles.write(path, text, mode=0o644)
 
 
 def _host_resolv(dns: list[str] | None) -> str:
@@ -1338,7 +1335,7 @@ def _host_resolv(dns: list[str] | None) -> str:
 
 
 def _mount_rootfs(mounts: list[dict], target: str) -> None:
-    os.makedirs(target, exist_ok=True)
+    statefiles.makedirs(target)   # the mount point; mounted, it shows the image's / mode
     if os.path.ismount(target):
         return
     try:

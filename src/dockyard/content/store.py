@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
+from dockyard import statefiles
 from dockyard.errors import Conflict, InvalidParameter, NotFound
 
 DIGEST_RE = re.compile(r"^sha256:([a-f0-9]{64})$")
@@ -72,7 +73,7 @@ class Writer:
         self._dir = dirpath
         self._data = dirpath / "data"
         self._hash = hashlib.sha256()
-        self._f = open(self._data, "ab+")
+        self._f = open(statefiles.create(self._data, os.O_RDWR | os.O_APPEND), "ab+")
         # resume: re-hash what is already there
         self._f.seek(0)
         while True:
@@ -152,8 +153,8 @@ class Writer:
         if target.exists():
             shutil.rmtree(self._dir, ignore_errors=True)
             return actual
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self._data, 0o444)
+        statefiles.makedirs(target.parent)
+        os.chmod(self._data, 0o400)
         os.rename(self._data, target)
         _fsync_dir(target.parent)
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -186,8 +187,8 @@ class ContentStore:
         self.root = Path(root) / "content"
         self.blobs = self.root / "blobs" / "sha256"
         self.ingest = self.root / "ingest"
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        self.ingest.mkdir(parents=True, exist_ok=True)
+        statefiles.makedirs(self.blobs)
+        statefiles.makedirs(self.ingest)
 
     # -- reading ---------------------------------------------------------------------
     def _blob_path(self, digest: str) -> Path:
@@ -250,12 +251,12 @@ class ContentStore:
             raise InvalidParameter("ingest ref must not be empty")
         d = self._ingest_dir(ref)
         try:
-            d.mkdir()
-            (d / "ref").write_text(ref)
-            (d / "started").write_text(repr(time.time()))
+            d.mkdir(statefiles.DIR_MODE)
+            statefiles.write(d / "ref", ref)
+            statefiles.write(d / "started", repr(time.time()))
         except FileExistsError:
             if not (d / "ref").exists():
-                (d / "ref").write_text(ref)
+                statefiles.write(d / "ref", ref)
         lock = d / "lock"
         with _OPEN_LOCK:
             if (str(self.root), ref) in _OPEN_REFS:

@@ -73,7 +73,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def write_pidfile(path: Path) -> None:
+def write_pidfile(path: Path, mode: int = 0o644) -> None:
     try:
         old = int(path.read_text().strip() or 0)
     except (OSError, ValueError):
@@ -85,10 +85,10 @@ def write_pidfile(path: Path) -> None:
             cmdline = b""
         if b"dockyard" in cmdline:
             raise ConfigError(f"pid file found, ensure dockyard is not running or delete {path}")
+    from dockyard import statefiles
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    statefiles.write(path, f"{os.getpid()}\n", mode=mode)
 
 
 class Daemon:
@@ -180,12 +180,9 @@ class Daemon:
             state = None
 
         def save(st: dict) -> None:
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "w") as f:
-                json.dump(st, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            from dockyard import statefiles
+
+            statefiles.write(path, json.dumps(st), fsync=True)
 
         return NetworkManager(state, on_change=save, loop=asyncio.get_running_loop(), **settings)
 
@@ -237,13 +234,20 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
 
-        self.data_root.mkdir(parents=True, exist_ok=True, mode=0o710)
+        from dockyard.daemon import dataroot
+
+        changed = dataroot.prepare(self.data_root)   # owner-only, also when made by an older version
+        if changed:
+            log.info("data root %s: %d entries made owner-only (%s%s)", self.data_root,
+                     len(changed), ", ".join(changed[:8]), ", ..." if len(changed) > 8 else "")
         self._lock.acquire()
         listeners: list = []
         runner = None
         pid_written = False
         try:
-            write_pidfile(self._pidfile)
+            # under a private data root the pidfile is owner-only like the rest of it
+            inside = self.data_root in self._pidfile.absolute().parents
+            write_pidfile(self._pidfile, 0o600 if inside else 0o644)
             pid_written = True
             # Bind first: a taken address must fail before any service (or the
             # supervisor, which outlives us) is started.

@@ -115,15 +115,18 @@ class DaemonConfig:
 
         from dockyard.runtime import launcher_script
 
-        path = Path(self.data_root) / "bin" / "dockyard-runc"
+        from dockyard import statefiles
+
+        root = Path(self.data_root).absolute()
+        path = root / "bin" / "dockyard-runc"
         text = launcher_script()
         try:
             if not path.exists() or path.read_text() != text:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text(text)
-                os.chmod(tmp, 0o755)
-                os.replace(tmp, path)
+                # the data root's parents get the default mode, the root and bin/ 0700
+                # (daemon/dataroot.py): only root runs the launcher
+                os.makedirs(root.parent, exist_ok=True)
+                statefiles.makedirs(path.parent)
+                statefiles.write(path, text, mode=0o700)
         except OSError:
             import shutil
 

@@ -100,10 +100,10 @@ class SystemService:
         try:
             return p.read_text().strip()
         except FileNotFoundError:
+            from dockyard import statefiles
+
             eid = str(uuid.uuid4())
-            tmp = p.with_suffix(".tmp")
-            tmp.write_text(eid + "\n")
-            os.replace(tmp, p)
+            statefiles.write(p, eid + "\n")
             return eid
 
     def version(self) -> dict:

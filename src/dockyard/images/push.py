@@ -57,10 +57,10 @@ class BlobSources:
         self.dir = Path(root) / "distribution"
 
     def _write(self, path: Path, data: object) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        from dockyard import statefiles
+
+        statefiles.makedirs(path.parent)    # owner-only, as all of the data root
+        statefiles.write(path, json.dumps(data))
 
     def _read(self, path: Path, default):
         try:

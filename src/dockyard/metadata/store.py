@@ -83,8 +83,12 @@ MIGRATIONS: list[str] = [
 
 class Store:
     def __init__(self, path: str | os.PathLike):
+        from dockyard import statefiles
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        statefiles.makedirs(self.path.parent)
+        # owner-only before SQLite opens it: it gives -wal and -shm the db's mode
+        os.close(statefiles.create(self.path, os.O_RDONLY))
         self._lock = threading.RLock()
         self._depth = 0
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,

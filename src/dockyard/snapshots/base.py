@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dockyard import statefiles
 from dockyard.errors import Conflict, InvalidParameter, NotFound
 from dockyard.metadata.store import Store
 
@@ -77,7 +78,7 @@ class Snapshotter:
 
     def __init__(self, root: str | os.PathLike, store: Store):
         self.root = Path(root) / "snapshots" / self.name
-        self.root.mkdir(parents=True, exist_ok=True)
+        statefiles.makedirs(self.root)   # each snapshot's directory 0700 too: layers hold setuid files
         self.store = store
 
     # -- index -----------------------------------------------------------------------
@@ -125,6 +126,7 @@ class Snapshotter:
         if not key:
             raise InvalidParameter("snapshot key must not be empty")
         tmp = self.root / f"tmp-{uuid.uuid4().hex}"
+        tmp.mkdir(statefiles.DIR_MODE)
 
         def check(db=None):
             if self._row(key) is not None:

@@ -26,7 +26,7 @@ class OverlaySnapshotter(Snapshotter):
     def _build(self, tmp: Path, kind: str, parent: Info | None) -> None:
         (tmp / "fs").mkdir(parents=True, mode=0o755)
         if kind == "active":
-            (tmp / "work").mkdir(mode=0o711)
+            (tmp / "work").mkdir(mode=0o700)
 
     def fs(self, key: str) -> Path:
         return self._dir(self.stat(key).sid) / "fs"
@@ -84,7 +84,9 @@ def overlay_supported(root: str | os.PathLike) -> bool:
                 return False
     except OSError:
         return False
-    Path(root).mkdir(parents=True, exist_ok=True)
+    from dockyard import statefiles
+
+    statefiles.makedirs(root)
     d = Path(tempfile.mkdtemp(prefix="overlay-check-", dir=root))
     try:
         for n in ("l1", "l2", "up", "work", "merged"):

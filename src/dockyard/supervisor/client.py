@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from dockyard import errors
+from dockyard import errors, statefiles
 from dockyard.supervisor import protocol
 
 _KINDS = {"NotFound": errors.NotFound, "Conflict": errors.Conflict,
@@ -35,8 +35,12 @@ def ensure_running(root: str, timeout: float = 10.0) -> str:
     path = socket_path(root)
     if _answers(path):
         return path
-    os.makedirs(root, exist_ok=True)
-    logf = open(os.path.join(root, "supervisor.log"), "ab")
+    # owner-only, like everything of the daemon's (daemon/dataroot.py)
+    statefiles.makedirs(root)
+    statefiles.restrict(root)
+    log_path = os.path.join(root, "supervisor.log")
+    logf = open(statefiles.create(log_path, os.O_WRONLY | os.O_APPEND), "ab")
+    statefiles.restrict(log_path)
     subprocess.Popen([sys.executable, "-m", "dockyard.supervisor", "--root", root],
                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                      start_new_session=True, close_fds=True)

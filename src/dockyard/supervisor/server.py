@@ -20,6 +20,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from dockyard import statefiles
 from dockyard.supervisor import protocol
 from dockyard.supervisor.forks import ForkServer, ForkServerDown, ForkServerLost
 from dockyard.supervisor.jsonlog import JSONLogWriter, rfc3339nano
@@ -126,11 +127,8 @@ class Supervisor:
 
     def _save(self, task: Task) -> None:
         d = self._task_dir(task.id)
-        os.makedirs(d, exist_ok=True)
-        tmp = os.path.join(d, "task.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(task.record(), f)
-        os.replace(tmp, os.path.join(d, "task.json"))
+        statefiles.makedirs(d)
+        statefiles.write(os.path.join(d, "task.json"), json.dumps(task.record()))
 
     def _load(self) -> None:
         tdir = os.path.join(self.root, "tasks")
@@ -333,12 +331,14 @@ class Supervisor:
     async def _start_process(self, task: Task, msg: dict, argv_tail: list[str]) -> None:
         """Run ``runtime <argv_tail>`` with the task's stdio; fills task.pid."""
         tdir = self._task_dir(task.id)
-        os.makedirs(tdir, exist_ok=True)
+        statefiles.makedirs(tdir)
         pid_file = os.path.join(tdir, "pid")
         log_file = os.path.join(tdir, "runtime.log")
         for p in (pid_file,):
             if os.path.exists(p):
                 os.unlink(p)
+        # the runtime appends to its log: made here, owner-only
+        os.close(statefiles.create(log_file))
         to_close: list[int] = []
         console_sock = None
         extra: list[str] = ["--pid-file", pid_file]
@@ -387,6 +387,8 @@ class Supervisor:
                 raise TaskError(_runtime_error(log_file, err_r, argv_tail[0], code))
             with open(pid_file) as f:
                 task.pid = int(f.read().strip())
+            # the runtime wrote it with its umask's mode (runc: 0644)
+            statefiles.restrict(pid_file)
             if master is not None:
                 os.set_blocking(master, False)
                 task.stdin_fd = master
@@ -521,10 +523,9 @@ class Supervisor:
                     open_stdin=bool(msg.get("open_stdin")), stdin_once=True)
         self.tasks[eid] = task
         tdir = self._task_dir(eid)
-        os.makedirs(tdir, exist_ok=True)
+        statefiles.makedirs(tdir)
         proc_file = os.path.join(tdir, "process.json")
-        with open(proc_file, "w") as f:
-            json.dump(msg["process"], f)
+        statefiles.write(proc_file, json.dumps(msg["process"]))
         if writer is not None and msg.get("attach"):
             task.attachments.append(Attachment(writer, msg.get("stdout", True),
                                                msg.get("stderr", True), msg.get("stdin", False),
@@ -692,7 +693,8 @@ class Supervisor:
         a.writer.close()
 
     async def serve(self, sock_path: str) -> None:
-        os.makedirs(self.root, exist_ok=True)
+        statefiles.makedirs(self.root)
+        statefiles.makedirs(os.path.join(self.root, "tasks"))
         _set_subreaper()
         self._load()
         loop = asyncio.get_running_loop()
