@@ -284,7 +284,7 @@ def plan(df: Dockerfile, *, build_args: dict[str, str | None] | None = None,
             names[st[0].args[1]] = i
     if target:
         tindex = names[target.lower()]
-    total = len(meta_ins) + sum(len(stages_ins[i]) for i in needed)
+    total = len(meta_ins) + sum(len(stages_ins[i]) for i in needed) + len(labels or {})
     number = 0
     meta_steps = []
     for ins in meta_ins:
@@ -447,16 +447,15 @@ class _StagePlanner:
                 continue
             key = step.key
             steps.append(step)
-        if self.labels:
-            labels = dict(self.config.get("Labels") or {})
-            labels.update(self.labels)
-            self.config["Labels"] = labels
-            last = steps[-1]
-            cfgj = json.dumps(self.config, sort_keys=True)
-            key = _h(key, "labels", json.dumps(self.labels, sort_keys=True))
-            steps[-1] = Step(last.number, last.stage, last.text, last.kind, key, cfgj,
-                             last.created_by, last.author, last.run, last.copy, last.base,
-                             last.base_stage)
+        # the labels parameter: one LABEL step per label, sorted, at the end (dockerd's
+        # buildLabelOptions); their values are not expanded
+        for k in sorted(self.labels or {}):
+            self.number += 1
+            ins = Instruction("LABEL", 0, 0, f"LABEL {k}={self.labels[k]}",
+                              ((k, self.labels[k]),))
+            step = self.step(ins, key, self.number)
+            key = step.key
+            steps.append(step)
         return Stage(self.index, self.ins[0].args[1], tuple(steps), tuple(sorted(self.deps)),
                      key)
 
@@ -541,7 +540,8 @@ class _StagePlanner:
             labels = dict(cfg.get("Labels") or {})
             parts = []
             for k, v in ins.args:
-                k, v = self.word(k), self.word(v)
+                if ins.line:   # line 0: from the labels parameter, taken as they are
+                    k, v = self.word(k), self.word(v)
                 if not k:
                     raise ParseError(line, "LABEL names can not be blank")
                 labels[k] = v
