@@ -25,6 +25,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard import statefiles
 from dockyard.distribution.errors import ErrorCode, RegistryError
 from dockyard.distribution.reference import Digest, Digester
 
@@ -32,9 +33,9 @@ WRITE_BUFFER = 4 * 1024 * 1024
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    statefiles.makedirs(path.parent)
     tmp = path.with_name(f".{path.name}.{uuidlib.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
+    with open(statefiles.create(tmp, os.O_WRONLY | os.O_EXCL), "wb") as f:
         f.write(data)
     os.replace(tmp, path)
 
@@ -84,8 +85,16 @@ class Storage:
         self.blobs = self.root / "blobs"
         self.uploads = self.root / "uploads"
         self.repos = self.root / "repositories"
+        # Owner-only (0700 directories, 0600 files): what was pushed is for the registry's
+        # clients, through its auth, not for other local users. A root made 0755 (by an
+        # older version, or by mkdir) is tightened.
+        statefiles.makedirs(self.root)
+        try:
+            statefiles.restrict(self.root, file_mode=None)
+        except PermissionError:
+            pass            # someone else's directory: its owner decides
         for d in (self.blobs, self.uploads, self.repos):
-            d.mkdir(parents=True, exist_ok=True)
+            statefiles.makedirs(d)
         # uuid -> digest of the data file so far (a cache; the file is the truth)
         self._digesters: dict[str, Digester] = {}
 
@@ -281,10 +290,11 @@ class Storage:
     def create_upload(self, name: str) -> UploadInfo:
         uuid = str(uuidlib.uuid4())
         tmp = self.uploads / f".{uuid}.tmp"
-        tmp.mkdir()
-        (tmp / "data").touch()
+        tmp.mkdir(statefiles.DIR_MODE)
+        os.close(statefiles.create(tmp / "data"))
         now = time.time()
-        (tmp / "session.json").write_text(json.dumps({"name": name, "started_at": now, "state": "open"}))
+        statefiles.write(tmp / "session.json",
+                         json.dumps({"name": name, "started_at": now, "state": "open"}))
         os.rename(tmp, self.upload_dir(uuid))
         self._digesters[uuid] = Digester()
         return UploadInfo(uuid, name, 0, now)
@@ -359,7 +369,7 @@ class Storage:
         if not self._refresh(target):
             with open(data, "rb+") as f:
                 os.fsync(f.fileno())
-            target.parent.mkdir(parents=True, exist_ok=True)
+            statefiles.makedirs(target.parent)
             os.replace(data, target)
         self.link_blob(info.name, expected)
         self.delete_upload(info.uuid)
