@@ -65,10 +65,11 @@ class Store:
         return os.path.join(self.dir(cid), FIFO)
 
     def create_dir(self, cid: str) -> str:
-        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        # owner-only, as runc's root (0700): a container's state and config are root's
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         d = self.dir(cid)
         try:
-            os.mkdir(d, 0o711)
+            os.mkdir(d, 0o700)
         except FileExistsError:
             raise Conflict(f"container with id {cid!r} already exists") from None
         return d
@@ -82,7 +83,7 @@ class Store:
         data = memoryview(fastjson.dumps(state).encode())
         # os.open/os.write: a `create`/`run` saves three times, a buffered
         # text file costs three syscalls and its io objects more each time
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             while data:
                 data = data[os.write(fd, data):]
