@@ -253,3 +253,43 @@ def test_launcher_script_never_names_a_relative_interpreter(monkeypatch):
     assert text.startswith("#!/bin/sh\n") and "exec python3 " in text
     monkeypatch.setenv("DOCKYARD_RUNTIME_PYTHON", "/usr/bin/python3")
     assert launcher_script().startswith("#!/usr/bin/python3 -IS\n")
+
+
+@pytest.mark.parametrize("kind", ["zero", "fifo", "outside", "loop"])
+def test_exec_home_lookup_reads_passwd_safely(runc, busybox_rootfs, tmp_path, kind):
+    """An exec without HOME looks it up in the container's /etc/passwd: a symlink to
+    /dev/zero (an endless read), a FIFO (a read that never returns), a symlink through
+    a leaked /proc/self/fd link or a symlink loop must neither hang nor exhaust it."""
+    passwd = busybox_rootfs / "etc" / "passwd"
+    passwd.unlink()
+    if kind == "zero":
+        passwd.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(passwd)
+    elif kind == "outside":
+        passwd.symlink_to("/proc/self/fd/0")
+    else:
+        passwd.symlink_to("/etc/passwd")
+    b = runc.bundle(busybox_rootfs, ["sleep", "1000"],
+                    process={"env": ["PATH=/bin"]},
+                    linux={"resources": {"memory": {"limit": 64 << 20, "swap": 64 << 20}}})
+    cid = runc.start_detached(b)
+    rfd, wfd = os.pipe()    # the exec's stdin: a read of it never ends while wfd is open
+    try:
+        t0 = time.monotonic()
+        r = runc.cmd("exec", cid, "sh", "-c", "echo home=$HOME", timeout=30, stdin=rfd)
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+    assert (r.returncode, r.stdout) == (0, "home=/\n"), r.stderr
+    assert time.monotonic() - t0 < 15
+
+
+def test_exec_inherits_the_containers_rlimits(runc, busybox_rootfs):
+    """runc's exec (without --process) starts from the container's process: the
+    rlimits of config.json apply to exec'd processes too."""
+    b = runc.bundle(busybox_rootfs, ["sleep", "1000"], process={
+        "env": ["PATH=/bin"], "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 64, "soft": 32}]})
+    cid = runc.start_detached(b)
+    r = runc.cmd("exec", cid, "sh", "-c", "ulimit -Sn; ulimit -Hn")
+    assert r.stdout.split() == ["32", "64"], r.stderr

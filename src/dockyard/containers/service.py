@@ -1141,6 +1141,7 @@ class ContainerService:
                    "cwd": body.get("WorkingDir") or c["Config"].get("WorkingDir") or "/",
                    "user": user,
                    "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+                   "rlimits": ocispec.rlimits(host),   # the container's, as dockerd's exec
                    "noNewPrivileges": any(o.startswith("no-new-privileges") for o in
                                           host.get("SecurityOpt") or [])}
         cs = body.get("ConsoleSize")

@@ -125,16 +125,15 @@ def command(config: dict, image_config: dict) -> list[str]:
 
 
 def _passwd_lookup(rootfs: str, fname: str, key: str, by_name: bool) -> list[str] | None:
-    try:
-        with open(os.path.join(rootfs, "etc", fname), errors="replace") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":")
-                if len(parts) < 4:
-                    continue
-                if (parts[0] if by_name else parts[2]) == key:
-                    return parts
-    except OSError:
-        return None
+    """The first entry of the container's /etc/<fname> whose name (or id) is ``key``.
+
+    Read through ``runtime.rootfiles``: resolved inside ``rootfs`` without following
+    a symlink out of it, a regular file only, bounded (the image is not trusted)."""
+    from dockyard.runtime import rootfiles
+
+    for parts in rootfiles.entries(rootfs, f"/etc/{fname}", 4):
+        if (parts[0] if by_name else parts[2]) == key:
+            return parts
     return None
 
 
@@ -183,16 +182,12 @@ def _group_id(group: str, rootfs: str) -> int:
 
 
 def _member_groups(user: str, rootfs: str, exclude: int) -> list[int]:
+    from dockyard.runtime import rootfiles
+
     out = []
-    try:
-        with open(os.path.join(rootfs, "etc", "group"), errors="replace") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":")
-                if len(parts) >= 4 and user in parts[3].split(",") and parts[2].isdigit():
-                    if int(parts[2]) != exclude:
-                        out.append(int(parts[2]))
-    except OSError:
-        pass
+    for parts in rootfiles.entries(rootfs, "/etc/group", 4):
+        if user in parts[3].split(",") and parts[2].isdigit() and int(parts[2]) != exclude:
+            out.append(int(parts[2]))
     return out
 
 
@@ -322,6 +317,21 @@ def resources(host: dict) -> dict:
     return res
 
 
+def rlimits(host: dict) -> list[dict]:
+    """process.rlimits from HostConfig.Ulimits: the container's and every exec's
+    (dockerd's exec process starts as a copy of the container's). Unset limits are
+    inherited from the daemon, as with dockerd."""
+    out: list[dict] = []
+    for ul in host.get("Ulimits") or []:
+        name = ul.get("Name", "")
+        if name not in _RLIMITS:
+            raise SpecError(f"invalid ulimit type: {name}")
+        out = [r for r in out if r["type"] != f"RLIMIT_{name.upper()}"]
+        out.append({"type": f"RLIMIT_{name.upper()}", "hard": int(ul["Hard"]),
+                    "soft": int(ul["Soft"])})
+    return out
+
+
 def build_spec(*, container_id: str, config: dict, host_config: dict, image_config: dict,
                rootfs: str, hostname: str, etc_files: dict[str, str] | None = None,
                netns: str | None = None, seccomp: dict | None = None,
@@ -350,14 +360,6 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
             pass
         else:
             raise SpecError(f"invalid --security-opt: {opt!r}")
-    rlimits: list[dict] = []  # unset limits are inherited from the daemon, as with dockerd
-    for ul in host.get("Ulimits") or []:
-        name = ul.get("Name", "")
-        if name not in _RLIMITS:
-            raise SpecError(f"invalid ulimit type: {name}")
-        rlimits = [r for r in rlimits if r["type"] != f"RLIMIT_{name.upper()}"]
-        rlimits.append({"type": f"RLIMIT_{name.upper()}", "hard": int(ul["Hard"]),
-                        "soft": int(ul["Soft"])})
     user = resolve_user(config.get("User") or image_config.get("User") or "", rootfs,
                         host.get("GroupAdd"))
     env = merge_env(image_config.get("Env"), config.get("Env"), hostname, tty)
@@ -370,7 +372,7 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
         "env": env,
         "cwd": config.get("WorkingDir") or image_config.get("WorkingDir") or "/",
         "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted")},
-        "rlimits": rlimits,
+        "rlimits": rlimits(host),
         "noNewPrivileges": no_new_privs,
     }
     if not process["cwd"].startswith("/"):

@@ -57,8 +57,9 @@ def build_process(spec_raw: dict, o: ExecOptions) -> dict:
     if not o.args:
         raise InvalidParameter("exec: no command given (args after the container id or --process)")
     base = spec_raw.get("process") or {}
+    # runc's exec without --process starts from the container's process: its rlimits too
     proc = {k: base[k] for k in ("env", "user", "capabilities", "noNewPrivileges", "cwd",
-                                 "apparmorProfile") if k in base}
+                                 "apparmorProfile", "rlimits") if k in base}
     proc["args"] = list(o.args)
     proc["terminal"] = o.tty
     env = list(proc.get("env") or [])

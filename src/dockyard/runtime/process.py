@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dockyard.runtime import fastos as os
 
-from . import caps
+from . import caps, rootfiles
 from . import syscalls as sc
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -67,14 +67,12 @@ def env_dict(env) -> dict[str, str]:
 
 
 def _home_of(uid: int) -> str:
-    try:
-        text = os.read_bytes("/etc/passwd").decode(errors="surrogateescape")
-    except OSError:
-        return "/"
+    """HOME from the container's /etc/passwd (we are inside it: "/" is its root), read
+    bounded and as a regular file only (``rootfiles``: a FIFO or /dev/zero there must
+    not hang or exhaust the exec)."""
     want = str(uid)
-    for line in text.split("\n"):
-        parts = line.split(":")
-        if len(parts) >= 6 and parts[2] == want:
+    for parts in rootfiles.entries("/", "/etc/passwd", 6):
+        if parts[2] == want:
             return parts[5] or "/"
     return "/"
 
