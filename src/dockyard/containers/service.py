@@ -250,6 +250,8 @@ class ContainerService:
         if runtime not in self.runtimes:
             raise errors.InvalidParameter(f"unknown or invalid runtime name: {runtime}")
         _validate_host_config(host)
+        _check_storage_opt(host, str(getattr(getattr(self.images, "snapshotter", None), "root", self.root)))
+        warnings = _discard_unsupported_blkio(host)
         _warm_cgroup_attach()   # `docker run` starts it right after
         image_id = await asyncio.to_thread(self.images.resolve, image_ref)
         image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
@@ -279,8 +281,9 @@ class ContainerService:
                                       | self._reserved_names)
         self._reserved_names.add(name)
         try:
-            return await self._create_reserved(cid, name, config, host, body, merged, image_id,
-                                               image_config, runtime)
+            out = await self._create_reserved(cid, name, config, host, body, merged, image_id,
+                                              image_config, runtime)
+            return {**out, "Warnings": warnings + list(out.get("Warnings") or [])}
         finally:
             self._reserved_names.discard(name)
 
@@ -966,6 +969,7 @@ class ContainerService:
                 raise errors.InvalidParameter(
                     "Restart policy cannot be updated because AutoRemove is enabled for the container")
             new["RestartPolicy"] = body["RestartPolicy"]
+        warnings = _discard_unsupported_blkio(new)
         try:
             res = ocispec.resources(new)
         except ocispec.SpecError as e:
@@ -982,7 +986,7 @@ class ContainerService:
         c["HostConfig"] = new
         self._save(c)
         self.emit("container", "update", c["Id"], self._attrs(c))
-        return {"Warnings": None}
+        return {"Warnings": warnings or None}
 
     async def top(self, ref: str, ps_args: str = "-ef") -> dict:
         c = self.get(ref)
@@ -1446,6 +1450,82 @@ def _validate_host_config(host: dict) -> None:
                 what = "CPUs" if key == "CpusetCpus" else "memory nodes"
                 raise errors.InvalidParameter(
                     f"Requested {what} are not available - requested {host[key]}, available: {avail_s}")
+
+
+# HostConfig field, blkio_support() key, dockerd's warning when the host cannot enforce it
+_BLKIO_SUPPORT = (
+    ("BlkioWeight", "weight", "Your kernel does not support Block I/O weight or the cgroup is not "
+     "mounted. Weight discarded."),
+    ("BlkioWeightDevice", "weight_device", "Your kernel does not support Block I/O weight_device or "
+     "the cgroup is not mounted. Weight-device discarded."),
+    ("BlkioDeviceReadBps", "read_bps", "Your kernel does not support BPS Block I/O read limit or the "
+     "cgroup is not mounted. Block I/O BPS read limit discarded."),
+    ("BlkioDeviceWriteBps", "write_bps", "Your kernel does not support BPS Block I/O write limit or "
+     "the cgroup is not mounted. Block I/O BPS write limit discarded."),
+    ("BlkioDeviceReadIOps", "read_iops", "Your kernel does not support IOPS Block read limit or the "
+     "cgroup is not mounted. Block I/O IOPS read limit discarded."),
+    ("BlkioDeviceWriteIOps", "write_iops", "Your kernel does not support IOPS Block write limit or the "
+     "cgroup is not mounted. Block I/O IOPS write limit discarded."),
+)
+
+
+def _discard_unsupported_blkio(host: dict) -> list[str]:
+    """dockerd's rule for block I/O settings this host cannot enforce: the field is
+    reset (inspect shows it unset) and the create/update answer carries a warning,
+    which the CLI prints; what the host supports goes to the spec and is applied."""
+    wanted = [(f, k, w) for f, k, w in _BLKIO_SUPPORT if host.get(f)]
+    if not wanted:
+        return []
+    from dockyard.runtime import cgroups
+
+    support = cgroups.blkio_support()
+    warnings = []
+    for field, key, warning in wanted:
+        if not support.get(key):
+            host[field] = 0 if field == "BlkioWeight" else []
+            warnings.append(warning)
+    return warnings
+
+
+def _check_storage_opt(host: dict, snapshot_root: str) -> None:
+    """--storage-opt: dockerd's overlay2 takes only ``size``, and only on xfs mounted
+    with project quotas; anywhere else it refuses rather than ignore the limit. We
+    have no project-quota support, so a size is refused on every backing fs."""
+    opts = host.get("StorageOpt")
+    if not opts:
+        return
+    if not isinstance(opts, dict):
+        raise errors.InvalidParameter("invalid StorageOpt: expected an object of strings")
+    if not any(k.lower() == "size" for k in opts):
+        raise errors.DockyardError(f"Unknown option {sorted(opts)[0]}")
+    if not _xfs_with_pquota(snapshot_root):
+        raise errors.DockyardError("--storage-opt is supported only for overlay over xfs with "
+                                   "'pquota' mount option")
+    raise errors.DockyardError("--storage-opt size: xfs project quotas are not implemented by "
+                               "this daemon's snapshotter")
+
+
+def _xfs_with_pquota(path: str) -> bool:
+    """Whether ``path`` lies on an xfs mount with project quotas (the mount whose
+    mount point is the longest prefix of its real path, from mountinfo)."""
+    real = os.path.realpath(path)
+    best: tuple[int, bool] = (-1, False)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                pre, _, post = line.partition(" - ")
+                fields, tail = pre.split(), post.split()
+                if len(fields) < 5 or len(tail) < 3:
+                    continue
+                mnt = fields[4].encode().decode("unicode_escape")
+                if real == mnt or real.startswith(mnt.rstrip("/") + "/"):
+                    if len(mnt) >= best[0]:
+                        opts = set(tail[2].split(",")) | set(fields[5].split(","))
+                        best = (len(mnt), tail[0] == "xfs" and bool(
+                            opts & {"prjquota", "pquota", "pqnoenforce"}))
+    except OSError:
+        return False
+    return best[1]
 
 
 def _parse_cpuset(spec: str) -> set[int] | None:

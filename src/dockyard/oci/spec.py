@@ -312,9 +312,72 @@ def resources(host: dict) -> dict:
         res["cpu"] = cpu
     if host.get("PidsLimit") and host["PidsLimit"] > 0:
         res["pids"] = {"limit": int(host["PidsLimit"])}
-    if host.get("BlkioWeight"):
-        res["blockIO"] = {"weight": int(host["BlkioWeight"])}
+    bio = block_io(host)
+    if bio:
+        res["blockIO"] = bio
     return res
+
+
+# HostConfig field -> linux.resources.blockIO field, for the --device-{read,write}-{bps,iops}
+BLKIO_THROTTLE = (("BlkioDeviceReadBps", "throttleReadBpsDevice"),
+                  ("BlkioDeviceWriteBps", "throttleWriteBpsDevice"),
+                  ("BlkioDeviceReadIOps", "throttleReadIOPSDevice"),
+                  ("BlkioDeviceWriteIOps", "throttleWriteIOPSDevice"))
+
+
+def block_io(host: dict) -> dict:
+    """linux.resources.blockIO from HostConfig's Blkio* fields; devices by the
+    major:minor of the host's device node, as dockerd (a path that is not a block
+    device is refused here: the kernel would only refuse it at start)."""
+    bio: dict = {}
+    weight = host.get("BlkioWeight")
+    if weight:
+        if not isinstance(weight, int) or not 10 <= weight <= 1000:
+            raise SpecError("Range of blkio weight is from 10 to 1000")
+        bio["weight"] = weight
+    devices = []
+    for ent in _device_list(host, "BlkioWeightDevice"):
+        w = ent.get("Weight")
+        if not isinstance(w, int) or not 10 <= w <= 1000:
+            raise SpecError(f"invalid weight for device: {ent.get('Path')}:{w}: "
+                            f"weight must be between 10 and 1000")
+        major, minor = _block_device(ent.get("Path"))
+        devices.append({"major": major, "minor": minor, "weight": w})
+    if devices:
+        bio["weightDevice"] = devices
+    for field, key in BLKIO_THROTTLE:
+        out = []
+        for ent in _device_list(host, field):
+            rate = ent.get("Rate")
+            if not isinstance(rate, int) or isinstance(rate, bool) or rate < 0:
+                raise SpecError(f"invalid rate for device: {ent.get('Path')}:{rate}: "
+                                f"must be a non-negative integer")
+            major, minor = _block_device(ent.get("Path"))
+            out.append({"major": major, "minor": minor, "rate": rate})
+        if out:
+            bio[key] = out
+    return bio
+
+
+def _device_list(host: dict, field: str) -> list[dict]:
+    value = host.get(field) or []
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise SpecError(f"invalid {field}: expected a list of {{\"Path\": ..., ...}} objects")
+    return value
+
+
+def _block_device(path) -> tuple[int, int]:
+    import stat
+
+    if not isinstance(path, str) or not path:
+        raise SpecError(f"invalid device path for block I/O limit: {path!r}")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise SpecError(f"stat {path}: {(e.strerror or str(e)).lower()}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise SpecError(f"{path} is not a block device: block I/O limits apply to block devices")
+    return os.major(st.st_rdev), os.minor(st.st_rdev)
 
 
 def rlimits(host: dict) -> list[dict]:

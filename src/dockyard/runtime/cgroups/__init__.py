@@ -32,7 +32,8 @@ from dockyard.runtime import fastos as os
 
 from ._common import CgroupError, normalize_cgroups_path, validate_resources
 
-__all__ = ["CgroupError", "open_manager", "manager_from_dict", "host_info", "validate_resources"]
+__all__ = ["CgroupError", "open_manager", "manager_from_dict", "host_info", "validate_resources",
+           "blkio_support"]
 
 
 def _forced_driver() -> str | None:
@@ -106,6 +107,45 @@ def host_info() -> dict:
         "memory_swap": swap,
         "cgroup_kill": bool(v2) and driver == "v2",
     }
+
+
+def blkio_support() -> dict[str, bool]:
+    """Which block I/O settings this host's containers can be given (Docker's
+    sysinfo): ``weight``, ``weight_device``, ``read_bps``, ``write_bps``,
+    ``read_iops``, ``write_iops``. Weights need the CFQ or BFQ scheduler's files
+    (v1 ``blkio.weight``/``blkio.bfq.weight``, v2 ``io.weight``/``io.bfq.weight``);
+    throttling needs v1's ``blkio.throttle.*`` or v2's ``io`` controller."""
+    info = host_info()
+    if info["driver"] == "v2":
+        io = "io" in info["v2_controllers"]
+        weight = io and bool(info["v2_mount"]) and (
+            _v2_child_has(info["v2_mount"], "io.weight") or _v2_child_has(info["v2_mount"], "io.bfq.weight"))
+        return {"weight": weight, "weight_device": weight, "read_bps": io, "write_bps": io,
+                "read_iops": io, "write_iops": io}
+    from ._common import v1_mounts
+
+    mount = v1_mounts().get("blkio")
+
+    def has(*names: str) -> bool:
+        return mount is not None and any(os.path.exists(os.path.join(mount[0], n)) for n in names)
+
+    return {"weight": has("blkio.weight", "blkio.bfq.weight"),
+            "weight_device": has("blkio.weight_device", "blkio.bfq.weight_device"),
+            "read_bps": has("blkio.throttle.read_bps_device"),
+            "write_bps": has("blkio.throttle.write_bps_device"),
+            "read_iops": has("blkio.throttle.read_iops_device"),
+            "write_iops": has("blkio.throttle.write_iops_device")}
+
+
+def _v2_child_has(root: str, name: str) -> bool:
+    # per-cgroup files exist only in non-root cgroups; look at one
+    try:
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False):
+                return os.path.exists(os.path.join(entry.path, name))
+    except OSError:
+        pass
+    return False
 
 
 def _v2_swap_accounting(root: str) -> bool:
