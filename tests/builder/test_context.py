@@ -66,7 +66,11 @@ def test_unpack_index_and_hashes(tmp_path, compress):
         assert ctx.resolve("app/link") == e and ctx.resolve("abs") == e
         assert ctx.resolve("abs", follow_last=False).kind == "symlink"
         assert ctx.read("Dockerfile") == b"FROM a\n"
-        assert os.stat(tmp_path / "c" / "app" / "x.sh").st_mtime == 1_600_000_000
+        assert e.mtime == 1_600_000_000
+        with ctx.open(ctx.entries["hard"]) as f:
+            assert f.read(2) == b"ec" and f.read() == b"ho\n" and f.read() == b""
+        # one spool file, no file of the context created on disk
+        assert os.listdir(tmp_path / "c") == ["context.tar"]
         assert [x.path for x in ctx.below("app")] == ["app/link", "app/x.sh"]
     assert not (tmp_path / "c").exists()
 
@@ -102,6 +106,16 @@ def test_hostile_entries_refused_and_nothing_left(tmp_path, entries, msg):
         receive(tar_of(entries), str(tmp_path / "c"))
     assert not (tmp_path / "c").exists() and not outside.exists()
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_bzip2_and_cut_short(tmp_path):
+    import bz2
+    raw = tar_of(BASIC).getvalue()
+    with receive(io.BytesIO(bz2.compress(raw)), str(tmp_path / "b")) as ctx:
+        assert ctx.read("app/x.sh") == b"echo\n"
+    with pytest.raises(ContextError, match="invalid build context tar"):
+        receive(io.BytesIO(raw[:700]), str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
 
 
 def test_not_a_tar_and_empty(tmp_path):

@@ -1,11 +1,12 @@
-"""The build context: a tar stream unpacked to disk once, indexed and hashed once.
+"""The build context: a tar stream spooled to disk once, indexed and hashed once.
 
-:func:`receive` reads the (plain, gzip, bzip2 or xz) tar stream chunk by chunk into a
-private directory, computing every file's sha256 as it is written, so the context is never
-held in memory and never read twice. Entries whose names leave the root (``..``) are
-refused, and so are entries reached through a symlink of the context (a client's tar never
-has them; a hostile one could use them to write outside the directory): every component is
-opened from a directory fd with ``O_NOFOLLOW``. Device nodes are refused.
+:func:`receive` reads the (plain, gzip, bzip2 or xz) tar stream chunk by chunk, writes
+the uncompressed tar to one spool file in a private directory and computes every file's
+sha256 as it passes, so the context is never held in memory, never read twice, and no
+file of it is ever created on disk (one sequential write instead of thousands of creates;
+nothing a hostile name or link could redirect). A file's content is read back from the
+spool by offset. Entries whose names leave the root (``..``), entries below a symlink or a
+file of the context, device nodes and duplicates are refused.
 
 The result, :class:`Context`, holds the index (path -> :class:`Entry`: type, mode, owner,
 size, content digest or link target) after ``.dockerignore`` (or
@@ -15,12 +16,10 @@ size, content digest or link target) after ``.dockerignore`` (or
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import posixpath
 import shutil
-import stat
 import tarfile
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -29,7 +28,6 @@ from dockyard.builder import ignore
 from dockyard.errors import InvalidParameter, NotFound
 
 CHUNK = 1 << 20
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_LINKS = 40
 
 
@@ -42,6 +40,8 @@ class Entry:
     gid: int
     size: int
     digest: str      # sha256 of a file's content; a symlink's target; "" for a directory
+    offset: int = -1     # a file's content in the spool
+    mtime: float = 0.0
 
     def meta(self) -> str:
         """What the cache key takes of this entry (as dockerd's tarsum: no times)."""
@@ -66,46 +66,10 @@ def _parts(name: str) -> list[str] | None:
     return out
 
 
-def open_dir(root_fd: int, parts: list[str], create: bool = False) -> int:
-    """fd of directory ``parts`` below ``root_fd``, no symlink followed (made when missing
-    with ``create``)."""
-    fd = os.dup(root_fd)
-    try:
-        for p in parts:
-            try:
-                nfd = os.open(p, _DIR, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(p, 0o755, dir_fd=fd)
-                nfd = os.open(p, _DIR, dir_fd=fd)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise ContextError(f"build context entry {'/'.join(parts)!r} is reached "
-                                       "through a symlink or a file") from None
-                raise
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def open_file(root_fd: int, path: str) -> int:
-    """A read fd of context file ``path`` (no symlink followed anywhere)."""
-    parts = path.split("/")
-    dfd = open_dir(root_fd, parts[:-1])
-    try:
-        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                       dir_fd=dfd)
-    finally:
-        os.close(dfd)
-
-
 class Context:
     def __init__(self, root: str, entries: dict[str, Entry], dockerfile: str) -> None:
         self.root = root
+        self.spool_path = os.path.join(root, SPOOL)
         self.entries = entries
         self.dockerfile = dockerfile
 
@@ -119,20 +83,23 @@ class Context:
         self.close()
 
     # -- reading ------------------------------------------------------------------------
+    def open(self, e: Entry) -> "_Slice":
+        """A file's content (a readable file object over the spool)."""
+        if e.kind != "file" or e.offset < 0:
+            raise ContextError(f"{e.path} is not a regular file")
+        return _Slice(self.spool_path, e.offset, e.size)
+
     def read(self, path: str, limit: int = 16 << 20) -> bytes:
         """A small context file (the Dockerfile, .dockerignore), not through symlinks."""
-        rfd = os.open(self.root, _DIR)
-        try:
-            fd = open_file(rfd, path)
-        finally:
-            os.close(rfd)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ContextError(f"{path} is not a regular file")
-            data = f.read(limit + 1)
-        if len(data) > limit:
+        e = self.entries.get(normalize(path))
+        if e is None:
+            raise NotFound(f"{path}: no such file in the build context")
+        if e.kind != "file":
+            raise ContextError(f"{path} is not a regular file")
+        if e.size > limit:
             raise ContextError(f"{path} is larger than {limit} bytes")
-        return data
+        with self.open(e) as f:
+            return f.read()
 
     def resolve(self, path: str, follow_last: bool = True) -> Entry | None:
         """The entry ``path`` names, symlinks followed inside the context (absolute links
@@ -171,8 +138,89 @@ class Context:
                 yield self.entries[p]
 
 
+class _Slice:
+    def __init__(self, path: str, offset: int, size: int) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.pos, self.end = offset, offset + size
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.end - self.pos
+        if n is None or n < 0 or n > left:
+            n = left
+        out = []
+        while n > 0:
+            b = os.pread(self.fd, min(n, CHUNK), self.pos)
+            if not b:
+                raise ContextError("the context spool is cut short")
+            out.append(b)
+            self.pos += len(b)
+            n -= len(b)
+        return b"".join(out)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "_Slice":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+SPOOL = "context.tar"
+
+
+class _Tee:
+    """Reads the (decompressed) stream and appends what it read to the spool."""
+
+    def __init__(self, src, spool) -> None:
+        self.src, self.spool = src, spool
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.src.read(n)
+        if b:
+            self.spool.write(b)
+        return b
+
+
+def _decompressed(stream: BinaryIO):
+    head = stream.read(6)
+    rest = _Prefixed(head, stream)
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+        return gzip.GzipFile(fileobj=rest, mode="rb")
+    if head[:3] == b"BZh":
+        import bz2
+        return bz2.BZ2File(rest, mode="rb")
+    if head[:6] == b"\xfd7zXZ\x00":
+        import lzma
+        return lzma.LZMAFile(rest, mode="rb")
+    return rest
+
+
+class _Prefixed:
+    def __init__(self, head: bytes, src) -> None:
+        self.head, self.src = head, src
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n is None or n < 0:
+                out, self.head = self.head + self.src.read(), b""
+                return out
+            out, self.head = self.head[:n], self.head[n:]
+            if len(out) < n:
+                out += self.src.read(n - len(out))
+            return out
+        return self.src.read(n)
+
+    def readable(self) -> bool:
+        return True
+
+
 def receive(stream: BinaryIO, root: str, dockerfile: str = "Dockerfile") -> Context:
-    """Unpack the context tar read from ``stream`` into new directory ``root``; index it
+    """Spool the context tar read from ``stream`` into new directory ``root``; index it
     and apply the ignore file. On any error the directory is removed."""
     os.makedirs(root, mode=0o700)
     try:
@@ -195,31 +243,33 @@ def receive(stream: BinaryIO, root: str, dockerfile: str = "Dockerfile") -> Cont
 
 def _unpack(stream: BinaryIO, root: str) -> dict[str, Entry]:
     entries: dict[str, Entry] = {"": Entry("", "dir", 0o755, 0, 0, 0, "")}
-    rfd = os.open(root, _DIR)
-    dir_times: list[tuple[list[str], float]] = []
-    try:
+    fd = os.open(os.path.join(root, SPOOL), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                 0o600)
+    with open(fd, "wb", buffering=CHUNK) as spool:
         try:
-            tf = tarfile.open(fileobj=stream, mode="r|*")
-        except tarfile.ReadError as e:
-            if "empty file" in str(e):
-                return entries
-            raise ContextError(f"the build context is not a tar archive: {e}") from None
-        try:
-            for m in tf:
-                _member(tf, m, rfd, entries, dir_times)
-        except (tarfile.TarError, EOFError, OSError) as e:
-            if isinstance(e, OSError) and e.errno not in (None, errno.EEXIST, errno.EISDIR):
+            src = _Tee(_decompressed(stream), spool)
+            try:
+                tf = tarfile.open(fileobj=src, mode="r|")
+            except tarfile.ReadError as e:
+                if "empty file" in str(e):
+                    return entries
+                raise ContextError(f"the build context is not a tar archive: {e}") from None
+            try:
+                for m in tf:
+                    _member(tf, m, entries)
+                while src.read(CHUNK):
+                    pass
+            finally:
+                tf.close()
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+            if isinstance(e, OSError) and not isinstance(e, (EOFError,)) \
+                    and e.errno is not None:
                 raise
             raise ContextError(f"invalid build context tar: {e}") from None
-        finally:
-            tf.close()
-    finally:
-        os.close(rfd)
     return entries
 
 
-def _member(tf: tarfile.TarFile, m: tarfile.TarInfo, rfd: int, entries: dict,
-            dir_times: list) -> None:
+def _member(tf: tarfile.TarFile, m: tarfile.TarInfo, entries: dict) -> None:
     parts = _parts(m.name)
     if parts is None:
         raise ContextError(f"build context entry {m.name!r} is outside of the context")
@@ -227,7 +277,7 @@ def _member(tf: tarfile.TarFile, m: tarfile.TarInfo, rfd: int, entries: dict,
         return
     path = "/".join(parts)
     mode = m.mode & 0o7777
-    # every parent must be a directory entry already (tars list parents first) or made now
+    # every parent must be a directory (tars list parents first; missing ones are implied)
     for k in range(1, len(parts)):
         parent = "/".join(parts[:k])
         pe = entries.get(parent)
@@ -239,61 +289,36 @@ def _member(tf: tarfile.TarFile, m: tarfile.TarInfo, rfd: int, entries: dict,
     old = entries.get(path)
     if old is not None and not (old.kind == "dir" and m.isdir()):
         raise ContextError(f"build context entry {m.name!r} appears twice")
-    dfd = open_dir(rfd, parts[:-1], create=True)
-    base = parts[-1]
-    try:
-        if m.isdir():
-            if old is None:
-                os.mkdir(base, 0o700, dir_fd=dfd)
-            fd = os.open(base, _DIR, dir_fd=dfd)
-            os.fchmod(fd, mode | 0o700)   # we must be able to read it back
-            os.close(fd)
-            entries[path] = Entry(path, "dir", mode, m.uid, m.gid, 0, "")
-        elif m.issym():
-            os.symlink(m.linkname, base, dir_fd=dfd)
-            entries[path] = Entry(path, "symlink", 0o777, m.uid, m.gid, 0, m.linkname)
-        elif m.islnk():
-            tparts = _parts(m.linkname)
-            target = entries.get("/".join(tparts)) if tparts else None
-            if target is None or target.kind != "file":
-                raise ContextError(f"build context hardlink {m.name!r} -> {m.linkname!r} "
-                                   "names no file before it")
-            tdfd = open_dir(rfd, tparts[:-1])
-            try:
-                os.link(tparts[-1], base, src_dir_fd=tdfd, dst_dir_fd=dfd, follow_symlinks=False)
-            finally:
-                os.close(tdfd)
-            entries[path] = Entry(path, "file", target.mode, target.uid, target.gid,
-                                  target.size, target.digest)
-        elif m.isreg():
-            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-            h = hashlib.sha256()
-            try:
-                src = tf.extractfile(m)
-                left = m.size
-                while left > 0:
-                    b = src.read(min(CHUNK, left))
-                    if not b:
-                        raise ContextError(f"invalid build context tar: {m.name!r} is cut short")
-                    h.update(b)
-                    mv = memoryview(b)
-                    while mv:
-                        mv = mv[os.write(fd, mv):]
-                    left -= len(b)
-                os.fchmod(fd, (mode & 0o777) | 0o400)
-                os.utime(fd, (m.mtime, m.mtime))   # COPY keeps the source's times
-            finally:
-                os.close(fd)
-            entries[path] = Entry(path, "file", mode, m.uid, m.gid, m.size,
-                                  "sha256:" + h.hexdigest())
-        elif m.isfifo() or m.ischr() or m.isblk():
-            raise ContextError(f"build context entry {m.name!r}: device nodes and fifos "
-                               "cannot be part of a build context")
-        else:
-            raise ContextError(f"build context entry {m.name!r} has an unsupported type")
-    finally:
-        os.close(dfd)
+    if m.isdir():
+        entries[path] = Entry(path, "dir", mode, m.uid, m.gid, 0, "", mtime=m.mtime)
+    elif m.issym():
+        entries[path] = Entry(path, "symlink", 0o777, m.uid, m.gid, 0, m.linkname,
+                              mtime=m.mtime)
+    elif m.islnk():
+        tparts = _parts(m.linkname)
+        target = entries.get("/".join(tparts)) if tparts else None
+        if target is None or target.kind != "file":
+            raise ContextError(f"build context hardlink {m.name!r} -> {m.linkname!r} "
+                               "names no file before it")
+        entries[path] = Entry(path, "file", target.mode, target.uid, target.gid,
+                              target.size, target.digest, target.offset, target.mtime)
+    elif m.isreg():
+        h = hashlib.sha256()
+        src = tf.extractfile(m)
+        left = m.size
+        while left > 0:
+            b = src.read(min(CHUNK, left))
+            if not b:
+                raise ContextError(f"invalid build context tar: {m.name!r} is cut short")
+            h.update(b)
+            left -= len(b)
+        entries[path] = Entry(path, "file", mode, m.uid, m.gid, m.size,
+                              "sha256:" + h.hexdigest(), m.offset_data, m.mtime)
+    elif m.isfifo() or m.ischr() or m.isblk():
+        raise ContextError(f"build context entry {m.name!r}: device nodes and fifos "
+                           "cannot be part of a build context")
+    else:
+        raise ContextError(f"build context entry {m.name!r} has an unsupported type")
 
 
 def select_error(instruction: str, src: str) -> NotFound:

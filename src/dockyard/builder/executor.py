@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import posixpath
-import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from typing import Any, Callable
 from dockyard import errors
 from dockyard.builder import context as bctx
 from dockyard.builder.cache import BuildCache
-from dockyard.builder.planner import Plan, Stage, Step, go_q_list
+from dockyard.builder.planner import Plan, Stage, Step
 from dockyard.images.service import short_id
 
 Emit = Callable[[dict], None]
@@ -245,12 +243,16 @@ class Executor:
                         src_image = (results[spec.from_stage] if spec.from_stage is not None
                                      else spec.from_image)
                         sources = await self._read_image(src_image, spec)
-                    dest_is_dir = spec.dest_dir or (
-                        len(spec.items) == 1 and not spec.items[0].contents
-                        and await self._is_dir(cid, spec.items[0].dest))
+                    single = (len(spec.items) + len(spec.heredocs) == 1
+                              and not (spec.items and spec.items[0].contents))
+                    dest_is_dir = spec.dest_dir or (single and await self._is_dir(cid, spec.dest))
+                    # a directory's contents go into dest: made if missing, an existing one
+                    # keeps its owner and mode (the tar then has no entry for it)
+                    existing = {d for d in {it.dest for it in spec.items}
+                                if await self._is_dir(cid, d)}
                     try:
                         await asyncio.to_thread(_copy_tar, spool, spec, ctx, sources,
-                                                dest_is_dir)
+                                                dest_is_dir, existing)
                     finally:
                         for s in (sources or {}).values():
                             s.close()
@@ -314,7 +316,7 @@ def _dir_tar(out, path: str) -> None:
 
 
 def _copy_tar(out, spec, ctx: bctx.Context | None, sources: dict | None,
-              dest_is_dir: bool) -> None:
+              dest_is_dir: bool, existing: set[str]) -> None:
     """The tar that ArchiveService.put extracts at "/" for one COPY."""
     chmod = spec.chmod
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
@@ -337,53 +339,41 @@ def _copy_tar(out, spec, ctx: bctx.Context | None, sources: dict | None,
 
         for name, content in spec.heredocs:
             data = content.encode()
-            dest = spec.items[0].dest if spec.items else None
-            target = posixpath.join(_dest_of(spec, dest_is_dir), name) if dest_is_dir \
-                else _dest_of(spec, dest_is_dir)
+            target = posixpath.join(spec.dest, name) if dest_is_dir else spec.dest
             add(target, "file", 0o644, len(data), io.BytesIO(data))
         if sources is not None:
             for it in spec.items:
-                _retar(tf, sources[it.source], it, dest_is_dir, chmod)
+                _retar(tf, sources[it.source], it, dest_is_dir, chmod, it.dest in existing)
             return
         if ctx is None:
             return
-        rfd = os.open(ctx.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            for it in spec.items:
-                e = ctx.entries.get(it.source)
-                if e is None:
-                    raise StepFailed(f"COPY failed: {it.source} disappeared from the context")
-                if it.contents:
-                    add(it.dest, "dir", 0o755)   # made if missing (an existing one is kept)
-                    for sub in ctx.below(e.path):
-                        rel = sub.path[len(e.path):].lstrip("/") if e.path else sub.path
-                        _add_entry(add, rfd, sub, posixpath.join(it.dest, rel))
-                else:
-                    target = posixpath.join(it.dest, it.name) if dest_is_dir else it.dest
-                    _add_entry(add, rfd, e, target)
-        finally:
-            os.close(rfd)
+        for it in spec.items:
+            e = ctx.entries.get(it.source)
+            if e is None:
+                raise StepFailed(f"COPY failed: {it.source} disappeared from the context")
+            if it.contents:
+                if it.dest not in existing:
+                    add(it.dest, "dir", 0o755)
+                for sub in ctx.below(e.path):
+                    rel = sub.path[len(e.path):].lstrip("/") if e.path else sub.path
+                    _add_entry(add, ctx, sub, posixpath.join(it.dest, rel))
+            else:
+                target = posixpath.join(it.dest, it.name) if dest_is_dir else it.dest
+                _add_entry(add, ctx, e, target)
 
 
-def _dest_of(spec, dest_is_dir: bool) -> str:
-    return spec.items[0].dest if spec.items else "/"
-
-
-def _add_entry(add, rfd: int, e: bctx.Entry, target: str) -> None:
+def _add_entry(add, ctx: bctx.Context, e: bctx.Entry, target: str) -> None:
     if e.kind == "dir":
-        add(target, "dir", e.mode)
+        add(target, "dir", e.mode, mtime=e.mtime)
     elif e.kind == "symlink":
-        add(target, "symlink", 0o777, link=e.digest)
+        add(target, "symlink", 0o777, link=e.digest, mtime=e.mtime)
     else:
-        fd = bctx.open_file(rfd, e.path)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_size != e.size:
-                raise StepFailed(f"COPY failed: {e.path} changed in the context")
-            add(target, "file", e.mode, e.size, f, mtime=st.st_mtime)
+        with ctx.open(e) as f:
+            add(target, "file", e.mode, e.size, f, mtime=e.mtime)
 
 
-def _retar(tf: tarfile.TarFile, src, it, dest_is_dir: bool, chmod: int | None) -> None:
+def _retar(tf: tarfile.TarFile, src, it, dest_is_dir: bool, chmod: int | None,
+           dest_exists: bool) -> None:
     """Re-root a tar read from a stage (its top entry is the source's base name)."""
     with tarfile.open(fileobj=src, mode="r|") as st:
         top = None
@@ -396,6 +386,8 @@ def _retar(tf: tarfile.TarFile, src, it, dest_is_dir: bool, chmod: int | None) -
                 rel = parts[1:] if parts and m.name not in (".", "./") else parts
                 if m.name in (".", "./"):
                     rel = []
+                if not rel and dest_exists:
+                    continue    # an existing destination keeps its owner and mode
                 name = posixpath.join(it.dest, *rel) if rel else it.dest
             else:
                 name = posixpath.join(it.dest, it.name) if dest_is_dir else it.dest

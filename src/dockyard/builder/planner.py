@@ -21,7 +21,7 @@ import hashlib
 import json
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dockyard.builder import shellwords
@@ -63,6 +63,7 @@ class CopySpec:
     dest_dir: bool = False         # the destination is a directory (ends with "/", or many)
     heredocs: tuple[tuple[str, str], ...] = ()   # (file name, content)
     workdir_only: bool = False     # WORKDIR: only make the directory
+    dest: str = ""                 # the absolute destination
 
 
 @dataclass(frozen=True)
@@ -773,7 +774,7 @@ class _StagePlanner:
         if chown:
             desc = f"{c} --chown={chown} {what}:{digest} in {dest} "
         spec = CopySpec(tuple(items), from_stage, from_image, chown, mode, dest_dir,
-                        tuple(heredocs))
+                        tuple(heredocs), dest=abs_dest)
         return spec, desc
 
     def _select(self, ctx: Context, src: str, c: str) -> list[tuple[str, Entry]]:
