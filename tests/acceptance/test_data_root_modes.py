@@ -49,9 +49,10 @@ def _base() -> Path:
 
 @pytest.fixture(scope="module")
 def daemon():
+    """With networking: network.json, and hosts/resolv.conf made by the network side."""
     base = _base()
     try:
-        with running(base) as d:
+        with running(base, network=True) as d:
             yield d
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -138,6 +139,8 @@ def test_every_entry_is_owner_only(daemon):
     d.docker("run", "--rm", "busybox", "true")     # twice: a warm container is made
     d.docker("run", "--rm", "busybox", "true")
     d.docker("exec", "walk-running", "true")
+    (d.dir / "copied").write_text("x")
+    d.docker("cp", str(d.dir / "copied"), "walk-running:/tmp/")     # spools in tmp/
     d.docker("commit", "walk-exited", "walk:committed")
     d.docker("tag", "busybox", "walk:tagged")
     data = d.data
@@ -166,6 +169,8 @@ def test_every_entry_is_owner_only(daemon):
             elif mode & 0o077:
                 bad.append(f"{oct(mode)} {'/'.join(parts)}")
     assert seen > 40
+    for name in ("network.json", "tmp", "engine-id", "metadata.db-wal"):
+        assert (data / name).exists(), name
     assert not bad, "reachable by others:\n" + "\n".join(bad)
 
 
