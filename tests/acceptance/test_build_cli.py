@@ -195,3 +195,43 @@ def test_cache_survives_a_restart(fresh_daemon, tmp_path):
     assert image_id(r.stdout) == iid and r.stdout.count("Using cache") == 2
     # nothing of the builds is left on disk
     assert os.listdir(d.data / "builder" / "tmp") == []
+
+
+def test_heredocs_existing_dirs_and_plain_cli(daemon, tmp_path):
+    """BuildKit's heredocs through the classic API; `docker build` with no DOCKER_BUILDKIT
+    (the CLI falls back to this API without buildx); COPY into an existing directory keeps
+    its owner and mode."""
+    ctx = tmp_path / "here"
+    (ctx / "d").mkdir(parents=True)
+    (ctx / "d" / "f").write_text("f\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nENV WHO=world\n"
+        "RUN mkdir -m 700 /keep && chown 12:34 /keep\n"
+        "COPY d /keep/\n"
+        "COPY <<EOF /etc/motd\nhello $WHO\nEOF\n"
+        "RUN <<EOF\nset -e\necho \"script as $(id -u)\" > /ran\nEOF\n")
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_BUILDKIT"}
+    r = daemon.docker("build", "-t", "heredocs", str(ctx), env={**env, "DOCKER_BUILDKIT": ""},
+                      timeout=180)
+    assert "Successfully tagged heredocs:latest" in r.stdout
+    out = daemon.out("run", "--rm", "heredocs", "sh", "-c",
+                     "cat /etc/motd /ran /keep/f; stat -c '%a %u:%g' /keep")
+    assert out.splitlines() == ["hello world", "script as 0", "f", "700 12:34"]
+
+
+def test_docker_py_build(daemon, tmp_path):
+    ctx = tmp_path / "py"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nARG X\nRUN echo \"x=$X\" > /x\nCMD cat /x\n")
+    client = daemon.client()
+    try:
+        image, logs = client.images.build(path=str(ctx), tag="pybuilt:1", buildargs={"X": "7"},
+                                          rm=True)
+        assert any("Successfully built" in m.get("stream", "") for m in logs)
+        assert client.containers.run(image.id, remove=True) == b"x=7\n"
+        import docker
+        (ctx / "Dockerfile").write_text("FROM busybox\nRUN exit 5\n")
+        with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 5"):
+            client.images.build(path=str(ctx), forcerm=True)
+    finally:
+        client.close()

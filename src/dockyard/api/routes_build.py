@@ -126,9 +126,9 @@ async def build(request: web.Request) -> web.StreamResponse:
                                                  labels=labels))
         if net not in ("default", "bridge"):
             plan = _with_network(plan, net)
-        for t in tags:   # bad names are refused before anything is built
-            from dockyard.images import reference as refs
-            refs.parse_normalized(t)
+        from dockyard.images import reference as refs
+        # bad names are refused before anything is built; shown as dockerd shows them
+        tags = [refs.parse_normalized(t).with_default_tag().familiar() for t in tags]
         return await _stream(request, svc, plan, bctx, opts, tags, StepFailed)
     finally:
         await asyncio.shield(ctx.run(bctx.close))
