@@ -31,7 +31,8 @@ class ErrorCode(enum.Enum):
     UNAUTHORIZED = (401, "authentication required")
     DENIED = (403, "requested access to the resource is denied")
     UNSUPPORTED = (405, "the operation is unsupported")
-    TOO_MANY_REQUESTS = (429, "too many requests")
+    TOOMANYREQUESTS = (429, "too many requests")    # the spec's spelling (no underscores)
+    TOO_MANY_REQUESTS = (429, "too many requests")  # an alias: .name is TOOMANYREQUESTS
     PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
     RANGE_INVALID = (416, "invalid content range")
     UNKNOWN = (500, "unknown error")

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import hmac
+import math
 import os
 import threading
 import time
 import uuid as uuidlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,15 +36,22 @@ class Htpasswd:
     """``user:bcrypt-hash`` lines. Reloaded when the file changes.
 
     bcrypt is slow on purpose; clients send Basic credentials on every
-    request, so a successful check is remembered (keyed by a SHA-256 of the
-    password, until the file changes).
+    request, so a successful check is remembered for :attr:`REMEMBER` seconds
+    (keyed by an HMAC of user and password under a per-process random key; at
+    most :attr:`MAX_REMEMBERED` entries; forgotten when the file changes), and
+    a good client pays bcrypt about once a minute.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    REMEMBER = 60.0
+    MAX_REMEMBERED = 1024
+
+    def __init__(self, path: str | os.PathLike, clock=time.monotonic):
         self.path = Path(path)
         self._mtime = None
         self._users: dict[str, bytes] = {}
-        self._ok: set[tuple[str, bytes]] = set()
+        self._ok: OrderedDict[bytes, float] = OrderedDict()   # memo -> expiry
+        self._key = os.urandom(32)
+        self._clock = clock
         self._lock = threading.Lock()
         self._load()
 
@@ -57,20 +67,33 @@ class Htpasswd:
                 continue
             user, _, h = line.partition(":")
             users[user] = h.strip().encode()
-        self._users, self._ok, self._mtime = users, set(), key
+        self._users, self._ok, self._mtime = users, OrderedDict(), key
+
+    def _memo(self, user: str, password: str) -> bytes:
+        return hmac.new(self._key, user.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
+
+    def remembered(self, user: str, password: str) -> bool:
+        """True if these credentials passed bcrypt within :attr:`REMEMBER` seconds
+        (no bcrypt now)."""
+        with self._lock:
+            self._load()
+            memo = self._memo(user, password)
+            until = self._ok.get(memo)
+            if until is None:
+                return False
+            if until < self._clock():
+                del self._ok[memo]
+                return False
+            return True
 
     def verify(self, user: str, password: str) -> bool:
         import bcrypt
 
+        if self.remembered(user, password):
+            return True
         with self._lock:
-            self._load()
             h = self._users.get(user)
-            memo = (user, hashlib.sha256(password.encode()).digest())
-            if h is None:
-                return False
-            if memo in self._ok:
-                return True
-        if not h.startswith((b"$2a$", b"$2b$", b"$2y$")):
+        if h is None or not h.startswith((b"$2a$", b"$2b$", b"$2y$")):
             return False  # only bcrypt, as distribution
         try:
             ok = bcrypt.checkpw(password.encode(), h)
@@ -78,8 +101,65 @@ class Htpasswd:
             return False
         if ok:
             with self._lock:
-                self._ok.add(memo)
+                self._ok[self._memo(user, password)] = self._clock() + self.REMEMBER
+                while len(self._ok) > self.MAX_REMEMBERED:
+                    self._ok.popitem(last=False)
         return ok
+
+
+class LoginThrottle:
+    """Back-off for failed logins, per client address.
+
+    After ``limit`` failed password checks from one address within ``window``
+    seconds, that address's credentialed requests are answered 429
+    TOOMANYREQUESTS with a Retry-After (until its oldest counted failure leaves
+    the window) and no password check is run for them: 200 bad passwords in a
+    row cost at most ``limit`` bcrypt runs per window, and other clients are
+    unaffected. A success does not clear the count (an attacker with an account
+    of their own could otherwise keep guessing another's). At most
+    ``max_clients`` addresses are tracked, least recently failed dropped first.
+    """
+
+    def __init__(self, limit: int = 10, window: float = 60.0, max_clients: int = 4096,
+                 clock=time.monotonic):
+        self.limit, self.window, self.max_clients = limit, window, max_clients
+        self._clock = clock
+        self._fails: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        times = [t for t in self._fails.get(client, ()) if t > now - self.window]
+        if times:
+            self._fails[client] = times
+        else:
+            self._fails.pop(client, None)
+        return times
+
+    def retry_after(self, client: str) -> int:
+        """Seconds until ``client`` may try again; 0 when it may now."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(client, now)
+            if len(times) < self.limit:
+                return 0
+            return max(1, math.ceil(times[-self.limit] + self.window - now))
+
+    def check(self, client: str) -> None:
+        wait = self.retry_after(client)
+        if wait:
+            raise RegistryError(ErrorCode.TOO_MANY_REQUESTS,
+                                f"too many failed login attempts from {client}; retry in {wait} s",
+                                headers={"Retry-After": str(wait)})
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            now = self._clock()
+            times = self._recent(client, now)
+            times.append(now)
+            self._fails[client] = times[-self.limit:]
+            self._fails.move_to_end(client)
+            while len(self._fails) > self.max_clients:
+                self._fails.popitem(last=False)
 
 
 def htpasswd_line(user: str, password: str, rounds: int = 10) -> str:
@@ -258,7 +338,7 @@ class Authenticator:
 
     def __init__(self, mode: str, policy: AccessPolicy, htpasswd: Htpasswd | None = None,
                  tokens: TokenService | None = None, realm: str | None = None,
-                 basic_realm: str = "Registry Realm"):
+                 basic_realm: str = "Registry Realm", throttle: LoginThrottle | None = None):
         if mode not in ("none", "basic", "token"):
             raise ValueError(f"unknown auth mode {mode!r}")
         if mode != "none" and htpasswd is None and not (mode == "token" and policy.anonymous_read):
@@ -271,9 +351,23 @@ class Authenticator:
         self.tokens = tokens
         self.realm = realm
         self.basic_realm = basic_realm
+        self.throttle = throttle or LoginThrottle()
 
-    def check_password(self, user: str, password: str) -> bool:
-        return self.htpasswd is not None and self.htpasswd.verify(user, password)
+    def check_password(self, user: str, password: str, client: str | None = None) -> bool:
+        """bcrypt against the htpasswd file. With the ``client``'s address, a client
+        that failed too often is refused (RegistryError 429 with Retry-After) before
+        any bcrypt, unless these credentials passed recently; a failure counts."""
+        if self.htpasswd is None:
+            return False
+        if client is None:
+            return self.htpasswd.verify(user, password)
+        if self.htpasswd.remembered(user, password):
+            return True
+        self.throttle.check(client)
+        ok = self.htpasswd.verify(user, password)
+        if not ok:
+            self.throttle.failed(client)
+        return ok
 
     def _challenge(self, needed: list[Scope], realm: str, error: str | None = None) -> proto.Challenge:
         if self.mode == "basic":
@@ -281,7 +375,7 @@ class Authenticator:
         return proto.bearer_challenge(self.realm or realm, self.tokens.service, needed, error)
 
     def authorize(self, authorization: str | None, needed: list[Scope], realm: str,
-                  require_login: bool = False) -> Identity:
+                  require_login: bool = False, client: str | None = None) -> Identity:
         """The identity behind ``authorization`` if it may do ``needed``.
 
         ``require_login`` (the /v2/ version check) refuses anonymous access even
@@ -299,7 +393,7 @@ class Authenticator:
                 raise AuthFailure(ErrorCode.UNAUTHORIZED, "authentication required",
                                   self._challenge(needed, realm), needed)
             user, password = creds
-            if not self.check_password(user, password):
+            if not self.check_password(user, password, client):
                 raise AuthFailure(ErrorCode.UNAUTHORIZED, "invalid username or password",
                                   self._challenge(needed, realm), needed)
             if not self.policy.permits(user, needed):
@@ -321,7 +415,7 @@ class Authenticator:
                               self._challenge(needed, realm, "insufficient_scope"), needed)
         return Identity(account)
 
-    def identify(self, authorization: str | None) -> Identity | None:
+    def identify(self, authorization: str | None, client: str | None = None) -> Identity | None:
         """Who is asking, without checking any scope (for search); None if
         the credentials are bad."""
         if self.mode == "none":
@@ -330,7 +424,7 @@ class Authenticator:
             creds = proto.parse_basic_authorization(authorization)
             if creds is None:
                 return Identity(ANONYMOUS)
-            return Identity(creds[0]) if self.check_password(*creds) else None
+            return Identity(creds[0]) if self.check_password(*creds, client) else None
         token = proto.parse_bearer_authorization(authorization)
         if token is None:
             return Identity(ANONYMOUS)

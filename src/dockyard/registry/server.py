@@ -159,7 +159,8 @@ class RegistryServer:
         loop = asyncio.get_running_loop()
         header = request.headers.get("Authorization")
         return await loop.run_in_executor(
-            self.io, lambda: self.auth.authorize(header, needed, self.realm(request), require_login))
+            self.io, lambda: self.auth.authorize(header, needed, self.realm(request), require_login,
+                                                 client=request.remote))
 
     # -- /v2/ ---------------------------------------------------------------------
 
@@ -413,20 +414,20 @@ class RegistryServer:
                                      status=400)
         header = request.headers.get("Authorization")
         creds = proto.parse_basic_authorization(header)
-        account = await self._token_account(creds)
+        account = await self._token_account(creds, request.remote)
         scopes = proto.parse_scopes(q.getall("scope", []))
         granted = self.policy.grant(account, scopes)
         resp = self.tokens.issue(account, granted, refresh=q.get("offline_token") == "true")
         return web.json_response(resp.to_json())
 
-    async def _token_account(self, creds) -> str:
+    async def _token_account(self, creds, client: str | None) -> str:
         if creds is None:
             # Anonymous clients get a token too, holding only what anonymous
             # users may do (maybe nothing), as Docker Hub does: the registry
             # then refuses with insufficient_scope, which clients report at
             # once instead of retrying as they do for a failed token fetch.
             return ANONYMOUS
-        ok = await self._run(self.auth.check_password, *creds)
+        ok = await self._run(self.auth.check_password, *creds, client)
         if not ok:
             raise AuthFailure(ErrorCode.UNAUTHORIZED, "invalid username or password",
                               proto.basic_challenge("dockyard token service"))
@@ -437,7 +438,8 @@ class RegistryServer:
         grant = form.get("grant_type")
         if grant == "password":
             try:
-                account = await self._token_account((form.get("username", ""), form.get("password", "")))
+                account = await self._token_account((form.get("username", ""), form.get("password", "")),
+                                                    request.remote)
             except AuthFailure:
                 return web.json_response({"error": "invalid_grant",
                                           "error_description": "invalid username or password"}, status=401)
@@ -464,7 +466,7 @@ class RegistryServer:
 
     async def search(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization")
-        identity = await self._run(self.auth.identify, header)
+        identity = await self._run(self.auth.identify, header, request.remote)
         if identity is None or (identity.account == ANONYMOUS and self.auth.mode != "none"
                                 and not self.policy.anonymous_read):
             challenge = (proto.basic_challenge() if self.auth.mode == "basic" else
