@@ -36,6 +36,7 @@ must keep exactly the modes the image or the user asked for.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from dockyard import statefiles
@@ -60,28 +61,33 @@ def prepare(root: str | os.PathLike) -> list[str]:
         pass
     changed = []
 
-    def fix(p: Path, **kw) -> None:
-        if statefiles.restrict(p, **kw):
+    def fix(p, dir_mode=statefiles.DIR_MODE, file_mode=statefiles.FILE_MODE,
+            st: os.stat_result | None = None) -> None:
+        if st is not None:      # from the listing: most entries are right already
+            want = (dir_mode if stat.S_ISDIR(st.st_mode) else
+                    file_mode if stat.S_ISREG(st.st_mode) else None)
+            if want is None or stat.S_IMODE(st.st_mode) == want:
+                return
+        if statefiles.restrict(p, dir_mode=dir_mode, file_mode=file_mode):
             changed.append(os.path.relpath(p, root))
 
     fix(root, file_mode=None)
-    for name in _listdir(root):
-        fix(root / name)
+    for e in _scan(root):
+        fix(e.path, st=e.stat(follow_symlinks=False))
     fix(root / "bin" / "dockyard-runc", dir_mode=None, file_mode=0o700)
-    fix(root / "snapshots" / "overlay", file_mode=None)
-    fix(root / "snapshots" / "copy", file_mode=None)
     for pattern in _PER_OBJECT:
         for parent in (root.glob(pattern) if "*" in pattern else [root / pattern]):
             if parent.is_symlink():
                 continue
             fix(parent, file_mode=None)
-            for name in _listdir(parent):
-                fix(parent / name)
+            for e in _scan(parent):
+                fix(e.path, st=e.stat(follow_symlinks=False))
     return changed
 
 
-def _listdir(d: Path) -> list[str]:
+def _scan(d: Path) -> list[os.DirEntry]:
     try:
-        return os.listdir(d)
+        with os.scandir(d) as it:
+            return list(it)
     except (FileNotFoundError, NotADirectoryError):
         return []
