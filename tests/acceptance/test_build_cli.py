@@ -235,3 +235,27 @@ def test_docker_py_build(daemon, tmp_path):
             client.images.build(path=str(ctx), forcerm=True)
     finally:
         client.close()
+
+
+def test_client_going_away_stops_the_build(daemon, tmp_path):
+    import subprocess
+    import time
+    from acceptance.harness import DOCKER
+    ctx = tmp_path / "gone"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo started; sleep 60\n")
+    p = subprocess.Popen([DOCKER, "build", str(ctx)], env={**daemon.env, **LEGACY},
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in p.stdout:
+            if line.strip() == "started":
+                break
+        assert daemon.out("ps", "-q"), "the RUN step's container should be running"
+    finally:
+        p.kill()
+        p.wait()
+    deadline = time.monotonic() + 10
+    while daemon.out("ps", "-aq") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert daemon.out("ps", "-aq") == ""
+    assert os.listdir(daemon.data / "builder" / "tmp") == []

@@ -169,7 +169,17 @@ async def _stream(request, svc, plan, bctx, opts, tags, StepFailed) -> web.Strea
         except (ConnectionResetError, ConnectionError, RuntimeError):
             build_task.cancel()   # the client is gone: stop the build, clean up
 
+    async def watch() -> None:
+        # a silent RUN writes nothing for a long time: notice a client that went away
+        while True:
+            await asyncio.sleep(0.25)
+            tr = request.transport
+            if tr is None or tr.is_closing():
+                build_task.cancel()
+                return
+
     wtask = asyncio.ensure_future(writer())
+    watcher = asyncio.ensure_future(watch())
     try:
         try:
             image_id = await svc.execute(plan, bctx, opts, emit)
@@ -191,6 +201,7 @@ async def _stream(request, svc, plan, bctx, opts, tags, StepFailed) -> web.Strea
         queue.put_nowait(None)
         await wtask
     finally:
+        watcher.cancel()
         if not wtask.done():
             wtask.cancel()
     try:
