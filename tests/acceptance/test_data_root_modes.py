@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from acceptance.harness import running
+from acceptance.harness import Daemon, import_busybox, running
 
 pytestmark = pytest.mark.slow
 
@@ -217,3 +217,53 @@ def test_an_old_world_readable_data_root_is_fixed_at_start(own_daemon):
     # and the daemon still works with the container it found
     assert json.loads(d.out("inspect", cid))[0]["State"]["Running"]
     assert d.out("exec", cid, "echo", "ok") == "ok"
+
+
+
+@pytest.fixture
+def strict_umask_daemon():
+    """A daemon (so its supervisor and runtime too) started under umask 077; the test's
+    own files (busybox's root filesystem) are made with the usual one."""
+    base = _base()
+    d = Daemon(base)
+    try:
+        old = os.umask(0o077)
+        try:
+            d.start()
+        finally:
+            os.umask(old)
+        import_busybox(d)
+        yield d
+    finally:
+        d.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_strict_umask_changes_nothing_a_container_sees(strict_umask_daemon):
+    """The daemon's own state is owner-only anyway; what containers see keeps its modes:
+    the image's (directories a layer only implies too), files copied in, /etc/hosts & co."""
+    import io
+    import tarfile
+
+    d = strict_umask_daemon
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        tf.add(str(d.dir / "bbroot"), arcname=".")
+        ti = tarfile.TarInfo("implied/dir/file")      # no entries for implied/ and dir/
+        ti.mode, ti.size = 0o644, 2
+        tf.addfile(ti, io.BytesIO(b"x\n"))
+    d.docker("import", "-c", 'CMD ["sh"]', "-", "implied", input=buf.getvalue())
+    src = d.dir / "copied"
+    src.mkdir()
+    (src / "f").write_text("y")
+    os.chmod(src / "f", 0o644)
+    os.chmod(src, 0o755)
+    cid = d.out("run", "-d", "--user", "65534:65534", "--hostname", "h12", "implied",
+                "sleep", "300")
+    d.docker("cp", str(src), f"{cid}:/tmp/")
+    out = d.out("exec", cid, "sh", "-c",
+                "cat /etc/hostname /etc/hosts /etc/resolv.conf >/dev/null && "
+                "stat -c %a /implied /implied/dir /implied/dir/file /bin /etc/passwd "
+                "/tmp/copied /tmp/copied/f && cat /implied/dir/file /tmp/copied/f")
+    assert out.split() == ["755", "755", "644", "755", "644", "755", "644", "x", "y"]
+    assert stat.S_IMODE(os.stat(d.data).st_mode) == 0o700

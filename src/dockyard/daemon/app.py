@@ -222,6 +222,12 @@ class Daemon:
             self._stop.set()
 
     def run(self) -> None:
+        # dockerd's umask, whatever we were started with (a UMask=0077 unit, say): what we
+        # create inside containers' root filesystems (layers' implied directories, the init
+        # layer, the snapshots' roots) and the runtime under the supervisor get the modes
+        # Docker's do. Our own state does not rely on it: it is written with explicit
+        # owner-only modes (daemon/dataroot.py).
+        os.umask(0o022)
         asyncio.run(self._main())
 
     async def _main(self) -> None:

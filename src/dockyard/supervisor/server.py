@@ -836,6 +836,9 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s supervisor %(levelname)s %(message)s")
+    # the runtimes we run create files in containers' root filesystems: the usual umask
+    # (the daemon's); our own state is written with explicit owner-only modes
+    os.umask(0o022)
     sup = Supervisor(args.root)
     asyncio.run(sup.serve(args.socket or os.path.join(args.root, "supervisor.sock")))
     return 0
