@@ -46,23 +46,19 @@ async def head_archive(request: web.Request) -> web.Response:
 
 
 async def get_archive(request: web.Request) -> web.StreamResponse:
-    from dockyard.api.bridge import AsyncResponseWriter
+    from dockyard.api.bridge import stream_response
     from dockyard.containers.archive import encode_path_stat
 
     path = _path(request)
     stat_box: dict = {}
+    archive = _archive(request)
 
-    async def prepare() -> web.StreamResponse:
-        resp = web.StreamResponse(headers={
-            "Content-Type": "application/x-tar",
-            STAT_HEADER: encode_path_stat(stat_box["stat"])})
-        await resp.prepare(request)
-        return resp
+    def headers() -> dict[str, str]:
+        return {"Content-Type": "application/x-tar",
+                STAT_HEADER: encode_path_stat(stat_box["stat"])}
 
-    writer = AsyncResponseWriter(prepare, asyncio.get_running_loop())
-    await _archive(request).get(request.match_info["id"], path,
-                                lambda st: stat_box.__setitem__("stat", st), writer)
-    return await writer.finish()
+    return await stream_response(request, headers, lambda writer: archive.get(
+        request.match_info["id"], path, lambda st: stat_box.__setitem__("stat", st), writer))
 
 
 async def put_archive(request: web.Request) -> web.Response:

@@ -212,19 +212,12 @@ async def changes(request: web.Request) -> web.Response:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    from dockyard.api.bridge import AsyncResponseWriter
+    from dockyard.api.bridge import stream_response
 
     svc = _svc(request)
     c = svc.get(request.match_info["id"])
-
-    async def prepare() -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
-        await resp.prepare(request)
-        return resp
-
-    writer = AsyncResponseWriter(prepare, asyncio.get_running_loop())
-    await svc.export(c["Id"], writer)
-    return await writer.finish()
+    return await stream_response(request, lambda: {"Content-Type": "application/x-tar"},
+                                 lambda writer: svc.export(c["Id"], writer))
 
 
 async def prune(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ import urllib.request
 from aiohttp import web
 
 from dockyard.api.app import add_route, ctx_of, json_response, query_bool
-from dockyard.api.bridge import AsyncBodyReader, AsyncResponseWriter
+from dockyard.api.bridge import AsyncBodyReader, stream_response
 from dockyard.api.filters import parse_filters
 from dockyard.api.streams import ProgressEncoder
 from dockyard.errors import DockyardError, InvalidParameter, SystemError_, Unavailable
@@ -207,16 +207,8 @@ async def save_images(request: web.Request) -> web.StreamResponse:
         names = [n for v in request.query.getall("names", []) for n in v.split(",") if n]
     if not names:
         raise InvalidParameter("no images given: use names=IMAGE")
-    loop = asyncio.get_running_loop()
-
-    async def prepare() -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
-        await resp.prepare(request)
-        return resp
-
-    out = AsyncResponseWriter(prepare, loop)
-    await ctx.run(svc.export_images, names, out)
-    return await out.finish()
+    return await stream_response(request, lambda: {"Content-Type": "application/x-tar"},
+                                 lambda out: ctx.run(svc.export_images, names, out))
 
 
 async def push_image(request: web.Request) -> web.StreamResponse:
