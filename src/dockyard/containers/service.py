@@ -1301,9 +1301,15 @@ class ContainerService:
         return self._attrs(c)
 
     async def export(self, ref: str, out) -> None:
-        """Write the container's filesystem as a tar to the binary file ``out``."""
-        async with self.rootfs_mounted(ref) as (c, rootfs):
-            await asyncio.to_thread(_tar_dir, rootfs, out)
+        """Write the container's filesystem as a tar to the binary file ``out`` (read
+        through fsroot: nothing below the rootfs mount is opened by a host path)."""
+        for _ in range(3):
+            async with self.rootfs_mounted(ref) as (c, rootfs):
+                done = await asyncio.to_thread(_tar_dir, rootfs, out)
+            if done:
+                break
+        else:
+            raise errors.Conflict(f"container {ref} kept starting and stopping during the export")
         self.emit("container", "export", c["Id"], self._attrs(c))
 
     def stats(self, ref: str) -> dict:
@@ -1695,22 +1701,24 @@ def _image_size(images: Any, image_id: str) -> int:
         return 0
 
 
-def _tar_dir(root: str, out) -> None:
-    import tarfile
+def _tar_dir(root: str, out) -> bool:
+    """``docker export``: the tree below the mount ``root`` as a tar (names relative, no
+    "." entry), every entry pinned before it is read (fsroot), entries that vanish
+    meanwhile skipped, overlay whiteouts (0:0 character devices) and sockets left out.
+    False, with nothing written, if ``root`` is no longer a mount (the container stopped
+    between the caller's check and the open)."""
+    from dockyard.fsroot.nodes import open_root
+    from dockyard.fsroot.tar import TarWriter
 
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            rel = os.path.relpath(dirpath, root)
-            if rel != ".":
-                tar.add(dirpath, arcname=rel, recursive=False)
-            for fn in sorted(filenames):
-                p = os.path.join(dirpath, fn)
-                tar.add(p, arcname=os.path.normpath(os.path.join(rel, fn)), recursive=False)
-            for dn in list(dirnames):
-                p = os.path.join(dirpath, dn)
-                if os.path.islink(p):
-                    tar.add(p, arcname=os.path.normpath(os.path.join(rel, dn)), recursive=False)
+    fd = open_root(root)
+    try:
+        if os.fstat(fd).st_dev == os.stat(os.path.dirname(root)).st_dev:
+            return False
+        with TarWriter(out) as tw:
+            tw.add_tree(fd, "", skip=lambda _path, node: node.is_whiteout())
+        return True
+    finally:
+        os.close(fd)
 
 
 def _docker_stats(c: dict, raw: dict) -> dict:

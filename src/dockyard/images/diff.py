@@ -7,91 +7,166 @@
 * ``write_layer(upper, out)``: a layer tar from an upper directory, whiteouts
   written as ``.wh.NAME`` and opaque directories as ``.wh..wh..opq``; returns the
   diffID (sha256 of the tar).
+* ``write_changes(root, changes, out)``: the same from a full tree and a change list.
 
-Kinds are Docker's: 0 modified, 1 added, 2 deleted. Paths start with ``/``.
+The upper directory (and a copy snapshot's tree) belong to a container that may be
+running and renaming things while we read: only the directories given here are opened
+by path; everything below them goes through :mod:`dockyard.fsroot` (each entry pinned by
+an ``O_PATH|O_NOFOLLOW`` fd relative to its parent's fd, contents read from that inode,
+nothing followed), and an entry that vanishes meanwhile is skipped.
+
+Kinds are Docker's: 0 modified, 1 added, 2 deleted. Paths start with ``/`` and are
+``str`` with undecodable bytes as surrogate escapes (``os.fsencode`` gives the exact
+name); :func:`display` turns them into what the API shows.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import stat
-import tarfile
-from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable, Iterator
+
+from dockyard.fsroot.nodes import Node, listdir, lookup, open_node, open_root, walk
+from dockyard.fsroot.tar import TarWriter
 
 MODIFY, ADD, DELETE = 0, 1, 2
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+def _go_replace(e: UnicodeDecodeError) -> tuple[str, int]:
+    """Go's encoding/json: one U+FFFD per byte that is not part of valid UTF-8."""
+    return "\ufffd" * (e.end - e.start), e.end
 
 
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
+codecs.register_error("dockyard.goreplace", _go_replace)
+
+
+def display(changes: list[dict]) -> list[dict]:
+    """The change list as ``docker diff`` shows it: names that are not UTF-8 with U+FFFD
+    for the invalid bytes (what dockerd's JSON does)."""
+    return [{**c, "Path": os.fsencode(c["Path"]).decode("utf-8", "dockyard.goreplace")}
+            for c in changes]
+
+
+def _is_opaque(node: Node) -> bool:
+    return node.is_dir() and node.getxattr(OPAQUE_XATTR) == b"y"
+
+
+class _Lowers:
+    """A snapshot's lower directories, nearest first, each held by a directory fd."""
+
+    def __init__(self, lowers: list) -> None:
+        self.fds: list[int] = []
+        try:
+            for p in lowers:
+                self.fds.append(open_root(p))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def __enter__(self) -> "_Lowers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def exists(self, parts: list[str]) -> bool:
+        """Whether ``parts`` is visible in the merged lowers."""
+        for fd in self.fds:
+            seen = _visible_in(fd, parts)
+            if seen is not None:
+                return seen
         return False
 
-
-def _lexists_in(lowers: list[Path], rel: str) -> bool:
-    """Whether ``rel`` is visible in the merged lowers (nearest first)."""
-    parts = rel.strip("/").split("/")
-    for lower in lowers:
-        # a whiteout or opaque dir in a nearer lower hides farther ones
-        p = str(lower)
-        hidden = False
-        for i, comp in enumerate(parts):
-            p = os.path.join(p, comp)
+    def children(self, parts: list[str]) -> Iterator[str]:
+        """Names the lowers hold in directory ``parts`` (symlinks are not entered)."""
+        for fd in self.fds:
+            node = lookup(fd, parts)
+            if node is None:
+                continue
+            with node:
+                if not node.is_dir():
+                    continue
+                dfd = node.open_dir()
             try:
-                st = os.lstat(p)
-            except FileNotFoundError:
-                break
-            if _is_whiteout(st):
-                hidden = True
-                break
-            if i == len(parts) - 1:
-                return True
-            if not stat.S_ISDIR(st.st_mode):
-                break
-            if _is_opaque(p):
-                # children below are only what this lower holds
-                rest = os.path.join(p, *parts[i + 1:])
-                return os.path.lexists(rest) and not _is_whiteout(os.lstat(rest))
-        if hidden:
-            return False
-    return False
+                for name in listdir(dfd):
+                    child = open_node(dfd, name)
+                    if child is not None:
+                        with child:
+                            if not child.is_whiteout():
+                                yield name
+            finally:
+                os.close(dfd)
+
+
+def _visible_in(lower_fd: int, parts: list[str]) -> bool | None:
+    """True: ``parts`` exists in this lower; False: a whiteout here hides it (and what
+    farther lowers have); None: not here, ask the next lower."""
+    cur = lower_fd
+    try:
+        for i, comp in enumerate(parts):
+            node = open_node(cur, comp)
+            if node is None:
+                return None
+            with node:
+                if node.is_whiteout():
+                    return False
+                if i == len(parts) - 1:
+                    return True
+                if not node.is_dir():
+                    return None
+                nxt = node.open_dir()
+                if _is_opaque(node):   # below it, only what this lower holds
+                    try:
+                        rest = lookup(nxt, parts[i + 1:])
+                    finally:
+                        os.close(nxt)
+                    if rest is None:
+                        return False
+                    with rest:
+                        return not rest.is_whiteout()
+            if cur != lower_fd:
+                os.close(cur)
+            cur = nxt
+        return True
+    finally:
+        if cur != lower_fd:
+            os.close(cur)
 
 
 def changes(upper: str | os.PathLike, lowers: list) -> list[dict]:
-    lowers = [Path(x) for x in lowers]
     out: list[dict] = []
-
-    def walk(dirpath: str, rel: str) -> None:
-        for name in sorted(os.listdir(dirpath)):
-            p = os.path.join(dirpath, name)
-            r = f"{rel}/{name}"
-            st = os.lstat(p)
-            if _is_whiteout(st):
-                if _lexists_in(lowers, r):
-                    out.append({"Path": r, "Kind": DELETE})
-                continue
-            existed = _lexists_in(lowers, r)
-            out.append({"Path": r, "Kind": MODIFY if existed else ADD})
-            if stat.S_ISDIR(st.st_mode):
-                if existed and _is_opaque(p):
-                    mine = set(os.listdir(p))
-                    for lower in lowers:
-                        lp = os.path.join(lower, r.lstrip("/"))
-                        if os.path.isdir(lp) and not os.path.islink(lp):
-                            for child in os.listdir(lp):
-                                if child not in mine:
-                                    out.append({"Path": f"{r}/{child}", "Kind": DELETE})
-                                    mine.add(child)
-                walk(p, r)
-
-    walk(str(upper), "")
+    ufd = open_root(upper)
+    try:
+        with _Lowers(lowers) as lw:
+            for path, node in walk(ufd):
+                r = "/" + path
+                parts = path.split("/")
+                if node.is_whiteout():
+                    if lw.exists(parts):
+                        out.append({"Path": r, "Kind": DELETE})
+                    continue
+                existed = lw.exists(parts)
+                out.append({"Path": r, "Kind": MODIFY if existed else ADD})
+                if existed and _is_opaque(node):
+                    dfd = node.open_dir()
+                    try:
+                        mine = set(listdir(dfd))
+                    finally:
+                        os.close(dfd)
+                    for child in lw.children(parts):
+                        if child not in mine:
+                            out.append({"Path": f"{r}/{child}", "Kind": DELETE})
+                            mine.add(child)
+    finally:
+        os.close(ufd)
     out.sort(key=lambda c: c["Path"])
     return out
 
@@ -109,37 +184,104 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
             and (stat.S_ISDIR(a.st_mode) or a.st_size == b.st_size))
 
 
+def _readlink(node: Node) -> str | None:
+    try:
+        return node.readlink()
+    except OSError:
+        return None
+
+
+def _naive(new: str | os.PathLike, old: str | os.PathLike | None,
+           emit: Callable[[str, int, os.stat_result | None], None]) -> None:
+    """Compare two full trees, depth first (one pair of fds per level); ``emit(path,
+    kind, stat of the new entry or None)`` for every change."""
+    nroot = open_root(new)
+    oroot = open_root(old) if old else None
+    stack: list[tuple[int, int | None, str, Iterator[str], set[str], set[str]]] = []
+
+    def push(nd: int, od: int | None, rel: str) -> None:
+        names = set(listdir(nd))
+        onames = set(listdir(od)) if od is not None else set()
+        stack.append((nd, od, rel, iter(sorted(names | onames)), names, onames))
+
+    try:
+        push(nroot, oroot, "")
+        while stack:
+            nd, od, rel, it, names, onames = stack[-1]
+            name = next(it, None)
+            if name is None:
+                stack.pop()
+                for fd in (nd, od):
+                    if fd is not None and fd not in (nroot, oroot):
+                        os.close(fd)
+                continue
+            r = f"{rel}/{name}"
+            node = open_node(nd, name) if name in names else None
+            if node is None:   # only in the old tree, or removed meanwhile
+                if name in onames:
+                    emit(r, DELETE, None)
+                continue
+            with node:
+                onode = open_node(od, name) if name in onames else None
+                try:
+                    st = node.st
+                    if onode is None:
+                        emit(r, ADD, st)
+                    else:
+                        ost = onode.st
+                        if stat.S_ISDIR(st.st_mode) and stat.S_ISDIR(ost.st_mode):
+                            if not _same(st, ost):
+                                emit(r, MODIFY, st)
+                        elif not _same(st, ost) or (node.is_link() and
+                                                    _readlink(node) != _readlink(onode)):
+                            emit(r, MODIFY, st)
+                    if not node.is_dir():
+                        continue
+                    sub = node.open_dir()
+                    try:
+                        osub = onode.open_dir() if onode is not None and onode.is_dir() \
+                            else None
+                    except BaseException:
+                        os.close(sub)
+                        raise
+                finally:
+                    if onode is not None:
+                        onode.close()
+            try:
+                push(sub, osub, r)
+            except BaseException:
+                os.close(sub)
+                if osub is not None:
+                    os.close(osub)
+                raise
+    finally:
+        for nd, od, *_ in stack:
+            for fd in (nd, od):
+                if fd is not None and fd not in (nroot, oroot):
+                    os.close(fd)
+        os.close(nroot)
+        if oroot is not None:
+            os.close(oroot)
+
+
 def naive_changes(new: str | os.PathLike, old: str | os.PathLike | None) -> list[dict]:
     out: list[dict] = []
-
-    def walk(rel: str) -> None:
-        npath = os.path.join(new, rel.lstrip("/"))
-        opath = os.path.join(old, rel.lstrip("/")) if old else None
-        names = set(os.listdir(npath))
-        onames = set(os.listdir(opath)) if opath and os.path.isdir(opath) \
-            and not os.path.islink(opath) else set()
-        for name in sorted(names | onames):
-            r = f"{rel}/{name}"
-            if name not in names:
-                out.append({"Path": r, "Kind": DELETE})
-                continue
-            st = os.lstat(os.path.join(npath, name))
-            if name not in onames:
-                out.append({"Path": r, "Kind": ADD})
-            else:
-                ost = os.lstat(os.path.join(opath, name))
-                if stat.S_ISDIR(st.st_mode) and stat.S_ISDIR(ost.st_mode):
-                    if not _same(st, ost):
-                        out.append({"Path": r, "Kind": MODIFY})
-                elif not _same(st, ost) or (stat.S_ISLNK(st.st_mode) and os.readlink(
-                        os.path.join(npath, name)) != os.readlink(os.path.join(opath, name))):
-                    out.append({"Path": r, "Kind": MODIFY})
-            if stat.S_ISDIR(st.st_mode):
-                walk(r)
-
-    walk("")
+    _naive(new, old, lambda path, kind, st: out.append({"Path": path, "Kind": kind}))
     out.sort(key=lambda c: c["Path"])
     return out
+
+
+def naive_size(new: str | os.PathLike, old: str | os.PathLike | None) -> int:
+    """Bytes of what changed in ``new`` against ``old`` (directories not counted)."""
+    total = 0
+
+    def emit(path: str, kind: int, st: os.stat_result | None) -> None:
+        nonlocal total
+        if st is not None and kind != DELETE and not stat.S_ISDIR(st.st_mode):
+            total += st.st_size
+
+    _naive(new, old, emit)
+    return total
 
 
 class _HashingWriter:
@@ -155,123 +297,51 @@ class _HashingWriter:
         return len(b)
 
 
-def _tarinfo(name: str, st: os.stat_result, path: str) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.mode = stat.S_IMODE(st.st_mode)
-    ti.uid, ti.gid = st.st_uid, st.st_gid
-    ti.uname = ti.gname = ""
-    ti.mtime = st.st_mtime
-    try:
-        for x in os.listxattr(path, follow_symlinks=False):
-            if x.startswith("trusted.overlay."):
-                continue
-            v = os.getxattr(path, x, follow_symlinks=False)
-            ti.pax_headers["SCHILY.xattr." + x] = v.decode("utf-8", "surrogateescape")
-    except OSError:
-        pass
-    return ti
+def _keep_xattr(name: str) -> bool:
+    return not name.startswith("trusted.overlay.")
+
+
+def _whiteout_name(path: str) -> str:
+    d, _, base = path.rpartition("/")
+    return f"{d + '/' if d else ''}.wh.{base}"
 
 
 def write_layer(upper: str | os.PathLike, out: BinaryIO, whiteouts: bool = True) -> tuple[str, int]:
     """Write a layer tar of ``upper`` to ``out``; return (diffID, tar size)."""
     hw = _HashingWriter(out)
-    tf = tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT)
-    links: dict[tuple[int, int], str] = {}
-
-    def walk(dirpath: str, rel: str) -> None:
-        for name in sorted(os.listdir(dirpath)):
-            p = os.path.join(dirpath, name)
-            r = f"{rel}{name}"
-            st = os.lstat(p)
-            if _is_whiteout(st) and whiteouts:
-                ti = tarfile.TarInfo(f"{rel}.wh.{name}")
-                ti.mode = 0o644
-                ti.mtime = st.st_mtime
-                tf.addfile(ti)
-                continue
-            ti = _tarinfo(r, st, p)
-            if stat.S_ISDIR(st.st_mode):
-                ti.type = tarfile.DIRTYPE
-                ti.name = r + "/"
-                tf.addfile(ti)
-                if whiteouts and _is_opaque(p):
-                    o = tarfile.TarInfo(f"{r}/.wh..wh..opq")
-                    o.mode = 0o644
-                    o.mtime = st.st_mtime
-                    tf.addfile(o)
-                walk(p, r + "/")
-                continue
-            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                if key in links:
-                    ti.type = tarfile.LNKTYPE
-                    ti.linkname = links[key]
-                    tf.addfile(ti)
+    ufd = open_root(upper)
+    try:
+        with TarWriter(hw, keep_xattr=_keep_xattr) as tw:
+            for path, node in walk(ufd):
+                if whiteouts and node.is_whiteout():
+                    tw.add_marker(_whiteout_name(path), node.st.st_mtime)
                     continue
-                links[key] = r
-            if stat.S_ISREG(st.st_mode):
-                ti.size = st.st_size
-                with open(p, "rb") as f:
-                    tf.addfile(ti, f)
-            elif stat.S_ISLNK(st.st_mode):
-                ti.type = tarfile.SYMTYPE
-                ti.linkname = os.readlink(p)
-                tf.addfile(ti)
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-                ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-                tf.addfile(ti)
-            elif stat.S_ISFIFO(st.st_mode):
-                ti.type = tarfile.FIFOTYPE
-                tf.addfile(ti)
-            # sockets are skipped, as Docker does
-
-    walk(str(upper), "")
-    tf.close()
+                tw.add(path, node)
+                if whiteouts and _is_opaque(node):
+                    tw.add_marker(f"{path}/.wh..wh..opq", node.st.st_mtime)
+    finally:
+        os.close(ufd)
     return "sha256:" + hw.hash.hexdigest(), hw.count
 
 
 def write_changes(root: str | os.PathLike, change_list: list[dict], out: BinaryIO) -> tuple[str, int]:
     """A layer tar holding the paths of ``change_list`` taken from the full tree ``root``
-    (deletions as ``.wh.`` entries); for snapshotters without an upper directory."""
+    (deletions as ``.wh.`` entries); for snapshotters without an upper directory. A path
+    that is gone, or reached through anything but real directories now, is left out."""
     hw = _HashingWriter(out)
-    tf = tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT)
-    links: dict[tuple[int, int], str] = {}
-    for c in sorted(change_list, key=lambda c: c["Path"]):
-        rel = c["Path"].lstrip("/")
-        if c["Kind"] == DELETE:
-            d, _, base = rel.rpartition("/")
-            ti = tarfile.TarInfo(f"{d + '/' if d else ''}.wh.{base}")
-            ti.mode = 0o644
-            tf.addfile(ti)
-            continue
-        p = os.path.join(root, rel)
-        st = os.lstat(p)
-        ti = _tarinfo(rel, st, p)
-        if stat.S_ISDIR(st.st_mode):
-            ti.type = tarfile.DIRTYPE
-            ti.name = rel + "/"
-            tf.addfile(ti)
-        elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in links:
-            ti.type = tarfile.LNKTYPE
-            ti.linkname = links[(st.st_dev, st.st_ino)]
-            tf.addfile(ti)
-        elif stat.S_ISREG(st.st_mode):
-            if st.st_nlink > 1:
-                links[(st.st_dev, st.st_ino)] = rel
-            ti.size = st.st_size
-            with open(p, "rb") as f:
-                tf.addfile(ti, f)
-        elif stat.S_ISLNK(st.st_mode):
-            ti.type = tarfile.SYMTYPE
-            ti.linkname = os.readlink(p)
-            tf.addfile(ti)
-        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            tf.addfile(ti)
-        elif stat.S_ISFIFO(st.st_mode):
-            ti.type = tarfile.FIFOTYPE
-            tf.addfile(ti)
-    tf.close()
+    rfd = open_root(root)
+    try:
+        with TarWriter(hw, keep_xattr=_keep_xattr) as tw:
+            for c in sorted(change_list, key=lambda c: c["Path"]):
+                rel = c["Path"].lstrip("/")
+                if c["Kind"] == DELETE:
+                    tw.add_marker(_whiteout_name(rel))
+                    continue
+                node = lookup(rfd, rel.split("/"))
+                if node is None:
+                    continue
+                with node:
+                    tw.add(rel, node)
+    finally:
+        os.close(rfd)
     return "sha256:" + hw.hash.hexdigest(), hw.count

@@ -1098,16 +1098,8 @@ class ImageService:
             return int(self.snapshotter.usage(key)["size"])
         # a full copy: count only what changed against the image
         from dockyard.images import diff
-        root = self.snapshotter.layer_dir(key)
-        size = 0
-        for c in diff.naive_changes(root, (self.snapshotter.lower_dirs(key) or [None])[0]):
-            if c["Kind"] != 2:
-                p = os.path.join(root, c["Path"].lstrip("/"))
-                with contextlib.suppress(OSError):
-                    st = os.lstat(p)
-                    if not os.path.isdir(p) or os.path.islink(p):
-                        size += st.st_size
-        return size
+        return diff.naive_size(self.snapshotter.layer_dir(key),
+                               (self.snapshotter.lower_dirs(key) or [None])[0])
 
     def remove_rootfs(self, key: str) -> None:
         with self._lock:
@@ -1128,9 +1120,16 @@ class ImageService:
         return load_images(self, stream, quiet)
 
     def changes(self, key: str) -> list[dict]:
-        """``docker diff`` of a container's snapshot: [{"Path", "Kind"}]."""
+        """``docker diff`` of a container's snapshot: [{"Path", "Kind"}] (names that are
+        not UTF-8 shown with U+FFFD, as dockerd)."""
         from dockyard.images import diff
-        info = self.snapshotter.stat(key)
+        return diff.display(self._raw_changes(key))
+
+    def _raw_changes(self, key: str) -> list[dict]:
+        """The changes of snapshot ``key``, paths with their exact bytes (surrogate
+        escapes)."""
+        from dockyard.images import diff
+        self.snapshotter.stat(key)   # NotFound for an unknown snapshot
         if self.snapshotter.whiteout_mode == "overlay":
             return diff.changes(self.snapshotter.layer_dir(key), self.snapshotter.lower_dirs(key))
         lower = self.snapshotter.lower_dirs(key)
@@ -1141,7 +1140,7 @@ class ImageService:
         from dockyard.images import diff
         if self.snapshotter.whiteout_mode == "overlay":
             return diff.write_layer(self.snapshotter.layer_dir(key), out)
-        return diff.write_changes(self.snapshotter.layer_dir(key), self.changes(key), out)
+        return diff.write_changes(self.snapshotter.layer_dir(key), self._raw_changes(key), out)
 
     def commit_rootfs(self, key: str, base_image: str | None = None, config: dict | None = None,
                       changes: list[str] | tuple[str, ...] = (), comment: str = "",
