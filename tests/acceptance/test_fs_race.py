@@ -293,3 +293,25 @@ def test_export_while_container_churns(daemon):
         _ping(daemon)
     finally:
         daemon.docker("rm", "-f", name, check=False)
+
+
+def test_start_checks_the_command_inside_the_root(daemon, tmp_path):
+    """The start-time check of an absolute command (a directory, not executable) looks
+    inside the container: a symlink in the image to a host directory tells nothing of
+    the host (the old lstat by host path answered "is a directory" for it)."""
+    hostdir = tmp_path / "hostdir"
+    (hostdir / "sub").mkdir(parents=True)
+    os.chmod(tmp_path, 0o755)
+    img = "cmdcheck-" + uuid.uuid4().hex[:8]
+    name = uniq()
+    daemon.docker("run", "--name", name, "busybox", "ln", "-s", str(hostdir), "/x")
+    try:
+        daemon.docker("commit", name, img)
+        r = daemon.docker("run", "--rm", img, "/x/sub", check=False)
+        assert r.returncode == 127, r.stderr
+        assert "is a directory" not in r.stderr
+        r = daemon.docker("run", "--rm", img, "/bin", check=False)   # the check still works
+        assert r.returncode == 126 and "is a directory" in r.stderr
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
+        daemon.docker("rmi", "-f", img, check=False)

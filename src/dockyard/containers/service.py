@@ -1400,9 +1400,20 @@ def _check_command(rootfs: str, path: str) -> None:
     file nobody may execute (our runtime would only fail after start, with exit 1)."""
     if not path.startswith("/"):
         return
-    try:
-        st_ = os.lstat(os.path.join(rootfs, path.lstrip("/")))
+    from dockyard.fsroot.nodes import open_root
+    from dockyard.fsroot.resolve import resolve
+
+    try:   # in the container's root: an intermediate symlink leads nowhere on the host
+        fd = open_root(rootfs)
+        try:
+            res = resolve(fd, path, follow_last=False)
+        finally:
+            os.close(fd)
+        res.close()
+        st_ = res.st
     except OSError:
+        return
+    if st_ is None:
         return  # missing, or behind a symlink: the runtime resolves and reports it
     import stat as stat_mod
 
