@@ -7,7 +7,8 @@ Every path is a path *inside the container*: it is resolved component by compone
 directory fd of the container's root filesystem, symlinks being followed as if the caller
 were chrooted there (absolute links and ``..`` never leave the root), and files are only
 ever opened relative to directory fds with ``O_NOFOLLOW``, so neither a hostile path nor a
-symlink swapped in by the running container can reach the host.
+symlink swapped in by the running container can reach the host. The resolver, the walk and
+the tar writer are :mod:`dockyard.fsroot`'s, shared with export, diff and commit.
 
 The root is the container's rootfs mount (``<data-root>/containers/<id>/rootfs``): mounted
 while the container runs; for a stopped container it is mounted for the operation (as
