@@ -6,10 +6,11 @@ services' public methods, and reports as dockerd's legacy builder does.
 * RUN: a container on the previous image (entrypoint cleared, the step's Env, User,
   WorkingDir, network mode), its output streamed as it is logged, then committed
   (``commit_rootfs``) — or, if it changed nothing, an empty layer as dockerd does;
-* COPY/ADD/WORKDIR: a created (never started) container whose rootfs gets a tar built from
-  the context index (or read from another stage's image with ``ArchiveService.get``),
-  written through ``ArchiveService.put`` (in-root, fd-based, no symlink followed out of the
-  root), then committed.
+* COPY/ADD/WORKDIR: no container: a snapshot on the previous image is mounted once under
+  the builder's tmp directory and the files are written straight into it (``copier``:
+  fd-based, nothing followed out of the root; a ``--from`` image is mounted read-only
+  beside it); the snapshot then becomes the layer as it is (``ImageService.commit_layer``:
+  its tar written from one walk, never unpacked again).
 
 Every step's image is recorded in the cache under its key; a step whose key is cached is
 not run. Stages of one dependency level run concurrently; their output is shown stage by
@@ -20,11 +21,8 @@ container stays unless ``forcerm`` (dockerd's rule).
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import posixpath
-import tarfile
-import tempfile
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -93,8 +91,6 @@ class Executor:
         self.containers = containers
         self.cache = cache
         self.tmp_dir = tmp_dir
-        from dockyard.containers.archive import ArchiveService
-        self.archive = ArchiveService(containers)
 
     async def run(self, plan: Plan, ctx: bctx.Context | None, opts: Options, emit: Emit) -> str:
         """Build; return the final image ID."""
@@ -133,9 +129,10 @@ class Executor:
                 else:
                     say(f"Step {step.number}/{total} : {step.text}\n")
                 if step.kind == "from":
-                    image = step.base if step.base else results[step.base_stage]
                     if step.base is None and step.base_stage is None:
                         image = ""     # scratch
+                    else:
+                        image = step.base if step.base else results[step.base_stage]
                     if image:
                         say(f" ---> {short_id(image)}\n")
                     continue
@@ -169,8 +166,6 @@ class Executor:
         return await self._copy(step, parent, config, results, ctx, opts, say)
 
     async def _container(self, parent: str, body: dict) -> str:
-        if not parent:
-            raise StepFailed("COPY onto scratch is not supported yet")
         c = await self.containers.create(None, {"Image": parent, **body})
         return c["Id"]
 
@@ -219,184 +214,92 @@ class Executor:
 
     async def _copy(self, step: Step, parent: str, config: dict, results, ctx, opts: Options,
                     say) -> str:
+        """COPY/ADD/WORKDIR: written straight into a new snapshot of the parent image
+        (mounted once, no container), which then becomes the layer as it is."""
+        from dockyard.builder import copier
         spec = step.copy
-        user = ""
-        if spec.chown:
-            user = spec.chown if ":" in spec.chown else f"{spec.chown}:{spec.chown}"
-        nop = list(config.get("Shell") or ["/bin/sh", "-c"]) + ["#(nop) ", step.text]
-        cid = await self._container(parent, {"Cmd": nop, "Entrypoint": [], "User": user,
-                                             "Labels": {}})
-        try:
-            spool = tempfile.TemporaryFile(dir=self.tmp_dir)
-            try:
-                if spec.workdir_only:
-                    wd = config.get("WorkingDir") or "/"
-                    if await self._exists(cid, wd):
-                        await self._remove(cid)
-                        return await asyncio.to_thread(
-                            self.images.derive_image, parent, config, (), step.created_by, "",
-                            step.author)
-                    await asyncio.to_thread(_dir_tar, spool, wd)
+        src_image = None
+        if spec.from_stage is not None or spec.from_image:
+            src_image = (results[spec.from_stage] if spec.from_stage is not None
+                         else spec.from_image)
+        async with _Mounted(self, parent or None) as dst:
+            if spec.workdir_only:
+                changed = await _blocking(copier.workdir, dst.path,
+                                          config.get("WorkingDir") or "/")
+            else:
+                changed = True
+                if src_image is not None:
+                    async with _Mounted(self, src_image, view=True) as src:
+                        await _blocking(copier.copy, dst.path, spec, ctx, src.path)
                 else:
-                    sources = None
-                    if spec.from_stage is not None or spec.from_image:
-                        src_image = (results[spec.from_stage] if spec.from_stage is not None
-                                     else spec.from_image)
-                        sources = await self._read_image(src_image, spec)
-                    single = (len(spec.items) + len(spec.heredocs) == 1
-                              and not (spec.items and spec.items[0].contents))
-                    dest_is_dir = spec.dest_dir or (single and await self._is_dir(cid, spec.dest))
-                    # a directory's contents go into dest: made if missing, an existing one
-                    # keeps its owner and mode (the tar then has no entry for it)
-                    existing = {d for d in {it.dest for it in spec.items}
-                                if await self._is_dir(cid, d)}
-                    try:
-                        await asyncio.to_thread(_copy_tar, spool, spec, ctx, sources,
-                                                dest_is_dir, existing)
-                    finally:
-                        for s in (sources or {}).values():
-                            s.close()
-                spool.seek(0)
-                await self.archive.put(cid, "/", spool, copy_uid_gid=bool(user))
-            finally:
-                spool.close()
-            image = await self._commit(cid, parent, config, step)
+                    await _blocking(copier.copy, dst.path, spec, ctx, None)
+            await dst.unmount()
+            if not changed:
+                return await asyncio.to_thread(
+                    self.images.derive_image, parent or None, config, (), step.created_by, "",
+                    step.author)
+            return await _blocking(self.images.commit_layer, dst.key, parent or None, config,
+                                   step.created_by, step.author)
+
+
+async def _blocking(fn, *args):
+    """``fn(*args)`` in a thread; a cancelled caller still waits for the thread to end (so
+    what it writes into is not unmounted or removed under it)."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        try:
+            await fut
+        except BaseException:  # noqa: BLE001 - the cancellation is what is raised
+            pass
+        raise
+
+
+class _Mounted:
+    """A builder snapshot of ``image`` (writable, or a read-only view) mounted under the
+    builder's tmp directory; unmounted and removed at exit unless committed meanwhile."""
+
+    def __init__(self, ex: "Executor", image: str | None, view: bool = False) -> None:
+        import uuid
+        self.ex, self.image, self.view = ex, image, view
+        self.key = ex.images.BUILD_PREFIX + uuid.uuid4().hex
+        self.path = os.path.join(ex.tmp_dir, "mnt-" + self.key[-32:])
+        self.mounted = False
+
+    def _setup(self) -> None:
+        from dockyard.snapshots import mount
+        mounts = self.ex.images.prepare_layer(self.image, self.key, view=self.view)
+        os.mkdir(self.path, 0o700)
+        mount.mount_all(mounts, self.path)
+        self.mounted = True
+
+    def _unmount(self) -> None:
+        from dockyard.snapshots import mount
+        if self.mounted:
+            mount.unmount(self.path)
+            self.mounted = False
+        try:
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            pass
+
+    async def unmount(self) -> None:
+        await _blocking(self._unmount)
+
+    def _teardown(self) -> None:
+        try:
+            self._unmount()
         finally:
-            await asyncio.shield(self._remove(cid))
-        return image
+            self.ex.images.remove_rootfs(self.key)   # a no-op once committed
 
-    async def _stat(self, cid: str, path: str) -> dict | None:
+    async def __aenter__(self) -> "_Mounted":
         try:
-            return await self.archive.stat(cid, path)
-        except errors.NotFound:
-            return None
-
-    async def _exists(self, cid: str, path: str) -> bool:
-        return await self._stat(cid, path + "/") is not None if path != "/" else True
-
-    async def _is_dir(self, cid: str, path: str) -> bool:
-        st = await self._stat(cid, path.rstrip("/") + "/.") if path != "/" else {"mode": 1 << 31}
-        if st is None:
-            return False
-        return bool(st["mode"] & (1 << 31))
-
-    async def _read_image(self, image: str, spec) -> dict:
-        """Each --from source as a spooled tar (ArchiveService.get: read in-root)."""
-        cid = await self._container(image, {"Cmd": ["#(nop)"], "Entrypoint": [], "Labels": {}})
-        out: dict = {}
-        try:
-            for it in spec.items:
-                if any(ch in it.source for ch in "*?["):
-                    raise StepFailed("COPY --from with wildcards is not supported yet")
-                f = tempfile.TemporaryFile(dir=self.tmp_dir)
-                out[it.source] = f
-                try:
-                    await self.archive.get(cid, it.source, lambda st: None, f)
-                except errors.NotFound:
-                    raise StepFailed(f"COPY failed: stat {it.source}: file does not exist") \
-                        from None
-                f.seek(0)
+            await _blocking(self._setup)
         except BaseException:
-            for f in out.values():
-                f.close()
+            await asyncio.shield(_blocking(self._teardown))
             raise
-        finally:
-            await asyncio.shield(self._remove(cid))
-        return out
+        return self
 
-
-# -- tar building (threads) ---------------------------------------------------------------------
-
-def _dir_tar(out, path: str) -> None:
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        ti = tarfile.TarInfo(path.strip("/") + "/")
-        ti.type = tarfile.DIRTYPE
-        ti.mode = 0o755
-        tf.addfile(ti)
-
-
-def _copy_tar(out, spec, ctx: bctx.Context | None, sources: dict | None,
-              dest_is_dir: bool, existing: set[str]) -> None:
-    """The tar that ArchiveService.put extracts at "/" for one COPY."""
-    chmod = spec.chmod
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        def add(name: str, kind: str, mode: int, size: int = 0, fileobj=None,
-                link: str = "", mtime: float = 0) -> None:
-            ti = tarfile.TarInfo(name.lstrip("/") or ".")
-            ti.uid = ti.gid = 0
-            ti.mtime = mtime
-            if kind == "dir":
-                ti.type = tarfile.DIRTYPE
-                ti.mode = chmod if chmod is not None else mode
-            elif kind == "symlink":
-                ti.type = tarfile.SYMTYPE
-                ti.linkname = link
-                ti.mode = 0o777
-            else:
-                ti.size = size
-                ti.mode = chmod if chmod is not None else mode
-            tf.addfile(ti, fileobj)
-
-        for name, content in spec.heredocs:
-            data = content.encode()
-            target = posixpath.join(spec.dest, name) if dest_is_dir else spec.dest
-            add(target, "file", 0o644, len(data), io.BytesIO(data))
-        if sources is not None:
-            for it in spec.items:
-                _retar(tf, sources[it.source], it, dest_is_dir, chmod, it.dest in existing)
-            return
-        if ctx is None:
-            return
-        for it in spec.items:
-            e = ctx.entries.get(it.source)
-            if e is None:
-                raise StepFailed(f"COPY failed: {it.source} disappeared from the context")
-            if it.contents:
-                if it.dest not in existing:
-                    add(it.dest, "dir", 0o755)
-                for sub in ctx.below(e.path):
-                    rel = sub.path[len(e.path):].lstrip("/") if e.path else sub.path
-                    _add_entry(add, ctx, sub, posixpath.join(it.dest, rel))
-            else:
-                target = posixpath.join(it.dest, it.name) if dest_is_dir else it.dest
-                _add_entry(add, ctx, e, target)
-
-
-def _add_entry(add, ctx: bctx.Context, e: bctx.Entry, target: str) -> None:
-    if e.kind == "dir":
-        add(target, "dir", e.mode, mtime=e.mtime)
-    elif e.kind == "symlink":
-        add(target, "symlink", 0o777, link=e.digest, mtime=e.mtime)
-    else:
-        with ctx.open(e) as f:
-            add(target, "file", e.mode, e.size, f, mtime=e.mtime)
-
-
-def _retar(tf: tarfile.TarFile, src, it, dest_is_dir: bool, chmod: int | None,
-           dest_exists: bool) -> None:
-    """Re-root a tar read from a stage (its top entry is the source's base name)."""
-    with tarfile.open(fileobj=src, mode="r|") as st:
-        top = None
-        for m in st:
-            parts = [p for p in m.name.split("/") if p not in ("", ".")]
-            if top is None:
-                top = m
-                is_dir = m.isdir()
-            if is_dir:
-                rel = parts[1:] if parts and m.name not in (".", "./") else parts
-                if m.name in (".", "./"):
-                    rel = []
-                if not rel and dest_exists:
-                    continue    # an existing destination keeps its owner and mode
-                name = posixpath.join(it.dest, *rel) if rel else it.dest
-            else:
-                name = posixpath.join(it.dest, it.name) if dest_is_dir else it.dest
-            m2 = tarfile.TarInfo(name.lstrip("/") or ".")
-            m2.type, m2.linkname, m2.size, m2.mtime = m.type, m.linkname, m.size, m.mtime
-            m2.mode = chmod if (chmod is not None and not m.issym()) else m.mode
-            m2.uid = m2.gid = 0
-            if m.islnk():
-                # hardlinks name the source's path: point them at the copy
-                lparts = [p for p in m.linkname.split("/") if p not in ("", ".")]
-                m2.linkname = posixpath.join(it.dest, *lparts[1:]).lstrip("/")
-            tf.addfile(m2, st.extractfile(m) if m.isreg() else None)
+    async def __aexit__(self, *exc) -> None:
+        await asyncio.shield(_blocking(self._teardown))

@@ -1205,6 +1205,63 @@ class ImageService:
             self._emit("tag", image_id, {"name": ref.familiar()})
         return image_id
 
+    # -- builder layers ---------------------------------------------------------------
+    #: snapshot keys of builder steps: interrupted ones are removed by :meth:`recover`
+    BUILD_PREFIX = EXTRACT_PREFIX + "build-"
+
+    def _top_chain(self, image: str | None) -> tuple[str, str | None]:
+        if not image:
+            return "", None
+        iid = self.resolve(image)
+        return iid, self._row(iid)["top_chain"]
+
+    def prepare_layer(self, base_image: str | None, key: str, view: bool = False) -> list[dict]:
+        """A snapshot right on ``base_image``'s layers (None: on nothing, ``FROM scratch``),
+        with no init layer: writable for a builder step to write its files into, or with
+        ``view`` a read-only view of the image (a ``COPY --from`` source). Its mounts; the
+        key should start with :attr:`BUILD_PREFIX`; removed by :meth:`remove_rootfs`."""
+        iid, parent = self._top_chain(base_image)
+        labels = {"dockyard.image": iid} if iid else {}
+        with self._lock:
+            if view:
+                return self.snapshotter.view(key, parent, labels=labels)
+            return self.snapshotter.prepare(key, parent, labels=labels)
+
+    def commit_layer(self, key: str, base_image: str | None, config: dict | None = None,
+                     created_by: str = "", author: str = "") -> str:
+        """A builder step's snapshot ``key`` (from :meth:`prepare_layer`, unmounted)
+        becomes the top layer of a new image on ``base_image``: its tar goes to the content
+        store from one walk and the snapshot itself is committed as the layer (what the
+        tar holds is what it holds: nothing is unpacked again). Returns the image ID."""
+        base_id, _ = self._top_chain(base_image)
+        base_cfg = json.loads(self.get_config_bytes(base_id)) if base_id else {}
+        leases: list[str] = []
+        w = self.content.writer(f"commit-{uuid.uuid4().hex}")
+        try:
+            try:
+                diff_id, _ = self.layer_tar(key, w)
+                with self._lock:
+                    blob = w.commit()
+                    self._add_lease(blob)
+                    leases.append(blob)
+            except BaseException:
+                w.abort()
+                raise
+            diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or []) + [diff_id]
+            chain = chain_ids(diff_ids)[-1]
+            self._add_lease(chain)
+            leases.append(chain)
+            parent = chain_ids(diff_ids[:-1])[-1] if len(diff_ids) > 1 else None
+            size = int(self.snapshotter.usage(key)["size"])
+            self._commit_layer(key, 0, diff_id, chain, parent, size,
+                               lambda i: (blob, MEDIA_LAYER_TAR))
+            image_id = self._derive(base_id, base_cfg, diff_ids, chain, [blob], config, (),
+                                    "", author, "", None, created_by, None, empty_layer=False)
+        finally:
+            for item in leases:
+                self._drop_lease(item)
+        return image_id
+
     def _derive(self, base_id, base_cfg, diff_ids, top, blobs, config, changes, comment, author,
                 container_id, container_config, created_by, ref, empty_layer: bool) -> str:
         created = rfc3339()
