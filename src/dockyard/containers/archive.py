@@ -299,15 +299,11 @@ def _id_names(root_fd: int, path: str) -> dict[int, str]:
 def _add_resolved(tw, res: Resolved, name: str) -> None:
     """The entry ``res`` names (and all below it) as ``name`` (".": the root's children as
     "./x"), each entry pinned before it is read (fsroot.nodes)."""
-    from dockyard.fsroot.nodes import PATH_FLAGS, Node, open_node
+    from dockyard.fsroot.nodes import open_resolved
 
-    if res.name is None:
-        fd = os.open(".", PATH_FLAGS, dir_fd=res.parent)
-        node = Node(fd, os.fstat(fd))
-    else:
-        node = open_node(res.parent, res.name)
-        if node is None:
-            return   # removed meanwhile (a running container)
+    node = open_resolved(res)
+    if node is None:
+        return   # removed meanwhile (a running container)
     with node:
         tw.add(name, node)
         if not node.is_dir():

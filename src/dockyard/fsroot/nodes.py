@@ -114,6 +114,19 @@ def open_node(dir_fd: int, name: str) -> Node | None:
         raise
 
 
+def open_resolved(res) -> Node | None:
+    """The entry a :class:`~dockyard.fsroot.resolve.Resolved` names (the root itself when
+    its ``name`` is None); None if it is gone."""
+    if res.name is not None:
+        return open_node(res.parent, res.name)
+    fd = os.open(".", PATH_FLAGS, dir_fd=res.parent)
+    try:
+        return Node(fd, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_root(path: str | os.PathLike) -> int:
     """A directory fd for the root of a tree (the trusted part of a path: opened as is)."""
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
