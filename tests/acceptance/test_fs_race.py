@@ -215,6 +215,12 @@ def test_non_utf8_names_round_trip(daemon):
         r = raw(daemon, "cp", f"{name}:/nu", "-")
         assert r.returncode == 0, r.stderr
         assert b"nu/" + raw_name in tar_names(r.stdout)
+        dest = daemon.dir / f"cp-{name}"   # the CLI (Go's archive/tar) extracts it exactly
+        daemon.docker("cp", f"{name}:/nu", str(dest))
+        try:
+            assert os.listdir(os.fsencode(dest)) == [raw_name]
+        finally:
+            subprocess.run(["rm", "-rf", str(dest)])
         # commit, with and without pause: the layer holds the exact bytes
         img = "nonutf8-" + uuid.uuid4().hex[:8]
         for pause in ("true", "false"):
