@@ -190,3 +190,30 @@ def test_naive_changes_do_not_enter_symlinks(tmp_path, host):
     assert got.get("/l") == diff.ADD and not any(p.startswith("/l/") for p in got)
     assert "/d/kept" not in got
     assert diff.naive_size(new, old) == len(str(host))   # the symlink's own size
+
+
+def test_is_mount_root_tells_a_bind_mount_of_the_same_filesystem(tmp_path):
+    """export and cp check that a container's rootfs is still mounted after opening it:
+    a copy snapshotter's rootfs is a bind mount, on the same device as its parent."""
+    from dockyard.fsroot.nodes import is_mount_root
+    from dockyard.snapshots import mount as mnt
+
+    src, target = tmp_path / "src", tmp_path / "c" / "rootfs"
+    src.mkdir()
+    target.mkdir(parents=True)
+
+    def check() -> bool:
+        fd = open_root(target)
+        try:
+            return is_mount_root(fd, target)
+        finally:
+            os.close(fd)
+
+    assert not check()
+    mnt.mount_all([{"type": "bind", "source": str(src), "options": ["rbind", "rw"]}], target)
+    try:
+        assert os.stat(target).st_dev == os.stat(target.parent).st_dev
+        assert check()
+    finally:
+        mnt.unmount_all(target)
+    assert not check()

@@ -152,9 +152,11 @@ class ArchiveService:
     # The container's rootfs, mounted for the duration of ``fn(root_fd, c)``.
     async def _with_root(self, ref: str, fn, *args):
         def run_on(c: dict, root_path: str):
+            from dockyard.fsroot.nodes import is_mount_root
+
             fd = os.open(root_path, _DIR_FLAGS)
             try:
-                if os.fstat(fd).st_dev == os.stat(os.path.dirname(root_path)).st_dev:
+                if not is_mount_root(fd, root_path):
                     return _NOT_MOUNTED   # the container stopped between the check and open
                 return fn(fd, c, *args)
             finally:

@@ -1718,12 +1718,12 @@ def _tar_dir(root: str, out) -> bool:
     meanwhile skipped, overlay whiteouts (0:0 character devices) and sockets left out.
     False, with nothing written, if ``root`` is no longer a mount (the container stopped
     between the caller's check and the open)."""
-    from dockyard.fsroot.nodes import open_root
+    from dockyard.fsroot.nodes import is_mount_root, open_root
     from dockyard.fsroot.tar import TarWriter
 
     fd = open_root(root)
     try:
-        if os.fstat(fd).st_dev == os.stat(os.path.dirname(root)).st_dev:
+        if not is_mount_root(fd, root):
             return False
         with TarWriter(out) as tw:
             tw.add_tree(fd, "", skip=lambda _path, node: node.is_whiteout())

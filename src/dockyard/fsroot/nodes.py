@@ -127,6 +127,27 @@ def open_resolved(res) -> Node | None:
         raise
 
 
+def mount_id(fd: int) -> int:
+    """The id of the mount ``fd`` is on (``mnt_id`` of /proc/self/fdinfo)."""
+    with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+        for line in f:
+            if line.startswith(b"mnt_id:"):
+                return int(line.split()[1])
+    raise OSError(f"no mnt_id for fd {fd}")
+
+
+def is_mount_root(fd: int, path: str | os.PathLike) -> bool:
+    """Whether ``fd`` (opened from ``path``) is the root of a mount, not a directory of
+    its parent's mount (a bind mount of the same filesystem included: device numbers
+    cannot tell those apart)."""
+    parent = os.open(os.path.dirname(os.path.abspath(path)),
+                     os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return mount_id(fd) != mount_id(parent)
+    finally:
+        os.close(parent)
+
+
 def open_root(path: str | os.PathLike) -> int:
     """A directory fd for the root of a tree (the trusted part of a path: opened as is)."""
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
