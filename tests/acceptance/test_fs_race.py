@@ -321,3 +321,21 @@ def test_start_checks_the_command_inside_the_root(daemon, tmp_path):
     finally:
         daemon.docker("rm", "-f", name, check=False)
         daemon.docker("rmi", "-f", img, check=False)
+
+
+def test_size_never_counts_host_files(daemon, swapper, tmp_path):
+    """``SizeRw`` (ps -s, inspect --size) walks the container's upper directory: a
+    directory swapped with a symlink to a host directory (holding a 1 GiB sparse file)
+    must never be entered."""
+    hostdir = tmp_path / "big"
+    hostdir.mkdir()
+    with open(hostdir / "sparse", "wb") as f:
+        f.truncate(1 << 30)
+    os.chmod(tmp_path, 0o755)
+    setup = (f"mkdir -p /race/dir && echo {INNOCENT.decode()} > /race/dir/inner && "
+             f"ln -s {hostdir} /race/link")
+    with racing(daemon, swapper, setup, "/race/dir", "/race/link") as name:
+        sizes = [int(daemon.out("inspect", "--size", "-f", "{{.SizeRw}}", name))
+                 for _ in range(60)]
+    assert max(sizes) < 100 << 20, sizes
+    assert min(sizes) > 0

@@ -46,23 +46,29 @@ def mount(type_: str, source: str, options: list[str]) -> Mount:
 
 
 def dir_usage(path: str | os.PathLike) -> dict:
-    """Docker's directory size: sizes of non-directories, each inode counted once."""
+    """Docker's directory size: sizes of non-directories, each inode counted once. The
+    tree may be a running container's: it is walked by fds (fsroot), never entering a
+    symlink, whatever the container renames meanwhile."""
+    import stat
+
+    from dockyard.fsroot.nodes import open_root, walk
+
     size = 0
-    inodes = 0
+    inodes = 1
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(path):
-        inodes += 1
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            if st.st_nlink > 1:
+    fd = open_root(path)
+    try:
+        for _, node in walk(fd):
+            st = node.st
+            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
                 if (st.st_dev, st.st_ino) in seen:
                     continue
                 seen.add((st.st_dev, st.st_ino))
             inodes += 1
-            size += st.st_size
+            if not stat.S_ISDIR(st.st_mode):
+                size += st.st_size
+    finally:
+        os.close(fd)
     return {"size": size, "inodes": inodes}
 
 
