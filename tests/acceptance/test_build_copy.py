@@ -103,3 +103,29 @@ def test_copy_errors_leave_nothing(daemon, tmp_path):
     assert [p.name for p in tmp.iterdir()] == []
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(tmp) not in mounts
+
+
+def test_copy_written_ahead_lands_as_on_its_parent(daemon, tmp_path):
+    """A context COPY after a RUN is written while the RUN runs, then placed on its
+    result: the same files as writing it on the parent (an existing destination keeps its
+    owner and mode, parents the image's metadata), and a destination the parent turned
+    into a symlink is written again through it (inside the root)."""
+    df = ("FROM busybox\n"
+          "RUN mkdir -m 750 /keep && chown 12:34 /keep && mkdir /real && ln -s /real /link "
+          "&& mkdir -p /deep/er && chown 5:6 /deep && chmod 711 /deep\n"
+          "COPY d/ /keep/\nCOPY d/ /link/\nCOPY d/ /deep/er/new/\nCOPY --chown=9:9 d/ /x/y/\n")
+    ctx = _ctx(tmp_path, df, {"d/f": "f\n", "d/s/g": "g\n"})
+    tag = f"ahead-{uuid.uuid4().hex[:6]}"
+    build(daemon, ctx, "-t", tag)
+    out = daemon.out("run", "--rm", tag, "sh", "-c",
+                     "stat -c '%n %a %u:%g' /keep /keep/f /keep/s/g /real/f /deep /deep/er/new "
+                     "/deep/er/new/s /x /x/y /x/y/f; readlink /link")
+    assert out.splitlines() == [
+        "/keep 750 12:34", "/keep/f 644 0:0", "/keep/s/g 644 0:0", "/real/f 644 0:0",
+        "/deep 711 5:6", "/deep/er/new 755 0:0", "/deep/er/new/s 755 0:0", "/x 755 9:9",
+        "/x/y 755 9:9", "/x/y/f 644 9:9", "/real"]
+    layers = json.loads(daemon.out("image", "inspect", "--format", "{{json .RootFS.Layers}}",
+                                   tag))
+    assert len(set(layers)) == len(layers)
+    tmp = daemon.data / "builder" / "tmp"
+    assert [p.name for p in tmp.iterdir()] == []

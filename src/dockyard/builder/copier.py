@@ -94,6 +94,33 @@ def copy(root: str, spec, ctx: bctx.Context | None, src_root: str | None) -> Non
         os.close(rfd)
 
 
+def can_write_ahead(spec) -> bool:
+    """Whether a COPY can be written before its parent image is known (into an empty
+    tree placed on the parent later): from the context, every source a directory (or a
+    directory destination), no owner names to look up in the image."""
+    if spec.workdir_only or spec.from_stage is not None or spec.from_image or spec.heredocs:
+        return False
+    if not spec.items or not (spec.dest_dir or all(it.contents for it in spec.items)):
+        return False
+    if spec.chown and not all(p.isdigit() for p in spec.chown.split(":")):
+        return False
+    return True
+
+
+def write_ahead(root: str, spec, ctx: bctx.Context) -> list[str]:
+    """:func:`copy` into the empty tree ``root``; returns the directories it only implies
+    (each destination and its parents), which take the parent image's metadata later."""
+    copy(root, spec, ctx, None)
+    implied: set[str] = set()
+    for it in spec.items:
+        d = it.dest if it.contents else posixpath.dirname(
+            posixpath.join(it.dest, it.name) if spec.dest_dir else it.dest)
+        names = [n for n in d.split("/") if n]
+        for k in range(1, len(names) + 1):
+            implied.add("/".join(names[:k]))
+    return sorted(implied)
+
+
 class _Copy:
     def __init__(self, w: Writer, rfd: int, spec, uid: int, gid: int) -> None:
         self.w, self.rfd, self.spec = w, rfd, spec

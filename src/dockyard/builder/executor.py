@@ -101,23 +101,29 @@ class Executor:
             emit({"stream": f"Step {m.number}/{total} : {m.text}\n"})
         results: dict[int, str] = {}
         by_index = {s.index: s for s in plan.stages}
-        for level in plan.levels():
-            tasks = [asyncio.ensure_future(self._stage(by_index[i], results, ctx, opts, out,
-                                                       total)) for i in level]
-            try:
-                done = await asyncio.gather(*tasks)
-            except BaseException:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                out.flush_all()
-                raise
-            for i, image_id in zip(level, done):
-                results[i] = image_id
+        ahead = _Ahead(self, plan, ctx, opts)
+        try:
+            await ahead.start()
+            for level in plan.levels():
+                tasks = [asyncio.ensure_future(self._stage(by_index[i], results, ctx, opts,
+                                                           out, total, ahead))
+                         for i in level]
+                try:
+                    done = await asyncio.gather(*tasks)
+                except BaseException:
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    out.flush_all()
+                    raise
+                for i, image_id in zip(level, done):
+                    results[i] = image_id
+        finally:
+            await asyncio.shield(ahead.close())
         return results[plan.stages[plan.target].index]
 
     async def _stage(self, stage: Stage, results: dict[int, str], ctx, opts: Options,
-                     out: _Ordered, total: int) -> str:
+                     out: _Ordered, total: int, ahead: "_Ahead") -> str:
         def say(text: str) -> None:
             out.write(stage.index, {"stream": text})
 
@@ -142,7 +148,7 @@ class Executor:
                     say(" ---> Using cache\n")
                     image = cached
                 else:
-                    image = await self._step(step, image, results, ctx, opts, say)
+                    image = await self._step(step, image, results, ctx, opts, say, ahead)
                     await asyncio.to_thread(self.cache.put, step.key, image)
                 say(f" ---> {short_id(image)}\n")
         finally:
@@ -152,7 +158,8 @@ class Executor:
         return image
 
     # -- one step --------------------------------------------------------------------------
-    async def _step(self, step: Step, parent: str, results, ctx, opts: Options, say) -> str:
+    async def _step(self, step: Step, parent: str, results, ctx, opts: Options, say,
+                    ahead: "_Ahead") -> str:
         config = json.loads(step.config)
         if step.kind == "config":
             return await asyncio.to_thread(
@@ -163,6 +170,10 @@ class Executor:
                 raise StepFailed("cannot RUN on an empty (scratch) image: no command to run")
         if step.kind == "run":
             return await self._run(step, parent, config, opts, say)
+        if step.key in ahead.tasks:
+            image = await ahead.commit(step, parent or None, config)
+            if image:
+                return image
         return await self._copy(step, parent, config, results, ctx, opts, say)
 
     async def _container(self, parent: str, body: dict) -> str:
@@ -254,6 +265,73 @@ async def _blocking(fn, *args):
         except BaseException:  # noqa: BLE001 - the cancellation is what is raised
             pass
         raise
+
+
+class _Ahead:
+    """COPYs from the context written ahead, while the steps before them run: each into a
+    snapshot on nothing (one at a time, in a thread), placed on its parent when the step
+    is reached (``ImageService.commit_layer(implied=...)``), or dropped (and the step
+    written the usual way) when the parent makes the result differ."""
+
+    def __init__(self, ex: "Executor", plan: Plan, ctx, opts: Options) -> None:
+        self.ex, self.plan, self.ctx, self.opts = ex, plan, ctx, opts
+        self.tasks: dict[str, asyncio.Future] = {}
+        self.keys: dict[str, str] = {}        # step key -> snapshot key not yet committed
+        self._gate = asyncio.Lock()
+
+    async def start(self) -> None:
+        from dockyard.builder import copier
+        if self.ctx is None or not self.ex.images.independent_layers():
+            return
+        for st in self.plan.stages:
+            for i, step in enumerate(st.steps):
+                if step.kind != "copy" or not copier.can_write_ahead(step.copy):
+                    continue
+                if not any(s.kind in ("run", "copy") for s in st.steps[:i]) \
+                        and st.steps[0].base_stage is None:
+                    continue    # nothing to wait for before it
+                if not self.opts.nocache and await asyncio.to_thread(self.ex.cache.get,
+                                                                     step.key):
+                    continue
+                self.tasks[step.key] = asyncio.ensure_future(self._write(step))
+
+    async def _write(self, step: Step):
+        import uuid
+        from dockyard.builder import copier
+        async with self._gate:      # one at a time: the steps before it need the CPU too
+            key = self.ex.images.BUILD_PREFIX + uuid.uuid4().hex
+            self.keys[step.key] = key
+            await _blocking(self.ex.images.prepare_layer, None, key)
+            path = self.ex.images.layer_path(key)
+            return await _blocking(copier.write_ahead, path, step.copy, self.ctx)
+
+    async def commit(self, step: Step, parent: str | None, config: dict) -> str | None:
+        """The step's image from its layer written ahead, or None (write it again)."""
+        task = self.tasks.pop(step.key)
+        key = self.keys.get(step.key)
+        try:
+            implied = await task
+            image = await _blocking(self.ex.images.commit_layer, key, parent, config,
+                                    step.created_by, step.author, implied)
+            self.keys.pop(step.key, None)
+            return image
+        except errors.Conflict:
+            return None
+        finally:
+            if step.key in self.keys:
+                await asyncio.shield(_blocking(self.ex.images.remove_rootfs,
+                                               self.keys.pop(step.key)))
+
+    async def close(self) -> None:
+        for t in self.tasks.values():
+            t.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for key in list(self.keys.values()):
+            try:
+                await _blocking(self.ex.images.remove_rootfs, key)
+            except Exception:  # noqa: BLE001 - swept at the next start
+                pass
+        self.keys.clear()
 
 
 class _Mounted:

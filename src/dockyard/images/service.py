@@ -1227,14 +1227,34 @@ class ImageService:
                 return self.snapshotter.view(key, parent, labels=labels)
             return self.snapshotter.prepare(key, parent, labels=labels)
 
+    def independent_layers(self) -> bool:
+        """Whether a layer can be written before its parent is known (overlay)."""
+        return bool(getattr(self.snapshotter, "independent_layers", False))
+
+    def layer_path(self, key: str) -> str:
+        """The directory an active builder snapshot on nothing is written into, unmounted
+        (:meth:`independent_layers` only)."""
+        return os.fspath(self.snapshotter.writable_dir(key))
+
     def commit_layer(self, key: str, base_image: str | None, config: dict | None = None,
-                     created_by: str = "", author: str = "") -> str:
+                     created_by: str = "", author: str = "",
+                     implied: list[str] | None = None) -> str:
         """A builder step's snapshot ``key`` (from :meth:`prepare_layer`, unmounted)
         becomes the top layer of a new image on ``base_image``: its tar goes to the content
         store from one walk and the snapshot itself is committed as the layer (what the
-        tar holds is what it holds: nothing is unpacked again). Returns the image ID."""
+        tar holds is what it holds: nothing is unpacked again). Returns the image ID.
+
+        With ``implied`` the snapshot was written on nothing, ahead of its parent
+        (:meth:`independent_layers`): it is placed on ``base_image`` if the result is the
+        one writing it there would have given: every entry's parents are directories (or
+        missing) in the image, no non-directory replaces one of the image's directories;
+        the ``implied`` directories (the destination and its parents) take the image's
+        metadata where it has them. Otherwise :class:`Conflict` (the caller writes the
+        step again on the mounted image)."""
         base_id, _ = self._top_chain(base_image)
         base_cfg = json.loads(self.get_config_bytes(base_id)) if base_id else {}
+        if implied is not None and base_id:
+            self._rebase_check(key, base_id, implied)
         leases: list[str] = []
         w = self.content.writer(f"commit-{uuid.uuid4().hex}")
         try:
@@ -1254,13 +1274,46 @@ class ImageService:
             parent = chain_ids(diff_ids[:-1])[-1] if len(diff_ids) > 1 else None
             size = int(self.snapshotter.usage(key)["size"])
             self._commit_layer(key, 0, diff_id, chain, parent, size,
-                               lambda i: (blob, MEDIA_LAYER_TAR))
+                               lambda i: (blob, MEDIA_LAYER_TAR), reparent=implied is not None)
             image_id = self._derive(base_id, base_cfg, diff_ids, chain, [blob], config, (),
                                     "", author, "", None, created_by, None, empty_layer=False)
         finally:
             for item in leases:
                 self._drop_lease(item)
         return image_id
+
+    def _rebase_check(self, key: str, base_id: str, implied: list[str]) -> None:
+        from dockyard.fsroot.nodes import open_root, walk
+        from dockyard.images.unpack import inherit_implicit, lower_dir_stat
+        top = self._row(base_id)["top_chain"]
+        lowers = [os.fspath(p) for p in self.snapshotter.chain_dirs(top)] if top else []
+        if not lowers:
+            return
+
+        def present(names: list[str]) -> bool:
+            return any(os.path.lexists(os.path.join(d, *names)) for d in lowers)
+
+        def conflict(path: str) -> Conflict:
+            return Conflict(f"{path}: the layer does not apply as written on its parent")
+
+        for rel in implied:
+            names = [n for n in rel.split("/") if n]
+            for depth in range(1, len(names) + 1):
+                if lower_dir_stat(lowers, names[:depth]) is None and present(names[:depth]):
+                    raise conflict(rel)
+        upper = self.layer_path(key)
+        fd = open_root(upper)
+        try:
+            for path, node in walk(fd):
+                names = path.split("/")
+                if node.is_dir():
+                    if lower_dir_stat(lowers, names) is None and present(names):
+                        raise conflict(path)
+                elif lower_dir_stat(lowers, names) is not None:
+                    raise conflict(path)
+        finally:
+            os.close(fd)
+        inherit_implicit(upper, implied, lowers)
 
     def _derive(self, base_id, base_cfg, diff_ids, top, blobs, config, changes, comment, author,
                 container_id, container_config, created_by, ref, empty_layer: bool) -> str:
