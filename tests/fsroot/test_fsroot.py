@@ -217,3 +217,26 @@ def test_is_mount_root_tells_a_bind_mount_of_the_same_filesystem(tmp_path):
     finally:
         mnt.unmount_all(target)
     assert not check()
+
+
+def test_a_failed_tar_writes_nothing_more(tmp_path):
+    """A tar cut short by an error is left so: no end marker, and its buffered bytes
+    are not written later when the writer is collected (on whatever thread)."""
+    import gc
+
+    class Out:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def write(self, b: bytes) -> int:
+            self.n += len(b)
+            return len(b)
+
+    out = Out()
+    with pytest.raises(RuntimeError):
+        with TarWriter(out) as tw:
+            tw.add_marker("x")
+            raise RuntimeError("failed mid-way")
+    del tw
+    gc.collect()
+    assert out.n == 0   # the one header was still in the stream's buffer

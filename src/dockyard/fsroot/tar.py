@@ -49,8 +49,12 @@ class TarWriter:
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is None:
             self.close()
-        else:   # a tar cut short gets no end-of-archive marker: readers see it broken
+        else:   # a tar cut short gets no end-of-archive marker: readers see it broken;
+            # nor does the stream flush its buffer later, when it is collected
             self.tf.closed = True
+            stream = self.tf.fileobj
+            if isinstance(stream, tarfile._Stream):
+                stream.closed = True
 
     def close(self) -> None:
         self.tf.close()
