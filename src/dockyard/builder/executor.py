@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from dockyard import errors
 from dockyard.builder import context as bctx
+from dockyard.builder.boot import LABEL
 from dockyard.builder.cache import BuildCache
 from dockyard.builder.planner import Plan, Stage, Step
 from dockyard.images.service import short_id
@@ -200,7 +201,7 @@ class Executor:
         host = {"NetworkMode": "default" if r.network == "default" else r.network}
         body = {"Cmd": list(r.argv), "Entrypoint": [], "Env": list(r.env), "User": r.user,
                 "WorkingDir": r.workdir, "AttachStdout": True, "AttachStderr": True,
-                "Labels": {}, "HostConfig": host}
+                "Labels": {LABEL: "1"}, "HostConfig": host}
         cid = await self._container(parent, body)
         keep = False
         try:

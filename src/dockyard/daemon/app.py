@@ -128,6 +128,9 @@ class Daemon:
             recover = getattr(self.images, "recover", None)
             if callable(recover):
                 self.boot_hooks.insert(0, recover)
+            from dockyard.builder import boot as build_boot
+            # an interrupted build's mounts go before its snapshots (removed by recover)
+            self.boot_hooks.insert(0, lambda: build_boot.sweep_tmp(self.data_root))
         self.networks = self._build_networks()
         if self.images is not None:
             self.containers = self._build_containers()
@@ -266,6 +269,8 @@ class Daemon:
                 await loop.run_in_executor(self.executor, self.networks.start)
             if self.containers is not None:
                 await self.containers.restore()  # find the containers that kept running
+                from dockyard.builder import boot as build_boot
+                await build_boot.remove_containers(self.containers)  # interrupted RUN steps
             app = self.build_app()
             runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                    shutdown_timeout=3.0)
