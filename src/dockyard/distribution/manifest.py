@@ -7,10 +7,10 @@ referrers API is built on.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard import boundedjson
 from dockyard.distribution.errors import ErrorCode, RegistryError
 from dockyard.distribution.reference import Digest
 
@@ -149,7 +149,7 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> Manifest:
     if len(body) > MAX_MANIFEST_SIZE:
         raise _invalid(f"manifest larger than {MAX_MANIFEST_SIZE} bytes")
     try:
-        doc = json.loads(body)
+        doc = boundedjson.loads(body)   # a 100k-deep body is refused, not a RecursionError
     except (ValueError, UnicodeDecodeError) as e:
         raise _invalid(f"manifest is not valid JSON: {e}") from None
     if not isinstance(doc, dict):

@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard import boundedjson
+
 HUB_SERVER = "https://index.docker.io/v1/"
 TOKEN_USER = "<token>"
 
@@ -240,7 +242,7 @@ def decode_header(value: str | None) -> AuthConfig:
     if raw is None:
         return AuthConfig()
     try:
-        d = json.loads(raw or b"{}")
+        d = boundedjson.loads(raw or b"{}")   # a client's header: nested 20k deep is refused
     except ValueError:
         return AuthConfig()
     if not isinstance(d, dict):

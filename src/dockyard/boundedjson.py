@@ -1,0 +1,54 @@
+"""JSON from untrusted peers, with its nesting bounded (sans-IO; the API's request
+bodies, the registry's manifests, credential headers).
+
+Python's parser recurses once per level: a body of 100k brackets ends in a
+RecursionError (and anything that walks a deep result later may too). Nothing the
+Docker or OCI APIs exchange nests deeper than a dozen levels, so a document deeper
+than :data:`MAX_DEPTH` is refused before it is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_DEPTH = 100
+
+# a JSON string (unrolled: no backtracking per character), and what is not a bracket
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+class JSONError(ValueError):
+    """Not JSON, or nested too deep."""
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Does ``raw`` nest arrays/objects deeper than ``limit`` (brackets in strings aside)?"""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    depth = 0
+    for c in _NOT_BRACKET.sub(b"", _STRING.sub(b"", raw)):
+        if c == 0x5B or c == 0x7B:
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` that raises :class:`JSONError` (a ValueError) for bad or too deep input."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    if too_deep(data, max_depth):
+        raise JSONError(f"JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(data)
+    except RecursionError:   # a bracket inside something _STRING did not see as a string
+        raise JSONError(f"JSON nested deeper than {max_depth} levels") from None
+    except UnicodeDecodeError as e:
+        raise JSONError(f"invalid UTF-8 in JSON: {e.reason}") from None
+    except ValueError as e:
+        raise JSONError(str(e)) from None
