@@ -227,6 +227,19 @@ def test_bad_manifests(registry):
     assert c.request("GET", "/v2/bad/tags/list").json()["tags"] == ["v1"]
 
 
+def test_deeply_nested_manifest_is_invalid_not_a_crash(registry):
+    """100k nested arrays used to end the parse in a RecursionError (500)."""
+    c = registry.client()
+    _, m = c.push_image("deep", "v1")
+    for junk in (b"[" * 100_000 + b"]" * 100_000,
+                 b'{"schemaVersion": 2, "annotations": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                 b'{"schemaVersion": 2, "x": ' + b'{"a":' * 50_000 + b"1" + b"}" * 50_001):
+        r = c.push_manifest("deep", "v2", junk, OCI_MANIFEST)
+        assert r.status == 400 and r.codes == ["MANIFEST_INVALID"], r.body[:200]
+    assert c.request("GET", "/v2/deep/tags/list").json()["tags"] == ["v1"]
+    assert c.push_manifest("deep", "v3", m).status == 201   # and it goes on serving
+
+
 @pytest.mark.parametrize("tag", [".dot", "-dash", "a" * 129, "sp%20ace"])
 def test_tag_syntax_errors(registry, tag):
     c = registry.client()
