@@ -240,3 +240,29 @@ def test_a_failed_tar_writes_nothing_more(tmp_path):
     del tw
     gc.collect()
     assert out.n == 0   # the one header was still in the stream's buffer
+
+
+def test_cp_owner_lookup_never_opens_a_device_swapped_in(tmp_path, monkeypatch):
+    """docker cp reads the container's /etc/passwd for owner names: a device node put
+    in its place right after the path was resolved is not opened (the old check by
+    lstat, then open by name, read 1 MiB of /dev/zero's twin)."""
+    from dockyard.containers import archive
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    real = archive.resolve
+
+    def resolve_then_swap(*a, **kw):
+        res = real(*a, **kw)
+        os.rename(root / "etc" / "passwd", root / "etc" / "passwd.moved")
+        os.mknod(root / "etc" / "passwd", stat.S_IFCHR | 0o644, os.makedev(1, 5))  # zero
+        return res
+
+    fd = open_root(root)
+    try:
+        assert archive._table(fd, "/etc/passwd")[0][0] == "root"
+        monkeypatch.setattr(archive, "resolve", resolve_then_swap)
+        assert archive._table(fd, "/etc/passwd") == []
+    finally:
+        os.close(fd)

@@ -423,13 +423,21 @@ def _table(root_fd: int, path: str) -> list[list[str]]:
         res = resolve(root_fd, path, follow_last=True)
     except OSError:
         return []
+    from dockyard.fsroot.nodes import open_resolved
+
     try:
-        if res.st is None or not stat.S_ISREG(res.st.st_mode):
+        if res.st is None:
             return []
-        fd = os.open(res.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                     dir_fd=res.parent)
-        with os.fdopen(fd, "rb") as f:
-            text = f.read(1 << 20).decode(errors="replace")
+        # pinned, then opened only if that inode is a regular file: a device or FIFO
+        # swapped in after the resolve is never opened
+        node = open_resolved(res)
+        if node is None:
+            return []
+        with node:
+            if not node.is_reg():
+                return []
+            with node.open_file() as f:
+                text = f.read(1 << 20).decode(errors="replace")
         return [ln.split(":") for ln in text.splitlines() if ln and not ln.startswith("#")]
     except OSError:
         return []
