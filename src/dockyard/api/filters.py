@@ -6,8 +6,7 @@ Docker clients send ``{"key": {"value": true}}`` (current form) or
 
 from __future__ import annotations
 
-import json
-
+from dockyard import boundedjson
 from dockyard.errors import InvalidParameter
 
 
@@ -15,7 +14,7 @@ def parse_filters(raw: str | None, allowed: set[str] | None = None) -> dict[str,
     if raw is None or raw.strip() == "":
         return {}
     try:
-        data = json.loads(raw)
+        data = boundedjson.loads(raw)
     except ValueError as e:
         raise InvalidParameter(f"invalid filter: {e}") from None
     if not isinstance(data, dict):

@@ -12,10 +12,10 @@ builder does not implement are refused unless they hold their default value.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from aiohttp import web
 
+from dockyard import boundedjson
 from dockyard.api.app import add_route, ctx_of
 from dockyard.api.bridge import AsyncBodyReader
 from dockyard.api.streams import ProgressEncoder
@@ -47,7 +47,7 @@ def _json_map(request: web.Request, name: str) -> dict:
     if not raw:
         return {}
     try:
-        v = json.loads(raw)
+        v = boundedjson.loads(raw)
     except ValueError:
         raise InvalidParameter(f"invalid {name} parameter: not JSON") from None
     if v is None:

@@ -8,9 +8,10 @@ import time
 
 from aiohttp import web
 
-from dockyard.api import hijack
+from dockyard.api import hijack, schema
 from dockyard.api.app import add_route, ctx_of, json_response, query_bool
 from dockyard.api.filters import parse_filters
+from dockyard.api.jsonbody import MAX_JSON_BODY, TooLarge, decode, read_json, read_raw
 from dockyard.api.timestamps import parse_timestamp_ns
 from dockyard.errors import InvalidParameter, NotFound
 from dockyard.supervisor import protocol
@@ -21,21 +22,6 @@ def _svc(request: web.Request):
     if svc is None:
         raise NotFound("page not found")
     return svc
-
-
-async def _json_body(request: web.Request, required: bool = True) -> dict:
-    raw = await request.read()
-    if not raw:
-        if required:
-            raise InvalidParameter("invalid JSON: empty body")
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise InvalidParameter(f"invalid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidParameter("invalid JSON: expected an object")
-    return body
 
 
 def _int_query(request: web.Request, name: str, default: int | None = None) -> int | None:
@@ -49,7 +35,7 @@ def _int_query(request: web.Request, name: str, default: int | None = None) -> i
 
 
 async def create(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await read_json(request, schema.CREATE)
     name = request.query.get("name") or None
     return json_response(await _svc(request).create(name, body), status=201)
 
@@ -203,7 +189,7 @@ async def rename(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await read_json(request, schema.UPDATE)
     return json_response(await _svc(request).update(request.match_info["id"], body))
 
 
@@ -256,17 +242,38 @@ async def stats(request: web.Request) -> web.StreamResponse:
 
 
 async def exec_create(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await read_json(request, schema.EXEC_CREATE)
     eid = await _svc(request).exec_create(request.match_info["id"], body)
     return json_response({"Id": eid}, status=201)
+
+
+async def _exec_start_body(request: web.Request) -> dict:
+    if not request.headers.get("Upgrade"):
+        return await read_json(request, schema.EXEC_START, required=False)
+    # An upgrading request's payload is the raw stream that follows: only the declared
+    # Content-Length is the JSON body.
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        raise InvalidParameter("invalid Content-Length") from None
+    if length < 0:
+        raise InvalidParameter("invalid Content-Length")
+    if length > MAX_JSON_BODY:
+        raise TooLarge(f"request body too large: a JSON body may be at most {MAX_JSON_BODY} bytes")
+    try:
+        raw = await request.content.readexactly(length) if length else b""
+    except asyncio.IncompleteReadError:
+        raise InvalidParameter("invalid JSON: the body ended early") from None
+    if not raw.strip():
+        return {}
+    body = decode(raw)
+    return {} if body is None else schema.check(schema.EXEC_START, body)
 
 
 async def exec_start(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     eid = request.match_info["id"]
-    body = await _json_body(request, required=False) if not request.headers.get("Upgrade") \
-        else json.loads((await request.content.read(int(request.headers.get("Content-Length") or 0)))
-                        or b"{}")
+    body = await _exec_start_body(request)
     ex = svc.exec_inspect(eid)
     if body.get("Detach"):
         await svc.exec_start(eid, detach=True)
@@ -303,13 +310,12 @@ async def exec_inspect(request: web.Request) -> web.Response:
 async def commit(request: web.Request) -> web.Response:
     svc = _svc(request)
     q = request.query
-    raw = await request.read()
+    raw = await read_raw(request)
     config = None
     if raw.strip():
-        try:
-            config = json.loads(raw)
-        except ValueError as e:
-            raise InvalidParameter(f"invalid JSON: {e}") from None
+        config = decode(raw)
+        if config is not None:
+            config = schema.check(schema.CONFIG, config)
     cid = q.get("container") or ""
     if not cid:
         raise InvalidParameter("No container specified")

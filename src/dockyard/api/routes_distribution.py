@@ -13,12 +13,13 @@ Insecure registries come from ``ctx.extra["insecure_registries"]`` (the daemon's
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 
+from dockyard.api import schema
 from dockyard.api.app import add_route, ctx_of, json_response
+from dockyard.api.jsonbody import read_json
 from dockyard.api.streams import ProgressEncoder
 from dockyard.errors import DockyardError, InvalidParameter, SystemError_, Unauthorized
 
@@ -102,12 +103,7 @@ async def login(request: web.Request) -> web.Response:
     from dockyard.images import credentials
     from dockyard.images.registry_client import RegistryClient, RegistryUnreachable
 
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except ValueError:
-        raise InvalidParameter("invalid JSON in the request body") from None
-    if not isinstance(body, dict):
-        raise InvalidParameter("invalid JSON in the request body")
+    body = await read_json(request, schema.AUTH, required=False)
     auth = credentials.AuthConfig(str(body.get("username") or ""), str(body.get("password") or ""),
                                   str(body.get("serveraddress") or ""),
                                   str(body.get("identitytoken") or ""))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
+from dockyard.api import schema
 from dockyard.api.app import add_route, ctx_of, json_response
+from dockyard.api.jsonbody import read_json
 from dockyard.api.filters import parse_filters
 from dockyard.errors import InvalidParameter, NotFound
 
@@ -16,19 +16,6 @@ def _net(request: web.Request):
     if m is None:
         raise NotFound("page not found")
     return m
-
-
-async def _body(request: web.Request) -> dict:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise InvalidParameter(f"invalid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidParameter("invalid JSON: expected an object")
-    return body
 
 
 def _emit(request: web.Request, action: str, info: dict) -> None:
@@ -49,7 +36,7 @@ async def inspect(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    body = await _body(request)
+    body = await read_json(request, schema.NETWORK_CREATE, required=False)
     name = body.get("Name")
     if not name or not isinstance(name, str):
         raise InvalidParameter("network name must not be empty")
@@ -90,7 +77,7 @@ async def prune(request: web.Request) -> web.Response:
 async def connect(request: web.Request) -> web.Response:
     from dockyard.containers.networking import connect_container
 
-    body = await _body(request)
+    body = await read_json(request, schema.NETWORK_CONNECT, required=False)
     svc = ctx_of(request).extra.get("containers")
     if not body.get("Container"):
         raise InvalidParameter("no container given")
@@ -102,7 +89,7 @@ async def connect(request: web.Request) -> web.Response:
 async def disconnect(request: web.Request) -> web.Response:
     from dockyard.containers.networking import disconnect_container
 
-    body = await _body(request)
+    body = await read_json(request, schema.NETWORK_DISCONNECT, required=False)
     svc = ctx_of(request).extra.get("containers")
     if not body.get("Container"):
         raise InvalidParameter("no container given")
