@@ -1,0 +1,237 @@
+"""The client's side of a build context, as the docker CLI makes it.
+
+* a directory: walked in lexical order, ``.dockerignore`` (or ``<Dockerfile>.dockerignore``)
+  applied here so ignored files never travel (the Dockerfile and the ignore file always
+  do, as the CLI's TrimBuildFilesFromExcludes keeps them), streamed as a tar (owners 0:0,
+  modes and times kept, hard links as links, sockets skipped) without holding it in memory;
+* a Dockerfile outside the directory (or ``-f -``) goes in as ``.dockerfile.<random>``;
+* ``-``, or a downloaded URL: a tar (plain or compressed) passes as is, anything else is a
+  Dockerfile wrapped into a one-file tar;
+* a git URL is cloned (``git clone --depth 1``; ``#ref:subdir``) into a temporary
+  directory, which is then sent as a directory.
+
+No HTTP here: :func:`dir_tar` yields the tar's bytes for the client to send.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import tarfile
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO, Iterator
+
+BLOCK = 1 << 20
+_MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+class ContextError(Exception):
+    pass
+
+
+def _matcher(ctx_dir: str, dockerfile_rel: str | None):
+    from dockyard.builder import ignore
+
+    text = None
+    names = ([dockerfile_rel + ".dockerignore"] if dockerfile_rel else []) + [".dockerignore"]
+    for name in names:
+        try:
+            with open(os.path.join(ctx_dir, name), "rb") as f:
+                text = f.read()
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    if text is None:
+        return None
+    patterns = ignore.read_patterns(text)
+    if not patterns:
+        return None
+    # the Dockerfile and .dockerignore always go (the daemon needs them)
+    keep = [".dockerignore"] + ([dockerfile_rel] if dockerfile_rel else [])
+    m = ignore.Matcher(patterns)
+    patterns += ["!" + k for k in keep if m.excluded(k)]
+    return ignore.Matcher(patterns)
+
+
+def dir_tar(ctx_dir: str, dockerfile_rel: str | None = "Dockerfile",
+            extra: tuple[str, bytes] | None = None) -> Iterator[bytes]:
+    """The context directory as tar bytes, in blocks. ``extra``: (name, content) of one
+    more file at the root (a Dockerfile from elsewhere)."""
+    matcher = _matcher(ctx_dir, dockerfile_rel)
+    buf = bytearray()
+    inodes: dict[tuple[int, int], str] = {}
+    fmt = tarfile.PAX_FORMAT
+    enc, errs = "utf-8", "surrogateescape"
+
+    def header(name: str, st: os.stat_result, kind: bytes, size: int = 0,
+               link: str = "") -> bytes:
+        ti = tarfile.TarInfo(name)
+        ti.mode = stat.S_IMODE(st.st_mode)
+        ti.mtime = int(st.st_mtime)
+        ti.type = kind
+        ti.size = size
+        ti.linkname = link
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        return ti.tobuf(fmt, enc, errs)
+
+    def walk(rel: str) -> Iterator[bytes]:
+        path = os.path.join(ctx_dir, rel) if rel else ctx_dir
+        try:
+            with os.scandir(path) as it:
+                ents = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise ContextError(f"error checking context: {e.strerror or e}: "
+                               f"{path}") from None
+        for e in ents:
+            name = f"{rel}/{e.name}" if rel else e.name
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError as err:
+                raise ContextError(f"error checking context: {err.strerror}: "
+                                   f"{e.path}") from None
+            mode = st.st_mode
+            excluded = matcher is not None and matcher.excluded(name)
+            if stat.S_ISDIR(mode):
+                if excluded:
+                    if matcher.has_exclusions:
+                        yield from walk(name)   # a "!" pattern may bring something back
+                    continue
+                buf.extend(header(name + "/", st, tarfile.DIRTYPE))
+                yield from walk(name)
+                continue
+            if excluded:
+                continue
+            if stat.S_ISLNK(mode):
+                buf.extend(header(name, st, tarfile.SYMTYPE, link=os.readlink(e.path)))
+            elif stat.S_ISREG(mode):
+                ino = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and ino in inodes:
+                    buf.extend(header(name, st, tarfile.LNKTYPE, link=inodes[ino]))
+                    continue
+                if st.st_nlink > 1:
+                    inodes[ino] = name
+                try:
+                    fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except OSError as err:
+                    raise ContextError(f"error checking context: can't open {e.path}: "
+                                       f"{err.strerror}") from None
+                try:
+                    size = st.st_size
+                    buf.extend(header(name, st, tarfile.REGTYPE, size))
+                    left = size
+                    while left > 0:
+                        chunk = os.read(fd, min(BLOCK, left))
+                        if not chunk:   # shrank while we read: pad (as Go's tar would fail)
+                            raise ContextError(f"{e.path}: file changed as we read it")
+                        buf.extend(chunk)
+                        left -= len(chunk)
+                        if len(buf) >= BLOCK:
+                            yield bytes(buf)
+                            buf.clear()
+                    pad = (-size) % 512
+                    buf.extend(b"\0" * pad)
+                finally:
+                    os.close(fd)
+            elif stat.S_ISFIFO(mode):
+                buf.extend(header(name, st, tarfile.FIFOTYPE))
+            # sockets and device nodes are left out
+            if len(buf) >= BLOCK:
+                yield bytes(buf)
+                buf.clear()
+
+    yield from walk("")
+    if extra is not None:
+        ti = tarfile.TarInfo(extra[0])
+        ti.mode = 0o600
+        ti.size = len(extra[1])
+        buf.extend(ti.tobuf(fmt, enc, errs))
+        buf.extend(extra[1] + b"\0" * ((-len(extra[1])) % 512))
+    buf.extend(b"\0" * 1024)
+    yield bytes(buf)
+
+
+def is_archive(head: bytes) -> bool:
+    """Is this the start of a tar (plain or compressed) rather than a Dockerfile?"""
+    if any(head.startswith(m) for m in _MAGICS):
+        return True
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def single_file_tar(name: str, content: bytes) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo(name)
+        ti.mode = 0o600
+        ti.size = len(content)
+        tf.addfile(ti, io.BytesIO(content))
+    return out.getvalue()
+
+
+def stream_context(src: BinaryIO, dockerfile: str = "Dockerfile") -> Iterator[bytes]:
+    """``-`` or a download: a tar passes through, a Dockerfile is wrapped."""
+    head = b""
+    while len(head) < 512:
+        b = src.read(512 - len(head))
+        if not b:
+            break
+        head += b
+    if is_archive(head):
+        yield head
+        while True:
+            b = src.read(BLOCK)
+            if not b:
+                return
+            yield b
+    rest = src.read(16 << 20)
+    if src.read(1):
+        raise ContextError("the Dockerfile read from stdin is larger than 16 MiB")
+    yield single_file_tar(posixpath.basename(dockerfile) or "Dockerfile", head + rest)
+
+
+def is_git_url(s: str) -> bool:
+    if s.startswith(("git://", "git@", "github.com/")):
+        return True
+    if s.startswith(("http://", "https://")):
+        return s.split("#", 1)[0].endswith(".git")
+    return False
+
+
+def is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://"))
+
+
+def clone_git(url: str, dest: str) -> str:
+    """Clone ``url`` (``repo#ref:subdir``) into ``dest``; the context directory in it."""
+    import subprocess
+
+    repo, _, frag = url.partition("#")
+    ref, _, sub = frag.partition(":")
+    if repo.startswith("github.com/"):
+        repo = "https://" + repo
+    cmd = ["git", "clone", "--recurse-submodules", "--depth", "1", "-q"]
+    if ref:
+        cmd += ["--branch", ref]
+    r = subprocess.run(cmd + ["--", repo, dest], capture_output=True, text=True,
+                       env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    if r.returncode != 0 and ref:
+        # a commit, not a branch or tag: fetch it
+        r = subprocess.run(["git", "init", "-q", dest], capture_output=True, text=True)
+        for args in (["remote", "add", "origin", repo], ["fetch", "--depth", "1", "origin", ref],
+                     ["checkout", "-q", "FETCH_HEAD"]):
+            if r.returncode == 0:
+                r = subprocess.run(["git", "-C", dest, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ContextError(f"unable to prepare context: unable to 'git clone' to temporary "
+                           f"context directory: {r.stderr.strip()}")
+    root = os.path.realpath(dest)
+    ctx = os.path.realpath(os.path.join(root, sub)) if sub else root
+    if not (ctx + "/").startswith(root + "/") or not os.path.isdir(ctx):
+        raise ContextError(f"unable to prepare context: {sub!r} is not a directory of the "
+                           "repository")
+    return ctx

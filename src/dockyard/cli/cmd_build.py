@@ -1,0 +1,311 @@
+"""`dockyard build`: the docker CLI's classic `build` over ``POST /build``.
+
+The context (a directory, ``-``, a URL or a git URL) is made by :mod:`dockyard.cli.buildctx`
+and streamed as the request body; the answer is the legacy builder's JSON stream, shown as
+it comes (``--progress=plain``, or anything not a terminal) or as a live step list on a
+terminal (:mod:`dockyard.cli.buildview`). A failing step's exit code is the command's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from dockyard.cli.docker import CommandError
+from dockyard.cli.parser import CommandParser
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _parser() -> CommandParser:
+    p = CommandParser("build", "[OPTIONS] PATH | URL | -",
+                      "Build an image from a Dockerfile", nargs=(1, 1),
+                      nargs_text="requires 1 argument")
+    a = p.add_argument
+    a("--add-host", action="append", default=[], help="Add a custom host-to-IP mapping "
+      "(\"host:ip\")")
+    a("--build-arg", action="append", default=[], help="Set build-time variables")
+    a("--cache-from", action="append", default=[], help="Images to consider as cache sources")
+    a("--cgroup-parent", help="Set the parent cgroup for the \"RUN\" instructions during build")
+    a("--cpu-period", help="Limit the CPU CFS (Completely Fair Scheduler) period")
+    a("--cpu-quota", help="Limit the CPU CFS (Completely Fair Scheduler) quota")
+    a("-c", "--cpu-shares", help="CPU shares (relative weight)")
+    a("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
+    a("--cpuset-mems", help="MEMs in which to allow execution (0-3, 0,1)")
+    a("-f", "--file", help="Name of the Dockerfile (Default is \"PATH/Dockerfile\")")
+    p.add_flag("--force-rm", help="Always remove intermediate containers")
+    a("--iidfile", help="Write the image ID to the file")
+    a("--label", action="append", default=[], help="Set metadata for an image")
+    a("-m", "--memory", help="Memory limit")
+    a("--memory-swap", help="Swap limit equal to memory plus swap: -1 to enable unlimited swap")
+    a("--network", default="default", help="Set the networking mode for the RUN instructions "
+      "during build")
+    p.add_flag("--no-cache", help="Do not use cache when building the image")
+    a("--platform", help="Set platform if server is multi-platform capable")
+    a("--progress", default="auto", help="Set type of progress output (auto, plain, tty)")
+    p.add_flag("--pull", help="Always attempt to pull a newer version of the image")
+    p.add_flag("-q", "--quiet", help="Suppress the build output and print image ID on success")
+    p.add_argument("--rm", action="store_true", default=True,
+                   help="Remove intermediate containers after a successful build")
+    a("--shm-size", help="Size of \"/dev/shm\"")
+    a("-t", "--tag", action="append", default=[], help="Name and optionally a tag in the "
+      "\"name:tag\" format")
+    a("--target", help="Set the target build stage to build.")
+    a("--ulimit", action="append", default=[], help="Ulimit options")
+    return p
+
+
+def _kv_map(items: list[str], from_env: bool) -> dict:
+    out: dict = {}
+    for it in items:
+        k, eq, v = it.partition("=")
+        if eq:
+            out[k] = v
+        elif from_env:
+            out[k] = os.environ.get(k)   # unset: null, the daemon uses the default
+        else:
+            out[k] = ""
+    return out
+
+
+def _size(flag: str, v: str | None) -> int | None:
+    if not v:
+        return None
+    from dockyard.cli.runopts import ram_in_bytes
+    try:
+        return ram_in_bytes(v)
+    except ValueError as e:
+        from dockyard.cli.parser import UsageError
+        raise UsageError(f'invalid argument "{v}" for "{flag}" flag: {e}\n'
+                         "See 'dockyard build --help'.", 125) from None
+
+
+def query(o: Any, dockerfile: str) -> list[tuple[str, Any]]:
+    """The query string the docker CLI sends for these flags (imageBuildOptionsToQuery)."""
+    q: list[tuple[str, Any]] = [("t", t) for t in o.tag]
+    q += [("extrahosts", h) for h in o.add_host]
+    if dockerfile:
+        q.append(("dockerfile", dockerfile))
+    if o.quiet:
+        q.append(("q", "1"))
+    if o.no_cache:
+        q.append(("nocache", "1"))
+    q.append(("rm", "1" if o.rm else "0"))
+    if o.force_rm:
+        q.append(("forcerm", "1"))
+    if o.pull:
+        q.append(("pull", "1"))
+    if o.target:
+        q.append(("target", o.target))
+    if o.platform:
+        q.append(("platform", o.platform))
+    if o.network and o.network != "default":
+        q.append(("networkmode", o.network))
+    if o.cgroup_parent:
+        q.append(("cgroupparent", o.cgroup_parent))
+    for name, v in (("cpusetcpus", o.cpuset_cpus), ("cpusetmems", o.cpuset_mems),
+                    ("cpushares", o.cpu_shares), ("cpuquota", o.cpu_quota),
+                    ("cpuperiod", o.cpu_period)):
+        if v:
+            q.append((name, v))
+    for name, flag, v in (("memory", "-m, --memory", o.memory),
+                          ("memswap", "--memory-swap", o.memory_swap),
+                          ("shmsize", "--shm-size", o.shm_size)):
+        n = _size(flag, v)
+        if n:
+            q.append((name, n))
+    if o.ulimit:
+        from dockyard.cli.runopts import parse_ulimit
+        try:
+            q.append(("ulimits", json.dumps([parse_ulimit(u) for u in o.ulimit])))
+        except ValueError as e:
+            raise CommandError(str(e), 125) from None
+    if o.build_arg:
+        q.append(("buildargs", json.dumps(_kv_map(o.build_arg, True))))
+    if o.label:
+        q.append(("labels", json.dumps(_kv_map(o.label, False))))
+    if o.cache_from:
+        q.append(("cachefrom", json.dumps(o.cache_from)))
+    return q
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CommandError(f"unable to prepare context: unable to read {path}: "
+                           f"{(e.strerror or str(e)).lower()}") from None
+
+
+def _dir_body(ctx_dir: str, dockerfile: str | None, stdin_df: bytes | None):
+    """(body, dockerfile parameter) for a context directory."""
+    from dockyard.cli import buildctx
+
+    if not os.path.isdir(ctx_dir):
+        if not os.path.exists(ctx_dir):
+            raise CommandError(f'unable to prepare context: path "{ctx_dir}" not found')
+        raise CommandError(f"unable to prepare context: context must be a directory: "
+                           f"{ctx_dir}")
+    extra = None
+    rel: str | None
+    if stdin_df is not None:
+        rel = ".dockerfile." + os.urandom(10).hex()
+        extra = (rel, stdin_df)
+    else:
+        df_path = dockerfile or os.path.join(ctx_dir, "Dockerfile")
+        if dockerfile and not os.path.isabs(dockerfile):
+            df_path = os.path.abspath(dockerfile)
+        root = os.path.realpath(ctx_dir)
+        real_df = os.path.realpath(df_path)
+        if not os.path.exists(real_df):
+            if dockerfile:
+                raise CommandError(f"unable to prepare context: the Dockerfile ({dockerfile})"
+                                   " cannot be found")
+            alt = os.path.join(ctx_dir, "dockerfile")
+            if not os.path.exists(alt):
+                raise CommandError(f"unable to prepare context: unable to evaluate symlinks "
+                                   f"in Dockerfile path: lstat {real_df}: no such file or "
+                                   "directory")
+            real_df = os.path.realpath(alt)
+        if real_df.startswith(root + "/"):
+            rel = os.path.relpath(real_df, root).replace(os.sep, "/")
+        else:
+            # outside the context: it travels inside it under a random name
+            rel = ".dockerfile." + os.urandom(10).hex()
+            extra = (rel, _read_file(real_df))
+    return buildctx.dir_tar(ctx_dir, rel, extra), rel
+
+
+def cmd_build(g, argv: list[str]) -> int:
+    p = _parser()
+    o = p.parse(argv)
+    if o.progress not in ("auto", "plain", "tty", "rawjson", "quiet"):
+        raise CommandError(f"invalid progress mode {o.progress!r}: auto, plain or tty", 125)
+    if o.iidfile:
+        try:
+            os.remove(o.iidfile)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise CommandError(f"Removing image ID file: {e}") from None
+    from dockyard.cli import buildctx
+
+    spec = o.args[0]
+    tmpdir = None
+    stdin_df = None
+    if o.file == "-":
+        if spec == "-":
+            raise CommandError("invalid argument: can't use stdin for both build context and "
+                               "dockerfile")
+        stdin_df = sys.stdin.buffer.read()
+    try:
+        try:
+            if spec == "-":
+                body = buildctx.stream_context(sys.stdin.buffer, o.file or "Dockerfile")
+                dockerfile = o.file or ""
+            elif buildctx.is_git_url(spec):
+                import tempfile
+                tmpdir = tempfile.mkdtemp(prefix="docker-build-git")
+                ctx_dir = buildctx.clone_git(spec, tmpdir)
+                df = os.path.join(ctx_dir, o.file) if o.file and o.file != "-" else None
+                body, dockerfile = _dir_body(ctx_dir, df, stdin_df)
+            elif buildctx.is_url(spec):
+                body, dockerfile = _url_body(spec, o.file), o.file or ""
+            else:
+                body, dockerfile = _dir_body(spec, o.file, stdin_df)
+            return _run(g, o, body, dockerfile)
+        except buildctx.ContextError as e:
+            raise CommandError(str(e)) from None
+    finally:
+        if tmpdir:
+            import shutil
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _url_body(url: str, dockerfile: str | None):
+    """A context the CLI downloads itself (a tar, or a Dockerfile) and forwards."""
+    import urllib.request
+
+    from dockyard.cli import buildctx
+
+    try:
+        resp = urllib.request.urlopen(url, timeout=60)
+    except Exception as e:   # urllib's errors are many; docker prints the reason
+        raise CommandError(f"unable to prepare context: unable to download remote context "
+                           f"{url}: {e}") from None
+
+    def gen():
+        with resp:
+            yield from buildctx.stream_context(resp, dockerfile or "Dockerfile")
+    return gen()
+
+
+def _run(g, o, body, dockerfile: str) -> int:
+    c = g.client()
+    params = query(o, dockerfile)
+    if o.quiet:
+        mode = "quiet"
+    elif o.progress in ("plain", "rawjson"):
+        mode = o.progress
+    elif o.progress == "tty" or (o.progress == "auto" and sys.stderr.isatty()):
+        mode = "tty"
+    else:
+        mode = "plain"
+    headers = {"Content-Type": "application/x-tar"}
+    resp = c.request("POST", "/build", params, body=body, headers=headers)
+    from dockyard.cli import buildview
+
+    view = buildview.make(mode)
+    image_id = ""
+    error = None
+    try:
+        for m in _messages(resp):
+            if "errorDetail" in m or m.get("error"):
+                error = m
+                break
+            aux = m.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                image_id = aux["ID"]
+            view.message(m)
+    finally:
+        resp.close()
+        view.close(error is None)
+    if error is not None:
+        detail = error.get("errorDetail") or {}
+        msg = detail.get("message") or error.get("error") or "build failed"
+        code = detail.get("code") or 1
+        raise CommandError(msg, int(code))
+    if o.quiet and image_id:
+        sys.stdout.write(image_id + "\n")
+    if o.iidfile and image_id:
+        try:
+            with open(o.iidfile, "w") as f:
+                f.write(image_id)
+        except OSError as e:
+            raise CommandError(f"Failed to write image ID to file: {e}") from None
+    return 0
+
+
+def _messages(resp):
+    dec = json.JSONDecoder()
+    buf = b""
+    for chunk in resp.iter_chunks():
+        buf += chunk
+        nl = buf.rfind(b"\n")
+        if nl < 0:
+            continue
+        lines, buf = buf[:nl + 1], buf[nl + 1:]
+        for line in lines.decode("utf-8", "replace").splitlines():
+            line = line.strip()
+            if line:
+                obj, _ = dec.raw_decode(line)
+                if isinstance(obj, dict):
+                    yield obj
+    if buf.strip():
+        obj, _ = dec.raw_decode(buf.decode("utf-8", "replace").strip())
+        if isinstance(obj, dict):
+            yield obj
