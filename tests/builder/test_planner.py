@@ -142,9 +142,28 @@ def test_copy_selection(tmp_path):
         mk("FROM busybox\nCOPY nope /\n", ctx)
     with pytest.raises(ParseError, match="must be a directory and end with a /"):
         mk("FROM busybox\nCOPY src/a.txt src/b.txt /d\n", ctx)
-    with pytest.raises(ParseError, match="URL is not supported yet"):
-        mk("FROM busybox\nADD http://x/y /\n", ctx)
+    with pytest.raises(ParseError, match="only http and https"):
+        mk("FROM busybox\nADD ftp://x/y /\n", ctx)
     ctx.close()
+
+
+def test_add_url_needs_its_download_then_keys_on_content(tmp_path):
+    from dockyard.builder.planner import Download, MissingDownloads
+    text = "FROM busybox\nADD http://h/a/f.txt https://h/g.bin /d/\nADD http://h/a/f.txt /one\n"
+    with pytest.raises(MissingDownloads) as e:
+        mk(text)
+    assert e.value.urls == ["http://h/a/f.txt", "https://h/g.bin"]
+    dl = {"http://h/a/f.txt": Download("http://h/a/f.txt", "/x/1", "sha256:aa", 3, 5.0, "f.txt"),
+          "https://h/g.bin": Download("https://h/g.bin", "/x/2", "sha256:bb", 4, 0.0, "g.bin")}
+    p = mk(text, downloads=dl)
+    s1, s2 = p.stages[0].steps[1:]
+    assert [(i.dest, i.name, i.download, i.mtime) for i in s1.copy.items] == [
+        ("/d", "f.txt", "/x/1", 5.0), ("/d", "g.bin", "/x/2", 0.0)]
+    assert s1.copy.add and s1.copy.dest_dir and not s2.copy.dest_dir
+    dl2 = dict(dl, **{"http://h/a/f.txt": Download("http://h/a/f.txt", "/x/3", "sha256:cc", 3,
+                                                    5.0, "f.txt")})
+    q = mk(text, downloads=dl2)
+    assert q.stages[0].steps[1].key != s1.key      # new content, new key
 
 
 def test_copy_flags_and_heredoc(tmp_path):

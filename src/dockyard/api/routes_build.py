@@ -22,7 +22,9 @@ from dockyard.api.streams import ProgressEncoder
 from dockyard.errors import DockyardError, InvalidParameter, Unavailable
 
 SUPPORTED = {"t", "dockerfile", "buildargs", "labels", "target", "nocache", "rm", "forcerm",
-             "q", "version", "networkmode"}
+             "q", "version", "networkmode", "extrahosts", "shmsize", "memory", "memswap",
+             "cpushares", "cpusetcpus", "cpusetmems", "cpuperiod", "cpuquota", "ulimits",
+             "cachefrom", "pull", "platform", "remote"}
 # accepted only with their default value (what the CLI sends when the flag is not used)
 DEFAULTS = {
     "cachefrom": ("", "[]", "null"), "cgroupparent": ("",), "cpuperiod": ("", "0"),
@@ -33,7 +35,94 @@ DEFAULTS = {
     "platform": ("",), "isolation": ("", "default"), "remote": ("",), "session": ("",),
     "buildid": ("",), "outputs": ("", "null", "[]"),
 }
-NETWORK_MODES = ("", "default", "bridge", "host", "none")
+_INT_PARAMS = {"shmsize": "ShmSize", "memory": "Memory", "memswap": "MemorySwap",
+               "cpushares": "CpuShares", "cpuperiod": "CpuPeriod", "cpuquota": "CpuQuota"}
+
+
+def _run_host_config(request: web.Request) -> dict:
+    """The HostConfig every RUN container gets from the build parameters."""
+    from dockyard import boundedjson
+    q = request.query
+    host: dict = {}
+    net = q.get("networkmode") or "default"
+    host["NetworkMode"] = "default" if net == "bridge" else net
+    hosts: list[str] = []
+    for v in q.getall("extrahosts", []):
+        if v.startswith("["):
+            try:
+                items = boundedjson.loads(v)
+            except ValueError:
+                raise InvalidParameter("invalid extrahosts parameter: not JSON") from None
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise InvalidParameter("invalid extrahosts parameter: a list of strings")
+            hosts += items
+        elif v:
+            hosts.append(v)
+    for h in hosts:
+        name, sep, addr = h.partition(":")
+        if not sep or not name or not addr:
+            raise InvalidParameter(f"invalid extra host {h!r}: host:ip is needed")
+    if hosts:
+        host["ExtraHosts"] = hosts
+    for k, field_ in _INT_PARAMS.items():
+        v = q.get(k)
+        if v in (None, ""):
+            continue
+        try:
+            n = int(v)
+        except ValueError:
+            raise InvalidParameter(f"invalid {k} parameter: {v} is not a number") from None
+        if n and (n > 0 or k == "memswap"):
+            host[field_] = n
+        elif n < 0:
+            raise InvalidParameter(f"invalid {k} parameter: {v} must not be negative")
+    for k, field_ in (("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems")):
+        if q.get(k):
+            host[field_] = q[k]
+    raw = q.get("ulimits")
+    if raw and raw not in ("null", "[]"):
+        try:
+            ul = boundedjson.loads(raw)
+        except ValueError:
+            raise InvalidParameter("invalid ulimits parameter: not JSON") from None
+        if not isinstance(ul, list) or not all(
+                isinstance(u, dict) and isinstance(u.get("Name"), str)
+                and isinstance(u.get("Soft", 0), int) and isinstance(u.get("Hard", 0), int)
+                for u in ul):
+            raise InvalidParameter("invalid ulimits parameter: a list of {Name, Soft, Hard}")
+        host["Ulimits"] = ul
+    return host
+
+
+def _cache_from(request: web.Request) -> list[str]:
+    from dockyard import boundedjson
+    raw = request.query.get("cachefrom")
+    if not raw:
+        return []
+    try:
+        v = boundedjson.loads(raw)
+    except ValueError:
+        raise InvalidParameter("invalid cachefrom parameter: not JSON") from None
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise InvalidParameter("invalid cachefrom parameter: a JSON list of image names")
+    return v
+
+
+def _check_platform(value: str) -> None:
+    """Only the host's platform can be built (no emulation)."""
+    if not value:
+        return
+    import platform as _pf
+    machine = _pf.machine().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+    for p in value.split(","):
+        parts = p.strip().lower().split("/")
+        if parts[0] != "linux" or (len(parts) > 1 and parts[1] not in (arch, machine)) \
+                or len(parts) > 3:
+            raise InvalidParameter(f"platform {p.strip()} is not supported: this builder runs "
+                                   f"steps natively and builds only for linux/{arch}")
 
 
 def _bool(v: str | None, default: bool) -> bool:
@@ -71,9 +160,10 @@ def _check_params(request: web.Request) -> None:
     if request.query.get("version", "1") not in ("", "1"):
         raise InvalidParameter("only the classic builder (version=1) is available: this "
                                "daemon has no BuildKit session support")
-    if request.query.get("networkmode", "") not in NETWORK_MODES:
-        raise InvalidParameter(f"build network mode {request.query['networkmode']} is not "
-                               "supported (default, bridge, host, none)")
+    net = request.query.get("networkmode", "")
+    if net.startswith("container:"):
+        raise InvalidParameter(f"build network mode {net} is not supported")
+    _check_platform(request.query.get("platform", ""))
 
 
 def _service(request: web.Request):
@@ -112,37 +202,34 @@ async def build(request: web.Request) -> web.StreamResponse:
     target = q.get("target") or None
     quiet = _bool(q.get("q"), False)
     opts = Options(nocache=_bool(q.get("nocache"), False), rm=_bool(q.get("rm"), True),
-                   forcerm=_bool(q.get("forcerm"), False), quiet=quiet)
-    net = q.get("networkmode") or "default"
-    reader = AsyncBodyReader(request, asyncio.get_running_loop())
+                   forcerm=_bool(q.get("forcerm"), False), quiet=quiet,
+                   host=_run_host_config(request), cache_from=tuple(_cache_from(request)))
+    dockerfile = q.get("dockerfile") or ""
+    remote = q.get("remote") or ""
     try:
-        bctx = await ctx.run(svc.receive, reader, q.get("dockerfile") or "Dockerfile")
+        if remote:
+            await _drain(request)
+            bctx, dockerfile = await ctx.run(svc.receive_remote, remote, dockerfile)
+        else:
+            reader = AsyncBodyReader(request, asyncio.get_running_loop())
+            bctx = await ctx.run(svc.receive, reader, dockerfile or "Dockerfile")
     except DockyardError:
         await _drain(request)
         raise
     try:
-        plan = await ctx.run(lambda: svc.prepare(bctx, dockerfile=q.get("dockerfile") or "",
+        if _bool(q.get("pull"), False):
+            refs = await ctx.run(lambda: svc.base_refs(bctx, dockerfile=dockerfile,
+                                                       build_args=build_args, target=target))
+            await svc.refresh(refs, tuple(ctx.extra.get("insecure_registries") or ()))
+        plan = await ctx.run(lambda: svc.prepare(bctx, dockerfile=dockerfile,
                                                  build_args=build_args, target=target,
                                                  labels=labels))
-        if net not in ("default", "bridge"):
-            plan = _with_network(plan, net)
         from dockyard.images import reference as refs
         # bad names are refused before anything is built; shown as dockerd shows them
         tags = [refs.parse_normalized(t).with_default_tag().familiar() for t in tags]
         return await _stream(request, svc, plan, bctx, opts, tags, StepFailed)
     finally:
         await asyncio.shield(ctx.run(bctx.close))
-
-
-def _with_network(plan, net: str):
-    import dataclasses
-    stages = []
-    for s in plan.stages:
-        steps = tuple(dataclasses.replace(st, run=dataclasses.replace(st.run, network=net))
-                      if st.run is not None and st.run.network == "default" else st
-                      for st in s.steps)
-        stages.append(dataclasses.replace(s, steps=steps))
-    return dataclasses.replace(plan, stages=tuple(stages))
 
 
 async def _stream(request, svc, plan, bctx, opts, tags, StepFailed) -> web.StreamResponse:
@@ -211,5 +298,43 @@ async def _stream(request, svc, plan, bctx, opts, tags, StepFailed) -> web.Strea
     return resp
 
 
+_PRUNE_PARAMS = {"all", "filters", "keep-storage", "reserved-space", "max-used-space",
+                 "min-free-space"}
+
+
+async def prune(request: web.Request) -> web.Response:
+    """``POST /build/prune``: {"CachesDeleted": [...], "SpaceReclaimed": n}."""
+    from dockyard.api.app import json_response
+    from dockyard.api.filters import parse_filters
+    from dockyard.builder import cache
+
+    ctx = ctx_of(request)
+    if ctx.images is None:
+        raise Unavailable("the build cache needs the image service")
+    q = request.query
+    for k in q:
+        if k not in _PRUNE_PARAMS:
+            raise InvalidParameter(f"unknown build prune parameter: {k}")
+    sizes = {}
+    for k in ("keep-storage", "reserved-space", "max-used-space", "min-free-space"):
+        try:
+            sizes[k] = int(q.get(k) or 0)
+        except ValueError:
+            raise InvalidParameter(f"{k} is in bytes and expects an integer, got "
+                                   f"{q.get(k)!r}") from None
+        if sizes[k] < 0:
+            raise InvalidParameter(f"{k} cannot be negative")
+    if sizes["max-used-space"] or sizes["min-free-space"]:
+        raise InvalidParameter("max-used-space and min-free-space are not supported by this "
+                               "builder: use keep-storage")
+    filters = parse_filters(q.get("filters"))
+    keep = sizes["keep-storage"] or sizes["reserved-space"]
+    report = await ctx.run(lambda: cache.prune(ctx.images.store, ctx.images,
+                                               all_=_bool(q.get("all"), False),
+                                               filters=filters, keep_storage=keep))
+    return json_response(report)
+
+
 def register(app: web.Application) -> None:
     add_route(app, "POST", "/build", build)
+    add_route(app, "POST", "/build/prune", prune)

@@ -100,6 +100,8 @@ def can_write_ahead(spec) -> bool:
     directory destination), no owner names to look up in the image."""
     if spec.workdir_only or spec.from_stage is not None or spec.from_image or spec.heredocs:
         return False
+    if spec.add and not all(it.contents for it in spec.items):
+        return False    # a file may be an archive, extracted into the destination
     if not spec.items or not (spec.dest_dir or all(it.contents for it in spec.items)):
         return False
     if spec.chown and not all(p.isdigit() for p in spec.chown.split(":")):
@@ -119,6 +121,64 @@ def write_ahead(root: str, spec, ctx: bctx.Context) -> list[str]:
         for k in range(1, len(names) + 1):
             implied.add("/".join(names[:k]))
     return sorted(implied)
+
+
+def _decompressor(raw, head: bytes):
+    """A reader of ``raw``'s decompressed bytes by its magic (gzip, bzip2, xz, zstd;
+    anything else is read as it is)."""
+    if head[:2] == b"\x1f\x8b":
+        import gzip
+        return _Closing(gzip.GzipFile(fileobj=raw, mode="rb"), raw)
+    if head[:3] == b"BZh":
+        import bz2
+        return _Closing(bz2.BZ2File(raw, mode="rb"), raw)
+    if head[:6] == b"\xfd7zXZ\x00":
+        import lzma
+        return _Closing(lzma.LZMAFile(raw, mode="rb"), raw)
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        import zstandard
+        return _Closing(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True),
+                        raw)
+    return raw
+
+
+class _Closing:
+    """A decompressing reader that closes its source too."""
+
+    def __init__(self, dec, raw) -> None:
+        self.dec, self.raw = dec, raw
+
+    def read(self, n: int = -1) -> bytes:
+        return self.dec.read(n)
+
+    def close(self) -> None:
+        try:
+            self.dec.close()
+        finally:
+            self.raw.close()
+
+
+def archive_stream(ctx: bctx.Context, e: bctx.Entry):
+    """A readable stream of the tar ``e`` holds (decompressed), or None if it is not an
+    archive: dockerd's IsArchivePath - decompressed by magic, then a first tar header
+    that reads (an empty or corrupt stream, a non-tar file: copied as it is)."""
+    import tarfile
+    if e.size < 4:
+        return None
+    with ctx.open(e) as f:
+        head = f.read(6)
+    stream = _decompressor(ctx.open(e), head)
+    try:
+        first = stream.read(512)
+        ok = len(first) == 512 and first.strip(b"\0") != b""
+        if ok:
+            tarfile.TarInfo.frombuf(first, "utf-8", "surrogateescape")
+    except Exception:  # noqa: BLE001 - any failure: not an archive
+        ok = False
+    stream.close()
+    if not ok:
+        return None
+    return _decompressor(ctx.open(e), head)
 
 
 class _Copy:
@@ -156,7 +216,15 @@ class _Copy:
         spool = os.open(ctx.spool_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             for it in spec.items:
+                if it.download:
+                    self._download(it, dest_is_dir)
+                    continue
                 e = ctx.entries.get(it.source)
+                if spec.add and e is not None and e.kind == "file" and not it.contents:
+                    stream = archive_stream(ctx, e)
+                    if stream is not None:
+                        self._extract(stream, it.dest, e.path)
+                        continue
                 if e is None:
                     raise CopyError(f"COPY failed: {it.source} disappeared from the context")
                 if it.contents:
@@ -167,6 +235,39 @@ class _Copy:
                     self._ctx_entry(spool, dfd, base, e)
         finally:
             os.close(spool)
+
+    def _download(self, it, dest_is_dir: bool) -> None:
+        """An ``ADD <url>`` file: mode 0600 (dockerd's), the time Last-Modified gave."""
+        import time
+        target = posixpath.join(it.dest, it.name) if dest_is_dir else it.dest
+        dfd, base = self._target_parent(target)
+        fd = os.open(it.download, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            uid, gid = self._owner(0, 0)
+            self.w.file(dfd, base, fd, 0, size, self._mode(0o600), uid, gid,
+                        _ns(it.mtime or time.time()))
+        finally:
+            os.close(fd)
+
+    def _extract(self, stream, dest: str, name: str) -> None:
+        """A local archive extracted into directory ``dest`` (owners and modes from the
+        archive, as dockerd's UntarPath; --chown/--chmod do not apply to its entries)."""
+        import lzma
+        import tarfile
+        import zlib
+        from dockyard.images import unpack
+        dfd = self.w.dir(dest, 0, 0)
+        try:
+            unpack.extract_into(stream, dfd)
+        except unpack.UnpackError as e:
+            raise CopyError(f"ADD failed: {name}: {e}") from None
+        except (EOFError, lzma.LZMAError, zlib.error, tarfile.TarError, OSError) as e:
+            if isinstance(e, OSError) and e.errno is not None:
+                raise
+            raise CopyError(f"ADD failed: {name}: invalid archive: {e}") from None
+        finally:
+            stream.close()
 
     def _mode(self, mode: int) -> int:
         return self.chmod if self.chmod is not None else mode

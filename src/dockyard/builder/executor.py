@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dockyard import errors
@@ -50,6 +50,8 @@ class Options:
     rm: bool = True
     forcerm: bool = False
     quiet: bool = False
+    host: dict = field(default_factory=dict)   # every RUN container's HostConfig
+    cache_from: tuple[str, ...] = ()           # images whose layers may stand for steps
 
 
 class _Ordered:
@@ -198,7 +200,10 @@ class Executor:
 
     async def _run(self, step: Step, parent: str, config: dict, opts: Options, say) -> str:
         r = step.run
-        host = {"NetworkMode": "default" if r.network == "default" else r.network}
+        host = json.loads(json.dumps(opts.host))
+        if r.network != "default":
+            host["NetworkMode"] = r.network    # RUN --network
+        host.setdefault("NetworkMode", "default")
         body = {"Cmd": list(r.argv), "Entrypoint": [], "Env": list(r.env), "User": r.user,
                 "WorkingDir": r.workdir, "AttachStdout": True, "AttachStderr": True,
                 "Labels": {LABEL: "1"}, "HostConfig": host}

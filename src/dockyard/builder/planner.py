@@ -51,6 +51,8 @@ class CopyItem:
     dest: str                      # absolute destination path in the image
     contents: bool                 # a directory whose contents go to dest
     name: str = ""                 # the base name a file gets in a directory destination
+    download: str = ""             # ADD <url>: the downloaded file (a host path of ours)
+    mtime: float = 0.0             # ADD <url>: Last-Modified (0: now)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,37 @@ class CopySpec:
     heredocs: tuple[tuple[str, str], ...] = ()   # (file name, content)
     workdir_only: bool = False     # WORKDIR: only make the directory
     dest: str = ""                 # the absolute destination
+    add: bool = False              # ADD: local archives are extracted
+
+
+@dataclass(frozen=True)
+class Download:
+    """An ``ADD <url>`` source fetched before planning (by the service)."""
+    url: str
+    path: str                      # where its content is (a private host file)
+    digest: str                    # sha256 of the content
+    size: int
+    mtime: float = 0.0             # Last-Modified, seconds (0: none given)
+    name: str = ""                 # the file name the URL gives
+
+
+class MissingDownloads(Exception):
+    """:func:`plan` met ``ADD`` URLs not in ``downloads``: fetch them and plan again."""
+
+    def __init__(self, urls: list[str]) -> None:
+        super().__init__(", ".join(urls))
+        self.urls = urls
+
+
+def url_name(url: str) -> str:
+    """The file name an ``ADD <url>`` takes (the URL path's last component)."""
+    from urllib.parse import urlsplit
+    path = urlsplit(url).path
+    return posixpath.basename(path.rstrip("/")) or ""
+
+
+def is_url(src: str) -> bool:
+    return src.startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -102,6 +135,7 @@ class Plan:
     total: int                     # M of Step N/M
     meta: tuple[Step, ...] = ()    # global ARG steps (displayed only)
     unused_args: tuple[str, ...] = ()
+    epoch: int | None = None       # SOURCE_DATE_EPOCH: image and history times, file mtimes
 
     def steps(self) -> list[Step]:
         out = list(self.meta)
@@ -270,9 +304,14 @@ def _needed(df: Dockerfile, stages: list[list[Instruction]], meta: dict, target:
 
 def plan(df: Dockerfile, *, build_args: dict[str, str | None] | None = None,
          target: str | None = None, bases: dict[str, tuple[str, dict]] | None = None,
-         context: Context | None = None, labels: dict[str, str] | None = None) -> Plan:
+         context: Context | None = None, labels: dict[str, str] | None = None,
+         downloads: dict[str, Download] | None = None, run_defaults: dict | None = None,
+         epoch: int | None = None) -> Plan:
     """``bases``: reference -> (image ID, image config) for every name of
-    :func:`base_images`."""
+    :func:`base_images`. ``downloads``: ``ADD`` URLs already fetched (any other raises
+    :class:`MissingDownloads` once the whole Dockerfile is planned). ``run_defaults``:
+    the build parameters every RUN container gets (network mode, extra hosts, limits),
+    part of RUN keys. ``epoch``: SOURCE_DATE_EPOCH (reproducible builds)."""
     build_args = dict(build_args or {})
     bases = bases or {}
     meta, meta_ins, start = _meta_args(df, build_args)
@@ -294,20 +333,27 @@ def plan(df: Dockerfile, *, build_args: dict[str, str | None] | None = None,
     planned: dict[int, Stage] = {}
     results: dict[int, dict] = {}    # stage -> its final image config (for FROM stage)
     used_args: set[str] = set()
+    missing: list[str] = []
     for i, st in enumerate(stages_ins):
         if i not in needed:
             continue
         sp = _StagePlanner(df, i, st, meta, build_args, bases, planned, results, names,
                            context, number, labels if i == tindex else None, used_args)
+        sp.downloads = downloads or {}
+        sp.missing = missing
+        sp.run_defaults = run_defaults or {}
+        sp.epoch = epoch
         stage = sp.run()
         number += len(stage.steps)
         planned[i] = stage
         results[i] = sp.image
+    if missing:
+        raise MissingDownloads(missing)
     unused = sorted(k for k in build_args if k not in used_args and k not in meta
-                    and k not in BUILTIN_ARGS)
+                    and k not in BUILTIN_ARGS and k != "SOURCE_DATE_EPOCH")
     stages = tuple(planned[i] for i in sorted(planned))
     return Plan(stages, [s.index for s in stages].index(tindex), total, tuple(meta_steps),
-                tuple(unused))
+                tuple(unused), epoch)
 
 
 def _parse_duration(s: str, line: int, flag: str) -> int:
@@ -366,6 +412,10 @@ class _StagePlanner:
         self.args: dict[str, str | None] = {}      # ARGs declared in this stage
         self.image: dict = {}
         self.cmd_set = False
+        self.downloads: dict[str, Download] = {}
+        self.missing: list[str] = []
+        self.run_defaults: dict = {}
+        self.epoch: int | None = None
 
     # the variables a word may use: the config's Env first, then the stage's ARGs
     def lookup(self, used: set | None = None):
@@ -419,6 +469,8 @@ class _StagePlanner:
         platform = first.flag("platform")
         if platform:
             key = _h(key, "platform", self.word(platform))
+        if self.epoch is not None:
+            key = _h(key, "epoch", str(self.epoch))
         self.image.pop("author", None)
         self.number += 1
         steps.append(Step(self.number, self.index, first.original, "from", key,
@@ -739,8 +791,21 @@ class _StagePlanner:
         else:
             ctx = self.context
             for s in srcs:
+                if c == "ADD" and is_url(s):
+                    d = self.downloads.get(s)
+                    if d is None:
+                        if s not in self.missing:
+                            self.missing.append(s)
+                        continue
+                    name = d.name or url_name(s)
+                    if not name and (dest_dir or n_src > 1):
+                        raise ParseError(line, f"cannot determine filename from url: {s}")
+                    items.append(CopyItem(s, abs_dest, False, name, d.path, d.mtime))
+                    digest_parts.append(f"url {name} {d.size} {d.digest}")
+                    continue
                 if re.match(r"^[a-z][a-z0-9+.-]*://", s):
-                    raise ParseError(line, f"{c} from a URL is not supported yet")
+                    raise ParseError(line, f"{c} from a URL is not supported: {s} (only "
+                                           "http and https)")
                 if ctx is None:
                     raise select_error(c, s)
                 matches = self._select(ctx, s, c)
@@ -754,10 +819,6 @@ class _StagePlanner:
                                                 + sub.meta())
                     else:
                         digest_parts.append("file " + e.path + " " + e.meta())
-                if c == "ADD" and any(e.kind == "file" and _archive_name(e.path)
-                                      for _, e in matches):
-                    raise ParseError(line, "ADD of a local archive (auto-extraction) is not "
-                                           "supported yet")
             if len(items) > 1:
                 dest_dir = True
         for name, content in heredocs:
@@ -773,8 +834,10 @@ class _StagePlanner:
         desc = f"{c} {what}:{digest} in {dest} "
         if chown:
             desc = f"{c} --chown={chown} {what}:{digest} in {dest} "
+        if c == "ADD":
+            digest_parts.append("add")     # archives are extracted: not COPY's result
         spec = CopySpec(tuple(items), from_stage, from_image, chown, mode, dest_dir,
-                        tuple(heredocs), dest=abs_dest)
+                        tuple(heredocs), dest=abs_dest, add=c == "ADD")
         return spec, desc
 
     def _select(self, ctx: Context, src: str, c: str) -> list[tuple[str, Entry]]:
@@ -796,10 +859,6 @@ class _StagePlanner:
         if e is None:
             raise select_error(c, src)
         return [(posixpath.basename(norm), e)]
-
-
-def _archive_name(path: str) -> bool:
-    return path.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz"))
 
 
 def _glob_to_re(pattern: str) -> str:

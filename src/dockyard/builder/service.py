@@ -36,8 +36,20 @@ class BuildService:
         return bctx.receive(stream, os.path.join(self.tmp, "ctx-" + uuid.uuid4().hex),
                             dockerfile or "Dockerfile")
 
-    def prepare(self, ctx: bctx.Context, *, dockerfile: str = "", build_args=None,
-                target: str | None = None, labels=None) -> planner.Plan:
+    def receive_remote(self, remote: str, dockerfile: str = "") -> tuple[bctx.Context, str]:
+        """The ``remote`` parameter's context (an http(s) tar or Dockerfile, a git URL)
+        and the Dockerfile's name in it."""
+        from dockyard.builder import remote as rem
+        work = os.path.join(self.tmp, "remote-" + uuid.uuid4().hex)
+        os.makedirs(work, mode=0o700)
+        try:
+            stream, name = rem.fetch_context(remote, work, dockerfile or "Dockerfile")
+            with stream:
+                return self.receive(stream, name), dockerfile
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def dockerfile(self, ctx: bctx.Context, dockerfile: str = "") -> dfparse.Dockerfile:
         name = bctx.normalize(dockerfile or "Dockerfile")
         e = ctx.resolve(name)
         if e is None and not dockerfile:
@@ -46,10 +58,26 @@ class BuildService:
         if e is None or e.kind != "file":
             raise errors.InvalidParameter(f"Cannot locate specified Dockerfile: "
                                           f"{dockerfile or 'Dockerfile'}")
-        text = ctx.read(e.path)
-        df = dfparse.parse(text)
+        df = dfparse.parse(ctx.read(e.path))
         if not df.instructions:
             raise errors.InvalidParameter("the Dockerfile (Dockerfile) cannot be empty")
+        return df
+
+    def base_refs(self, ctx: bctx.Context, *, dockerfile: str = "", build_args=None,
+                  target: str | None = None) -> list[str]:
+        """The images the build starts from (what ``pull`` refreshes)."""
+        return planner.base_images(self.dockerfile(ctx, dockerfile), build_args or {}, target)
+
+    async def refresh(self, refs: list[str], insecure=(), auth=None) -> None:
+        """The ``pull`` parameter: each base image pulled again from its registry."""
+        from dockyard.images.pull import pull
+        for ref in refs:
+            async for _ in pull(self.images, ref, insecure_registries=insecure, auth=auth):
+                pass
+
+    def prepare(self, ctx: bctx.Context, *, dockerfile: str = "", build_args=None,
+                target: str | None = None, labels=None) -> planner.Plan:
+        df = self.dockerfile(ctx, dockerfile)
         bases = {}
         for ref in planner.base_images(df, build_args or {}, target):
             try:
@@ -58,8 +86,25 @@ class BuildService:
                 raise errors.NotFound(f"pull access denied for {ref}: the image is not here "
                                       "(the builder does not pull yet: pull it first)") from None
             bases[ref] = (image_id, self.images.get_config(image_id))
-        return planner.plan(df, build_args=build_args or {}, target=target, bases=bases,
-                            context=ctx, labels=labels or None)
+        epoch = None
+        sde = (build_args or {}).get("SOURCE_DATE_EPOCH")
+        if sde:
+            if not sde.isdigit():
+                raise errors.InvalidParameter(f"invalid SOURCE_DATE_EPOCH: {sde} (seconds "
+                                              "since 1970 are needed)")
+            epoch = int(sde)
+        downloads: dict[str, planner.Download] = {}
+        while True:
+            try:
+                return planner.plan(df, build_args=build_args or {}, target=target,
+                                    bases=bases, context=ctx, labels=labels or None,
+                                    downloads=downloads, epoch=epoch)
+            except planner.MissingDownloads as e:
+                from dockyard.builder import remote
+                for url in e.urls:
+                    if url in downloads:
+                        raise errors.InvalidParameter(f"ADD {url}: fetched but not found")
+                    downloads[url] = remote.download(url, ctx.root)
 
     async def execute(self, plan: planner.Plan, ctx: bctx.Context, opts: Options, emit) -> str:
         image_id = await self.executor.run(plan, ctx, opts, emit)

@@ -799,6 +799,28 @@ def _times(m: tarfile.TarInfo) -> tuple[int, int]:
     return atime, mtime
 
 
+def extract_into(stream: BinaryIO, dir_fd: int) -> int:
+    """Extract the plain tar read from ``stream`` into the directory ``dir_fd`` (a
+    builder's ``ADD`` of a local archive) with the checks :func:`apply_layer` makes:
+    names resolved from ``dir_fd`` as if it were the root (nothing written outside it,
+    symlinks met in parents resolved inside it), ``..`` and absolute names refused,
+    owners and modes from the archive. Whiteout names delete what they name (inside the
+    directory only). Returns the bytes of content written."""
+    root = Root.__new__(Root)
+    root.path, root.fd, root.lowers, root.implicit, root._cache = "", os.dup(dir_fd), [], [], {}
+    ex = _Extractor(root, "delete")
+    try:
+        for tf, m in iter_tar(stream):
+            try:
+                ex.apply(tf, m)
+            except OSError as e:
+                raise UnpackError(f"cannot extract {m.name!r}: {e.strerror or e}") from None
+        ex.finish()
+    finally:
+        root.close()
+    return ex.size
+
+
 def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = "overlay",
                 expected_diff_id: str | None = None, expected_digest: str | None = None,
                 tee: Callable[[bytes], object] | None = None,
