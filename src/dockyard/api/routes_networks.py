@@ -70,6 +70,10 @@ async def remove(request: web.Request) -> web.Response:
 async def prune(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     filters = parse_filters(request.query.get("filters"))
+    if ctx.extra.get("networks") is None:
+        # networking disabled (--bridge none and no manager): nothing to prune, as
+        # `docker system prune` expects an answer
+        return json_response({"NetworksDeleted": None})
     deleted = await ctx.run(_net(request).prune_networks, filters)
     return json_response({"NetworksDeleted": deleted or None})
 
