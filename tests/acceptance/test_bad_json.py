@@ -111,6 +111,11 @@ def _cases(ids) -> list[tuple[str, str, bytes, str]]:
         # JSON in query parameters
         ("GET", "/containers/json?filters=" + "%5B" * 2500, b"", "nested deeper"),
         ("GET", "/images/json?filters=" + "%5B" * 2500, b"", "nested deeper"),
+        # images/create's parameters
+        ("POST", "/images/create?fromSrc=http%3A%2F%2F%5B%3A%3A1", b"", "invalid URL"),
+        ("POST", "/images/create?fromImage=busybox&tag=%40%40", b"", "invalid reference format"),
+        ("POST", "/images/create?fromImage=%00", b"", "invalid reference format"),
+        ("POST", "/images/create?fromImage=x&platform=a%2F%2F%2Fb", b"", "unknown operating system"),
     ]
 
 

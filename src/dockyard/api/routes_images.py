@@ -111,6 +111,8 @@ def _open_url(url: str):
                                "(use '-' to upload, or an http(s) URL)")
     try:
         return urllib.request.urlopen(url, timeout=60)
+    except ValueError as e:   # not a URL urllib can even parse ("http://[::1")
+        raise InvalidParameter(f"invalid URL {url!r}: {e}") from None
     except urllib.error.HTTPError as e:
         raise InvalidParameter(f"Get \"{url}\": bad response status: {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
