@@ -1,0 +1,91 @@
+"""The container's filesystem as a whole: mounted on demand, exported, diffed, committed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from dockyard import errors
+from dockyard.containers.task import _mount_rootfs, _unmount_rootfs
+
+
+class Filesystem:
+    """Part of ContainerService (containers/service.py): see the module's docstring."""
+
+    async def changes(self, ref: str) -> list[dict]:
+        c = self.get(ref)
+        return await asyncio.to_thread(self.images.changes, c["Id"])
+
+    async def commit(self, ref: str, *, repo: str | None, tag: str | None, author: str = "",
+                     comment: str = "", changes: list[str] = (), pause: bool = True,
+                     config: dict | None = None) -> str:
+        c = self.get(ref)
+        paused_here = False
+        if pause and c["State"]["Status"] == "running":
+            await self._runtime("pause", c["Id"], check=False, c=c)
+            paused_here = True
+        try:
+            image_id = await asyncio.to_thread(
+                self.images.commit_rootfs, c["Id"], c["Image"], config=config or c["Config"],
+                changes=list(changes), author=author, comment=comment, repo=repo, tag=tag,
+                container_id=c["Id"])
+        finally:
+            if paused_here:
+                await self._runtime("resume", c["Id"], check=False, c=c)
+        self.emit("container", "commit", c["Id"], {**self._attrs(c), "comment": comment})
+        return image_id
+
+    @contextlib.asynccontextmanager
+    async def rootfs_mounted(self, ref: str):
+        """``(record, path)``: the container's root filesystem, mounted at ``path`` for the
+        duration. A running container's own mount is used as is (it may stop meanwhile:
+        callers that open it check it is still a mount); a stopped one is mounted for the
+        duration under the container's lock, so a start waits for it."""
+        c = self.get(ref)
+        rootfs = os.path.join(self._dir(c["Id"]), "rootfs")
+        if os.path.ismount(rootfs):
+            yield c, rootfs
+            return
+        async with self._lock(c["Id"]):
+            if os.path.ismount(rootfs):   # started meanwhile
+                yield c, rootfs
+                return
+            mounts = await asyncio.to_thread(self.images.rootfs_mounts, c["Id"])
+            await asyncio.to_thread(_mount_rootfs, mounts, rootfs)
+            try:
+                yield c, rootfs
+            finally:
+                await asyncio.to_thread(_unmount_rootfs, rootfs)
+
+    async def export(self, ref: str, out) -> None:
+        """Write the container's filesystem as a tar to the binary file ``out`` (read
+        through fsroot: nothing below the rootfs mount is opened by a host path)."""
+        for _ in range(3):
+            async with self.rootfs_mounted(ref) as (c, rootfs):
+                done = await asyncio.to_thread(_tar_dir, rootfs, out)
+            if done:
+                break
+        else:
+            raise errors.Conflict(f"container {ref} kept starting and stopping during the export")
+        self.emit("container", "export", c["Id"], self._attrs(c))
+
+
+def _tar_dir(root: str, out) -> bool:
+    """``docker export``: the tree below the mount ``root`` as a tar (names relative, no
+    "." entry), every entry pinned before it is read (fsroot), entries that vanish
+    meanwhile skipped, overlay whiteouts (0:0 character devices) and sockets left out.
+    False, with nothing written, if ``root`` is no longer a mount (the container stopped
+    between the caller's check and the open)."""
+    from dockyard.fsroot.nodes import is_mount_root, open_root
+    from dockyard.fsroot.tar import TarWriter
+
+    fd = open_root(root)
+    try:
+        if not is_mount_root(fd, root):
+            return False
+        with TarWriter(out) as tw:
+            tw.add_tree(fd, "", skip=lambda _path, node: node.is_whiteout())
+        return True
+    finally:
+        os.close(fd)

@@ -1,0 +1,133 @@
+"""HostConfig checks made at create and update (restart policy, resources, cpusets,
+block I/O this host cannot enforce, --storage-opt)."""
+
+from __future__ import annotations
+
+import os
+
+from dockyard import errors
+
+def _validate_host_config(host: dict) -> None:
+    policy = host.get("RestartPolicy") or {}
+    name = policy.get("Name") or "no"
+    if name not in ("no", "always", "unless-stopped", "on-failure", ""):
+        raise errors.InvalidParameter(f"invalid restart policy '{name}'")
+    if name != "on-failure" and policy.get("MaximumRetryCount"):
+        raise errors.InvalidParameter(
+            f"invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    if host.get("AutoRemove") and name not in ("no", ""):
+        raise errors.InvalidParameter("can't create 'AutoRemove' container with restart policy")
+    for k in ("Memory", "MemorySwap", "CpuShares", "NanoCpus", "PidsLimit"):
+        v = host.get(k)
+        if v is not None and not isinstance(v, int):
+            raise errors.InvalidParameter(f"invalid value for {k}: {v!r}")
+    if (host.get("Memory") or 0) < 0:
+        raise errors.InvalidParameter("invalid memory limit")
+    if (host.get("CpuShares") or 0) < 0:
+        raise errors.InvalidParameter(f"invalid CPU shares: {host['CpuShares']}: must be positive")
+    for key, online in (("CpusetCpus", "/sys/devices/system/cpu/online"),
+                        ("CpusetMems", "/sys/devices/system/node/online")):
+        if host.get(key):
+            want = _parse_cpuset(host[key])
+            if want is None:
+                raise errors.InvalidParameter(f"Invalid value {host[key]} for cpuset {key[6:].lower()}")
+            try:
+                with open(online) as f:
+                    avail_s = f.read().strip()
+            except OSError:
+                continue
+            avail = _parse_cpuset(avail_s) or set()
+            if not want <= avail:
+                what = "CPUs" if key == "CpusetCpus" else "memory nodes"
+                raise errors.InvalidParameter(
+                    f"Requested {what} are not available - requested {host[key]}, available: {avail_s}")
+
+
+# HostConfig field, blkio_support() key, dockerd's warning when the host cannot enforce it
+_BLKIO_SUPPORT = (
+    ("BlkioWeight", "weight", "Your kernel does not support Block I/O weight or the cgroup is not "
+     "mounted. Weight discarded."),
+    ("BlkioWeightDevice", "weight_device", "Your kernel does not support Block I/O weight_device or "
+     "the cgroup is not mounted. Weight-device discarded."),
+    ("BlkioDeviceReadBps", "read_bps", "Your kernel does not support BPS Block I/O read limit or the "
+     "cgroup is not mounted. Block I/O BPS read limit discarded."),
+    ("BlkioDeviceWriteBps", "write_bps", "Your kernel does not support BPS Block I/O write limit or "
+     "the cgroup is not mounted. Block I/O BPS write limit discarded."),
+    ("BlkioDeviceReadIOps", "read_iops", "Your kernel does not support IOPS Block read limit or the "
+     "cgroup is not mounted. Block I/O IOPS read limit discarded."),
+    ("BlkioDeviceWriteIOps", "write_iops", "Your kernel does not support IOPS Block write limit or the "
+     "cgroup is not mounted. Block I/O IOPS write limit discarded."),
+)
+
+
+def _discard_unsupported_blkio(host: dict) -> list[str]:
+    """dockerd's rule for block I/O settings this host cannot enforce: the field is
+    reset (inspect shows it unset) and the create/update answer carries a warning,
+    which the CLI prints; what the host supports goes to the spec and is applied."""
+    wanted = [(f, k, w) for f, k, w in _BLKIO_SUPPORT if host.get(f)]
+    if not wanted:
+        return []
+    from dockyard.runtime import cgroups
+
+    support = cgroups.blkio_support()
+    warnings = []
+    for field, key, warning in wanted:
+        if not support.get(key):
+            host[field] = 0 if field == "BlkioWeight" else []
+            warnings.append(warning)
+    return warnings
+
+
+def _check_storage_opt(host: dict, snapshot_root: str) -> None:
+    """--storage-opt: dockerd's overlay2 takes only ``size``, and only on xfs mounted
+    with project quotas; anywhere else it refuses rather than ignore the limit. We
+    have no project-quota support, so a size is refused on every backing fs."""
+    opts = host.get("StorageOpt")
+    if not opts:
+        return
+    if not isinstance(opts, dict):
+        raise errors.InvalidParameter("invalid StorageOpt: expected an object of strings")
+    if not any(k.lower() == "size" for k in opts):
+        raise errors.DockyardError(f"Unknown option {sorted(opts)[0]}")
+    if not _xfs_with_pquota(snapshot_root):
+        raise errors.DockyardError("--storage-opt is supported only for overlay over xfs with "
+                                   "'pquota' mount option")
+    raise errors.DockyardError("--storage-opt size: xfs project quotas are not implemented by "
+                               "this daemon's snapshotter")
+
+
+def _xfs_with_pquota(path: str) -> bool:
+    """Whether ``path`` lies on an xfs mount with project quotas (the mount whose
+    mount point is the longest prefix of its real path, from mountinfo)."""
+    real = os.path.realpath(path)
+    best: tuple[int, bool] = (-1, False)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                pre, _, post = line.partition(" - ")
+                fields, tail = pre.split(), post.split()
+                if len(fields) < 5 or len(tail) < 3:
+                    continue
+                mnt = fields[4].encode().decode("unicode_escape")
+                if real == mnt or real.startswith(mnt.rstrip("/") + "/"):
+                    if len(mnt) >= best[0]:
+                        opts = set(tail[2].split(",")) | set(fields[5].split(","))
+                        best = (len(mnt), tail[0] == "xfs" and bool(
+                            opts & {"prjquota", "pquota", "pqnoenforce"}))
+    except OSError:
+        return False
+    return best[1]
+
+
+def _parse_cpuset(spec: str) -> set[int] | None:
+    """'0-2,4' -> {0, 1, 2, 4}; None when malformed (Docker's parsers.ParseUintList)."""
+    out: set[int] = set()
+    for part in str(spec).split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            return None
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            return None
+        out.update(range(a, b + 1))
+    return out

@@ -1,0 +1,522 @@
+"""Lifecycle: create, start, stop, kill, restart, wait, remove, prune, pause, update,
+top, and what happens when a container exits (the restart policy)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+
+from dockyard import errors, statefiles
+from dockyard.containers import state as st
+from dockyard.containers import warm as warmpool
+from dockyard.oci import spec as ocispec
+from dockyard.containers.hostconfig import _check_storage_opt, _discard_unsupported_blkio, _validate_host_config
+from dockyard.containers.records import _match_labels, _merge_config, _random_name
+from dockyard.containers.common import NAME_RE, ZERO_TIME, now, _warm_cgroup_attach, log
+
+
+class Lifecycle:
+    """Part of ContainerService (containers/service.py): see the module's docstring."""
+
+    # ---- create ----------------------------------------------------------------------
+    async def create(self, name: str | None, body: dict) -> dict:
+        if not isinstance(body, dict):
+            raise errors.InvalidParameter("invalid JSON: container config must be an object")
+        config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
+        host = dict(body.get("HostConfig") or {})
+        image_ref = config.get("Image") or ""
+        if not image_ref:
+            raise errors.InvalidParameter("No image was specified")
+        if name:
+            if not NAME_RE.match(name):
+                raise errors.InvalidParameter(
+                    f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            name = "/" + name.lstrip("/")
+            self._check_name_free(name)
+        runtime = host.get("Runtime") or self.default_runtime
+        if runtime not in self.runtimes:
+            raise errors.InvalidParameter(f"unknown or invalid runtime name: {runtime}")
+        _validate_host_config(host)
+        _check_storage_opt(host, str(getattr(getattr(self.images, "snapshotter", None), "root", self.root)))
+        warnings = _discard_unsupported_blkio(host)
+        _warm_cgroup_attach()   # `docker run` starts it right after
+        image_id = await asyncio.to_thread(self.images.resolve, image_ref)
+        image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
+        cid = secrets.token_hex(32)
+        # Merge the image's defaults into the container's Config as Docker shows it.
+        merged = _merge_config(config, image_config)
+        try:
+            ocispec.command(config, image_config)
+            ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"), bool(host.get("Privileged")))
+            ocispec.resources(host)
+            for b in host.get("Binds") or []:
+                ocispec.parse_bind(b)
+            ocispec.parse_signal(merged.get("StopSignal"))
+        except ocispec.SpecError as e:
+            raise errors.InvalidParameter(str(e)) from None
+        mode = host.get("NetworkMode") or "default"
+        if mode.startswith("container:"):
+            self.get(mode.split(":", 1)[1])  # 404 if the other container is unknown
+        if self.network is not None:
+            await asyncio.to_thread(self.network.validate, host, merged)
+        # The name is taken here, with no await between the check and the reservation:
+        # parallel creates (`docker run` x 50) never end up with the same name.
+        if name:
+            self._check_name_free(name)
+        else:
+            name = "/" + _random_name(set(c["Name"] for c in self.containers.values())
+                                      | self._reserved_names)
+        self._reserved_names.add(name)
+        try:
+            out = await self._create_reserved(cid, name, config, host, body, merged, image_id,
+                                              image_config, runtime)
+            return {**out, "Warnings": warnings + list(out.get("Warnings") or [])}
+        finally:
+            self._reserved_names.discard(name)
+
+    async def _create_reserved(self, cid: str, name: str, config: dict, host: dict, body: dict,
+                               merged: dict, image_id: str, image_config: dict,
+                               runtime: str) -> dict:
+        rec = self._new_record(cid, name, config, host, body, merged, image_id, image_config,
+                               runtime)
+        entry = None
+        if self.warm.enabled and host.get("AutoRemove"):
+            k = warmpool.key(rec)
+            self.warm.note(k)
+            entry = self.warm.take(k)
+            if entry is None and k in self.warm.making:
+                # one is being made (the last identical run asked for it): it is ready
+                # sooner than a new one would be
+                await asyncio.shield(self.warm.making[k])
+                entry = self.warm.take(k)
+        if entry is not None:
+            # made ahead for exactly this: its own (random) id, its rootfs mounted and its
+            # init waiting in the runtime; _start_locked only releases it
+            w = entry.record
+            w.update(Name=name, Created=rec["Created"])
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._dir(w["Id"]), warmpool.MARKER))
+            self.warm.taken[w["Id"]] = entry
+            self._schedule_warm_expiry()
+            rec = w
+        else:
+            cdir = self._dir(cid)
+            statefiles.makedirs(cdir)
+            try:
+                await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid, True)
+            except BaseException:
+                shutil.rmtree(cdir, ignore_errors=True)
+                raise
+        cid = rec["Id"]
+        self.containers[cid] = rec
+        self.exits[cid] = asyncio.Event()
+        self._save(rec)
+        self.emit("container", "create", cid, self._attrs(rec))
+        return {"Id": cid, "Warnings": []}
+
+    # ---- start -----------------------------------------------------------------------
+    async def start(self, ref: str) -> None:
+        c = self.get(ref)
+        cid = c["Id"]
+        async with self._lock(cid):
+            s = c["State"]["Status"]
+            if s == "running":
+                raise errors.NotModified("container already started")
+            if s == "paused":
+                raise errors.Conflict("cannot start a paused container, try unpause instead")
+            if s in ("removing", "dead"):
+                raise errors.Conflict(f"container is marked for removal and cannot be started")
+            try:
+                await self._start_locked(c)
+            except errors.DockyardError as e:
+                # clients attached for this start get their stream closed
+                for go, _ in self._pending_attach.pop(cid, []):
+                    if not go.done():
+                        go.set_exception(errors.Conflict(f"container failed to start: {e}"))
+                c["State"]["Error"] = str(e)
+                c["State"]["ExitCode"] = _start_error_code(str(e))
+                self._save(c)
+                await self._cleanup_after_stop(c)
+                failed = e
+            else:
+                return
+        # Like dockerd: a --rm container that cannot start is removed (`docker run --rm`
+        # waits for condition=removed before it reports the error).
+        if c["HostConfig"].get("AutoRemove"):
+            try:
+                await self.remove(cid, force=True)
+            except errors.DockyardError as e:
+                log.warning("auto-remove of %s failed: %s", cid[:12], e)
+        raise failed
+
+    async def _start_locked(self, c: dict) -> None:
+        cid = c["Id"]
+        host = c["HostConfig"]
+        mode = host.get("NetworkMode") or "default"
+        entry = self.warm.taken.pop(cid, None)
+        pid = None
+        if entry is not None:
+            if warmpool.key(c) == entry.key and os.path.exists(f"/proc/{entry.pid}"):
+                pid = entry.pid
+                log.debug("container %s starts from the warm pool", cid[:12])
+            else:   # changed since (docker update...) or gone: made anew
+                await self._release_prepared(c)
+        if pid is None:
+            _warm_cgroup_attach()
+            pid = await self._create_task(c)
+        try:
+            if self.network is not None and mode != "host" and not mode.startswith("container:"):
+                try:
+                    settings = await self.network.attach(c, f"/proc/{pid}/ns/net")
+                except errors.DockyardError as e:   # Docker 28's words around the driver's
+                    raise type(e)(f"failed to set up container networking: {e}") from None
+                if settings:
+                    c["NetworkSettings"] = settings
+            if self.exits.get(cid) is None or self.exits[cid].is_set():
+                self.exits[cid] = asyncio.Event()
+            await self._connect_pending_attaches(cid)
+            started_at = now()
+            await self.sup.request("start", id=cid)
+        except BaseException:
+            await self._runtime("delete", "--force", cid, check=False, c=c)
+            raise
+        stt = c["State"]
+        st.set_status(stt, "running")
+        stt.update(Pid=pid, StartedAt=started_at, ExitCode=0, Error="", OOMKilled=False,
+                   FinishedAt=ZERO_TIME)
+        c["HasBeenStartedBefore"] = True
+        c["HasBeenManuallyStopped"] = False
+        self._save(c)
+        self.emit("container", "start", cid, self._attrs(c))
+        if entry is not None and pid == entry.pid and host.get("AutoRemove"):
+            self._want_warm(c)   # the next of a series of `run --rm`, made while this one runs
+
+    # ---- exit, stop, kill --------------------------------------------------------------
+    async def _on_exit(self, cid: str, code: int, finished: str, booting: bool = False,
+                       pid: int = 0) -> None:
+        c = self.containers.get(cid)
+        if c is None:
+            return
+        # A start in progress holds the lock: its exit is handled once it is recorded.
+        async with self._lock(cid):
+            stt = c["State"]
+            if stt["Status"] not in ("running", "paused", "restarting"):
+                return
+            if pid and stt["Pid"] and pid != stt["Pid"]:
+                return  # the exit of an earlier run
+            stt["OOMKilled"] = await asyncio.to_thread(self._oom_killed, cid) or stt.get("OOMKilled", False)
+            st.set_status(stt, "exited")
+            stt.update(ExitCode=code, FinishedAt=finished, Pid=0)
+            self._save(c)
+
+            def died() -> None:
+                if stt["OOMKilled"]:
+                    self.emit("container", "oom", cid, self._attrs(c))
+                self.emit("container", "die", cid, {**self._attrs(c), "exitCode": str(code)})
+
+            auto_remove = bool(c["HostConfig"].get("AutoRemove")) and not self._restart_wanted(c)
+            if auto_remove:
+                # `run --rm`: once its network is released (its ports free for the next
+                # container), the container is gone for every client; its mounts,
+                # cgroups and files are removed just after, still under this lock.
+                await self._release_network(c)
+                died()
+                self._forget(c, pending_files=True)
+                await self._cleanup_after_stop(c, network=False)
+            else:
+                await self._cleanup_after_stop(c)
+                died()
+                ev = self.exits.get(cid)
+                if ev:
+                    ev.set()
+        if auto_remove:
+            removal = asyncio.ensure_future(self._remove_files(c))
+            self._removals.add(removal)
+            removal.add_done_callback(self._removals.discard)
+            await removal
+            self._want_warm(c)
+            return
+        if self._restart_wanted(c) and not booting:
+            c["RestartCount"] += 1
+            self._save(c)
+            delay = min(0.1 * (2 ** min(c["RestartCount"], 10)), 60) if c["RestartCount"] > 1 else 0.1
+            self._restart_pending.add(cid)
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._restart_pending.discard(cid)
+            if c["Id"] in self.containers and c["State"]["Status"] == "exited" \
+                    and not c.get("HasBeenManuallyStopped"):
+                try:
+                    await self.start(cid)
+                    self.emit("container", "restart", cid, self._attrs(c))
+                except errors.DockyardError as e:
+                    log.warning("restart of %s failed: %s", cid[:12], e)
+
+    def _restart_wanted(self, c: dict) -> bool:
+        policy = c["HostConfig"].get("RestartPolicy") or {}
+        name = policy.get("Name") or "no"
+        if c.get("HasBeenManuallyStopped") or name == "no":
+            return False
+        if name in ("always", "unless-stopped"):
+            return True
+        if name == "on-failure":
+            limit = int(policy.get("MaximumRetryCount") or 0)
+            return c["State"]["ExitCode"] != 0 and (limit == 0 or c["RestartCount"] < limit)
+        return False
+
+    async def kill(self, ref: str, sig: str | int | None = None) -> None:
+        c = self.get(ref)
+        try:
+            signum = ocispec.parse_signal(sig, default="SIGKILL")
+        except ocispec.SpecError:
+            raise errors.InvalidParameter(f"Invalid signal: {sig}") from None
+        if c["State"]["Status"] not in ("running", "paused", "restarting"):
+            raise errors.Conflict(f"Cannot kill container: {ref}: Container {c['Id']} is not running")
+        self.emit("container", "kill", c["Id"], {**self._attrs(c), "signal": str(signum)})
+        await self._runtime("kill", c["Id"], str(signum), check=False, c=c)
+        if c["State"]["Status"] == "paused":
+            await self._runtime("resume", c["Id"], check=False, c=c)
+
+    async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.get(ref)
+        if c["State"]["Status"] not in ("running", "paused", "restarting"):
+            if c["Id"] in self._restart_pending:  # between a death and its restart: cancel the restart
+                c["HasBeenManuallyStopped"] = True
+                self._save(c)
+                return
+            raise errors.NotModified("container already stopped")
+        c["HasBeenManuallyStopped"] = True
+        self._save(c)
+        if timeout is None:
+            timeout = c["Config"].get("StopTimeout")
+            timeout = 10 if timeout is None else int(timeout)
+        stop_sig = ocispec.parse_signal(sig or c["Config"].get("StopSignal") or "SIGTERM")
+        ev = self.exits[c["Id"]]
+        await self._runtime("kill", c["Id"], str(stop_sig), check=False, c=c)
+        if c["State"]["Status"] == "paused":
+            await self._runtime("resume", c["Id"], check=False, c=c)
+        if timeout < 0:
+            await ev.wait()
+        else:
+            try:
+                await asyncio.wait_for(ev.wait(), timeout)
+            except asyncio.TimeoutError:
+                await self._runtime("kill", "--all", c["Id"], "9", check=False, c=c)
+                await self._runtime("kill", c["Id"], "9", check=False, c=c)
+                await ev.wait()
+        self.emit("container", "stop", c["Id"], self._attrs(c))
+
+    async def restart(self, ref: str, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        if c["State"]["Running"]:
+            await self.stop(ref, timeout)
+        await self.start(c["Id"])
+        self.emit("container", "restart", c["Id"], self._attrs(c))
+
+    async def wait(self, ref: str, condition: str = "not-running") -> int:
+        """Docker's conditions: not-running (default), next-exit, removed.
+
+        ``exits[cid]`` is the event of the container's current (or next) run: set when
+        that run ends, replaced by a fresh one when a new run starts.
+        """
+        c = self.get(ref)
+        cid = c["Id"]
+        if condition not in ("not-running", "next-exit", "removed", ""):
+            raise errors.InvalidParameter(f"invalid condition: \"{condition}\"")
+        if condition == "removed":
+            await self.removed.setdefault(cid, asyncio.Event()).wait()
+            return c["State"]["ExitCode"]
+        if condition != "next-exit" and not c["State"]["Running"]:
+            return c["State"]["ExitCode"]
+        ev = self.exits.get(cid)
+        if ev is None or ev.is_set():
+            ev = self.exits[cid] = asyncio.Event()
+        await ev.wait()
+        return c["State"]["ExitCode"]
+
+    # ---- remove ----------------------------------------------------------------------
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        c = self.get(ref)
+        cid = c["Id"]
+        if c["State"]["Running"]:
+            if not force:
+                # dockerd 20.10's words
+                if c["State"]["Paused"]:
+                    raise errors.Conflict(
+                        f"You cannot remove a paused container {cid}. Unpause and then stop the "
+                        f"container before attempting removal or force remove")
+                raise errors.Conflict(
+                    f"You cannot remove a running container {cid}. Stop the container before "
+                    f"attempting removal or force remove")
+            c["HasBeenManuallyStopped"] = True
+            await self._runtime("kill", "--all", cid, "9", check=False, c=c)
+            await self._runtime("kill", cid, "9", check=False, c=c)
+            if c["State"]["Paused"]:
+                await self._runtime("resume", cid, check=False, c=c)
+            try:
+                await asyncio.wait_for(self.exits[cid].wait(), 15)
+            except asyncio.TimeoutError:
+                pass
+        async with self._lock(cid):   # an exit's cleanup in progress ends first
+            if c["State"]["Status"] == "removing" and not force:
+                raise errors.Conflict(f"removal of container {ref} is already in progress")
+            if cid not in self.containers:
+                return   # removed meanwhile (--rm)
+            c["State"]["Status"] = "removing"
+            self._save(c)
+            await self._finish_remove(c)
+
+    async def _finish_remove(self, c: dict) -> None:
+        await self._cleanup_after_stop(c)
+        await self._remove_files(c)
+        self._forget(c)
+
+    def _forget(self, c: dict, pending_files: bool = False) -> None:
+        """The container leaves the daemon's view: record, name, events, waiters.
+        With files still to remove, its row stays (status "removing", under a name no
+        container can have) until _remove_files ends, so a daemon that stops before
+        that finishes the removal on its next start (restore)."""
+        cid = c["Id"]
+        if pending_files:
+            c["State"]["Status"] = "removing"
+            self.store.put({**c, "Name": f"/ removing {cid}"})
+        else:
+            self.store.delete(cid)
+        self.containers.pop(cid, None)
+        self.emit("container", "destroy", cid, self._attrs(c))
+        ev = self.removed.setdefault(cid, asyncio.Event())
+        ev.set()
+        ex = self.exits.get(cid)
+        if ex:
+            ex.set()
+
+    async def _remove_files(self, c: dict) -> None:
+        cid = c["Id"]
+
+        async def forget_task() -> None:
+            try:
+                await self.sup.request("forget", id=cid)
+            except errors.DockyardError as e:
+                log.warning("supervisor forget %s: %s", cid[:12], e)
+
+        def remove_files() -> None:
+            self.images.remove_rootfs(cid)
+            cdir = self._dir(cid)
+            if os.path.exists(os.path.join(cdir, warmpool.MARKER)):
+                # the marker goes last: whoever lists containers/ sees a pool entry
+                # until the directory is gone
+                for n in os.listdir(cdir):
+                    if n != warmpool.MARKER:
+                        shutil.rmtree(os.path.join(cdir, n), ignore_errors=True)
+            shutil.rmtree(cdir, ignore_errors=True)
+
+        if self.warm.taken.pop(cid, None) is not None:
+            await self._reaped(cid)   # its init was waiting: killed by the runtime's delete
+        await asyncio.gather(forget_task(), asyncio.to_thread(remove_files))
+        if cid not in self.containers:
+            self.store.delete(cid)
+            self._locks.pop(cid, None)
+
+    async def prune(self, filters: dict | None = None) -> dict:
+        deleted, space = [], 0
+        for c in list(self.containers.values()):
+            if c["State"]["Status"] in ("exited", "created", "dead") and _match_labels(c, filters):
+                await self.remove(c["Id"])
+                deleted.append(c["Id"])
+        self.emit("container", "prune", "", {"reclaimed": str(space)})
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": space}
+
+    # ---- pause, rename, update, top ----------------------------------------------------
+    async def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c["State"]["Running"]:
+            raise errors.Conflict(f"Container {c['Id']} is not running")
+        if c["State"]["Paused"]:
+            raise errors.Conflict(f"Container {c['Id']} is already paused")
+        await self._runtime("pause", c["Id"], c=c)
+        st.set_status(c["State"], "paused")
+        self._save(c)
+        self.emit("container", "pause", c["Id"], self._attrs(c))
+
+    async def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c["State"]["Paused"]:
+            raise errors.Conflict(f"Container {c['Id']} is not paused")
+        await self._runtime("resume", c["Id"], c=c)
+        st.set_status(c["State"], "running")
+        self._save(c)
+        self.emit("container", "unpause", c["Id"], self._attrs(c))
+
+    async def update(self, ref: str, body: dict) -> dict:
+        c = self.get(ref)
+        host = c["HostConfig"]
+        keys = ("CpuShares", "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuQuota",
+                "CpuPeriod", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight")
+        new = dict(host)
+        for k in keys:
+            if body.get(k) not in (None, 0, ""):
+                new[k] = body[k]
+        if body.get("RestartPolicy") and body["RestartPolicy"].get("Name"):
+            if host.get("AutoRemove") and body["RestartPolicy"]["Name"] != "no":
+                raise errors.InvalidParameter(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container")
+            new["RestartPolicy"] = body["RestartPolicy"]
+        warnings = _discard_unsupported_blkio(new)
+        try:
+            res = ocispec.resources(new)
+        except ocispec.SpecError as e:
+            raise errors.InvalidParameter(str(e)) from None
+        if c["State"]["Running"]:
+            from dockyard.runtime import cgroups
+
+            try:
+                mgr = cgroups.open_manager(self._cgroup(c["Id"]), c["Id"])
+                res.pop("devices", None)
+                await asyncio.to_thread(mgr.apply, res)
+            except cgroups.CgroupError as e:
+                raise errors.InvalidParameter(f"Cannot update container {c['Id']}: {e}") from None
+        c["HostConfig"] = new
+        self._save(c)
+        self.emit("container", "update", c["Id"], self._attrs(c))
+        return {"Warnings": warnings or None}
+
+    async def top(self, ref: str, ps_args: str = "-ef") -> dict:
+        c = self.get(ref)
+        if not c["State"]["Running"]:
+            raise errors.Conflict(f"Container {c['Id']} is not running")
+        out = await self._runtime("ps", "--format", "json", c["Id"], c=c)
+        pids = set(json.loads(out or "[]"))
+        args = ps_args.split() if ps_args else ["-ef"]
+        proc = await asyncio.create_subprocess_exec("ps", *args, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE)
+        pout, perr = await proc.communicate()
+        if proc.returncode != 0:
+            raise errors.DockyardError(f"ps: {perr.decode().strip()}")
+        lines = pout.decode().splitlines()
+        titles = lines[0].split()
+        try:
+            pid_col = titles.index("PID")
+        except ValueError:
+            raise errors.DockyardError("Couldn't find PID field in ps output") from None
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_col and fields[pid_col].isdigit() and int(fields[pid_col]) in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
+
+def _start_error_code(msg: str) -> int:
+    """dockerd's exit code for a start that failed in the runtime."""
+    low = msg.lower()
+    if "executable file not found" in low or "no such file or directory" in low:
+        return 127
+    if "permission denied" in low or "is a directory" in low or "exec format error" in low:
+        return 126
+    return 128
