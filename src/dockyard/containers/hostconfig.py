@@ -25,6 +25,23 @@ def _validate_host_config(host: dict) -> None:
         raise errors.InvalidParameter("invalid memory limit")
     if (host.get("CpuShares") or 0) < 0:
         raise errors.InvalidParameter(f"invalid CPU shares: {host['CpuShares']}: must be positive")
+    # dockerd's create-time checks (verifyPlatformContainerSettings): bad values are a 400
+    # here, not an OCI runtime failure (500) at start
+    oom = host.get("OomScoreAdj") or 0
+    if not -1000 <= oom <= 1000:
+        raise errors.InvalidParameter(f"Invalid value {oom}, range for oom score adj is [-1000, 1000]")
+    if (host.get("ShmSize") or 0) < 0:
+        raise errors.InvalidParameter("SHM size can not be less than 0")
+    period = host.get("CpuPeriod") or 0
+    if period and not 1000 <= period <= 1000000:
+        raise errors.InvalidParameter("CPU cfs period can not be less than 1ms (i.e. 1000) or larger "
+                                      "than 1 second (i.e. 1000000)")
+    if 0 < (host.get("CpuQuota") or 0) < 1000:
+        raise errors.InvalidParameter("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    for h in host.get("ExtraHosts") or []:
+        name, sep, addr = str(h).partition(":")
+        if not sep or not name or not addr:
+            raise errors.InvalidParameter(f'invalid extra host "{h}": the form is host:IP')
     for key, online in (("CpusetCpus", "/sys/devices/system/cpu/online"),
                         ("CpusetMems", "/sys/devices/system/node/online")):
         if host.get(key):
