@@ -244,8 +244,13 @@ def test_errors_name_lines():
         mk("FROM $NOPE\n")
     with pytest.raises(ParseError, match="invalid containerPort"):
         mk("FROM busybox\nEXPOSE http\n")
-    with pytest.raises(ParseError, match="RUN --mount and --security are not supported yet"):
-        mk("FROM busybox\nRUN --mount=type=cache,target=/c true\n")
+    with pytest.raises(ParseError, match="line 2: RUN --mount=type=secret is not supported: "
+                                         "secrets and SSH agents come through a BuildKit"):
+        mk("FROM busybox\nRUN --mount=type=secret,id=x true\n")
+    with pytest.raises(ParseError, match="unexpected key 'size' .* type=cache"):
+        mk("FROM busybox\nRUN --mount=type=cache,target=/c,size=1 true\n")
+    with pytest.raises(ParseError, match="invalid --mount sharing"):
+        mk("FROM busybox\nRUN --mount=type=cache,target=/c,sharing=x true\n")
     with pytest.raises(InvalidParameter, match="no FROM"):
         mk("ARG A\n")
 
@@ -254,3 +259,25 @@ def test_scratch():
     p = mk("FROM scratch\nENV A=1\n")
     assert base_images(parse("FROM scratch\n"), {}) == []
     assert final_config(p) == {"Env": ["A=1"]}
+
+
+def test_run_mounts_planned(tmp_path):
+    ctx = ctx_of(tmp_path, {"Dockerfile": b"", "src/a.txt": b"a"})
+    text = ("FROM busybox AS tools\nRUN true\nFROM busybox\nWORKDIR /w\n"
+            "RUN --mount=type=cache,target=c,sharing=locked,uid=7,mode=0700 "
+            "--mount=type=bind,source=src,target=/s "
+            "--mount=type=bind,from=tools,source=/bin,target=/t,rw "
+            "--mount=type=tmpfs,target=/tmp,size=64m true\n")
+    p = mk(text, ctx)
+    st = p.stages[1]
+    run = st.steps[-1].run
+    c, b, f, t = run.mounts
+    assert (c.type, c.target, c.id, c.sharing, c.uid, c.mode) == ("cache", "/w/c", "/w/c",
+                                                                   "locked", 7, 0o700)
+    assert (b.type, b.source, b.target, b.readonly) == ("bind", "src", "/s", True)
+    assert (f.from_stage, f.readonly) == (0, False) and st.deps == (0,)
+    assert (t.type, t.size) == ("tmpfs", 64 << 20)
+    ctx2 = ctx_of(tmp_path / "2", {"Dockerfile": b"", "src/a.txt": b"b"})
+    assert mk(text, ctx2).stages[1].steps[-1].key != st.steps[-1].key   # bound content
+    ctx.close()
+    ctx2.close()

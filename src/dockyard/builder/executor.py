@@ -172,7 +172,7 @@ class Executor:
             if step.kind == "run":
                 raise StepFailed("cannot RUN on an empty (scratch) image: no command to run")
         if step.kind == "run":
-            return await self._run(step, parent, config, opts, say)
+            return await self._run(step, parent, config, opts, say, results, ctx)
         if step.key in ahead.tasks:
             image = await ahead.commit(step, parent or None, config)
             if image:
@@ -198,12 +198,27 @@ class Executor:
             self.images.commit_rootfs, cid, parent, config=config, author=step.author,
             container_id=cid, created_by=step.created_by)
 
-    async def _run(self, step: Step, parent: str, config: dict, opts: Options, say) -> str:
+    async def _run(self, step: Step, parent: str, config: dict, opts: Options, say,
+                   results=None, ctx=None) -> str:
         r = step.run
         host = json.loads(json.dumps(opts.host))
         if r.network != "default":
             host["NetworkMode"] = r.network    # RUN --network
         host.setdefault("NetworkMode", "default")
+        if not r.mounts:
+            return await self._run_in(step, parent, config, opts, say, host)
+        from dockyard.builder import mounts
+        data_root = os.path.dirname(os.path.dirname(self.tmp_dir))
+        rm = mounts.RunMounts(self.images, self.tmp_dir, data_root, r.mounts, ctx, results)
+        try:
+            host.update(await _blocking(rm.setup))
+            return await self._run_in(step, parent, config, opts, say, host)
+        finally:
+            await asyncio.shield(_blocking(rm.close))
+
+    async def _run_in(self, step: Step, parent: str, config: dict, opts: Options, say,
+                      host: dict) -> str:
+        r = step.run
         body = {"Cmd": list(r.argv), "Entrypoint": [], "Env": list(r.env), "User": r.user,
                 "WorkingDir": r.workdir, "AttachStdout": True, "AttachStderr": True,
                 "Labels": {LABEL: "1"}, "HostConfig": host}

@@ -43,6 +43,7 @@ class RunSpec:
     user: str
     workdir: str
     network: str = "default"
+    mounts: tuple = ()             # runmount.MountSpec, from= resolved
 
 
 @dataclass(frozen=True)
@@ -251,14 +252,23 @@ def base_images(df: Dockerfile, build_args: dict[str, str | None], target: str |
             if ref.lower() not in names and ref.lower() != SCRATCH and ref not in out:
                 out.append(ref)
             for ins in st[1:]:
-                src = ins.flag("from") if ins.cmd == "COPY" else None
-                if src:
+                srcs = [ins.flag("from")] if ins.cmd == "COPY" else []
+                if ins.cmd == "RUN":
+                    srcs = _mount_froms(ins)
+                for src in srcs:
+                    if not src:
+                        continue
                     src = shellwords.process_word(src, shellwords.env_lookup(meta), df.escape)
                     if src.lower() not in names and not src.isdigit() and src not in out:
                         out.append(src)
         if st[0].args[1]:
             names[st[0].args[1]] = i
     return out
+
+
+def _mount_froms(ins: Instruction) -> list[str]:
+    from dockyard.builder import runmount
+    return runmount.from_refs(ins.flag_all("mount"), ins.line)
 
 
 def _needed(df: Dockerfile, stages: list[list[Instruction]], meta: dict, target: str | None
@@ -272,8 +282,11 @@ def _needed(df: Dockerfile, stages: list[list[Instruction]], meta: dict, target:
         if ref in names:
             d.add(names[ref])
         for ins in st[1:]:
-            if ins.cmd == "COPY" and ins.flag("from"):
-                src = shellwords.process_word(ins.flag("from"), shellwords.env_lookup(meta),
+            froms = [ins.flag("from")] if ins.cmd == "COPY" and ins.flag("from") else []
+            if ins.cmd == "RUN":
+                froms = _mount_froms(ins)
+            for src in froms:
+                src = shellwords.process_word(src, shellwords.env_lookup(meta),
                                               df.escape).lower()
                 if src in names:
                     d.add(names[src])
@@ -543,8 +556,9 @@ class _StagePlanner:
             network = ins.flag("network") or "default"
             if network not in ("default", "none", "host"):
                 raise ParseError(line, f"unsupported network mode: {network}")
-            if ins.flag_all("mount") or ins.flag("security"):
-                raise ParseError(line, "RUN --mount and --security are not supported yet")
+            if ins.flag("security") not in (None, "sandbox"):
+                raise ParseError(line, "RUN --security=insecure is not supported")
+            mounts, mount_material = self._run_mounts(ins)
             if ins.json:
                 argv = list(ins.args)
             elif ins.heredocs:
@@ -559,8 +573,8 @@ class _StagePlanner:
             created_by = " ".join(save)
             env = list(cfg.get("Env") or []) + arg_env
             run = RunSpec(tuple(argv), tuple(env), cfg.get("User") or "",
-                          cfg.get("WorkingDir") or "/", network)
-            material += [json.dumps(argv), json.dumps(arg_env), network]
+                          cfg.get("WorkingDir") or "/", network, mounts)
+            material += [json.dumps(argv), json.dumps(arg_env), network, *mount_material]
             kind = "run"
         elif c in ("CMD", "ENTRYPOINT"):
             if ins.json:
@@ -676,6 +690,49 @@ class _StagePlanner:
         key = _h(parent, *material, created_by, cfgj, author)
         return Step(number, self.index, ins.original, kind, key, cfgj, created_by, author,
                     run, copy)
+
+    def _run_mounts(self, ins: Instruction) -> tuple[tuple, list[str]]:
+        """RUN --mount specs (from= resolved to a stage or an image) and what the cache
+        key takes of them (a bind's content: its context files' digests, the stage's key
+        or the image's ID; a cache mount's content is not part of the key)."""
+        import dataclasses
+        from dockyard.builder import runmount
+        out, material = [], []
+        workdir = self.config.get("WorkingDir") or "/"
+        for v in ins.flag_all("mount"):
+            m = runmount.parse(self.word(v) if v else v, ins.line, workdir)
+            desc = [json.dumps(dataclasses.asdict(m), sort_keys=True)]
+            if m.type == "bind" and m.from_:
+                ref = shellwords.process_word(m.from_, shellwords.env_lookup(self.meta),
+                                              self.df.escape)
+                if ref.lower() in self.names and self.names[ref.lower()] < self.index:
+                    m = dataclasses.replace(m, from_stage=self.names[ref.lower()])
+                elif ref.isdigit() and int(ref) < self.index:
+                    m = dataclasses.replace(m, from_stage=int(ref))
+                elif ref.lower() in self.names or ref.isdigit():
+                    raise ParseError(ins.line, f"invalid from flag value {ref}: refers to "
+                                               "current or future build stage")
+                elif ref in self.bases:
+                    m = dataclasses.replace(m, from_image=self.bases[ref][0])
+                else:
+                    raise InvalidParameter(f"the image {ref} was not resolved")
+                if m.from_stage is not None:
+                    self.deps.add(m.from_stage)
+                    desc.append(self.planned[m.from_stage].key)
+                else:
+                    desc.append(m.from_image)
+            elif m.type == "bind":
+                if self.context is None:
+                    raise select_error("RUN --mount", m.source or ".")
+                e = self.context.resolve(normalize(m.source))
+                if e is None:
+                    raise select_error("RUN --mount", m.source or ".")
+                desc.append(e.path + " " + e.meta())
+                if e.kind == "dir":
+                    desc += [sub.path + " " + sub.meta() for sub in self.context.below(e.path)]
+            out.append(m)
+            material.append(_h(*desc))
+        return tuple(out), material
 
     def _heredoc_script(self, ins: Instruction) -> str:
         words = ins.args[0].split()
