@@ -360,12 +360,16 @@ def cmd_df(g, argv: list[str]) -> int:
     containers = du.get("Containers") or []
     volumes = du.get("Volumes") or []
     cache = du.get("BuildCache") or []
+    cache_size = sum(b.get("Size", 0) for b in cache if not b.get("Shared"))
+    cache_reclaim = sum(b.get("Size", 0) for b in cache
+                        if not b.get("Shared") and not b.get("InUse"))
     rows = [
         _DfRow("Images", len(images), active, size, reclaim),
         _DfRow("Containers", len(containers), 0, sum(c.get("SizeRw", 0) for c in containers),
                0),
         _DfRow("Local Volumes", len(volumes), 0, 0, 0),
-        _DfRow("Build Cache", len(cache), 0, 0, 0),
+        _DfRow("Build Cache", len(cache), sum(1 for b in cache if b.get("InUse")),
+               cache_size, cache_reclaim),
     ]
     if o.verbose and not o.format:
         return _df_verbose(du)
@@ -400,9 +404,136 @@ def _df_verbose(du: dict) -> int:
                               "STATUS\tNAMES\n"))
     sys.stdout.write("\nLocal Volumes space usage:\n\n")
     sys.stdout.write(tabwrite("VOLUME NAME\tLINKS\tSIZE\n"))
-    sys.stdout.write("\nBuild cache usage: 0B\n\n")
-    sys.stdout.write(tabwrite("CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tLAST USED\tUSAGE\t"
-                              "SHARED\n"))
+    cache = du.get("BuildCache") or []
+    total = sum(b.get("Size", 0) for b in cache if not b.get("Shared"))
+    sys.stdout.write(f"\nBuild cache usage: {human_size(total)}\n\n")
+    lines = ["CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tLAST USED\tUSAGE\tSHARED\n"]
+    for b in cache:
+        lines.append(f"{b.get('ID', '')}\t{b.get('Type', '')}\t{human_size(b.get('Size', 0))}"
+                     f"\t{_ago(b.get('CreatedAt'))}\t{_ago(b.get('LastUsedAt'))}\t"
+                     f"{b.get('UsageCount', 0)}\t{'true' if b.get('Shared') else 'false'}\n")
+    sys.stdout.write(tabwrite("".join(lines)))
+    return 0
+
+
+def _ago(ts: str | None) -> str:
+    if not ts:
+        return ""
+    from datetime import datetime
+
+    from dockyard.cli.units import since
+    try:
+        t = datetime.fromisoformat(ts.replace("Z", "+00:00")[:26] + "+00:00"
+                                   if ts.endswith("Z") else ts)
+    except ValueError:
+        return ""
+    return since(t.timestamp())
+
+
+# -------------------------------------------------------------------------- prune
+
+
+def _confirm(text: str, force: bool) -> bool:
+    if force:
+        return True
+    sys.stdout.write(f"{text}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline().strip().lower() if sys.stdin else ""
+    return answer in ("y", "yes")
+
+
+def _filter_flags(values: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for v in values:
+        k, eq, val = v.partition("=")
+        if not eq:
+            from dockyard.cli.parser import UsageError
+            raise UsageError("bad format of filter (expected name=value)", 125)
+        out.setdefault(k, []).append(val)
+    return out
+
+
+def _cache_report(report: dict) -> tuple[str, int]:
+    ids = report.get("CachesDeleted") or []
+    text = ("Deleted build cache objects:\n" + "".join(i + "\n" for i in ids) + "\n"
+            if ids else "")
+    return text, int(report.get("SpaceReclaimed") or 0)
+
+
+def cmd_builder_prune(g, argv: list[str]) -> int:
+    p = CommandParser("builder prune", "", "Remove build cache")
+    p.add_flag("-a", "--all", help="Remove all unused build cache, not just dangling ones")
+    p.add_argument("--filter", action="append", default=[],
+                   help='Provide filter values (e.g. "until=24h")')
+    p.add_flag("-f", "--force", help="Do not prompt for confirmation")
+    p.add_argument("--keep-storage", help="Amount of disk space to keep for cache")
+    o = p.parse(argv)
+    keep = 0
+    if o.keep_storage:
+        from dockyard.cli.runopts import ram_in_bytes
+        try:
+            keep = ram_in_bytes(o.keep_storage)
+        except ValueError as e:
+            from dockyard.cli.parser import UsageError
+            raise UsageError(f'invalid argument "{o.keep_storage}" for "--keep-storage" '
+                             f"flag: {e}", 125) from None
+    warning = ("WARNING! This will remove all build cache." if o.all else
+               "WARNING! This will remove all dangling build cache.")
+    if not _confirm(warning, o.force):
+        return 0
+    text, reclaimed = _cache_report(g.client().prune_build_cache(
+        o.all, _filter_flags(o.filter), keep))
+    sys.stdout.write(text + f"Total:\t{human_size(reclaimed)}\n")
+    return 0
+
+
+def cmd_system_prune(g, argv: list[str]) -> int:
+    p = CommandParser("system prune", "[OPTIONS]", "Remove unused data")
+    p.add_flag("-a", "--all", help="Remove all unused images not just dangling ones")
+    p.add_argument("--filter", action="append", default=[],
+                   help='Provide filter values (e.g. "label=<key>=<value>")')
+    p.add_flag("-f", "--force", help="Do not prompt for confirmation")
+    p.add_flag("--volumes", help="Prune anonymous volumes")
+    o = p.parse(argv)
+    lines = ["WARNING! This will remove:", "  - all stopped containers",
+             "  - all networks not used by at least one container"]
+    if o.volumes:
+        lines.append("  - all anonymous volumes not used by at least one container")
+    lines.append("  - all images without at least one container associated to them"
+                 if o.all else "  - all dangling images")
+    lines.append("  - all build cache" if o.all else "  - unused build cache")
+    if not _confirm("\n".join(lines) + "\n", o.force):
+        return 0
+    import json
+
+    filters = _filter_flags(o.filter)
+    c = g.client()
+    out, reclaimed = [], 0
+    rep = c.prune_containers(filters)
+    if rep.get("ContainersDeleted"):
+        out.append("Deleted Containers:\n" + "".join(i + "\n" for i in rep["ContainersDeleted"]))
+    reclaimed += int(rep.get("SpaceReclaimed") or 0)
+    from dockyard.client.api import _filters
+    net_filters = {k: v for k, v in filters.items() if k in ("label", "label!", "until")}
+    rep = json.loads(c.request("POST", "/networks/prune",
+                               {"filters": _filters(net_filters)}).read() or b"{}")
+    if rep.get("NetworksDeleted"):
+        out.append("Deleted Networks:\n" + "".join(i + "\n" for i in rep["NetworksDeleted"]))
+    img_filters = dict(filters)
+    img_filters["dangling"] = ["false" if o.all else "true"]
+    rep = c.prune_images(img_filters)
+    if rep.get("ImagesDeleted"):
+        rows = []
+        for st in rep["ImagesDeleted"]:
+            rows.append(f"untagged: {st['Untagged']}\n" if st.get("Untagged")
+                        else f"deleted: {st.get('Deleted', '')}\n")
+        out.append("Deleted Images:\n" + "".join(rows))
+    reclaimed += int(rep.get("SpaceReclaimed") or 0)
+    cache_filters = {k: v for k, v in filters.items() if k in ("until", "label", "label!")}
+    text, n = _cache_report(c.prune_build_cache(o.all, cache_filters))
+    reclaimed += n
+    sys.stdout.write("".join(s + "\n" for s in out) + text)
+    sys.stdout.write(f"Total reclaimed space: {human_size(reclaimed)}\n")
     return 0
 
 

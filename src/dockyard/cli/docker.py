@@ -16,6 +16,7 @@ A container engine that speaks Docker's API
 
 Common Commands:
   run         Create and run a new container from an image
+  build       Build an image from a Dockerfile
   exec        Execute a command in a running container
   ps          List containers
   images      List images
@@ -23,6 +24,7 @@ Common Commands:
   info        Display system-wide information
 
 Management Commands:
+  builder     Manage builds
   container   Manage containers
   image       Manage images
   system      Manage Dockyard
@@ -165,6 +167,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("container", "inspect"): ("dockyard.cli.cmd_containers", "cmd_container_inspect"),
     ("container", "prune"): ("dockyard.cli.cmd_containers", "cmd_container_prune"),
     ("cp",): ("dockyard.cli.cmd_cp", "cmd_cp"),
+    ("build",): ("dockyard.cli.cmd_build", "cmd_build"),
+    ("image", "build"): ("dockyard.cli.cmd_build", "cmd_build"),
+    ("builder", "build"): ("dockyard.cli.cmd_build", "cmd_build"),
+    ("builder", "prune"): ("dockyard.cli.cmd_system", "cmd_builder_prune"),
+    ("system", "prune"): ("dockyard.cli.cmd_system", "cmd_system_prune"),
 }
 
 _GLOBAL_VALUE = {"-H": "host", "--host": "host", "--tlscacert": "tlscacert",
@@ -268,7 +275,7 @@ def main(args: list[str]) -> int:
         key, argv = (rest[0], rest[1]), rest[2:]
     elif (rest[0],) in COMMANDS:
         key, argv = (rest[0],), rest[1:]
-    elif rest[0] in ("image", "system", "container"):
+    elif rest[0] in ("image", "system", "container", "builder"):
         subs = sorted(k[1] for k in COMMANDS if len(k) == 2 and k[0] == rest[0])
         if len(rest) == 1 or rest[1] in ("-h", "--help"):
             sys.stdout.write(f"Usage:  dockyard {rest[0]} COMMAND\n\nCommands:\n" +

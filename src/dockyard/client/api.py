@@ -266,6 +266,13 @@ class Client:
         resp = self.request("POST", "/images/prune", {"filters": _filters(filters)})
         return json.loads(resp.read() or b"{}")
 
+    def prune_build_cache(self, all: bool = False, filters: Mapping[str, Any] | None = None,
+                          keep_storage: int = 0) -> dict:
+        resp = self.request("POST", "/build/prune", {"all": "1" if all else None,
+                                                     "filters": _filters(filters),
+                                                     "keep-storage": keep_storage or None})
+        return json.loads(resp.read() or b"{}")
+
 
 def _p(name: str) -> str:
     # image names travel unescaped like the Docker CLI sends them ('/' and ':' kept)

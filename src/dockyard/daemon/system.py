@@ -214,5 +214,9 @@ class SystemService:
         if self.images is not None:
             du = self.images.disk_usage()
             layers, images = du.get("LayersSize", 0), du.get("Images", [])
+        cache = []
+        if self.images is not None:
+            from dockyard.builder import cache as build_cache
+            cache = build_cache.public(build_cache.records(self.images.store, self.images))
         return {"LayersSize": layers, "Images": images, "Containers": [], "Volumes": [],
-                "BuildCache": []}
+                "BuildCache": cache}
