@@ -72,6 +72,9 @@ class Context:
         self.spool_path = os.path.join(root, SPOOL)
         self.entries = entries
         self.dockerfile = dockerfile
+        # the Dockerfile as it was before .dockerignore (dockerd reads it first: an ignored
+        # Dockerfile still builds, it is only left out of what COPY sees)
+        self.build_files: dict[str, Entry] = {}
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -92,6 +95,8 @@ class Context:
     def read(self, path: str, limit: int = 16 << 20) -> bytes:
         """A small context file (the Dockerfile, .dockerignore), not through symlinks."""
         e = self.entries.get(normalize(path))
+        if e is None:
+            e = next((b for b in self.build_files.values() if b.path == normalize(path)), None)
         if e is None:
             raise NotFound(f"{path}: no such file in the build context")
         if e.kind != "file":
@@ -233,6 +238,10 @@ def receive(stream: BinaryIO, root: str, dockerfile: str = "Dockerfile") -> Cont
                 patterns = ignore.read_patterns(ctx.read(e.path))
                 break
         if patterns:
+            for name in {normalize(dockerfile), "dockerfile"}:
+                e = ctx.resolve(name)
+                if e is not None:
+                    ctx.build_files[name] = e
             m = ignore.Matcher(patterns)
             ctx.entries = {p: e for p, e in raw.items() if not p or not m.excluded(p)}
         return ctx

@@ -51,10 +51,10 @@ class BuildService:
 
     def dockerfile(self, ctx: bctx.Context, dockerfile: str = "") -> dfparse.Dockerfile:
         name = bctx.normalize(dockerfile or "Dockerfile")
-        e = ctx.resolve(name)
+        e = ctx.resolve(name) or ctx.build_files.get(name)
         if e is None and not dockerfile:
             name = "dockerfile"
-            e = ctx.resolve(name)
+            e = ctx.resolve(name) or ctx.build_files.get(name)
         if e is None or e.kind != "file":
             raise errors.InvalidParameter(f"Cannot locate specified Dockerfile: "
                                           f"{dockerfile or 'Dockerfile'}")

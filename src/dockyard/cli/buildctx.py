@@ -214,15 +214,23 @@ def clone_git(url: str, dest: str) -> str:
     ref, _, sub = frag.partition(":")
     if repo.startswith("github.com/"):
         repo = "https://" + repo
-    cmd = ["git", "clone", "--recurse-submodules", "--depth", "1", "-q"]
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    cmd = ["git", "clone", "--recurse-submodules", "-q"]
     if ref:
         cmd += ["--branch", ref]
-    r = subprocess.run(cmd + ["--", repo, dest], capture_output=True, text=True,
-                       env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    r = subprocess.run(cmd[:2] + ["--depth", "1"] + cmd[2:] + ["--", repo, dest],
+                       capture_output=True, text=True, env=env)
+    if r.returncode != 0 and "shallow" in r.stderr:
+        # a server without shallow support (git's dumb http): the whole history
+        import shutil
+        shutil.rmtree(dest, ignore_errors=True)
+        r = subprocess.run(cmd + ["--", repo, dest], capture_output=True, text=True, env=env)
     if r.returncode != 0 and ref:
         # a commit, not a branch or tag: fetch it
+        import shutil
+        shutil.rmtree(dest, ignore_errors=True)
         r = subprocess.run(["git", "init", "-q", dest], capture_output=True, text=True)
-        for args in (["remote", "add", "origin", repo], ["fetch", "--depth", "1", "origin", ref],
+        for args in (["remote", "add", "origin", repo], ["fetch", "origin", ref],
                      ["checkout", "-q", "FETCH_HEAD"]):
             if r.returncode == 0:
                 r = subprocess.run(["git", "-C", dest, *args], capture_output=True, text=True)
