@@ -52,6 +52,7 @@ class Options:
     quiet: bool = False
     host: dict = field(default_factory=dict)   # every RUN container's HostConfig
     cache_from: tuple[str, ...] = ()           # images whose layers may stand for steps
+    epoch: int | None = None                   # SOURCE_DATE_EPOCH (from the plan)
 
 
 class _Ordered:
@@ -97,6 +98,9 @@ class Executor:
 
     async def run(self, plan: Plan, ctx: bctx.Context | None, opts: Options, emit: Emit) -> str:
         """Build; return the final image ID."""
+        if plan.epoch is not None:
+            import dataclasses
+            opts = dataclasses.replace(opts, epoch=plan.epoch)
         order = [s.index for s in plan.stages]
         out = _Ordered(emit, order)
         total = plan.total
@@ -167,7 +171,7 @@ class Executor:
         if step.kind == "config":
             return await asyncio.to_thread(
                 self.images.derive_image, parent or None, config, (), step.created_by,
-                "", step.author)
+                "", step.author, None, None, opts.epoch)
         if not parent:
             if step.kind == "run":
                 raise StepFailed("cannot RUN on an empty (scratch) image: no command to run")
@@ -189,14 +193,15 @@ class Executor:
         except errors.NotFound:
             pass
 
-    async def _commit(self, cid: str, parent: str, config: dict, step: Step) -> str:
+    async def _commit(self, cid: str, parent: str, config: dict, step: Step,
+                      epoch: int | None = None) -> str:
         changes = await asyncio.to_thread(self.images.changes, cid)
         if not changes:
             return await asyncio.to_thread(self.images.derive_image, parent, config, (),
-                                           step.created_by, "", step.author)
+                                           step.created_by, "", step.author, None, None, epoch)
         return await asyncio.to_thread(
             self.images.commit_rootfs, cid, parent, config=config, author=step.author,
-            container_id=cid, created_by=step.created_by)
+            container_id=cid, created_by=step.created_by, epoch=epoch)
 
     async def _run(self, step: Step, parent: str, config: dict, opts: Options, say,
                    results=None, ctx=None) -> str:
@@ -234,7 +239,7 @@ class Executor:
                 keep = not opts.forcerm    # dockerd keeps the failing step's container
                 raise StepFailed(f"The command '{' '.join(r.argv)}' returned a non-zero "
                                  f"code: {code}", code)
-            image = await self._commit(cid, parent, config, step)
+            image = await self._commit(cid, parent, config, step, opts.epoch)
         except BaseException:
             if not keep:
                 await asyncio.shield(self._remove(cid))
@@ -269,9 +274,9 @@ class Executor:
             if not changed:
                 return await asyncio.to_thread(
                     self.images.derive_image, parent or None, config, (), step.created_by, "",
-                    step.author)
+                    step.author, None, None, opts.epoch)
             return await _blocking(self.images.commit_layer, dst.key, parent or None, config,
-                                   step.created_by, step.author)
+                                   step.created_by, step.author, None, opts.epoch)
 
 
 async def _blocking(fn, *args):
@@ -333,7 +338,7 @@ class _Ahead:
         try:
             implied = await task
             image = await _blocking(self.ex.images.commit_layer, key, parent, config,
-                                    step.created_by, step.author, implied)
+                                    step.created_by, step.author, implied, self.opts.epoch)
             self.keys.pop(step.key, None)
             return image
         except errors.Conflict:

@@ -35,13 +35,16 @@ class TarWriter:
 
     def __init__(self, out: BinaryIO, *, users: dict[int, str] | None = None,
                  groups: dict[int, str] | None = None,
-                 keep_xattr: Callable[[str], bool] = capability_only) -> None:
+                 keep_xattr: Callable[[str], bool] = capability_only,
+                 clamp_mtime: int | None = None) -> None:
         self.tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
                                encoding="utf-8", errors="surrogateescape")
         self.users = users or {}
         self.groups = groups or {}
         self.keep_xattr = keep_xattr
         self.inodes: dict[tuple[int, int], str] = {}
+        # SOURCE_DATE_EPOCH: no time after it (reproducible layers, as BuildKit's)
+        self.clamp = clamp_mtime
 
     def __enter__(self) -> "TarWriter":
         return self
@@ -64,6 +67,8 @@ class TarWriter:
         ti.mode = stat.S_IMODE(st.st_mode)
         ti.uid, ti.gid = st.st_uid, st.st_gid
         ti.mtime = int(st.st_mtime)
+        if self.clamp is not None and ti.mtime > self.clamp:
+            ti.mtime = self.clamp
         ti.uname = self.users.get(st.st_uid, "")
         ti.gname = self.groups.get(st.st_gid, "")
         return ti
@@ -115,7 +120,7 @@ class TarWriter:
         """An empty regular file (an OCI whiteout ``.wh.NAME`` or ``.wh..wh..opq``)."""
         ti = tarfile.TarInfo(name)
         ti.mode = 0o644
-        ti.mtime = int(mtime)
+        ti.mtime = int(mtime) if self.clamp is None else min(int(mtime), self.clamp)
         self.tf.addfile(ti)
 
     def add_tree(self, dir_fd: int, prefix: str = "",

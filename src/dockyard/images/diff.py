@@ -306,12 +306,14 @@ def _whiteout_name(path: str) -> str:
     return f"{d + '/' if d else ''}.wh.{base}"
 
 
-def write_layer(upper: str | os.PathLike, out: BinaryIO, whiteouts: bool = True) -> tuple[str, int]:
-    """Write a layer tar of ``upper`` to ``out``; return (diffID, tar size)."""
+def write_layer(upper: str | os.PathLike, out: BinaryIO, whiteouts: bool = True,
+                clamp_mtime: int | None = None) -> tuple[str, int]:
+    """Write a layer tar of ``upper`` to ``out``; return (diffID, tar size).
+    ``clamp_mtime``: no entry's time later than it (SOURCE_DATE_EPOCH)."""
     hw = _HashingWriter(out)
     ufd = open_root(upper)
     try:
-        with TarWriter(hw, keep_xattr=_keep_xattr) as tw:
+        with TarWriter(hw, keep_xattr=_keep_xattr, clamp_mtime=clamp_mtime) as tw:
             for path, node in walk(ufd):
                 if whiteouts and node.is_whiteout():
                     tw.add_marker(_whiteout_name(path), node.st.st_mtime)
@@ -324,14 +326,15 @@ def write_layer(upper: str | os.PathLike, out: BinaryIO, whiteouts: bool = True)
     return "sha256:" + hw.hash.hexdigest(), hw.count
 
 
-def write_changes(root: str | os.PathLike, change_list: list[dict], out: BinaryIO) -> tuple[str, int]:
+def write_changes(root: str | os.PathLike, change_list: list[dict], out: BinaryIO,
+                  clamp_mtime: int | None = None) -> tuple[str, int]:
     """A layer tar holding the paths of ``change_list`` taken from the full tree ``root``
     (deletions as ``.wh.`` entries); for snapshotters without an upper directory. A path
     that is gone, or reached through anything but real directories now, is left out."""
     hw = _HashingWriter(out)
     rfd = open_root(root)
     try:
-        with TarWriter(hw, keep_xattr=_keep_xattr) as tw:
+        with TarWriter(hw, keep_xattr=_keep_xattr, clamp_mtime=clamp_mtime) as tw:
             for c in sorted(change_list, key=lambda c: c["Path"]):
                 rel = c["Path"].lstrip("/")
                 if c["Kind"] == DELETE:

@@ -1135,19 +1135,26 @@ class ImageService:
         lower = self.snapshotter.lower_dirs(key)
         return diff.naive_changes(self.snapshotter.layer_dir(key), lower[0] if lower else None)
 
-    def layer_tar(self, key: str, out: BinaryIO) -> tuple[str, int]:
-        """Write the changes of snapshot ``key`` as a layer tar; return (diffID, size)."""
+    def layer_tar(self, key: str, out: BinaryIO, clamp_mtime: int | None = None
+                  ) -> tuple[str, int]:
+        """Write the changes of snapshot ``key`` as a layer tar; return (diffID, size).
+        ``clamp_mtime``: no time later than it in the tar (SOURCE_DATE_EPOCH)."""
         from dockyard.images import diff
         if self.snapshotter.whiteout_mode == "overlay":
-            return diff.write_layer(self.snapshotter.layer_dir(key), out)
-        return diff.write_changes(self.snapshotter.layer_dir(key), self._raw_changes(key), out)
+            return diff.write_layer(self.snapshotter.layer_dir(key), out,
+                                    clamp_mtime=clamp_mtime)
+        return diff.write_changes(self.snapshotter.layer_dir(key), self._raw_changes(key), out,
+                                  clamp_mtime=clamp_mtime)
 
     def commit_rootfs(self, key: str, base_image: str | None = None, config: dict | None = None,
                       changes: list[str] | tuple[str, ...] = (), comment: str = "",
                       author: str = "", container_id: str = "",
                       container_config: dict | None = None, repo: str | None = None,
-                      tag: str | None = None, created_by: str = "") -> str:
+                      tag: str | None = None, created_by: str = "",
+                      epoch: int | None = None) -> str:
         """``docker commit``: the snapshot's changes become a new layer on ``base_image``.
+        ``epoch`` (a builder's SOURCE_DATE_EPOCH): the image's and history's time, file
+        times clamped to it, no container recorded.
 
         ``config`` (a container config) replaces the base image's config before
         ``changes`` are applied. Returns the new image ID."""
@@ -1161,7 +1168,7 @@ class ImageService:
         w = self.content.writer(f"commit-{uuid.uuid4().hex}")
         try:
             try:
-                diff_id, _ = self.layer_tar(key, w)
+                diff_id, _ = self.layer_tar(key, w, epoch)
                 with self._lock:
                     blob = w.commit()
                     self._add_lease(blob)
@@ -1173,8 +1180,9 @@ class ImageService:
             top = self._ensure_layers(diff_ids, lambda i: self.content.open(blob), leases,
                                       blob_info=lambda i: (blob, MEDIA_LAYER_TAR))
             image_id = self._derive(base_id, base_cfg, diff_ids, top, [blob], config, changes,
-                                    comment, author, container_id, container_config, created_by,
-                                    ref, empty_layer=False)
+                                    comment, author, "" if epoch is not None else container_id,
+                                    container_config, created_by, ref, empty_layer=False,
+                                    epoch=epoch)
         finally:
             for item in leases:
                 self._drop_lease(item)
@@ -1186,9 +1194,10 @@ class ImageService:
     def derive_image(self, base_image: str | None, config: dict | None = None,
                      changes: list[str] | tuple[str, ...] = (), created_by: str = "",
                      comment: str = "", author: str = "", repo: str | None = None,
-                     tag: str | None = None) -> str:
+                     tag: str | None = None, epoch: int | None = None) -> str:
         """A new image on ``base_image`` with no new layer (a builder's ENV/LABEL/CMD
-        step): the config changed, one ``empty_layer`` history entry added."""
+        step): the config changed, one ``empty_layer`` history entry added (at ``epoch``
+        if given)."""
         ref = self._tag_reference(repo, tag) if repo else None
         base_cfg: dict = {}
         base_id = ""
@@ -1200,7 +1209,8 @@ class ImageService:
         diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or [])
         with self.lease(*([top] if top else [])):
             image_id = self._derive(base_id, base_cfg, diff_ids, top, [], config, changes,
-                                    comment, author, "", None, created_by, ref, empty_layer=True)
+                                    comment, author, "", None, created_by, ref, empty_layer=True,
+                                    epoch=epoch)
         if ref:
             self._emit("tag", image_id, {"name": ref.familiar()})
         return image_id
@@ -1238,7 +1248,7 @@ class ImageService:
 
     def commit_layer(self, key: str, base_image: str | None, config: dict | None = None,
                      created_by: str = "", author: str = "",
-                     implied: list[str] | None = None) -> str:
+                     implied: list[str] | None = None, epoch: int | None = None) -> str:
         """A builder step's snapshot ``key`` (from :meth:`prepare_layer`, unmounted)
         becomes the top layer of a new image on ``base_image``: its tar goes to the content
         store from one walk and the snapshot itself is committed as the layer (what the
@@ -1255,11 +1265,13 @@ class ImageService:
         base_cfg = json.loads(self.get_config_bytes(base_id)) if base_id else {}
         if implied is not None and base_id:
             self._rebase_check(key, base_id, implied)
+        if epoch is not None:
+            _clamp_times(os.fspath(self.snapshotter.layer_dir(key)), epoch)
         leases: list[str] = []
         w = self.content.writer(f"commit-{uuid.uuid4().hex}")
         try:
             try:
-                diff_id, _ = self.layer_tar(key, w)
+                diff_id, _ = self.layer_tar(key, w, epoch)
                 with self._lock:
                     blob = w.commit()
                     self._add_lease(blob)
@@ -1276,7 +1288,8 @@ class ImageService:
             self._commit_layer(key, 0, diff_id, chain, parent, size,
                                lambda i: (blob, MEDIA_LAYER_TAR), reparent=implied is not None)
             image_id = self._derive(base_id, base_cfg, diff_ids, chain, [blob], config, (),
-                                    "", author, "", None, created_by, None, empty_layer=False)
+                                    "", author, "", None, created_by, None, empty_layer=False,
+                                    epoch=epoch)
         finally:
             for item in leases:
                 self._drop_lease(item)
@@ -1316,8 +1329,14 @@ class ImageService:
         inherit_implicit(upper, implied, lowers)
 
     def _derive(self, base_id, base_cfg, diff_ids, top, blobs, config, changes, comment, author,
-                container_id, container_config, created_by, ref, empty_layer: bool) -> str:
-        created = rfc3339()
+                container_id, container_config, created_by, ref, empty_layer: bool,
+                epoch: int | None = None) -> str:
+        if epoch is not None:
+            import datetime
+            created = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc) \
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            created = rfc3339()
         cfg_in = config if config is not None else base_cfg.get("config")
         new_config = apply_changes(cfg_in, list(changes or ()))
         history = list(base_cfg.get("history") or [])
@@ -1354,6 +1373,22 @@ class ImageService:
         return {"Driver": "overlay2" if self.snapshotter.name == "overlay" else "vfs",
                 "DriverStatus": [["Backing Filesystem", "extfs"],
                                  ["Snapshotter", self.snapshotter.name]]}
+
+
+def _clamp_times(top: str, epoch: int) -> None:
+    """No time later than ``epoch`` in a builder's own layer directory (nothing runs on
+    it; symlinks are not followed), so the snapshot shows what its clamped tar says."""
+    ns = epoch * 1_000_000_000
+    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+        for name in filenames + dirnames + ([""] if dirpath == top else []):
+            p = os.path.join(dirpath, name) if name else dirpath
+            try:
+                st = os.lstat(p)
+                if st.st_mtime_ns > ns or st.st_atime_ns > ns:
+                    os.utime(p, ns=(min(st.st_atime_ns, ns), min(st.st_mtime_ns, ns)),
+                             follow_symlinks=False)
+            except OSError:
+                pass
 
 
 class Lease:
