@@ -5,7 +5,11 @@ namespace, before the user's program exists — so nothing inside the
 container can race these steps. Every destination is resolved with
 :func:`secure_join`, which follows symlinks as if the rootfs were ``/``: a
 rootfs that links ``/proc`` to ``/etc`` (or to ``../../host``) gets its mount
-placed inside itself, never on the host.
+placed inside itself, never on the host. Mount targets are more: a volume shared
+with a running container can be changed by it while we mount (CVE-2021-30465), so
+:func:`open_dest` opens the target component by component from directory fds (no
+symlink followed by the kernel; symlinks resolved inside the root as above) and the
+mount is made on that fd (``/proc/self/fd/N``), never on a path walked again.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ MOUNT_FLAGS: dict[str, tuple[bool, int]] = {
     "strictatime": (False, sc.MS_STRICTATIME), "nostrictatime": (True, sc.MS_STRICTATIME),
     "lazytime": (False, sc.MS_LAZYTIME), "nolazytime": (True, sc.MS_LAZYTIME),
     "symfollow": (True, sc.MS_NOSYMFOLLOW), "nosymfollow": (False, sc.MS_NOSYMFOLLOW),
+    # read-only, recursively for a recursive bind (mount_setattr; plain ro before 5.12)
+    "rro": (False, sc.MS_RDONLY),
 }
 PROPAGATION_FLAGS: dict[str, int] = {
     "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
@@ -153,26 +159,120 @@ def _bind(source: str, dest: str, flags: int, recursive: bool) -> None:
         remount_bind(dest, extra)
 
 
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dest(rootfs: str, unsafe: str, is_dir: bool) -> int:
+    """An O_PATH fd of mount target ``unsafe`` in ``rootfs``, made if missing (a
+    directory, or an empty file when not ``is_dir``). Each component is opened from
+    its parent's fd with O_NOFOLLOW and checked after the open; a symlink is read and
+    resolved inside the root (an absolute one restarts there, ``..`` stops there), so
+    a swap at any moment leads at worst to another place inside the root."""
+    parts = [p for p in unsafe.split("/") if p not in ("", ".")]
+    stack = [os.open(rootfs, _PATH_FLAGS | os.O_DIRECTORY)]
+    links = 0
+    try:
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            cur = stack[-1]
+            last = not parts
+            try:
+                fd = os.open(part, _PATH_FLAGS, dir_fd=cur)
+            except FileNotFoundError:
+                try:
+                    if last and not is_dir:
+                        os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=cur))
+                    else:
+                        os.mkdir(part, 0o755, dir_fd=cur)
+                except FileExistsError:
+                    pass
+                parts.insert(0, part)   # made (or made meanwhile): open it as any other
+                continue
+            st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode):
+                os.close(fd)
+                links += 1
+                if links > 255:
+                    raise RootfsError(f"too many symlinks resolving {unsafe!r} in the rootfs")
+                target = os.readlink(part, dir_fd=cur)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+                continue
+            if not last and not stat.S_ISDIR(st.st_mode):
+                os.close(fd)
+                raise RootfsError(f"mount target {unsafe!r}: a component is not a directory")
+            stack.append(fd)
+        if len(stack) == 1:
+            raise RootfsError(f"mount target {unsafe!r} resolves to the container's root")
+        return stack.pop()
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
 def mount_entry(m, rootfs: str, bundle: str, cgroup_view: "CgroupView | None") -> None:
-    """Mount one OCI ``mounts[]`` entry under ``rootfs``."""
-    dest = secure_join(rootfs, m.destination)
+    """Mount one OCI ``mounts[]`` entry under ``rootfs``: made on the target's fd; the
+    remount (flags), recursive read-only and propagation steps on a fresh fd of the
+    new mount (a fd opened before the mount still names what lies under it)."""
     flags, props, data = parse_options(m.options)
     try:
-        if m.is_bind:
-            source = m.source if os.path.isabs(m.source) else os.path.join(bundle, m.source)
-            _create_mountpoint(rootfs, dest, os.path.isdir(source))
-            _bind(source, dest, flags, "rbind" in m.options or m.type == "rbind")
-        elif m.type in ("cgroup", "cgroup2"):
+        if m.type in ("cgroup", "cgroup2"):
+            dest = secure_join(rootfs, m.destination)   # in our fresh /sys: no container data
             _mkdir_all(rootfs, dest)
             mount_cgroup(dest, flags, cgroup_view)
-        else:
-            _mkdir_all(rootfs, dest)
-            sc.mount(m.source or m.type, dest, m.type, flags, data or None)
-        for p in props:
-            sc.mount(None, dest, None, p)
+            for p in props:
+                sc.mount(None, dest, None, p)
+            return
+        source = None
+        if m.is_bind:
+            source = m.source if os.path.isabs(m.source) else os.path.join(bundle, m.source)
+        is_dir = source is None or os.path.isdir(source)
+        fd = open_dest(rootfs, m.destination, is_dir)
+        try:
+            if source is not None:
+                recursive = "rbind" in m.options or m.type == "rbind"
+                sc.mount(source, f"/proc/self/fd/{fd}", None,
+                         sc.MS_BIND | (sc.MS_REC if recursive else 0))
+                extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+            else:
+                recursive = False
+                sc.mount(m.source or m.type, f"/proc/self/fd/{fd}", m.type, flags, data or None)
+                extra = 0
+        finally:
+            os.close(fd)
+        if not (extra or props or "rro" in m.options):
+            return
+        fd = open_dest(rootfs, m.destination, is_dir)   # now the new mount's root
+        try:
+            dest = f"/proc/self/fd/{fd}"
+            if extra:
+                remount_bind(dest, extra)
+            if "rro" in m.options and recursive:
+                _readonly_recursive(fd)
+            for p in props:
+                sc.mount(None, dest, None, p)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise RootfsError(f"mounting {m.source or m.type!r} to {m.destination!r}: "
                           f"{e.strerror or e}") from None
+
+
+def _readonly_recursive(fd: int) -> None:
+    """The mount at ``fd`` and all below it read-only (Docker 25's recursive read-only
+    binds); a kernel without mount_setattr keeps plain ro."""
+    try:
+        sc.mount_setattr_rdonly_recursive(fd)
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
 
 
 class CgroupView:

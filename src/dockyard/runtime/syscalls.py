@@ -128,6 +128,8 @@ _SYS = {
     "x86_64": {"pivot_root": 155, "close_range": 436, "keyctl": 250},
     "aarch64": {"pivot_root": 41, "close_range": 436, "keyctl": 219},
 }[os.uname().machine]
+# the mount API's calls have one number on every architecture (Linux 5.2)
+_SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 430, 431, 432
 CLOSE_RANGE_CLOEXEC = 4
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -284,3 +286,54 @@ def get_winsize(fd: int) -> bytes:
 
 def set_winsize(fd: int, ws: bytes) -> None:
     fcntl.ioctl(fd, TIOCSWINSZ, ws)
+
+
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC = 0x2, 0x4, 0x8
+PROC_SUPER_MAGIC = 0x9FA0
+
+
+def detached_tmpfs(options: dict[str, str]) -> int:
+    """A new tmpfs mounted nowhere (fsopen/fsconfig/fsmount, Linux 5.2): an fd
+    of its root directory, close-on-exec. Only holders of that fd can reach
+    it; it goes away with the last one."""
+    fs = _check(_libc.syscall(c_long(_SYS_FSOPEN), b"tmpfs", c_uint(1)), "fsopen", "tmpfs")
+    try:
+        for key, value in options.items():
+            _check(_libc.syscall(c_long(_SYS_FSCONFIG), c_int(fs), c_uint(FSCONFIG_SET_STRING),
+                                 key.encode(), value.encode(), c_int(0)),
+                   "fsconfig", key, value)
+        _check(_libc.syscall(c_long(_SYS_FSCONFIG), c_int(fs), c_uint(FSCONFIG_CMD_CREATE),
+                             None, None, c_int(0)), "fsconfig", "create")
+        attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+        return _check(_libc.syscall(c_long(_SYS_FSMOUNT), c_int(fs), c_uint(1), c_uint(attrs)),
+                      "fsmount", "tmpfs")
+    finally:
+        os.close(fs)
+
+
+class _StatFs(Structure):
+    _fields_ = [(f"f{i}", c_long) for i in range(15)]    # struct statfs: 120 bytes
+
+
+def fs_type(path: str) -> int:
+    """statfs(2)'s f_type for ``path`` (the magic number of its filesystem)."""
+    buf = _StatFs()
+    _check(_libc.statfs(_fs(path), byref(buf)), "statfs", path)
+    return buf.f0 & 0xFFFFFFFF
+
+
+_SYS_MOUNT_SETATTR = 442   # one number on every architecture (Linux 5.12)
+MOUNT_ATTR_RDONLY = 0x1
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
+
+def mount_setattr_rdonly_recursive(fd: int) -> None:
+    """Make the mount at ``fd`` and every mount below it read-only (``rro``, Linux 5.12+:
+    ENOSYS before)."""
+    attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
+    ret = _libc.syscall(c_long(_SYS_MOUNT_SETATTR), c_int(fd), b"",
+                        c_uint(AT_EMPTY_PATH | AT_RECURSIVE), attr, c_size_t(len(attr)))
+    _check(ret, "mount_setattr", fd, "MOUNT_ATTR_RDONLY|AT_RECURSIVE")
