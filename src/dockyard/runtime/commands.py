@@ -320,6 +320,10 @@ def cmd_update(g, flags, pos) -> int:
         res["pids"] = {"limit": flags["pids-limit"]}
     if flags.get("blkio-weight") is not None:
         res["blockIO"] = {"weight": flags["blkio-weight"]}
+    # Device rules are the container's, set at create: runc ignores them on
+    # update, and containerd sends a deny-all list with every CRI
+    # UpdateContainerResources (applying it would leave no /dev/null).
+    res.pop("devices", None)
     res = {k: v for k, v in res.items() if v}
     from . import cgroups
     cgroups.validate_resources(res)

@@ -168,8 +168,6 @@ class Runtime:
         """Create the container; return its state as saved. Init waits on the FIFO."""
         specmod.validate_id(cid)
         cfg = specmod.load(opts.bundle, opts.raw_config)
-        if cfg.namespace("mount") is None or cfg.namespace("mount").path:
-            raise specmod.ConfigError("a new mount namespace is required")
         if cfg.process.terminal and opts.console_socket is None and opts.console_fd is None:
             raise specmod.ConfigError("process.terminal needs --console-socket when detached")
         if self.store.exists(cid):

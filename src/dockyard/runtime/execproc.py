@@ -121,6 +121,11 @@ def run_exec(st: dict, o: ExecOptions, mgr, console_fd: int | None) -> int:
         seccomp.prepare(seccomp_profile)
     own = process.self_exe_id()
     ns_fds = open_namespaces(st["pid"])
+    root_fd = None
+    if not any(n == "mnt" for n, _ in ns_fds):
+        # a container without a mount namespace of its own: chrooted into its root
+        root_fd = os.open(f"/proc/{st['pid']}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        ns_fds.append(("root", root_fd))
     sc.set_child_subreaper()
     parent, child = sync.pair()
     x = os.fork()
@@ -173,9 +178,17 @@ def _stage1(sock: socket.socket, ns_fds, proc, seccomp_profile, console_fd, n_pr
         sc.set_dumpable(False)
         from .foreground import reset_in_child
         reset_in_child()
+        root_fd = None
         for name, fd in ns_fds:       # while the parent adds us to the cgroup
+            if name == "root":
+                root_fd = fd
+                continue
             sc.setns(fd, 0, f"{name} namespace")
             os.close(fd)
+        if root_fd is not None:
+            os.fchdir(root_fd)
+            os.chroot(".")
+            os.close(root_fd)
         sync.expect(sock, Msg.GO, "exec")
         pid = os.fork()
         if pid == 0:
@@ -204,6 +217,7 @@ def _stage2(sock, proc, seccomp_profile, console_fd, n_preserved, joined_user: b
                 raise RuntimeError("--tty needs --console-socket when detached")
             init.setup_console(console_fd, proc, bind_console=False)
         process.apply_rlimits(proc.rlimits)
+        name_dir = process.name_dir()      # before seccomp, while we may mount
         if proc.no_new_privileges:
             sc.set_no_new_privs()
         if seccomp_profile and not proc.no_new_privileges:
@@ -211,11 +225,13 @@ def _stage2(sock, proc, seccomp_profile, console_fd, n_preserved, joined_user: b
         env = process.final_env(proc)
         path = process.lookup(proc.args[0], env)
         process.guard_runtime_binary(path, own)
-        process.finalize(proc, setgroups_allowed=True, n_preserved=n_preserved,
-                         keep={sock.fileno()})
+        keep = {sock.fileno()}
+        if name_dir is not None:
+            keep.add(name_dir)
+        process.finalize(proc, setgroups_allowed=True, n_preserved=n_preserved, keep=keep)
         if seccomp_profile and proc.no_new_privileges:
             init.load_seccomp(seccomp_profile)
-        process.exec_program(path, proc.args, env, own)
+        process.exec_program(path, proc.args, env, own, named_in=name_dir)
     except BaseException as e:  # noqa: BLE001
         init.report_error(sock, e)
     os._exit(1)

@@ -262,10 +262,15 @@ class Init:
         self.in_cgroup = False
         self.rootfs = cfg.rootfs
         self.in_userns = cfg.namespace("user") is not None
+        # no mount namespace (runc allows it): init only chroots into the root;
+        # validation refused whatever would mount (spec._check_mount_namespace)
+        self.own_mounts = cfg.namespace("mount") is not None
         self.state: dict = {}
         self.own_exe = (0, 0)
         self.exe_path = ""
         self.env: dict[str, str] = {}
+        self.name_dir: int | None = None
+        self.fd_dir: int | None = None     # our /proc/self/fd, when chrooted without /proc
 
     # Each step is a method; STEPS lists them in the order they run.
 
@@ -301,7 +306,10 @@ class Init:
     def prepare_root(self) -> None:
         # Make our mount tree stop propagating to the host (rslave by
         # default), then make the rootfs a mount point so pivot_root accepts it.
-        rootfs.prepare_root(self.rootfs, self.cfg.rootfs_propagation)
+        # (In a mount namespace joined by path this is done in that namespace,
+        # as runc does.)
+        if self.own_mounts:
+            rootfs.prepare_root(self.rootfs, self.cfg.rootfs_propagation)
 
     def mounts(self) -> None:
         # In config order: later mounts may sit on earlier ones (/dev, /dev/pts).
@@ -336,7 +344,8 @@ class Init:
     def devices(self) -> None:
         # After /dev is mounted (a tmpfs) and before pivot_root, because in a
         # user namespace the nodes are bind mounts of the host's devices.
-        rootfs.setup_dev(self.cfg, self.rootfs, self.in_userns)
+        if self.own_mounts:
+            rootfs.setup_dev(self.cfg, self.rootfs, self.in_userns)
 
     def create_cwd(self) -> None:
         # runc creates a missing working directory; best effort, inside the root.
@@ -362,7 +371,15 @@ class Init:
     def enter_root(self) -> None:
         # pivot_root, not chroot: the old root is detached entirely, so no
         # path (and no chroot escape) leads back to the host's filesystem.
-        if self.opts.no_pivot:
+        # Without a mount namespace there is nothing to pivot: chroot (runc's way).
+        if not self.own_mounts:
+            # the FIFO is reopened through our fd directory; the root may have no /proc
+            if self.opts.fifo_fd is not None:
+                self.fd_dir = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.chdir(self.rootfs)
+            os.chroot(".")
+            os.chdir("/")
+        elif self.opts.no_pivot:
             rootfs.move_root(self.rootfs)
         else:
             rootfs.pivot(self.rootfs)
@@ -374,16 +391,20 @@ class Init:
             return
         if self.opts.console_fd is None:
             raise RuntimeError("process.terminal is set but no console socket was given")
-        setup_console(self.opts.console_fd, self.proc, rootfs.needs_dev_setup(self.cfg))
+        setup_console(self.opts.console_fd, self.proc,
+                      self.own_mounts and rootfs.needs_dev_setup(self.cfg))
 
     def readonly_root(self) -> None:
         # Late, because the steps before needed to create mount points and devices.
+        if not self.own_mounts:
+            return
         if self.cfg.readonly:
             rootfs.readonly_root()
         rootfs.set_shared_root(self.cfg.rootfs_propagation)
 
     def hostname(self) -> None:
-        # In our own uts namespace (validation insists on one).
+        # In the container's uts namespace, new or joined by path (validation
+        # insists on one; runc sets the name in a joined one too).
         if self.cfg.hostname:
             sc.sethostname(self.cfg.hostname)
         if self.cfg.domainname:
@@ -414,6 +435,11 @@ class Init:
         if self.proc.no_new_privileges:
             sc.set_no_new_privs()
 
+    def exec_name_dir(self) -> None:
+        # While we may still mount and before any seccomp profile: the private
+        # directory the program is executed from under its own name.
+        self.name_dir = process.name_dir()
+
     def ready(self) -> None:
         # The parent has recorded the state (status "created") and sends RUN
         # without waiting for READY; errors after this still reach `create`.
@@ -438,6 +464,9 @@ class Init:
         keep = {self.sock.fileno()}
         if self.opts.fifo_fd is not None:
             keep.add(self.opts.fifo_fd)
+        for fd in (self.name_dir, self.fd_dir):
+            if fd is not None:
+                keep.add(fd)
         process.finalize(self.proc, setgroups_allowed=True, n_preserved=self.opts.preserve_fds,
                          keep=keep)
 
@@ -449,7 +478,12 @@ class Init:
         # Blocks until `start` opens the FIFO for reading.
         if self.opts.fifo_fd is None:
             return
-        fd = os.open(f"/proc/self/fd/{self.opts.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        if self.fd_dir is not None:
+            fd = os.open(str(self.opts.fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=self.fd_dir)
+            os.close(self.fd_dir)
+            self.fd_dir = None
+        else:
+            fd = os.open(f"/proc/self/fd/{self.opts.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
         os.close(fd)
         os.close(self.opts.fifo_fd)
@@ -468,12 +502,13 @@ class Init:
 
     def exec(self) -> None:
         # execveat of the checked file: the user's program replaces us as PID 1.
-        process.exec_program(self.exe_path, self.proc.args, self.env, self.own_exe)
+        process.exec_program(self.exe_path, self.proc.args, self.env, self.own_exe,
+                             named_in=self.name_dir)
 
     STEPS = ("new_session", "early_process_settings", "preload", "prepare_root", "mounts",
              "devices", "create_cwd", "runtime_hooks", "create_container_hooks", "enter_root",
              "console", "readonly_root", "hostname", "sysctls", "readonly_paths",
-             "masked_paths", "no_new_privs", "ready", "early_seccomp", "resolve_program",
+             "masked_paths", "no_new_privs", "exec_name_dir", "ready", "early_seccomp", "resolve_program",
              "finalize", "init_done", "wait_for_start", "start_container_hooks",
              "late_seccomp", "exec")
 

@@ -112,8 +112,16 @@ def guard_runtime_binary(path: str, own: tuple[int, int], depth: int = 0) -> Non
 
 
 def close_fds(first: int, keep: set[int]) -> None:
-    """Close every fd >= first except ``keep`` (which become close-on-exec)."""
-    for name in os.listdir("/proc/self/fd"):
+    """Close every fd >= first except ``keep`` (which become close-on-exec).
+
+    Without a /proc (a container that has no mount namespace and mounts
+    nothing) every fd >= first is only made close-on-exec: none reaches the
+    program either."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except FileNotFoundError:
+        names = []
+    for name in names:
         fd = int(name)
         if fd < first:
             continue
@@ -230,9 +238,65 @@ def reset_signals() -> None:
     _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
-def exec_program(path: str, args, env: dict[str, str], own: tuple[int, int]) -> None:
+def name_dir() -> int | None:
+    """A directory for :func:`exec_program` to name the program in, or None.
+
+    A tmpfs mounted nowhere (see ``syscalls.detached_tmpfs``): nothing in the
+    container can reach it (our fds are out of its reach: we are
+    non-dumpable), and it goes away at the exec (the fd is close-on-exec).
+    Made while we still have the capability to mount, before any seccomp
+    profile is loaded; None where the kernel refuses (then the program is
+    executed by its fd alone)."""
+    try:
+        return sc.detached_tmpfs({"mode": "0777", "size": "4k", "nr_inodes": "4"})
+    except OSError:
+        return None
+
+
+def _exec_named(dirfd: int, name: str, fd: int, argv, env) -> None:
+    """Execute the file open at ``fd`` under ``name``; returns only if it could not.
+
+    The kernel names a process (``comm``: what ps, pidof and pgrep show)
+    after the last component of the path it was executed by; executed by a
+    descriptor (execveat AT_EMPTY_PATH), that is the descriptor's number on
+    kernels before 6.14. So a symlink ``name`` -> ``/proc/self/fd/<fd>`` is
+    made in our private directory and the program executed through it: the
+    path's last component is the program's own name and the file is the
+    very one checked (``open_program``), no path the container controls is
+    resolved again. ``/proc`` must be the container's procfs (checked: a
+    directory whose filesystem is procfs; a mount point cannot be renamed
+    away), and the link must lead to our file (checked); otherwise, or if
+    anything fails, the caller falls back to the fd. The fds stay
+    close-on-exec: nothing of ours reaches the program (CVE-2024-21626)."""
+    if not name or name in (".", ".."):
+        return
+    try:
+        os.symlink(f"/proc/self/fd/{fd}", name, dir_fd=dirfd)
+        if not os.path.isdir("/proc") or os.path.islink("/proc"):
+            return
+        if sc.fs_type("/proc/self") != sc.PROC_SUPER_MAGIC:
+            return
+        link = f"/proc/self/fd/{dirfd}/{name}"
+        st, want = os.stat(link), os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (want.st_dev, want.st_ino):
+            return
+        os.execve(link, argv, env)
+    except OSError:
+        return
+
+
+def exec_program(path: str, args, env: dict[str, str], own: tuple[int, int],
+                 named_in: int | None = None) -> None:
+    """Replace this process by the program at ``path`` (looked up in the container).
+
+    ``named_in``: a :func:`name_dir` directory, so that the program's name
+    is its own (the basename of ``path``, as runc's execve by path gives),
+    not the number of the descriptor it was executed by."""
     fd, argv = open_program(path, args, own)
     reset_signals()
+    if named_in is not None:
+        os.set_inheritable(named_in, False)   # even if it got a preserved fd's number
+        _exec_named(named_in, os.path.basename(path), fd, argv, env)
     try:
         os.execve(fd, argv, env)
     except OSError as e:

@@ -372,10 +372,32 @@ def _check_paths(c: Config) -> str | None:
 
 
 def _check_hostname(c: Config) -> str | None:
-    if c.hostname and (c.namespace("uts") is None or c.namespace("uts").path):
-        return "hostname needs a new uts namespace"
-    if c.domainname and (c.namespace("uts") is None or c.namespace("uts").path):
-        return "domainname needs a new uts namespace"
+    # a uts namespace joined by path is the container's too: runc sets the
+    # name in it (a pod's containers share one); the host's is never changed
+    if c.hostname and c.namespace("uts") is None:
+        return "hostname needs a uts namespace"
+    if c.domainname and c.namespace("uts") is None:
+        return "domainname needs a uts namespace"
+    return None
+
+
+def _check_mount_namespace(c: Config) -> str | None:
+    """Without a mount namespace (runc allows it) init only chroots into the root:
+    whatever would change mounts would change the host's, so it is refused."""
+    if c.namespace("mount") is not None:
+        return None
+    if c.mounts:
+        return (f"mount {c.mounts[0].destination}: mounts need a mount namespace "
+                "(linux.namespaces has none)")
+    if c.masked_paths or c.readonly_paths:
+        return ("linux.maskedPaths/readonlyPaths need a mount namespace "
+                "(linux.namespaces has none)")
+    if c.readonly:
+        return "root.readonly needs a mount namespace (linux.namespaces has none)"
+    if c.devices:
+        return "linux.devices need a mount namespace (linux.namespaces has none)"
+    if c.rootfs_propagation:
+        return "linux.rootfsPropagation needs a mount namespace (linux.namespaces has none)"
     return None
 
 
@@ -432,7 +454,7 @@ def _check_seccomp(c: Config) -> str | None:
 
 CHECKS = (_check_version, _check_root, _check_process, _check_capabilities, _check_rlimits,
           _check_namespaces, _check_user_mappings, _check_mounts, _check_devices, _check_paths,
-          _check_hostname, _check_sysctl, _check_hooks, _check_propagation, _check_resources,
+          _check_hostname, _check_mount_namespace, _check_sysctl, _check_hooks, _check_propagation, _check_resources,
           _check_seccomp)
 
 
