@@ -14,6 +14,7 @@ _PIECES = {
     "daemon": ("dockyard.daemon.main", "main"),
     "registry": ("dockyard.registry.cli", "main"),
     "supervisor": ("dockyard.supervisor.server", "main"),
+    "ui": ("dockyard.ui.cli", "main"),
 }
 
 
