@@ -200,3 +200,33 @@ def test_script_is_named_after_itself(runc, busybox_rootfs):
     script.chmod(0o755)
     r = runc.run(runc.bundle(busybox_rootfs, ["my-script"]))
     assert (r.returncode, r.stdout) == (0, "my-script\n"), r.stderr
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_errors_name_the_failing_step(runc, busybox_rootfs):
+    """As runc's do: "error during container init: <step>: <why>", not a bare errno."""
+    userns = {"namespaces": _spec_ns() + [{"type": "user"}],
+              "uidMappings": [{"containerID": 0, "hostID": 0, "size": 65536}],
+              "gidMappings": [{"containerID": 0, "hostID": 0, "size": 65536}]}
+    # lowering oom_score_adj needs CAP_SYS_RESOURCE in the host's user namespace
+    r = runc.run(runc.bundle(busybox_rootfs, ["true"], process={"oomScoreAdj": -999},
+                             linux=userns))
+    assert r.returncode != 0
+    assert ("error during container init: oom_score_adj and rlimits: "
+            "write -999 to /proc/self/oom_score_adj: Permission denied") in r.stderr, r.stderr
+    assert "[Errno" not in r.stderr
+
+    r = runc.run(runc.bundle(busybox_rootfs, ["true"], mounts=[
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/x", "type": "no-such-fs", "source": "none"}]))
+    assert r.returncode != 0
+    assert "error during container init: mounting the config's mounts: " in r.stderr, r.stderr
+    assert "no-such-fs" in r.stderr and "[Errno" not in r.stderr
+
+    r = runc.run(runc.bundle(busybox_rootfs, ["true"],
+                             linux={"namespaces": _spec_ns(ipc="/proc/self/ns/net")}))
+    assert r.returncode != 0
+    assert "joining the ipc namespace /proc/self/ns/net: " in r.stderr, r.stderr
+    assert not runc.root.exists() or os.listdir(runc.root) == []

@@ -68,11 +68,14 @@ def join_namespaces(cfg) -> None:
         ns = cfg.namespace(kind)
         if ns is None or ns.path is None:
             continue
-        fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            sc.setns(fd, NS_FLAGS[kind], f"{kind} namespace {ns.path}")
-        finally:
-            os.close(fd)
+            fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sc.setns(fd, NS_FLAGS[kind], f"{kind} namespace {ns.path}")
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise InitError(f"joining the {kind} namespace {ns.path}: {describe(e)}") from None
 
 
 def new_namespace_flags(cfg, include_user: bool) -> int:
@@ -235,7 +238,10 @@ def _init_alone(cfg, sock: socket.socket, opts: InitOptions, netns_fd: int | Non
             sc.setns(netns_fd, sc.CLONE_NEWNET, "the new network namespace")
             os.close(netns_fd)
             flags &= ~sc.CLONE_NEWNET
-        sc.unshare(flags)
+        try:
+            sc.unshare(flags)
+        except OSError as e:
+            raise InitError(f"creating namespaces: {describe(e)}") from None
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
         report_error(sock, e)
         os._exit(1)
@@ -514,7 +520,65 @@ class Init:
 
     def run(self) -> None:
         for name in self.STEPS:
-            getattr(self, name)()
+            try:
+                getattr(self, name)()
+            except process.ProcessError as e:
+                if name in ("resolve_program", "exec"):
+                    raise    # "exec: ...": runc's (and dockerd's exit code's) words
+                raise InitError(f"{STEP_WHAT[name]}: {e}") from None
+            except sync.SyncError:
+                raise
+            except Exception as e:  # noqa: BLE001 - named, then reported to the parent
+                raise InitError(f"{STEP_WHAT[name]}: {describe(e)}") from None
+
+
+# What each step does, for errors: runc's "error during container init: <what>: <why>".
+STEP_WHAT = {
+    "new_session": "new session and session keyring",
+    "early_process_settings": "oom_score_adj and rlimits",
+    "preload": "loading the runtime's modules",
+    "prepare_root": "making the root a private mount",
+    "mounts": "mounting the config's mounts",
+    "devices": "creating devices in /dev",
+    "create_cwd": "creating the working directory",
+    "runtime_hooks": "prestart/createRuntime hooks",
+    "create_container_hooks": "createContainer hooks",
+    "enter_root": "pivot_root into the root",
+    "console": "setting up the console",
+    "readonly_root": "making the root read-only",
+    "hostname": "setting the hostname",
+    "sysctls": "writing sysctls",
+    "readonly_paths": "making readonlyPaths read-only",
+    "masked_paths": "masking maskedPaths",
+    "no_new_privs": "setting no_new_privs",
+    "exec_name_dir": "the directory the program is executed from",
+    "ready": "waiting for the runtime",
+    "early_seccomp": "loading the seccomp profile",
+    "resolve_program": "finding the program",
+    "finalize": "closing fds, cwd, user and capabilities",
+    "init_done": "reporting success",
+    "wait_for_start": "waiting for start on the exec FIFO",
+    "start_container_hooks": "startContainer hooks",
+    "late_seccomp": "loading the seccomp profile",
+    "exec": "executing the program",
+}
+
+
+class InitError(Exception):
+    """A step of init failed; the message names it (sent to the parent as is)."""
+
+    def __str__(self) -> str:
+        return f"error during container init: {self.args[0]}"
+
+
+def describe(e: BaseException) -> str:
+    """An exception as words: ``OSError``'s text without ``[Errno N]``, with its path."""
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror
+        if e.filename is not None and str(e.filename) not in text:
+            text = f"{e.filename}: {text}"
+        return text
+    return str(e) or e.__class__.__name__
 
 
 def load_seccomp(profile: dict) -> None:

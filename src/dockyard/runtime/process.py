@@ -54,8 +54,13 @@ def apply_rlimits(rlimits) -> None:
 def set_oom_score_adj(value: int | None) -> None:
     if value is None:
         return
-    with open("/proc/self/oom_score_adj", "w") as f:
-        f.write(str(value))
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        raise ProcessError(f"write {value} to /proc/self/oom_score_adj: {e.strerror}"
+                           + (" (lowering it needs CAP_SYS_RESOURCE on the host; containerd's"
+                              " restrict_oom_score_adj)" if e.errno == 13 else "")) from None
 
 
 def env_dict(env) -> dict[str, str]:
