@@ -172,3 +172,28 @@ def test_pull_refreshes_the_base(daemon, tmp_path):
         assert _cat(daemon, image_id(build(daemon, ctx, "--pull").stdout), "/seen") == "a"
     finally:
         stop_registry_proc(reg.proc)
+
+
+def test_cache_from_an_image_without_its_build_cache(fresh_daemon, tmp_path):
+    """dockerd's legacy --cache-from: a loaded image (no parent chain, no cache rows)
+    stands for the steps whose history it shares; the rebuild is all cache hits and
+    gives the very same image."""
+    d = fresh_daemon
+    ctx = _ctx(tmp_path, "FROM busybox\nENV A=1\nCOPY f /f\nRUN echo ran > /r\n"
+                         "LABEL x=y\n", {"f": "data\n"})
+    first = image_id(build(d, ctx, "-t", "cf:1").stdout)
+    saved = tmp_path / "cf.tar"
+    d.docker("save", "-o", str(saved), "cf:1")
+    busybox = d.out("images", "-q", "busybox")
+    d.docker("rmi", "cf:1")
+    left = [i for i in d.out("images", "-aq").split() if i != busybox]
+    if left:
+        d.docker("rmi", "-f", *left)
+    d.docker("load", "-i", str(saved))
+    r = build(d, ctx, "--cache-from", "cf:1", "--cache-from", "does-not-exist:1")
+    assert r.stdout.count("Using cache") == 4 and "Running in" not in r.stdout, r.stdout
+    assert image_id(r.stdout) == first
+    # a changed file: COPY and what follows run again, what came before is still a hit
+    (ctx / "f").write_text("changed\n")
+    r = build(d, ctx, "--cache-from", "cf:1")
+    assert r.stdout.count("Using cache") == 1 and "Running in" in r.stdout

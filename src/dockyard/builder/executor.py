@@ -98,9 +98,12 @@ class Executor:
 
     async def run(self, plan: Plan, ctx: bctx.Context | None, opts: Options, emit: Emit) -> str:
         """Build; return the final image ID."""
+        import dataclasses
         if plan.epoch is not None:
-            import dataclasses
             opts = dataclasses.replace(opts, epoch=plan.epoch)
+        if opts.cache_from:
+            opts = dataclasses.replace(opts, cache_from=tuple(
+                await asyncio.to_thread(self._cache_sources, opts.cache_from)))
         order = [s.index for s in plan.stages]
         out = _Ordered(emit, order)
         total = plan.total
@@ -151,6 +154,12 @@ class Executor:
                     continue
                 cached = None if opts.nocache else await asyncio.to_thread(self.cache.get,
                                                                            step.key)
+                if cached is None and opts.cache_from and not opts.nocache:
+                    cached = await asyncio.to_thread(
+                        self.images.cached_step, image or None, list(opts.cache_from),
+                        step.created_by, json.loads(step.config))
+                    if cached:
+                        await asyncio.to_thread(self.cache.put, step.key, cached)
                 if cached:
                     say(" ---> Using cache\n")
                     image = cached
@@ -182,6 +191,18 @@ class Executor:
             if image:
                 return image
         return await self._copy(step, parent, config, results, ctx, opts, say)
+
+    def _cache_sources(self, names) -> list[str]:
+        """``cachefrom`` names as image IDs; unknown ones are skipped (as dockerd)."""
+        out = []
+        for n in names:
+            try:
+                iid = self.images.resolve(n)
+            except (errors.NotFound, errors.InvalidParameter):
+                continue
+            if iid not in out:
+                out.append(iid)
+        return out
 
     async def _container(self, parent: str, body: dict) -> str:
         c = await self.containers.create(None, {"Image": parent, **body})

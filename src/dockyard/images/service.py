@@ -1295,6 +1295,50 @@ class ImageService:
                 self._drop_lease(item)
         return image_id
 
+    def cached_step(self, parent: str | None, sources: list[str], created_by: str,
+                    config: dict) -> str | None:
+        """``--cache-from`` as dockerd's legacy builder takes it: an image of ``sources``
+        whose history and layers start with ``parent``'s and whose next history entry
+        was made by ``created_by`` stands for the step. It is the answer when that entry
+        is its last; else an image of the step is made from its layers up to there (no
+        layer copied: they are the source's). None when no source fits."""
+        pcfg = json.loads(self.get_config_bytes(parent)) if parent else {}
+        phist = list(pcfg.get("history") or [])
+        pdiffs = list((pcfg.get("rootfs") or {}).get("diff_ids") or [])
+        for src in sources:
+            tcfg = json.loads(self.get_config_bytes(src))
+            thist = list(tcfg.get("history") or [])
+            tdiffs = list((tcfg.get("rootfs") or {}).get("diff_ids") or [])
+            if len(thist) <= len(phist) or thist[:len(phist)] != phist \
+                    or tdiffs[:len(pdiffs)] != pdiffs:
+                continue
+            h = thist[len(phist)]
+            if h.get("created_by", "") != created_by:
+                continue
+            if len(thist) == len(phist) + 1:
+                return src
+            diffs = pdiffs + ([] if h.get("empty_layer") else tdiffs[len(pdiffs):len(pdiffs) + 1])
+            if len(diffs) > len(tdiffs):
+                continue
+            img = {"architecture": tcfg.get("architecture", "amd64")}
+            if tcfg.get("author"):
+                img["author"] = tcfg["author"]
+            img["config"] = config
+            img["container_config"] = empty_container_config()
+            img["created"] = h.get("created") or rfc3339()
+            img["docker_version"] = docker_version()
+            img["history"] = phist + [h]
+            img["os"] = tcfg.get("os", "linux")
+            img["rootfs"] = {"type": "layers", "diff_ids": diffs}
+            top = chain_ids(diffs)[-1] if diffs else None
+            blobs = [r["digest"] for r in self.store.query(
+                "SELECT digest FROM image_blobs WHERE image_id = ?", (src,)) if r["digest"] != src]
+            with self.lease(*([top] if top else [])):
+                image_id, _ = self._store_image(json.dumps(img, separators=(",", ":")).encode(),
+                                                top, [], blobs=blobs, parent=parent or "")
+            return image_id
+        return None
+
     def _rebase_check(self, key: str, base_id: str, implied: list[str]) -> None:
         from dockyard.fsroot.nodes import open_root, walk
         from dockyard.images.unpack import inherit_implicit, lower_dir_stat
