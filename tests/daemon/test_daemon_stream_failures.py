@@ -223,3 +223,27 @@ def test_export_of_a_container_whose_rootfs_vanished(dockyard_daemon, busybox_ta
     if status != 200:
         assert json.loads(body)["message"]
     _assert_healthy(d)
+
+
+def test_export_of_a_container_that_churns_files(dockyard_daemon, busybox_tar):
+    """The probe's trigger: files created and deleted while the export walks the tree.
+    Each export is whole or cut short, never a wedge."""
+    d = dockyard_daemon
+    _import(d, busybox_tar.read_bytes(), "bb:v1")
+    status, _, body = d.request("POST", "/v1.47/containers/create", body=json.dumps({
+        "Image": "bb:v1", "Cmd": ["sh", "-c", "mkdir -p /churn; while :; do "
+                                  "for i in 1 2 3 4 5 6 7 8 9; do mkdir -p /churn/d$i; "
+                                  "echo x > /churn/d$i/f; done; rm -rf /churn/*; done"]}).encode(),
+        headers={"Content-Type": "application/json"})
+    assert status == 201, body
+    cid = json.loads(body)["Id"]
+    assert d.request("POST", f"/v1.47/containers/{cid}/start")[0] == 204
+    for _ in range(_TRIES):
+        try:
+            status, _, body = d.request("GET", f"/v1.47/containers/{cid}/export", timeout=60)
+        except http.client.IncompleteRead:
+            status = 200
+        assert status in (200, 404, 409, 500)
+        _ping(d)
+    d.request("POST", f"/v1.47/containers/{cid}/kill")
+    _assert_healthy(d, save_ref="bb:v1")
