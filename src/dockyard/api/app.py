@@ -135,6 +135,8 @@ def create_app(ctx: ApiContext) -> web.Application:
     routes_archive.register(app)   # docker cp: /containers/{id}/archive
     from dockyard.api import routes_build
     routes_build.register(app)     # docker build: /build (the classic builder)
+    from dockyard.api import routes_volumes
+    routes_volumes.register(app)   # /volumes
     return app
 
 

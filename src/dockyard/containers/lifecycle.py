@@ -17,6 +17,7 @@ from dockyard.containers import warm as warmpool
 from dockyard.oci import spec as ocispec
 from dockyard.containers.hostconfig import _check_storage_opt, _discard_unsupported_blkio, _validate_host_config
 from dockyard.containers.records import _match_labels, _merge_config, _random_name
+from dockyard.containers import mounts as mountpoints
 from dockyard.containers.common import NAME_RE, ZERO_TIME, now, _warm_cgroup_attach, log
 
 
@@ -54,11 +55,19 @@ class Lifecycle:
             ocispec.command(config, image_config)
             ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"), bool(host.get("Privileged")))
             ocispec.resources(host)
-            for b in host.get("Binds") or []:
-                ocispec.parse_bind(b)
             ocispec.parse_signal(merged.get("StopSignal"))
         except ocispec.SpecError as e:
             raise errors.InvalidParameter(str(e)) from None
+        others = {}
+        for ref in host.get("VolumesFrom") or []:
+            others[ref.partition(":")[0]] = self.get(ref.partition(":")[0])   # 404 if unknown
+        points = mountpoints.parse_all(host, merged, others)
+        if any(p["Type"] == "volume" for p in points) and self.volumes is None:
+            raise errors.InvalidParameter("volumes are not available on this daemon")
+        for p in points:
+            if p["Type"] == "volume" and p["Driver"] != "local":
+                raise errors.NotFound(f"error looking up volume plugin {p['Driver']}: plugin "
+                                      f"\"{p['Driver']}\" not found")
         mode = host.get("NetworkMode") or "default"
         if mode.startswith("container:"):
             self.get(mode.split(":", 1)[1])  # 404 if the other container is unknown
@@ -74,18 +83,18 @@ class Lifecycle:
         self._reserved_names.add(name)
         try:
             out = await self._create_reserved(cid, name, config, host, body, merged, image_id,
-                                              image_config, runtime)
+                                              image_config, runtime, points)
             return {**out, "Warnings": warnings + list(out.get("Warnings") or [])}
         finally:
             self._reserved_names.discard(name)
 
     async def _create_reserved(self, cid: str, name: str, config: dict, host: dict, body: dict,
                                merged: dict, image_id: str, image_config: dict,
-                               runtime: str) -> dict:
+                               runtime: str, points: list[dict]) -> dict:
         rec = self._new_record(cid, name, config, host, body, merged, image_id, image_config,
-                               runtime)
+                               runtime, points)
         entry = None
-        if self.warm.enabled and host.get("AutoRemove"):
+        if self.warm.enabled and host.get("AutoRemove") and not _has_volumes(rec):
             k = warmpool.key(rec)
             self.warm.note(k)
             entry = self.warm.take(k)
@@ -109,7 +118,11 @@ class Lifecycle:
             statefiles.makedirs(cdir)
             try:
                 await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid, True)
+                await asyncio.to_thread(self._make_volumes, rec)
             except BaseException:
+                await asyncio.to_thread(self._remove_volumes, rec, True, True)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.images.remove_rootfs, cid)
                 shutil.rmtree(cdir, ignore_errors=True)
                 raise
         cid = rec["Id"]
@@ -118,6 +131,45 @@ class Lifecycle:
         self._save(rec)
         self.emit("container", "create", cid, self._attrs(rec))
         return {"Id": cid, "Warnings": []}
+
+    def _make_volumes(self, rec: dict) -> None:
+        """The volumes of a new container: anonymous ones made (named after it), named
+        ones made if missing (with the --mount's labels and driver options)."""
+        for mp in rec.get("MountPoints") or []:
+            if mp["Type"] != "volume":
+                continue
+            vo = mp.get("VolumeOptions") or {}
+            made_here = False
+            if mp.get("Anonymous") and not mp["Name"]:
+                v, made_here = self.volumes.create(None, mp["Driver"], vo.get("DriverOpts"),
+                                                   vo.get("Labels"), anonymous=True)
+                mp["Name"] = v["Name"]
+            elif not self.volumes.exists(mp["Name"]):
+                v, made_here = self.volumes.create(mp["Name"], mp["Driver"], vo.get("DriverOpts"),
+                                                   vo.get("Labels"))
+            else:
+                v = self.volumes.get(mp["Name"])
+            mp["Source"] = v["Mountpoint"]
+            mp["MadeHere"] = made_here
+        rec["Mounts"] = [mountpoints.view(mp) for mp in rec.get("MountPoints") or []]
+
+    def _remove_volumes(self, rec: dict, anonymous_only: bool = True,
+                        made_here_only: bool = False) -> None:
+        """``rm -v`` (and ``run --rm``): the container's anonymous volumes go with it
+        (those another container still uses stay)."""
+        if self.volumes is None:
+            return
+        for mp in rec.get("MountPoints") or []:
+            if mp["Type"] != "volume" or not mp["Name"]:
+                continue
+            if made_here_only and not mp.get("MadeHere"):
+                continue
+            if anonymous_only and not self.volumes.is_anonymous(mp["Name"]):
+                continue
+            try:
+                self.volumes.remove(mp["Name"])
+            except errors.DockyardError as e:
+                log.info("volume %s of %s kept: %s", mp["Name"][:12], rec["Id"][:12], e)
 
     # ---- start -----------------------------------------------------------------------
     async def start(self, ref: str) -> None:
@@ -239,6 +291,7 @@ class Lifecycle:
             self._removals.add(removal)
             removal.add_done_callback(self._removals.discard)
             await removal
+            await asyncio.to_thread(self._remove_volumes, c)   # dockerd's run --rm does too
             self._want_warm(c)
             return
         if self._restart_wanted(c) and not booting:
@@ -369,6 +422,7 @@ class Lifecycle:
             if cid not in self.containers:
                 return   # removed meanwhile (--rm)
             c["State"]["Status"] = "removing"
+            c["RemoveVolumes"] = bool(volumes)   # a restarted daemon finishes it alike
             self._save(c)
             await self._finish_remove(c)
 
@@ -376,6 +430,8 @@ class Lifecycle:
         await self._cleanup_after_stop(c)
         await self._remove_files(c)
         self._forget(c)
+        if c.get("RemoveVolumes") or c["HostConfig"].get("AutoRemove"):
+            await asyncio.to_thread(self._remove_volumes, c)
 
     def _forget(self, c: dict, pending_files: bool = False) -> None:
         """The container leaves the daemon's view: record, name, events, waiters.
@@ -520,3 +576,8 @@ def _start_error_code(msg: str) -> int:
     if "permission denied" in low or "is a directory" in low or "exec format error" in low:
         return 126
     return 128
+
+
+def _has_volumes(c: dict) -> bool:
+    """Containers with volumes are not made ahead (an anonymous volume is per container)."""
+    return any(mp["Type"] == "volume" for mp in c.get("MountPoints") or [])

@@ -16,7 +16,12 @@ from dockyard.containers import state as st
 from dockyard.cli.units import human_duration  # go-units, pure: shared with the CLI
 from dockyard.oci import spec as ocispec
 from dockyard.supervisor import jsonlog
+from dockyard.containers import mounts as mountpoints
 from dockyard.containers.common import NAME_RE, ZERO_TIME, now
+
+
+# record fields that are the daemon's own, not Docker's inspect
+_PRIVATE_FIELDS = ("HasBeenStartedBefore", "HasBeenManuallyStopped", "MountPoints", "RemoveVolumes")
 
 
 class Records:
@@ -66,7 +71,8 @@ class Records:
                 f'that name.')
 
     def _new_record(self, cid: str, name: str, config: dict, host: dict, body: dict,
-                    merged: dict, image_id: str, image_config: dict, runtime: str) -> dict:
+                    merged: dict, image_id: str, image_config: dict, runtime: str,
+                    points: list[dict] | None = None) -> dict:
         host.setdefault("NetworkMode", "default")
         host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
         host.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
@@ -80,7 +86,8 @@ class Records:
             "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "",
             "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None, "HostConfig": host,
             "GraphDriver": {"Name": "overlay2", "Data": None},
-            "Mounts": _mounts_view(host), "Config": merged,
+            "Mounts": [mountpoints.view(p) for p in points or []], "MountPoints": points or [],
+            "Config": merged,
             "NetworkingConfig": body.get("NetworkingConfig") or {},
             "NetworkSettings": _empty_network_settings(),
             "HasBeenStartedBefore": False, "HasBeenManuallyStopped": False,
@@ -116,9 +123,15 @@ class Records:
         self.emit("container", "rename", c["Id"], {**self._attrs(c), "oldName": old})
 
     # ---- views -----------------------------------------------------------------------------
+    def volume_users(self, name: str) -> list[str]:
+        """Ids of the containers (running or not) whose mount points use volume ``name``."""
+        return [cid for cid, c in list(self.containers.items())
+                if any(mp["Type"] == "volume" and mp["Name"] == name
+                       for mp in c.get("MountPoints") or [])]
+
     def inspect(self, ref: str, size: bool = False) -> dict:
         c = self.get(ref)
-        out = {k: v for k, v in c.items() if k not in ("HasBeenStartedBefore", "HasBeenManuallyStopped")}
+        out = {k: v for k, v in c.items() if k not in _PRIVATE_FIELDS}
         out = json.loads(json.dumps(out))
         out["GraphDriver"] = {"Name": "overlay2", "Data": None}
         if size:
@@ -195,7 +208,8 @@ def _merge_config(config: dict, image_config: dict) -> dict:
         "Env": _merge_env_list(image_config.get("Env"), config.get("Env")),
         "Cmd": config.get("Cmd") if config.get("Cmd") else (
             image_config.get("Cmd") if config.get("Entrypoint") is None else None),
-        "Image": config.get("Image"), "Volumes": config.get("Volumes") or image_config.get("Volumes"),
+        "Image": config.get("Image"),
+        "Volumes": {**(image_config.get("Volumes") or {}), **(config.get("Volumes") or {})} or None,
         "WorkingDir": config.get("WorkingDir") or image_config.get("WorkingDir") or "",
         "Entrypoint": config.get("Entrypoint") if config.get("Entrypoint") is not None
         else image_config.get("Entrypoint"),
@@ -315,6 +329,10 @@ def _match_filters(c: dict, filters: dict, svc: Any) -> bool:
             if key == "before" and not c["Created"] < other["Created"]:
                 return False
             if key == "since" and not c["Created"] > other["Created"]:
+                return False
+        elif key == "volume":
+            if not any(v in (mp["Name"], mp["Destination"], mp["Source"])
+                       for mp in c.get("MountPoints") or [] for v in values):
                 return False
         elif key == "network":
             if not any(v in (c["NetworkSettings"].get("Networks") or {}) for v in values):

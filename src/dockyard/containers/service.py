@@ -45,7 +45,7 @@ class ContainerService(Records, Lifecycle, Task, Supervision, WarmPoolWork, Exec
                  default_runtime: str, emit: Callable[..., None] | None = None,
                  network: Any = None, seccomp_profile: Callable[[list[str]], dict] | None = None,
                  runtime_root: str | None = None, cgroup_parent: str = "/dockyard",
-                 warm_pool: int = 0) -> None:
+                 warm_pool: int = 0, volumes: Any = None) -> None:
         self.root = root
         self.images = images
         self.store = store
@@ -54,6 +54,7 @@ class ContainerService(Records, Lifecycle, Task, Supervision, WarmPoolWork, Exec
         self.default_runtime = default_runtime
         self.emit = emit or (lambda *a, **k: None)
         self.network = network
+        self.volumes = volumes   # dockyard.volumes.service.VolumeService (None: no volumes)
         self.seccomp_profile = seccomp_profile
         self.runtime_root = runtime_root or os.path.join(root, "runtime")
         self.cgroup_parent = "/" + cgroup_parent.strip("/")

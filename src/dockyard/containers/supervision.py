@@ -23,8 +23,14 @@ class Supervision:
             if rec["Name"].startswith(WARM_NAME):
                 warm_rows.append(rec)   # made ahead by a daemon that stopped: torn down
                 continue
+            if "MountPoints" not in rec:   # a record from before volumes: its binds
+                rec["MountPoints"] = _legacy_points(rec)
             self.containers[rec["Id"]] = rec
             self.exits.setdefault(rec["Id"], asyncio.Event())
+            if rec["State"]["Status"] in ("running", "paused", "restarting") and self.volumes:
+                for mp in rec["MountPoints"]:
+                    if mp["Type"] == "volume" and mp["Name"]:
+                        self.volumes.restore_mounted(mp["Name"], rec["Id"])
         tasks = {t["id"]: t for t in (await self.sup.request("list"))["tasks"]}
         self._watch_task = asyncio.ensure_future(self._watch_exits())
         for rec in warm_rows:
@@ -119,3 +125,17 @@ class Supervision:
             if c is not None:
                 async with self._lock(cid):
                     await self._release_prepared(c)
+
+
+def _legacy_points(rec: dict) -> list[dict]:
+    from dockyard.containers import mounts as mountpoints
+
+    out = []
+    for b in rec["HostConfig"].get("Binds") or []:
+        try:
+            mp = mountpoints.parse_bind(b)
+        except errors.DockyardError:
+            continue
+        if mp["Type"] == "bind":
+            out.append(mp)
+    return out

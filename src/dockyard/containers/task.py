@@ -4,6 +4,7 @@ supervisor's `<runtime> create`, the runtime calls, and the cleanup after a run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -56,11 +57,14 @@ class Task:
         if self.seccomp_profile is not None and not host.get("Privileged"):
             caps = ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"), False)
             seccomp = self.seccomp_profile(caps)
+        user_mounts, root_prop = await asyncio.to_thread(self._mount_points, c, rootfs)
+        self._emit_mounts(c, "mount")
         try:
             spec = ocispec.build_spec(container_id=cid, config=c["Config"], host_config=host,
                                       image_config=image_config, rootfs=rootfs, hostname=hostname,
                                       etc_files=etc, netns=netns, seccomp=seccomp,
-                                      cgroup_parent=self.cgroup_parent)
+                                      cgroup_parent=self.cgroup_parent, resolved_mounts=user_mounts,
+                                      rootfs_propagation=root_prop)
         except ocispec.SpecError as e:
             raise errors.InvalidParameter(str(e)) from None
         if host.get("Init"):
@@ -112,12 +116,117 @@ class Task:
             files["/etc/resolv.conf"] = resolv
         return files
 
+    def _mount_points(self, c: dict, rootfs: str) -> tuple[list[dict], str]:
+        """The container's mount points as OCI mounts: volumes mounted by their driver
+        (filled from the image at first use unless nocopy), subpaths staged, bind
+        sources resolved on the host (and made for -v), propagation checked."""
+        from dockyard.containers import mounts as mountpoints
+
+        points = c.get("MountPoints") or []
+        out = []
+        try:
+            for i, mp in enumerate(points):
+                if mp["Type"] == "tmpfs":
+                    out.append(mountpoints.oci_mount(mp, ""))
+                    continue
+                if mp["Type"] == "volume":
+                    if self.volumes is None:
+                        raise errors.InvalidParameter("volumes are not available on this daemon")
+                    src = self.volumes.mount(mp["Name"], c["Id"])
+                    mp["Source"] = src
+                    if mp.get("CopyData") and not mp.get("Subpath"):
+                        from dockyard.volumes import copyup
+
+                        copyup.copy_up(rootfs, mp["Destination"], src)
+                    if mp.get("Subpath"):
+                        src = self._stage_subpath(c, i, src, mp["Subpath"])
+                    out.append(mountpoints.oci_mount(mp, src))
+                    continue
+                src = mp["Source"]
+                if not os.path.exists(src):
+                    if not mp.get("CreateSource"):
+                        raise errors.InvalidParameter(
+                            f'invalid mount config for type "bind": bind source path does not '
+                            f'exist: {src}')
+                    os.makedirs(src, exist_ok=True)   # -v: Docker makes a missing source
+                real = os.path.realpath(src)          # a symlinked source, resolved as Docker
+                prop = mp.get("Propagation") or "rprivate"
+                if prop.endswith(("shared", "slave")):
+                    mnt, kind = mountpoints.source_propagation(real)
+                    if prop.endswith("shared") and kind != "shared":
+                        raise errors.InvalidParameter(
+                            f"path {src} is mounted on {mnt} but it is not a shared mount")
+                    if prop.endswith("slave") and kind == "private":
+                        raise errors.InvalidParameter(
+                            f"path {src} is mounted on {mnt} but it is not a shared or slave mount")
+                out.append(mountpoints.oci_mount(mp, real))
+        except BaseException:
+            self._release_mount_points(c)
+            raise
+        return out, mountpoints.root_propagation(points)
+
+    def _stage_subpath(self, c: dict, index: int, src: str, sub: str) -> str:
+        """``volume-subpath``: the subpath is looked up below the volume with no symlink
+        followed and that very inode bind-mounted at a private staging point, which the
+        runtime then mounts (a container sharing the volume cannot redirect it)."""
+        from dockyard.fsroot.nodes import lookup, open_root
+        from dockyard.snapshots import mount as snapmount
+
+        root = open_root(src)
+        try:
+            node = lookup(root, [p for p in sub.split("/") if p])
+        finally:
+            os.close(root)
+        if node is None:
+            raise errors.InvalidParameter(
+                f"cannot access path {os.path.join(src, sub)}: no such file or directory "
+                f"(or a symlink on the way)")
+        with node:
+            stage_dir = os.path.join(self._dir(c["Id"]), "mounts")
+            statefiles.makedirs(stage_dir)
+            stage = os.path.join(stage_dir, str(index))
+            if node.is_dir():
+                os.makedirs(stage, exist_ok=True)
+            elif not os.path.exists(stage):
+                os.close(statefiles.create(stage))
+            snapmount.mount_one({"type": "bind", "source": f"/proc/self/fd/{node.fd}",
+                                 "options": ["bind"]}, stage)
+        return stage
+
+    def _release_mount_points(self, c: dict) -> bool:
+        """After a run: staged subpaths unmounted, volumes released (their driver
+        unmounts them after their last user). True if any volume was released."""
+        stage_dir = os.path.join(self._dir(c["Id"]), "mounts")
+        if os.path.isdir(stage_dir):
+            from dockyard.snapshots import mount as snapmount
+
+            with contextlib.suppress(OSError):
+                snapmount.unmount_all(stage_dir)
+                shutil.rmtree(stage_dir, ignore_errors=True)
+        released = False
+        if self.volumes is not None:
+            for mp in c.get("MountPoints") or []:
+                if mp["Type"] == "volume" and mp["Name"]:
+                    released = self.volumes.unmount(mp["Name"], c["Id"]) or released
+        return released
+
+    def _emit_mounts(self, c: dict, action: str) -> None:
+        for mp in c.get("MountPoints") or []:
+            if mp["Type"] == "volume" and mp["Name"]:
+                self.emit("volume", action, mp["Name"], {
+                    "container": c["Id"], "destination": mp["Destination"],
+                    "driver": mp["Driver"], "propagation": mp.get("Propagation") or "",
+                    "read/write": "true" if mp["RW"] else "false"} if action == "mount"
+                    else {"container": c["Id"], "driver": mp["Driver"]})
+
     async def _cleanup_after_stop(self, c: dict, network: bool = True) -> None:
         # Independent steps, run side by side: the runtime's delete (cgroups, state),
         # the network endpoint, the rootfs mount (detached lazily).
         await asyncio.gather(
             self._runtime_cleanup(c), self._release_network(c) if network else asyncio.sleep(0),
             asyncio.to_thread(_unmount_rootfs, os.path.join(self._dir(c["Id"]), "rootfs")))
+        if await asyncio.to_thread(self._release_mount_points, c):
+            self._emit_mounts(c, "unmount")
 
     async def _release_network(self, c: dict) -> None:
         if self.network is None:

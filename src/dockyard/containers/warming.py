@@ -26,6 +26,8 @@ class WarmPoolWork:
         if not self.warm.enabled or any(
                 isinstance(v, str) and v.startswith("container:") for v in host.values()):
             return   # joins another container's namespaces: those may be gone by then
+        if any(mp["Type"] == "volume" for mp in c.get("MountPoints") or []):
+            return   # an anonymous volume is per container; named ones are mounted at start
         k = warmpool.key(c)
         make, evicted = self.warm.admit(k)
         for e in evicted:

@@ -101,6 +101,7 @@ class Daemon:
         self.images: Any = None
         self.system: Any = None
         self.containers: Any = None
+        self.volumes: Any = None
         self.networks: Any = None
         self.runtimes = cfg.runtime_paths()
         # called (in a thread) after the services are built, before serving:
@@ -132,6 +133,9 @@ class Daemon:
             # an interrupted build's mounts go before its snapshots (removed by recover)
             self.boot_hooks.insert(0, lambda: build_boot.sweep_tmp(self.data_root))
         self.networks = self._build_networks()
+        from dockyard.volumes.service import VolumeService
+
+        self.volumes = VolumeService(str(self.data_root), emit=self._emit)
         if self.images is not None:
             self.containers = self._build_containers()
         self.system = SystemService(self.data_root, images=self.images, events=self.events,
@@ -160,8 +164,9 @@ class Daemon:
             supervisor=supclient.AsyncClient(sup_path), runtimes=self.runtimes,
             default_runtime=self.cfg.default_runtime, emit=self._emit,
             seccomp_profile=default_profile, cgroup_parent=self.cfg.cgroup_parent,
-            warm_pool=self.cfg.warm_pool)
+            warm_pool=self.cfg.warm_pool, volumes=self.volumes)
         self.images.set_usage_checker(svc.usage)
+        self.volumes.set_users(svc.volume_users)
         return svc
 
     def _build_networks(self):
@@ -216,6 +221,8 @@ class Daemon:
             ctx.extra["containers"] = self.containers
         if self.networks is not None:
             ctx.extra["networks"] = self.networks
+        if self.volumes is not None:
+            ctx.extra["volumes"] = self.volumes
         ctx.extra["insecure_registries"] = list(self.cfg.insecure_registries or ())
         return create_app(ctx)
 

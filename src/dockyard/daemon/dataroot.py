@@ -19,6 +19,8 @@ every file 0600, owned by root, unless noted::
                                       hostname, hosts, resolv.conf 0644: bind-mounted into
                                       the container, whose non-root users read them; the
                                       0700 directory keeps everyone else out (Docker's way)
+      volumes/<name>/                 0700: volume.json 0600; _data/ is the volume's
+                                      content and keeps the modes the mount point gave it
       supervisor/                     supervisor.sock 0600, supervisor.log, tasks/<id>/*
       runtime/                        the runtime's --root: <id>/state.json 0600 and,
                                       until start, exec.fifo 0622 (as runc's)
@@ -43,7 +45,7 @@ from dockyard import statefiles
 
 #: directories whose entries are per-object top directories (each one 0700); the
 #: objects' content (a snapshot's fs/, a container's rootfs/) is never touched
-_PER_OBJECT = ("containers", "snapshots/*", "supervisor/tasks", "runtime")
+_PER_OBJECT = ("containers", "snapshots/*", "supervisor/tasks", "runtime", "volumes")
 
 
 def prepare(root: str | os.PathLike) -> list[str]:

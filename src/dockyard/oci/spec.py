@@ -398,13 +398,17 @@ def rlimits(host: dict) -> list[dict]:
 def build_spec(*, container_id: str, config: dict, host_config: dict, image_config: dict,
                rootfs: str, hostname: str, etc_files: dict[str, str] | None = None,
                netns: str | None = None, seccomp: dict | None = None,
-               cgroup_parent: str = "/dockyard") -> dict:
+               cgroup_parent: str = "/dockyard", resolved_mounts: list[dict] | None = None,
+               rootfs_propagation: str = "") -> dict:
     """The OCI runtime spec for a container.
 
     ``etc_files`` maps /etc/hosts, /etc/hostname, /etc/resolv.conf to host files to bind.
     ``netns``: path of the network namespace to join; ``"host"`` shares the host's;
     None creates a fresh one (loopback only).
     ``seccomp``: the profile to apply (None = unconfined).
+    ``resolved_mounts``: the container's mount points as OCI mounts (volumes, binds, --mount;
+    the daemon resolves them: containers/mounts.py); None: HostConfig.Binds parsed here.
+    ``rootfs_propagation``: linux.rootfsPropagation (shared/slave bind propagation).
     """
     host = host_config or {}
     privileged = bool(host.get("Privileged"))
@@ -456,7 +460,8 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
     for dest, src in (etc_files or {}).items():
         mounts.append({"destination": dest, "type": "bind", "source": src,
                        "options": ["rbind", "rprivate"]})
-    user_mounts = [parse_bind(b) for b in host.get("Binds") or []]
+    user_mounts = list(resolved_mounts) if resolved_mounts is not None else \
+        [parse_bind(b) for b in host.get("Binds") or []]
     for dest, opts in (host.get("Tmpfs") or {}).items():
         user_mounts.append(parse_tmpfs(dest, opts))
     seen = set()
@@ -500,6 +505,8 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
     if devices:
         linux["devices"] = [d for d, _ in devices]
         linux["resources"]["devices"] += [r for _, r in devices]
+    if rootfs_propagation:
+        linux["rootfsPropagation"] = rootfs_propagation
 
     spec = {
         "ociVersion": "1.0.2",
