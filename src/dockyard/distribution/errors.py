@@ -46,6 +46,18 @@ class ErrorCode(enum.Enum):
         return self.value[1]
 
 
+# The OCI distribution spec's error codes: the only ones a registry's JSON error
+# body may carry ("The code field MUST be one of the following"). The members
+# above that are not here (docker distribution's TAG_INVALID, RANGE_INVALID,
+# PAGINATION_NUMBER_INVALID, UNKNOWN) are for reading other registries' answers
+# and for our own errors; our registry answers them without a JSON body.
+SPEC_CODES = frozenset({
+    "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
+    "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID",
+    "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED", "DENIED", "UNSUPPORTED",
+    "TOOMANYREQUESTS"})
+
+
 class RegistryError(DockyardError):
     """One spec error. ``status`` defaults to the code's, but may be overridden
     (a chunk out of order is BLOB_UPLOAD_INVALID with 416)."""

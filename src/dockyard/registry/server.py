@@ -21,7 +21,7 @@ from dockyard.distribution import auth as proto
 from dockyard.distribution import http as dhttp
 from dockyard.distribution import manifest as mf
 from dockyard.distribution import paths
-from dockyard.distribution.errors import ErrorCode, RegistryError
+from dockyard.distribution.errors import SPEC_CODES, ErrorCode, RegistryError
 from dockyard.registry.auth import (ANONYMOUS, AccessPolicy, Authenticator, AuthFailure, Htpasswd,
                                     TokenKeys, TokenService)
 from dockyard.registry.config import RegistryConfig
@@ -80,9 +80,14 @@ class BlobResponse(web.StreamResponse):
 
 
 def _error_response(err: RegistryError) -> web.Response:
+    """The spec's JSON error body, for the spec's codes only (``SPEC_CODES``):
+    any other failure (an unsatisfiable range, a bad page size, a 500) keeps
+    its status and says what went wrong in plain text."""
     headers = dict(err.headers)
-    return web.Response(status=err.status, body=err.body(), content_type="application/json",
-                        headers=headers)
+    if err.code.name in SPEC_CODES:
+        return web.Response(status=err.status, body=err.body(), content_type="application/json",
+                            headers=headers)
+    return web.Response(status=err.status, text=err.message + "\n", headers=headers)
 
 
 class RegistryServer:

@@ -140,7 +140,7 @@ class Registry:
 
         Nothing is stored unless everything checks out.
         """
-        ref = parse_reference(reference)
+        ref = self._reference(name, reference, put=True)
         m = mf.parse_manifest(body, content_type)
         if isinstance(ref, Digest):
             actual = m.digest if ref.algorithm == "sha256" else Digest.from_bytes(body, ref.algorithm)
@@ -179,8 +179,24 @@ class Registry:
             st.add_referrer(name, m.subject.digest, desc_json)
         return digest, (m.subject.digest if m.subject else None)
 
+    def _reference(self, name: str, reference: str, put: bool = False) -> str | Digest:
+        """A URL's manifest reference (a digest or a tag). Not a valid tag: no
+        manifest can be known by it, so a read or delete answers 404
+        MANIFEST_UNKNOWN (the spec's clients expect it; TAG_INVALID is not a
+        spec code) and a PUT 400 MANIFEST_INVALID."""
+        try:
+            return parse_reference(reference)
+        except RegistryError as e:
+            if e.code is not ErrorCode.TAG_INVALID:
+                raise
+        if put:
+            raise RegistryError(ErrorCode.MANIFEST_INVALID, f"invalid tag {reference!r}",
+                                detail={"tag": reference})
+        self._require_repo(name)
+        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference})
+
     def resolve(self, name: str, reference: str) -> Digest:
-        ref = parse_reference(reference)
+        ref = self._reference(name, reference)
         if isinstance(ref, Digest):
             if self.storage.get_revision(name, ref) is None:
                 self._require_repo(name)
@@ -220,7 +236,7 @@ class Registry:
 
     def delete_manifest(self, name: str, reference: str) -> None:
         self._check_delete()
-        ref = parse_reference(reference)
+        ref = self._reference(name, reference)
         st = self.storage
         if isinstance(ref, str):
             if not st.delete_tag(name, ref):
