@@ -146,3 +146,29 @@ def test_large_file_streams(tmp_path):
         assert ctx.entries["big"].digest == "sha256:" + hashlib.sha256(data).hexdigest()
         with pytest.raises(ContextError, match="larger than"):
             ctx.read("big", limit=1024)
+
+
+def test_a_tar_without_its_end_blocks_as_the_cli_sends_one(tmp_path):
+    """docker build -f /outside: the CLI appends the Dockerfile and stops right after its
+    data (no padding, no end blocks); Go's reader takes that, so do we. A file cut short
+    is still refused."""
+    import io as _io
+    import tarfile as _t
+    from dockyard.builder import context as bctx
+    buf = _io.BytesIO()
+    with _t.open(fileobj=buf, mode="w") as tf:
+        for name, data in (("f.txt", b"hi\n"), (".dockerfile.abc", b"FROM busybox\n")):
+            ti = _t.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, _io.BytesIO(data))
+    raw = buf.getvalue()
+    cut = raw[:512 + 512 + 512 + len(b"FROM busybox\n")]
+    ctx = bctx.receive(_io.BytesIO(cut), str(tmp_path / "c"), ".dockerfile.abc")
+    try:
+        assert ctx.read(".dockerfile.abc") == b"FROM busybox\n"
+        assert ctx.read("f.txt") == b"hi\n"
+    finally:
+        ctx.close()
+    with pytest.raises(bctx.ContextError, match="cut short|unexpected end"):
+        bctx.receive(_io.BytesIO(cut[:-3]), str(tmp_path / "d"), "Dockerfile")
+    assert not (tmp_path / "d").exists()

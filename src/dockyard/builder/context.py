@@ -182,11 +182,13 @@ class _Tee:
 
     def __init__(self, src, spool) -> None:
         self.src, self.spool = src, spool
+        self.count = 0
 
     def read(self, n: int = -1) -> bytes:
         b = self.src.read(n)
         if b:
             self.spool.write(b)
+            self.count += len(b)
         return b
 
 
@@ -264,8 +266,26 @@ def _unpack(stream: BinaryIO, root: str) -> dict[str, Entry]:
                     return entries
                 raise ContextError(f"the build context is not a tar archive: {e}") from None
             try:
-                for m in tf:
+                it = iter(tf)
+                last = None
+                while True:
+                    try:
+                        m = next(it)
+                    except StopIteration:
+                        break
+                    except tarfile.ReadError as e:
+                        # the docker CLI's tar with a Dockerfile from outside the context
+                        # (ReplaceFileTarWrapper) ends right after the last file's data:
+                        # no padding, no end blocks. That file was read whole (a short
+                        # one is "cut short"), the stream stops exactly there: the end,
+                        # as Go's reader takes it (a partial padding is still an error).
+                        if str(e) == "unexpected end of data" and last is not None \
+                                and last.isreg() and last.size % 512 \
+                                and src.count == last.offset_data + last.size:
+                            break
+                        raise
                     _member(tf, m, entries)
+                    last = m
                 while src.read(CHUNK):
                     pass
             finally:
