@@ -291,6 +291,9 @@ async def _stream(request, svc, plan, bctx, opts, tags, StepFailed) -> web.Strea
         watcher.cancel()
         if not wtask.done():
             wtask.cancel()
+    # the context's spool goes before the response ends: a client that has seen the end
+    # finds nothing of its build left on disk
+    await asyncio.shield(asyncio.to_thread(bctx.close))
     try:
         await resp.write_eof()
     except (ConnectionResetError, ConnectionError, RuntimeError):
