@@ -101,7 +101,7 @@ def test_two_stage_build_config_files_history_and_cache(daemon, tmp_path):
     assert created[0] == '/bin/sh -c #(nop)  CMD ["run.sh"]'
     assert created[4] == "/bin/sh -c #(nop)  USER user"
     assert created[5] == '/bin/sh -c chmod 4755 run.sh && echo "user:x:1000:1000::/app:/bin/sh" >> /etc/passwd'
-    assert re.fullmatch(r"/bin/sh -c #\(nop\)  COPY dir:[0-9a-f]{64} in \./ ", created[6])
+    assert re.fullmatch(r"/bin/sh -c #\(nop\) COPY dir:[0-9a-f]{64} in \./ ", created[6])
     assert created[9] == "/bin/sh -c #(nop)  ENV APP=/app PATH=/app:/bin"
 
     # a no-change rebuild: every step from the cache, the same image

@@ -59,7 +59,7 @@ def test_config_and_history():
     steps = p.stages[0].steps
     by = [s.created_by for s in steps]
     assert by[1] == "/bin/sh -c #(nop)  ENV A=1 B=x y"
-    assert by[5] == "/bin/sh -c #(nop)  WORKDIR /app"
+    assert by[5] == "/bin/sh -c #(nop) WORKDIR /app"
     assert by[8] == "/bin/sh -c #(nop)  VOLUME [/data]"
     assert by[10] == '/bin/sh -c #(nop)  ENTRYPOINT ["/e"]'
     assert by[11] == '/bin/sh -c #(nop)  CMD ["/bin/sh" "-c" "echo hi"]'
@@ -132,9 +132,9 @@ def test_copy_selection(tmp_path):
     assert [(i.source, i.dest, i.name, i.contents) for i in s1.copy.items] == [
         ("src/a.txt", "/w/dst", "a.txt", False), ("src/b.txt", "/w/dst", "b.txt", False),
         ("src/a.txt", "/w/dst", "ln", False)]
-    assert s1.copy.dest_dir and s1.created_by.startswith("/bin/sh -c #(nop)  COPY multi:")
+    assert s1.copy.dest_dir and s1.created_by.startswith("/bin/sh -c #(nop) COPY multi:")
     assert [(i.source, i.dest, i.contents) for i in s2.copy.items] == [("src", "/w", True)]
-    assert s2.created_by.startswith("/bin/sh -c #(nop)  COPY dir:")
+    assert s2.created_by.startswith("/bin/sh -c #(nop) COPY dir:")
     assert s2.created_by.endswith(" in . ")
     assert s3.copy.items[0].source == ""      # a link to .. stays at the context's root
     with pytest.raises(NotFound, match="file not found in build context or excluded by "
@@ -172,7 +172,7 @@ def test_copy_flags_and_heredoc(tmp_path):
            "COPY <<EOF <<'RAW' /etc/\nhi $U\nEOF\n$U\nRAW\n", ctx)
     c, h = p.stages[0].steps[2].copy, p.stages[0].steps[3].copy
     assert c.chown == "app:1" and c.chmod == 0o640
-    assert p.stages[0].steps[2].created_by.startswith("/bin/sh -c #(nop)  COPY --chown=app:1 file:")
+    assert p.stages[0].steps[2].created_by.startswith("/bin/sh -c #(nop) COPY --chown=app:1file:")
     assert h.heredocs == (("EOF", "hi app\n"), ("RAW", "$U\n"))
     with pytest.raises(ParseError, match="invalid chmod"):
         mk("FROM busybox\nCOPY --chmod=u+x f /f\n", ctx)
@@ -258,7 +258,9 @@ def test_errors_name_lines():
 def test_scratch():
     p = mk("FROM scratch\nENV A=1\n")
     assert base_images(parse("FROM scratch\n"), {}) == []
-    assert final_config(p) == {"Env": ["A=1"]}
+    # dockerd gives a stage whose base sets no PATH the default one (scratch too)
+    assert final_config(p) == {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                                       "/sbin:/bin", "A=1"]}
 
 
 def test_run_mounts_planned(tmp_path):

@@ -29,6 +29,8 @@ from dockyard.builder.context import Context, Entry, normalize, select_error
 from dockyard.builder.dockerfile import Dockerfile, Instruction, ParseError, parse_line
 from dockyard.errors import InvalidParameter
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 DEFAULT_SHELL = ("/bin/sh", "-c")
 # build args every Dockerfile may use without declaring them (dockerd's builtinAllowedBuildArgs)
 BUILTIN_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
@@ -479,6 +481,10 @@ class _StagePlanner:
             self.image = {"config": json.loads(json.dumps(cfg.get("config") or {})),
                           "author": ""}
             key = _h("image", base_id)
+        # dockerd's setDefaultPath: a stage whose base sets no PATH gets the default one
+        env = self.config.get("Env") or []
+        if not any(e.split("=", 1)[0] == "PATH" for e in env):
+            self.config["Env"] = list(env) + ["PATH=" + DEFAULT_PATH]
         platform = first.flag("platform")
         if platform:
             key = _h(key, "platform", self.word(platform))
@@ -530,6 +536,11 @@ class _StagePlanner:
 
     def _nop(self, comment: str) -> str:
         return " ".join(self._shell() + ["#(nop) ", comment])
+
+    def _nop_commit(self, comment: str) -> str:
+        """Steps dockerd commits from a container (WORKDIR, COPY, ADD): one space after
+        ``#(nop)`` (its withCmdCommentString), where config-only steps have two."""
+        return " ".join(self._shell() + ["#(nop) " + comment])
 
     def _arg_env(self) -> list[str]:
         """Build args in effect for RUN (declared, with a value, not shadowed by Env)."""
@@ -655,7 +666,7 @@ class _StagePlanner:
             if path.startswith("//"):
                 path = "/" + path.lstrip("/")
             cfg["WorkingDir"] = path
-            created_by = self._nop("WORKDIR " + path)
+            created_by = self._nop_commit("WORKDIR " + path)
             copy = CopySpec((), workdir_only=True)
             kind = "copy"
         elif c == "STOPSIGNAL":
@@ -678,7 +689,7 @@ class _StagePlanner:
             created_by = self._healthcheck(ins)
         elif c in ("COPY", "ADD"):
             copy, desc = self._copy(ins)
-            created_by = self._nop(desc)
+            created_by = self._nop_commit(desc)
             material.append(desc)
             kind = "copy"
         elif c == "FROM":
@@ -748,7 +759,7 @@ class _StagePlanner:
         cfg = self.config
         if ins.args[0] == "NONE":
             cfg["Healthcheck"] = {"Test": ["NONE"]}
-            return self._nop('HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}')
+            return self._nop('HEALTHCHECK &{["NONE"] "0s" "0s" "0s" \'\\x00\'}')
         test = (["CMD"] + list(ins.args[1])) if ins.json else ["CMD-SHELL", ins.args[1]]
         hc: dict[str, Any] = {"Test": test}
         durs = {}
@@ -773,9 +784,12 @@ class _StagePlanner:
 
         def d(ns: int) -> str:
             return _go_quote(_fmt_duration(ns))
+        # Debian's dockerd (20.10) prints its HealthConfig without StartInterval (a later
+        # field): shown only when the Dockerfile sets it
+        start_interval = f"{d(durs['start-interval'])} " if durs["start-interval"] else ""
         return self._nop(f"HEALTHCHECK &{{{go_q_list(test)} {d(durs['interval'])} "
                          f"{d(durs['timeout'])} {d(durs['start-period'])} "
-                         f"{d(durs['start-interval'])} '\\x{int(r or 0):02x}'}}")
+                         f"{start_interval}'\\x{int(r or 0):02x}'}}")
 
     def _copy(self, ins: Instruction) -> tuple[CopySpec, str]:
         c = ins.cmd
@@ -882,7 +896,10 @@ class _StagePlanner:
             digest_parts.append("heredoc " + name + " " + hashlib.sha256(content.encode())
                                 .hexdigest())
         digest = _h(*digest_parts).split(":", 1)[1]
-        if len(items) + len(heredocs) == 1 and items and items[0].contents:
+        # a --from source is known to be a directory here only by its trailing "/"
+        from_dir = bool(from_) and len(srcs) == 1 and (srcs[0].endswith(("/", "/.")) or
+                                                        srcs[0] in (".", "/"))
+        if len(items) + len(heredocs) == 1 and items and (items[0].contents or from_dir):
             what = "dir"
         elif len(items) + len(heredocs) == 1:
             what = "file"
@@ -890,7 +907,8 @@ class _StagePlanner:
             what = "multi"
         desc = f"{c} {what}:{digest} in {dest} "
         if chown:
-            desc = f"{c} --chown={chown} {what}:{digest} in {dest} "
+            # sic: dockerd 20.10 writes no space between the flag and the source
+            desc = f"{c} --chown={chown}{what}:{digest} in {dest} "
         if c == "ADD":
             digest_parts.append("add")     # archives are extracted: not COPY's result
         spec = CopySpec(tuple(items), from_stage, from_image, chown, mode, dest_dir,
