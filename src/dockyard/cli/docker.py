@@ -28,6 +28,7 @@ Management Commands:
   container   Manage containers
   image       Manage images
   system      Manage Dockyard
+  volume      Manage volumes
 
 Commands:
   attach      Attach local standard input, output, and error streams to a running container
@@ -90,6 +91,13 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("events",): ("dockyard.cli.cmd_system", "cmd_events"),
     ("system", "events"): ("dockyard.cli.cmd_system", "cmd_events"),
     ("system", "df"): ("dockyard.cli.cmd_system", "cmd_df"),
+    ("volume", "create"): ("dockyard.cli.cmd_volumes", "cmd_volume_create"),
+    ("volume", "ls"): ("dockyard.cli.cmd_volumes", "cmd_volume_ls"),
+    ("volume", "list"): ("dockyard.cli.cmd_volumes", "cmd_volume_ls"),
+    ("volume", "inspect"): ("dockyard.cli.cmd_volumes", "cmd_volume_inspect"),
+    ("volume", "rm"): ("dockyard.cli.cmd_volumes", "cmd_volume_rm"),
+    ("volume", "remove"): ("dockyard.cli.cmd_volumes", "cmd_volume_rm"),
+    ("volume", "prune"): ("dockyard.cli.cmd_volumes", "cmd_volume_prune"),
     ("images",): ("dockyard.cli.cmd_images", "cmd_images"),
     ("image", "ls"): ("dockyard.cli.cmd_images", "cmd_images"),
     ("image", "list"): ("dockyard.cli.cmd_images", "cmd_images"),

@@ -277,6 +277,9 @@ class Lifecycle:
                 # container), the container is gone for every client; its mounts,
                 # cgroups and files are removed just after, still under this lock.
                 await self._release_network(c)
+                # its volumes too: the client may remove one as soon as the container is gone
+                if await asyncio.to_thread(self._release_mount_points, c):
+                    self._emit_mounts(c, "unmount")
                 died()
                 self._forget(c, pending_files=True)
                 await self._cleanup_after_stop(c, network=False)

@@ -78,7 +78,8 @@ def parse_bind(spec: str) -> dict:
             raise _spec_error(spec, f"invalid mode: {parts[2]}")
         return _point(Type="bind", Source=os.path.normpath(src), Destination=dest,
                       Mode=parts[2] if len(parts) == 3 else "", RW=rw,
-                      Propagation=prop or "rprivate", CreateSource=True)
+                      Propagation=prop or "rprivate", CreateSource=True,
+                      ReadOnlyRecursive=not rw)   # Docker 25+: ro binds recursively ro
     dest = _check_dest(dst, "volume", spec)
     if prop:
         raise _spec_error(spec, f"invalid mode: {parts[2]}: propagation applies to bind "

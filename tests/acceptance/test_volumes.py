@@ -1,0 +1,344 @@
+"""Volumes and mounts (issue 14) against a private daemon, with the real docker CLI,
+docker-py and `dockyard volume`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+
+def _name(prefix: str = "v") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def _dockyard(d, *args, check=True):
+    r = subprocess.run([sys.executable, "-m", "dockyard", "-H", d.host, *args],
+                       capture_output=True, text=True, timeout=60)
+    if check:
+        assert r.returncode == 0, (r.stdout, r.stderr)
+    return r
+
+
+# ---- the volume API and commands -------------------------------------------------------
+
+def test_volume_commands_and_api(daemon):
+    name = _name()
+    assert daemon.out("volume", "create", "--label", "team=a", name) == name
+    assert daemon.out("volume", "create", name) == name          # an existing name: returned
+    v = json.loads(daemon.out("volume", "inspect", name))[0]
+    assert v["Name"] == name and v["Driver"] == "local" and v["Scope"] == "local"
+    assert v["Labels"] == {"team": "a"}
+    assert v["Mountpoint"] == str(daemon.data / "volumes" / name / "_data")
+    assert name in daemon.out("volume", "ls", "-q").split()
+    assert daemon.out("volume", "ls", "-q", "--filter", "label=team=a") == name
+    assert name not in daemon.out("volume", "ls", "-q", "--filter", "label=team=b").split()
+    assert name in daemon.out("volume", "ls", "-q", "--filter", "dangling=true").split()
+    assert name in daemon.out("volume", "ls", "-q", "--filter", f"name={name[:6]}").split()
+    r = daemon.docker("volume", "inspect", _name(), check=False)
+    assert r.returncode == 1 and "no such volume" in r.stderr
+    # the data root's volume directory and record are owner-only
+    assert (daemon.data / "volumes" / name).stat().st_mode & 0o777 == 0o700
+    assert (daemon.data / "volumes" / name / "volume.json").stat().st_mode & 0o777 == 0o600
+    assert daemon.out("volume", "rm", name) == name
+    assert name not in daemon.out("volume", "ls", "-q").split()
+    # generated name, dockyard's own command
+    gen = _dockyard(daemon, "volume", "create").stdout.strip()
+    assert len(gen) == 64
+    assert gen in _dockyard(daemon, "volume", "ls", "-q").stdout.split()
+    assert json.loads(_dockyard(daemon, "volume", "inspect", gen).stdout)[0]["Name"] == gen
+    _dockyard(daemon, "volume", "rm", gen)
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "a", "x/y", ".hidden", "a b"])
+def test_invalid_volume_names(daemon, bad):
+    r = daemon.docker("volume", "create", bad, check=False)
+    assert r.returncode != 0 and "includes invalid characters for a local volume name" in r.stderr
+    import docker
+
+    cl = daemon.client()   # the API as sent (the CLI makes relative paths absolute binds)
+    with pytest.raises(docker.errors.APIError) as e:
+        cl.api.create_container("busybox", "true",
+                                host_config=cl.api.create_host_config(binds=[f"{bad}:/x"]))
+    assert e.value.status_code == 400
+    assert not any(p.name not in ("volume.json",) and ".." in p.name
+                   for p in (daemon.data / "volumes").iterdir())
+    assert not (daemon.data / "etc").exists()
+
+
+def test_in_use_and_prune(daemon):
+    name = _name()
+    cid = daemon.out("create", "-v", f"{name}:/data", "busybox", "true")   # never started
+    r = daemon.docker("volume", "rm", name, check=False)
+    assert r.returncode == 1
+    assert f"remove {name}: volume is in use - [{cid}]" in r.stderr
+    daemon.out("volume", "prune", "-af")
+    assert name in daemon.out("volume", "ls", "-q").split()       # in use: kept
+    anon = daemon.out("create", "-v", "/anon", "busybox", "true")
+    anon_vol = json.loads(daemon.out("inspect", anon))[0]["Mounts"][0]["Name"]
+    daemon.out("rm", cid, anon)
+    keep = _name()
+    daemon.out("volume", "create", keep)
+    out = daemon.out("volume", "prune", "-f")                       # anonymous only
+    assert anon_vol in out and name not in out and keep not in out
+    out = daemon.out("volume", "prune", "-af", "--filter", f"label=nothing")
+    assert name not in out
+    out = daemon.out("volume", "prune", "-af")
+    assert name in out and keep in out
+
+
+# ---- mounts in containers ---------------------------------------------------------------
+
+def _image_with_volume(d) -> str:
+    """An image whose VOLUME /data holds a file, owned 1000:1000 with mode 0750."""
+    tag = _name("img")
+    cid = d.out("create", "busybox", "sh", "-c",
+                "mkdir -p /data/sub && echo image > /data/sub/f && chown -R 1000:1000 /data "
+                "&& chmod 750 /data")
+    d.out("start", "-a", cid)
+    d.out("commit", "--change", "VOLUME /data", cid, tag)
+    d.out("rm", cid)
+    return tag
+
+
+def test_named_volume_data_survives_container_removal(daemon):
+    name = _name()
+    daemon.out("run", "--rm", "-v", f"{name}:/data", "busybox", "sh", "-c", "echo kept > /data/f")
+    assert daemon.out("run", "--rm", "-v", f"{name}:/data", "busybox", "cat", "/data/f") == "kept"
+    # a volume created implicitly shows up as a volume
+    assert name in daemon.out("volume", "ls", "-q").split()
+    daemon.out("volume", "rm", name)
+
+
+def test_image_volume_copy_up_anonymous_and_rm_v(daemon):
+    img = _image_with_volume(daemon)
+    cid = daemon.out("create", img, "sh", "-c", "cat /data/sub/f; stat -c '%u:%g %a' /data")
+    assert daemon.out("start", "-a", cid).splitlines() == ["image", "1000:1000 750"]
+    m = json.loads(daemon.out("inspect", cid))[0]["Mounts"]
+    assert len(m) == 1 and m[0]["Type"] == "volume" and m[0]["Destination"] == "/data"
+    assert m[0]["Driver"] == "local" and m[0]["RW"] is True and len(m[0]["Name"]) == 64
+    anon = m[0]["Name"]
+    assert anon in daemon.out("ps", "-aq", "--no-trunc", "--filter", f"volume={anon}") or \
+        cid in daemon.out("ps", "-aq", "--no-trunc", "--filter", f"volume={anon}")
+    # nocopy: an empty new volume
+    named = _name()
+    assert daemon.out("run", "--rm", "-v", f"{named}:/data:nocopy", img, "ls", "/data") == ""
+    # a named volume: copied up when new and empty
+    named2 = _name()
+    assert daemon.out("run", "--rm", "-v", f"{named2}:/data", img, "cat", "/data/sub/f") == "image"
+    # rm -v removes the anonymous volume, not named ones
+    daemon.out("rm", "-v", cid)
+    vols = daemon.out("volume", "ls", "-q").split()
+    assert anon not in vols and named in vols and named2 in vols
+    # run --rm removes its anonymous volumes
+    cid2 = daemon.out("run", "-d", "--rm", "-v", "/scratch", "busybox", "sleep", "30")
+    anon2 = json.loads(daemon.out("inspect", cid2))[0]["Mounts"][0]["Name"]
+    daemon.out("rm", "-f", cid2)
+    time.sleep(0.5)
+    assert anon2 not in daemon.out("volume", "ls", "-q").split()
+    daemon.out("volume", "rm", named, named2)
+
+
+def test_mount_flag_types_and_options(daemon, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "f").write_text("host\n")
+    # bind, read-only
+    r = daemon.docker("run", "--rm", "--mount", f"type=bind,source={src},target=/b,readonly",
+                      "busybox", "sh", "-c", "cat /b/f; touch /b/g", check=False)
+    assert r.stdout == "host\n" and "Read-only file system" in r.stderr
+    # tmpfs with size and mode
+    out = daemon.out("run", "--rm", "--mount", "type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1770",
+                     "busybox", "sh", "-c", "stat -c %a /t; df -k /t | tail -1")
+    mode, df = out.splitlines()
+    assert mode == "1770" and df.split()[1] == "1024"
+    # a volume with a subpath (API 1.45) and volume-opt labels
+    name = _name()
+    daemon.out("run", "--rm", "-v", f"{name}:/v", "busybox", "sh", "-c",
+               "mkdir /v/part && echo sub > /v/part/x")
+    assert daemon.out("run", "--rm", "--mount",
+                      f"type=volume,source={name},target=/s,volume-subpath=part",
+                      "busybox", "cat", "/s/x") == "sub"
+    made = _name()
+    daemon.out("run", "--rm", "--mount", f"type=volume,source={made},target=/m,volume-label=k=v",
+               "busybox", "true")
+    assert json.loads(daemon.out("volume", "inspect", made))[0]["Labels"] == {"k": "v"}
+    # a volume with the local driver's tmpfs options
+    tv = _name()
+    daemon.out("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=2m", tv)
+    assert daemon.out("run", "--rm", "-v", f"{tv}:/tv", "busybox", "sh", "-c",
+                      "df -k /tv | tail -1").split()[1] == "2048"
+    # o=bind of a host directory
+    bv = _name()
+    daemon.out("volume", "create", "-o", "type=none", "-o", f"device={src}", "-o", "o=bind", bv)
+    assert daemon.out("run", "--rm", "-v", f"{bv}:/bv", "busybox", "cat", "/bv/f") == "host"
+    daemon.out("volume", "rm", name, made, tv, bv)
+
+
+def test_bind_recursive_readonly_and_nonrecursive(daemon, tmp_path):
+    from dockyard.snapshots import mount as snapmount
+
+    src = tmp_path / "rsrc"
+    (src / "inner").mkdir(parents=True)
+    snapmount.mount_one({"type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}, src / "inner")
+    try:
+        r = daemon.docker("run", "--rm", "-v", f"{src}:/r:ro", "busybox", "touch", "/r/inner/x",
+                          check=False)
+        assert r.returncode != 0 and "Read-only file system" in r.stderr   # recursive ro
+        r = daemon.docker("run", "--rm", "--mount",
+                          f"type=bind,source={src},target=/r,readonly,bind-recursive=writable",
+                          "busybox", "touch", "/r/inner/x", check=False)
+        assert r.returncode == 0, r.stderr
+        out = daemon.out("run", "--rm", "--mount", f"type=bind,source={src},target=/r,"
+                         "bind-nonrecursive", "busybox", "sh", "-c",
+                         "grep -c ' /r/inner ' /proc/self/mountinfo || true")
+        assert out == "0"
+    finally:
+        snapmount.unmount(src / "inner", 2)
+
+
+def test_bind_source_symlink_resolved_on_host(daemon, tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f").write_text("via link\n")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert daemon.out("run", "--rm", "-v", f"{link}:/l", "busybox", "cat", "/l/f") == "via link"
+
+
+def test_mount_errors_as_dockerd(daemon, tmp_path):
+    def err(*args):
+        r = daemon.docker("run", "--rm", *args, "busybox", "true", check=False)
+        assert r.returncode == 125, r
+        return r.stderr
+
+    assert "bind source path does not exist: /no/such/dir" in err(
+        "--mount", "type=bind,source=/no/such/dir,target=/x")
+    assert "mount type unknown" in err("--mount", "type=weird,target=/x")
+    assert "Duplicate mount point: /x" in err("-v", "aa:/x", "-v", "bb:/x")
+    assert "Duplicate mount point: /x" in err("-v", "aa:/x", "--mount", "type=tmpfs,target=/x")
+    assert "invalid mount path" in err("--mount", "type=volume,source=aa,target=rel")
+    import docker
+
+    cl = daemon.client()   # (the CLI takes any 404 of a create for a missing image)
+    with pytest.raises(docker.errors.NotFound) as e:
+        cl.api.create_container("busybox", "true", host_config=cl.api.create_host_config(
+            volumes_from=["no-such-ctr"]))
+    assert "No such container: no-such-ctr" in str(e.value)
+
+
+def test_volumes_from(daemon):
+    name = _name()
+    src = daemon.out("create", "--name", _name("c"), "-v", f"{name}:/shared", "-v", "/anon",
+                     "busybox", "true")
+    daemon.out("run", "--rm", "--volumes-from", src, "busybox", "sh", "-c",
+               "echo from > /shared/f; echo a > /anon/f")
+    r = daemon.docker("run", "--rm", "--volumes-from", f"{src}:ro", "busybox", "sh", "-c",
+                      "cat /shared/f /anon/f; touch /shared/g", check=False)
+    assert r.stdout == "from\na\n" and "Read-only file system" in r.stderr
+    daemon.out("rm", "-v", src)
+    daemon.out("volume", "rm", name)
+
+
+def test_propagation_rshared(daemon, tmp_path):
+    from dockyard.snapshots import mount as snapmount
+
+    src = tmp_path / "prop"
+    src.mkdir()
+    # make the source a shared mount of its own (the test host's / may be private)
+    snapmount.mount_one({"type": "bind", "source": str(src), "options": ["bind"]}, src)
+    try:
+        subprocess.run(["mount", "--make-shared", str(src)], check=True)
+        cid = daemon.out("run", "-d", "--privileged", "-v", f"{src}:/p:rshared", "busybox", "sh",
+                         "-c", "mkdir -p /p/in && mount -t tmpfs none /p/in && sleep 30")
+        deadline = time.time() + 10
+        while time.time() < deadline and not os.path.ismount(src / "in"):
+            time.sleep(0.1)
+        assert os.path.ismount(src / "in")   # the container's mount reached the host
+        m = json.loads(daemon.out("inspect", cid))[0]["Mounts"][0]
+        assert m["Propagation"] == "rshared" and m["Type"] == "bind"
+        daemon.out("rm", "-f", cid)
+    finally:
+        snapmount.unmount_all(src)
+
+
+def test_inspect_mounts_shape(daemon, tmp_path):
+    name = _name()
+    cid = daemon.out("create", "-v", f"{name}:/n:ro", "-v", f"{tmp_path}:/b", "--mount",
+                     "type=tmpfs,target=/t", "busybox", "true")
+    mounts = {m["Destination"]: m for m in json.loads(daemon.out("inspect", cid))[0]["Mounts"]}
+    assert mounts["/n"] == {"Type": "volume", "Name": name, "Source":
+                            str(daemon.data / "volumes" / name / "_data"), "Destination": "/n",
+                            "Driver": "local", "Mode": "ro", "RW": False, "Propagation": ""}
+    assert mounts["/b"] == {"Type": "bind", "Source": str(tmp_path), "Destination": "/b",
+                            "Mode": "", "RW": True, "Propagation": "rprivate"}
+    assert mounts["/t"]["Type"] == "tmpfs"
+    daemon.out("rm", cid)
+    daemon.out("volume", "rm", name)
+
+
+def test_volume_events(daemon):
+    name = _name()
+    since = str(int(time.time()) - 1)
+    daemon.out("run", "--rm", "-v", f"{name}:/d", "busybox", "true")
+    daemon.out("volume", "rm", name)
+    out = daemon.out("events", "--since", since, "--until", str(int(time.time()) + 1),
+                     "--filter", "type=volume", "--format", "{{.Action}} {{.Actor.ID}}")
+    actions = [ln.split()[0] for ln in out.splitlines() if name in ln]
+    assert actions == ["create", "mount", "unmount", "destroy"], out
+
+
+# ---- docker-py ---------------------------------------------------------------------------
+
+def test_docker_py_volumes_and_mounts(daemon):
+    import docker
+    from docker.types import Mount
+
+    cl = daemon.client()
+    name = _name()
+    v = cl.volumes.create(name, labels={"py": "1"})
+    assert v.name == name and cl.volumes.get(name).attrs["Labels"] == {"py": "1"}
+    assert [x.name for x in cl.volumes.list(filters={"label": "py=1"})] == [name]
+    out = cl.containers.run("busybox", ["sh", "-c", "echo py > /m/f; cat /m/f"], remove=True,
+                            mounts=[Mount("/m", name, type="volume")])
+    assert out == b"py\n"
+    c = cl.containers.create("busybox", "true", mounts=[Mount("/m", name, type="volume")])
+    with pytest.raises(docker.errors.APIError) as e:
+        v.remove()
+    assert e.value.status_code == 409 and "volume is in use" in str(e.value)
+    c.remove()
+    with pytest.raises(docker.errors.APIError) as e:
+        cl.containers.run("busybox", "true", remove=True,
+                          mounts=[Mount("/x", "/nonexistent-src", type="bind")])
+    assert e.value.status_code == 400 and "bind source path does not exist" in str(e.value)
+    v.remove()
+    with pytest.raises(docker.errors.NotFound):
+        cl.volumes.get(name)
+    rep = cl.volumes.prune()
+    assert "SpaceReclaimed" in rep
+
+
+# ---- never lose data -----------------------------------------------------------------------
+
+def test_volume_data_survives_daemon_kill9(fresh_daemon):
+    d = fresh_daemon
+    name = _name()
+    d.out("run", "-d", "--name", "keeper", "-v", f"{name}:/d", "busybox", "sh", "-c",
+          "echo before > /d/f; sleep 300")
+    time.sleep(0.3)
+    d.kill9()
+    d.start()
+    assert name in d.out("volume", "ls", "-q").split()
+    r = d.docker("volume", "rm", name, check=False)
+    assert "volume is in use" in r.stderr
+    assert d.out("exec", "keeper", "cat", "/d/f") == "before"
+    d.out("rm", "-f", "keeper")
+    assert d.out("run", "--rm", "-v", f"{name}:/d", "busybox", "cat", "/d/f") == "before"
+    d.stop()
+    d.start()
+    assert d.out("run", "--rm", "-v", f"{name}:/d", "busybox", "cat", "/d/f") == "before"
