@@ -75,7 +75,8 @@ def test_two_stage_build_config_files_history_and_cache(daemon, tmp_path):
     info = json.loads(daemon.out("image", "inspect", f"{tag}:1"))[0]
     assert info["Id"].startswith("sha256:" + iid)
     cfg = info["Config"]
-    assert cfg["Env"] == ["APP=/app", "PATH=/app:/bin"]
+    # PATH first: dockerd gives a base without PATH the default one, which ENV replaces
+    assert cfg["Env"] == ["PATH=/app:/bin", "APP=/app"]
     assert cfg["Cmd"] == ["run.sh"] and cfg["WorkingDir"] == "/app" and cfg["User"] == "user"
     assert cfg["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
     assert cfg["Labels"] == {"org.example.name": "two stage"}
