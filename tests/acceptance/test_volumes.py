@@ -342,3 +342,56 @@ def test_volume_data_survives_daemon_kill9(fresh_daemon):
     d.stop()
     d.start()
     assert d.out("run", "--rm", "-v", f"{name}:/d", "busybox", "cat", "/d/f") == "before"
+
+
+# ---- hostile containers ---------------------------------------------------------------------
+
+from acceptance.test_fs_race import swapper  # noqa: E402,F401 - the session's static swapper
+
+
+@pytest.mark.slow
+def test_mount_target_swapped_with_symlink_stays_inside_root(daemon, swapper, tmp_path):
+    """CVE-2021-30465's shape: a container sharing a volume swaps a directory that another
+    container mounts over (a tmpfs at /vol/t) with a symlink to a host path, in a tight
+    loop, while the victim restarts. Every start either fails or has its tmpfs inside
+    its own root; a mount that followed the link to the host path would be missing from
+    the victim's view (it went to the host path in its mount namespace)."""
+    hostdir = tmp_path / "host-target"
+    hostdir.mkdir()
+    vol = _name()
+    attacker = daemon.out("run", "-d", "-v", f"{vol}:/s", "busybox", "sleep", "300")
+    try:
+        daemon.docker("cp", str(swapper), f"{attacker}:/swapper")
+        daemon.out("exec", attacker, "sh", "-c", f"mkdir /s/t && ln -s {hostdir} /s/l")
+        daemon.out("exec", "-d", attacker, "/swapper", "/s/t", "/s/l", "120")
+        victim = daemon.out("create", "-v", f"{vol}:/vol", "--mount",
+                            "type=tmpfs,target=/vol/t,tmpfs-size=1024k", "busybox", "sh", "-c",
+                            "grep -c 'size=1024k' /proc/self/mountinfo")
+        started = 0
+        for _ in range(60):
+            r = daemon.docker("start", "-a", victim, check=False)
+            if "Error response from daemon" in r.stderr:
+                continue   # refused (e.g. the target was the link to the root): fine
+            started += 1
+            assert r.stdout.strip() == "1", (r.stdout, r.stderr)
+            assert not os.path.ismount(hostdir)
+        assert started > 5
+        daemon.out("rm", "-f", victim)
+    finally:
+        daemon.docker("rm", "-f", attacker, check=False)
+        daemon.docker("volume", "rm", vol, check=False)
+
+
+def test_mount_target_symlink_in_own_root_resolved_inside(daemon, tmp_path):
+    """A container replaces its own mount target with a symlink to a host path (and to
+    /proc/1/root) before its next start: the mount lands inside its root."""
+    hostdir = tmp_path / "own-target"
+    hostdir.mkdir()
+    cid = daemon.out("create", "--mount", "type=tmpfs,target=/mnt/t,tmpfs-size=1024k",
+                     "busybox", "sh", "-c",
+                     f"grep -c 'size=1024k' /proc/self/mountinfo; "
+                     f"[ -L /mnt ] || {{ mv /mnt /mnt.old && ln -s {hostdir} /mnt; }}")
+    assert daemon.out("start", "-a", cid) == "1"
+    r = daemon.docker("start", "-a", cid, check=False)   # now through the symlink
+    assert r.stdout.splitlines()[0] == "1" and not os.path.ismount(hostdir)
+    daemon.out("rm", cid)
