@@ -247,3 +247,44 @@ def test_export_of_a_container_that_churns_files(dockyard_daemon, busybox_tar):
         _ping(d)
     d.request("POST", f"/v1.47/containers/{cid}/kill")
     _assert_healthy(d, save_ref="bb:v1")
+
+
+def _open_fds_to(pid: int, path: str) -> int:
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def test_a_follow_stream_ends_when_its_client_hangs_up(dockyard_daemon, busybox_tar):
+    """`logs -f` of a silent container holds its log file open; a client that hangs up
+    releases it within a second or so, not at the next line the container prints."""
+    d = dockyard_daemon
+    _import(d, busybox_tar.read_bytes(), "bb:v1")
+    cid = _container(d)
+    assert d.request("POST", f"/v1.47/containers/{cid}/start")[0] == 204
+    log_path = json.loads(d.request("GET", f"/v1.47/containers/{cid}/json")[2])["LogPath"]
+    base = _open_fds_to(d.proc.pid, log_path)
+    clients = [_raw_get(d, f"/v1.47/containers/{cid}/logs?follow=1&stdout=1&stderr=1")
+               for _ in range(3)]
+    events = [_raw_get(d, "/v1.47/events") for _ in range(3)]
+    try:
+        for s in clients + events:
+            assert _read_some(s, 12).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + 10
+        while _open_fds_to(d.proc.pid, log_path) < base + 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _open_fds_to(d.proc.pid, log_path) == base + 3
+    finally:
+        for s in clients + events:
+            s.close()
+    deadline = time.monotonic() + 5
+    while _open_fds_to(d.proc.pid, log_path) > base and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _open_fds_to(d.proc.pid, log_path) == base
+    d.request("POST", f"/v1.47/containers/{cid}/kill")
+    _assert_healthy(d)

@@ -255,3 +255,38 @@ async def stream_response(request: web.Request,
         if request.transport is not None:
             request.transport.close()   # no clean end of the body: the client sees it cut
         return resp
+
+
+def client_gone(request: web.Request) -> bool:
+    tr = request.transport
+    return tr is None or tr.is_closing()
+
+
+async def while_connected(request: web.Request, items, poll: float = _POLL):
+    """The items of the async iterator ``items`` until it ends or the client goes away.
+
+    A follow stream (logs -f, events) may wait for its next item for hours; without
+    this, a client that hung up is noticed only at the next write, and its handler,
+    subscription and files live on until then."""
+    it = items.__aiter__()
+    try:
+        while True:
+            nxt = asyncio.ensure_future(it.__anext__())
+            while not nxt.done():
+                await asyncio.wait({nxt}, timeout=poll)
+                if not nxt.done() and client_gone(request):
+                    nxt.cancel()
+                    try:
+                        await nxt
+                    except BaseException:  # noqa: BLE001 - the generator is being closed
+                        pass
+                    return
+            try:
+                item = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from dockyard.api import hijack, schema
 from dockyard.api.app import add_route, ctx_of, json_response, query_bool
+from dockyard.api.bridge import while_connected
 from dockyard.api.filters import parse_filters
 from dockyard.api.jsonbody import MAX_JSON_BODY, TooLarge, decode, read_json, read_raw
 from dockyard.api.timestamps import parse_timestamp_ns
@@ -156,8 +157,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
     resp.content_type = "application/vnd.docker.multiplexed-stream" if not tty \
         else "application/vnd.docker.raw-stream"
     await resp.prepare(request)
-    async for e in svc.logs(c["Id"], follow=query_bool(request, "follow"), since_ns=since,
-                            until_ns=until, tail=tail):
+    async for e in while_connected(request, svc.logs(c["Id"], follow=query_bool(request, "follow"),
+                                                     since_ns=since, until_ns=until, tail=tail)):
         if (e.stream == "stderr" and not stderr) or (e.stream == "stdout" and not stdout):
             continue
         data = e.data

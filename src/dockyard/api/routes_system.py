@@ -7,6 +7,7 @@ import time
 from aiohttp import web
 
 from dockyard.api.app import add_route, ctx_of, json_response
+from dockyard.api.bridge import while_connected
 from dockyard.api.filters import parse_filters
 from dockyard.api.streams import encode_event
 from dockyard.api.timestamps import parse_timestamp_ns
@@ -68,15 +69,19 @@ async def events(request: web.Request) -> web.StreamResponse:
         if until is not None and until <= now:
             await resp.write_eof()
             return resp
-        while True:
-            timeout = None
-            if until is not None:
-                timeout = (until - time.time_ns()) / 1e9
-                if timeout <= 0:
-                    break
-            ev = await sub.get(timeout)
-            if ev is None or (until is not None and ev["timeNano"] > until):
-                break
+        async def live():
+            while True:
+                timeout = None
+                if until is not None:
+                    timeout = (until - time.time_ns()) / 1e9
+                    if timeout <= 0:
+                        return
+                ev = await sub.get(timeout)
+                if ev is None or (until is not None and ev["timeNano"] > until):
+                    return
+                yield ev
+
+        async for ev in while_connected(request, live()):
             await resp.write(encode_event(ev))
         await resp.write_eof()
         return resp
