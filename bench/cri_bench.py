@@ -1,0 +1,87 @@
+"""A pod's start and stop through containerd's CRI: our runtime's handler against runc's.
+
+    python3 bench/cri_bench.py [N]        # N pods with each handler (default 7)
+
+One private containerd (tests/cri/cri_helpers.py: Debian's containerd 1.6, its
+own root and sockets, a `dockyard` handler = runc v2 shim with BinaryName our
+launcher, and the default `runc` handler = Debian's runc) serves both, pods
+alternate between the handlers so that background noise hits both alike.
+"start" is RunPodSandbox + CreateContainer + StartContainer (a host-network
+pod, the container runs `sleep`), "stop" is StopPodSandbox + RemovePodSandbox.
+Prints each handler's median and spread, the ratio (target: dockyard <= 1.1x
+runc) and the load average beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "tests" / "cri"), str(HERE.parent / "tests"),
+                str(HERE.parent / "src")]
+
+from cri_helpers import Containerd, compile_proto, have_containerd  # noqa: E402
+from helpers.rootfs import build_busybox_rootfs  # noqa: E402
+
+
+def one(c: Containerd, handler: str, n: int) -> tuple[float, float]:
+    cfg = c.pod_config(f"bench-{handler}-{n}", host_network=True)
+    t0 = time.perf_counter()
+    pod = c.run_pod(cfg, handler=handler)
+    cid = c.create(pod, cfg, "main", ["sleep", "1000"])
+    c.start(cid)
+    t1 = time.perf_counter()
+    c.remove_pod(pod)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    why = have_containerd()
+    if why:
+        raise SystemExit(f"cannot run: {why}")
+    work = Path(tempfile.mkdtemp(prefix="dyk-crib-"))
+    pb = compile_proto(work / "proto")
+    rootfs = build_busybox_rootfs(work / "busybox")
+    top = Path(tempfile.mkdtemp(prefix="dyk-cri-", dir="/tmp"))
+    c = Containerd(top, rootfs, *pb)
+    times: dict[str, dict[str, list[float]]] = {h: {"start": [], "stop": []}
+                                                for h in ("dockyard", "runc")}
+    try:
+        for h in ("dockyard", "runc"):          # warm-up: images, caches, first shim start
+            one(c, h, -1)
+        for i in range(n):
+            for h in (("dockyard", "runc") if i % 2 == 0 else ("runc", "dockyard")):
+                s, t = one(c, h, i)
+                times[h]["start"].append(s)
+                times[h]["stop"].append(t)
+        left = c.leftovers()
+    finally:
+        c.close()
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{n} pods per handler, alternating; load average {os.getloadavg()[0]:.2f}")
+    med = {}
+    for h in ("dockyard", "runc"):
+        for what in ("start", "stop"):
+            v = times[h][what]
+            med[h, what] = statistics.median(v)
+            print(f"  {h:8} {what:5}: median {med[h, what] * 1000:6.1f} ms"
+                  f"  (min {min(v) * 1000:6.1f}, max {max(v) * 1000:6.1f})")
+    for what in ("start", "stop"):
+        print(f"  {what}: dockyard/runc = {med['dockyard', what] / med['runc', what]:.2f}x"
+              " (target <= 1.1x)")
+    total = {h: med[h, "start"] + med[h, "stop"] for h in ("dockyard", "runc")}
+    print(f"  start+stop: dockyard/runc = {total['dockyard'] / total['runc']:.2f}x")
+    if left:
+        print(f"  LEFT BEHIND: {left}")
+
+
+if __name__ == "__main__":
+    main()
