@@ -29,9 +29,15 @@ class TooLarge(DockyardError):
 
 
 async def _drain(request: web.Request) -> None:
+    """Read (and drop) what the client still sends, up to a bound: past it the client
+    gets a reset instead of our answer."""
+    left = _DRAIN_AT_MOST
     try:
-        while await request.content.readany():
-            pass
+        while left > 0:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            left -= len(chunk)
     except Exception:  # noqa: BLE001 - the answer matters more
         pass
 
