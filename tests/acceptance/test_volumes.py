@@ -395,3 +395,49 @@ def test_mount_target_symlink_in_own_root_resolved_inside(daemon, tmp_path):
     r = daemon.docker("start", "-a", cid, check=False)   # now through the symlink
     assert r.stdout.splitlines()[0] == "1" and not os.path.ismount(hostdir)
     daemon.out("rm", cid)
+
+
+# ---- everywhere a mount shows: cp, export, commit, diff ----------------------------------
+
+def test_cp_through_volumes_binds_and_etc_files(daemon, tmp_path):
+    name = _name()
+    bind = tmp_path / "bindsrc"
+    bind.mkdir()
+    (bind / "b.txt").write_text("from bind\n")
+    (tmp_path / "in.txt").write_text("copied in\n")
+    cid = daemon.out("run", "-d", "--hostname", "webhost", "-v", f"{name}:/data", "-v",
+                     f"{bind}:/bind", "-v", f"{_name()}:/ro:ro", "busybox", "sleep", "300")
+    try:
+        # running: into the volume, out of the bind mount and of the daemon's /etc files
+        daemon.out("cp", str(tmp_path / "in.txt"), f"{cid}:/data/in.txt")
+        assert daemon.out("exec", cid, "cat", "/data/in.txt") == "copied in"
+        daemon.out("cp", f"{cid}:/bind/b.txt", str(tmp_path / "b.out"))
+        assert (tmp_path / "b.out").read_text() == "from bind\n"
+        daemon.out("cp", f"{cid}:/etc/hostname", str(tmp_path / "hostname"))
+        assert (tmp_path / "hostname").read_text() == "webhost\n"
+        r = daemon.docker("cp", str(tmp_path / "in.txt"), f"{cid}:/ro/", check=False)
+        assert r.returncode != 0 and "read-only" in r.stderr
+        # stopped: the volume's content is still reachable
+        daemon.out("stop", "-t", "0", cid)
+        daemon.out("cp", f"{cid}:/data/in.txt", str(tmp_path / "back.txt"))
+        assert (tmp_path / "back.txt").read_text() == "copied in\n"
+        daemon.out("cp", str(tmp_path / "in.txt"), f"{cid}:/data/second.txt")
+        assert daemon.out("run", "--rm", "-v", f"{name}:/v", "busybox", "cat",
+                          "/v/second.txt") == "copied in"
+        # the bare rootfs has none of it: export, diff and commit leave volume content out
+        exported = subprocess.run(["/usr/local/bin/docker", "export", cid], env=daemon.env,
+                                  capture_output=True, check=True).stdout
+        import io
+        import tarfile
+
+        names = tarfile.open(fileobj=io.BytesIO(exported)).getnames()
+        assert not any(n.startswith(("data/", "bind/")) for n in names), names
+        diff = daemon.out("diff", cid)
+        assert "in.txt" not in diff and "second.txt" not in diff and "b.txt" not in diff
+        img = _name("commit")
+        daemon.out("commit", cid, img)
+        assert daemon.out("run", "--rm", img, "ls", "/data") == ""
+        # no copy view is left mounted
+        assert not any("cp-" in line for line in open("/proc/self/mountinfo"))
+    finally:
+        daemon.docker("rm", "-fv", cid, check=False)

@@ -14,8 +14,9 @@ The root is the container's rootfs mount (``<data-root>/containers/<id>/rootfs``
 while the container runs; for a stopped container it is mounted for the operation (as
 ``export`` does) under the container's lock, so a ``start`` waits for the copy. The daemon's
 view of the rootfs holds no /proc, /sys or /dev of the container, so nothing written through
-it reaches the kernel's interfaces. Volumes and bind mounts are not part of that view: a
-copy reads and writes the container's own filesystem under them.
+it reaches the kernel's interfaces. Volumes, bind mounts and the daemon's /etc files are
+mounted on a private view of it for the copy (``ContainerService.copy_view``,
+containers/copyview.py), as dockerd does; a read-only mount point refuses a PUT (403).
 
 PUT follows dockerd's rules: the destination must exist (404) and be a directory (400
 ``extraction point is not a directory``); tar names are taken relative to it (an absolute
@@ -163,7 +164,7 @@ class ArchiveService:
                 os.close(fd)
 
         for _ in range(3):
-            async with self.containers.rootfs_mounted(ref) as (c, rootfs):
+            async with self.containers.copy_view(ref) as (c, rootfs):
                 r = await asyncio.to_thread(run_on, c, rootfs)
             if r is not _NOT_MOUNTED:
                 return r
@@ -243,6 +244,10 @@ class ArchiveService:
             raise errors.Forbidden("container rootfs is marked read-only")
         privileged = bool(c["HostConfig"].get("Privileged"))
         abs_path = container_abs_path(path)
+        for mp in c.get("MountPoints") or []:
+            d = mp["Destination"].rstrip("/")
+            if not mp["RW"] and (abs_path == d or abs_path.startswith(d + "/")):
+                raise errors.Forbidden("mounted volume is marked read-only")
         # the destination first (as dockerd: a missing one is a 404 before the body is read)
         await self._with_root(ref, self._dest_parts, abs_path, path, ref)
         # then read and check the whole archive before touching the container

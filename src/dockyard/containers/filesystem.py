@@ -58,6 +58,46 @@ class Filesystem:
             finally:
                 await asyncio.to_thread(_unmount_rootfs, rootfs)
 
+    @contextlib.asynccontextmanager
+    async def copy_view(self, ref: str):
+        """``(record, path)``: the container's filesystem with its volumes, binds and
+        /etc files mounted (containers/copyview.py), for the duration."""
+        import secrets
+
+        from dockyard.containers import copyview
+
+        async with self.rootfs_mounted(ref) as (c, rootfs):
+            token = "cp-" + secrets.token_hex(6)
+            binds, vols = [], []
+            try:
+                for mp in c.get("MountPoints") or []:
+                    if mp["Type"] == "volume" and mp["Name"] and self.volumes is not None:
+                        src = await asyncio.to_thread(self.volumes.mount, mp["Name"], token)
+                        vols.append(mp["Name"])
+                        if mp.get("Subpath"):
+                            continue   # shown through the container's own view only
+                        binds.append((mp["Destination"], src, mp["RW"]))
+                    elif mp["Type"] == "bind" and os.path.exists(mp["Source"]):
+                        binds.append((mp["Destination"], os.path.realpath(mp["Source"]),
+                                      mp["RW"]))
+                taken = {b[0] for b in binds}
+                for dest, key in (("/etc/hostname", "HostnamePath"), ("/etc/hosts", "HostsPath"),
+                                  ("/etc/resolv.conf", "ResolvConfPath")):
+                    if dest not in taken and c.get(key) and os.path.isfile(c[key]):
+                        binds.append((dest, c[key], True))
+                if not binds:
+                    yield c, rootfs
+                    return
+                view = os.path.join(self._dir(c["Id"]), token)
+                await asyncio.to_thread(copyview.make, rootfs, view, binds)
+                try:
+                    yield c, view
+                finally:
+                    await asyncio.to_thread(copyview.remove, view)
+            finally:
+                for name in vols:
+                    await asyncio.to_thread(self.volumes.unmount, name, token)
+
     async def export(self, ref: str, out) -> None:
         """Write the container's filesystem as a tar to the binary file ``out`` (read
         through fsroot: nothing below the rootfs mount is opened by a host path)."""
