@@ -17,6 +17,7 @@ from dockyard.containers import warm as warmpool
 from dockyard.oci import spec as ocispec
 from dockyard.containers.hostconfig import _check_storage_opt, _discard_unsupported_blkio, _validate_host_config
 from dockyard.containers.records import _match_labels, _merge_config, _random_name
+from dockyard.containers import health as healthcheck
 from dockyard.containers import mounts as mountpoints
 from dockyard.containers.common import NAME_RE, ZERO_TIME, now, _warm_cgroup_attach, log
 
@@ -56,6 +57,7 @@ class Lifecycle:
             ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"), bool(host.get("Privileged")))
             ocispec.resources(host)
             ocispec.parse_signal(merged.get("StopSignal"))
+            healthcheck.validate(merged.get("Healthcheck"))
         except ocispec.SpecError as e:
             raise errors.InvalidParameter(str(e)) from None
         others = {}
@@ -245,6 +247,7 @@ class Lifecycle:
         c["HasBeenManuallyStopped"] = False
         self._save(c)
         self.emit("container", "start", cid, self._attrs(c))
+        await self._start_health(c)
         if entry is not None and pid == entry.pid and host.get("AutoRemove"):
             self._want_warm(c)   # the next of a series of `run --rm`, made while this one runs
 

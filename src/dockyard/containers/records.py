@@ -16,6 +16,7 @@ from dockyard.containers import state as st
 from dockyard.cli.units import human_duration  # go-units, pure: shared with the CLI
 from dockyard.oci import spec as ocispec
 from dockyard.supervisor import jsonlog
+from dockyard.containers import health as healthcheck
 from dockyard.containers import mounts as mountpoints
 from dockyard.containers.common import NAME_RE, ZERO_TIME, now
 
@@ -219,10 +220,13 @@ def _merge_config(config: dict, image_config: dict) -> dict:
     if config.get("ExposedPorts") or image_config.get("ExposedPorts"):
         merged["ExposedPorts"] = {**(image_config.get("ExposedPorts") or {}),
                                   **(config.get("ExposedPorts") or {})}
-    for k in ("StopSignal", "StopTimeout", "Healthcheck"):
+    for k in ("StopSignal", "StopTimeout"):
         v = config.get(k) or image_config.get(k)
         if v is not None:
             merged[k] = v
+    hc = healthcheck.merge(config.get("Healthcheck"), image_config.get("Healthcheck"))
+    if hc is not None:
+        merged["Healthcheck"] = hc
     return merged
 
 
@@ -270,7 +274,7 @@ def _status_text(c: dict) -> str:
             text += " (Paused)"
         if status == "restarting":
             return f"Restarting ({s['ExitCode']}) {human_duration(time.time() - started)} ago"
-        return text
+        return text + healthcheck.status_suffix(c)
     if status == "removing":
         return "Removal In Progress"
     if status == "dead":
@@ -333,6 +337,13 @@ def _match_filters(c: dict, filters: dict, svc: Any) -> bool:
         elif key == "volume":
             if not any(v in (mp["Name"], mp["Destination"], mp["Source"])
                        for mp in c.get("MountPoints") or [] for v in values):
+                return False
+        elif key == "health":
+            for v in values:
+                if v not in ("starting", "healthy", "unhealthy", "none"):
+                    raise errors.InvalidParameter(
+                        f"Unrecognised filter value for health: {v}")
+            if healthcheck.filter_status(c) not in values:
                 return False
         elif key == "network":
             if not any(v in (c["NetworkSettings"].get("Networks") or {}) for v in values):

@@ -12,8 +12,8 @@ The service is one facade over parts, one job each (containerd keeps one service
 concern): ``records`` (store, names, lookups, views), ``lifecycle`` (create/start/stop/
 kill/restart/remove/wait, the restart policy), ``task`` (rootfs, /etc files, spec, the
 runtime's create and cleanup), ``supervision`` (boot, the supervisor's events),
-``warming`` (the warm pool's work), ``execs``, ``streams`` (attach, logs) and
-``filesystem`` (export, diff, commit). They share the service's state (``self``).
+``warming`` (the warm pool's work), ``execs``, ``streams`` (attach, logs),
+``health`` (health checks: config, results, ps) and ``filesystem`` (export, diff, commit). They share the service's state (``self``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dockyard.containers import warm as warmpool
 from dockyard.containers.common import NAME_RE, WARM_NAME, ZERO_TIME, now  # noqa: F401
 from dockyard.containers.execs import Execs
 from dockyard.containers.filesystem import Filesystem
+from dockyard.containers.health import HealthChecks
 from dockyard.containers.hostconfig import _xfs_with_pquota  # noqa: F401 - tests use it
 from dockyard.containers.lifecycle import Lifecycle
 from dockyard.containers.records import Records
@@ -39,7 +40,7 @@ from dockyard.supervisor import client as supclient
 
 
 class ContainerService(Records, Lifecycle, Task, Supervision, WarmPoolWork, Execs,
-                       Streams, Filesystem):
+                       Streams, Filesystem, HealthChecks):
     def __init__(self, *, root: str, images: Any, store: ContainerStore,
                  supervisor: supclient.AsyncClient, runtimes: dict[str, str],
                  default_runtime: str, emit: Callable[..., None] | None = None,

@@ -33,6 +33,7 @@ class Supervision:
                         self.volumes.restore_mounted(mp["Name"], rec["Id"])
         tasks = {t["id"]: t for t in (await self.sup.request("list"))["tasks"]}
         self._watch_task = asyncio.ensure_future(self._watch_exits())
+        self._adopt_health(tasks)
         for rec in warm_rows:
             await self._destroy_warm(rec)
         for cid, c in list(self.containers.items()):
@@ -62,6 +63,8 @@ class Supervision:
                 async for ev in self.sup.subscribe():
                     if ev.get("subscribed"):
                         await self._reconcile_exits()
+                    elif ev.get("kind") == "health":
+                        self._on_health(ev["id"], ev["health"], bool(ev.get("changed")))
                     elif ev.get("kind") == "container":
                         asyncio.ensure_future(self._on_exit(ev["id"], ev["exit_code"], ev["time"],
                                                            pid=ev.get("pid", 0)))
@@ -101,6 +104,7 @@ class Supervision:
         except (OSError, errors.DockyardError) as e:
             log.warning("could not list the supervisor's tasks: %s", e)
             return
+        self._adopt_health(tasks)
         self._record_exits(tasks)
 
     def _record_exits(self, tasks: dict) -> None:

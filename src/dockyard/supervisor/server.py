@@ -120,6 +120,7 @@ class Supervisor:
         self.server: asyncio.AbstractServer | None = None
         self.stopping = asyncio.Event()
         self.forks = ForkServer()
+        self.probers: dict = {}   # container id -> supervisor.health.Prober
 
     # ---- persistence -------------------------------------------------------------
     def _task_dir(self, task_id: str) -> str:
@@ -213,6 +214,9 @@ class Supervisor:
         self._close_stdin(task)
         task.status, task.exit_code = "exited", code
         task.finished_at = rfc3339nano(time.time_ns())
+        prober = self.probers.pop(task.id, None)
+        if prober is not None:
+            prober.stop()
         self._save(task)
         task.exit_event.set()  # attached clients' pumps close their connections
         self._publish({"event": "exit", "id": task.id, "container_id": task.container_id,
@@ -309,7 +313,65 @@ class Supervisor:
         return {"pid": os.getpid(), "tasks": len(self.tasks)}
 
     async def op_list(self, msg: dict) -> dict:
-        return {"tasks": [t.record() for t in self.tasks.values()]}
+        return {"tasks": [self._record_with_health(t) for t in self.tasks.values()]}
+
+    def _record_with_health(self, t: Task) -> dict:
+        rec = t.record()
+        p = self.probers.get(t.id)
+        if p is not None:
+            rec["health"] = p.health.view()
+        return rec
+
+    # ---- health checks (supervisor/health.py) ------------------------------------------
+    async def op_health(self, msg: dict) -> dict:
+        """Run the container's health check from now on (replacing an earlier one);
+        ``health: null`` stops it."""
+        from dockyard.supervisor import health
+
+        task = self._task(msg["id"])
+        old = self.probers.pop(task.id, None)
+        if old is not None:
+            old.stop()
+        if not msg.get("health"):
+            return {}
+        rt = {k: msg.get(k) for k in ("runtime", "runtime_root", "runtime_args", "forkserver")}
+        pfile = os.path.join(self._task_dir(task.id), "health-process.json")
+        health.write_process(pfile, msg["process"])
+
+        async def run_exec(process: dict, out_w: int):
+            pid_file = os.path.join(self._task_dir(task.id), "health.pid")
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                argv = self._runtime_argv(rt, "exec", "--pid-file", pid_file, "--process", pfile,
+                                          "--detach", task.id)
+                code = await self._run(argv, (devnull, out_w, out_w), bool(rt.get("forkserver")))
+                os.close(err_w)
+                err_w = -1
+                if code != 0:
+                    return None, _runtime_error(None, err_r, "exec", code)
+                with open(pid_file) as f:
+                    return int(f.read().strip()), ""
+            except (OSError, ValueError, TaskError) as e:
+                return None, str(e)
+            finally:
+                for fd in (err_r, err_w, devnull):
+                    if fd >= 0:
+                        os.close(fd)
+
+        def wait_pid(pid: int) -> asyncio.Future:
+            fut = asyncio.get_running_loop().create_future()
+            if pid in self.orphans:
+                fut.set_result(self.orphans.pop(pid))
+            else:
+                self.spawned[pid] = fut
+            return fut
+
+        p = health.Prober(task, msg["health"], msg["process"], self._task_dir(task.id),
+                          run_exec, wait_pid, self._publish, saved=msg.get("state"))
+        self.probers[task.id] = p
+        p.start()
+        return {"health": p.health.view()}
 
     async def op_get(self, msg: dict) -> dict:
         return {"task": self._task(msg["id"]).record()}
@@ -572,6 +634,9 @@ class Supervisor:
 
     def _forget(self, task: Task) -> None:
         self.tasks.pop(task.id, None)
+        prober = self.probers.pop(task.id, None)
+        if prober is not None:
+            prober.stop()
         self.by_pid.pop(task.pid, None)
         for fd in list(task.out_fds):
             self._close_out(task, fd)
