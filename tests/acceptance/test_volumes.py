@@ -441,3 +441,31 @@ def test_cp_through_volumes_binds_and_etc_files(daemon, tmp_path):
         assert not any("cp-" in line for line in open("/proc/self/mountinfo"))
     finally:
         daemon.docker("rm", "-fv", cid, check=False)
+
+
+def test_system_df_volumes_and_containers(fresh_daemon):
+    d = fresh_daemon
+    used, idle = _name(), _name()
+    d.out("run", "--rm", "-v", f"{used}:/d", "busybox", "sh", "-c",
+          "dd if=/dev/zero of=/d/blob bs=1024 count=300 2>/dev/null")
+    d.out("volume", "create", idle)
+    cid = d.out("run", "-d", "-v", f"{used}:/d", "busybox", "sh", "-c",
+                "dd if=/dev/zero of=/big bs=1024 count=100 2>/dev/null; sleep 300")
+    time.sleep(0.5)
+    du = d.client().df()
+    vols = {v["Name"]: v for v in du["Volumes"]}
+    assert vols[used]["UsageData"] == {"Size": 300 * 1024, "RefCount": 1}
+    assert vols[idle]["UsageData"] == {"Size": 0, "RefCount": 0}
+    ctrs = {c["Id"]: c for c in du["Containers"]}
+    assert ctrs[cid]["SizeRw"] >= 100 * 1024 and ctrs[cid]["State"] == "running"
+    # the docker CLI's table: volumes 2 total / 1 active, containers 1 / 1 active
+    rows = {ln.split("  ")[0]: ln.split() for ln in d.out("system", "df").splitlines()[1:]}
+    assert rows["Local Volumes"][2:4] == ["2", "1"], rows
+    assert rows["Containers"][1:3] == ["1", "1"], rows
+    verbose = d.out("system", "df", "-v")
+    assert used in verbose and cid[:12] in verbose
+    mine = _dockyard(d, "system", "df").stdout
+    assert [ln.split()[2:4] for ln in mine.splitlines() if ln.startswith("Local Volumes")] \
+        == [["2", "1"]], mine
+    assert used in _dockyard(d, "system", "df", "-v").stdout
+    d.out("rm", "-f", cid)

@@ -365,9 +365,13 @@ def cmd_df(g, argv: list[str]) -> int:
                         if not b.get("Shared") and not b.get("InUse"))
     rows = [
         _DfRow("Images", len(images), active, size, reclaim),
-        _DfRow("Containers", len(containers), 0, sum(c.get("SizeRw", 0) for c in containers),
-               0),
-        _DfRow("Local Volumes", len(volumes), 0, 0, 0),
+        _DfRow("Containers", len(containers),
+               sum(1 for c in containers if c.get("State") == "running"),
+               sum(c.get("SizeRw", 0) for c in containers),
+               sum(c.get("SizeRw", 0) for c in containers if c.get("State") != "running")),
+        _DfRow("Local Volumes", len(volumes), sum(1 for v in volumes if _refs(v) > 0),
+               sum(max(_vsize(v), 0) for v in volumes),
+               sum(max(_vsize(v), 0) for v in volumes if _refs(v) == 0)),
         _DfRow("Build Cache", len(cache), sum(1 for b in cache if b.get("InUse")),
                cache_size, cache_reclaim),
     ]
@@ -400,10 +404,22 @@ def _df_verbose(du: dict) -> int:
     sys.stdout.write("\n".join(out) + "\n")
     sys.stdout.write(format_rows(fmt, rows, ImageRow.HEADER))
     sys.stdout.write("\nContainers space usage:\n\n")
-    sys.stdout.write(tabwrite("CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\t"
-                              "STATUS\tNAMES\n"))
+    lines = ["CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES\n"]
+    from dockyard.cli.units import ellipsis, since
+
+    for c in du.get("Containers") or []:
+        vols = sum(1 for m in c.get("Mounts") or [] if m.get("Type") == "volume")
+        cmd = '"' + ellipsis(c.get("Command", ""), 19) + '"'
+        lines.append(f"{c['Id'][:12]}\t{c.get('Image', '')}\t{cmd}\t{vols}\t"
+                     f"{human_size(c.get('SizeRw', 0))}\t{since(c.get('Created', 0))}\t"
+                     f"{c.get('Status', '')}\t{(c.get('Names') or ['/'])[0].lstrip('/')}\n")
+    sys.stdout.write(tabwrite("".join(lines)))
     sys.stdout.write("\nLocal Volumes space usage:\n\n")
-    sys.stdout.write(tabwrite("VOLUME NAME\tLINKS\tSIZE\n"))
+    lines = ["VOLUME NAME\tLINKS\tSIZE\n"]
+    for v in du.get("Volumes") or []:
+        size = _vsize(v)
+        lines.append(f"{v['Name']}\t{_refs(v)}\t{human_size(size) if size >= 0 else 'N/A'}\n")
+    sys.stdout.write(tabwrite("".join(lines)))
     cache = du.get("BuildCache") or []
     total = sum(b.get("Size", 0) for b in cache if not b.get("Shared"))
     sys.stdout.write(f"\nBuild cache usage: {human_size(total)}\n\n")
@@ -414,6 +430,14 @@ def _df_verbose(du: dict) -> int:
                      f"{b.get('UsageCount', 0)}\t{'true' if b.get('Shared') else 'false'}\n")
     sys.stdout.write(tabwrite("".join(lines)))
     return 0
+
+
+def _refs(v: dict) -> int:
+    return int((v.get("UsageData") or {}).get("RefCount", 0))
+
+
+def _vsize(v: dict) -> int:
+    return int((v.get("UsageData") or {}).get("Size", -1))
 
 
 def _ago(ts: str | None) -> str:

@@ -142,6 +142,9 @@ class Daemon:
                                     debug=self.cfg.log_level == "debug",
                                     containers=self._container_counts,
                                     runtimes=self.runtimes, default_runtime=self.cfg.default_runtime)
+        if self.containers is not None:
+            self.system.df_containers = lambda: self.containers.list(all=True, size=True)
+        self.system.df_volumes = self.volumes.df
 
     def _build_containers(self):
         """Containers run under the supervisor, which outlives this daemon."""

@@ -208,6 +208,9 @@ class SystemService:
             "Warnings": None,
         }
 
+    df_containers: Any = None   # () -> container summaries with SizeRw/SizeRootFs
+    df_volumes: Any = None      # () -> volumes with UsageData
+
     def disk_usage(self) -> dict:
         """Blocking: run in a thread."""
         layers, images = 0, []
@@ -218,5 +221,8 @@ class SystemService:
         if self.images is not None:
             from dockyard.builder import cache as build_cache
             cache = build_cache.public(build_cache.records(self.images.store, self.images))
-        return {"LayersSize": layers, "Images": images, "Containers": [], "Volumes": [],
-                "BuildCache": cache}
+        # the container and volume services' parts, handed in by the daemon (daemon/app.py)
+        containers = self.df_containers() if self.df_containers is not None else []
+        volumes = self.df_volumes() if self.df_volumes is not None else []
+        return {"LayersSize": layers, "Images": images, "Containers": containers,
+                "Volumes": volumes, "BuildCache": cache}
