@@ -161,7 +161,9 @@ def _git(remote: str, directory: str):
         raise FetchError(f"invalid git URL: {remote}")
     dest = os.path.join(directory, "git-" + uuid.uuid4().hex)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_TERMINAL_PROMPT": "0",
-           "HOME": directory, "GIT_CONFIG_NOSYSTEM": "1", "GIT_PROTOCOL_FROM_USER": "0"}
+           "HOME": directory, "GIT_CONFIG_NOSYSTEM": "1", "GIT_PROTOCOL_FROM_USER": "0",
+           # never wait for a password or a host key answer nobody can give
+           "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
 
     def git(*args: str, cwd: str | None = None) -> None:
         try:
