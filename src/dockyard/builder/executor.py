@@ -260,6 +260,9 @@ class Executor:
                 keep = not opts.forcerm    # dockerd keeps the failing step's container
                 raise StepFailed(f"The command '{' '.join(r.argv)}' returned a non-zero "
                                  f"code: {code}", code)
+            if r.mounts:
+                await asyncio.to_thread(self.images.remove_stubs, cid,
+                                        [m.target for m in r.mounts])
             image = await self._commit(cid, parent, config, step, opts.epoch)
         except BaseException:
             if not keep:

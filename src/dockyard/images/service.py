@@ -1295,6 +1295,69 @@ class ImageService:
                 self._drop_lease(item)
         return image_id
 
+    def remove_stubs(self, key: str, paths: list[str]) -> None:
+        """Mount points a runtime made in snapshot ``key`` for a builder's ``RUN --mount``
+        targets (as BuildKit drops them): each path, and the parents it made, left out of
+        the layer when it is an empty directory or an empty file that no lower layer has.
+        Every component opened from its parent's fd without following symlinks; overlay
+        only (the copy snapshotter's tree has no separate upper)."""
+        if self.snapshotter.whiteout_mode != "overlay":
+            return
+        import stat as _stat
+        from dockyard.fsroot.resolve import DIR_FLAGS
+        upper = os.fspath(self.snapshotter.layer_dir(key))
+        lowers = [os.fspath(p) for p in self.snapshotter.lower_dirs(key)]
+
+        def in_lower(names: list[str]) -> bool:
+            for low in lowers:
+                fd = os.open(low, DIR_FLAGS)
+                try:
+                    for i, n in enumerate(names):
+                        try:
+                            st = os.stat(n, dir_fd=fd, follow_symlinks=False)
+                        except FileNotFoundError:
+                            break
+                        if i == len(names) - 1 or not _stat.S_ISDIR(st.st_mode):
+                            return True     # there (or hidden behind a non-directory)
+                        nfd = os.open(n, DIR_FLAGS, dir_fd=fd)
+                        os.close(fd)
+                        fd = nfd
+                finally:
+                    os.close(fd)
+            return False
+
+        for path in paths:
+            names = [n for n in path.split("/") if n not in ("", ".")]
+            if not names or ".." in names:
+                continue
+            fds = [os.open(upper, DIR_FLAGS)]
+            try:
+                for n in names[:-1]:
+                    try:
+                        fds.append(os.open(n, DIR_FLAGS, dir_fd=fds[-1]))
+                    except OSError:
+                        break
+                if len(fds) != len(names):
+                    continue
+                for depth in range(len(names), 0, -1):
+                    if in_lower(names[:depth]):
+                        break
+                    dfd, n = fds[depth - 1], names[depth - 1]
+                    try:
+                        st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
+                        if _stat.S_ISDIR(st.st_mode):
+                            os.rmdir(n, dir_fd=dfd)      # fails when not empty
+                        elif _stat.S_ISREG(st.st_mode) and st.st_size == 0 \
+                                and depth == len(names):
+                            os.unlink(n, dir_fd=dfd)
+                        else:
+                            break
+                    except OSError:
+                        break
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
     def cached_step(self, parent: str | None, sources: list[str], created_by: str,
                     config: dict) -> str | None:
         """``--cache-from`` as dockerd's legacy builder takes it: an image of ``sources``
