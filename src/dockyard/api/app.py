@@ -77,7 +77,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DockyardError as e:
         if request.get("response_started"):
             raise
-        if e.status >= 500:
+        if e.status >= 500 and type(e).__name__ != "_NotManager":
             log.error("%s %s: %s", request.method, request.path, e)
         return error_response(e.status, str(e))
     except web.HTTPNotFound:
@@ -137,6 +137,8 @@ def create_app(ctx: ApiContext) -> web.Application:
     routes_build.register(app)     # docker build: /build (the classic builder)
     from dockyard.api import routes_volumes
     routes_volumes.register(app)   # /volumes
+    from dockyard.api import routes_swarm
+    routes_swarm.register(app)     # 503 as a dockerd outside a swarm
     return app
 
 

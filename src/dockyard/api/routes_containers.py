@@ -153,6 +153,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     until = parse_timestamp_ns(request.query.get("until")) or 0
     timestamps = query_bool(request, "timestamps")
     tty = bool(c["Config"].get("Tty"))
+    svc.check_logs_readable(c)   # before the 200
     resp = web.StreamResponse()
     resp.content_type = "application/vnd.docker.multiplexed-stream" if not tty \
         else "application/vnd.docker.raw-stream"

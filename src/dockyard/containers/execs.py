@@ -8,7 +8,6 @@ import secrets
 
 from dockyard import errors
 from dockyard.oci import spec as ocispec
-from dockyard.containers.lifecycle import _start_error_code
 
 
 class Execs:
@@ -100,8 +99,7 @@ class Execs:
                 stderr=bool(body.get("AttachStderr", True)), **fields)
         except errors.DockyardError as e:
             ex["Running"] = False
-            code = _start_error_code(str(e))
-            ex["ExitCode"] = 126 if code == 128 else code
+            ex["ExitCode"] = 126   # dockerd's for an exec that could not start (not found too)
             ex["_done"].set()
             ex["_started"].set()
             raise

@@ -16,7 +16,7 @@ from dockyard.containers import state as st
 from dockyard.containers import warm as warmpool
 from dockyard.oci import spec as ocispec
 from dockyard.containers.hostconfig import _check_storage_opt, _discard_unsupported_blkio, _validate_host_config
-from dockyard.containers.records import _match_labels, _merge_config, _random_name
+from dockyard.containers.records import _dir_size, _match_labels, _merge_config, _random_name
 from dockyard.containers import health as healthcheck
 from dockyard.containers import mounts as mountpoints
 from dockyard.containers.common import NAME_RE, ZERO_TIME, now, _warm_cgroup_attach, log
@@ -44,6 +44,7 @@ class Lifecycle:
         if runtime not in self.runtimes:
             raise errors.InvalidParameter(f"unknown or invalid runtime name: {runtime}")
         _validate_host_config(host)
+        _check_log_config(host)
         _check_storage_opt(host, str(getattr(getattr(self.images, "snapshotter", None), "root", self.root)))
         warnings = _discard_unsupported_blkio(host)
         _warm_cgroup_attach()   # `docker run` starts it right after
@@ -338,9 +339,17 @@ class Lifecycle:
         if c["State"]["Status"] not in ("running", "paused", "restarting"):
             raise errors.Conflict(f"Cannot kill container: {ref}: Container {c['Id']} is not running")
         self.emit("container", "kill", c["Id"], {**self._attrs(c), "signal": str(signum)})
+        ev = self.exits.get(c["Id"])
         await self._runtime("kill", c["Id"], str(signum), check=False, c=c)
         if c["State"]["Status"] == "paused":
             await self._runtime("resume", c["Id"], check=False, c=c)
+        if signum == 9 and ev is not None:
+            # as dockerd: a SIGKILL returns once the container is seen dead (inspect then
+            # shows exited 137, not running)
+            try:
+                await asyncio.wait_for(asyncio.shield(ev.wait()), 10)
+            except asyncio.TimeoutError:
+                pass
 
     async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
@@ -403,6 +412,10 @@ class Lifecycle:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         c = self.get(ref)
         cid = c["Id"]
+        if cid in self._restart_pending and not force:
+            raise errors.Conflict(
+                f"You cannot remove a restarting container {cid}. Stop the container before "
+                f"attempting removal or force remove")
         if c["State"]["Running"]:
             if not force:
                 # dockerd 20.10's words
@@ -489,8 +502,10 @@ class Lifecycle:
         deleted, space = [], 0
         for c in list(self.containers.values()):
             if c["State"]["Status"] in ("exited", "created", "dead") and _match_labels(c, filters):
+                size = await asyncio.to_thread(_dir_size, self.images, c["Id"])
                 await self.remove(c["Id"])
                 deleted.append(c["Id"])
+                space += size
         self.emit("container", "prune", "", {"reclaimed": str(space)})
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": space}
 
@@ -582,6 +597,36 @@ def _start_error_code(msg: str) -> int:
     if "permission denied" in low or "is a directory" in low or "exec format error" in low:
         return 126
     return 128
+
+
+# the drivers dockerd registers; those we have: json-file, local (kept as json-file:
+# `docker logs` reads both), none (nothing kept)
+_LOG_DRIVERS_OURS = ("json-file", "local", "none")
+_LOG_DRIVERS_DOCKER = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk",
+                       "gcplogs", "logentries", "etwlogs")
+
+
+def _check_log_config(host: dict) -> None:
+    """LogConfig as dockerd fills it (json-file when unset) and checks it at create."""
+    lc = dict(host.get("LogConfig") or {})
+    lc["Type"] = lc.get("Type") or "json-file"
+    lc["Config"] = lc.get("Config") or {}
+    kind = lc["Type"]
+    if kind in _LOG_DRIVERS_DOCKER:
+        raise errors.InvalidParameter(
+            f"failed to create logger: the {kind} log driver is not supported by Dockyard "
+            f"(json-file, local and none are)")
+    if kind not in _LOG_DRIVERS_OURS:
+        raise errors.InvalidParameter(f"logger: no log driver named '{kind}' is registered")
+    if kind == "none" and lc["Config"]:
+        raise errors.InvalidParameter(
+            f"unknown log opt '{next(iter(lc['Config']))}' for none log driver")
+    for opt in lc["Config"]:
+        if kind in ("json-file", "local") and opt not in (
+                "max-size", "max-file", "compress", "labels", "labels-regex", "env",
+                "env-regex", "tag", "mode", "max-buffer-size"):
+            raise errors.InvalidParameter(f"unknown log opt '{opt}' for {kind} log driver")
+    host["LogConfig"] = lc
 
 
 def _has_volumes(c: dict) -> bool:

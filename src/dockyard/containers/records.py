@@ -345,12 +345,43 @@ def _match_filters(c: dict, filters: dict, svc: Any) -> bool:
                         f"Unrecognised filter value for health: {v}")
             if healthcheck.filter_status(c) not in values:
                 return False
+        elif key == "is-task":
+            for v in values:
+                if v not in ("true", "false", "1", "0"):
+                    raise errors.InvalidParameter(f"Invalid filter 'is-task={v}'")
+            if any(v in ("true", "1") for v in values):
+                return False    # no swarm: no container is a task
+        elif key in ("publish", "expose"):
+            wanted = set()
+            for v in values:
+                wanted |= _port_filter(v)
+            if key == "publish":
+                have = {p for p, b in (c["NetworkSettings"].get("Ports") or {}).items() if b}
+                have |= set(c["HostConfig"].get("PortBindings") or {})
+            else:
+                have = set(c["Config"].get("ExposedPorts") or {})
+            if not wanted & {p if "/" in p else p + "/tcp" for p in have}:
+                return False
         elif key == "network":
             if not any(v in (c["NetworkSettings"].get("Networks") or {}) for v in values):
                 return False
         else:
             raise errors.InvalidParameter(f"invalid filter '{key}'")
     return True
+
+
+def _port_filter(v: str) -> set[str]:
+    """``80``, ``80/udp``, ``8000-8010/tcp`` as the set of ``port/proto`` keys."""
+    spec, _, proto = v.partition("/")
+    proto = proto or "tcp"
+    lo, _, hi = spec.partition("-")
+    try:
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise errors.InvalidParameter(f"invalid port range: {v}") from None
+    if not 0 < a <= b <= 65535 or proto not in ("tcp", "udp", "sctp"):
+        raise errors.InvalidParameter(f"invalid port range: {v}")
+    return {f"{p}/{proto}" for p in range(a, b + 1)}
 
 
 def _dir_size(images: Any, cid: str) -> int:

@@ -56,9 +56,14 @@ class Streams:
             raise errors.Conflict(f"Container {c['Id']} is not running")
         await self.sup.request("resize", id=c["Id"], height=height, width=width)
 
+    def check_logs_readable(self, c: dict) -> None:
+        if (c["HostConfig"].get("LogConfig") or {}).get("Type") == "none":
+            raise errors.InvalidParameter("configured logging driver does not support reading")
+
     async def logs(self, ref: str, *, follow: bool = False, since_ns: int = 0, until_ns: int = 0,
                    tail: int = -1) -> AsyncIterator[jsonlog.LogEntry]:
         c = self.get(ref)
+        self.check_logs_readable(c)
         path = c["LogPath"]
         follower = jsonlog.LogFollower(path) if follow else None
         try:

@@ -87,7 +87,8 @@ class Task:
             "create", id=cid, bundle=bundle, runtime=runtime, forkserver=self._forkserver(runtime),
             runtime_root=self.runtime_root, tty=bool(c["Config"].get("Tty")),
             open_stdin=bool(c["Config"].get("OpenStdin")),
-            stdin_once=bool(c["Config"].get("StdinOnce")), log_path=c["LogPath"],
+            stdin_once=bool(c["Config"].get("StdinOnce")),
+            log_path="" if (host.get("LogConfig") or {}).get("Type") == "none" else c["LogPath"],
             log_max_size=jsonlog.parse_size(log_cfg.get("max-size", "10m")),
             log_max_file=int(log_cfg.get("max-file", 3)))
         return reply["pid"]
