@@ -469,3 +469,62 @@ def test_system_df_volumes_and_containers(fresh_daemon):
         == [["2", "1"]], mine
     assert used in _dockyard(d, "system", "df", "-v").stdout
     d.out("rm", "-f", cid)
+
+
+# ---- docker-compose 1.29 -----------------------------------------------------------------------
+
+COMPOSE = "/usr/bin/docker-compose"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(COMPOSE), reason="docker-compose 1.29 is not installed "
+                    "(scripts/install-deps installs it)")
+def test_docker_compose_named_volumes_and_down_v(daemon, tmp_path):
+    project = _name("proj")
+    (tmp_path / "docker-compose.yml").write_text(f"""
+version: "3.8"
+services:
+  writer:
+    image: busybox
+    network_mode: none
+    command: ["sh", "-c", "echo composed > /data/f; sleep 300"]
+    volumes:
+      - data:/data
+      - /scratch
+volumes:
+  data:
+    labels:
+      purpose: test
+""")
+    env = {**daemon.env, "COMPOSE_PROJECT_NAME": project}
+
+    def compose(*args):
+        r = subprocess.run([COMPOSE, *args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, (args, r.stdout, r.stderr, daemon.log_text())
+        return r.stdout
+
+    compose("up", "-d")
+    vol = f"{project}_data"
+    try:
+        v = json.loads(daemon.out("volume", "inspect", vol))[0]
+        assert v["Labels"]["purpose"] == "test"
+        assert v["Labels"]["com.docker.compose.project"] == project
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = daemon.docker("run", "--rm", "-v", f"{vol}:/d", "busybox", "cat", "/d/f",
+                              check=False)
+            if r.stdout.strip() == "composed":
+                break
+            time.sleep(0.2)
+        assert r.stdout.strip() == "composed"
+        compose("stop", "-t", "0")
+        compose("up", "-d")     # the same container again, the same volume
+        compose("down", "-t", "0")
+        assert vol in daemon.out("volume", "ls", "-q").split()   # down keeps volumes
+        compose("up", "-d")
+        compose("down", "-v", "-t", "0")
+        assert vol not in daemon.out("volume", "ls", "-q").split()
+    finally:
+        subprocess.run([COMPOSE, "down", "-v", "-t", "0"], cwd=tmp_path, env=env, capture_output=True,
+                       timeout=120)
