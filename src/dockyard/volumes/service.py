@@ -47,6 +47,7 @@ class VolumeService:
         self._users: Callable[[str], list[str]] = lambda name: []
         self._mounted: dict[str, set[str]] = {}     # name -> containers that mounted it
         self._lock = threading.RLock()
+        self._views: dict[str, dict] = {}   # name -> inspect view (without UsageData)
 
     def set_users(self, fn: Callable[[str], list[str]]) -> None:
         """``fn(name)``: ids of the containers referencing the volume."""
@@ -54,6 +55,14 @@ class VolumeService:
 
     # ---- views -------------------------------------------------------------------
     def _view(self, rec: dict, usage: bool = False) -> dict:
+        if not usage:   # records never change after create: their views are kept
+            v = self._views.get(rec["Name"])
+            if v is None:
+                v = self._views[rec["Name"]] = self._make_view(rec)
+            return v
+        return self._make_view(rec, usage)
+
+    def _make_view(self, rec: dict, usage: bool = False) -> dict:
         out = {"CreatedAt": rec["CreatedAt"], "Driver": rec["Driver"],
                "Labels": rec.get("Labels") or {}, "Mountpoint": self.store.data(rec["Name"]),
                "Name": rec["Name"], "Options": rec.get("Options") or None, "Scope": "local"}
@@ -80,7 +89,10 @@ class VolumeService:
         for k in filters:
             if k not in ("dangling", "name", "label", "driver"):
                 raise errors.InvalidParameter(f"invalid filter '{k}'")
-        out = [self._view(r) for r in self.volumes.values() if self._match(r, filters)]
+        if not filters:
+            out = [self._view(r) for r in self.volumes.values()]
+        else:
+            out = [self._view(r) for r in self.volumes.values() if self._match(r, filters)]
         return {"Volumes": out, "Warnings": None}
 
     def _match(self, rec: dict, filters: dict) -> bool:
@@ -163,6 +175,7 @@ class VolumeService:
                 raise errors.Conflict(f"remove {name}: volume is in use - "
                                       f"[{', '.join(sorted(self._mounted[name]))}]")
             del self.volumes[name]
+            self._views.pop(name, None)
             self.store.remove(name)
         self.emit("volume", "destroy", name, {"driver": rec["Driver"]})
 
