@@ -176,10 +176,34 @@ class Page:
         self.b.get(f"{self.ui.url}/#{hash_}")
 
     def wait(self, cond, timeout: float = 20, what: str = ""):
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.b, timeout, poll_frequency=0.1).until(
-            lambda b: cond(b), message=what or None)
+        from selenium.common.exceptions import TimeoutException
+
+        # live pages re-render their tables: an element read mid-way is tried again
+        try:
+            return WebDriverWait(self.b, timeout, poll_frequency=0.1,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(
+                lambda b: cond(b), message=what or None)
+        except TimeoutException:
+            self.shot("FAILED-" + "".join(c if c.isalnum() else "-" for c in what)[:60])
+            raise
+
+    def click(self, sel: str, timeout: float = 20) -> None:
+        """Click the element ``sel`` names, found again if a re-render replaced it."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def attempt(b):
+            try:
+                els = self.css_all(sel)
+                if not els:
+                    return False
+                els[0].click()
+                return True
+            except StaleElementReferenceException:
+                return False
+        self.wait(attempt, timeout, what=f"click {sel}")
 
     def css(self, sel: str):
         from selenium.webdriver.common.by import By

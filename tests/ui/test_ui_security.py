@@ -56,7 +56,7 @@ def _snapshot(engine, t) -> dict:
         return engine.out("inspect", "-f", "{{.State.Status}} {{len .ExecIDs}}", name)
     return {"run": st(t["run"]), "stopped": st(t["stopped"]),
             "images": sorted(engine.out("images", "--format", "{{.Repository}}:{{.Tag}}").split()),
-            "nets": sorted(engine.out("network", "ls", "--format", "{{.Name}}").split()),
+            "nets": sorted(engine.docker("network", "ls", "-q", check=False).stdout.split()),
             "vols": sorted(engine.docker("volume", "ls", "-q", check=False).stdout.split())}
 
 

@@ -4,6 +4,8 @@
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const main = document.getElementById("main");
 let cleanups = [];            // closed when the page changes (streams, timers, charts)
+let gen = 0;                  // the route's number: a page's late answers check they still own main
+const owner = () => { const my = gen; return () => my === gen; };
 const onLeave = (f) => cleanups.push(f);
 
 // ---- helpers ---------------------------------------------------------------------
@@ -84,6 +86,7 @@ async function pageContainers() {
   const tbody = main.querySelector("tbody");
   const hist = {};              // id -> [cpu...]
   let rows = [], statsES = null, watched = "";
+  const live = owner();
   const filter = document.getElementById("filter"), showAll = document.getElementById("show-all");
 
   function render() {
@@ -129,8 +132,8 @@ async function pageContainers() {
   }
   async function load() {
     const t0 = performance.now();
-    try { rows = (await api("GET", "/api/containers")).containers; }
-    catch (e) { tbody.innerHTML = '<tr><td colspan="8" class="error">' + esc(e.message) + "</td></tr>"; return; }
+    try { rows = (await api("GET", "/api/containers")).containers; if (!live()) return; }
+    catch (e) { if (!live()) return; tbody.innerHTML = '<tr><td colspan="8" class="error">' + esc(e.message) + "</td></tr>"; return; }
     render();
     main.dataset.loadedMs = String(Math.round(performance.now() - t0));
     main.dataset.loaded = String(Number(main.dataset.loaded || 0) + 1);
@@ -161,8 +164,9 @@ function kv(obj) {
 }
 async function pageContainer(id) {
   let c;
-  try { c = await api("GET", "/api/containers/" + encodeURIComponent(id)); }
-  catch (e) { main.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; return; }
+  const live = owner();
+  try { c = await api("GET", "/api/containers/" + encodeURIComponent(id)); if (!live()) return; }
+  catch (e) { if (!live()) return; main.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; return; }
   const name = (c.Name || "").replace(/^\//, ""), st = c.State || {}, cfg = c.Config || {}, hc = c.HostConfig || {};
   const running = st.Status === "running";
   const b = (a, label, cls) => '<button class="btn ' + (cls || "") + '" data-action="' + a + '">' + label + "</button>";
@@ -361,10 +365,11 @@ async function pageImages() {
     '<div class="progress"><div id="pull-bar" class="progress-bar" style="width:0%"></div></div><div id="pull-status" class="muted mono"></div></div>' +
     '<table id="images-table" class="grid"><thead><tr><th>Tags</th><th>ID</th><th>Size</th><th>Created</th><th class="actions">Actions</th></tr></thead><tbody></tbody></table>' +
     '<section id="image-detail"></section>';
-  const tbody = main.querySelector("tbody");
+  const tbody = main.querySelector("tbody"), live = owner();
   async function load() {
     try {
       const imgs = (await api("GET", "/api/images")).images;
+      if (!live()) return;
       tbody.innerHTML = imgs.map((i) => '<tr data-id="' + esc(i.id) + '" data-ref="' + esc(i.tags[0] || i.id) + '"><td>' +
         (i.tags.length ? i.tags.map((t) => '<span class="tag mono">' + esc(t) + "</span>").join(" ") : '<span class="muted">&lt;none&gt;</span>') +
         '</td><td class="mono">' + short(i.id) + "</td><td>" + bytes(i.size) + '</td><td class="muted">' + ago(i.created) + "</td>" +
@@ -442,10 +447,11 @@ async function simpleList(title, table, loadRows, headers, rowHTML, removeUrl, p
   main.innerHTML = '<div class="bar"><h1>' + title + '</h1><span class="grow"></span><button class="btn" id="prune">Prune unused</button></div>' +
     '<table id="' + table + '" class="grid"><thead><tr>' + headers.map((h) => "<th>" + h + "</th>").join("") +
     '<th class="actions">Actions</th></tr></thead><tbody></tbody></table>';
-  const tbody = main.querySelector("tbody");
+  const tbody = main.querySelector("tbody"), live = owner();
   async function load() {
     try {
       const rows = await loadRows();
+      if (!live()) return;
       tbody.innerHTML = rows.map((r) => '<tr data-key="' + esc(r.key) + '">' + rowHTML(r) +
         '<td class="actions"><button class="btn small danger" data-action="remove">Remove</button></td></tr>').join("") ||
         '<tr><td colspan="' + (headers.length + 1) + '" class="empty">None</td></tr>';
@@ -499,8 +505,9 @@ function pageEvents() {
 // ---- system ----------------------------------------------------------------------
 async function pageSystem() {
   main.innerHTML = '<div class="bar"><h1>System</h1></div><div id="sys" class="cards"><p class="muted">Loading…</p></div>';
+  const live = owner();
   async function load() {
-    let d; try { d = await api("GET", "/api/system"); } catch (e) { document.getElementById("sys").innerHTML = '<p class="error">' + esc(e.message) + "</p>"; return; }
+    let d; try { d = await api("GET", "/api/system"); if (!live()) return; } catch (e) { if (!live()) return; document.getElementById("sys").innerHTML = '<p class="error">' + esc(e.message) + "</p>"; return; }
     const i = d.info || {}, v = d.version || {}, df = d.df || {};
     const sum = (arr, f) => (arr || []).reduce((a, x) => a + (f(x) || 0), 0);
     const parts = [
@@ -535,13 +542,14 @@ async function pageSystem() {
 // ---- router ----------------------------------------------------------------------
 function route() {
   cleanups.forEach((f) => { try { f(); } catch (e) {} }); cleanups = [];
+  const my = ++gen;
   const parts = (location.hash || "#/containers").slice(2).split("/");
   const page = parts[0] || "containers";
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === page || (page === "container" && a.dataset.page === "containers"));
   main.dataset.page = page; delete main.dataset.loaded;
   const f = {containers: pageContainers, container: () => pageContainer(decodeURIComponent(parts[1] || "")), images: pageImages,
     volumes: pageVolumes, networks: pageNetworks, events: pageEvents, system: pageSystem}[page] || pageContainers;
-  Promise.resolve(f()).catch((e) => { main.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
+  Promise.resolve(f()).catch((e) => { if (my === gen) main.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
 }
 window.addEventListener("hashchange", route);
 route();
