@@ -88,7 +88,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status >= 400:
             return error_response(e.status, e.text or e.reason)
         raise
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
+        # the client left a stream (logs -f, events, stats, pull...) while we wrote: the
+        # response already went out as far as it could; aiohttp finishes it quietly
+        prepared = request.get("prepared_response")
+        if prepared is not None:
+            return prepared
+        raise
+    except asyncio.CancelledError:
         raise
     except Exception as e:  # a bug: log it, answer 500
         log.exception("%s %s failed", request.method, request.path)
@@ -115,6 +122,7 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     h["Ostype"] = "linux"
     h["Server"] = f"Dockyard/{__version__} (linux)"
     request["response_started"] = True
+    request["prepared_response"] = response
 
 
 def create_app(ctx: ApiContext) -> web.Application:

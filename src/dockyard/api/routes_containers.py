@@ -95,7 +95,18 @@ async def wait(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def remove_link(request: web.Request) -> web.Response:
+    """``DELETE /containers//parent/alias?link=1``: the link's name has slashes."""
+    if not query_bool(request, "link"):
+        raise NotFound(f"No such container: {request.match_info['name']}")
+    _svc(request).remove_link(request.match_info["name"])
+    return web.Response(status=204)
+
+
 async def remove(request: web.Request) -> web.Response:
+    if query_bool(request, "link"):
+        _svc(request).remove_link(request.match_info["id"])
+        return web.Response(status=204)
     await _svc(request).remove(request.match_info["id"], force=query_bool(request, "force"),
                                volumes=query_bool(request, "v"))
     return web.Response(status=204)
@@ -340,6 +351,7 @@ def register(app: web.Application) -> None:
     r("POST", "/containers/{id}/kill", kill)
     r("POST", "/containers/{id}/wait", wait)
     r("DELETE", "/containers/{id}", remove)
+    r("DELETE", "/containers/{name:/*[^/]+/[^/]+}", remove_link)
     r("POST", "/containers/{id}/attach", attach)
     r("POST", "/containers/{id}/resize", resize)
     r("GET", "/containers/{id}/logs", logs)

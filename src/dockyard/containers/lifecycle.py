@@ -74,6 +74,7 @@ class Lifecycle:
         mode = host.get("NetworkMode") or "default"
         if mode.startswith("container:"):
             self.get(mode.split(":", 1)[1])  # 404 if the other container is unknown
+
         if self.network is not None:
             await asyncio.to_thread(self.network.validate, host, merged)
         # The name is taken here, with no await between the check and the reservation:
@@ -85,6 +86,10 @@ class Lifecycle:
                                       | self._reserved_names)
         self._reserved_names.add(name)
         try:
+            if host.get("Links"):
+                from dockyard.containers import links
+
+                host["Links"] = links.normalize(host["Links"], name, self.get)
             out = await self._create_reserved(cid, name, config, host, body, merged, image_id,
                                               image_config, runtime, points)
             return {**out, "Warnings": warnings + list(out.get("Warnings") or [])}
@@ -96,6 +101,11 @@ class Lifecycle:
                                runtime: str, points: list[dict]) -> dict:
         rec = self._new_record(cid, name, config, host, body, merged, image_id, image_config,
                                runtime, points)
+        if self.network is not None:
+            from dockyard.containers.networking import plan_networks
+
+            plan_networks(rec)
+            rec["NetworkSettings"] = await asyncio.to_thread(self.network.planned_settings, rec)
         entry = None
         if self.warm.enabled and host.get("AutoRemove") and not _has_volumes(rec):
             k = warmpool.key(rec)
@@ -232,6 +242,9 @@ class Lifecycle:
                     raise type(e)(f"failed to set up container networking: {e}") from None
                 if settings:
                     c["NetworkSettings"] = settings
+                    from dockyard.containers.networking import network_events
+
+                    network_events(self, c, "connect")
             if self.exits.get(cid) is None or self.exits[cid].is_set():
                 self.exits[cid] = asyncio.Event()
             await self._connect_pending_attaches(cid)
@@ -346,10 +359,7 @@ class Lifecycle:
         if signum == 9 and ev is not None:
             # as dockerd: a SIGKILL returns once the container is seen dead (inspect then
             # shows exited 137, not running)
-            try:
-                await asyncio.wait_for(asyncio.shield(ev.wait()), 10)
-            except asyncio.TimeoutError:
-                pass
+            await self._exit_seen(c, ev, 10)
 
     async def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         c = self.get(ref)
@@ -373,12 +383,40 @@ class Lifecycle:
             await ev.wait()
         else:
             try:
-                await asyncio.wait_for(ev.wait(), timeout)
+                await asyncio.wait_for(asyncio.shield(ev.wait()), timeout)
             except asyncio.TimeoutError:
                 await self._runtime("kill", "--all", c["Id"], "9", check=False, c=c)
                 await self._runtime("kill", c["Id"], "9", check=False, c=c)
-                await ev.wait()
+                if not await self._exit_seen(c, ev, 10):
+                    raise errors.DockyardError(
+                        f"cannot stop container {c['Id']}: it did not exit 10 s after SIGKILL")
         self.emit("container", "stop", c["Id"], self._attrs(c))
+
+    async def _exit_seen(self, c: dict, ev: asyncio.Event, timeout: float) -> bool:
+        """Wait (at most ``timeout``) for the exit of the container's run that ``ev``
+        belongs to. If its init is gone but no exit came (the supervisor that should
+        report it is gone), the exit is recorded here (137: killed). False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        gone_since = None
+        while not ev.is_set():
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(asyncio.shield(ev.wait()), min(left, 0.5))
+                break
+            except asyncio.TimeoutError:
+                pass
+            pid = c["State"].get("Pid") or 0
+            if pid and not _pid_alive(pid):
+                if gone_since is None:
+                    gone_since = loop.time()
+                elif loop.time() - gone_since >= 1.0:   # the supervisor had its chance
+                    log.warning("exit of %s not reported: recorded as killed", c["Id"][:12])
+                    await self._on_exit(c["Id"], 137, now(), pid=pid)
+                    return True
+        return True
 
     async def restart(self, ref: str, timeout: int | None = None) -> None:
         c = self.get(ref)
@@ -431,10 +469,7 @@ class Lifecycle:
             await self._runtime("kill", cid, "9", check=False, c=c)
             if c["State"]["Paused"]:
                 await self._runtime("resume", cid, check=False, c=c)
-            try:
-                await asyncio.wait_for(self.exits[cid].wait(), 15)
-            except asyncio.TimeoutError:
-                pass
+            await self._exit_seen(c, self.exits[cid], 15)
         async with self._lock(cid):   # an exit's cleanup in progress ends first
             if c["State"]["Status"] == "removing" and not force:
                 raise errors.Conflict(f"removal of container {ref} is already in progress")
@@ -508,6 +543,19 @@ class Lifecycle:
                 space += size
         self.emit("container", "prune", "", {"reclaimed": str(space)})
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": space}
+
+    def remove_link(self, link_name: str) -> None:
+        """``DELETE /containers/{/parent/alias}?link=1`` (dockerd's rmLink)."""
+        from dockyard.containers import links
+
+        name = "/" + link_name.strip("/")
+        parent_name, _, alias = name.rpartition("/")
+        if not parent_name:
+            raise errors.InvalidParameter("Conflict, cannot remove the default link name of the container")
+        parent = self.get(parent_name)
+        if not links.remove(parent, f"{parent['Name']}/{alias}"):
+            raise errors.NotFound(f"Could not find link '{name}' in {parent['Name']}")
+        self._save(parent)
 
     # ---- pause, rename, update, top ----------------------------------------------------
     async def pause(self, ref: str) -> None:
@@ -587,6 +635,14 @@ class Lifecycle:
             if len(fields) > pid_col and fields[pid_col].isdigit() and int(fields[pid_col]) in pids:
                 procs.append(fields)
         return {"Titles": titles, "Processes": procs}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _start_error_code(msg: str) -> int:

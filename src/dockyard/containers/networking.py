@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 
 from dockyard import errors, statefiles
+
+
+_MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
 
 
 def _write_in_place(path: str, text: str) -> None:
@@ -68,17 +72,21 @@ class ContainerNetworking:
         cid, host, cfg = c["Id"], c["HostConfig"], c["Config"]
         mode = self.mode(c)
         ports = port_bindings(host, cfg)
-        endpoints = {("bridge" if k == "default" else k): v for k, v in
-                     (((c.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {}).items()}
-        nets = [mode] + [n for n in endpoints if n != mode]
+        endpoints = planned_endpoints(c)
+        # the networks the container is connected to (its mode's first); all of them
+        # disconnected while it was stopped: only its loopback
+        nets = ([mode] if mode in endpoints else []) + [n for n in endpoints if n != mode]
+        if not nets:
+            nets = ["none"]
         try:
             for i, net in enumerate(nets):
                 epc = endpoints.get(net) or {}
                 ip = ((epc.get("IPAMConfig") or {}).get("IPv4Address")) or None
+                mac = epc.get("MacAddress") or (cfg.get("MacAddress") if i == 0 else None)
                 await asyncio.to_thread(
                     self.m.connect, cid, netns, net, ip=ip,
                     aliases=list(epc.get("Aliases") or []), ports=ports if i == 0 else (),
-                    name=c["Name"], dns=host.get("Dns") or None)
+                    name=c["Name"], dns=host.get("Dns") or None, mac=mac or None)
             files = await asyncio.to_thread(
                 self.m.container_files, cid, cfg.get("Hostname") or cid[:12],
                 cfg.get("Domainname") or "", host.get("ExtraHosts"), host.get("Dns"),
@@ -87,9 +95,32 @@ class ContainerNetworking:
             await asyncio.to_thread(self.m.release_all, cid)
             raise
         cdir = os.path.dirname(c["HostsPath"])
-        _write_in_place(os.path.join(cdir, "hosts"), files["hosts"])
+        _write_in_place(os.path.join(cdir, "hosts"), files["hosts"] + links_hosts_lines(c))
         _write_in_place(os.path.join(cdir, "resolv.conf"), files["resolv.conf"])
-        return await asyncio.to_thread(self.m.container_settings, cid)
+        return with_requested(await asyncio.to_thread(self.m.container_settings, cid), endpoints)
+
+    def planned_settings(self, c: dict) -> dict:
+        """NetworkSettings of a container that is not running: the networks it will be
+        connected to, as dockerd shows them (no address yet)."""
+        from dockyard.containers.records import _empty_network_settings
+
+        out = _empty_network_settings()
+        nets = {}
+        for name, epc in planned_endpoints(c).items():
+            try:
+                nid = self.m.network_of(name)["Id"]
+            except errors.DockyardError:
+                nid = ""
+            epc = epc or {}
+            nets[name] = {
+                "IPAMConfig": epc.get("IPAMConfig"), "Links": epc.get("Links"),
+                "Aliases": epc.get("Aliases"), "MacAddress": epc.get("MacAddress") or "",
+                "DriverOpts": epc.get("DriverOpts"), "NetworkID": nid, "EndpointID": "",
+                "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "DNSNames": epc.get("DNSNames")}
+        out["Networks"] = nets
+        return out
 
     async def detach(self, c: dict) -> None:
         await asyncio.to_thread(self.m.release_all, c["Id"])
@@ -99,6 +130,55 @@ class ContainerNetworking:
         # An unknown network is reported at start, as dockerd does: a 404 at create
         # would make the CLI think the image is missing and try to pull it.
         port_bindings(host, config)
+
+
+def planned_endpoints(c: dict) -> dict:
+    """{network name: EndpointSettings asked for} of the networks the container is (to
+    be) connected to. Records from before ``NetworksPlanned`` had their mode's network
+    implied."""
+    eps = {("bridge" if k == "default" else k): v for k, v in
+           (((c.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {}).items()}
+    mode = ContainerNetworking.mode(c)
+    if not c.get("NetworksPlanned") and mode not in eps and not mode.startswith("container:"):
+        eps = {mode: {}, **eps}
+    return eps
+
+
+def plan_networks(c: dict) -> None:
+    """At create: the mode's network is one of the container's endpoints from the start
+    (dockerd shows it, and it can be disconnected and connected before the start)."""
+    eps = planned_endpoints(c)
+    if ContainerNetworking.mode(c).startswith("container:"):
+        eps = {}
+    c["NetworkingConfig"] = {**(c.get("NetworkingConfig") or {}), "EndpointsConfig": eps}
+    c["NetworksPlanned"] = True
+
+
+def with_requested(settings: dict, endpoints: dict) -> dict:
+    """The endpoint fields dockerd echoes as they were asked for (IPAMConfig, DriverOpts:
+    ``{}`` stays ``{}``)."""
+    for name, ep in (settings.get("Networks") or {}).items():
+        asked = endpoints.get(name) or {}
+        for k in ("IPAMConfig", "DriverOpts"):
+            if k in asked and asked[k] is not None:
+                ep[k] = asked[k]
+    return settings
+
+
+def links_hosts_lines(c: dict) -> str:
+    """/etc/hosts lines of the container's legacy links (``--link name:alias``), filled
+    at start by the container service (``LinkHosts``)."""
+    return "".join(f"{ip}\t{' '.join(names)}\n" for ip, names in c.get("LinkHosts") or [])
+
+
+def network_events(svc, c: dict, action: str) -> None:
+    """dockerd's ``network connect`` / ``disconnect`` events of a container's start and stop."""
+    for name, ep in (c["NetworkSettings"].get("Networks") or {}).items():
+        if ep.get("NetworkID"):
+            svc.emit("network", action, ep["NetworkID"], {"container": c["Id"], "name": name,
+                                                          "type": "bridge" if name not in (
+                                                              "host", "none") else
+                                                          "null" if name == "none" else "host"})
 
 
 async def connect_container(svc, ref: str, network: str, endpoint: dict) -> None:
@@ -111,17 +191,27 @@ async def connect_container(svc, ref: str, network: str, endpoint: dict) -> None
     if mode in ("host", "none") or mode.startswith("container:"):
         raise errors.Forbidden(f"container sharing network namespace with another container or "
                                f"host cannot be connected to any other network")
-    eps = c.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
+    mac = endpoint.get("MacAddress") or ""
+    if mac and not _MAC_RE.match(mac):
+        raise errors.InvalidParameter(f"invalid MAC address: {mac}")
+    eps = planned_endpoints(c)
     if c["State"]["Running"]:
         ip = ((endpoint.get("IPAMConfig") or {}).get("IPv4Address")) or None
         await asyncio.to_thread(net.m.connect, c["Id"], f"/proc/{c['State']['Pid']}/ns/net", name,
                                 ip=ip, aliases=list(endpoint.get("Aliases") or []),
-                                name=c["Name"], dns=c["HostConfig"].get("Dns") or None)
-        c["NetworkSettings"] = await asyncio.to_thread(net.m.container_settings, c["Id"])
-    elif name in eps or name == mode:
+                                name=c["Name"], dns=c["HostConfig"].get("Dns") or None,
+                                mac=mac or None)
+    elif name in eps:
         raise errors.Forbidden(f"endpoint with name {c['Name'].lstrip('/')} already exists in "
                                f"network {name}")
     eps[name] = endpoint or {}
+    c["NetworkingConfig"] = {**(c.get("NetworkingConfig") or {}), "EndpointsConfig": eps}
+    c["NetworksPlanned"] = True
+    if c["State"]["Running"]:
+        c["NetworkSettings"] = with_requested(
+            await asyncio.to_thread(net.m.container_settings, c["Id"]), eps)
+    else:
+        c["NetworkSettings"] = await asyncio.to_thread(net.planned_settings, c)
     svc._save(c)
     svc.emit("network", "connect", info["Id"], {"container": c["Id"], "name": name,
                                                 "type": info["Driver"]})
@@ -132,15 +222,23 @@ async def disconnect_container(svc, ref: str, network: str, force: bool = False)
     net = svc.network
     info = await asyncio.to_thread(net.m.network_of, network)
     name = info["Name"]
-    eps = (c.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    eps = planned_endpoints(c)
     if c["State"]["Running"]:
+        if force and name not in await asyncio.to_thread(net.m.container_endpoints, c["Id"]):
+            # dockerd looks for a stale endpoint of that name, and finds none
+            raise errors.NotFound(f"endpoint {c['Name'].lstrip('/')} not found")
         await asyncio.to_thread(net.m.disconnect, c["Id"], name, force)
-        c["NetworkSettings"] = await asyncio.to_thread(net.m.container_settings, c["Id"])
-    elif name not in eps and name != ContainerNetworking.mode(c):
+    elif name not in eps:
         raise errors.Forbidden(f"container {c['Id']} is not connected to network {name}")
     eps.pop(name, None)
-    if ContainerNetworking.mode(c) == name:
-        c["HostConfig"]["NetworkMode"] = next(iter(eps), "none")
+    # NetworkMode stays (dockerd's too): connecting it again is allowed
+    c["NetworkingConfig"] = {**(c.get("NetworkingConfig") or {}), "EndpointsConfig": eps}
+    c["NetworksPlanned"] = True
+    if c["State"]["Running"]:
+        c["NetworkSettings"] = with_requested(
+            await asyncio.to_thread(net.m.container_settings, c["Id"]), eps)
+    else:
+        c["NetworkSettings"] = await asyncio.to_thread(net.planned_settings, c)
     svc._save(c)
     svc.emit("network", "disconnect", info["Id"], {"container": c["Id"], "name": name,
                                                    "type": info["Driver"]})

@@ -22,7 +22,8 @@ from dockyard.containers.common import NAME_RE, ZERO_TIME, now
 
 
 # record fields that are the daemon's own, not Docker's inspect
-_PRIVATE_FIELDS = ("HasBeenStartedBefore", "HasBeenManuallyStopped", "MountPoints", "RemoveVolumes")
+_PRIVATE_FIELDS = ("HasBeenStartedBefore", "HasBeenManuallyStopped", "MountPoints", "RemoveVolumes",
+                   "NetworksPlanned", "LinkHosts")
 
 
 class Records:

@@ -52,6 +52,13 @@ class Task:
                 raise errors.Conflict(f"cannot join network of a non running container: "
                                       f"{other['Id']}")
             netns = f"/proc/{other['State']['Pid']}/ns/net"
+        link_env: list[str] = []
+        if host.get("Links"):
+            from dockyard.containers import links
+
+            link_env, c["LinkHosts"] = links.resolve(c, self.get)
+        else:
+            c.pop("LinkHosts", None)
         etc = self._write_etc_files(c, hostname, mode)
         seccomp = None
         if self.seccomp_profile is not None and not host.get("Privileged"):
@@ -60,7 +67,10 @@ class Task:
         user_mounts, root_prop = await asyncio.to_thread(self._mount_points, c, rootfs)
         self._emit_mounts(c, "mount")
         try:
-            spec = ocispec.build_spec(container_id=cid, config=c["Config"], host_config=host,
+            config = c["Config"]
+            if link_env:   # before the container's own, which override them (dockerd)
+                config = {**config, "Env": link_env + list(config.get("Env") or [])}
+            spec = ocispec.build_spec(container_id=cid, config=config, host_config=host,
                                       image_config=image_config, rootfs=rootfs, hostname=hostname,
                                       etc_files=etc, netns=netns, seccomp=seccomp,
                                       cgroup_parent=self.cgroup_parent, resolved_mounts=user_mounts,
@@ -233,7 +243,13 @@ class Task:
         if self.network is None:
             return
         try:
+            if c["NetworkSettings"].get("SandboxKey"):
+                from dockyard.containers.networking import network_events
+
+                network_events(self, c, "disconnect")
             await self.network.detach(c)
+            # as dockerd: the networks stay listed, without their addresses
+            c["NetworkSettings"] = await asyncio.to_thread(self.network.planned_settings, c)
         except Exception as e:  # noqa: BLE001 - cleanup goes on
             log.warning("network detach of %s: %s", c["Id"][:12], e)
 

@@ -40,7 +40,8 @@ from dockyard.network.proxy import PortAllocated, ServiceLoop, bind_port, make_p
 log = logging.getLogger(__name__)
 
 PREDEFINED = ("bridge", "host", "none")
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# dockerd takes any name (spaces too) but an empty or blank one; ids are what the host sees
+NAME_RE = re.compile(r"^(?=.*\S)[^\x00-\x1f/]+$")
 BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
 
 
@@ -453,6 +454,7 @@ class NetworkManager:
         ports: Iterable[PortBinding | dict | str] = (),
         name: str = "",
         dns: list[str] | None = None,
+        mac: str | None = None,
     ) -> dict:
         """Attach the container whose network namespace is ``netns_path`` to
         ``network``. Returns the endpoint shaped as inspect's
@@ -505,7 +507,7 @@ class NetworkManager:
                 if net.driver == "none":
                     br.loopback_up(netns_path)
                 elif net.driver == "bridge":
-                    self._attach_bridge(net, ep, ip, bindings, undo, dns)
+                    self._attach_bridge(net, ep, ip, bindings, undo, dns, mac)
                 self.endpoints[ep.id] = ep
                 undo.push(lambda: self.endpoints.pop(ep.id, None))
                 if net.has_dns:
@@ -533,11 +535,12 @@ class NetworkManager:
         bindings: list[PortBinding],
         undo: _Undo,
         dns_servers: list[str] | None,
+        mac: str | None = None,
     ) -> None:
         # 1. address lease (validates --ip)
         ep.ip = self.ipam.request_address(net.id, ip)
         undo.push(lambda: self.ipam.release_address(net.id, ep.ip))
-        ep.mac = mac_from_ip(ep.ip)
+        ep.mac = (mac or "").lower() or mac_from_ip(ep.ip)
         # 2. host ports: bind first, so a taken port fails before any change
         for b in bindings:
             if not b.host_ip and net.host_binding_ipv4:
@@ -634,8 +637,8 @@ class NetworkManager:
             net = self._find(network)
             eps = [e for e in self._endpoints_of(net) if e.container_id == container_id]
             if not eps:
-                if force:
-                    return
+                if force:   # dockerd looks for a stale endpoint by name, and finds none
+                    raise NotFound(f"endpoint {container_id} not found")
                 raise NotFound(f"container {container_id} is not connected to network {net.name}")
             self._disconnect(eps[0])
             self._changed()
