@@ -37,13 +37,15 @@ def _ansic(ts: str) -> str:
 def _client_build_time() -> str:
     import os
     import dockyard
+    from dockyard import buildinfo
 
     from datetime import datetime, timezone
 
-    ts = os.stat(dockyard.__file__).st_mtime
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%a %b ") + \
-        f"{datetime.fromtimestamp(ts, timezone.utc).day:>2}" + \
-        datetime.fromtimestamp(ts, timezone.utc).strftime(" %H:%M:%S %Y")
+    ts = buildinfo.build_time()
+    if ts is None:   # a source checkout: when its code last changed
+        ts = os.stat(dockyard.__file__).st_mtime
+    dt = datetime.fromtimestamp(ts, timezone.utc)
+    return dt.strftime("%a %b ") + f"{dt.day:>2}" + dt.strftime(" %H:%M:%S %Y")
 
 
 def _python_version() -> str:
@@ -72,7 +74,7 @@ def cmd_version(g, argv: list[str]) -> int:
         "ApiVersion": CLIENT_API_VERSION,
         "DefaultAPIVersion": CLIENT_API_VERSION,
         "GoVersion": "python" + _python_version(),
-        "GitCommit": "",
+        "GitCommit": __import__("dockyard.buildinfo").buildinfo.git_commit(),
         "BuildTime": _client_build_time(),
         "Os": "linux",
         "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(_machine(), _machine()),

@@ -45,32 +45,22 @@ def _go_arch() -> str:
 
 
 def _build_time() -> str:
-    try:
-        ts = os.stat(__file__).st_mtime
-    except OSError:
-        ts = 0
+    from dockyard import buildinfo
+
+    ts = buildinfo.build_time()
+    if ts is None:   # a source checkout: when its code last changed
+        try:
+            ts = os.stat(__file__).st_mtime
+        except OSError:
+            ts = 0
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000000+00:00")
 
 
 def _git_commit() -> str:
-    """The source checkout's commit when running from one (read without spawning git)."""
-    d = Path(__file__).resolve().parent
-    for parent in [d, *d.parents]:
-        head = parent / ".git" / "HEAD"
-        if head.is_file():
-            try:
-                ref = head.read_text().strip()
-                if ref.startswith("ref: "):
-                    p = parent / ".git" / ref[5:]
-                    if p.is_file():
-                        return p.read_text().strip()[:7]
-                    for line in (parent / ".git" / "packed-refs").read_text().splitlines():
-                        if line.endswith(ref[5:]):
-                            return line[:7]
-                return ref[:7]
-            except OSError:
-                break
-    return "unknown"
+    """The commit recorded when this copy was built, or the source checkout's."""
+    from dockyard import buildinfo
+
+    return buildinfo.git_commit() or "unknown"
 
 
 def _cgroup_version() -> str:
