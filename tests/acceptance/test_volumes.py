@@ -528,3 +528,28 @@ volumes:
     finally:
         subprocess.run([COMPOSE, "down", "-v", "-t", "0"], cwd=tmp_path, env=env, capture_output=True,
                        timeout=120)
+
+
+def test_dockyard_run_volume_flags(daemon, tmp_path):
+    name = _name()
+    holder = _name("holder")
+    out = _dockyard(daemon, "run", "--name", holder, "-v", f"{name}:/n", "-v", "/anon",
+                    "--mount", "type=tmpfs,target=/t,tmpfs-mode=1777,tmpfs-size=1m",
+                    "--mount", f"type=volume,source={name},target=/m2,readonly",
+                    "busybox", "sh", "-c", "mkdir -p /n/d; echo x > /n/d/f; stat -c %a /t").stdout
+    assert out.strip() == "1777"
+    mounts = {m["Destination"]: m for m in json.loads(daemon.out("inspect", holder))[0]["Mounts"]}
+    assert mounts["/n"]["Name"] == name and mounts["/anon"]["Type"] == "volume"
+    assert mounts["/m2"]["RW"] is False
+    out = _dockyard(daemon, "run", "--rm", "--volumes-from", f"{holder}:ro", "--mount",
+                    f"type=volume,source={name},target=/s,volume-subpath=d", "busybox", "sh",
+                    "-c", "cat /s/f; ls -d /anon").stdout
+    assert out.split() == ["x", "/anon"]
+    r = _dockyard(daemon, "run", "--rm", "--mount", "type=volume,target=/x,bogus=1", "busybox",
+                  "true", check=False)
+    assert r.returncode != 0 and "unexpected key 'bogus'" in r.stderr
+    r = _dockyard(daemon, "run", "--rm", "--volume-driver", "nfsplugin", "-v", "zz:/z",
+                  "busybox", "true", check=False)
+    assert r.returncode != 0 and 'plugin "nfsplugin" not found' in r.stderr
+    daemon.out("rm", "-v", holder)
+    daemon.out("volume", "rm", name)

@@ -236,6 +236,11 @@ def parse_labels(items: list[str]) -> dict:
 
 
 def parse_volume(spec: str) -> str:
+    import os
+
+    if spec.startswith(".") and ":" in spec:   # a relative host path, made absolute (docker's)
+        src, _, rest = spec.partition(":")
+        spec = os.path.abspath(src) + ":" + rest
     parts = spec.split(":")
     if len(parts) > 3 or not parts[0] or (len(parts) >= 2 and not parts[1]):
         raise ValueError(f"invalid spec: {spec}: empty section between colons"
@@ -294,6 +299,8 @@ def add_container_flags(p: CommandParser) -> None:
     a("--tmpfs", help="Mount a tmpfs directory", **app)
     a("-v", "--volume", help="Bind mount a volume", **app)
     a("--mount", help="Attach a filesystem mount to the container", **app)
+    a("--volumes-from", help="Mount volumes from the specified container(s)", **app)
+    a("--volume-driver", help="Optional volume driver for the container")
     a("-p", "--publish", help="Publish a container's port(s) to the host", **app)
     p.add_flag("-P", "--publish-all", help="Publish all exposed ports to random ports")
     a("--expose", help="Expose a port or a range of ports", **app)
@@ -404,7 +411,14 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
             bindings.setdefault(k, []).extend(v)
     for spec in o.expose:
         exposed.update(conv("expose", lambda v: parse_expose([v]), spec))
-    binds = [conv("volume", parse_volume, v) for v in o.volume] or None
+    binds, anon_volumes = [], {}
+    for v in o.volume:
+        spec = conv("volume", parse_volume, v)
+        if ":" in spec:
+            binds.append(spec)
+        else:
+            anon_volumes[spec] = {}   # -v /path: an anonymous volume (Config.Volumes), as docker's
+    binds = binds or None
     if o.rm and o.restart.partition(":")[0] not in ("", "no"):
         raise OptionError("conflicting options: cannot specify both --restart and --rm")
     restart = conv("restart", parse_restart, o.restart)
@@ -453,7 +467,8 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
         "Binds": binds, "ContainerIDFile": "",
         "LogConfig": {"Type": o.log_driver or "", "Config": log_cfg},
         "NetworkMode": network, "PortBindings": bindings, "RestartPolicy": restart,
-        "AutoRemove": bool(o.rm), "VolumeDriver": "", "VolumesFrom": None,
+        "AutoRemove": bool(o.rm), "VolumeDriver": o.volume_driver or "",
+        "VolumesFrom": list(o.volumes_from) or None,
         "ConsoleSize": list(console),
         "CapAdd": [normalize_cap(c) for c in o.cap_add] or None,
         "CapDrop": [normalize_cap(c) for c in o.cap_drop] or None,
@@ -497,7 +512,7 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
         "AttachStdin": att_in, "AttachStdout": att_out, "AttachStderr": att_err,
         "Tty": bool(o.tty), "OpenStdin": bool(o.interactive),
         "StdinOnce": bool(o.interactive) and not detach and att_in,
-        "Env": env or None, "Cmd": cmd or None, "Image": image, "Volumes": {},
+        "Env": env or None, "Cmd": cmd or None, "Image": image, "Volumes": anon_volumes,
         "WorkingDir": o.workdir or "", "Entrypoint": entrypoint, "OnBuild": None,
         "Labels": parse_labels(labels_list),
     }
@@ -513,8 +528,19 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
 
 
 def parse_mount(spec: str) -> dict:
-    """--mount type=bind,source=/a,target=/b[,readonly] -> a Mounts entry."""
+    """--mount type=bind,source=/a,target=/b[,readonly,...] -> a Mounts entry (the docker
+    CLI's keys)."""
     m: dict[str, Any] = {"Type": "volume"}
+
+    def truth(eq: str, v: str) -> bool:
+        if not eq:
+            return True
+        if v.lower() in ("1", "true"):
+            return True
+        if v.lower() in ("0", "false"):
+            return False
+        raise ValueError(f"invalid value for '{k}': {v}")
+
     for field in spec.split(","):
         k, eq, v = field.partition("=")
         k = k.strip().lower()
@@ -525,11 +551,43 @@ def parse_mount(spec: str) -> dict:
         elif k in ("target", "destination", "dst"):
             m["Target"] = v
         elif k in ("readonly", "ro"):
-            m["ReadOnly"] = (not eq) or v.lower() in ("1", "true")
+            m["ReadOnly"] = truth(eq, v)
+        elif k == "consistency":
+            m["Consistency"] = v
         elif k == "bind-propagation":
             m.setdefault("BindOptions", {})["Propagation"] = v
+        elif k == "bind-nonrecursive":
+            m.setdefault("BindOptions", {})["NonRecursive"] = truth(eq, v)
+        elif k == "bind-recursive":
+            bo = m.setdefault("BindOptions", {})
+            if v == "enabled":
+                pass
+            elif v == "disabled":
+                bo["NonRecursive"] = True
+            elif v == "writable":
+                bo["ReadOnlyNonRecursive"] = True
+            elif v == "readonly":
+                bo["ReadOnlyForceRecursive"] = True
+            else:
+                raise ValueError(f"invalid value for {k}: {v} (must be \"enabled\", "
+                                 f"\"disabled\", \"writable\", or \"readonly\")")
+        elif k == "volume-nocopy":
+            m.setdefault("VolumeOptions", {})["NoCopy"] = truth(eq, v)
+        elif k == "volume-subpath":
+            m.setdefault("VolumeOptions", {})["Subpath"] = v
+        elif k == "volume-label":
+            lk, _, lv = v.partition("=")
+            m.setdefault("VolumeOptions", {}).setdefault("Labels", {})[lk] = lv
+        elif k == "volume-driver":
+            m.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {})["Name"] = v
+        elif k == "volume-opt":
+            ok, _, ov = v.partition("=")
+            dc = m.setdefault("VolumeOptions", {}).setdefault("DriverConfig", {})
+            dc.setdefault("Options", {})[ok] = ov
         elif k == "tmpfs-size":
             m.setdefault("TmpfsOptions", {})["SizeBytes"] = ram_in_bytes(v)
+        elif k == "tmpfs-mode":
+            m.setdefault("TmpfsOptions", {})["Mode"] = int(v, 8)
         else:
             raise ValueError(f"unexpected key '{k}' in '{field}'")
     if "Target" not in m:

@@ -177,6 +177,9 @@ def parse_all(host: dict, config: dict, others: dict[str, dict]) -> list[dict]:
     (skipped where something else is mounted), --mount, --tmpfs. ``others``: the
     records of the --volumes-from containers by reference."""
     points: dict[str, dict] = {}
+    vd = host.get("VolumeDriver") or ""
+    if vd not in ("", "local"):
+        raise errors.NotFound(f"error looking up volume plugin {vd}: plugin \"{vd}\" not found")
     for ref in host.get("VolumesFrom") or []:
         name, _, mode = ref.partition(":")
         if mode not in ("", "ro", "rw"):
