@@ -264,3 +264,82 @@ def run_in_pty(d, args: list[str], code: int = 0) -> str:
     assert p.wait(timeout=120) == code
     text = b"".join(chunks).decode("utf-8", "replace")
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_context_session_sends_only_changes(daemon, tmp_path):
+    ctx = tmp_path / "sess"
+    (ctx / "files").mkdir(parents=True)
+    for i in range(200):
+        (ctx / "files" / f"f{i:03}").write_bytes(os.urandom(8192))     # 1.6 MB
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY files/ /files/\n")
+    tag = f"sess-{uuid.uuid4().hex[:6]}"
+
+    def build() -> tuple[str, int]:
+        with counting_proxy(str(daemon.sock)) as (host, sent):
+            out = ok(dockyard(daemon, "build", "-q", "-t", tag, str(ctx), host=host))
+            return out.strip(), sent[0]
+
+    first, n1 = build()
+    assert n1 > 1_600_000
+    again, n2 = build()       # nothing changed: the manifest, no file content
+    assert again == first and n2 < 200_000, n2
+    (ctx / "files" / "f007").write_bytes(b"changed\n")
+    os.chmod(ctx / "files" / "f008", 0o600)
+    (ctx / "files" / "f009").unlink()
+    (ctx / "files" / "new").write_text("new\n")
+    changed, n3 = build()
+    assert changed != first and n3 < 200_000 + 2 * 8192, n3
+    got = daemon.out("run", "--rm", tag, "sh", "-c",
+                     "cat /files/f007 /files/new; stat -c %a /files/f008; "
+                     "ls /files | wc -l; test -e /files/f009 || echo gone")
+    assert got.splitlines() == ["changed", "new", "600", "200", "gone"], got
+    # what the session built equals a whole-context build of the same directory
+    full = ok(dockyard(daemon, "build", "-q", "--no-cache", str(ctx),
+                       env={"DOCKYARD_BUILD_FULL_CONTEXT": "1"})).strip()
+    a = daemon.out("run", "--rm", tag, "sh", "-c", "cd /files && md5sum * | md5sum")
+    b = daemon.out("run", "--rm", full, "sh", "-c", "cd /files && md5sum * | md5sum")
+    assert a == b
+
+
+def test_context_session_refuses_bad_manifests_and_stale_tokens(daemon):
+    import json as _json
+    import docker
+    api = docker.APIClient(base_url=daemon.host)
+    try:
+        def offer(items, key="ab" * 16):
+            return api._post(api._url("/build/session"), params={"key": key},
+                             data=_json.dumps(items),
+                             headers={"Content-Type": "application/json"})
+        for items in ([["../etc/passwd", "file", 420, 1, 0, ""]],
+                      [["a", "file", 420, 1, 0, ""], ["a/b", "file", 420, 1, 0, ""]],
+                      [["l", "symlink", 511, 0, 0, "/"], ["l/x", "file", 420, 1, 0, ""]],
+                      [["p", "fifo", 420, 0, 0, ""]], {"not": "a list"}):
+            r = offer(items)
+            assert r.status_code == 400, (items, r.text)
+        assert offer([], key="not-hex").status_code == 400
+        r = offer([["a", "file", 420, 1, 0, ""]])
+        assert r.status_code == 200 and r.json()["Missing"] == ["a"]
+        # a token is used once; an unknown one is a 409 (the client then sends it all)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            ti = tarfile.TarInfo("Dockerfile")
+            ti.size = 0
+            tf.addfile(ti, io.BytesIO(b""))
+        r = api._post(api._url("/build"), params={"contextsession": "0" * 32},
+                      data=buf.getvalue(), headers={"Content-Type": "application/x-tar"})
+        assert r.status_code == 409 and "send the whole context" in r.text
+        # a file the manifest names that neither came nor was kept: refused
+        tok = offer([["Dockerfile", "file", 420, 13, 1, ""], ["a", "file", 420, 1, 0, ""]]
+                    ).json()["Token"]
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            data = b"FROM busybox\n"
+            ti = tarfile.TarInfo("Dockerfile")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+        r = api._post(api._url("/build"), params={"contextsession": tok},
+                      data=buf.getvalue(), headers={"Content-Type": "application/x-tar"})
+        assert r.status_code == 409 and "neither sent nor kept" in r.text
+        assert os.listdir(daemon.data / "builder" / "tmp") == []
+    finally:
+        api.close()

@@ -24,7 +24,7 @@ from dockyard.errors import DockyardError, InvalidParameter, Unavailable
 SUPPORTED = {"t", "dockerfile", "buildargs", "labels", "target", "nocache", "rm", "forcerm",
              "q", "version", "networkmode", "extrahosts", "shmsize", "memory", "memswap",
              "cpushares", "cpusetcpus", "cpusetmems", "cpuperiod", "cpuquota", "ulimits",
-             "cachefrom", "pull", "platform", "remote"}
+             "cachefrom", "pull", "platform", "remote", "contextsession"}
 # accepted only with their default value (what the CLI sends when the flag is not used)
 DEFAULTS = {
     "cachefrom": ("", "[]", "null"), "cgroupparent": ("",), "cpuperiod": ("", "0"),
@@ -212,7 +212,12 @@ async def build(request: web.Request) -> web.StreamResponse:
             bctx, dockerfile = await ctx.run(svc.receive_remote, remote, dockerfile)
         else:
             reader = AsyncBodyReader(request, asyncio.get_running_loop())
-            bctx = await ctx.run(svc.receive, reader, dockerfile or "Dockerfile")
+            token = q.get("contextsession") or ""
+            if token:
+                bctx = await ctx.run(svc.receive_session, token, reader,
+                                     dockerfile or "Dockerfile")
+            else:
+                bctx = await ctx.run(svc.receive, reader, dockerfile or "Dockerfile")
     except DockyardError:
         await _drain(request)
         raise
@@ -335,9 +340,40 @@ async def prune(request: web.Request) -> web.Response:
     report = await ctx.run(lambda: cache.prune(ctx.images.store, ctx.images,
                                                all_=_bool(q.get("all"), False),
                                                filters=filters, keep_storage=keep))
+    svc = ctx.extra.get("builder")
+    if svc is not None and _bool(q.get("all"), False) and not filters:
+        # the context sessions' kept spools are build cache too
+        report["SpaceReclaimed"] += await ctx.run(svc.sessions.clear)
     return json_response(report)
+
+
+MAX_MANIFEST = 256 << 20
+
+
+async def session(request: web.Request) -> web.Response:
+    """``POST /build/session?key=K``: a context's manifest in, the files the daemon lacks
+    out (``{"Token": ..., "Missing": [...]}``); see builder/sessions.py."""
+    from dockyard.api.app import json_response
+    from dockyard.builder.sessions import parse_manifest
+
+    ctx = ctx_of(request)
+    svc = _service(request)
+    if request.content_length is not None and request.content_length > MAX_MANIFEST:
+        raise InvalidParameter("context session: the manifest is too large")
+    raw = bytearray()
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        raw += chunk
+        if len(raw) > MAX_MANIFEST:
+            raise InvalidParameter("context session: the manifest is too large")
+    key = request.query.get("key", "")
+    return json_response(await ctx.run(lambda: svc.sessions.offer(key,
+                                                                  parse_manifest(bytes(raw)))))
 
 
 def register(app: web.Application) -> None:
     add_route(app, "POST", "/build", build)
+    add_route(app, "POST", "/build/session", session)
     add_route(app, "POST", "/build/prune", prune)

@@ -232,24 +232,29 @@ def receive(stream: BinaryIO, root: str, dockerfile: str = "Dockerfile") -> Cont
     os.makedirs(root, mode=0o700)
     try:
         raw = _unpack(stream, root)
-        ctx = Context(root, raw, dockerfile)
-        patterns: list[str] = []
-        for name in (dockerfile + ".dockerignore", ".dockerignore"):
-            e = ctx.resolve(name)
-            if e is not None and e.kind == "file":
-                patterns = ignore.read_patterns(ctx.read(e.path))
-                break
-        if patterns:
-            for name in {normalize(dockerfile), "dockerfile"}:
-                e = ctx.resolve(name)
-                if e is not None:
-                    ctx.build_files[name] = e
-            m = ignore.Matcher(patterns)
-            ctx.entries = {p: e for p, e in raw.items() if not p or not m.excluded(p)}
-        return ctx
+        return apply_ignore(Context(root, raw, dockerfile))
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+def apply_ignore(ctx: Context) -> Context:
+    """Apply the context's ignore file to its index (the Dockerfile stays readable)."""
+    raw = ctx.entries
+    patterns: list[str] = []
+    for name in (ctx.dockerfile + ".dockerignore", ".dockerignore"):
+        e = ctx.resolve(name)
+        if e is not None and e.kind == "file":
+            patterns = ignore.read_patterns(ctx.read(e.path))
+            break
+    if patterns:
+        for name in {normalize(ctx.dockerfile), "dockerfile"}:
+            e = ctx.resolve(name)
+            if e is not None:
+                ctx.build_files[name] = e
+        m = ignore.Matcher(patterns)
+        ctx.entries = {p: e for p, e in raw.items() if not p or not m.excluded(p)}
+    return ctx
 
 
 def _unpack(stream: BinaryIO, root: str) -> dict[str, Entry]:

@@ -29,12 +29,21 @@ class BuildService:
         # contexts and spools of builds a crash interrupted
         shutil.rmtree(self.tmp, ignore_errors=True)
         os.makedirs(self.tmp, mode=0o700, exist_ok=True)
+        from dockyard.builder.sessions import SessionStore
+        self.sessions = SessionStore(os.path.join(str(root), "builder", "sessions"))
         self.cache = BuildCache(store, images.has_image)
         self.executor = Executor(images, containers, self.cache, self.tmp)
 
     def receive(self, stream, dockerfile: str = "Dockerfile") -> bctx.Context:
         return bctx.receive(stream, os.path.join(self.tmp, "ctx-" + uuid.uuid4().hex),
                             dockerfile or "Dockerfile")
+
+    def receive_session(self, token: str, stream, dockerfile: str = "Dockerfile"
+                        ) -> bctx.Context:
+        """A context session's build: the changed files in ``stream``, the rest kept."""
+        return self.sessions.receive(token, stream,
+                                     os.path.join(self.tmp, "ctx-" + uuid.uuid4().hex),
+                                     dockerfile or "Dockerfile")
 
     def receive_remote(self, remote: str, dockerfile: str = "") -> tuple[bctx.Context, str]:
         """The ``remote`` parameter's context (an http(s) tar or Dockerfile, a git URL)

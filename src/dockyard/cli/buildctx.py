@@ -183,6 +183,91 @@ def ustar_header(name: str, mode: int, size: int, mtime: int, kind: bytes,
     return bytes(h)
 
 
+def manifest(ctx_dir: str, dockerfile_rel: str | None = "Dockerfile") -> list[list]:
+    """The context's entries for a context session (builder/sessions.py): ``[path, kind,
+    mode, size, mtime_ns, link]``, after .dockerignore, stat data only (nothing is read)."""
+    matcher = _matcher(ctx_dir, dockerfile_rel)
+    out: list[list] = []
+
+    def walk(rel: str) -> None:
+        path = os.path.join(ctx_dir, rel) if rel else ctx_dir
+        try:
+            with os.scandir(path) as it:
+                ents = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise ContextError(f"error checking context: {e.strerror or e}: {path}") from None
+        for e in ents:
+            name = f"{rel}/{e.name}" if rel else e.name
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError as err:
+                raise ContextError(f"error checking context: {err.strerror}: "
+                                   f"{e.path}") from None
+            mode = st.st_mode
+            excluded = matcher is not None and matcher.excluded(name)
+            if stat.S_ISDIR(mode):
+                if not excluded:
+                    out.append([name, "dir", stat.S_IMODE(mode), 0, st.st_mtime_ns, ""])
+                if not excluded or matcher.has_exclusions:
+                    walk(name)
+            elif excluded:
+                continue
+            elif stat.S_ISREG(mode):
+                out.append([name, "file", stat.S_IMODE(mode), st.st_size, st.st_mtime_ns, ""])
+            elif stat.S_ISLNK(mode):
+                out.append([name, "symlink", 0o777, 0, st.st_mtime_ns, os.readlink(e.path)])
+            elif stat.S_ISFIFO(mode):
+                out.append([name, "fifo", stat.S_IMODE(mode), 0, st.st_mtime_ns, ""])
+
+    walk("")
+    return out
+
+
+def files_tar(ctx_dir: str, names: list[str],
+              extra: tuple[str, bytes] | None = None) -> Iterator[bytes]:
+    """A tar of just these context files (a context session's missing ones)."""
+    buf = bytearray()
+    for name in names:
+        path = os.path.join(ctx_dir, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as err:
+            raise ContextError(f"error checking context: can't open {path}: "
+                               f"{err.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ContextError(f"{path}: changed while the build started")
+            h = ustar_header(name, stat.S_IMODE(st.st_mode), st.st_size, int(st.st_mtime),
+                             tarfile.REGTYPE)
+            if h is None:
+                ti = tarfile.TarInfo(name)
+                ti.mode, ti.size, ti.mtime = stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime
+                h = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            buf.extend(h)
+            left = st.st_size
+            while left > 0:
+                chunk = os.read(fd, min(BLOCK, left))
+                if not chunk:
+                    raise ContextError(f"{path}: file changed as we read it")
+                buf.extend(chunk)
+                left -= len(chunk)
+                if len(buf) >= BLOCK:
+                    yield bytes(buf)
+                    buf.clear()
+            buf.extend(b"\0" * ((-st.st_size) % 512))
+        finally:
+            os.close(fd)
+    if extra is not None:
+        ti = tarfile.TarInfo(extra[0])
+        ti.mode = 0o600
+        ti.size = len(extra[1])
+        buf.extend(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        buf.extend(extra[1] + b"\0" * ((-len(extra[1])) % 512))
+    buf.extend(b"\0" * 1024)
+    yield bytes(buf)
+
+
 def is_archive(head: bytes) -> bool:
     """Is this the start of a tar (plain or compressed) rather than a Dockerfile?"""
     if any(head.startswith(m) for m in _MAGICS):

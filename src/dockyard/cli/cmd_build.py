@@ -143,8 +143,6 @@ def _read_file(path: str) -> bytes:
 
 def _dir_body(ctx_dir: str, dockerfile: str | None, stdin_df: bytes | None):
     """(body, dockerfile parameter) for a context directory."""
-    from dockyard.cli import buildctx
-
     if not os.path.isdir(ctx_dir):
         if not os.path.exists(ctx_dir):
             raise CommandError(f'unable to prepare context: path "{ctx_dir}" not found')
@@ -177,7 +175,44 @@ def _dir_body(ctx_dir: str, dockerfile: str | None, stdin_df: bytes | None):
             # outside the context: it travels inside it under a random name
             rel = ".dockerfile." + os.urandom(10).hex()
             extra = (rel, _read_file(real_df))
-    return buildctx.dir_tar(ctx_dir, rel, extra), rel
+    return _DirContext(ctx_dir, rel, extra), rel
+
+
+class _DirContext:
+    """A context directory: sent whole (a tar) or, to a daemon that keeps context
+    sessions, only what changed since the last build of the same directory."""
+
+    def __init__(self, ctx_dir: str, rel: str | None, extra) -> None:
+        self.ctx_dir, self.rel, self.extra = ctx_dir, rel, extra
+
+    def full(self):
+        from dockyard.cli import buildctx
+        return buildctx.dir_tar(self.ctx_dir, self.rel, self.extra)
+
+    def session_key(self) -> str:
+        import hashlib
+        who = f"{os.path.realpath(self.ctx_dir)}\0{self.rel if not self.extra else '-'}"
+        return hashlib.sha256(who.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+    def offer(self, c):
+        """(token, body) of a context session, or None when the daemon has none."""
+        from dockyard import errors
+        from dockyard.cli import buildctx
+
+        items = buildctx.manifest(self.ctx_dir, self.rel)
+        if self.extra is not None:
+            import time
+            items.append([self.extra[0], "file", 0o600, len(self.extra[1]), time.time_ns(),
+                          ""])
+        try:
+            resp = c.request("POST", "/build/session", {"key": self.session_key()},
+                             body=json.dumps(items, separators=(",", ":")).encode(),
+                             headers={"Content-Type": "application/json"})
+            answer = json.loads(resp.read())
+        except (errors.NotFound, errors.InvalidParameter):
+            return None    # an engine without sessions, or a context they cannot carry
+        missing = [m for m in answer.get("Missing") or [] if m != (self.extra or ("",))[0]]
+        return answer["Token"], buildctx.files_tar(self.ctx_dir, missing, self.extra)
 
 
 def cmd_build(g, argv: list[str]) -> int:
@@ -256,7 +291,22 @@ def _run(g, o, body, dockerfile: str) -> int:
     else:
         mode = "plain"
     headers = {"Content-Type": "application/x-tar"}
-    resp = c.request("POST", "/build", params, body=body, headers=headers)
+    resp = None
+    if isinstance(body, _DirContext):
+        dir_ctx = body
+        offered = None if os.environ.get("DOCKYARD_BUILD_FULL_CONTEXT") else dir_ctx.offer(c)
+        if offered is not None:
+            from dockyard import errors
+            token, body = offered
+            try:
+                resp = c.request("POST", "/build", params + [("contextsession", token)],
+                                 body=body, headers=headers)
+            except errors.Conflict:
+                resp = None     # the kept context went meanwhile: send it all
+        if resp is None:
+            body = dir_ctx.full()
+    if resp is None:
+        resp = c.request("POST", "/build", params, body=body, headers=headers)
     from dockyard.cli import buildview
 
     view = buildview.make(mode)

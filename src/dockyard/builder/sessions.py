@@ -1,0 +1,228 @@
+"""Context sessions: a client that builds the same directory again sends only what changed.
+
+The classic API sends the whole context with every build. A client that can (ours:
+``dockyard build`` on a directory) first offers a manifest of the context — one
+``[path, kind, mode, size, mtime_ns, link]`` per entry, stat data only — under a session
+key of its choosing (``POST /build/session``). The daemon compares it with what it kept of
+that key's last build and answers the files it lacks, with a one-use token; the build
+(``POST /build?contextsession=TOKEN``) then carries a tar of those files only. The daemon
+writes one new spool: the sent files as they arrive (hashed as always), then each unchanged
+file's bytes copied from the kept spool (``copy_file_range``, in the kernel), its digest
+taken from the kept index. A file counts as unchanged when kind, mode, size and mtime (ns)
+match, as BuildKit's file sync decides. After the build the new spool and index replace the
+kept ones (a few keys are kept, the least recently used go; none survives a daemon restart).
+
+The manifest is checked as a tar would be (relative paths without ``..``, nothing below a
+file or symlink, files, directories and symlinks only); every file it names must come
+either from the tar or from the kept spool, else the build is refused (the client then
+sends everything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+
+from dockyard.builder import context as bctx
+from dockyard.errors import Conflict, InvalidParameter
+
+KEEP = 8                 # keys kept
+TOKEN_TTL = 120.0        # seconds between the offer and the build
+MAX_ENTRIES = 1_000_000
+_KEY = re.compile(r"^[0-9a-f]{16,64}$")
+
+
+class SessionContext(bctx.Context):
+    """A context whose spool becomes its key's kept spool when it is closed."""
+
+    def __init__(self, root: str, entries: dict, dockerfile: str, store: "SessionStore",
+                 key: str, index: dict) -> None:
+        super().__init__(root, entries, dockerfile)
+        self._store, self._key, self._index = store, key, index
+
+    def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            store.keep(self._key, self.root, self._index)
+        super().close()
+
+
+def parse_manifest(raw: bytes) -> list[tuple[str, str, int, int, int, str]]:
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        raise InvalidParameter("context session: the manifest is not JSON") from None
+    if not isinstance(items, list) or len(items) > MAX_ENTRIES:
+        raise InvalidParameter("context session: the manifest must be a list of entries")
+    out = []
+    kinds: dict[str, str] = {"": "dir"}
+    for it in items:
+        if not (isinstance(it, list) and len(it) == 6 and isinstance(it[0], str)
+                and it[1] in ("file", "dir", "symlink")
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                        for x in it[2:5]) and isinstance(it[5], str)):
+            raise InvalidParameter(f"context session: bad manifest entry {str(it)[:100]}")
+        parts = bctx._parts(it[0])
+        if not parts:
+            raise InvalidParameter(f"context session: entry {it[0]!r} is outside of the "
+                                   "context")
+        path = "/".join(parts)
+        for k in range(1, len(parts)):
+            parent = "/".join(parts[:k])
+            if kinds.setdefault(parent, "dir") != "dir":
+                raise InvalidParameter(f"context session: entry {path!r} is below a "
+                                       f"{kinds[parent]}")
+        if path in kinds and not (kinds[path] == "dir" and it[1] == "dir"):
+            if path in {o[0] for o in out}:
+                raise InvalidParameter(f"context session: entry {path!r} appears twice")
+            if it[1] != "dir":
+                raise InvalidParameter(f"context session: {path!r} has entries below it")
+        kinds[path] = it[1]
+        out.append((path, it[1], it[2] & 0o7777, it[3], it[4], it[5]))
+    return out
+
+
+class SessionStore:
+    def __init__(self, root: str) -> None:
+        self.dir = root
+        shutil.rmtree(root, ignore_errors=True)     # kept spools do not outlive the daemon
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        self.lock = threading.Lock()
+        self.pending: dict[str, tuple[str, list, float]] = {}
+        self.kept: dict[str, tuple[str, dict]] = {}   # key -> (spool path, index)
+
+    # -- the offer ----------------------------------------------------------------------
+    def offer(self, key: str, manifest: list) -> dict:
+        if not _KEY.match(key or ""):
+            raise InvalidParameter("context session: the key must be 16-64 hex digits")
+        with self.lock:
+            now = time.monotonic()
+            for t in [t for t, (_, _, dl) in self.pending.items() if dl < now]:
+                del self.pending[t]
+            _, index = self.kept.get(key, ("", {}))
+            missing = [m[0] for m in manifest if m[1] == "file"
+                       and tuple(index.get(m[0], ())[:4]) != (m[2], m[3], m[4], "file")]
+            token = uuid.uuid4().hex
+            self.pending[token] = (key, manifest, now + TOKEN_TTL)
+        return {"Token": token, "Missing": missing}
+
+    # -- the build's context --------------------------------------------------------------
+    def receive(self, token: str, stream, root: str, dockerfile: str) -> SessionContext:
+        with self.lock:
+            key, manifest, _ = self.pending.pop(token, (None, None, 0))
+            spool, index = self.kept.get(key, ("", {})) if key else ("", {})
+        if key is None:
+            raise Conflict("context session expired or unknown: send the whole context")
+        os.makedirs(root, mode=0o700)
+        try:
+            sent = bctx._unpack(stream, root)
+            entries, new_index = self._merge(root, manifest, sent, spool, index)
+            ctx = SessionContext(root, entries, dockerfile or "Dockerfile", self, key,
+                                 new_index)
+            return bctx.apply_ignore(ctx)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+
+    def _merge(self, root: str, manifest: list, sent: dict, spool: str,
+               index: dict) -> tuple[dict, dict]:
+        entries: dict[str, bctx.Entry] = {"": sent[""]}
+        new_index: dict[str, list] = {}
+        src_fd = -1
+        out_path = os.path.join(root, bctx.SPOOL)
+        # (no O_APPEND: copy_file_range refuses such a target)
+        out_fd = os.open(out_path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            end = os.lseek(out_fd, 0, os.SEEK_END)
+            for path, kind, mode, size, mtime_ns, link in manifest:
+                mtime = mtime_ns / 1e9
+                if kind == "dir":
+                    entries[path] = bctx.Entry(path, "dir", mode, 0, 0, 0, "", mtime=mtime)
+                    continue
+                if kind == "symlink":
+                    entries[path] = bctx.Entry(path, "symlink", 0o777, 0, 0, 0, link,
+                                               mtime=mtime)
+                    continue
+                e = sent.get(path)
+                if e is not None and e.kind == "file":
+                    entries[path] = bctx.Entry(path, "file", mode, 0, 0, e.size, e.digest,
+                                               e.offset, mtime)
+                    new_index[path] = [mode, e.size, mtime_ns, "file", e.digest, e.offset]
+                    continue
+                old = index.get(path)
+                if old is None or tuple(old[:4]) != (mode, size, mtime_ns, "file"):
+                    raise Conflict(f"context session: {path} was neither sent nor kept: "
+                                   "send the whole context")
+                if src_fd < 0:
+                    try:
+                        src_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
+                    except OSError:
+                        raise Conflict("context session: the kept context went meanwhile: "
+                                       "send the whole context") from None
+                _copy(src_fd, old[5], out_fd, size)
+                entries[path] = bctx.Entry(path, "file", mode, 0, 0, size, old[4], end, mtime)
+                new_index[path] = [mode, size, mtime_ns, "file", old[4], end]
+                end += size
+        finally:
+            os.close(out_fd)
+            if src_fd >= 0:
+                os.close(src_fd)
+        return entries, new_index
+
+    # -- after the build ----------------------------------------------------------------
+    def keep(self, key: str, root: str, index: dict) -> None:
+        """Take the build's spool as ``key``'s kept one (the old one goes)."""
+        src = os.path.join(root, bctx.SPOOL)
+        dst = os.path.join(self.dir, f"{key}-{uuid.uuid4().hex[:8]}.spool")
+        try:
+            os.rename(src, dst)
+        except OSError:
+            return
+        with self.lock:
+            old = self.kept.pop(key, None)
+            self.kept[key] = (dst, index)
+            drop = [old[0]] if old else []
+            while len(self.kept) > KEEP:
+                k = next(iter(self.kept))
+                drop.append(self.kept.pop(k)[0])
+        for p in drop:
+            try:
+                os.unlink(p)    # a build still copying from it holds it open
+            except OSError:
+                pass
+
+    def clear(self) -> int:
+        """Forget every kept spool (build cache prune --all); the bytes freed."""
+        with self.lock:
+            spools = [p for p, _ in self.kept.values()]
+            self.kept.clear()
+        freed = 0
+        for p in spools:
+            try:
+                freed += os.stat(p).st_size
+                os.unlink(p)
+            except OSError:
+                pass
+        return freed
+
+
+def _copy(src_fd: int, offset: int, dst_fd: int, size: int) -> None:
+    left, pos = size, offset
+    while left > 0:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, left, pos)
+        except OSError:
+            n = 0
+        if n <= 0:      # not supported here, or a short file: plain reads
+            data = os.pread(src_fd, min(left, 1 << 20), pos)
+            if not data:
+                raise Conflict("context session: the kept context is cut short: send the "
+                               "whole context")
+            n = os.write(dst_fd, data)
+        left -= n
+        pos += n
