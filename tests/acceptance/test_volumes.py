@@ -553,3 +553,15 @@ def test_dockyard_run_volume_flags(daemon, tmp_path):
     assert r.returncode != 0 and 'plugin "nfsplugin" not found' in r.stderr
     daemon.out("rm", "-v", holder)
     daemon.out("volume", "rm", name)
+
+
+def test_build_steps_on_an_image_with_volumes_leave_no_volume(daemon, tmp_path):
+    img = _image_with_volume(daemon)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {img}\nRUN echo lost > /data/lost && echo kept > /kept\n")
+    before = set(daemon.out("volume", "ls", "-q").split())
+    tag = _name("built")
+    daemon.docker("build", "-q", "-t", tag, str(tmp_path), env={"DOCKER_BUILDKIT": "0"})
+    assert set(daemon.out("volume", "ls", "-q").split()) == before
+    # as with dockerd's classic builder: a RUN's writes under a VOLUME are not kept
+    assert daemon.out("run", "--rm", tag, "sh", "-c", "cat /kept; ls /data") == "kept\nsub"

@@ -47,6 +47,6 @@ async def remove_containers(containers) -> None:
         if c.get("State") == "exited" and " (0)" not in (c.get("Status") or " (0)"):
             continue    # a failed step's container: kept, as dockerd does
         try:
-            await containers.remove(c["Id"], force=True)
+            await containers.remove(c["Id"], force=True, volumes=True)
         except Exception as e:  # noqa: BLE001 - reported; the rest still go
             log.warning("builder: cannot remove step container %s: %s", c["Id"][:12], e)

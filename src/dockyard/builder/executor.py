@@ -210,7 +210,7 @@ class Executor:
 
     async def _remove(self, cid: str) -> None:
         try:
-            await self.containers.remove(cid, force=True)
+            await self.containers.remove(cid, force=True, volumes=True)   # image VOLUMEs: anonymous, per step
         except errors.NotFound:
             pass
 
