@@ -119,12 +119,23 @@ class HealthChecks:
         except errors.DockyardError as e:
             log.warning("health check of %s not started: %s", c["Id"][:12], e)
 
-    def _on_health(self, cid: str, health: dict, changed: bool) -> None:
+    def _on_health(self, cid: str, health: dict, changed: bool, probe: bool = False) -> None:
         """A probe's result, pushed by the supervisor."""
         c = self.containers.get(cid)
         if c is None or not c["State"]["Running"]:
             return
         c["State"]["Health"] = health
+        if probe:   # each probe is an exec to dockerd's event watchers
+            import secrets
+
+            args = probe_args(c["Config"].get("Healthcheck"), c["Config"].get("Shell")) or []
+            attrs = {**self._attrs(c), "execID": secrets.token_hex(32)}
+            cmd = " ".join(args)
+            self.emit("container", f"exec_create: {cmd}", cid, attrs)
+            self.emit("container", f"exec_start: {cmd}", cid, attrs)
+            last = (health.get("Log") or [{}])[-1]
+            self.emit("container", "exec_die", cid,
+                      {**attrs, "exitCode": str(last.get("ExitCode", -1))})
         if changed:
             self._save(c)
             self.emit("container", f"health_status: {health['Status']}", cid, self._attrs(c))

@@ -11,7 +11,7 @@ import secrets
 import shutil
 import subprocess
 
-from dockyard import errors, statefiles
+from dockyard import crashpoints, errors, statefiles
 from dockyard.containers import state as st
 from dockyard.containers import warm as warmpool
 from dockyard.oci import spec as ocispec
@@ -128,9 +128,13 @@ class Lifecycle:
             rec = w
         else:
             cdir = self._dir(cid)
+            # first made, last removed: a directory with no record is a create that did
+            # not finish (boot recovery removes it, containers/recovery.py)
             statefiles.makedirs(cdir)
+            crashpoints.at("create.dir")
             try:
                 await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid, True)
+                crashpoints.at("create.rootfs")
                 await asyncio.to_thread(self._make_volumes, rec)
             except BaseException:
                 await asyncio.to_thread(self._remove_volumes, rec, True, True)
@@ -139,9 +143,21 @@ class Lifecycle:
                 shutil.rmtree(cdir, ignore_errors=True)
                 raise
         cid = rec["Id"]
+        try:
+            self._save(rec)
+        except Exception:
+            if entry is None:   # undone (a full disk): nothing of it stays
+                await asyncio.to_thread(self._remove_volumes, rec, True, True)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.images.remove_rootfs, cid)
+                shutil.rmtree(self._dir(cid), ignore_errors=True)
+            else:
+                self.warm.taken.pop(cid, None)
+                await self._destroy_warm(rec)
+            raise
         self.containers[cid] = rec
         self.exits[cid] = asyncio.Event()
-        self._save(rec)
+        crashpoints.at("create.saved")
         self.emit("container", "create", cid, self._attrs(rec))
         return {"Id": cid, "Warnings": []}
 
@@ -205,8 +221,12 @@ class Lifecycle:
                         go.set_exception(errors.Conflict(f"container failed to start: {e}"))
                 c["State"]["Error"] = str(e)
                 c["State"]["ExitCode"] = _start_error_code(str(e))
-                self._save(c)
-                await self._cleanup_after_stop(c)
+                c.pop("Intent", None)
+                await self._cleanup_after_stop(c)   # first: the save may fail (a full disk)
+                try:
+                    self._save(c)
+                except Exception as save_error:  # noqa: BLE001 - the start's error is the one to report
+                    log.warning("record of %s not saved: %s", cid[:12], save_error)
                 failed = e
             else:
                 return
@@ -248,9 +268,16 @@ class Lifecycle:
             if self.exits.get(cid) is None or self.exits[cid].is_set():
                 self.exits[cid] = asyncio.Event()
             await self._connect_pending_attaches(cid)
+            crashpoints.at("start.created")
+            # the intent, with the network settings: a daemon killed from here on finds
+            # the start done (its task running) and finishes it (containers/recovery.py)
+            c["Intent"] = "start"
+            self._save(c)
             started_at = now()
             await self.sup.request("start", id=cid)
+            crashpoints.at("start.started")
         except BaseException:
+            c.pop("Intent", None)
             await self._runtime("delete", "--force", cid, check=False, c=c)
             raise
         stt = c["State"]
@@ -259,7 +286,9 @@ class Lifecycle:
                    FinishedAt=ZERO_TIME)
         c["HasBeenStartedBefore"] = True
         c["HasBeenManuallyStopped"] = False
+        c.pop("Intent", None)
         self._save(c)
+        crashpoints.at("start.saved")
         self.emit("container", "start", cid, self._attrs(c))
         await self._start_health(c)
         if entry is not None and pid == entry.pid and host.get("AutoRemove"):
@@ -281,7 +310,11 @@ class Lifecycle:
             stt["OOMKilled"] = await asyncio.to_thread(self._oom_killed, cid) or stt.get("OOMKilled", False)
             st.set_status(stt, "exited")
             stt.update(ExitCode=code, FinishedAt=finished, Pid=0)
-            self._save(c)
+            try:
+                self._save(c)
+            except Exception as e:  # noqa: BLE001 - a full disk: the exit is still handled
+                log.warning("exit of %s not saved: %s", cid[:12], e)
+            crashpoints.at("exit.saved")
 
             def died() -> None:
                 if stt["OOMKilled"]:
@@ -299,6 +332,7 @@ class Lifecycle:
                     self._emit_mounts(c, "unmount")
                 died()
                 self._forget(c, pending_files=True)
+                crashpoints.at("exit.forgotten")
                 await self._cleanup_after_stop(c, network=False)
             else:
                 await self._cleanup_after_stop(c)
@@ -377,6 +411,7 @@ class Lifecycle:
         stop_sig = ocispec.parse_signal(sig or c["Config"].get("StopSignal") or "SIGTERM")
         ev = self.exits[c["Id"]]
         await self._runtime("kill", c["Id"], str(stop_sig), check=False, c=c)
+        crashpoints.at("stop.signalled")
         if c["State"]["Status"] == "paused":
             await self._runtime("resume", c["Id"], check=False, c=c)
         if timeout < 0:
@@ -477,11 +512,16 @@ class Lifecycle:
                 return   # removed meanwhile (--rm)
             c["State"]["Status"] = "removing"
             c["RemoveVolumes"] = bool(volumes)   # a restarted daemon finishes it alike
-            self._save(c)
+            try:
+                self._save(c)
+            except Exception as e:  # noqa: BLE001 - a full disk: free first, record after
+                log.warning("removal of %s not recorded before it starts: %s", cid[:12], e)
+            crashpoints.at("remove.marked")
             await self._finish_remove(c)
 
     async def _finish_remove(self, c: dict) -> None:
         await self._cleanup_after_stop(c)
+        crashpoints.at("remove.cleaned")
         await self._remove_files(c)
         self._forget(c)
         if c.get("RemoveVolumes") or c["HostConfig"].get("AutoRemove"):
@@ -500,11 +540,16 @@ class Lifecycle:
             self.store.delete(cid)
         self.containers.pop(cid, None)
         self.emit("container", "destroy", cid, self._attrs(c))
-        ev = self.removed.setdefault(cid, asyncio.Event())
-        ev.set()
-        ex = self.exits.get(cid)
+        # waiters hold their events: set, they go from the maps (no state per removed
+        # container stays in the daemon)
+        ev = self.removed.pop(cid, None)
+        if ev:
+            ev.set()
+        ex = self.exits.pop(cid, None)
         if ex:
             ex.set()
+        self._pending_attach.pop(cid, None)
+        self._restart_pending.discard(cid)
 
     async def _remove_files(self, c: dict) -> None:
         cid = c["Id"]
@@ -516,8 +561,14 @@ class Lifecycle:
                 log.warning("supervisor forget %s: %s", cid[:12], e)
 
         def remove_files() -> None:
-            self.images.remove_rootfs(cid)
             cdir = self._dir(cid)
+            # its logs first: on a full disk they may be what frees the space the
+            # snapshot's removal needs (the metadata database writes)
+            with contextlib.suppress(OSError):
+                for n in os.listdir(cdir):
+                    if n.startswith(f"{cid}-json.log"):
+                        os.unlink(os.path.join(cdir, n))
+            self.images.remove_rootfs(cid)
             if os.path.exists(os.path.join(cdir, warmpool.MARKER)):
                 # the marker goes last: whoever lists containers/ sees a pool entry
                 # until the directory is gone
@@ -529,6 +580,7 @@ class Lifecycle:
         if self.warm.taken.pop(cid, None) is not None:
             await self._reaped(cid)   # its init was waiting: killed by the runtime's delete
         await asyncio.gather(forget_task(), asyncio.to_thread(remove_files))
+        crashpoints.at("remove.files")
         if cid not in self.containers:
             self.store.delete(cid)
             self._locks.pop(cid, None)
@@ -672,8 +724,9 @@ def _check_log_config(host: dict) -> None:
         raise errors.InvalidParameter(
             f"failed to create logger: the {kind} log driver is not supported by Dockyard "
             f"(json-file, local and none are)")
-    if kind not in _LOG_DRIVERS_OURS:
-        raise errors.InvalidParameter(f"logger: no log driver named '{kind}' is registered")
+    if kind not in _LOG_DRIVERS_OURS:   # dockerd's words (a 404 the CLI shows)
+        raise errors.InvalidParameter(
+            f'error looking up logging plugin {kind}: plugin "{kind}" not found')
     if kind == "none" and lc["Config"]:
         raise errors.InvalidParameter(
             f"unknown log opt '{next(iter(lc['Config']))}' for none log driver")

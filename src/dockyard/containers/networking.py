@@ -107,10 +107,7 @@ class ContainerNetworking:
         out = _empty_network_settings()
         nets = {}
         for name, epc in planned_endpoints(c).items():
-            try:
-                nid = self.m.network_of(name)["Id"]
-            except errors.DockyardError:
-                nid = ""
+            nid = ""   # dockerd's until the endpoint exists
             epc = epc or {}
             nets[name] = {
                 "IPAMConfig": epc.get("IPAMConfig"), "Links": epc.get("Links"),
@@ -224,9 +221,10 @@ async def disconnect_container(svc, ref: str, network: str, force: bool = False)
     name = info["Name"]
     eps = planned_endpoints(c)
     if c["State"]["Running"]:
-        if force and name not in await asyncio.to_thread(net.m.container_endpoints, c["Id"]):
-            # dockerd looks for a stale endpoint of that name, and finds none
-            raise errors.NotFound(f"endpoint {c['Name'].lstrip('/')} not found")
+        if name not in await asyncio.to_thread(net.m.container_endpoints, c["Id"]):
+            # forced or not, dockerd's words (Debian's 20.10: 500, the CLI shows the text)
+            raise errors.DockyardError(
+                f"container {c['Id']} is not connected to network {name}")
         await asyncio.to_thread(net.m.disconnect, c["Id"], name, force)
     elif name not in eps:
         raise errors.Forbidden(f"container {c['Id']} is not connected to network {name}")

@@ -23,7 +23,7 @@ from dockyard.containers.common import NAME_RE, ZERO_TIME, now
 
 # record fields that are the daemon's own, not Docker's inspect
 _PRIVATE_FIELDS = ("HasBeenStartedBefore", "HasBeenManuallyStopped", "MountPoints", "RemoveVolumes",
-                   "NetworksPlanned", "LinkHosts")
+                   "NetworksPlanned", "LinkHosts", "Intent")
 
 
 class Records:
@@ -82,9 +82,12 @@ class Records:
             host.setdefault(k, 0)
         host["Runtime"] = runtime
         entry_args = ocispec.command(config, image_config)
+        paths = self._id_paths(cid)
+        if host["LogConfig"].get("Type") == "none":
+            paths["LogPath"] = ""
         return {
             "Id": cid, "Created": now(), "Path": entry_args[0], "Args": entry_args[1:],
-            "State": st.new_state(), "Image": image_id, **self._id_paths(cid), "Name": name,
+            "State": st.new_state(), "Image": image_id, **paths, "Name": name,
             "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "",
             "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None, "HostConfig": host,
             "GraphDriver": {"Name": "overlay2", "Data": None},

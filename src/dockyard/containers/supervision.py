@@ -46,8 +46,8 @@ class Supervision:
                                         (t or {}).get("finished_at") or now(), booting=True)
             elif s == "removing":
                 await self._finish_remove(c)
-            elif s == "created" and tasks.get(cid, {}).get("status") == "created":
-                await self._release_prepared(c)   # taken from the warm pool, never started
+        # half-done creates, starts, exits, --rm removals and commits (containers/recovery.py)
+        await self._recover(tasks)
         for cid, c in list(self.containers.items()):
             policy = (c["HostConfig"].get("RestartPolicy") or {}).get("Name", "no")
             if (c["State"]["Status"] in ("exited", "created") and policy in ("always", "unless-stopped")
@@ -64,7 +64,7 @@ class Supervision:
                     if ev.get("subscribed"):
                         await self._reconcile_exits()
                     elif ev.get("kind") == "health":
-                        self._on_health(ev["id"], ev["health"], bool(ev.get("changed")))
+                        self._on_health(ev["id"], ev["health"], bool(ev.get("changed")), True)
                     elif ev.get("kind") == "container":
                         asyncio.ensure_future(self._on_exit(ev["id"], ev["exit_code"], ev["time"],
                                                            pid=ev.get("pid", 0)))
@@ -84,16 +84,18 @@ class Supervision:
             await asyncio.sleep(0.5)
 
     async def _replace_dead_supervisor(self) -> None:
-        """The supervisor is gone (killed): start a new one and record the containers it
-        took with it as exited (their stdio and exit status went with it), so that
-        waits end and restart policies apply instead of hanging forever."""
+        """The supervisor is gone (killed): start a new one. It adopts what the old one
+        ran (their output from their FIFOs, their exits through pidfds); containers
+        that ended meanwhile are recorded as exited, so that waits end and restart
+        policies apply instead of hanging forever."""
         try:
             await asyncio.to_thread(supclient.ensure_running, os.path.dirname(self.sup.path))
             tasks = {t["id"]: t for t in (await self.sup.request("list"))["tasks"]}
         except (OSError, errors.DockyardError) as e:
             log.warning("could not restart the supervisor: %s", e)
             return
-        log.warning("supervisor restarted; containers it ran are recorded as exited")
+        log.warning("supervisor restarted; it adopted %d running tasks",
+                    sum(1 for t in tasks.values() if t["status"] == "running"))
         self._record_exits(tasks)
 
     async def _reconcile_exits(self) -> None:

@@ -166,7 +166,7 @@ class Network:
             "Scope": "local",
             "Driver": "null" if self.driver == "none" else self.driver,  # Docker's name for it
             "EnableIPv6": False,
-            "IPAM": {"Driver": "default", "Options": None,
+            "IPAM": {"Driver": "default", "Options": {} if not self.default else None,
                      "Config": ipam_cfg},
             "Internal": self.internal,
             "Attachable": False,
