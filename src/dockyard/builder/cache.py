@@ -152,7 +152,8 @@ def parse_duration(v: str) -> float:
     """Go's time.ParseDuration (seconds); ValueError if it is not one."""
     s = v.strip()
     neg = s.startswith("-")
-    s = s.lstrip("+-")
+    if s[:1] in ("+", "-"):
+        s = s[1:]
     if s == "0":
         return 0.0
     pos, total = 0, 0.0
