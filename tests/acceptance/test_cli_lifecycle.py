@@ -150,7 +150,7 @@ def test_exec_flags(daemon):
     daemon.docker("exec", "-d", name, "sh", "-c", "echo detached > /tmp/d")
     assert until(lambda: daemon.docker("exec", name, "cat", "/tmp/d", check=False).stdout == "detached\n")
     r = daemon.docker("exec", name, "nosuch", check=False)
-    assert r.returncode == 127 and "executable file not found" in (r.stderr + r.stdout)
+    assert r.returncode == 126 and "executable file not found" in (r.stderr + r.stdout)
     r = daemon.docker("exec", "-t", name, "sh", "-c", "tty >/dev/null && echo istty", check=False)
     assert "istty" in r.stdout
     daemon.docker("stop", "-t", "1", name)
