@@ -15,7 +15,10 @@ S = argparse.SUPPRESS
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dockyard daemon",
-        description="The Dockyard daemon: serves the Docker Engine API.",
+        description="The Dockyard daemon: serves the Docker Engine API. SIGTERM or "
+                    "`dockyard daemon stop` stops it (containers keep running under the "
+                    "supervisor); `dockyard daemon stop --all` stops the containers, the "
+                    "daemon and the supervisor.",
         argument_default=S)
     p.add_argument("-H", "--host", dest="hosts", action="append", metavar="ADDR",
                    help=f"address to listen on, repeatable (default {DEFAULT_HOST}); "
@@ -79,6 +82,10 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv and argv[0] == "stop":   # `dockyard daemon stop [--all]` (daemon/stop.py)
+        from dockyard.daemon import stop
+
+        return stop.main(argv[1:])
     args = vars(build_parser().parse_args(argv))
     config_file = args.pop("config_file", None)
     explicit = config_file is not None
