@@ -565,3 +565,21 @@ def test_build_steps_on_an_image_with_volumes_leave_no_volume(daemon, tmp_path):
     assert set(daemon.out("volume", "ls", "-q").split()) == before
     # as with dockerd's classic builder: a RUN's writes under a VOLUME are not kept
     assert daemon.out("run", "--rm", tag, "sh", "-c", "cat /kept; ls /data") == "kept\nsub"
+
+
+def test_volume_data_survives_supervisor_kill9(fresh_daemon):
+    import signal
+
+    d = fresh_daemon
+    name = _name()
+    cid = d.out("run", "-d", "-v", f"{name}:/d", "busybox", "sh", "-c",
+                "echo kept > /d/f; sleep 300")
+    time.sleep(0.3)
+    os.kill(d.supervisor_pid(), signal.SIGKILL)
+    time.sleep(1)
+    r = d.docker("volume", "rm", name, check=False)
+    assert "volume is in use" in r.stderr          # still referenced by the container
+    d.out("rm", "-f", cid)
+    assert d.out("run", "--rm", "-v", f"{name}:/d", "busybox", "cat", "/d/f") == "kept"
+    d.out("volume", "rm", name)
+    assert not (d.data / "volumes" / name).exists()
