@@ -97,11 +97,34 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except asyncio.CancelledError:
         raise
-    except Exception as e:  # a bug: log it, answer 500
+    except Exception as e:
+        full = _no_space(e)
+        if full is not None and not request.get("response_started"):
+            log.error("%s %s: %s", request.method, request.path, full)
+            return error_response(500, full)
+        # a bug: log it, answer 500
         log.exception("%s %s failed", request.method, request.path)
         if request.get("response_started"):
             raise
         return error_response(500, f"internal error: {type(e).__name__}: {e}")
+
+
+def _no_space(e: BaseException) -> str | None:
+    """A full disk, whichever layer met it (a write's ENOSPC/EDQUOT, SQLite's "database
+    or disk is full"), in words a user acts on; None for anything else."""
+    import errno
+    import sqlite3
+
+    seen = 0
+    while e is not None and seen < 5:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f": {e.filename}" if e.filename else ""
+            return f"no space left on device{where}"
+        if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+            return "no space left on device: the metadata database cannot be written"
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return None
 
 
 @web.middleware

@@ -90,6 +90,9 @@ class Execs:
         try:
             if detach:
                 reply = await self.sup.request("exec", **fields)
+                from dockyard import crashpoints
+
+                crashpoints.at("exec.started")
                 ex["Pid"] = reply["pid"]
                 ex["_started"].set()
                 return None

@@ -20,19 +20,31 @@ class Filesystem:
     async def commit(self, ref: str, *, repo: str | None, tag: str | None, author: str = "",
                      comment: str = "", changes: list[str] = (), pause: bool = True,
                      config: dict | None = None) -> str:
+        from dockyard import crashpoints
+
         c = self.get(ref)
         paused_here = False
         if pause and c["State"]["Status"] == "running":
+            # the intent first: a daemon killed while the container is frozen resumes it
+            # at its next start (containers/recovery.py)
+            c["Intent"] = "commit"
+            self._save(c)
             await self._runtime("pause", c["Id"], check=False, c=c)
             paused_here = True
+            crashpoints.at("commit.paused")
         try:
             image_id = await asyncio.to_thread(
                 self.images.commit_rootfs, c["Id"], c["Image"], config=config or c["Config"],
                 changes=list(changes), author=author, comment=comment, repo=repo, tag=tag,
                 container_id=c["Id"])
+            crashpoints.at("commit.committed")
         finally:
             if paused_here:
                 await self._runtime("resume", c["Id"], check=False, c=c)
+                if c.get("Intent") == "commit":
+                    c.pop("Intent", None)
+                    with contextlib.suppress(Exception):
+                        self._save(c)
         self.emit("container", "commit", c["Id"], {**self._attrs(c), "comment": comment})
         return image_id
 

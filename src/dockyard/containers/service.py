@@ -13,7 +13,8 @@ concern): ``records`` (store, names, lookups, views), ``lifecycle`` (create/star
 kill/restart/remove/wait, the restart policy), ``task`` (rootfs, /etc files, spec, the
 runtime's create and cleanup), ``supervision`` (boot, the supervisor's events),
 ``warming`` (the warm pool's work), ``execs``, ``streams`` (attach, logs),
-``health`` (health checks: config, results, ps) and ``filesystem`` (export, diff, commit). They share the service's state (``self``).
+``health`` (health checks: config, results, ps), ``filesystem`` (export, diff, commit)
+and ``recovery`` (boot recovery of half-done operations). They share the service's state (``self``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dockyard.containers.health import HealthChecks
 from dockyard.containers.hostconfig import _xfs_with_pquota  # noqa: F401 - tests use it
 from dockyard.containers.lifecycle import Lifecycle
 from dockyard.containers.records import Records
+from dockyard.containers.recovery import Recovery
 from dockyard.containers.store import ContainerStore
 from dockyard.containers.streams import Streams
 from dockyard.containers.supervision import Supervision
@@ -40,7 +42,7 @@ from dockyard.supervisor import client as supclient
 
 
 class ContainerService(Records, Lifecycle, Task, Supervision, WarmPoolWork, Execs,
-                       Streams, Filesystem, HealthChecks):
+                       Streams, Filesystem, HealthChecks, Recovery):
     def __init__(self, *, root: str, images: Any, store: ContainerStore,
                  supervisor: supclient.AsyncClient, runtimes: dict[str, str],
                  default_runtime: str, emit: Callable[..., None] | None = None,

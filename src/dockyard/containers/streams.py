@@ -24,9 +24,11 @@ class Streams:
         c = self.get(ref)
         cid = c["Id"]
         self.emit("container", "attach", cid, self._attrs(c))
+        self._check_open()
         if c["State"]["Running"]:
             reply, reader, writer = await self.sup.open_stream(
                 "attach", id=cid, stdin=stdin, stdout=stdout, stderr=stderr)
+            self._track_stream(writer)
             return bool(c["Config"].get("Tty")), reader, writer
         loop = asyncio.get_running_loop()
         go, done = loop.create_future(), loop.create_future()
@@ -40,7 +42,39 @@ class Streams:
                 done.set_exception(e) if isinstance(e, Exception) else done.cancel()
             raise
         done.set_result(None)
+        self._track_stream(writer)
         return bool(c["Config"].get("Tty")), reader, writer
+
+    # ---- shutdown: followers end at once, with a clean end of stream ----------------------
+    def _check_open(self) -> None:
+        if self._shutting_down().is_set():
+            raise errors.Unavailable("the daemon is shutting down")
+
+    def _shutting_down(self) -> asyncio.Event:
+        ev = getattr(self, "_closing", None)
+        if ev is None:
+            ev = self._closing = asyncio.Event()
+            self._streams = set()
+        return ev
+
+    def _track_stream(self, writer: asyncio.StreamWriter) -> None:
+        """An attach's connection to the supervisor: closed at shutdown (the client's
+        stream then ends as when the container exits)."""
+        self._shutting_down()
+        self._streams.add(writer)
+        asyncio.ensure_future(_untrack_when_closed(self._streams, writer))
+
+    def end_streams(self) -> None:
+        """At shutdown: attached clients' streams closed, log followers ended (their
+        generators return at their next poll, within 0.1 s), pending attaches failed."""
+        self._shutting_down().set()
+        for w in list(self._streams):
+            w.close()
+        self._streams.clear()
+        for cid in list(self._pending_attach):
+            for go, _ in self._pending_attach.pop(cid, []):
+                if not go.done():
+                    go.set_exception(errors.Unavailable("the daemon is shutting down"))
 
     async def _connect_pending_attaches(self, cid: str) -> None:
         waiting = self._pending_attach.pop(cid, [])
@@ -71,9 +105,11 @@ class Streams:
                 yield e
             if follower is None:
                 return
-            ev = self.exits.get(c["Id"])
+            closing = self._shutting_down()
             while True:
                 running = c["State"]["Running"] and c["Id"] in self.containers
+                if closing.is_set():
+                    running = False   # the daemon stops: what is written so far, then the end
                 for e in follower.poll():
                     if until_ns and e.time_ns > until_ns:
                         return
@@ -82,10 +118,22 @@ class Streams:
                     return
                 if until_ns and time.time_ns() > until_ns:
                     return
+                ev = self.exits.get(c["Id"])
                 try:
-                    await asyncio.wait_for(asyncio.shield(ev.wait()), 0.1)
+                    if ev is None:
+                        await asyncio.sleep(0.1)
+                    else:
+                        await asyncio.wait_for(asyncio.shield(ev.wait()), 0.1)
                 except asyncio.TimeoutError:
                     pass
         finally:
             if follower:
                 follower.close()
+
+
+async def _untrack_when_closed(streams: set, writer: asyncio.StreamWriter) -> None:
+    try:
+        await writer.wait_closed()
+    except Exception:  # noqa: BLE001 - closed either way
+        pass
+    streams.discard(writer)

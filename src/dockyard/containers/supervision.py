@@ -120,6 +120,7 @@ class Supervision:
                                                     pid=(t or {}).get("pid") or 0))
 
     async def close(self) -> None:
+        self.end_streams()   # logs -f and attach followers end now, cleanly
         if self._watch_task:
             self._watch_task.cancel()
         for t in list(self._background):

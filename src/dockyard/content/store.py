@@ -252,11 +252,16 @@ class ContentStore:
         d = self._ingest_dir(ref)
         try:
             d.mkdir(statefiles.DIR_MODE)
-            statefiles.write(d / "ref", ref)
-            statefiles.write(d / "started", repr(time.time()))
         except FileExistsError:
             if not (d / "ref").exists():
                 statefiles.write(d / "ref", ref)
+        else:
+            try:
+                statefiles.write(d / "ref", ref)
+                statefiles.write(d / "started", repr(time.time()))
+            except BaseException:   # a full disk: no empty ingest stays behind
+                shutil.rmtree(d, ignore_errors=True)
+                raise
         lock = d / "lock"
         with _OPEN_LOCK:
             if (str(self.root), ref) in _OPEN_REFS:

@@ -146,6 +146,7 @@ class Snapshotter:
                 raise InvalidParameter(f"parent snapshot {parent} is not committed")
             return self._info(prow)
 
+        placed = None
         try:
             # build outside the transaction (a copy can take a while), then publish
             self._build(tmp, kind, check())
@@ -156,8 +157,17 @@ class Snapshotter:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (self.name, key, kind, parent, json.dumps(labels or {}), time.time()))
                 sid = cur.lastrowid
-                os.rename(tmp, self._dir(sid))
+                d = self._dir(sid)
+                if d.exists():
+                    # no row owns it (we just took the id): the leftover of an id whose
+                    # transaction was rolled back after its directory was placed
+                    shutil.rmtree(d)
+                os.rename(tmp, d)
+                placed = d
+            placed = None   # committed
         finally:
+            if placed is not None:   # the transaction failed (a full disk): undone
+                shutil.rmtree(placed, ignore_errors=True)
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return self.stat(key)
@@ -210,18 +220,47 @@ class Snapshotter:
         return self.stat(name)
 
     def remove(self, key: str) -> None:
-        """Remove a snapshot (Conflict while it has children)."""
-        with self.store.tx() as db:
+        """Remove a snapshot (Conflict while it has children). On a full disk, where the
+        index cannot be written, its content is freed first and the row removed after."""
+        import sqlite3
+
+        try:
+            self._remove(key)
+        except sqlite3.OperationalError as e:
+            if "full" not in str(e):
+                raise
             row = self._row(key)
-            if row is None:
-                raise NotFound(f"snapshot {key} does not exist")
-            if self.children(key):
-                raise Conflict(f"cannot remove snapshot {key}: it has children")
-            db.execute("DELETE FROM snapshots WHERE sid = ?", (row["sid"],))
+            if row is None or self.children(key):
+                raise
             d = self._dir(row["sid"])
-            trash = self.root / f"tmp-rm-{row['sid']}-{uuid.uuid4().hex[:8]}"
-            if d.exists():
-                os.rename(d, trash)
+            if d.is_dir() and not _is_mountpoint_under(d):
+                for entry in os.listdir(d):
+                    p = d / entry
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+            self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        moved = None
+        try:
+            with self.store.tx() as db:
+                row = self._row(key)
+                if row is None:
+                    raise NotFound(f"snapshot {key} does not exist")
+                if self.children(key):
+                    raise Conflict(f"cannot remove snapshot {key}: it has children")
+                db.execute("DELETE FROM snapshots WHERE sid = ?", (row["sid"],))
+                d = self._dir(row["sid"])
+                trash = self.root / f"tmp-rm-{row['sid']}-{uuid.uuid4().hex[:8]}"
+                if d.exists():
+                    os.rename(d, trash)
+                    moved = (trash, d)
+        except BaseException:
+            if moved is not None:   # the row stays: so does its directory
+                os.rename(*moved)
+            raise
         shutil.rmtree(trash, ignore_errors=True)
 
     def cleanup(self) -> list[str]:

@@ -148,8 +148,10 @@ class JSONLogWriter:
         self._size = 0
 
     def close(self) -> None:
-        self.flush_partial()
-        os.close(self._fd)
+        try:
+            self.flush_partial()
+        finally:
+            os.close(self._fd)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,10 @@ class Task:
     started_at: str = ""
     finished_at: str = ""
     log_path: str = ""
+    log_max_size: int = 0
+    log_max_file: int = 0
+    fifos: bool = False          # stdout/stderr are FIFOs in the task's directory
+    runtime: dict = field(default_factory=dict)   # runtime, runtime_root, ... (for start)
     # live state, not persisted
     stdin_fd: int | None = None
     out_fds: dict = field(default_factory=dict)   # fd -> stream number
@@ -106,7 +110,8 @@ class Task:
     def record(self) -> dict:
         return {k: getattr(self, k) for k in (
             "id", "container_id", "kind", "tty", "open_stdin", "stdin_once", "pid", "status",
-            "exit_code", "started_at", "finished_at", "log_path")}
+            "exit_code", "started_at", "finished_at", "log_path", "log_max_size",
+            "log_max_file", "fifos", "runtime")}
 
 
 class Supervisor:
@@ -141,7 +146,8 @@ class Supervisor:
                     rec = json.load(f)
             except (OSError, ValueError):
                 continue
-            task = Task(**rec)
+            known = Task.__dataclass_fields__
+            task = Task(**{k: v for k, v in rec.items() if k in known})
             if task.status in ("running", "created") and not _pid_alive(task.pid):
                 # We restarted and lost the child: its status is gone with it.
                 task.status, task.exit_code = "exited", task.exit_code if task.exit_code is not None else 255
@@ -150,7 +156,44 @@ class Supervisor:
                 task.exit_event.set()
             self.tasks[task.id] = task
             if task.status != "exited":
-                self.by_pid[task.pid] = task
+                self._adopt(task)
+
+    def _adopt(self, task: Task) -> None:
+        """A task a previous supervisor ran (it was killed): its output is read again
+        from its FIFOs (the container holds both ends, so nothing it wrote meanwhile
+        is lost: it waited in the kernel's buffer) and its exit is learned through a
+        pidfd (it is not our child: no wait status, the exit code is read from its
+        zombie's /proc stat if still there, else 255)."""
+        loop = asyncio.get_running_loop()
+        if task.fifos:
+            for name, stream in (("stdout", protocol.STDOUT), ("stderr", protocol.STDERR)):
+                path = os.path.join(self._task_dir(task.id), f"{name}.fifo")
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError as e:
+                    log.warning("task %s: cannot reopen its %s: %s", task.id[:12], name, e)
+                    continue
+                self._watch_output(task, fd, stream)
+            if task.log_path and task.kind == "container":
+                try:
+                    task.log = JSONLogWriter(task.log_path, task.log_max_size or 10 << 20,
+                                             task.log_max_file or 3)
+                except OSError as e:
+                    log.warning("task %s: cannot reopen its log: %s", task.id[:12], e)
+        try:
+            pidfd = os.pidfd_open(task.pid)
+        except OSError:   # gone between the check and now
+            loop.call_soon(lambda: loop.create_task(self._task_exited(task, 255)))
+            return
+        task.pidfd = pidfd   # type: ignore[attr-defined]
+
+        def exited() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            code = _zombie_exit_code(task.pid)
+            loop.create_task(self._task_exited(task, 255 if code is None else code))
+
+        loop.add_reader(pidfd, exited)
 
     # ---- children ------------------------------------------------------------------
     def _spawn(self, argv: list[str], stdio: tuple[int, int, int], cwd: str | None = None) -> int:
@@ -209,7 +252,10 @@ class Supervisor:
         for fd in list(task.out_fds):
             self._close_out(task, fd)
         if task.log:
-            task.log.close()
+            try:
+                task.log.close()
+            except OSError as e:   # its last partial line not written (a full disk)
+                log.warning("task %s: log not closed cleanly: %s", task.id[:12], e)
             task.log = None
         self._close_stdin(task)
         task.status, task.exit_code = "exited", code
@@ -217,7 +263,10 @@ class Supervisor:
         prober = self.probers.pop(task.id, None)
         if prober is not None:
             prober.stop()
-        self._save(task)
+        try:
+            self._save(task)
+        except OSError as e:   # the exit is still published: the daemon records it
+            log.warning("task %s: exit not saved: %s", task.id[:12], e)
         task.exit_event.set()  # attached clients' pumps close their connections
         self._publish({"event": "exit", "id": task.id, "container_id": task.container_id,
                        "kind": task.kind, "exit_code": code, "time": task.finished_at,
@@ -251,7 +300,18 @@ class Supervisor:
             return
         stream = task.out_fds[fd]
         if task.log is not None:
-            task.log.write("stderr" if stream == protocol.STDERR else "stdout", data)
+            try:
+                task.log.write("stderr" if stream == protocol.STDERR else "stdout", data)
+            except OSError as e:
+                # a full disk: said once per task (not a traceback per chunk); the
+                # output still reaches attached clients
+                if not getattr(task, "_log_failed", False):
+                    task._log_failed = True   # type: ignore[attr-defined]
+                    log.warning("task %s: log not written: %s", task.id[:12], e)
+            else:
+                if getattr(task, "_log_failed", False):
+                    task._log_failed = False   # type: ignore[attr-defined]
+                    log.warning("task %s: log written again", task.id[:12])
         for a in list(task.attachments):
             want = a.stderr if stream == protocol.STDERR else a.stdout
             if not want or a.writer.is_closing():
@@ -430,8 +490,13 @@ class Supervisor:
                     os.set_blocking(in_w, False)
                 else:
                     in_r = devnull
-                out_r, out_w = os.pipe()
-                e_r, e_w = os.pipe()
+                # FIFOs, not pipes: a supervisor that replaces us (we were killed)
+                # reopens them by path. The container gets them read-write, so they
+                # always have a reader: while no supervisor reads, its writes wait in
+                # the kernel's buffer instead of failing with EPIPE.
+                out_r, out_w = _fifo(os.path.join(tdir, "stdout.fifo"))
+                e_r, e_w = _fifo(os.path.join(tdir, "stderr.fifo"))
+                task.fifos = True
                 to_close += [out_w, e_w]
                 self._watch_output(task, out_r, protocol.STDOUT)
                 self._watch_output(task, e_r, protocol.STDERR)
@@ -491,27 +556,39 @@ class Supervisor:
                     open_stdin=bool(msg.get("open_stdin")), stdin_once=bool(msg.get("stdin_once")),
                     log_path=msg.get("log_path") or "")
         if task.log_path:
-            task.log = JSONLogWriter(task.log_path, int(msg.get("log_max_size") or 10 << 20),
-                                     int(msg.get("log_max_file") or 3))
+            task.log_max_size = int(msg.get("log_max_size") or 10 << 20)
+            task.log_max_file = int(msg.get("log_max_file") or 3)
+            task.log = JSONLogWriter(task.log_path, task.log_max_size, task.log_max_file)
         self.tasks[cid] = task
         try:
             await self._start_process(task, msg, ["create", "--bundle", msg["bundle"], cid])
+            task.status = "created"
+            task.runtime = {k: msg.get(k) for k in ("runtime", "runtime_root", "runtime_args",
+                                                    "forkserver")}
+            self._save(task)
         except BaseException:
+            # nothing of it stays (the daemon deletes the runtime's container)
+            self.by_pid.pop(task.pid, None)
+            for fd in list(task.out_fds):
+                self._close_out(task, fd)
+            self._close_stdin(task)
             if task.log:
-                task.log.close()
+                try:
+                    task.log.close()
+                except OSError:
+                    pass
             self.tasks.pop(cid, None)
+            import shutil
+
+            shutil.rmtree(self._task_dir(cid), ignore_errors=True)
             raise
-        task.status = "created"
-        task._runtime_msg = {k: msg.get(k) for k in ("runtime", "runtime_root", "runtime_args",  # type: ignore[attr-defined]
-                                                     "forkserver")}
-        self._save(task)
         return {"pid": task.pid}
 
     async def op_start(self, msg: dict) -> dict:
         task = self._task(msg["id"])
         if task.status != "created":
             raise ConflictError(f"task {task.id} is {task.status}, not created")
-        rt = dict(getattr(task, "_runtime_msg", {}) or {})
+        rt = dict(task.runtime or {})
         rt.update({k: msg[k] for k in ("runtime", "runtime_root", "runtime_args", "forkserver")
                    if k in msg})
         if rt.get("forkserver") and rt.get("runtime_root") and not rt.get("runtime_args"):
@@ -642,7 +719,10 @@ class Supervisor:
             self._close_out(task, fd)
         self._close_stdin(task)
         if task.log:
-            task.log.close()
+            try:
+                task.log.close()
+            except OSError:
+                pass
         import shutil
 
         shutil.rmtree(self._task_dir(task.id), ignore_errors=True)
@@ -806,6 +886,39 @@ def _collect(loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.Future:
 
 def writer_closed(w: asyncio.StreamWriter) -> bool:
     return w.is_closing()
+
+
+def _fifo(path: str) -> tuple[int, int]:
+    """A FIFO at ``path`` (made anew, owner-only): (our non-blocking reading end, the
+    container's read-write end)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.mkfifo(path, 0o600)
+    rw = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        r = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except BaseException:
+        os.close(rw)
+        raise
+    return r, rw
+
+
+def _zombie_exit_code(pid: int) -> int | None:
+    """The exit code of a process that is not our child, while it is a zombie (field 52
+    of /proc/<pid>/stat is its wait status), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 50 or fields[0] != "Z":
+        return None
+    try:
+        return _exit_code(int(fields[49]))
+    except ValueError:
+        return None
 
 
 def _pid_alive(pid: int) -> bool:
