@@ -33,9 +33,23 @@ def bash_rootfs(bash_template, tmp_path) -> Path:
     return copy_rootfs(bash_template, tmp_path / "rootfs")
 
 
+_HOST_NETWORK: dict = {}
+
+
+def pytest_sessionstart(session):
+    """The host's interfaces, addresses, routes and iptables rules (ours excluded), taken by
+    the controller before any test runs, checked at the end (pytest_sessionfinish)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from helpers.hoststate import snapshot
+
+    _HOST_NETWORK["before"] = snapshot()
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Safety net, on the controller only (after every worker is done): sweep the
-    chains and bridges a crashed test daemon could have left, and say so."""
+    chains and bridges a crashed test daemon could have left, and say so; then fail the
+    session loudly if anything else of the host's network changed."""
     if hasattr(session.config, "workerinput"):
         return
     from helpers.netclean import sweep
@@ -44,6 +58,16 @@ def pytest_sessionfinish(session, exitstatus):
     if left:
         print(f"\nnetwork leftovers of test daemons removed: {len(left)} "
               f"({', '.join(left[:6])}{', ...' if len(left) > 6 else ''})")
+    if "before" in _HOST_NETWORK:
+        from helpers.hoststate import compare, snapshot
+
+        changed = compare(_HOST_NETWORK["before"], snapshot())
+        if changed:
+            bar = "!" * 78
+            print(f"\n{bar}\nTHE TEST SESSION CHANGED THE HOST'S NETWORK (not our test "
+                  "daemons' bridges, veths or chains: the host's own):\n  " +
+                  "\n  ".join(changed) + f"\n{bar}")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # The runtime's default parent cgroup (/dockyard, like dockerd's /docker) that the
     # runtime tests created: removed when nothing is left in it (a real daemon's
     # containers keep it busy, and rmdir refuses then).

@@ -5,10 +5,16 @@
         d.host                               # "unix:///tmp/dkd-xxxx/docker.sock"
 
 Each instance has its own data root, exec root, socket, pidfile and config file,
-no bridge and no iptables/ip-forward changes, so it never touches the host's
-network or another test's daemon. On exit (even after a failure) the daemon and
-its managed containerd are stopped, every mount under its directories is
-detached and the directories are removed.
+no bridge and no iptables/ip-forward changes, and runs in a network namespace and a
+mount namespace of its own (``unshare --net --mount``; /sys remounted there so that it
+shows that namespace's interfaces, the host's cgroup hierarchies moved onto it, as
+``ip netns exec`` does but keeping the cgroups): a dockerd whose bridge is disabled
+deletes any ``docker0`` it sees at start, and this one sees none of the host's.
+Its containers' ``--network host`` is that namespace (only ``lo``); a test that needs
+dockerd to reach a server on the host's loopback (a registry) asks for it with
+``d.forward(port)``. On exit (even after a failure) the daemon and its managed
+containerd are stopped, every mount under its directories is detached and the
+directories are removed.
 """
 
 from __future__ import annotations
@@ -16,10 +22,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +61,120 @@ class Dockerd:
             return self.log.read_text(errors="replace")
         except OSError:
             return ""
+
+    _listeners: list = field(default_factory=list)
+
+    def forward(self, port: int) -> None:
+        """Make 127.0.0.1:``port`` in dockerd's network namespace reach 127.0.0.1:``port``
+        on the host (a registry a test started), through a relay in this process."""
+        listener = _listen_in_netns(f"/proc/{self.pid}/ns/net", port)
+        self._listeners.append(listener)
+        threading.Thread(target=_accept_loop, args=(listener, port), daemon=True).start()
+
+    def close_forwards(self) -> None:
+        for lst in self._listeners:
+            try:
+                lst.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            lst.close()
+        self._listeners.clear()
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def _listen_in_netns(ns_path: str, port: int) -> socket.socket:
+    """A listening TCP socket on 127.0.0.1:port in the network namespace at ns_path. It
+    is made by a thread of its own that enters that namespace (a thread's network
+    namespace is its own) and ends there; the socket stays in the namespace it was made in."""
+    out: dict = {}
+
+    def make() -> None:
+        try:
+            fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _setns(fd)
+            finally:
+                os.close(fd)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(64)
+            out["sock"] = s
+        except OSError as e:
+            out["error"] = e
+
+    t = threading.Thread(target=make)   # ends in the other namespace: never reused
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["sock"]
+
+
+def _accept_loop(listener: socket.socket, port: int) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            up = socket.create_connection(("127.0.0.1", port), timeout=10)
+            up.settimeout(None)
+        except OSError:
+            conn.close()
+            continue
+        for a, b in ((conn, up), (up, conn)):
+            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _namespaced(cmd: list[str], scratch: Path) -> list[str]:
+    """``cmd`` in a new network namespace (lo up) and a new, private mount namespace in which
+    /sys is a sysfs of that network namespace with the host's mounts below /sys (the cgroup
+    hierarchies, securityfs, bpf...) moved onto it."""
+    tops: list[str] = []
+    with open("/proc/self/mountinfo") as f:
+        points = [ln.split()[4].encode().decode("unicode_escape") for ln in f]
+    below = sorted({p for p in points if p.startswith("/sys/")}, key=len)
+    for p in below:
+        if not any(p.startswith(t + "/") for t in tops):
+            tops.append(p)
+    keep = scratch / "sys-keep"
+    lines = ["set -e", "ip link set lo up"]
+    for i, t in enumerate(tops):
+        lines += [f"mkdir -p {keep}/{i}", f"mount --rbind {shlex.quote(t)} {keep}/{i}"]
+    lines.append("mount -t sysfs sysfs /sys")
+    for i, t in enumerate(tops):
+        lines.append(f"mount --move {keep}/{i} {shlex.quote(t)}")
+    lines.append('exec "$@"')
+    return ["unshare", "--net", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", "\n".join(lines), "sh", *cmd]
 
 
 def _mounts_under(paths: list[Path]) -> list[str]:
@@ -128,7 +251,7 @@ def running_dockerd(tmp_path: Path, extra_args: tuple[str, ...] = (), timeout: f
            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
            "--userland-proxy=false", *extra_args]
     logf = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+    proc = subprocess.Popen(_namespaced(cmd, short), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
                             env={k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")})
     d = Dockerd(host=f"unix://{sock}", data_root=data_root, exec_root=exec_root, pid=proc.pid,
                 log=log, env=env)
@@ -146,6 +269,7 @@ def running_dockerd(tmp_path: Path, extra_args: tuple[str, ...] = (), timeout: f
             time.sleep(0.2)
         yield d
     finally:
+        d.close_forwards()
         # dockerd's managed containerd (and its shims) are its children: stop them too
         kids = _children(proc.pid)
         grandkids = [g for k in kids for g in _children(k)]

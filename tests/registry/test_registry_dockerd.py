@@ -29,6 +29,7 @@ def push_pull(d, ref: str, image_id: str) -> None:
 
 def test_dockerd_push_pull_search(tmp_path, busybox_template):
     with running_registry(tmp_path / "root") as reg, running_dockerd(tmp_path / "d") as d:
+        d.forward(int(reg.addr.rpartition(":")[2]))   # dockerd has a network namespace of its own
         ref = f"{reg.addr}/x/busybox:v1"
         image_id = import_busybox(d, busybox_template, ref)
         push_pull(d, ref, image_id)
@@ -53,6 +54,7 @@ def test_dockerd_with_auth(tmp_path, busybox_template, htpasswd, mode):
     access.write_text(json.dumps({"alice": ["pull", "push"], "bob": ["pull"]}))
     with running_registry(tmp_path / "root", "--auth", mode, "--htpasswd", str(htpasswd),
                           "--access", str(access)) as reg, running_dockerd(tmp_path / "d") as d:
+        d.forward(int(reg.addr.rpartition(":")[2]))
         ref = f"{reg.addr}/team/busybox:v1"
         image_id = import_busybox(d, busybox_template, ref)
         # not logged in: refused
