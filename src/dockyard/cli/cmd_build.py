@@ -184,6 +184,7 @@ class _DirContext:
 
     def __init__(self, ctx_dir: str, rel: str | None, extra) -> None:
         self.ctx_dir, self.rel, self.extra = ctx_dir, rel, extra
+        self.session = True
 
     def full(self):
         from dockyard.cli import buildctx
@@ -248,6 +249,7 @@ def cmd_build(g, argv: list[str]) -> int:
                 ctx_dir = buildctx.clone_git(spec, tmpdir)
                 df = os.path.join(ctx_dir, o.file) if o.file and o.file != "-" else None
                 body, dockerfile = _dir_body(ctx_dir, df, stdin_df)
+                body.session = False    # a fresh clone each time: nothing to reuse
             elif buildctx.is_url(spec):
                 body, dockerfile = _url_body(spec, o.file), o.file or ""
             else:
@@ -294,7 +296,9 @@ def _run(g, o, body, dockerfile: str) -> int:
     resp = None
     if isinstance(body, _DirContext):
         dir_ctx = body
-        offered = None if os.environ.get("DOCKYARD_BUILD_FULL_CONTEXT") else dir_ctx.offer(c)
+        offered = None
+        if dir_ctx.session and not os.environ.get("DOCKYARD_BUILD_FULL_CONTEXT"):
+            offered = dir_ctx.offer(c)
         if offered is not None:
             from dockyard import errors
             token, body = offered
