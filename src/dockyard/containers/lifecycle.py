@@ -504,7 +504,9 @@ class Lifecycle:
             await self._runtime("kill", cid, "9", check=False, c=c)
             if c["State"]["Paused"]:
                 await self._runtime("resume", cid, check=False, c=c)
-            await self._exit_seen(c, self.exits[cid], 15)
+            ev = self.exits.get(cid)   # None: gone meanwhile (--rm), forgotten
+            if ev is not None:
+                await self._exit_seen(c, ev, 15)
         async with self._lock(cid):   # an exit's cleanup in progress ends first
             if c["State"]["Status"] == "removing" and not force:
                 raise errors.Conflict(f"removal of container {ref} is already in progress")
