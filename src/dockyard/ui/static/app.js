@@ -81,8 +81,8 @@ async function pageContainers() {
   main.innerHTML = '<div class="bar"><h1>Containers</h1><input id="filter" class="search" placeholder="Filter by name or image">' +
     '<label class="check"><input type="checkbox" id="show-all" checked> show stopped</label>' +
     '<span id="count" class="muted"></span></div>' +
-    '<table id="containers-table" class="grid fixed"><colgroup><col style="width:17%"><col style="width:13%"><col style="width:9%">' +
-    '<col style="width:10%"><col style="width:13%"><col style="width:10%"><col style="width:10%"><col style="width:18%"></colgroup><thead><tr><th>Name</th><th>Image</th><th>State</th><th>Ports</th>' +
+    '<table id="containers-table" class="grid fixed"><colgroup><col style="width:14%"><col style="width:10%"><col style="width:8%">' +
+    '<col style="width:8%"><col style="width:12%"><col style="width:12%"><col style="width:11%"><col style="width:25%"></colgroup><thead><tr><th>Name</th><th>Image</th><th>State</th><th>Ports</th>' +
     '<th>Status</th><th>CPU</th><th>Memory</th><th class="actions">Actions</th></tr></thead><tbody></tbody></table>';
   const tbody = main.querySelector("tbody");
   const hist = {};              // id -> [cpu...]
