@@ -27,12 +27,14 @@ Management Commands:
   builder     Manage builds
   container   Manage containers
   image       Manage images
+  network     Manage networks
   system      Manage Dockyard
   volume      Manage volumes
 
 Commands:
   attach      Attach local standard input, output, and error streams to a running container
   commit      Create a new image from a container's changes
+  cp          Copy files/folders between a container and the local filesystem
   create      Create a new container
   diff        Inspect changes to files or directories on a container's filesystem
   events      Get real time events from the server
@@ -175,6 +177,16 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("container", "inspect"): ("dockyard.cli.cmd_containers", "cmd_container_inspect"),
     ("container", "prune"): ("dockyard.cli.cmd_containers", "cmd_container_prune"),
     ("cp",): ("dockyard.cli.cmd_cp", "cmd_cp"),
+    ("container", "cp"): ("dockyard.cli.cmd_cp", "cmd_cp"),
+    ("network", "create"): ("dockyard.cli.cmd_networks", "cmd_network_create"),
+    ("network", "ls"): ("dockyard.cli.cmd_networks", "cmd_network_ls"),
+    ("network", "list"): ("dockyard.cli.cmd_networks", "cmd_network_ls"),
+    ("network", "inspect"): ("dockyard.cli.cmd_networks", "cmd_network_inspect"),
+    ("network", "rm"): ("dockyard.cli.cmd_networks", "cmd_network_rm"),
+    ("network", "remove"): ("dockyard.cli.cmd_networks", "cmd_network_rm"),
+    ("network", "prune"): ("dockyard.cli.cmd_networks", "cmd_network_prune"),
+    ("network", "connect"): ("dockyard.cli.cmd_networks", "cmd_network_connect"),
+    ("network", "disconnect"): ("dockyard.cli.cmd_networks", "cmd_network_disconnect"),
     ("build",): ("dockyard.cli.cmd_build", "cmd_build"),
     ("image", "build"): ("dockyard.cli.cmd_build", "cmd_build"),
     ("builder", "build"): ("dockyard.cli.cmd_build", "cmd_build"),
@@ -283,7 +295,7 @@ def main(args: list[str]) -> int:
         key, argv = (rest[0], rest[1]), rest[2:]
     elif (rest[0],) in COMMANDS:
         key, argv = (rest[0],), rest[1:]
-    elif rest[0] in ("image", "system", "container", "builder"):
+    elif rest[0] in ("image", "system", "container", "builder", "network", "volume"):
         subs = sorted(k[1] for k in COMMANDS if len(k) == 2 and k[0] == rest[0])
         if len(rest) == 1 or rest[1] in ("-h", "--help"):
             sys.stdout.write(f"Usage:  dockyard {rest[0]} COMMAND\n\nCommands:\n" +
