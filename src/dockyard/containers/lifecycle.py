@@ -335,6 +335,9 @@ class Lifecycle:
                 crashpoints.at("exit.forgotten")
                 await self._cleanup_after_stop(c, network=False)
             else:
+                if self._restart_wanted(c) and not booting:
+                    # restarting from now on (no gap a plain `rm` could slip through)
+                    self._restart_pending.add(cid)
                 await self._cleanup_after_stop(c)
                 died()
                 ev = self.exits.get(cid)
@@ -348,15 +351,16 @@ class Lifecycle:
             await asyncio.to_thread(self._remove_volumes, c)   # dockerd's run --rm does too
             self._want_warm(c)
             return
-        if self._restart_wanted(c) and not booting:
+        if cid not in self._restart_pending:
+            return
+        if not self._restart_wanted(c) or booting:
+            self._restart_pending.discard(cid)
+            return
+        try:
             c["RestartCount"] += 1
             self._save(c)
             delay = min(0.1 * (2 ** min(c["RestartCount"], 10)), 60) if c["RestartCount"] > 1 else 0.1
-            self._restart_pending.add(cid)
-            try:
-                await asyncio.sleep(delay)
-            finally:
-                self._restart_pending.discard(cid)
+            await asyncio.sleep(delay)
             if c["Id"] in self.containers and c["State"]["Status"] == "exited" \
                     and not c.get("HasBeenManuallyStopped"):
                 try:
@@ -364,6 +368,8 @@ class Lifecycle:
                     self.emit("container", "restart", cid, self._attrs(c))
                 except errors.DockyardError as e:
                     log.warning("restart of %s failed: %s", cid[:12], e)
+        finally:
+            self._restart_pending.discard(cid)
 
     def _restart_wanted(self, c: dict) -> bool:
         policy = c["HostConfig"].get("RestartPolicy") or {}

@@ -31,8 +31,8 @@ def normalize(links: list[str] | None, container_name: str,
         name, alias = parse(link)
         try:
             target = lookup(name)
-        except errors.NotFound:
-            raise errors.NotFound(f"could not get container for {name}") from None
+        except errors.NotFound as e:   # a 400: a 404 would make the CLI pull the image
+            raise errors.InvalidParameter(f"could not get container for {name}: {e}") from None
         out.append(f"{target['Name']}:{container_name}/{alias}")
     return out
 

@@ -39,7 +39,11 @@ class Streams:
                 "attach", id=cid, stdin=stdin, stdout=stdout, stderr=stderr)
         except BaseException as e:
             if not done.done():
-                done.set_exception(e) if isinstance(e, Exception) else done.cancel()
+                if isinstance(e, Exception):
+                    done.set_exception(e)
+                    done.exception()   # retrieved: the start may have stopped waiting for it
+                else:
+                    done.cancel()
             raise
         done.set_result(None)
         self._track_stream(writer)
