@@ -7,7 +7,7 @@
 Each instance has its own data root, exec root, socket, pidfile and config file,
 no bridge and no iptables/ip-forward changes, and runs in a network namespace and a
 mount namespace of its own (``unshare --net --mount``; /sys remounted there so that it
-shows that namespace's interfaces, the host's cgroup hierarchies moved onto it, as
+shows that namespace's interfaces, the host's cgroup hierarchies bound onto it again, as
 ``ip netns exec`` does but keeping the cgroups): a dockerd whose bridge is disabled
 deletes any ``docker0`` it sees at start, and this one sees none of the host's.
 Its containers' ``--network host`` is that namespace (only ``lo``); a test that needs
@@ -157,7 +157,7 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
 def _namespaced(cmd: list[str], scratch: Path) -> list[str]:
     """``cmd`` in a new network namespace (lo up) and a new, private mount namespace in which
     /sys is a sysfs of that network namespace with the host's mounts below /sys (the cgroup
-    hierarchies, securityfs, bpf...) moved onto it."""
+    hierarchies, securityfs, bpf...) bound onto it again."""
     tops: list[str] = []
     with open("/proc/self/mountinfo") as f:
         points = [ln.split()[4].encode().decode("unicode_escape") for ln in f]
@@ -169,9 +169,11 @@ def _namespaced(cmd: list[str], scratch: Path) -> list[str]:
     lines = ["set -e", "ip link set lo up"]
     for i, t in enumerate(tops):
         lines += [f"mkdir -p {keep}/{i}", f"mount --rbind {shlex.quote(t)} {keep}/{i}"]
-    lines.append("mount -t sysfs sysfs /sys")
+    # the old /sys goes entirely (a mount table listing it twice confuses runtimes); the
+    # kept trees come back by a new rbind, so they are listed after the new /sys, in order
+    lines += ["umount -l /sys", "mount -t sysfs sysfs /sys"]
     for i, t in enumerate(tops):
-        lines.append(f"mount --move {keep}/{i} {shlex.quote(t)}")
+        lines += [f"mount --rbind {keep}/{i} {shlex.quote(t)}", f"umount -l {keep}/{i}"]
     lines.append('exec "$@"')
     return ["unshare", "--net", "--mount", "--propagation", "private", "--",
             "/bin/sh", "-c", "\n".join(lines), "sh", *cmd]
