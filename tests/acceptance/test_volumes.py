@@ -34,6 +34,10 @@ def test_volume_commands_and_api(daemon):
     v = json.loads(daemon.out("volume", "inspect", name))[0]
     assert v["Name"] == name and v["Driver"] == "local" and v["Scope"] == "local"
     assert v["Labels"] == {"team": "a"}
+    other = _name()
+    daemon.out("volume", "create", other)
+    assert json.loads(daemon.out("volume", "inspect", other))[0]["Labels"] is None   # as dockerd
+    daemon.out("volume", "rm", other)
     assert v["Mountpoint"] == str(daemon.data / "volumes" / name / "_data")
     assert name in daemon.out("volume", "ls", "-q").split()
     assert daemon.out("volume", "ls", "-q", "--filter", "label=team=a") == name
@@ -223,6 +227,26 @@ def test_mount_errors_as_dockerd(daemon, tmp_path):
     assert "Duplicate mount point: /x" in err("-v", "aa:/x", "-v", "bb:/x")
     assert "Duplicate mount point: /x" in err("-v", "aa:/x", "--mount", "type=tmpfs,target=/x")
     assert "invalid mount path" in err("--mount", "type=volume,source=aa,target=rel")
+    assert ("invalid volume specification: 'aa:/x:rshared': invalid mount config for type "
+            '"volume": field BindOptions must not be specified') in err("-v", "aa:/x:rshared")
+    assert 'type "bind": field VolumeOptions must not be specified' in err(
+        "-v", f"{tmp_path}:/x:nocopy")
+    assert 'type "tmpfs": field Source must not be specified' in err(
+        "--mount", "type=tmpfs,src=foo,dst=/x")
+    assert 'type "bind": field Source must not be empty' in err("--mount", "type=bind,dst=/x")
+    # the local driver's options, in dockerd's words
+    for opts, msg in ((["-o", "foo=bar"], 'invalid option: "foo"'),
+                      (["-o", "type=tmpfs"], 'missing required option: "device"'),
+                      (["-o", "o=size=1m"], 'missing required option: "device"'),
+                      (["-o", "device=/tmp"], 'missing required option: "type"')):
+        r = daemon.docker("volume", "create", *opts, "badopts", check=False)
+        assert r.returncode == 1 and f"create badopts: {msg}" in r.stderr, r.stderr
+    # an o=bind volume of a missing host directory fails at mount, as dockerd's
+    daemon.out("volume", "create", "-o", "type=none", "-o", "device=/no/such/dir", "-o", "o=bind",
+               "missingdev")
+    r = daemon.docker("run", "--rm", "-v", "missingdev:/x", "busybox", "true", check=False)
+    assert r.returncode != 0 and "error while mounting volume" in r.stderr
+    daemon.out("volume", "rm", "missingdev")
     import docker
 
     cl = daemon.client()   # (the CLI takes any 404 of a create for a missing image)

@@ -75,15 +75,16 @@ def parse_bind(spec: str) -> dict:
     if src.startswith("/"):
         dest = _check_dest(dst, "bind", spec)
         if "nocopy" in modes:
-            raise _spec_error(spec, f"invalid mode: {parts[2]}")
+            raise _spec_error(spec, _mount_error("bind", "field VolumeOptions must not be "
+                                                         "specified").args[0])
         return _point(Type="bind", Source=os.path.normpath(src), Destination=dest,
                       Mode=parts[2] if len(parts) == 3 else "", RW=rw,
                       Propagation=prop or "rprivate", CreateSource=True,
                       ReadOnlyRecursive=not rw)   # Docker 25+: ro binds recursively ro
     dest = _check_dest(dst, "volume", spec)
     if prop:
-        raise _spec_error(spec, f"invalid mode: {parts[2]}: propagation applies to bind "
-                                f"mounts only")
+        raise _spec_error(spec, _mount_error("volume", "field BindOptions must not be "
+                                                       "specified").args[0])
     volnames.validate(src)
     mode = parts[2] if len(parts) == 3 else "z"
     return _point(Name=src, Destination=dest, Driver="local", Mode=mode, RW=rw,

@@ -15,26 +15,26 @@ from dockyard import errors
 VALID_OPTS = ("type", "device", "o")
 
 
-def validate_opts(opts: dict | None) -> dict:
+def validate_opts(opts: dict | None, name: str = "") -> dict:
+    """The options as dockerd's local driver checks them at create (its words)."""
+    def bad(msg: str) -> errors.InvalidParameter:
+        return errors.InvalidParameter(f"create {name}: {msg}")
+
     opts = dict(opts or {})
     for k, v in opts.items():
         if k not in VALID_OPTS:
             if k == "size":
-                raise errors.InvalidParameter(
-                    "quota size requested but no quota support")
-            raise errors.InvalidParameter(f'invalid option: "{k}"')
+                raise bad("quota size requested but no quota support")
+            raise bad(f'invalid option: "{k}"')
         if not isinstance(v, str):
-            raise errors.InvalidParameter(f"invalid option {k}: expected a string")
+            raise bad(f"invalid option {k}: expected a string")
     typ, dev, o = opts.get("type", ""), opts.get("device", ""), opts.get("o", "")
-    if (typ or dev) and not (typ and dev):
-        if typ == "tmpfs" and not dev:
-            raise errors.InvalidParameter('missing required option: "device"')
-        raise errors.InvalidParameter(
-            f'missing required option: "{"device" if typ else "type"}"')
-    if not typ and o:
-        raise errors.InvalidParameter('missing required option: "type"')
-    if "bind" in o.split(",") and dev and not os.path.isabs(dev):
-        raise errors.InvalidParameter(f"invalid bind device: {dev}: must be an absolute path")
+    if (typ or o) and not dev:
+        raise bad('missing required option: "device"')
+    if dev and not typ:
+        raise bad('missing required option: "type"')
+    if "bind" in o.split(",") and not os.path.isabs(dev):
+        raise bad(f"invalid bind device: {dev}: must be an absolute path")
     return opts
 
 

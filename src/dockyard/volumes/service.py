@@ -64,7 +64,7 @@ class VolumeService:
 
     def _make_view(self, rec: dict, usage: bool = False) -> dict:
         out = {"CreatedAt": rec["CreatedAt"], "Driver": rec["Driver"],
-               "Labels": rec.get("Labels") or {}, "Mountpoint": self.store.data(rec["Name"]),
+               "Labels": rec.get("Labels") or None, "Mountpoint": self.store.data(rec["Name"]),
                "Name": rec["Name"], "Options": rec.get("Options") or None, "Scope": "local"}
         if usage:
             out["UsageData"] = {"Size": self.size(rec["Name"]),
@@ -142,7 +142,7 @@ class VolumeService:
             name = names.anonymous()
             anonymous = True
         names.validate(name)
-        opts = local.validate_opts(driver_opts)
+        opts = local.validate_opts(driver_opts, name)
         with self._lock:
             rec = self.volumes.get(name)
             if rec is not None:
