@@ -129,6 +129,11 @@ def test_image_volume_copy_up_anonymous_and_rm_v(daemon):
     anon = m[0]["Name"]
     assert anon in daemon.out("ps", "-aq", "--no-trunc", "--filter", f"volume={anon}") or \
         cid in daemon.out("ps", "-aq", "--no-trunc", "--filter", f"volume={anon}")
+    # copied once: emptied by the container, it stays empty at the next start
+    once = daemon.out("create", img, "sh", "-c", "ls /data; rm -rf /data/*")
+    assert daemon.out("start", "-a", once) == "sub"
+    assert daemon.out("start", "-a", once) == ""
+    daemon.out("rm", "-v", once)
     # nocopy: an empty new volume
     named = _name()
     assert daemon.out("run", "--rm", "-v", f"{named}:/data:nocopy", img, "ls", "/data") == ""

@@ -149,6 +149,7 @@ class Task:
                         from dockyard.volumes import copyup
 
                         copyup.copy_up(rootfs, mp["Destination"], src)
+                        mp["CopyData"] = False   # once, as dockerd (at the first start here)
                     if mp.get("Subpath"):
                         src = self._stage_subpath(c, i, src, mp["Subpath"])
                     out.append(mountpoints.oci_mount(mp, src))
