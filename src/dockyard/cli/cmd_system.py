@@ -427,7 +427,8 @@ def _df_verbose(du: dict) -> int:
     sys.stdout.write(f"\nBuild cache usage: {human_size(total)}\n\n")
     lines = ["CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tLAST USED\tUSAGE\tSHARED\n"]
     for b in cache:
-        lines.append(f"{b.get('ID', '')}\t{b.get('Type', '')}\t{human_size(b.get('Size', 0))}"
+        lines.append(f"{b.get('ID', '')[:12]}\t{b.get('Type', '')}\t"
+                     f"{human_size(b.get('Size', 0))}"
                      f"\t{_ago(b.get('CreatedAt'))}\t{_ago(b.get('LastUsedAt'))}\t"
                      f"{b.get('UsageCount', 0)}\t{'true' if b.get('Shared') else 'false'}\n")
     sys.stdout.write(tabwrite("".join(lines)))
