@@ -1,7 +1,7 @@
 """Where this copy of Dockyard came from: its Git commit and build time.
 
-An installed copy (``pip install .``, what ``scripts/demo`` does) carries
-``dockyard/_buildstamp.py``, written by ``setup.py`` when the wheel is built;
+An installed copy (``scripts/install``, what ``scripts/demo`` runs) carries
+``dockyard/_buildstamp.py``, written into the copy it builds the wheel from;
 a source checkout (an editable install, ``python -m dockyard`` from the clone)
 has no stamp and reads the commit from ``.git`` without spawning git.
 Imports nothing beyond the standard modules already loaded at start.
