@@ -107,3 +107,27 @@ def test_daemon_stop_all_refuses_without_daemon(tmp_path):
         assert "is not running but its supervisor is" in r.stderr
         assert d.supervisor_pid()                       # nothing was stopped
         d.start()
+
+
+@pytest.mark.parametrize("level,seen,unseen", [
+    ("debug", ["level=debug", "level=info"], ["level=INFO", "level=DEBUG"]),
+    ("warn", [], ["level=info", "level=debug", "level=INFO"]),
+])
+def test_log_level_as_dockerd(tmp_path, level, seen, unseen):
+    """--log-level takes dockerd's words and the lines carry logrus' level words."""
+    from acceptance.harness import Daemon
+
+    d = Daemon(tmp_path, extra_args=("--log-level", level))
+    try:
+        d.start()
+        d.out("version")
+        d.stop()
+        log = d.log_text()
+    finally:
+        d.close()
+    for w in seen:
+        assert w in log, log[-2000:]
+    for w in unseen:
+        assert w not in log, log[-2000:]
+    if level == "warn":
+        assert "Daemon has completed initialization" not in log

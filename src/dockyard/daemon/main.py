@@ -69,13 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_LEVEL_WORDS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
+                logging.ERROR: "error", logging.CRITICAL: "fatal"}
+
+
+class _LogfmtLevel(logging.Filter):
+    """dockerd's (logrus') level words: level=info, level=warning, level=fatal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.level_word = _LEVEL_WORDS.get(record.levelno, record.levelname.lower())
+        return True
+
+
 def configure_logging(level: str) -> None:
+    """``--log-level`` as dockerd's: debug, info, warn, error or fatal; lines in its format
+    (``time="..." level=info msg="..."``)."""
     lvl = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR, "fatal": logging.CRITICAL}[level]
     logging.basicConfig(
         level=lvl, stream=sys.stderr,
-        format='time="%(asctime)s.%(msecs)03dZ" level=%(levelname)s msg="%(message)s"',
+        format='time="%(asctime)s.%(msecs)03dZ" level=%(level_word)s msg="%(message)s"',
         datefmt="%Y-%m-%dT%H:%M:%S")
+    for h in logging.getLogger().handlers:
+        h.addFilter(_LogfmtLevel())
     logging.Formatter.converter = __import__("time").gmtime
     if lvl > logging.DEBUG:
         logging.getLogger("aiohttp").setLevel(logging.WARNING)
