@@ -182,6 +182,15 @@ def test_mount_flag_types_and_options(daemon, tmp_path):
     daemon.out("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=2m", tv)
     assert daemon.out("run", "--rm", "-v", f"{tv}:/tv", "busybox", "sh", "-c",
                       "df -k /tv | tail -1").split()[1] == "2048"
+    # volume-opt: a volume made by the --mount with the driver's options; volume-nocopy
+    mo = _name()
+    assert daemon.out("run", "--rm", "--mount", f"type=volume,source={mo},target=/etc,"
+                      "volume-opt=type=tmpfs,volume-opt=device=tmpfs,volume-opt=o=size=3m,"
+                      "volume-nocopy", "busybox", "sh", "-c",
+                      "ls /etc; df -k /etc | tail -1").split()[:5] == \
+        ["hostname", "hosts", "resolv.conf", "tmpfs", "3072"]   # the daemon's files on top
+    assert json.loads(daemon.out("volume", "inspect", mo))[0]["Options"]["o"] == "size=3m"
+    daemon.out("volume", "rm", mo)
     # o=bind of a host directory
     bv = _name()
     daemon.out("volume", "create", "-o", "type=none", "-o", f"device={src}", "-o", "o=bind", bv)

@@ -457,9 +457,8 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
         for m in mounts:
             if m["destination"] in ("/sys", "/sys/fs/cgroup"):
                 m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
-    for dest, src in (etc_files or {}).items():
-        mounts.append({"destination": dest, "type": "bind", "source": src,
-                       "options": ["rbind", "rprivate"]})
+    etc_mounts = [{"destination": dest, "type": "bind", "source": src,
+                   "options": ["rbind", "rprivate"]} for dest, src in (etc_files or {}).items()]
     user_mounts = list(resolved_mounts) if resolved_mounts is not None else \
         [parse_bind(b) for b in host.get("Binds") or []]
     for dest, opts in (host.get("Tmpfs") or {}).items():
@@ -469,8 +468,13 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
         if m["destination"] in seen:
             raise SpecError(f"Duplicate mount point: {m['destination']}")
         seen.add(m["destination"])
-    # A user mount over a default one replaces it.
-    mounts = [m for m in mounts if m["destination"] not in seen] + user_mounts
+    # A user mount over a default one replaces it (an /etc file too). The container's own
+    # mounts go shallowest first, as dockerd sorts them: /etc/hostname lands on a volume
+    # mounted at /etc, not under it.
+    etc_mounts = [m for m in etc_mounts if m["destination"] not in seen]
+    own = sorted(etc_mounts + user_mounts,
+                 key=lambda m: len(os.path.normpath(m["destination"]).split("/")))
+    mounts = [m for m in mounts if m["destination"] not in seen] + own
 
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if netns == "host":
