@@ -1,7 +1,9 @@
 """The dashboard in a real browser (Debian's headless chromium through selenium),
 against our daemon and against Debian's dockerd: the container list and its
-actions, logs that follow, a terminal, graphs, a pull with its progress bar, and
-every page rendered (screenshots in tests/ui/artifacts/<engine>/)."""
+actions, logs that follow, a terminal, graphs, a pull with its progress bar, builds
+from a directory or a tar with their output live, the tag dialog and a push with its
+progress, a long virtual list, and every page rendered (screenshots in
+tests/ui/artifacts/<engine>/)."""
 
 from __future__ import annotations
 
@@ -229,3 +231,225 @@ def test_other_pages_render(page):
     assert page.css_all("#diskbar .seg"), page.css("#sys").text
     assert "Kernel" in page.css("#sys").text
     page.shot("system")
+
+
+# ---- builds, tag and push, a long list ----------------------------------------------------
+
+def _wait_build(page, timeout=180):
+    page.wait(lambda b: page.css("#build-output").get_attribute("data-state") in ("done", "failed"),
+              timeout=timeout, what="the build to end")
+    return page.css("#build-output")
+
+
+def test_build_from_a_directory_streams_its_output(page, tmp_path):
+    """A directory chosen in the browser (tarred by the page: nested, long and non-ASCII
+    names), a Dockerfile path, two tags and a build arg; the RUN's output shows while it runs."""
+    eng = page.engine
+    n = uuid.uuid4().hex[:6]
+    ctx = tmp_path / "ctx"
+    (ctx / "sub" / "deeper").mkdir(parents=True)
+    (ctx / "hello.txt").write_text("hello-from-the-context\n")
+    (ctx / "sub" / "deeper" / "nested.txt").write_text("nested\n")
+    long_name = "l" * 120 + ".txt"
+    (ctx / "sub" / long_name).write_text("long\n")
+    (ctx / "sub" / "naïve-ü.txt").write_text("utf8\n")
+    (ctx / "docker").mkdir()
+    (ctx / "docker" / "ui.Dockerfile").write_text(
+        "FROM busybox\n"
+        "ARG GREETING=hi\n"
+        "COPY hello.txt /hello.txt\n"
+        "COPY sub /sub\n"
+        'RUN cat /hello.txt; echo "first-$GREETING"; sleep 4; echo "second-$GREETING"\n'
+        'RUN echo "$GREETING from the build" > /greeting\n')
+    tags = [f"uibuild{n}:v1", f"uibuild{n}:latest"]
+    page.go("/builds")
+    page.wait(lambda b: page.css_all("#build-form"), what="the build form")
+    page.css("#build-dir").send_keys(str(ctx))
+    page.css("#build-dockerfile").clear()
+    page.css("#build-dockerfile").send_keys("docker/ui.Dockerfile")
+    page.css("#build-tags").send_keys(" ".join(tags))
+    page.css("#build-args").send_keys("GREETING=bonjour")
+    page.css("#build-button").click()
+    out = page.css("#build-output")
+    # live: the RUN's first line is on the page while it still sleeps
+    page.wait(lambda b: "first-bonjour" in out.text, timeout=120, what="the RUN's first line")
+    assert "second-bonjour" not in out.text, out.text
+    assert "hello-from-the-context" in out.text
+    page.shot("build-running")
+    _wait_build(page)
+    assert out.get_attribute("data-state") == "done", out.text
+    assert "second-bonjour" in out.text and "Step 1/6" in out.text, out.text
+    image = out.get_attribute("data-image")
+    assert image and eng.out("image", "inspect", "-f", "{{.Id}}", tags[0]) == image
+    assert eng.out("image", "inspect", "-f", "{{.Id}}", tags[1]) == image
+    got = eng.out("run", "--rm", "--network", "none", tags[0], "sh", "-c",
+                  f"cat /greeting /sub/deeper/nested.txt /sub/{long_name} /sub/naïve-ü.txt")
+    assert got.split("\n") == ["bonjour from the build", "nested", "long", "utf8"], got
+    page.shot("build")
+    eng.docker("rmi", *tags)
+
+
+def test_build_from_a_tar_keeps_modes_and_shows_failures(page, tmp_path):
+    import io
+    import tarfile
+
+    eng = page.engine
+    n = uuid.uuid4().hex[:6]
+
+    def make_tar(path, files):
+        with tarfile.open(path, "w:gz") as tf:
+            for name, (data, mode) in files.items():
+                ti = tarfile.TarInfo(name)
+                ti.size, ti.mode = len(data), mode
+                tf.addfile(ti, io.BytesIO(data))
+        return path
+
+    good = make_tar(tmp_path / "ctx.tar.gz", {
+        "build/Dockerfile.ui": (b"FROM busybox\nCOPY run.sh /run.sh\nRUN /run.sh\n", 0o644),
+        "run.sh": (b"#!/bin/sh\necho script-ran-$((20+22))\n", 0o755)})
+    page.go("/builds")
+    page.wait(lambda b: page.css_all("#build-form"))
+    page.css("#build-tar").send_keys(str(good))
+    assert page.css("#ctx-tar-radio").is_selected()
+    page.css("#build-dockerfile").clear()
+    page.css("#build-dockerfile").send_keys("build/Dockerfile.ui")
+    page.css("#build-tags").send_keys(f"uitar{n}")
+    page.css("#build-button").click()
+    out = _wait_build(page)
+    assert out.get_attribute("data-state") == "done" and "script-ran-42" in out.text, out.text
+    assert eng.out("image", "inspect", "-f", "{{.Id}}", f"uitar{n}") == out.get_attribute("data-image")
+
+    # a RUN that fails: in-band error, red bar, nothing tagged
+    bad = make_tar(tmp_path / "bad.tar.gz", {"Dockerfile": (b"FROM busybox\nRUN echo about-to-fail; exit 3\n", 0o644)})
+    page.css("#build-tar").send_keys(str(bad))
+    page.css("#build-dockerfile").clear()
+    page.css("#build-tags").clear()
+    page.css("#build-tags").send_keys(f"uibad{n}")
+    before = set(eng.out("ps", "-aq").split())
+    page.css("#build-button").click()
+    page.wait(lambda b: out.get_attribute("data-state") == "running", timeout=10)
+    out = _wait_build(page)
+    assert out.get_attribute("data-state") == "failed", out.text
+    # the failed step's container is gone too (--force-rm)
+    _wait(lambda: set(eng.out("ps", "-aq").split()) == before, timeout=10, what="no step container left")
+    assert "about-to-fail" in out.text and "3" in page.css("#build-status").text, out.text
+    assert "failed" in page.css("#build-bar").get_attribute("class")
+    page.shot("build-failed")
+    assert eng.docker("image", "inspect", f"uibad{n}", check=False).returncode != 0
+
+    # a Dockerfile the engine refuses before building: its message, no stream
+    page.css("#build-tar").send_keys(str(good))
+    page.css("#build-dockerfile").clear()
+    page.css("#build-dockerfile").send_keys("no/such/Dockerfile")
+    page.css("#build-button").click()
+    page.wait(lambda b: out.get_attribute("data-state") == "failed", timeout=60)
+    assert page.css("#build-status").text.startswith("failed:"), page.css("#build-status").text
+    eng.docker("rmi", f"uitar{n}")
+
+
+def test_tag_dialog_and_push_with_progress(page, tmp_path):
+    import json
+    import urllib.request
+
+    from registry_helpers import running_registry
+
+    eng = page.engine
+    n = uuid.uuid4().hex[:6]
+    src = f"pushsrc{n}"
+    mk = f"mk{n}"
+    eng.docker("run", "--name", mk, "--network", "none", "busybox", "sh", "-c",
+               "dd if=/dev/urandom of=/big bs=1M count=16 2>/dev/null")
+    eng.docker("commit", mk, src)
+    eng.docker("rm", mk)
+    with running_registry(tmp_path / "reg") as reg:
+        target = f"{reg.addr}/ui/pushed"
+        page.go("/images")
+        row = f'#images-table tr[data-ref="{src}:latest"]'
+        page.wait(lambda b: page.css_all(row), what="the image listed")
+        page.b.execute_script("window.prompt = () => { throw new Error('prompt() used'); };")
+        # a bad name: the dialog says so and stays open; Escape closes it
+        page.click(row + ' button[data-action="tag"]')
+        page.wait(lambda b: page.css("#dialog").is_displayed(), what="the tag dialog")
+        page.css("#dialog-repo").send_keys("Not A/Repo")
+        page.css("#dialog-ok").click()
+        page.wait(lambda b: "not a repository name" in page.css("#dialog-error").text, what="the dialog's error")
+        assert page.css("#dialog").is_displayed()
+        page.shot("image-tag-dialog-error")
+        from selenium.webdriver.common.keys import Keys
+        page.css("#dialog-repo").send_keys(Keys.ESCAPE)
+        page.wait(lambda b: not page.css("#dialog").is_displayed(), what="Escape closes the dialog")
+        assert eng.docker("image", "inspect", "Not A/Repo", check=False).returncode != 0
+        # a good one, submitted with Enter
+        page.click(row + ' button[data-action="tag"]')
+        page.wait(lambda b: page.css("#dialog").is_displayed())
+        page.css("#dialog-repo").send_keys(target)
+        page.css("#dialog-tag").clear()
+        page.css("#dialog-tag").send_keys("v2")
+        page.shot("image-tag-dialog")
+        page.css("#dialog-tag").send_keys(Keys.ENTER)
+        page.wait(lambda b: not page.css("#dialog").is_displayed(), what="the dialog closed")
+        _wait(lambda: eng.docker("image", "inspect", f"{target}:v2", check=False).returncode == 0,
+              what="the new tag")
+        assert eng.out("image", "inspect", "-f", "{{.Id}}", f"{target}:v2") == \
+            eng.out("image", "inspect", "-f", "{{.Id}}", src)
+        page.wait(lambda b: any(f"{target}:v2" in e.text for e in page.css_all("#images-table .tag")),
+                  what="the tag listed")
+        # push it from the row's Push button, with the progress bar
+        page.click(row + ' button[data-action="push"]')
+        page.wait(lambda b: page.css("#dialog").is_displayed())
+        page.css("#dialog-ref").clear()
+        page.css("#dialog-ref").send_keys(f"{target}:v2")
+        page.css("#dialog-ok").click()
+        page.wait(lambda b: page.css("#pull-status").text.endswith("done") or "error" in page.css("#pull-status").text,
+                  timeout=180, what="the push to end")
+        status = page.css("#pull-status").text
+        assert status == f"push {target}:v2: done", status
+        bar = page.css("#pull-bar")
+        history = [float(x) for x in bar.get_attribute("data-history").split(",")]
+        assert history[-1] == 100.0 and history == sorted(history) and len(history) >= 2, history
+        assert "done" in bar.get_attribute("class")
+        page.shot("image-push")
+        with urllib.request.urlopen(f"{reg.url}/v2/ui/pushed/tags/list", timeout=10) as r:
+            assert json.load(r)["tags"] == ["v2"]
+    eng.docker("rmi", f"{target}:v2", src)
+
+
+def test_a_long_list_renders_only_what_shows(page):
+    """Hundreds of containers: the rows on screen are in the DOM, not all of them; scrolling
+    brings the others, whose actions work; the filter searches all of them."""
+    import concurrent.futures as cf
+
+    eng = page.engine
+    n = uuid.uuid4().hex[:4]
+    names = [f"long{n}-{i:03d}" for i in range(160)]
+    with cf.ThreadPoolExecutor(6) as ex:
+        list(ex.map(lambda name: eng.docker("create", "--name", name, "--network", "none", "busybox",
+                                            "sleep", "600"), names))
+    try:
+        page.go("/containers")
+        total = int(eng.out("ps", "-aq", "--no-trunc").count("\n")) + 1
+        page.wait(lambda b: page.css("#count").text == f"{total} of {total}", what=f"{total} counted")
+        in_dom = len(page.css_all("#containers-table tr[data-id]"))
+        assert 10 <= in_dom < 100, in_dom
+        listed = page.b.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            fetch('/api/containers', {headers: {'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}})
+              .then(r => r.json()).then(d => done(d.containers.map(c => c.name)));""")
+        last = [x for x in listed if x in names][-1]     # the bottom one of ours
+        assert not page.css_all(f'tr[data-name="{last}"]')
+        page.b.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        page.wait(lambda b: page.css_all(f'tr[data-name="{last}"]'), what="the last row after scrolling")
+        assert len(page.css_all("#containers-table tr[data-id]")) < 100
+        page.shot("containers-long-bottom")
+        page.click(f'tr[data-name="{last}"] button[data-action="start"]')
+        _wait(lambda: _state(eng, last) == "running", what=f"{last} started from a bottom row")
+        page.wait(lambda b: page.css(f'tr[data-name="{last}"]').get_attribute("data-state") == "running",
+                  what="the bottom row updated")
+        mid = names[80]
+        page.b.execute_script("window.scrollTo(0, 0)")
+        page.css("#filter").send_keys(mid)
+        page.wait(lambda b: [e.get_attribute("data-name") for e in page.css_all("#containers-table tr[data-id]")] == [mid],
+                  what="the filter finds one row")
+        assert page.css("#count").text == f"1 of {total}"
+    finally:
+        eng.docker("rm", "-f", *names, check=False)

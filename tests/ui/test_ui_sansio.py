@@ -69,3 +69,52 @@ def test_sessions_expire_and_csrf_is_per_session():
                                        ("example.org", False), ("::", False)])
 def test_loopback(host, loop):
     assert is_loopback(host) is loop
+
+
+def test_build_output_lines_steps_image_and_error():
+    from dockyard.ui.progress import BuildOutput
+
+    b = BuildOutput()
+    lines = [b.feed(m) for m in [
+        {"stream": "Step 1/2 : FROM busybox\n"},
+        {"status": "Pulling from library/busybox", "id": "latest"},
+        {"status": "Downloading", "id": "abc", "progress": "[=>  ] 1MB/2MB", "progressDetail": {"current": 1}},
+        {"stream": " ---> d36b3eea731d\n"},
+        {"stream": "Step 2/2 : RUN true\n"},
+        {"aux": {"ID": "sha256:" + "1" * 64}},
+        {"stream": "Successfully built 111111111111\n"},
+        {"unknown": 1},
+        "not an object",
+    ]]
+    assert lines[0] == {"text": "Step 1/2 : FROM busybox\n", "step": [1, 2]}
+    assert lines[1] == {"text": "latest: Pulling from library/busybox\n", "status": True}
+    assert lines[2]["text"] == "abc: Downloading [=>  ] 1MB/2MB\n"
+    assert lines[3]["step"] == [1, 2] and lines[4]["step"] == [2, 2]
+    assert lines[5] == {"id": "sha256:" + "1" * 64} and lines[7] is None and lines[8] is None
+    assert b.summary() == {"done": True, "ok": True, "id": "sha256:" + "1" * 64, "error": None, "step": [2, 2]}
+    bad = BuildOutput()
+    assert bad.feed({"errorDetail": {"code": 3, "message": "returned a non-zero code: 3"},
+                     "error": "returned a non-zero code: 3"}) == {"error": "returned a non-zero code: 3"}
+    assert bad.summary()["ok"] is False and bad.summary()["error"] == "returned a non-zero code: 3"
+
+
+def test_build_params_are_an_allow_list():
+    import json
+
+    from aiohttp import web
+    from multidict import MultiDict
+
+    from dockyard.ui.routes import build_params
+
+    q = MultiDict([("t", "a:1"), ("t", "reg:5000/b/c:2"), ("t", ""), ("dockerfile", "docker/x.Dockerfile"),
+                   ("buildargs", json.dumps({"A": "1", "B": None})), ("nocache", "1"), ("pull", "0"),
+                   ("remote", "http://evil.example/ctx.tar"), ("networkmode", "host"), ("cpuquota", "1")])
+    p = build_params(q)
+    assert p == {"dockerfile": "docker/x.Dockerfile", "t": ["a:1", "reg:5000/b/c:2"], "rm": "1", "forcerm": "1",
+                 "buildargs": json.dumps({"A": "1", "B": None}), "nocache": "1"}
+    assert build_params(MultiDict())["dockerfile"] == "Dockerfile"
+    for bad in ([("t", "a b")], [("t", "../x")], [("t", "x")] * 21, [("dockerfile", "a\nb")],
+                [("buildargs", "[1]")], [("buildargs", '{"A": 1}')], [("buildargs", '{"=x": "1"}')],
+                [("buildargs", "nope")]):
+        with pytest.raises(web.HTTPBadRequest):
+            build_params(MultiDict(bad))

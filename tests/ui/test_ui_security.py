@@ -60,6 +60,19 @@ def _snapshot(engine, t) -> dict:
             "vols": sorted(engine.docker("volume", "ls", "-q", check=False).stdout.split())}
 
 
+def _context_tar() -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b"FROM busybox\nRUN touch /built\n"
+        ti = tarfile.TarInfo("Dockerfile")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def _requests(t) -> list[tuple[str, str, dict]]:
     run, stopped, img = t["run"], t["stopped"], t["image"]
     reqs = [("POST", f"/api/containers/{stopped}/start", {})]
@@ -73,6 +86,8 @@ def _requests(t) -> list[tuple[str, str, dict]]:
              ("DELETE", f"/api/image?ref={img}&force=1", {}),
              ("DELETE", "/api/image?ref=busybox&force=1", {})]
     reqs += [("POST", f"/api/prune/{k}", {}) for k in ("containers", "images", "volumes", "networks", "build")]
+    reqs.append(("POST", f"/api/build?t=sec/built:{t['n']}&dockerfile=Dockerfile",
+                 {"data": _context_tar(), "headers": {"Content-Type": "application/x-tar"}}))
     if t["net"]:
         reqs.append(("DELETE", f"/api/network?id={t['net']}", {}))
     if t["vol"]:

@@ -75,7 +75,7 @@ class Engine:
 
     def url(self, path: str, params: dict | None = None) -> str:
         q = {k: v for k, v in (params or {}).items() if v is not None}
-        return self._base + path + (("?" + urlencode(q)) if q else "")
+        return self._base + path + (("?" + urlencode(q, doseq=True)) if q else "")
 
     @staticmethod
     async def _raise(resp: aiohttp.ClientResponse) -> None:
@@ -115,10 +115,12 @@ class Engine:
         return await self.request("GET", path, params)
 
     async def stream(self, method: str, path: str, params: dict | None = None,
-                     headers: dict | None = None) -> aiohttp.ClientResponse:
-        """A streaming response, status already checked; the caller closes it."""
+                     headers: dict | None = None, data: Any = None) -> aiohttp.ClientResponse:
+        """A streaming response, status already checked; the caller closes it.
+        ``data`` is a request body (bytes, or an async iterable of chunks, sent chunked)."""
         try:
-            resp = await self.session().request(method, self.url(path, params), headers=headers or {})
+            resp = await self.session().request(method, self.url(path, params), headers=headers or {},
+                                                data=data)
         except aiohttp.ClientConnectionError as e:
             raise EngineError(502, f"cannot reach the engine at {self.host}: {e}") from e
         try:
@@ -129,9 +131,9 @@ class Engine:
         return resp
 
     async def json_lines(self, method: str, path: str, params: dict | None = None,
-                         headers: dict | None = None) -> AsyncIterator[dict]:
-        """Each JSON object of a streamed answer (events, stats, pull progress)."""
-        resp = await self.stream(method, path, params, headers)
+                         headers: dict | None = None, data: Any = None) -> AsyncIterator[dict]:
+        """Each JSON object of a streamed answer (events, stats, pull progress, build output)."""
+        resp = await self.stream(method, path, params, headers, data)
         try:
             dec = json.JSONDecoder()
             buf = ""

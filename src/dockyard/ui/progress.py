@@ -57,3 +57,48 @@ class Progress:
         self.best = pct = max(self.best, pct)    # never backwards
         return {"percent": round(min(pct, 100.0), 1), "current": current, "total": total,
                 "layers": n, "layers_done": done, "status": self.status, "error": self.error}
+
+
+class BuildOutput:
+    """dockerd's classic build stream (``POST /build``) -> what the build page shows.
+
+    Each engine message becomes at most one line for the page: ``{"text": ...}`` for
+    ``stream`` output and pull ``status`` lines, ``{"error": ...}`` for ``errorDetail``;
+    ``aux.ID`` is remembered as the image. ``Step N/M`` lines move ``step``.
+    :meth:`summary` is the last message: ``{"done": true, "ok", "id", "error", "step"}``.
+    """
+
+    def __init__(self) -> None:
+        self.image: str | None = None
+        self.error: str | None = None
+        self.step: tuple[int, int] | None = None
+
+    def feed(self, msg: dict) -> dict | None:
+        if not isinstance(msg, dict):
+            return None
+        if msg.get("error") or msg.get("errorDetail"):
+            self.error = str(msg.get("error") or (msg.get("errorDetail") or {}).get("message") or "error")
+            return {"error": self.error}
+        aux = msg.get("aux")
+        if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+            self.image = aux["ID"]
+            return {"id": self.image}
+        text = msg.get("stream")
+        if isinstance(text, str):
+            if text.startswith("Step "):
+                head = text[5:].split(" ", 1)[0]
+                n, _, m = head.partition("/")
+                if n.isdigit() and m.isdigit():
+                    self.step = (int(n), int(m))
+            return {"text": text, "step": list(self.step) if self.step else None}
+        status = msg.get("status")
+        if isinstance(status, str):
+            line = (f"{msg['id']}: " if isinstance(msg.get("id"), str) else "") + status
+            if isinstance(msg.get("progress"), str):
+                line += " " + msg["progress"]
+            return {"text": line + "\n", "status": True}
+        return None
+
+    def summary(self) -> dict:
+        return {"done": True, "ok": self.error is None, "id": self.image, "error": self.error,
+                "step": list(self.step) if self.step else None}

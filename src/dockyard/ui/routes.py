@@ -213,6 +213,86 @@ async def image_push(request: web.Request) -> web.StreamResponse:
     return await _progress_stream(request, "POST", f"/images/{name}/push", {"tag": tag or None})
 
 
+# ---- builds -------------------------------------------------------------------------
+
+MAX_TAGS = 20
+MAX_BUILD_ARGS = 200
+
+
+def build_params(query) -> dict:
+    """The allow-listed build parameters of ``/api/build``'s query, checked, as the
+    engine's ``POST /build`` parameters: ``dockerfile``, ``t`` (repeated), ``buildargs``
+    (a JSON object of strings), ``nocache``, ``pull``."""
+    dockerfile = query.get("dockerfile") or "Dockerfile"
+    if len(dockerfile) > 4096 or any(ord(ch) < 32 for ch in dockerfile):
+        raise web.HTTPBadRequest(text=json.dumps({"message": f"bad Dockerfile path {dockerfile!r}"}),
+                                 content_type="application/json")
+    tags = [t for t in query.getall("t", []) if t]
+    if len(tags) > MAX_TAGS:
+        raise web.HTTPBadRequest(text=json.dumps({"message": f"at most {MAX_TAGS} tags"}),
+                                 content_type="application/json")
+    for t in tags:
+        _name(t, "tag")
+    # intermediate containers go, a failed step's too (the CLI's --force-rm)
+    params: dict = {"dockerfile": dockerfile, "t": tags or None, "rm": "1", "forcerm": "1"}
+    raw = query.get("buildargs")
+    if raw:
+        try:
+            args = json.loads(raw)
+        except ValueError:
+            args = None
+        if (not isinstance(args, dict) or len(args) > MAX_BUILD_ARGS
+                or not all(isinstance(k, str) and k and "=" not in k and (v is None or isinstance(v, str))
+                           for k, v in args.items())):
+            raise web.HTTPBadRequest(text=json.dumps({"message": "buildargs must be a JSON object of "
+                                                                 "NAME: string"}),
+                                     content_type="application/json")
+        params["buildargs"] = json.dumps(args)
+    for flag in ("nocache", "pull"):
+        if query.get(flag) in ("1", "true"):
+            params[flag] = "1"
+    return params
+
+
+async def build(request: web.Request) -> web.StreamResponse:
+    """Stream the uploaded context (a tar, plain or compressed) to the engine's classic
+    ``POST /build`` and its output back as JSON lines (:class:`BuildOutput`)."""
+    from dockyard.ui.progress import BuildOutput
+
+    params = build_params(request.query)
+    if not request.can_read_body or request.content_length == 0:
+        return _bad("a build context (a tar of the directory) is required")
+
+    async def body():
+        async for chunk in request.content.iter_chunked(1 << 16):
+            yield chunk
+
+    it = request.app[ENGINE].json_lines("POST", "/build", params, data=body(),
+                                        headers={"Content-Type": "application/x-tar"})
+    out = BuildOutput()
+    try:
+        first = await it.__anext__()   # an error before the build starts is a status
+    except StopAsyncIteration:
+        first = None
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    try:
+        if first is not None:
+            line = out.feed(first)
+            if line:
+                await resp.write((json.dumps(line) + "\n").encode())
+            async for msg in it:
+                line = out.feed(msg)
+                if line:
+                    await resp.write((json.dumps(line) + "\n").encode())
+    finally:
+        await it.aclose()
+    await resp.write((json.dumps(out.summary()) + "\n").encode())
+    await resp.write_eof()
+    return resp
+
+
 # ---- volumes, networks, system ------------------------------------------------------
 
 async def volumes(request: web.Request) -> web.Response:
@@ -283,6 +363,7 @@ def register(app: web.Application) -> None:
     r.add_post("/api/images/tag", image_tag)
     r.add_post("/api/images/pull", image_pull)
     r.add_post("/api/images/push", image_push)
+    r.add_post("/api/build", build)
     r.add_get("/api/volumes", volumes)
     r.add_delete("/api/volume", volume_remove)
     r.add_get("/api/networks", networks)

@@ -57,8 +57,46 @@ function confirmDialog(text, okLabel) {
     m.classList.remove("hidden");
     const done = (v) => { m.classList.add("hidden"); ok.onclick = cancel.onclick = null; resolve(v); };
     ok.onclick = () => done(true); cancel.onclick = () => done(false);
+    m.onkeydown = (e) => { if (e.key === "Escape") done(false); };
     ok.focus();
   });
+}
+// A dialog with fields: submit(values) runs on OK (or Enter); what it throws is shown in the
+// dialog, which stays open; Cancel or Escape closes it. Resolves true once submit succeeded.
+let closeDialog = null;
+function formDialog(title, fields, okLabel, submit) {
+  if (closeDialog) closeDialog(false);
+  return new Promise((resolve) => {
+    const m = document.getElementById("dialog");
+    m.innerHTML = '<form class="modal-card form-card" id="dialog-form" novalidate><h2>' + esc(title) + "</h2>" +
+      fields.map((f) => '<label class="field">' + esc(f.label) + '<input name="' + esc(f.name) + '" id="dialog-' + esc(f.name) +
+        '" autocomplete="off" spellcheck="false" value="' + esc(f.value || "") + '" placeholder="' + esc(f.placeholder || "") + '">' +
+        (f.hint ? '<span class="hint">' + esc(f.hint) + "</span>" : "") + "</label>").join("") +
+      '<p class="error" id="dialog-error" role="alert"></p><div class="modal-buttons">' +
+      '<button type="button" class="btn" id="dialog-cancel">Cancel</button>' +
+      '<button type="submit" class="btn primary" id="dialog-ok">' + esc(okLabel) + "</button></div></form>";
+    const form = document.getElementById("dialog-form"), err = document.getElementById("dialog-error"),
+      ok = document.getElementById("dialog-ok");
+    const done = (v) => { closeDialog = null; m.classList.add("hidden"); m.innerHTML = ""; resolve(v); };
+    closeDialog = done;
+    document.getElementById("dialog-cancel").onclick = () => done(false);
+    m.onkeydown = (e) => { if (e.key === "Escape") done(false); };
+    form.onsubmit = async (e) => {
+      e.preventDefault();
+      const values = {}; for (const f of fields) values[f.name] = form.elements[f.name].value.trim();
+      err.textContent = ""; ok.disabled = true;
+      try { await submit(values); done(true); }
+      catch (x) { if (closeDialog === done) { err.textContent = x.message; ok.disabled = false; } }
+    };
+    m.classList.remove("hidden");
+    const first = form.querySelector("input"); if (first) { first.focus(); first.select(); }
+  });
+}
+const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+const REPO_RE = /^(?:[A-Za-z0-9.-]+(?::[0-9]+)?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+function splitRef(ref) {              // "host:5000/a/b:tag" -> ["host:5000/a/b", "tag"]
+  const slash = ref.lastIndexOf("/"), colon = ref.lastIndexOf(":");
+  return colon > slash ? [ref.slice(0, colon), ref.slice(colon + 1)] : [ref, ""];
 }
 async function act(label, f, after) {
   try { await f(); toast(label + ": done"); if (after) after(); }
@@ -77,45 +115,75 @@ const stateBadge = (state, health) =>
 
 // ---- containers ------------------------------------------------------------------
 const SPARK_MAX = 100;        // live sparklines for this many running containers at most
+const OVERSCAN = 20;          // rows rendered above and below the visible ones
+// The list is virtual: only the rows on screen (and OVERSCAN around them) are in the DOM,
+// between two spacer rows of the right height, so 10 or 10,000 containers cost the same to
+// show. Rows have one fixed height (CSS), measured once.
 async function pageContainers() {
   main.innerHTML = '<div class="bar"><h1>Containers</h1><input id="filter" class="search" placeholder="Filter by name or image">' +
     '<label class="check"><input type="checkbox" id="show-all" checked> show stopped</label>' +
-    '<span id="count" class="muted"></span></div>' +
-    '<table id="containers-table" class="grid fixed"><colgroup><col style="width:14%"><col style="width:10%"><col style="width:8%">' +
+    '<span id="count" class="muted"></span><span id="stats-note" class="muted small hidden"></span></div>' +
+    '<table id="containers-table" class="grid fixed virtual"><colgroup><col style="width:14%"><col style="width:10%"><col style="width:8%">' +
     '<col style="width:8%"><col style="width:12%"><col style="width:12%"><col style="width:11%"><col style="width:25%"></colgroup><thead><tr><th>Name</th><th>Image</th><th>State</th><th>Ports</th>' +
     '<th>Status</th><th>CPU</th><th>Memory</th><th class="actions">Actions</th></tr></thead><tbody></tbody></table>';
-  const tbody = main.querySelector("tbody");
-  const hist = {};              // id -> [cpu...]
-  let rows = [], statsES = null, watched = "";
+  const table = document.getElementById("containers-table"), tbody = table.querySelector("tbody");
+  const hist = {}, last = {};   // id -> [cpu...], id -> the latest stats
+  let rows = [], shown = [], statsES = null, watched = "", from = 0, to = 0, rowH = 0, frame = 0;
   const live = owner();
   const filter = document.getElementById("filter"), showAll = document.getElementById("show-all");
 
+  const b = (a, label, cls) => '<button class="btn small ' + (cls || "") + '" data-action="' + a + '">' + label + "</button>";
+  const memText = (s) => s ? bytes(s.mem) + (s.mem_limit ? " / " + bytes(s.mem_limit) : "") : "";
+  function rowHTML(c) {
+    const running = c.state === "running", paused = c.state === "paused", s = last[c.id];
+    const ports = c.ports.filter((p) => p.public).map((p) => {
+      const host = (!p.ip || p.ip === "0.0.0.0" || p.ip === "::") ? location.hostname : p.ip;
+      return '<a href="http://' + esc(host) + ":" + esc(p.public) + '/" target="_blank" rel="noopener">' +
+        esc(p.public) + "→" + esc(p.private) + "/" + esc(p.type) + "</a>";
+    }).join(" ");
+    return '<tr data-id="' + esc(c.id) + '" data-name="' + esc(c.name) + '" data-state="' + esc(c.state) + '">' +
+      '<td><a class="c-name" href="#/container/' + esc(c.id) + '">' + esc(c.name) + '</a><div class="muted mono">' + short(c.id) + "</div></td>" +
+      '<td class="mono">' + esc(c.image) + "</td><td class=\"c-state\">" + stateBadge(c.state, c.health) + "</td>" +
+      "<td>" + ports + '</td><td class="muted">' + esc(c.status) + "</td>" +
+      '<td class="cpu">' + (running ? sparkSVG(hist[c.id]) + '<span class="v">' + (s ? s.cpu.toFixed(1) + " %" : "") + "</span>" : "") + "</td>" +
+      '<td class="mem">' + (running ? '<span class="v">' + memText(s) + "</span>" : "") + "</td>" +
+      '<td class="actions">' + (running ? b("stop", "Stop") + b("restart", "Restart") + b("pause", "Pause") + b("kill", "Kill", "warn")
+        : paused ? b("unpause", "Resume") + b("kill", "Kill", "warn")
+        : b("start", "Start", "primary")) + b("remove", "Remove", "danger") + "</td></tr>";
+  }
+  const spacer = (px, cls) => px > 0 ? '<tr class="spacer ' + cls + '" aria-hidden="true"><td colspan="8" style="height:' + px + 'px"></td></tr>' : "";
+  // the rows [from, to) of `shown` in the DOM; again only when the visible ones leave them
+  function paint(force) {
+    if (!shown.length) { tbody.innerHTML = '<tr><td colspan="8" class="empty">No containers</td></tr>'; from = to = 0; return; }
+    const h = rowH || 50, top = -tbody.getBoundingClientRect().top;
+    const vFrom = Math.max(0, Math.floor(top / h)), vTo = Math.min(shown.length, Math.ceil((top + innerHeight) / h) + 1);
+    if (!force && vFrom >= from && vTo <= to) return;
+    from = Math.max(0, vFrom - OVERSCAN); to = Math.min(shown.length, Math.max(vTo, vFrom + 1) + OVERSCAN);
+    let html = spacer(from * h, "top");
+    for (let i = from; i < to; i++) html += rowHTML(shown[i]);
+    tbody.innerHTML = html + spacer((shown.length - to) * h, "bottom");
+    if (!rowH) {               // the real height, once
+      const tr = tbody.querySelector("tr[data-id]");
+      if (tr && tr.offsetHeight) { rowH = tr.offsetHeight; if (rowH !== h) paint(true); }
+    }
+  }
+  const onScroll = () => { if (!frame) frame = requestAnimationFrame(() => { frame = 0; if (live()) paint(false); }); };
+  window.addEventListener("scroll", onScroll, {passive: true});
+  window.addEventListener("resize", onScroll);
+  onLeave(() => { window.removeEventListener("scroll", onScroll); window.removeEventListener("resize", onScroll); });
+
   function render() {
     const f = filter.value.toLowerCase(), all = showAll.checked;
-    const shown = rows.filter((c) => (all || c.state === "running") &&
+    shown = rows.filter((c) => (all || c.state === "running") &&
       (!f || c.name.toLowerCase().includes(f) || c.image.toLowerCase().includes(f)));
-    const parts = [];
-    for (const c of shown) {
-      const running = c.state === "running", paused = c.state === "paused";
-      const ports = c.ports.filter((p) => p.public).map((p) => {
-        const host = (!p.ip || p.ip === "0.0.0.0" || p.ip === "::") ? location.hostname : p.ip;
-        return '<a href="http://' + esc(host) + ":" + esc(p.public) + '/" target="_blank" rel="noopener">' +
-          esc(p.public) + "→" + esc(p.private) + "/" + esc(p.type) + "</a>";
-      }).join(" ");
-      const b = (a, label, cls) => '<button class="btn small ' + (cls || "") + '" data-action="' + a + '">' + label + "</button>";
-      parts.push('<tr data-id="' + esc(c.id) + '" data-name="' + esc(c.name) + '" data-state="' + esc(c.state) + '">' +
-        '<td><a class="c-name" href="#/container/' + esc(c.id) + '">' + esc(c.name) + '</a><div class="muted mono">' + short(c.id) + "</div></td>" +
-        '<td class="mono">' + esc(c.image) + "</td><td class=\"c-state\">" + stateBadge(c.state, c.health) + "</td>" +
-        "<td>" + ports + '</td><td class="muted">' + esc(c.status) + "</td>" +
-        '<td class="cpu">' + (running ? sparkSVG(hist[c.id]) + '<span class="v"></span>' : "") + "</td>" +
-        '<td class="mem">' + (running ? '<span class="v"></span>' : "") + "</td>" +
-        '<td class="actions">' + (running ? b("stop", "Stop") + b("restart", "Restart") + b("pause", "Pause") + b("kill", "Kill", "warn")
-          : paused ? b("unpause", "Resume") + b("kill", "Kill", "warn")
-          : b("start", "Start", "primary")) + b("remove", "Remove", "danger") + "</td></tr>");
-    }
-    tbody.innerHTML = parts.join("") || '<tr><td colspan="8" class="empty">No containers</td></tr>';
+    table.dataset.rows = String(shown.length);
+    paint(true);
     document.getElementById("count").textContent = shown.length + " of " + rows.length;
-    const ids = shown.filter((c) => c.state === "running").slice(0, SPARK_MAX).map((c) => c.id).join(",");
+    const running = shown.filter((c) => c.state === "running");
+    const note = document.getElementById("stats-note");
+    note.classList.toggle("hidden", running.length <= SPARK_MAX);
+    note.textContent = "· live CPU and memory for the first " + SPARK_MAX + " of " + running.length + " running containers (filter to pick others)";
+    const ids = running.slice(0, SPARK_MAX).map((c) => c.id).join(",");
     if (ids !== watched) {
       watched = ids;
       if (statsES) statsES.close();
@@ -124,11 +192,12 @@ async function pageContainers() {
   }
   function onStats(batch) {
     for (const [id, s] of Object.entries(batch)) {
+      last[id] = s;
       const h = hist[id] = (hist[id] || []); h.push(s.cpu); if (h.length > 30) h.shift();
       const tr = tbody.querySelector('tr[data-id="' + CSS.escape(id) + '"]'); if (!tr) continue;
       const cpu = tr.querySelector(".cpu"), mem = tr.querySelector(".mem");
       if (cpu) { cpu.innerHTML = sparkSVG(h) + '<span class="v">' + s.cpu.toFixed(1) + " %</span>"; }
-      if (mem) mem.querySelector(".v").textContent = bytes(s.mem) + (s.mem_limit ? " / " + bytes(s.mem_limit) : "");
+      if (mem && mem.querySelector(".v")) mem.querySelector(".v").textContent = memText(s);
     }
   }
   async function load() {
@@ -138,6 +207,8 @@ async function pageContainers() {
     render();
     main.dataset.loadedMs = String(Math.round(performance.now() - t0));
     main.dataset.loaded = String(Number(main.dataset.loaded || 0) + 1);
+    // painted: the frame after the next one has been drawn with these rows
+    requestAnimationFrame(() => setTimeout(() => { if (live()) main.dataset.paintedAt = String(performance.now()); }, 0));
   }
   filter.oninput = render; showAll.onchange = render;
   tbody.onclick = async (ev) => {
@@ -361,7 +432,7 @@ async function pageContainer(id) {
 async function pageImages() {
   main.innerHTML = '<div class="bar"><h1>Images</h1><span class="grow"></span>' +
     '<button class="btn" id="prune-images">Prune dangling</button></div>' +
-    '<div class="card pull"><h2>Pull an image</h2><div class="row"><input id="pull-input" class="search wide" placeholder="registry.example:5000/name:tag">' +
+    '<div class="card pull"><h2>Pull or push an image</h2><div class="row"><input id="pull-input" class="search wide" placeholder="registry.example:5000/name:tag">' +
     '<button class="btn primary" id="pull-button">Pull</button><button class="btn" id="push-button">Push</button></div>' +
     '<div class="progress"><div id="pull-bar" class="progress-bar" style="width:0%"></div></div><div id="pull-status" class="muted mono"></div></div>' +
     '<table id="images-table" class="grid"><thead><tr><th>Tags</th><th>ID</th><th>Size</th><th>Created</th><th class="actions">Actions</th></tr></thead><tbody></tbody></table>' +
@@ -375,6 +446,7 @@ async function pageImages() {
         (i.tags.length ? i.tags.map((t) => '<span class="tag mono">' + esc(t) + "</span>").join(" ") : '<span class="muted">&lt;none&gt;</span>') +
         '</td><td class="mono">' + short(i.id) + "</td><td>" + bytes(i.size) + '</td><td class="muted">' + ago(i.created) + "</td>" +
         '<td class="actions"><button class="btn small" data-action="detail">Layers</button><button class="btn small" data-action="tag">Tag</button>' +
+        (i.tags.length ? '<button class="btn small" data-action="push">Push</button>' : "") +
         '<button class="btn small danger" data-action="remove">Remove</button></td></tr>').join("") ||
         '<tr><td colspan="5" class="empty">No images</td></tr>';
     } catch (e) { tbody.innerHTML = '<tr><td colspan="5" class="error">' + esc(e.message) + "</td></tr>"; }
@@ -418,10 +490,27 @@ async function pageImages() {
       if (await confirmDialog("Remove image " + ref + "?", "Remove"))
         act("remove " + ref, () => api("DELETE", "/api/image?ref=" + encodeURIComponent(ref)), load);
     } else if (btn.dataset.action === "tag") {
-      const target = prompt("New tag for " + ref + " (repo:tag)"); if (!target) return;
-      const slash = target.lastIndexOf("/"), colon = target.lastIndexOf(":");
-      const [repo, tag] = colon > slash ? [target.slice(0, colon), target.slice(colon + 1)] : [target, "latest"];
-      act("tag " + ref, () => api("POST", "/api/images/tag", {source: tr.dataset.id, repo, tag}), load);
+      await formDialog("Tag " + ref, [
+        {name: "repo", label: "Repository", placeholder: "registry.example:5000/team/app", hint: "lower case; a registry host:port first to push there"},
+        {name: "tag", label: "Tag", value: "latest"}], "Tag", async (v) => {
+        let repo = v.repo, tag = v.tag;
+        const [r, t] = splitRef(repo); if (t && !repo.includes("@")) { repo = r; tag = tag && tag !== "latest" ? tag : t; }
+        if (!repo) throw new Error("a repository is required");
+        if (!REPO_RE.test(repo)) throw new Error("not a repository name: " + repo + " (lower case letters, digits and . _ - /, an optional host:port/ first)");
+        tag = tag || "latest";
+        if (!TAG_RE.test(tag)) throw new Error("not a tag: " + tag + " (letters, digits, _ . -, at most 128, not starting with . or -)");
+        await api("POST", "/api/images/tag", {source: tr.dataset.id, repo, tag});
+        toast("tagged " + repo + ":" + tag); load();
+      });
+    } else if (btn.dataset.action === "push") {
+      await formDialog("Push " + short(tr.dataset.id), [
+        {name: "ref", label: "Push as", value: ref, hint: "one of the image's tags; the registry is the part before the first /"}], "Push", async (v) => {
+        if (!v.ref) throw new Error("a reference is required");
+        const [r, t] = splitRef(v.ref);
+        if (!REPO_RE.test(r) || (t && !TAG_RE.test(t))) throw new Error("not an image reference: " + v.ref);
+        document.getElementById("pull-input").value = v.ref;
+        setTimeout(() => progressCall("/api/images/push", "push"), 0);
+      });
     } else {
       const det = document.getElementById("image-detail");
       try {
@@ -441,6 +530,160 @@ async function pageImages() {
   const reload = debounce(load, 300);
   stream("/api/events", (ev) => { if (ev.Type === "image") reload(); });
   await load();
+}
+
+// ---- builds ----------------------------------------------------------------------
+// A directory chosen in the browser goes up as a tar made here: a Blob of headers and the
+// files themselves, so nothing is read into memory. Browsers do not show file modes:
+// files are 0644 and directories 0755 (upload a tar to keep modes, symlinks, empty dirs).
+const enc8 = new TextEncoder();
+function tarHeader(name, size, mode, mtime, type) {
+  const h = new Uint8Array(512);
+  const put = (off, str, len) => h.set(enc8.encode(str).subarray(0, len), off);
+  const oct = (n, len) => n.toString(8).padStart(len - 1, "0");
+  h.set(name.subarray(0, 100), 0);
+  put(100, oct(mode, 8), 7); put(108, oct(0, 8), 7); put(116, oct(0, 8), 7);
+  put(124, oct(size, 12), 11); put(136, oct(mtime, 12), 11);
+  h.fill(32, 148, 156); h[156] = type.charCodeAt(0);
+  put(257, "ustar", 5); put(263, "00", 2);
+  let sum = 0; for (const x of h) sum += x;
+  put(148, oct(sum, 7), 6); h[155] = 32;
+  return h;
+}
+const tarPad = (n) => new Uint8Array((512 - n % 512) % 512);
+function paxRecord(key, value) {      // "LEN key=value\n", LEN counting itself
+  const body = enc8.encode(" " + key + "=" + value + "\n");
+  let len = body.length + String(body.length).length;
+  if (String(len).length + body.length !== len) len = body.length + String(len).length;
+  const out = new Uint8Array(String(len).length + body.length);
+  out.set(enc8.encode(String(len))); out.set(body, String(len).length);
+  return out;
+}
+function tarEntry(parts, path, size, mode, mtime, type, blob) {
+  const name = enc8.encode(path), big = size > 0o77777777777;
+  if (name.length > 100 || big || /[^\x20-\x7e]/.test(path)) {
+    const recs = [paxRecord("path", path)].concat(big ? [paxRecord("size", String(size))] : []);
+    const n = recs.reduce((a, r) => a + r.length, 0);
+    parts.push(tarHeader(enc8.encode("././@PaxHeader"), n, 0o644, mtime, "x"), ...recs, tarPad(n));
+  }
+  parts.push(tarHeader(name, big ? 0 : size, mode, mtime, type));
+  if (blob) parts.push(blob, tarPad(size));
+}
+function tarOfFiles(files) {          // <input webkitdirectory>'s files -> a tar Blob, paths below the chosen directory
+  const parts = [], dirs = new Set(), entries = [];
+  for (const f of files) {
+    const rel = (f.webkitRelativePath || f.name).split("/").slice(1).join("/") || f.name;
+    if (!rel || rel.split("/").some((seg) => seg === "" || seg === "." || seg === "..")) continue;
+    const segs = rel.split("/");
+    for (let i = 1; i < segs.length; i++) dirs.add(segs.slice(0, i).join("/"));
+    entries.push([rel, f]);
+  }
+  const now = Math.floor(Date.now() / 1000);
+  for (const d of [...dirs].sort()) tarEntry(parts, d + "/", 0, 0o755, now, "5", null);
+  entries.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+  for (const [rel, f] of entries) tarEntry(parts, rel, f.size, 0o644, Math.floor((f.lastModified || Date.now()) / 1000), "0", f);
+  parts.push(new Uint8Array(1024));
+  return {blob: new Blob(parts, {type: "application/x-tar"}), files: entries.length};
+}
+async function readLines(resp, onLine) {   // a fetch answer of JSON lines, each to onLine as it arrives
+  const reader = resp.body.getReader(), dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const {value, done} = await reader.read(); if (done) break;
+    buf += dec.decode(value, {stream: true});
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) { const line = buf.slice(0, nl); buf = buf.slice(nl + 1); if (line.trim()) onLine(JSON.parse(line)); }
+  }
+  if (buf.trim()) onLine(JSON.parse(buf));
+}
+function pageBuilds() {
+  main.innerHTML = '<div class="bar"><h1>Builds</h1><span class="muted">the engine\'s classic builder (POST /build)</span></div>' +
+    '<form id="build-form" class="card build-form" novalidate><h2>Build an image</h2>' +
+    '<div class="build-grid">' +
+    '<label>Context</label><div class="ctx-choice">' +
+      '<label class="check"><input type="radio" name="ctx" value="dir" id="ctx-dir-radio" checked> a directory</label>' +
+      '<input type="file" id="build-dir" webkitdirectory multiple>' +
+      '<label class="check"><input type="radio" name="ctx" value="tar" id="ctx-tar-radio"> a tar (.tar, .tar.gz, .tar.xz, .tar.bz2)</label>' +
+      '<input type="file" id="build-tar" accept=".tar,.tgz,.gz,.xz,.bz2,.zst,application/x-tar,application/gzip">' +
+      '<span class="hint">files of a directory go up as 0644 (a browser does not see modes); a tar keeps modes and symlinks</span></div>' +
+    '<label for="build-dockerfile">Dockerfile</label><input id="build-dockerfile" value="Dockerfile" spellcheck="false">' +
+    '<label for="build-tags">Tags</label><input id="build-tags" placeholder="app:1.0 registry.example:5000/app:1.0" spellcheck="false">' +
+    '<label for="build-args">Build args</label><textarea id="build-args" rows="3" placeholder="NAME=value, one a line" spellcheck="false"></textarea>' +
+    '<span></span><div><label class="check"><input type="checkbox" id="build-nocache"> no cache</label> ' +
+      '<label class="check"><input type="checkbox" id="build-pull"> pull base images</label></div>' +
+    '<span></span><div class="bar small"><button class="btn primary" id="build-button" type="submit">Build</button>' +
+      '<button class="btn" id="build-stop" type="button" disabled>Stop watching</button><span id="build-status" class="muted"></span></div>' +
+    '</div><div class="progress"><div id="build-bar" class="progress-bar" style="width:0%"></div></div></form>' +
+    '<pre id="build-output" class="logview mono build-output" data-state="idle"></pre>';
+  const form = document.getElementById("build-form"), out = document.getElementById("build-output"),
+    status = document.getElementById("build-status"), bar = document.getElementById("build-bar"),
+    button = document.getElementById("build-button"), stop = document.getElementById("build-stop");
+  const dirIn = document.getElementById("build-dir"), tarIn = document.getElementById("build-tar");
+  dirIn.onchange = () => { document.getElementById("ctx-dir-radio").checked = true; };
+  tarIn.onchange = () => { document.getElementById("ctx-tar-radio").checked = true; };
+  let abort = null;
+  onLeave(() => { if (abort) abort.abort(); });
+  stop.onclick = () => { if (abort) abort.abort(); };
+  const append = (text, cls) => {
+    const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 30;
+    const span = document.createElement("span"); if (cls) span.className = cls; span.textContent = text;
+    out.appendChild(span);
+    if (atBottom) out.scrollTop = out.scrollHeight;
+  };
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    const useTar = document.getElementById("ctx-tar-radio").checked;
+    let body, what;
+    if (useTar) {
+      if (!tarIn.files.length) return toast("choose a tar file for the context", true);
+      body = tarIn.files[0]; what = tarIn.files[0].name + " (" + bytes(body.size) + ")";
+    } else {
+      if (!dirIn.files.length) return toast("choose the context directory", true);
+      const t = tarOfFiles(dirIn.files); body = t.blob;
+      what = (dirIn.files[0].webkitRelativePath || "").split("/")[0] + "/ (" + t.files + " files, " + bytes(body.size) + ")";
+    }
+    const q = new URLSearchParams();
+    q.set("dockerfile", document.getElementById("build-dockerfile").value.trim() || "Dockerfile");
+    for (const t of document.getElementById("build-tags").value.split(/[\s,]+/)) if (t) q.append("t", t);
+    const args = {};
+    for (const line of document.getElementById("build-args").value.split("\n")) {
+      const l = line.trim(); if (!l || l.startsWith("#")) continue;
+      const eq = l.indexOf("=");
+      if (eq <= 0) return toast("build args are NAME=value, one a line: " + l, true);
+      args[l.slice(0, eq).trim()] = l.slice(eq + 1);
+    }
+    if (Object.keys(args).length) q.set("buildargs", JSON.stringify(args));
+    if (document.getElementById("build-nocache").checked) q.set("nocache", "1");
+    if (document.getElementById("build-pull").checked) q.set("pull", "1");
+    out.textContent = ""; out.dataset.state = "running"; delete out.dataset.image;
+    bar.style.width = "0%"; bar.className = "progress-bar";
+    button.disabled = true; stop.disabled = false;
+    status.textContent = "sending " + what + "…";
+    abort = new AbortController();
+    let last = null;
+    try {
+      const r = await fetch("/api/build?" + q.toString(), {method: "POST", body, signal: abort.signal,
+        headers: {"X-CSRF-Token": CSRF, "Content-Type": "application/x-tar"}});
+      if (!r.ok) { const d = await r.json().catch(() => ({})); throw new Error(d.message || r.statusText); }
+      status.textContent = "building…";
+      await readLines(r, (m) => {
+        last = m;
+        if (m.text != null) append(m.text, m.status ? "pull" : "");
+        if (m.error) append(m.error + "\n", "error");
+        if (m.step) { bar.style.width = (100 * (m.step[0] - 0.5) / m.step[1]).toFixed(1) + "%"; status.textContent = "step " + m.step[0] + " of " + m.step[1]; }
+      });
+      if (!last || !last.done) throw new Error("the build's stream ended early");
+      if (!last.ok) throw new Error(last.error || "the build failed");
+      bar.style.width = "100%"; bar.classList.add("done");
+      out.dataset.state = "done"; out.dataset.image = last.id || "";
+      status.innerHTML = "built " + (last.id ? '<a href="#/images" class="mono">' + esc(short(last.id)) + "</a>" : "") ;
+      toast("build done");
+    } catch (e) {
+      out.dataset.state = "failed"; bar.classList.add("failed");
+      status.textContent = e.name === "AbortError" ? "stopped watching" : "failed: " + e.message;
+      if (e.name !== "AbortError") { append("error: " + e.message + "\n", "error"); toast("build: " + e.message, true); }
+    } finally { abort = null; button.disabled = false; stop.disabled = true; }
+  };
 }
 
 // ---- volumes, networks -----------------------------------------------------------
@@ -543,13 +786,14 @@ async function pageSystem() {
 // ---- router ----------------------------------------------------------------------
 function route() {
   cleanups.forEach((f) => { try { f(); } catch (e) {} }); cleanups = [];
+  if (closeDialog) closeDialog(false);
   const my = ++gen;
   const parts = (location.hash || "#/containers").slice(2).split("/");
   const page = parts[0] || "containers";
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === page || (page === "container" && a.dataset.page === "containers"));
-  main.dataset.page = page; delete main.dataset.loaded;
+  main.dataset.page = page; delete main.dataset.loaded; delete main.dataset.paintedAt;
   const f = {containers: pageContainers, container: () => pageContainer(decodeURIComponent(parts[1] || "")), images: pageImages,
-    volumes: pageVolumes, networks: pageNetworks, events: pageEvents, system: pageSystem}[page] || pageContainers;
+    volumes: pageVolumes, networks: pageNetworks, events: pageEvents, system: pageSystem, builds: pageBuilds}[page] || pageContainers;
   Promise.resolve(f()).catch((e) => { if (my === gen) main.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
 }
 window.addEventListener("hashchange", route);
