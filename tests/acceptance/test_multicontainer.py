@@ -397,3 +397,33 @@ def test_daemon_log_has_no_traceback_after_mixed_use(fresh_daemon):
     log = d.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-4000:]
     assert "never retrieved" not in log and "was destroyed but it is pending" not in log
+
+
+# ---- testcontainers-python ------------------------------------------------------------------
+
+def test_testcontainers_python(netd, monkeypatch):
+    tc = pytest.importorskip("testcontainers.core.container")
+    from testcontainers.core.waiting_utils import wait_for_logs
+    import urllib.request
+
+    monkeypatch.setenv("DOCKER_HOST", netd.host)
+    monkeypatch.setenv("DOCKER_CONFIG", str(netd.cfg))
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")   # its image is not pullable here
+    from testcontainers.core.config import testcontainers_config
+    monkeypatch.setattr(testcontainers_config, "ryuk_disabled", True)
+    c = tc.DockerContainer("busybox", command=["sh", "-c", "mkdir /w && echo tc-ok > /w/i && "
+                                               "echo serving && exec httpd -f -p 80 -h /w"])
+    c.with_exposed_ports(80)
+    with c:
+        wait_for_logs(c, "serving", timeout=30)
+        host, port = c.get_container_host_ip(), c.get_exposed_port(80)
+        body = _until(lambda: _get(f"http://{host}:{port}/i", urllib.request), timeout=10)
+        assert body == b"tc-ok\n"
+    assert netd.out("ps", "-aq", "--filter", f"id={c.get_wrapped_container().id}") == ""
+
+
+def _get(url, urllib_request):
+    try:
+        return urllib_request.urlopen(url, timeout=2).read()
+    except OSError:
+        return None
