@@ -304,7 +304,8 @@ class NetworkManager:
             self._require_started()
             if not name or not NAME_RE.match(name):
                 raise InvalidParameter(
-                    f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    f"invalid network name {name!r}: it must not be blank nor hold '/' or "
+                    f"control characters"
                 )
             if any(n.name == name for n in self.networks.values()):
                 raise Conflict(f"network with name {name} already exists")
