@@ -343,3 +343,31 @@ def test_context_session_refuses_bad_manifests_and_stale_tokens(daemon):
         assert os.listdir(daemon.data / "builder" / "tmp") == []
     finally:
         api.close()
+
+
+def test_context_session_sends_only_what_the_build_reads(daemon, tmp_path):
+    ctx = tmp_path / "reads"
+    (ctx / "sub").mkdir(parents=True)
+    with open(ctx / "big.bin", "wb") as f:
+        f.truncate(64 << 20)      # not ignored, but no step reads it
+    (ctx / "a.txt").write_text("a\n")
+    (ctx / "b.txt").write_text("b\n")
+    (ctx / "sub" / "c.dat").write_text("c\n")
+    (ctx / "link").symlink_to("sub")
+    tag = f"reads-{uuid.uuid4().hex[:6]}"
+
+    def build(dockerfile: str) -> int:
+        (ctx / "Dockerfile").write_text(dockerfile)
+        with counting_proxy(str(daemon.sock)) as (host, sent):
+            ok(dockyard(daemon, "build", "-q", "-t", tag, str(ctx), host=host))
+            return sent[0]
+
+    n = build("FROM busybox\nCOPY *.txt /t/\nCOPY link/ /l/\n"
+              "RUN --mount=type=bind,source=sub,target=/m cat /m/c.dat > /from-mount\n")
+    assert n < (1 << 20), n
+    got = daemon.out("run", "--rm", tag, "sh", "-c", "ls /t /l; cat /from-mount")
+    assert got.split() == ["/l:", "c.dat", "/t:", "a.txt", "b.txt", "c"], got
+    # a step that reads everything: the big file travels now (and lands)
+    n = build("FROM busybox\nCOPY . /all/\n")
+    assert n > (64 << 20), n
+    assert daemon.out("run", "--rm", tag, "stat", "-c", "%s", "/all/big.bin") == str(64 << 20)

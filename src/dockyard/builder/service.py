@@ -45,6 +45,29 @@ class BuildService:
                                      os.path.join(self.tmp, "ctx-" + uuid.uuid4().hex),
                                      dockerfile or "Dockerfile")
 
+    def needed_files(self, manifest: list, files: dict[str, bytes], dockerfile: str,
+                     build_args=None, target: str | None = None) -> set[str] | None:
+        """Which of a context session's files the build reads, planned on the manifest
+        alone; None (all of them) when that cannot be told before the build (a base image
+        to pull, an ADD URL, a Dockerfile error: the build itself reports those)."""
+        from dockyard.builder import sessions
+        root = os.path.join(self.tmp, "probe-" + uuid.uuid4().hex)
+        try:
+            ctx = sessions.probe_context(root, manifest, files, dockerfile)
+            df = self.dockerfile(ctx, dockerfile)
+            bases = {}
+            for ref in planner.base_images(df, build_args or {}, target):
+                image_id = self.images.resolve(ref)
+                bases[ref] = (image_id, self.images.get_config(image_id))
+            plan = planner.plan(df, build_args=build_args or {}, target=target, bases=bases,
+                                context=ctx, downloads={})
+            needed = sessions.read_paths(plan, ctx)
+        except Exception:   # noqa: BLE001 - any doubt: every file
+            return None
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return needed | set(files)
+
     def receive_remote(self, remote: str, dockerfile: str = "") -> tuple[bctx.Context, str]:
         """The ``remote`` parameter's context (an http(s) tar or Dockerfile, a git URL)
         and the Dockerfile's name in it."""

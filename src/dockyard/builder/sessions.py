@@ -27,6 +27,7 @@ import shutil
 import threading
 import time
 import uuid
+from typing import Any
 
 from dockyard.builder import context as bctx
 from dockyard.errors import Conflict, InvalidParameter
@@ -52,11 +53,15 @@ class SessionContext(bctx.Context):
         super().close()
 
 
-def parse_manifest(raw: bytes) -> list[tuple[str, str, int, int, int, str]]:
-    try:
-        items = json.loads(raw)
-    except ValueError:
-        raise InvalidParameter("context session: the manifest is not JSON") from None
+def parse_manifest(raw) -> list[tuple[str, str, int, int, int, str]]:
+    """The checked manifest, from JSON bytes or the decoded list."""
+    if isinstance(raw, (bytes, bytearray, str)):
+        try:
+            items = json.loads(raw)
+        except ValueError:
+            raise InvalidParameter("context session: the manifest is not JSON") from None
+    else:
+        items = raw
     if not isinstance(items, list) or len(items) > MAX_ENTRIES:
         raise InvalidParameter("context session: the manifest must be a list of entries")
     out = []
@@ -93,35 +98,38 @@ class SessionStore:
         shutil.rmtree(root, ignore_errors=True)     # kept spools do not outlive the daemon
         os.makedirs(root, mode=0o700, exist_ok=True)
         self.lock = threading.Lock()
-        self.pending: dict[str, tuple[str, list, float]] = {}
+        self.pending: dict[str, tuple[str, list, set | None, float]] = {}
         self.kept: dict[str, tuple[str, dict]] = {}   # key -> (spool path, index)
 
     # -- the offer ----------------------------------------------------------------------
-    def offer(self, key: str, manifest: list) -> dict:
+    def offer(self, key: str, manifest: list, needed: set[str] | None = None) -> dict:
+        """``needed``: the files the build reads (None: all of them); the others are
+        neither asked for nor part of the build's context."""
         if not _KEY.match(key or ""):
             raise InvalidParameter("context session: the key must be 16-64 hex digits")
         with self.lock:
             now = time.monotonic()
-            for t in [t for t, (_, _, dl) in self.pending.items() if dl < now]:
+            for t in [t for t, (*_, dl) in self.pending.items() if dl < now]:
                 del self.pending[t]
             _, index = self.kept.get(key, ("", {}))
             missing = [m[0] for m in manifest if m[1] == "file"
+                       and (needed is None or m[0] in needed)
                        and tuple(index.get(m[0], ())[:4]) != (m[2], m[3], m[4], "file")]
             token = uuid.uuid4().hex
-            self.pending[token] = (key, manifest, now + TOKEN_TTL)
+            self.pending[token] = (key, manifest, needed, now + TOKEN_TTL)
         return {"Token": token, "Missing": missing}
 
     # -- the build's context --------------------------------------------------------------
     def receive(self, token: str, stream, root: str, dockerfile: str) -> SessionContext:
         with self.lock:
-            key, manifest, _ = self.pending.pop(token, (None, None, 0))
+            key, manifest, needed, _ = self.pending.pop(token, (None, None, None, 0))
             spool, index = self.kept.get(key, ("", {})) if key else ("", {})
         if key is None:
             raise Conflict("context session expired or unknown: send the whole context")
         os.makedirs(root, mode=0o700)
         try:
             sent = bctx._unpack(stream, root)
-            entries, new_index = self._merge(root, manifest, sent, spool, index)
+            entries, new_index = self._merge(root, manifest, sent, spool, index, needed)
             ctx = SessionContext(root, entries, dockerfile or "Dockerfile", self, key,
                                  new_index)
             return bctx.apply_ignore(ctx)
@@ -130,7 +138,7 @@ class SessionStore:
             raise
 
     def _merge(self, root: str, manifest: list, sent: dict, spool: str,
-               index: dict) -> tuple[dict, dict]:
+               index: dict, needed: set[str] | None = None) -> tuple[dict, dict]:
         entries: dict[str, bctx.Entry] = {"": sent[""]}
         new_index: dict[str, list] = {}
         src_fd = -1
@@ -156,6 +164,8 @@ class SessionStore:
                     continue
                 old = index.get(path)
                 if old is None or tuple(old[:4]) != (mode, size, mtime_ns, "file"):
+                    if needed is not None and path not in needed:
+                        continue    # the build does not read it: not part of its context
                     raise Conflict(f"context session: {path} was neither sent nor kept: "
                                    "send the whole context")
                 if src_fd < 0:
@@ -209,6 +219,56 @@ class SessionStore:
             except OSError:
                 pass
         return freed
+
+
+def probe_context(root: str, manifest: list, files: dict[str, bytes],
+                  dockerfile: str) -> bctx.Context:
+    """A context made of the manifest alone (no content) but for ``files`` (the Dockerfile
+    and ignore files the offer carries), to plan which files a build reads."""
+    os.makedirs(root, mode=0o700)
+    entries: dict[str, bctx.Entry] = {"": bctx.Entry("", "dir", 0o755, 0, 0, 0, "")}
+    with open(os.path.join(root, bctx.SPOOL), "wb") as spool:
+        for path, kind, mode, size, mtime_ns, link in manifest:
+            for k in range(1, path.count("/") + 1):
+                parent = path.rsplit("/", k)[0]
+                entries.setdefault(parent, bctx.Entry(parent, "dir", 0o755, 0, 0, 0, ""))
+            if kind == "dir":
+                entries[path] = bctx.Entry(path, "dir", mode, 0, 0, 0, "")
+            elif kind == "symlink":
+                entries[path] = bctx.Entry(path, "symlink", 0o777, 0, 0, 0, link)
+            elif path in files:
+                data = files[path]
+                entries[path] = bctx.Entry(path, "file", mode, 0, 0, len(data), "probe",
+                                           spool.tell())
+                spool.write(data)
+            else:
+                entries[path] = bctx.Entry(path, "file", mode, 0, 0, size, "probe:" + path)
+    return bctx.apply_ignore(bctx.Context(root, entries, dockerfile or "Dockerfile"))
+
+
+def read_paths(plan: Any, ctx: bctx.Context) -> set[str]:
+    """The context files a plan reads: COPY/ADD sources (all below a directory) and
+    RUN --mount=type=bind sources from the context."""
+    out: set[str] = set()
+
+    def take(e: bctx.Entry | None) -> None:
+        if e is None:
+            return
+        out.add(e.path)
+        if e.kind == "dir":
+            out.update(sub.path for sub in ctx.below(e.path))
+
+    for stage in plan.stages:
+        for step in stage.steps:
+            cp = step.copy
+            if cp is not None and cp.from_stage is None and not cp.from_image:
+                for it in cp.items:
+                    take(ctx.entries.get(it.source))
+            run = step.run
+            for m in (run.mounts if run is not None else ()):
+                if m.type == "bind" and not m.from_:
+                    take(ctx.resolve(bctx.normalize(m.source)))
+    return out
 
 
 def _copy(src_fd: int, offset: int, dst_fd: int, size: int) -> None:

@@ -195,8 +195,10 @@ class _DirContext:
         who = f"{os.path.realpath(self.ctx_dir)}\0{self.rel if not self.extra else '-'}"
         return hashlib.sha256(who.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
-    def offer(self, c):
+    def offer(self, c, params: list):
         """(token, body) of a context session, or None when the daemon has none."""
+        import base64
+
         from dockyard import errors
         from dockyard.cli import buildctx
 
@@ -205,9 +207,24 @@ class _DirContext:
             import time
             items.append([self.extra[0], "file", 0o600, len(self.extra[1]), time.time_ns(),
                           ""])
+        # what the daemon plans with, to ask only for the files the build reads
+        sizes = {m[0]: m[3] for m in items if m[1] == "file"}
+        files = {}
+        for name in {self.rel or "Dockerfile", (self.rel or "Dockerfile") + ".dockerignore",
+                     ".dockerignore"}:
+            if name in sizes and sizes[name] <= (1 << 20) and name != (self.extra or ("",))[0]:
+                files[name] = _read_file(os.path.join(self.ctx_dir, name))
+        if self.extra is not None:
+            files[self.extra[0]] = self.extra[1]
+        q = dict(params)
+        offer = {"Manifest": items, "Dockerfile": self.rel or "",
+                 "BuildArgs": json.loads(q.get("buildargs") or "{}"),
+                 "Target": q.get("target") or "",
+                 "Plan": not q.get("pull"),       # a base to pull first: plan at build time
+                 "Files": {k: base64.b64encode(v).decode() for k, v in files.items()}}
         try:
             resp = c.request("POST", "/build/session", {"key": self.session_key()},
-                             body=json.dumps(items, separators=(",", ":")).encode(),
+                             body=json.dumps(offer, separators=(",", ":")).encode(),
                              headers={"Content-Type": "application/json"})
             answer = json.loads(resp.read())
         except (errors.NotFound, errors.InvalidParameter):
@@ -298,7 +315,7 @@ def _run(g, o, body, dockerfile: str) -> int:
         dir_ctx = body
         offered = None
         if dir_ctx.session and not os.environ.get("DOCKYARD_BUILD_FULL_CONTEXT"):
-            offered = dir_ctx.offer(c)
+            offered = dir_ctx.offer(c, params)
         if offered is not None:
             from dockyard import errors
             token, body = offered
