@@ -214,7 +214,7 @@ class Lifecycle:
                 raise errors.Conflict(f"container is marked for removal and cannot be started")
             try:
                 await self._start_locked(c)
-            except errors.DockyardError as e:
+            except Exception as e:   # a DockyardError, or a full disk's OSError: undone alike
                 # clients attached for this start get their stream closed
                 for go, _ in self._pending_attach.pop(cid, []):
                     if not go.done():
@@ -528,6 +528,28 @@ class Lifecycle:
             await self._finish_remove(c)
 
     async def _finish_remove(self, c: dict) -> None:
+        try:
+            await self._finish_remove_once(c)
+        except Exception as e:
+            # a full disk where even the removal cannot be recorded: the space held back
+            # for this (dockyard/diskreserve.py) is freed and the removal tried once more
+            from dockyard import diskreserve
+
+            if not diskreserve.disk_full(e) or not self._reserve().release():
+                raise
+            log.warning("disk full: the reserve is released to remove %s", c["Id"][:12])
+            await self._finish_remove_once(c)
+        await asyncio.to_thread(self._reserve().ensure)
+
+    def _reserve(self):
+        from dockyard import diskreserve
+
+        r = getattr(self, "_disk_reserve", None)
+        if r is None:
+            r = self._disk_reserve = diskreserve.Reserve(self.root)
+        return r
+
+    async def _finish_remove_once(self, c: dict) -> None:
         await self._cleanup_after_stop(c)
         crashpoints.at("remove.cleaned")
         await self._remove_files(c)

@@ -47,7 +47,8 @@ class Recovery:
             t = tasks.get(cid)
             s = c["State"]["Status"]
             try:
-                if s == "created":
+                if s == "created" or (s == "exited" and intent == "start"):
+                    # a start (or the start of a restart) that may have happened
                     await self._recover_created(c, t, intent)
                 elif s in ("running", "paused") and intent == "commit" and t \
                         and t["status"] == "running":

@@ -18,6 +18,7 @@ class Supervision:
     # ---- boot ------------------------------------------------------------------------
     async def restore(self) -> None:
         """Load records and reconcile them with what the supervisor still runs."""
+        await asyncio.to_thread(self._reserve().ensure)   # space for removals on a full disk
         warm_rows = []
         for rec in self.store.all():
             if rec["Name"].startswith(WARM_NAME):
