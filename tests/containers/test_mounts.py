@@ -58,7 +58,9 @@ def test_mount_entries(tmp_path):
 
 
 @pytest.mark.parametrize("m, words", [
-    ({"Type": "npipe", "Target": "/x"}, "mount type unknown"),
+    ({"Type": "weird", "Target": "/x"}, "mount type unknown"),
+    ({"Type": "image", "Source": "busybox", "Target": "/x"},
+     'invalid mount config for type "image": image mounts are not supported'),
     ({"Type": "volume"}, "field Target must not be empty"),
     ({"Type": "bind", "Target": "/x"}, "field Source must not be empty"),
     ({"Type": "bind", "Source": "/no/such/dir/x", "Target": "/x"},

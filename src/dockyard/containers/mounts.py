@@ -96,6 +96,9 @@ def parse_mount(m: dict) -> dict:
     if not isinstance(m, dict):
         raise errors.InvalidParameter("invalid mount: expected an object")
     typ = m.get("Type") or ""
+    if typ in ("image", "npipe", "cluster"):
+        raise _mount_error(typ, f"{typ} mounts are not supported by this daemon (bind, "
+                                f"volume and tmpfs are)")
     if typ not in ("bind", "volume", "tmpfs"):
         raise _mount_error(typ, "mount type unknown")
     target = m.get("Target") or ""
