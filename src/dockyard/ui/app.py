@@ -213,6 +213,7 @@ def make_app(engine: Engine, auth: security.Authenticator, *, assets: Path, tls:
     streams.register(app)
 
     async def _close(app: web.Application) -> None:
+        await app[routes.CONTAINER_LIST].close()
         await streams.shutdown(app)
         await engine.close()
 

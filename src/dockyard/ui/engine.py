@@ -131,9 +131,13 @@ class Engine:
         return resp
 
     async def json_lines(self, method: str, path: str, params: dict | None = None,
-                         headers: dict | None = None, data: Any = None) -> AsyncIterator[dict]:
-        """Each JSON object of a streamed answer (events, stats, pull progress, build output)."""
+                         headers: dict | None = None, data: Any = None,
+                         on_connected=None) -> AsyncIterator[dict]:
+        """Each JSON object of a streamed answer (events, stats, pull progress, build output);
+        ``on_connected()`` runs once the engine has answered 200."""
         resp = await self.stream(method, path, params, headers, data)
+        if on_connected is not None:
+            on_connected()
         try:
             dec = json.JSONDecoder()
             buf = ""

@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 
 from dockyard.ui.app import ENGINE
 from dockyard.ui.engine import Engine, EngineError
-from dockyard.ui.routes import _cid
+from dockyard.ui.routes import CONTAINER_LIST, _cid
 
 HEARTBEAT = 15.0
 MAX_STATS_IDS = 500
@@ -80,8 +80,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     params = {"since": request.query.get("since") or None}
     it = eng.json_lines("GET", "/events", params)
 
+    kept = request.app[CONTAINER_LIST]
+
     async def items():
         async for ev in it:
+            if isinstance(ev, dict) and ev.get("Type") == "container":
+                kept.changed()   # a page that reloads on this event gets a list that has it
             yield sse(ev)
 
     resp = await sse_response(request)
