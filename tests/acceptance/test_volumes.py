@@ -621,3 +621,26 @@ def test_volume_data_survives_supervisor_kill9(fresh_daemon):
     assert d.out("run", "--rm", "-v", f"{name}:/d", "busybox", "cat", "/d/f") == "kept"
     d.out("volume", "rm", name)
     assert not (d.data / "volumes" / name).exists()
+
+
+def test_copy_view_left_by_a_crash_is_swept_and_data_kept(fresh_daemon):
+    """A daemon killed mid-copy leaves its view (a mount of the rootfs with the volume on
+    it): the next daemon detaches it before anything could delete below it."""
+    from dockyard.containers import copyview
+    from dockyard.snapshots.mount import mounts_under
+
+    d = fresh_daemon
+    name = _name()
+    cid = d.out("run", "-d", "-v", f"{name}:/d", "busybox", "sh", "-c",
+                "echo precious > /d/f; sleep 300")
+    time.sleep(0.3)
+    views = d.data / copyview.DIR
+    views.mkdir(mode=0o700, exist_ok=True)
+    copyview.make(str(d.data / "containers" / cid / "rootfs"), str(views / "cp-crashed"),
+                  [("/d", str(d.data / "volumes" / name / "_data"), True)])
+    assert mounts_under(views)
+    d.kill9()
+    d.start()
+    assert not mounts_under(views) and not (views / "cp-crashed").exists()
+    d.out("rm", "-f", cid)
+    assert d.out("run", "--rm", "-v", f"{name}:/d", "busybox", "cat", "/d/f") == "precious"

@@ -4,8 +4,9 @@ endpoints: its rootfs with its volumes, bind mounts and the files the daemon wri
 dockerd does for a copy. (export, commit and diff read the bare rootfs: volume content
 stays out of them, as with Docker.)
 
-The view is a private bind mount of the rootfs at ``containers/<id>/cpview-<n>`` (inside
-the owner-only data root), on which each source is bind-mounted at a target opened from
+The view is a private bind mount of the rootfs at ``<data-root>/cpviews/cp-<n>`` (inside
+the owner-only data root; views a crashed daemon left are detached at the next start,
+``sweep``, before anything could delete below them), on which each source is bind-mounted at a target opened from
 the view's fd component by component (fsroot: symlinks resolved inside the view, none
 followed by the kernel), so a container that swaps a destination with a symlink cannot
 make the daemon mount over a host path. Read-only mount points stay read-only. tmpfs
@@ -19,6 +20,7 @@ import stat
 
 from dockyard.snapshots import mount as snapmount
 
+DIR = "cpviews"
 _MS_PRIVATE = 1 << 18
 _MS_BIND, _MS_REC, _MS_REMOUNT, _MS_RDONLY = 0x1000, 0x4000, 0x20, 0x1
 
@@ -107,3 +109,21 @@ def _bind_into(view: str, dest: str, src: str, rw: bool) -> None:
                              _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None)
     finally:
         os.close(fd)
+
+
+def sweep(data_root: str) -> None:
+    """At daemon start: detach every view a daemon that died mid-copy left, then remove
+    the directories (only those with nothing mounted below any more)."""
+    d = os.path.join(data_root, DIR)
+    if not os.path.isdir(d):
+        return
+    for name in os.listdir(d):
+        path = os.path.join(d, name)
+        try:
+            snapmount.unmount_all(path)
+        except OSError:
+            continue   # still mounted: left alone, never deleted through
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass

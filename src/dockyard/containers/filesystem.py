@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 
-from dockyard import errors
+from dockyard import errors, statefiles
 from dockyard.containers.task import _mount_rootfs, _unmount_rootfs
 
 
@@ -100,7 +100,11 @@ class Filesystem:
                 if not binds:
                     yield c, rootfs
                     return
-                view = os.path.join(self._dir(c["Id"]), token)
+                # beside the containers, not in one's directory: a view a crash left
+                # mounted is never under a tree the container's removal deletes
+                views = os.path.join(self.root, copyview.DIR)
+                statefiles.makedirs(views)
+                view = os.path.join(views, token)
                 await asyncio.to_thread(copyview.make, rootfs, view, binds)
                 try:
                     yield c, view

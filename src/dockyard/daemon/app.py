@@ -136,6 +136,9 @@ class Daemon:
         from dockyard.volumes.service import VolumeService
 
         self.volumes = VolumeService(str(self.data_root), emit=self._emit)
+        from dockyard.containers import copyview
+
+        self.boot_hooks.insert(0, lambda: copyview.sweep(str(self.data_root)))
         if self.images is not None:
             self.containers = self._build_containers()
         self.system = SystemService(self.data_root, images=self.images, events=self.events,

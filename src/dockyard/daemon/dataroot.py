@@ -21,6 +21,8 @@ every file 0600, owned by root, unless noted::
                                       0700 directory keeps everyone else out (Docker's way)
       volumes/<name>/                 0700: volume.json 0600; _data/ is the volume's
                                       content and keeps the modes the mount point gave it
+      cpviews/                        0700: docker cp's views of containers (mounts, for
+                                      the duration of a copy)
       supervisor/                     supervisor.sock 0600, supervisor.log, tasks/<id>/*
       runtime/                        the runtime's --root: <id>/state.json 0600 and,
                                       until start, exec.fifo 0622 (as runc's)
