@@ -44,9 +44,12 @@ def test_env_merges_image_then_container_and_defaults():
 
 def test_user_resolves_against_the_containers_files(busybox_rootfs):
     assert S.resolve_user("tester", str(busybox_rootfs)) == {"uid": 1000, "gid": 1000,
-                                                            "additionalGids": [100]}
-    assert S.resolve_user("1000:users", str(busybox_rootfs))["gid"] == 100
-    assert S.resolve_user("4242", str(busybox_rootfs)) == {"uid": 4242, "gid": 0}
+                                                            "additionalGids": [100, 1000]}
+    # an explicit group: that group alone (dockerd's list), no /etc/group members
+    assert S.resolve_user("1000:users", str(busybox_rootfs)) == {"uid": 1000, "gid": 100,
+                                                                "additionalGids": [100]}
+    assert S.resolve_user("4242", str(busybox_rootfs)) == {"uid": 4242, "gid": 0,
+                                                           "additionalGids": [0]}
     with pytest.raises(S.SpecError, match="unable to find user nosuch"):
         S.resolve_user("nosuch", str(busybox_rootfs))
 

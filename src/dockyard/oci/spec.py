@@ -156,15 +156,17 @@ def resolve_user(user: str, rootfs: str, group_add: list[str] | None = None) -> 
         gid = _group_id(group, rootfs)
     additional = [_group_id(g, rootfs) for g in group_add or []]
     username = name
-    if name.isdigit():
-        entry = _passwd_lookup(rootfs, "passwd", name, by_name=False)
+    if not name or name.isdigit():
+        # No USER is uid 0: its name comes from the image's passwd too (runc's GetExecUser),
+        # so root gets the groups that list it (busybox's wheel), as under dockerd.
+        entry = _passwd_lookup(rootfs, "passwd", name or "0", by_name=False)
         username = entry[0] if entry else ""
-    if username:
+    # dockerd's list: the primary group, then (without an explicit group) every group of
+    # the image's /etc/group that names the user, then --group-add.
+    additional.append(gid)
+    if username and not group:
         additional += _member_groups(username, rootfs, exclude=gid)
-    out: dict = {"uid": uid, "gid": gid}
-    if additional:
-        out["additionalGids"] = sorted(set(additional))
-    return out
+    return {"uid": uid, "gid": gid, "additionalGids": sorted(set(additional))}
 
 
 def home_dir(uid: int, rootfs: str) -> str:
@@ -494,10 +496,11 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
         "namespaces": namespaces,
         "resources": resources(host),
         "cgroupsPath": f"{cgroup_parent.rstrip('/')}/{container_id}",
-        "sysctl": dict(host.get("Sysctls") or {}),
+        "sysctl": {**default_sysctls(netns, host), **dict(host.get("Sysctls") or {})},
     }
     if privileged:
         linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
+        linux["devices"] = host_devices()
     else:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
@@ -507,7 +510,7 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
     for dev in host.get("Devices") or []:
         devices.append(_device(dev))
     if devices:
-        linux["devices"] = [d for d, _ in devices]
+        linux["devices"] = [*linux.get("devices", ()), *(d for d, _ in devices)]
         linux["resources"]["devices"] += [r for _, r in devices]
     if rootfs_propagation:
         linux["rootfsPropagation"] = rootfs_propagation
@@ -523,6 +526,54 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
     if host.get("Init"):
         spec["process"]["args"] = ["/sbin/docker-init", "--"] + spec["process"]["args"]
     return spec
+
+
+def default_sysctls(netns: str | None, host: dict) -> dict:
+    """dockerd's sysctls for a container with a network namespace of its own (not
+    ``host``, not ``container:X``): unprivileged ICMP echo sockets for every group.
+    HostConfig.Sysctls override them."""
+    if netns == "host" or str(host.get("NetworkMode") or "").startswith("container:"):
+        return {}
+    return {"net.ipv4.ping_group_range": "0 2147483647"}
+
+
+# Directories under the host's /dev a privileged container does not get (containerd's
+# HostDevices skips them: they are mounts the container has of its own).
+_HOST_DEV_SKIP = frozenset(("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"))
+
+
+def host_devices(root: str = "/dev") -> list[dict]:
+    """Every character and block device under the host's /dev, as linux.devices entries
+    with the host node's mode and owner (what a --privileged container gets under
+    dockerd); symlinks and /dev/console (the runtime's) are left out."""
+    import stat
+
+    out: list[dict] = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return out
+    for e in entries:
+        try:
+            st = os.lstat(e.path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if e.name not in _HOST_DEV_SKIP:
+                out += host_devices(e.path)
+            continue
+        if e.name == "console" and root == "/dev":
+            continue
+        if stat.S_ISCHR(st.st_mode):
+            kind = "c"
+        elif stat.S_ISBLK(st.st_mode):
+            kind = "b"
+        else:
+            continue
+        out.append({"path": e.path, "type": kind, "major": os.major(st.st_rdev),
+                    "minor": os.minor(st.st_rdev), "fileMode": stat.S_IMODE(st.st_mode),
+                    "uid": st.st_uid, "gid": st.st_gid})
+    return out
 
 
 def _device(dev: dict) -> tuple[dict, dict]:

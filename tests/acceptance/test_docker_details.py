@@ -1,0 +1,139 @@
+"""Issue 15's remaining details, each run on our daemon and on Debian's dockerd side by side
+where the behaviour is Docker's: container defaults (ping_group_range, supplementary groups
+from the image's /etc/group, a privileged container's devices), realtime CPU settings, image
+removal and pruning, `docker load` of a bad tar, stats' network and block I/O, `ps` during a
+restart back-off."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import uuid
+
+import pytest
+
+from helpers.dockerd import dockerd_available, running_dockerd
+
+pytestmark = [pytest.mark.slow]
+
+
+def _n(prefix: str = "dd") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _busybox_tar(root, group_extra: str = "") -> bytes:
+    from helpers.rootfs import build_busybox_rootfs
+
+    if not (root / "bin/busybox").exists():
+        build_busybox_rootfs(root)
+    if group_extra:
+        with open(root / "etc/group", "a") as f:
+            f.write(group_extra)
+    return subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True,
+                          check=True).stdout
+
+
+class _Ours:
+    """Our daemon with dockerd's calling convention (text output, check=True)."""
+
+    def __init__(self, d):
+        self.d = d
+        self.env = d.env
+
+    def docker(self, *args, check=True, input=None, timeout=120):
+        return self.d.docker(*args, check=check, input=input, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def both(daemon, tmp_path_factory):
+    """(ours, dockerd), each with busybox and bbwheel (root listed in a wheel group)."""
+    if not dockerd_available():
+        pytest.skip("dockerd not installed")
+    base = tmp_path_factory.mktemp("dkd")
+    wheel = _busybox_tar(base / "wheelroot", "wheel:x:10:root\nstaff:x:50:tester,root\n")
+    ours = _Ours(daemon)
+    ours.docker("import", "-c", 'CMD ["sh"]', "-", "bbwheel", input=wheel)
+    with running_dockerd(base / "d") as d:
+        class _Theirs:
+            env = d.env
+
+            @staticmethod
+            def docker(*args, check=True, input=None, timeout=120):
+                text = not isinstance(input, bytes)
+                r = subprocess.run(["/usr/local/bin/docker", *args], env=d.env, input=input,
+                                   capture_output=True, timeout=timeout, text=text)
+                if check and r.returncode:
+                    raise AssertionError(f"dockerd: docker {args} -> {r.returncode}: {r.stderr}")
+                return r
+
+        _Theirs.docker("import", "-c", 'CMD ["sh"]', "-", "busybox", input=_busybox_tar(base / "bb"))
+        _Theirs.docker("import", "-c", 'CMD ["sh"]', "-", "bbwheel", input=wheel)
+        try:
+            yield ours, _Theirs
+        finally:
+            ids = _Theirs.docker("ps", "-aq", check=False).stdout.split()
+            if ids:
+                _Theirs.docker("rm", "-f", *ids, check=False)
+
+
+def _out(side, *args) -> str:
+    return side.docker(*args).stdout.strip()
+
+
+def test_container_defaults_as_dockerd(both):
+    """ping_group_range in a container's own netns (not with --network host), root's and
+    USER's supplementary groups from the image's /etc/group, HostConfig.Sysctls winning."""
+    cases = [
+        ("run", "--rm", "busybox", "cat", "/proc/sys/net/ipv4/ping_group_range"),
+        ("run", "--rm", "--network", "host", "busybox", "cat",
+         "/proc/sys/net/ipv4/ping_group_range"),
+        ("run", "--rm", "--sysctl", "net.ipv4.ping_group_range=5 6", "busybox", "cat",
+         "/proc/sys/net/ipv4/ping_group_range"),
+        ("run", "--rm", "bbwheel", "id"),
+        ("run", "--rm", "-u", "tester", "bbwheel", "id"),
+        ("run", "--rm", "-u", "0", "bbwheel", "id"),
+        ("run", "--rm", "-u", "root:daemon", "bbwheel", "id"),
+        ("run", "--rm", "--group-add", "100", "bbwheel", "id"),
+        ("run", "--rm", "busybox", "id"),
+    ]
+    ours, theirs = both
+    got = [(" ".join(c), _out(ours, *c)) for c in cases]
+    want = [(" ".join(c), _out(theirs, *c)) for c in cases]
+    assert got == want
+    assert got[0][1].split() == ["0", "2147483647"]
+    assert "10(wheel)" in got[3][1]
+
+
+def _host_devices() -> list[str]:
+    """Character and block devices under the host's /dev, as containerd's HostDevices
+    (which dockerd uses for --privileged) lists them."""
+    out = []
+    for top, dirs, files in os.walk("/dev"):
+        dirs[:] = [x for x in dirs if not (top == "/dev" and x in ("pts", "shm", "fd", "mqueue"))]
+        for f in files:
+            p = os.path.join(top, f)
+            st = os.lstat(p)
+            if (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) and p != "/dev/console":
+                out.append(p)
+    return sorted(out)
+
+
+def test_privileged_container_gets_the_hosts_devices(both):
+    """Every device of the host's /dev, with the host node's mode and owner (dockerd runs
+    no --privileged container on this machine: runc cannot apply the full capability set
+    here, so the expectation is containerd's HostDevices rule applied to the host)."""
+    ours, theirs = both
+    find = ("sh", "-c", "find /dev -type c -o -type b | sort")
+    got = set(_out(ours, "run", "--rm", "--privileged", "busybox", *find).split())
+    host = set(_host_devices()) - {"/dev/ptmx"}   # the runtime's link to pts/ptmx, as runc's
+    assert len(host) > 20
+    assert host <= got
+    assert got - host <= {"/dev/pts/ptmx"}
+    st = os.stat("/dev/loop0")
+    assert _out(ours, "run", "--rm", "--privileged", "busybox", "stat", "-c", "%a %u %g %t:%T",
+                "/dev/loop0") == (f"{stat.S_IMODE(st.st_mode):o} {st.st_uid} {st.st_gid} "
+                                  f"{os.major(st.st_rdev):x}:{os.minor(st.st_rdev):x}")
+    # not privileged: the defaults, as dockerd's
+    plain = ("run", "--rm", "busybox", *find)
+    assert _out(ours, *plain) == _out(theirs, *plain)
