@@ -173,6 +173,15 @@ def test_mount_flag_types_and_options(daemon, tmp_path):
     assert daemon.out("run", "--rm", "--mount",
                       f"type=volume,source={name},target=/s,volume-subpath=part",
                       "busybox", "cat", "/s/x") == "sub"
+    from dockyard.snapshots.mount import mounts_under
+
+    sub_cid = daemon.out("run", "-d", "--mount",
+                         f"type=volume,source={name},target=/s,volume-subpath=part",
+                         "busybox", "sleep", "30")
+    # the staged subpath is the container's own once it runs: nothing left on the host
+    assert not mounts_under(daemon.data / "mounts")
+    assert daemon.out("exec", sub_cid, "cat", "/s/x") == "sub"
+    daemon.out("rm", "-f", sub_cid)
     made = _name()
     daemon.out("run", "--rm", "--mount", f"type=volume,source={made},target=/m,volume-label=k=v",
                "busybox", "true")

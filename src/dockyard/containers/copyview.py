@@ -111,10 +111,11 @@ def _bind_into(view: str, dest: str, src: str, rw: bool) -> None:
         os.close(fd)
 
 
-def sweep(data_root: str) -> None:
-    """At daemon start: detach every view a daemon that died mid-copy left, then remove
-    the directories (only those with nothing mounted below any more)."""
-    d = os.path.join(data_root, DIR)
+def sweep(data_root: str, dirname: str = DIR) -> None:
+    """At daemon start: detach every view a daemon that died mid-copy left (or, with
+    ``dirname="mounts"``, every staged volume subpath), then remove the directories
+    (only those with nothing mounted below any more)."""
+    d = os.path.join(data_root, dirname)
     if not os.path.isdir(d):
         return
     for name in os.listdir(d):
@@ -124,6 +125,11 @@ def sweep(data_root: str) -> None:
         except OSError:
             continue   # still mounted: left alone, never deleted through
         try:
-            os.rmdir(path)
+            if os.path.isdir(path) and dirname != DIR:
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                os.rmdir(path)
         except OSError:
             pass

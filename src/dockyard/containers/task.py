@@ -4,7 +4,6 @@ supervisor's `<runtime> create`, the runtime calls, and the cleanup after a run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -101,6 +100,9 @@ class Task:
             log_path="" if (host.get("LogConfig") or {}).get("Type") == "none" else c["LogPath"],
             log_max_size=jsonlog.parse_size(log_cfg.get("max-size", "10m")),
             log_max_file=int(log_cfg.get("max-file", 3)))
+        if c.get("MountPoints") and any(mp.get("Subpath") for mp in c["MountPoints"]):
+            # the container's mount namespace holds them now
+            await asyncio.to_thread(self._unstage, c)
         return reply["pid"]
 
     def _write_etc_files(self, c: dict, hostname: str, mode: str) -> dict:
@@ -194,7 +196,7 @@ class Task:
                 f"cannot access path {os.path.join(src, sub)}: no such file or directory "
                 f"(or a symlink on the way)")
         with node:
-            stage_dir = os.path.join(self._dir(c["Id"]), "mounts")
+            stage_dir = self._stage_dir(c)
             statefiles.makedirs(stage_dir)
             stage = os.path.join(stage_dir, str(index))
             if node.is_dir():
@@ -205,16 +207,28 @@ class Task:
                                  "options": ["bind"]}, stage)
         return stage
 
-    def _release_mount_points(self, c: dict) -> bool:
-        """After a run: staged subpaths unmounted, volumes released (their driver
-        unmounts them after their last user). True if any volume was released."""
-        stage_dir = os.path.join(self._dir(c["Id"]), "mounts")
+    def _stage_dir(self, c: dict) -> str:
+        """Staged subpaths: ``<data-root>/mounts/<id>/<n>``, outside the container's
+        directory (whose removal deletes everything below it) and needed only until the
+        runtime's create has mounted them into the container."""
+        return os.path.join(self.root, "mounts", c["Id"])
+
+    def _unstage(self, c: dict) -> None:
+        stage_dir = self._stage_dir(c)
         if os.path.isdir(stage_dir):
             from dockyard.snapshots import mount as snapmount
 
-            with contextlib.suppress(OSError):
+            try:
                 snapmount.unmount_all(stage_dir)
-                shutil.rmtree(stage_dir, ignore_errors=True)
+            except OSError as e:
+                log.warning("staged mounts of %s left: %s", c["Id"][:12], e)
+                return   # never delete below a mount
+            shutil.rmtree(stage_dir, ignore_errors=True)
+
+    def _release_mount_points(self, c: dict) -> bool:
+        """After a run: staged subpaths unmounted, volumes released (their driver
+        unmounts them after their last user). True if any volume was released."""
+        self._unstage(c)
         released = False
         if self.volumes is not None:
             for mp in c.get("MountPoints") or []:

@@ -139,6 +139,7 @@ class Daemon:
         from dockyard.containers import copyview
 
         self.boot_hooks.insert(0, lambda: copyview.sweep(str(self.data_root)))
+        self.boot_hooks.insert(0, lambda: copyview.sweep(str(self.data_root), "mounts"))
         if self.images is not None:
             self.containers = self._build_containers()
         self.system = SystemService(self.data_root, images=self.images, events=self.events,

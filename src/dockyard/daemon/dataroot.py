@@ -23,6 +23,8 @@ every file 0600, owned by root, unless noted::
                                       content and keeps the modes the mount point gave it
       cpviews/                        0700: docker cp's views of containers (mounts, for
                                       the duration of a copy)
+      mounts/<id>/<n>                 0700: volume subpaths staged (mounted) between a
+                                      start's spec and the runtime's create
       supervisor/                     supervisor.sock 0600, supervisor.log, tasks/<id>/*
       runtime/                        the runtime's --root: <id>/state.json 0600 and,
                                       until start, exec.fifo 0622 (as runc's)
