@@ -137,3 +137,38 @@ def test_privileged_container_gets_the_hosts_devices(both):
     # not privileged: the defaults, as dockerd's
     plain = ("run", "--rm", "busybox", *find)
     assert _out(ours, *plain) == _out(theirs, *plain)
+
+
+def test_cpu_realtime_accepted_and_applied_as_dockerd(both):
+    """CpuRealtimeRuntime/Period are stored, checked against each other, and given to the
+    cgroup: the kernel refuses a budget the parent cgroup lacks (dockerd's parent has
+    none either), and applies it where the parent has one."""
+    ours, theirs = both
+    for side in both:
+        name = _n("rt")
+        side.docker("create", "--name", name, "--cpu-rt-runtime", "5000", "--cpu-rt-period",
+                    "100000", "busybox", "true")
+        assert _out(side, "inspect", "-f", "{{.HostConfig.CpuRealtimeRuntime}} "
+                    "{{.HostConfig.CpuRealtimePeriod}}", name) == "5000 100000"
+        side.docker("rm", name)
+        bad = side.docker("run", "--rm", "--cpu-rt-runtime", "2000", "--cpu-rt-period", "1000",
+                          "busybox", "true", check=False)
+        assert bad.returncode == 125
+        assert "cpu real-time runtime cannot be higher than cpu real-time period" in bad.stderr
+    if not os.path.exists("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"):
+        pytest.skip("no cgroup v1 cpu controller with realtime files on this host")
+    for side in both:   # no budget in the parent: the kernel's EINVAL, a failed start
+        r = side.docker("run", "--rm", "--cpu-rt-runtime", "10000", "busybox", "true", check=False)
+        assert r.returncode == 125 and "cpu.rt_runtime_us" in r.stderr
+        assert "invalid argument" in r.stderr.lower()
+    # a parent with a budget: applied
+    ours.docker("run", "--rm", "busybox", "true")   # makes the parent cgroup
+    parent = f"/sys/fs/cgroup/cpu{ours.d.cgroup_parent}"
+    with open(f"{parent}/cpu.rt_runtime_us", "w") as f:
+        f.write("50000")
+    cid = _out(ours, "run", "-d", "--cpu-rt-runtime", "10000", "busybox", "sleep", "30")
+    try:
+        with open(f"{parent}/{cid}/cpu.rt_runtime_us") as f:
+            assert f.read().strip() == "10000"
+    finally:
+        ours.docker("rm", "-f", cid)

@@ -36,6 +36,9 @@ def _validate_host_config(host: dict) -> None:
     if period and not 1000 <= period <= 1000000:
         raise errors.InvalidParameter("CPU cfs period can not be less than 1ms (i.e. 1000) or larger "
                                       "than 1 second (i.e. 1000000)")
+    rt_period, rt_runtime = host.get("CpuRealtimePeriod") or 0, host.get("CpuRealtimeRuntime") or 0
+    if rt_period and rt_runtime and rt_runtime > rt_period:
+        raise errors.InvalidParameter("cpu real-time runtime cannot be higher than cpu real-time period")
     if 0 < (host.get("CpuQuota") or 0) < 1000:
         raise errors.InvalidParameter("CPU cfs quota can not be less than 1ms (i.e. 1000)")
     for h in host.get("ExtraHosts") or []:
@@ -93,6 +96,27 @@ def _discard_unsupported_blkio(host: dict) -> list[str]:
             host[field] = 0 if field == "BlkioWeight" else []
             warnings.append(warning)
     return warnings
+
+
+def _discard_unsupported_realtime(host: dict) -> list[str]:
+    """dockerd's rule for CpuRealtimePeriod/Runtime on a host without the v1 cpu
+    controller's rt files (cgroup v2 has none): reset, with its warnings. Where the
+    files exist the values go to the spec and the kernel judges them (EINVAL when the
+    parent cgroup has no realtime budget, as under dockerd)."""
+    wanted = [f for f in ("CpuRealtimePeriod", "CpuRealtimeRuntime") if host.get(f)]
+    if not wanted:
+        return []
+    from dockyard.runtime import cgroups
+    from dockyard.runtime.cgroups._common import v1_mounts
+
+    mount = None if cgroups.host_info()["driver"] == "v2" else v1_mounts().get("cpu")
+    if mount is not None and os.path.exists(os.path.join(mount[0], "cpu.rt_period_us")):
+        return []
+    words = {"CpuRealtimePeriod": "Your kernel does not support cgroup cpu real-time period",
+             "CpuRealtimeRuntime": "Your kernel does not support cgroup cpu real-time runtime"}
+    for f in wanted:
+        host[f] = 0
+    return [words[f] for f in wanted]
 
 
 def _check_storage_opt(host: dict, snapshot_root: str) -> None:

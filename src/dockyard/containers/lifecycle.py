@@ -15,7 +15,8 @@ from dockyard import crashpoints, errors, statefiles
 from dockyard.containers import state as st
 from dockyard.containers import warm as warmpool
 from dockyard.oci import spec as ocispec
-from dockyard.containers.hostconfig import _check_storage_opt, _discard_unsupported_blkio, _validate_host_config
+from dockyard.containers.hostconfig import (_check_storage_opt, _discard_unsupported_blkio,
+                                            _discard_unsupported_realtime, _validate_host_config)
 from dockyard.containers.records import _dir_size, _match_labels, _merge_config, _random_name
 from dockyard.containers import health as healthcheck
 from dockyard.containers import mounts as mountpoints
@@ -46,7 +47,7 @@ class Lifecycle:
         _validate_host_config(host)
         _check_log_config(host)
         _check_storage_opt(host, str(getattr(getattr(self.images, "snapshotter", None), "root", self.root)))
-        warnings = _discard_unsupported_blkio(host)
+        warnings = _discard_unsupported_blkio(host) + _discard_unsupported_realtime(host)
         _warm_cgroup_attach()   # `docker run` starts it right after
         image_id = await asyncio.to_thread(self.images.resolve, image_ref)
         image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
@@ -674,7 +675,7 @@ class Lifecycle:
                 raise errors.InvalidParameter(
                     "Restart policy cannot be updated because AutoRemove is enabled for the container")
             new["RestartPolicy"] = body["RestartPolicy"]
-        warnings = _discard_unsupported_blkio(new)
+        warnings = _discard_unsupported_blkio(new) + _discard_unsupported_realtime(new)
         try:
             res = ocispec.resources(new)
         except ocispec.SpecError as e:

@@ -306,6 +306,10 @@ def resources(host: dict) -> dict:
         cpu["quota"] = int(host["CpuQuota"])
     if host.get("CpuPeriod"):
         cpu["period"] = int(host["CpuPeriod"])
+    if host.get("CpuRealtimeRuntime"):
+        cpu["realtimeRuntime"] = int(host["CpuRealtimeRuntime"])
+    if host.get("CpuRealtimePeriod"):
+        cpu["realtimePeriod"] = int(host["CpuRealtimePeriod"])
     if host.get("CpusetCpus"):
         cpu["cpus"] = host["CpusetCpus"]
     if host.get("CpusetMems"):
