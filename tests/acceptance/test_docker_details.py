@@ -172,3 +172,56 @@ def test_cpu_realtime_accepted_and_applied_as_dockerd(both):
             assert f.read().strip() == "10000"
     finally:
         ours.docker("rm", "-f", cid)
+
+
+def test_rmi_of_an_image_a_running_container_uses(both, tmp_path):
+    """`rmi -f ID` is refused while a container runs from it ((cannot be forced), as dockerd);
+    `rmi -f` of its last tag only untags; once the container is gone the ID goes."""
+    tar = _busybox_tar(tmp_path / "root")
+    results = []
+    for side in both:
+        side.docker("import", "-c", "LABEL g2=rmi", "-", "g2rmi:one", input=tar)
+        side.docker("tag", "g2rmi:one", "g2rmi:two")
+        iid = _out(side, "inspect", "-f", "{{.Id}}", "g2rmi:one")
+        cid = _out(side, "run", "-d", "g2rmi:one", "sleep", "100")
+        try:
+            r = side.docker("rmi", "-f", iid[7:19], check=False)
+            refused = (r.returncode, r.stderr.replace(iid[7:19], "<img>").replace(cid[:12], "<ctr>"))
+            assert _out(side, "image", "inspect", "-f", "{{len .RepoTags}}", iid) == "2"
+            side.docker("rmi", "-f", "g2rmi:one")
+            untag = side.docker("rmi", "-f", "g2rmi:two").stdout.strip()
+            left = _out(side, "image", "inspect", "-f", "{{.Id}} {{len .RepoTags}}", iid)
+        finally:
+            side.docker("rm", "-f", cid)
+        gone = side.docker("rmi", iid[7:19]).stdout.strip().replace(iid, "<id>")
+        results.append((refused, untag, left.replace(iid, "<id>"), gone.splitlines()[0]))
+    ours, theirs = results
+    assert ours == theirs
+    assert "conflict: unable to delete <img> (cannot be forced) - image is being used by " \
+           "running container <ctr>" in ours[0][1]
+    assert ours[1] == "Untagged: g2rmi:two" and ours[2] == "<id> 0"
+
+
+def test_image_prune_all_removes_an_image_with_tags_and_digests(daemon, tmp_path):
+    """One `image prune -a` removes an image known by several tags and repository digests
+    (the digests go with their tag; dockerd skips a reference already gone)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "registry"))
+    from registry_helpers import running_registry
+
+    tar = _busybox_tar(tmp_path / "root")
+    daemon.docker("import", "-c", "LABEL g2=prune", "-", "g2prune:src", input=tar)
+    iid = daemon.out("inspect", "-f", "{{.Id}}", "g2prune:src")
+    with running_registry(tmp_path / "reg") as reg:
+        for ref in (f"{reg.addr}/g2/a:1", f"{reg.addr}/g2/a:2", f"{reg.addr}/g2/b:1"):
+            daemon.docker("tag", "g2prune:src", ref)
+            daemon.docker("push", ref)
+        for ref in (f"{reg.addr}/g2/a:1", f"{reg.addr}/g2/b:1"):
+            daemon.docker("pull", ref)
+    digests = daemon.out("inspect", "-f", "{{len .RepoDigests}} {{len .RepoTags}}", iid)
+    assert digests.split()[0] != "0" and digests.split()[1] == "4", digests
+    r = daemon.docker("image", "prune", "-a", "-f", "--filter", "label=g2=prune")
+    assert f"deleted: {iid}" in r.stdout, r.stdout
+    assert daemon.docker("image", "inspect", iid, check=False).returncode == 1
+    assert "Total reclaimed space" in r.stdout

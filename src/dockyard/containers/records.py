@@ -56,8 +56,12 @@ class Records:
     def _dir(self, cid: str) -> str:
         return os.path.join(self.root, "containers", cid)
 
-    def usage(self, image_id: str) -> list[str]:
-        return [cid for cid, c in self.containers.items() if c["Image"] == image_id]
+    def usage(self, image_id: str) -> list[tuple[str, bool]]:
+        """The containers made from ``image_id``, each with whether it runs (a paused or
+        restarting one counts, as dockerd's IsRunning): removing the image is a conflict
+        that force cannot override while one runs."""
+        return [(cid, bool(c["State"].get("Running") or c["State"].get("Restarting")))
+                for cid, c in self.containers.items() if c["Image"] == image_id]
 
     def _check_name_free(self, name: str) -> None:
         for other in self.containers.values():

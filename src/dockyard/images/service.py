@@ -1020,19 +1020,20 @@ class ImageService:
                     continue
                 if self._users(iid):
                     continue
-                try:
-                    recs: list[dict] = []
-                    if names:
-                        for name, _ in names:
-                            recs.extend(self._remove(name, False, True))
-                            if not self._exists(iid):
-                                break
-                    if self._exists(iid):
-                        recs.extend(self._remove(iid, False, True))
-                except Conflict:
-                    deleted.extend(recs)
-                    continue
-                deleted.extend(recs)
+                # dockerd's: each reference in turn, a conflict or a reference an earlier
+                # removal took with it (a tag's digests) skipped, the ID when none is left
+                for name, _ in names:
+                    if not self._exists(iid):
+                        break
+                    try:
+                        deleted.extend(self._remove(name, False, True))
+                    except (Conflict, NotFound):
+                        continue
+                if self._exists(iid) and not self._refs_of(iid):
+                    try:
+                        deleted.extend(self._remove(iid, False, True))
+                    except (Conflict, NotFound):
+                        pass
             for r in deleted:
                 d = r.get("Deleted")
                 if d and d in sizes_before:
