@@ -225,3 +225,21 @@ def test_image_prune_all_removes_an_image_with_tags_and_digests(daemon, tmp_path
     assert f"deleted: {iid}" in r.stdout, r.stdout
     assert daemon.docker("image", "inspect", iid, check=False).returncode == 1
     assert "Total reclaimed space" in r.stdout
+
+
+def test_bad_tar_to_load_is_an_image_load_error(both):
+    """dockerd answers a bad archive with a 200 whose stream carries the error, which
+    docker-py's images.load() raises as ImageLoadError and the CLI prints (exit 1)."""
+    import docker
+
+    for side in both:
+        client = docker.DockerClient(base_url=side.env["DOCKER_HOST"], timeout=60)
+        try:
+            for data in (b"abc", b"", b"definitely not a tar archive" * 40):
+                with pytest.raises(docker.errors.ImageLoadError):
+                    client.images.load(data)
+        finally:
+            client.close()
+        r = side.docker("load", input=b"abc", check=False)
+        assert r.returncode == 1 and r.stderr.strip() \
+            and not r.stderr.startswith(b"Error response from daemon")

@@ -163,8 +163,9 @@ async def load_images(request: web.Request) -> web.StreamResponse:
     reader = AsyncBodyReader(request, asyncio.get_running_loop())
     enc = ProgressEncoder()
     it = await ctx.run(lambda: iter(svc.load_images(reader, quiet=quiet)))
-    # Output is held back until the first message (quiet: until the end), so
-    # that an archive refused up front gets a plain error status, not a 200.
+    # As dockerd: whatever the archive's fault, the answer is a 200 whose JSON stream
+    # ends with the error (docker-py's images.load() raises ImageLoadError on it, the CLI
+    # prints it and exits 1). Quiet output is held back until the end.
     held: list[dict] = []
     resp: web.StreamResponse | None = None
     try:
@@ -174,7 +175,11 @@ async def load_images(request: web.Request) -> web.StreamResponse:
             except DockyardError as e:
                 if resp is None:
                     await _drain(request)
-                    raise
+                    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+                    await resp.prepare(request)
+                for m in held:
+                    await resp.write(enc.message(m))
+                held = []
                 await resp.write(enc.error(str(e)))
                 break
             if msg is _DONE:
