@@ -28,8 +28,15 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 class Engine:
     """What a test needs of an engine: its address and the docker CLI against it."""
 
-    def __init__(self, kind: str, host: str, env: dict, dir: Path) -> None:
+    def __init__(self, kind: str, host: str, env: dict, dir: Path, forward=None) -> None:
         self.kind, self.host, self.env, self.dir = kind, host, env, dir
+        self._forward = forward
+
+    def forward(self, port: int) -> None:
+        """Make the host's 127.0.0.1:``port`` (a registry a test started) reachable by the
+        engine as 127.0.0.1:``port`` (the test dockerd has a network namespace of its own)."""
+        if self._forward is not None:
+            self._forward(port)
 
     def docker(self, *args: str, check: bool = True, input=None, timeout: float = 120) -> subprocess.CompletedProcess:
         r = subprocess.run(["/usr/local/bin/docker", *args], env=self.env, input=input, capture_output=True,
@@ -63,7 +70,7 @@ def running_engine(kind: str, base: Path):
         from helpers.dockerd import running_dockerd
 
         with running_dockerd(base) as d:
-            eng = Engine(kind, d.host, d.env, base)
+            eng = Engine(kind, d.host, d.env, base, forward=d.forward)
             _import_busybox(eng)
             try:
                 yield eng

@@ -176,6 +176,7 @@ def test_pull_with_progress_bar(page, tmp_path):
 
     eng = page.engine
     with running_registry(tmp_path / "reg") as reg:
+        eng.forward(reg.port)
         ref = f"{reg.addr}/ui/big:v1"
         mk = f"mk{uuid.uuid4().hex[:6]}"
         eng.docker("run", "--name", mk, "--network", "none", "busybox", "sh", "-c",
@@ -361,10 +362,12 @@ def test_tag_dialog_and_push_with_progress(page, tmp_path):
                "dd if=/dev/urandom of=/big bs=1M count=16 2>/dev/null")
     eng.docker("commit", mk, src)
     eng.docker("rm", mk)
+    image_id = eng.out("image", "inspect", "-f", "{{.Id}}", src)
     with running_registry(tmp_path / "reg") as reg:
+        eng.forward(reg.port)
         target = f"{reg.addr}/ui/pushed"
         page.go("/images")
-        row = f'#images-table tr[data-ref="{src}:latest"]'
+        row = f'#images-table tr[data-id="{image_id}"]'
         page.wait(lambda b: page.css_all(row), what="the image listed")
         page.b.execute_script("window.prompt = () => { throw new Error('prompt() used'); };")
         # a bad name: the dialog says so and stays open; Escape closes it
@@ -390,8 +393,7 @@ def test_tag_dialog_and_push_with_progress(page, tmp_path):
         page.wait(lambda b: not page.css("#dialog").is_displayed(), what="the dialog closed")
         _wait(lambda: eng.docker("image", "inspect", f"{target}:v2", check=False).returncode == 0,
               what="the new tag")
-        assert eng.out("image", "inspect", "-f", "{{.Id}}", f"{target}:v2") == \
-            eng.out("image", "inspect", "-f", "{{.Id}}", src)
+        assert eng.out("image", "inspect", "-f", "{{.Id}}", f"{target}:v2") == image_id
         page.wait(lambda b: any(f"{target}:v2" in e.text for e in page.css_all("#images-table .tag")),
                   what="the tag listed")
         # push it from the row's Push button, with the progress bar

@@ -71,15 +71,13 @@ class ContainerList:
         self._watch = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:
-        from dockyard.ui.engine import EngineError
-
         filters = json.dumps({"type": ["container"]})
         try:
             it = self.engine.json_lines("GET", "/events", {"filters": filters},
                                         on_connected=self._connected)
             async for _ in it:
                 self.changed()
-        except (EngineError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+        except Exception:   # the engine gone, the stream cut: not watching (asked again at the next get)
             pass
         finally:
             self.watching = False
