@@ -157,6 +157,7 @@ class Lifecycle:
                 await self._destroy_warm(rec)
             raise
         self.containers[cid] = rec
+        self._creating.pop(cid, None)   # its record counts from now on (volume_users)
         self.exits[cid] = asyncio.Event()
         crashpoints.at("create.saved")
         self.emit("container", "create", cid, self._attrs(rec))
@@ -164,7 +165,10 @@ class Lifecycle:
 
     def _make_volumes(self, rec: dict) -> None:
         """The volumes of a new container: anonymous ones made (named after it), named
-        ones made if missing (with the --mount's labels and driver options)."""
+        ones made if missing (with the --mount's labels and driver options). Until the
+        record is stored the container counts as their user (``volume_users``), so a
+        `volume rm` or prune meanwhile cannot take a volume it was just given."""
+        self._creating[rec["Id"]] = rec
         for mp in rec.get("MountPoints") or []:
             if mp["Type"] != "volume":
                 continue
@@ -187,6 +191,7 @@ class Lifecycle:
                         made_here_only: bool = False) -> None:
         """``rm -v`` (and ``run --rm``): the container's anonymous volumes go with it
         (those another container still uses stay)."""
+        self._creating.pop(rec["Id"], None)
         if self.volumes is None:
             return
         for mp in rec.get("MountPoints") or []:

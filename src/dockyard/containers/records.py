@@ -134,7 +134,10 @@ class Records:
     # ---- views -----------------------------------------------------------------------------
     def volume_users(self, name: str) -> list[str]:
         """Ids of the containers (running or not) whose mount points use volume ``name``."""
-        return [cid for cid, c in list(self.containers.items())
+        recs = list(self.containers.items())
+        recs += [(cid, rec) for cid, rec in list(self._creating.items())   # not stored yet
+                 if cid not in self.containers]
+        return [cid for cid, c in recs
                 if any(mp["Type"] == "volume" and mp["Name"] == name
                        for mp in c.get("MountPoints") or [])]
 

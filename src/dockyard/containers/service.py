@@ -70,6 +70,7 @@ class ContainerService(Records, Lifecycle, Task, Supervision, WarmPoolWork, Exec
         self._pending_attach: dict[str, list] = {}
         self._restart_pending: set[str] = set()
         self._reserved_names: set[str] = set()
+        self._creating: dict[str, dict] = {}   # id -> record whose volumes are being made
         self.warm = warmpool.Pool(warm_pool)
         self._background: set[asyncio.Future] = set()
         self._removals: set[asyncio.Future] = set()   # --rm files still being removed
