@@ -90,9 +90,9 @@ class VolumeService:
             if k not in ("dangling", "name", "label", "driver"):
                 raise errors.InvalidParameter(f"invalid filter '{k}'")
         if not filters:
-            out = [self._view(r) for r in self.volumes.values()]
+            out = [self._view(r) for r in list(self.volumes.values())]
         else:
-            out = [self._view(r) for r in self.volumes.values() if self._match(r, filters)]
+            out = [self._view(r) for r in list(self.volumes.values()) if self._match(r, filters)]
         return {"Volumes": out, "Warnings": None}
 
     def _match(self, rec: dict, filters: dict) -> bool:
@@ -243,4 +243,4 @@ class VolumeService:
                 self._mounted.setdefault(name, set()).add(container_id)
 
     def df(self) -> list[dict]:
-        return [self._view(r, usage=True) for r in self.volumes.values()]
+        return [self._view(r, usage=True) for r in list(self.volumes.values())]
