@@ -18,8 +18,9 @@ from dockyard.detachkeys import DEFAULT_DETACH_KEYS, DetachScanner, parse_detach
 class _RawProtocol(asyncio.Protocol):
     """Takes over a hijacked connection from aiohttp: client bytes go to ``reader``."""
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    def __init__(self, reader: asyncio.StreamReader, http: asyncio.BaseProtocol | None = None) -> None:
         self.reader = reader
+        self.http = http   # aiohttp's protocol: told when the connection ends
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed_data(data)
@@ -31,6 +32,11 @@ class _RawProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reader.feed_eof()
+        # aiohttp's server keeps every connection it was not told had ended (its
+        # handler, parser, buffers: ~2 KB each, one per `docker run`): tell it
+        http, self.http = self.http, None
+        if http is not None:
+            http.connection_lost(exc)
 
 
 async def upgrade(request: web.Request) -> asyncio.Transport:
@@ -55,7 +61,7 @@ async def upgrade(request: web.Request) -> asyncio.Transport:
     if early:
         reader.feed_data(early)
         proto._message_tail = b""  # type: ignore[attr-defined]
-    transport.set_protocol(_RawProtocol(reader))
+    transport.set_protocol(_RawProtocol(reader, proto))
     proto.close()  # aiohttp must not read further HTTP requests from this connection
     request["hijack_input"] = reader
     return transport
