@@ -6,12 +6,16 @@
     Docker:    docker CLI -> Debian's dockerd 20.10 -> Debian's docker-registry
 
 The same CLI drives both, so the numbers compare the engines and registries.
+dockerd runs in a network namespace of its own (tests/helpers/dockerd.py), so its
+registry is started inside that namespace and both engines reach theirs over a
+plain loopback connection (no relay in between).
 Layers are random data (incompressible: the worst case for gzip). Every push
 goes to a fresh registry, every pull into an empty image store. Prints the
-median of each and the ratios (target: Dockyard's pull >= 1.5x faster). Reps
-alternate between the engines, so that load from elsewhere falls on both alike.
+median of each, the spread (min-max) and the ratios (target: Dockyard's pull >=
+1.5x faster), with the load average beside every number. Reps alternate between
+the engines, so that load from elsewhere falls on both alike.
 
-    python3 bench/pull_bench.py [--layers 5] [--layer-mb 100] [--reps 3]
+    python3 bench/pull_bench.py [--layers 5] [--layer-mb 100] [--reps 5]
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ sys.path.insert(0, str(HERE / "tests"))
 sys.path.insert(0, str(HERE / "tests" / "images"))
 sys.path.insert(0, str(HERE / "src"))
 
-from distribution_helpers import running_docker_registry, running_registry  # noqa: E402
-from helpers.dockerd import running_dockerd  # noqa: E402
+from distribution_helpers import DOCKER_REGISTRY, running_registry  # noqa: E402
+from helpers.dockerd import _setns, running_dockerd  # noqa: E402
 
 from dockyard.images.service import ImageService  # noqa: E402
 from dockyard.metadata import open_store  # noqa: E402
@@ -176,12 +180,64 @@ def dockyard_rep(archive: Path, work: Path, r: int) -> tuple[float, float]:
     return push, pull
 
 
+def _port_open_in_netns(ns_path: str, port: int) -> bool:
+    """Whether 127.0.0.1:port answers in the network namespace at ns_path (from a thread
+    that enters it and ends there)."""
+    import socket
+
+    out = []
+
+    def probe() -> None:
+        fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            out.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return bool(out)
+
+
+@contextlib.contextmanager
+def docker_registry_beside(d, rdir: Path, port: int = 5000):
+    """Debian's docker-registry in dockerd's network namespace, on its 127.0.0.1:port."""
+    cfg = rdir / "dr-config.yml"
+    cfg.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {rdir / 'dr-root'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    ns = f"/proc/{d.pid}/ns/net"
+    proc = subprocess.Popen(["nsenter", f"--net={ns}", DOCKER_REGISTRY, "serve", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not _port_open_in_netns(ns, port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("docker-registry did not start in dockerd's namespace")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def docker_rep(d, work: Path, r: int) -> tuple[float, float]:
     """One push and one pull through dockerd (which has bench/img:v1 loaded)."""
     rdir = work / f"dr{r}"
     rdir.mkdir()
     try:
-        with running_docker_registry(rdir) as addr:
+        with docker_registry_beside(d, rdir) as addr:
             name = f"{addr}/bench/img:v1"
             d.docker("tag", "bench/img:v1", name)
             push = timed(lambda: d.docker("push", "-q", name, timeout=1800))
@@ -199,7 +255,7 @@ def docker_rep(d, work: Path, r: int) -> tuple[float, float]:
 def run(archive: Path, work: Path, reps: int, only: str | None) -> dict:
     """Reps alternate between the two engines, so that load from elsewhere on the
     machine falls on both alike."""
-    res: dict[str, tuple[list[float], list[float]]] = {}
+    res: dict[str, tuple[list[float], list[float], list[float]]] = {}
     with contextlib.ExitStack() as stack:
         d = None
         if only in (None, "docker"):
@@ -211,11 +267,12 @@ def run(archive: Path, work: Path, reps: int, only: str | None) -> dict:
                     continue
                 push, pull = dockyard_rep(archive, work, r) if kind == "dockyard" \
                     else docker_rep(d, work, r)
-                pushes, pulls = res.setdefault(kind, ([], []))
+                pushes, pulls, loads = res.setdefault(kind, ([], [], []))
                 pushes.append(push)
                 pulls.append(pull)
+                loads.append(os.getloadavg()[0])
                 print(f"  {kind:8s} rep {r}: push {push:.2f}s pull {pull:.2f}s   "
-                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                      f"(load {loads[-1]:.2f})", flush=True)
     return res
 
 
@@ -223,7 +280,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--layer-mb", type=int, default=100)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", choices=["dockyard", "docker"])
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pull-bench-", dir="/var/tmp"))
@@ -234,15 +291,21 @@ def main() -> int:
         make_archive(archive, a.layers, a.layer_mb)
         res = run(archive, work, a.reps, a.only)
         print(f"\n{a.layers} layers x {a.layer_mb} MB, {a.reps} reps, load average at the end "
-              f"{os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min); medians:")
-        for k, (pu, pl) in res.items():
-            print(f"  {k:9s} push {statistics.median(pu):7.2f}s   pull {statistics.median(pl):7.2f}s")
+              f"{os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min); "
+              "median (min-max), load during the reps:")
+        for k, (pu, pl, ld) in res.items():
+            print(f"  {k:9s} push {statistics.median(pu):6.2f}s ({min(pu):.2f}-{max(pu):.2f})"
+                  f"   pull {statistics.median(pl):6.2f}s ({min(pl):.2f}-{max(pl):.2f})"
+                  f"   load {min(ld):.2f}-{max(ld):.2f}")
         if len(res) == 2:
-            (dpu, dpl), (kpu, kpl) = res["dockyard"], res["docker"]
-            print(f"  ratio (dockerd / dockyard): push {statistics.median(kpu) / statistics.median(dpu):.2f}x"
-                  f"   pull {statistics.median(kpl) / statistics.median(dpl):.2f}x")
+            (dpu, dpl, _), (kpu, kpl, _) = res["dockyard"], res["docker"]
+            print(f"  ratio (dockerd / dockyard) of the medians: push "
+                  f"{statistics.median(kpu) / statistics.median(dpu):.2f}x   pull "
+                  f"{statistics.median(kpl) / statistics.median(dpl):.2f}x (target >= 1.5x)")
             per_rep = [k / d for k, d in zip(kpl, dpl)]
-            print(f"  pull ratio rep by rep: {min(per_rep):.2f}x - {max(per_rep):.2f}x")
+            print(f"  pull ratio rep by rep: {' '.join(f'{x:.2f}x' for x in per_rep)} "
+                  f"(median {statistics.median(per_rep):.2f}x, {min(per_rep):.2f}x-"
+                  f"{max(per_rep):.2f}x)")
     finally:
         subprocess.run(["umount", "-R", "-l", str(work)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
