@@ -243,3 +243,35 @@ def test_bad_tar_to_load_is_an_image_load_error(both):
         r = side.docker("load", input=b"abc", check=False)
         assert r.returncode == 1 and r.stderr.strip() \
             and not r.stderr.startswith(b"Error response from daemon")
+
+
+def test_ps_and_inspect_during_restart_backoff(both):
+    """Between a restart-policy container's death and its next start, ps shows
+    'Restarting (N) X ago' (also without -a and with --filter status=restarting) and
+    inspect shows State restarting with the exit code, as dockerd."""
+    import re
+    import time
+
+    for side in both:
+        name = _n("rs")
+        side.docker("run", "-d", "--name", name, "--restart", "always", "busybox", "sh", "-c",
+                    "sleep 0.2; exit 3")
+        try:
+            deadline, seen = time.monotonic() + 30, None
+            while time.monotonic() < deadline:
+                st = _out(side, "ps", "--filter", f"name={name}", "--format", "{{.Status}}")
+                if st.startswith("Restarting"):
+                    seen = st
+                    state = _out(side, "inspect", "-f", "{{.State.Status}} {{.State.Restarting}} "
+                                 "{{.State.Running}} {{.State.ExitCode}} {{.State.Pid}}", name)
+                    filtered = _out(side, "ps", "-q", "--filter", "status=restarting",
+                                    "--filter", f"name={name}")
+                    if state.startswith("restarting"):
+                        break
+                time.sleep(0.05)
+            assert seen and re.fullmatch(r"Restarting \(3\) (Less than a second|\d+ seconds?) ago",
+                                         seen), (side, seen)
+            assert state == "restarting true true 3 0", (side, state)
+            assert filtered, side
+        finally:
+            side.docker("rm", "-f", name)

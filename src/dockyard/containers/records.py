@@ -145,6 +145,7 @@ class Records:
         c = self.get(ref)
         out = {k: v for k, v in c.items() if k not in _PRIVATE_FIELDS}
         out = json.loads(json.dumps(out))
+        out["State"] = {**out["State"], **self._backoff_state(c)}
         out["GraphDriver"] = {"Name": "overlay2", "Data": None}
         if size:
             rw = _dir_size(self.images, c["Id"])
@@ -159,7 +160,7 @@ class Records:
         # Like Docker: -n implies -a; a status filter looks at stopped ones too.
         show_all = all or limit > 0 or bool((filters or {}).get("status"))
         for c in cs:
-            if not show_all and not c["State"]["Running"]:
+            if not show_all and not (c["State"]["Running"] or self._backoff_state(c)):
                 continue
             if filters and not _match_filters(c, filters, self):
                 continue
@@ -179,11 +180,12 @@ class Records:
                               "PublicPort": int(b["HostPort"]), "Type": proto})
         cmd = " ".join([c["Path"]] + c["Args"])
         created = int(jsonlog.parse_rfc3339nano(c["Created"]) // 1_000_000_000)
+        state = {**c["State"], **self._backoff_state(c)}
         out = {
             "Id": c["Id"], "Names": [c["Name"]], "Image": c["Config"].get("Image", ""),
             "ImageID": c["Image"], "Command": cmd, "Created": created, "Ports": ports,
-            "Labels": c["Config"].get("Labels") or {}, "State": c["State"]["Status"],
-            "Status": _status_text(c), "HostConfig": {"NetworkMode": c["HostConfig"].get("NetworkMode")},
+            "Labels": c["Config"].get("Labels") or {}, "State": state["Status"],
+            "Status": _status_text(c, state), "HostConfig": {"NetworkMode": c["HostConfig"].get("NetworkMode")},
             "NetworkSettings": {"Networks": c["NetworkSettings"].get("Networks") or {}},
             "Mounts": c.get("Mounts") or [],
         }
@@ -191,6 +193,14 @@ class Records:
             out["SizeRw"] = _dir_size(self.images, c["Id"])
             out["SizeRootFs"] = out["SizeRw"] + _image_size(self.images, c["Image"])
         return out
+
+    def _backoff_state(self, c: dict) -> dict:
+        """What the State of a container between a death and its restart-policy restart
+        shows on top of its record, as dockerd's: restarting (Running and Restarting true,
+        no pid), the exit code and FinishedAt of the run that ended; {} otherwise."""
+        if c["Id"] not in getattr(self, "_restart_pending", ()) or c["State"]["Status"] != "exited":
+            return {}
+        return {"Status": "restarting", "Running": True, "Restarting": True, "Pid": 0}
 
     def event_attrs(self, c: dict) -> dict:
         """The attributes of a container's events (image, name, labels)."""
@@ -273,18 +283,19 @@ def _empty_network_settings() -> dict:
             "MacAddress": "", "Networks": {}}
 
 
-def _status_text(c: dict) -> str:
-    s = c["State"]
+def _status_text(c: dict, state: dict | None = None) -> str:
+    s = state or c["State"]
     status = s["Status"]
     if status == "created":
         return "Created"
     if status in ("running", "paused", "restarting"):
+        if status == "restarting":   # dockerd: since the run that ended
+            finished = jsonlog.parse_rfc3339nano(s["FinishedAt"]) / 1e9
+            return f"Restarting ({s['ExitCode']}) {human_duration(time.time() - finished)} ago"
         started = jsonlog.parse_rfc3339nano(s["StartedAt"]) / 1e9
         text = "Up " + human_duration(time.time() - started)
         if status == "paused":
             text += " (Paused)"
-        if status == "restarting":
-            return f"Restarting ({s['ExitCode']}) {human_duration(time.time() - started)} ago"
         return text + healthcheck.status_suffix(c)
     if status == "removing":
         return "Removal In Progress"
@@ -310,7 +321,8 @@ def _match_filters(c: dict, filters: dict, svc: Any) -> bool:
         if not values:
             continue
         if key == "status":
-            if c["State"]["Status"] not in values:
+            shown = svc._backoff_state(c).get("Status") or c["State"]["Status"]
+            if shown not in values:
                 return False
         elif key == "name":
             if not any(re.search(v, c["Name"].lstrip("/")) or re.search(v, c["Name"]) for v in values):
