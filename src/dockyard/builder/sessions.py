@@ -3,13 +3,17 @@
 The classic API sends the whole context with every build. A client that can (ours:
 ``dockyard build`` on a directory) first offers a manifest of the context — one
 ``[path, kind, mode, size, mtime_ns, link]`` per entry, stat data only — under a session
-key of its choosing (``POST /build/session``). The daemon compares it with what it kept of
-that key's last build and answers the files it lacks, with a one-use token; the build
+key of its choosing (``POST /build/session``), with the Dockerfile, its ignore files, the
+build args and the target. The daemon plans the build on the manifest alone to learn which
+files it reads (COPY/ADD sources, RUN --mount=type=bind sources: :func:`read_paths`; when
+that cannot be told beforehand, all of them), compares those with what it kept of that key's
+last build and answers the files it lacks, with a one-use token; the build
 (``POST /build?contextsession=TOKEN``) then carries a tar of those files only. The daemon
 writes one new spool: the sent files as they arrive (hashed as always), then each unchanged
 file's bytes copied from the kept spool (``copy_file_range``, in the kernel), its digest
 taken from the kept index. A file counts as unchanged when kind, mode, size and mtime (ns)
-match, as BuildKit's file sync decides. After the build the new spool and index replace the
+match, as BuildKit's file sync decides; a file the build does not read and that was not
+kept is left out of the context. After the build the new spool and index replace the
 kept ones (a few keys are kept, the least recently used go; none survives a daemon restart).
 
 The manifest is checked as a tar would be (relative paths without ``..``, nothing below a
