@@ -275,3 +275,45 @@ def test_ps_and_inspect_during_restart_backoff(both):
             assert filtered, side
         finally:
             side.docker("rm", "-f", name)
+
+
+def test_push_after_login_to_an_htpasswd_registry(daemon, tmp_path):
+    """docker login, then a push of a several-layer image: the layer requests go out in
+    parallel, each meets its own 401 challenge and each is retried with the credentials
+    (before: only one was, the others failed 'unauthorized'); then a pull back."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "registry"))
+    from registry_helpers import running_registry, write_htpasswd
+
+    pw = write_htpasswd(tmp_path / "htpasswd", {"alice": "alicepw"})
+    name = _n("lay")
+    base = "busybox"
+    for i in range(4):   # four layers of their own on top of busybox's
+        daemon.docker("run", "--name", f"{name}-{i}", base, "sh", "-c",
+                      f"head -c {20000 + i} /dev/urandom > /layer{i}")
+        daemon.docker("commit", f"{name}-{i}", f"{name}:{i}")
+        daemon.docker("rm", f"{name}-{i}")
+        base = f"{name}:{i}"
+    with running_registry(tmp_path / "reg", "--auth", "basic", "--htpasswd", str(pw)) as reg:
+        first = f"{reg.addr}/team/{name}:v1"
+        daemon.docker("tag", base, first)
+        r = daemon.docker("push", first, check=False)
+        assert r.returncode == 1 and "unauthorized" in (r.stderr + r.stdout).lower(), r
+        daemon.docker("login", "-u", "alice", "--password-stdin", reg.addr, input="alicepw")
+        try:
+            # a fresh repository each round (every layer uploaded again): the race showed
+            # on most pushes before
+            for k in range(3):
+                ref = f"{reg.addr}/team/{name}-{k}:v1"
+                daemon.docker("tag", base, ref)
+                out = daemon.docker("push", ref).stdout
+                assert "v1: digest: sha256:" in out, out
+            daemon.docker("rmi", ref)
+            daemon.docker("pull", ref)
+            assert daemon.out("run", "--rm", ref, "wc", "-c", "/layer3").split()[0] == "20003"
+        finally:
+            daemon.docker("logout", reg.addr, check=False)
+            for ref in [first] + [f"{reg.addr}/team/{name}-{k}:v1" for k in range(3)] + \
+                    [f"{name}:{i}" for i in range(4)]:
+                daemon.docker("rmi", "-f", ref, check=False)

@@ -135,3 +135,27 @@ def test_client_auth_against_registry(tmp_path, htpasswd, mode):
         with pytest.raises(RegistryError) as e:
             authed_request(reg, ClientAuth(("alice", "nope")), "GET", "/v2/", [])
         assert e.value.code is ErrorCode.UNAUTHORIZED
+
+
+def test_requests_in_flight_together_are_each_retried_with_credentials():
+    """A push's parallel layer requests go out before any 401 came back: each gets its
+    own challenge and each is retried with credentials (not refused because another one
+    already learnt the scheme); only a request that carried the credentials gives up."""
+    basic = 'Basic realm="x"'
+    a = ClientAuth(("u", "p"))
+    sent = [a.before_request(PUSH, 0).headers.get("Authorization") for _ in range(3)]
+    assert sent == [None, None, None]
+    for s in sent:
+        assert a.on_unauthorized(basic, PUSH, now=0, sent=s) == Retry()
+    creds = a.before_request(PUSH, 0).headers["Authorization"]
+    step = a.on_unauthorized(basic, PUSH, now=0, sent=creds)
+    assert isinstance(step, GiveUp) and step.error.code is ErrorCode.UNAUTHORIZED
+    # bearer: the first 401 fetches the token, the others send it
+    b = ClientAuth(("u", "p"))
+    first = b.on_unauthorized(CH, PUSH, now=0, sent=None)
+    assert isinstance(first, FetchToken)
+    b.token_fetched(first, 200, json.dumps({"token": "T1", "expires_in": 300}).encode(), now=0)
+    assert b.on_unauthorized(CH, PUSH, now=1, sent=None) == Retry()
+    assert b.before_request(PUSH, 1) == Send({"Authorization": "Bearer T1"})
+    refused = b.on_unauthorized(CH, PUSH, now=1, sent="Bearer T1")
+    assert isinstance(refused, GiveUp)

@@ -11,13 +11,18 @@ The caller owns the sockets::
         step = auth.before_request(scopes, now)
     response = send(request, headers=step.headers)
     if response.status == 401:
-        step = auth.on_unauthorized(response.headers["WWW-Authenticate"], scopes, now)
+        step = auth.on_unauthorized(response.headers["WWW-Authenticate"], scopes, now,
+                                    sent=step.headers.get("Authorization"))
         # FetchToken -> fetch and retry; Retry -> resend; GiveUp -> raise step.error
 
 It learns the scheme from the first challenge (Basic or Bearer), caches tokens
-per scope set until shortly before they expire, and never loops: a 401 while
-it holds a live token for those scopes is a GiveUp (DENIED when the registry
-said insufficient_scope, as a pull-only user pushing gets).
+per scope set until shortly before they expire, and never loops: a 401 to a
+request that carried the credentials (or the live token) it would send again is
+a GiveUp (DENIED when the registry said insufficient_scope, as a pull-only user
+pushing gets). Requests in flight together each get their own 401 before any
+of them learnt the scheme: each is retried with credentials, not refused
+because another one already learnt it (``sent``: the Authorization the refused
+request carried).
 """
 
 from __future__ import annotations
@@ -101,7 +106,12 @@ class ClientAuth:
         return FetchToken(url, self._basic(), tuple(scopes))
 
     def on_unauthorized(self, www_authenticate: str | None, scopes: list[Scope],
-                        now: float) -> FetchToken | Retry | GiveUp:
+                        now: float, sent: str | None | object = ...) -> FetchToken | Retry | GiveUp:
+        """``sent``: the Authorization header the refused request carried (None: none);
+        left out, the request is taken to have carried what before_request() gives now."""
+        if sent is ...:
+            step = self.before_request(scopes, now) if self.scheme else Send({})
+            sent = step.headers.get("Authorization") if isinstance(step, Send) else None
         challenges = proto.parse_challenges(www_authenticate or "")
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
@@ -109,6 +119,8 @@ class ClientAuth:
             self.scheme, self.challenge = "bearer", bearer
             needed = proto.merge_scopes(list(scopes) + bearer.scopes)
             held = self._cached(needed, now)
+            if held is not None and sent != f"Bearer {held.token}":
+                return Retry()   # another request got it meanwhile: this one sends it now
             if held is not None:
                 # The token we hold for exactly this was just refused: asking
                 # again would get the same answer. Forget it and give up.
@@ -118,7 +130,8 @@ class ClientAuth:
                 return GiveUp(RegistryError(ErrorCode.UNAUTHORIZED, bearer.error or "token refused"))
             return self._fetch(needed)
         if basic is not None:
-            if self.credentials is None or self.scheme == "basic":
+            if self.credentials is None or (sent is not None and sent == self._basic().get(
+                    "Authorization")):
                 return GiveUp(RegistryError(ErrorCode.UNAUTHORIZED,
                                             "authentication required" if self.credentials is None
                                             else "invalid username or password"))

@@ -210,7 +210,8 @@ class RegistryClient:
             www = resp.headers.get("WWW-Authenticate")
             err_body = await resp.read()
             resp.release()
-            nxt = self.auth.on_unauthorized(www, scopes, time.time())
+            nxt = self.auth.on_unauthorized(www, scopes, time.time(),
+                                            sent=h.get("Authorization"))
             if isinstance(nxt, GiveUp):
                 e = parse_error_response(401, err_body)
                 if e.code is ErrorCode.UNKNOWN or nxt.error.code is ErrorCode.DENIED:
