@@ -317,3 +317,53 @@ def test_push_after_login_to_an_htpasswd_registry(daemon, tmp_path):
             for ref in [first] + [f"{reg.addr}/team/{name}-{k}:v1" for k in range(3)] + \
                     [f"{name}:{i}" for i in range(4)]:
                 daemon.docker("rmi", "-f", ref, check=False)
+
+
+@pytest.fixture
+def netdaemon(tmp_path):
+    from acceptance.harness import running
+
+    with running(tmp_path, network=True) as d:
+        yield d
+
+
+def test_stats_networks_and_blkio(netdaemon):
+    """stats' networks (per interface of the container's netns, lo left out) and
+    blkio_stats (from its cgroup, in dockerd's v1/v2 shape) are filled, and docker stats
+    shows NET I/O and BLOCK I/O."""
+    d = netdaemon
+    cid = d.out("run", "-d", "busybox", "sleep", "100")
+    gw = d.out("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}", cid)
+    d.docker("exec", cid, "ping", "-c", "3", "-W", "2", gw)
+    size = os.path.getsize("/bin/busybox")
+    d.docker("exec", cid, "dd", "if=/bin/busybox", "of=/dev/null", "bs=64k", "iflag=direct")
+    client = d.client()
+    try:
+        st = client.api.stats(cid, stream=False)
+        nets = st["networks"]
+        assert list(nets) == ["eth0"], nets
+        assert set(nets["eth0"]) == {f"{d}_{k}" for d in ("rx", "tx")
+                                     for k in ("bytes", "packets", "errors", "dropped")}
+        assert nets["eth0"]["tx_packets"] >= 3 and nets["eth0"]["rx_bytes"] > 0
+        blk = st["blkio_stats"]
+        assert set(blk) == {"io_service_bytes_recursive", "io_serviced_recursive",
+                            "io_queue_recursive", "io_service_time_recursive",
+                            "io_wait_time_recursive", "io_merged_recursive", "io_time_recursive",
+                            "sectors_recursive"}
+        read = sum(e["value"] for e in blk["io_service_bytes_recursive"] or []
+                   if e["op"].lower() == "read")
+        assert read >= size, blk
+        for e in blk["io_service_bytes_recursive"]:
+            assert set(e) == {"major", "minor", "op", "value"}
+        # cgroup v1: the kernel's op names, as dockerd (v2: read/write)
+        v1 = os.path.exists("/sys/fs/cgroup/blkio")
+        ops = {e["op"] for e in blk["io_service_bytes_recursive"]}
+        assert ops >= ({"Read", "Write", "Total"} if v1 else {"read", "write"}), ops
+        netio, blockio = d.out("stats", "--no-stream", "--format", "{{.NetIO}}|{{.BlockIO}}",
+                               cid).split("|")
+        assert netio != "0B / 0B" and not blockio.startswith("0B /"), (netio, blockio)
+        # no network of its own: no interfaces listed
+        none = d.out("run", "-d", "--network", "none", "busybox", "sleep", "100")
+        assert client.api.stats(none, stream=False)["networks"] == {}
+    finally:
+        client.close()

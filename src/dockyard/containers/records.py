@@ -209,14 +209,22 @@ class Records:
     def stats(self, ref: str) -> dict:
         c = self.get(ref)
         raw: dict = {}
+        io: dict = {}
         if c["State"]["Running"]:
+            from dockyard.containers import iostats
+
             try:
                 from dockyard.runtime import cgroups
 
                 raw = cgroups.open_manager(self._cgroup(c["Id"]), c["Id"]).stats()
             except Exception:  # noqa: BLE001 - stats are best effort
                 raw = {}
-        return _docker_stats(c, raw)
+            io = {"blkio_stats": iostats.blkio_stats(self._cgroup(c["Id"])),
+                  "networks": {}}
+            mode = c["HostConfig"].get("NetworkMode") or "default"
+            if c["State"]["Pid"] and mode != "host" and not mode.startswith("container:"):
+                io["networks"] = iostats.network_stats(c["State"]["Pid"])
+        return {**_docker_stats(c, raw), **io}
 
 
 
