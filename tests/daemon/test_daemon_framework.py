@@ -330,7 +330,7 @@ def test_config_file_merge_and_conflicts(tmp_path):
         finally:
             if os.path.exists(sock):
                 os.unlink(sock)
-    assert b"level=DEBUG" in err
+    assert b"level=debug" in err
 
 
 def test_daemon_help():
