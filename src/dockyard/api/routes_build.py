@@ -1,8 +1,10 @@
 """``POST /build``: dockerd's classic build API over the build service.
 
 The context (tar body, plain or compressed) is unpacked while it arrives; the Dockerfile is
-parsed and planned before the 200, so a parse error, a missing base image or a missing COPY
-source is a plain error status (the CLI prints ``Error response from daemon: ...``). Then
+parsed and planned before the 200, so a parse error or a missing COPY source is a plain
+error status (the CLI prints ``Error response from daemon: ...``) - unless a base image must
+be pulled first (missing, or ``pull``): then the pull's progress is streamed (credentials
+from ``X-Registry-Config``) and planning errors travel in-band. Then
 the legacy builder's JSON stream: ``{"stream": "Step 1/3 : ..."}``, ``{"aux": {"ID": ...}}``,
 ``Successfully built``/``Successfully tagged``; a failure after the 200 travels in-band as
 ``errorDetail`` (with the RUN's exit code, which the CLI exits with). Query parameters the
@@ -222,16 +224,33 @@ async def build(request: web.Request) -> web.StreamResponse:
         await _drain(request)
         raise
     try:
-        if _bool(q.get("pull"), False):
-            refs = await ctx.run(lambda: svc.base_refs(bctx, dockerfile=dockerfile,
-                                                       build_args=build_args, target=target))
-            await svc.refresh(refs, tuple(ctx.extra.get("insecure_registries") or ()))
-        plan = await ctx.run(lambda: svc.prepare(bctx, dockerfile=dockerfile,
-                                                 build_args=build_args, target=target,
-                                                 labels=labels))
+        def bases() -> list[str]:
+            refs_ = svc.base_refs(bctx, dockerfile=dockerfile, build_args=build_args,
+                                  target=target)
+            # missing bases are pulled, as dockerd's legacy builder does; all with pull
+            return refs_ if _bool(q.get("pull"), False) else svc.missing(refs_)
+
+        pulls = await ctx.run(bases)
         from dockyard.images import reference as refs
+
+        def prepare():
+            return svc.prepare(bctx, dockerfile=dockerfile, build_args=build_args,
+                               target=target, labels=labels)
+
         # bad names are refused before anything is built; shown as dockerd shows them
         tags = [refs.parse_normalized(t).with_default_tag().familiar() for t in tags]
+        if pulls:
+            # the pulls stream their progress: planning follows in-band
+            from dockyard.images import credentials
+            auths = credentials.decode_config_header(request.headers.get("X-Registry-Config"))
+            insecure = tuple(ctx.extra.get("insecure_registries") or ())
+
+            async def before(emit):
+                async for msg in svc.pull(pulls, insecure, auths):
+                    emit(msg)
+                return await ctx.run(prepare)
+            return await _stream(request, svc, before, bctx, opts, tags, StepFailed)
+        plan = await ctx.run(prepare)
         return await _stream(request, svc, plan, bctx, opts, tags, StepFailed)
     finally:
         await asyncio.shield(ctx.run(bctx.close))
@@ -246,7 +265,7 @@ async def _stream(request, svc, plan, bctx, opts, tags, StepFailed) -> web.Strea
     build_task = asyncio.current_task()
 
     def emit(msg: dict) -> None:
-        if opts.quiet and "stream" in msg:
+        if opts.quiet and ("stream" in msg or "status" in msg):
             held.append(msg)
         else:
             queue.put_nowait(msg)
@@ -274,6 +293,8 @@ async def _stream(request, svc, plan, bctx, opts, tags, StepFailed) -> web.Strea
     watcher = asyncio.ensure_future(watch())
     try:
         try:
+            if callable(plan):
+                plan = await plan(emit)
             image_id = await svc.execute(plan, bctx, opts, emit)
             emit({"aux": {"ID": image_id}})
             if opts.quiet:

@@ -100,12 +100,28 @@ class BuildService:
         """The images the build starts from (what ``pull`` refreshes)."""
         return planner.base_images(self.dockerfile(ctx, dockerfile), build_args or {}, target)
 
-    async def refresh(self, refs: list[str], insecure=(), auth=None) -> None:
-        """The ``pull`` parameter: each base image pulled again from its registry."""
+    def missing(self, refs: list[str]) -> list[str]:
+        """Those of ``refs`` not here (dockerd's legacy builder pulls them)."""
+        out = []
+        for ref in refs:
+            try:
+                self.images.resolve(ref)
+            except errors.NotFound:
+                out.append(ref)
+        return out
+
+    async def pull(self, refs: list[str], insecure=(), auths=None):
+        """Pull each of ``refs`` (missing bases, or all of them with ``pull``), yielding
+        the pull's progress messages as ``POST /images/create`` does; ``auths`` maps
+        registries to credentials (``credentials.decode_config_header``)."""
+        from dockyard.images import credentials
+        from dockyard.images import reference
         from dockyard.images.pull import pull
         for ref in refs:
-            async for _ in pull(self.images, ref, insecure_registries=insecure, auth=auth):
-                pass
+            domain = reference.parse_normalized(ref).domain
+            auth = credentials.for_registry(auths or {}, domain)
+            async for msg in pull(self.images, ref, insecure_registries=insecure, auth=auth):
+                yield msg
 
     def prepare(self, ctx: bctx.Context, *, dockerfile: str = "", build_args=None,
                 target: str | None = None, labels=None) -> planner.Plan:
@@ -115,8 +131,7 @@ class BuildService:
             try:
                 image_id = self.images.resolve(ref)
             except errors.NotFound:
-                raise errors.NotFound(f"pull access denied for {ref}: the image is not here "
-                                      "(the builder does not pull yet: pull it first)") from None
+                raise errors.NotFound(f"No such image: {ref}") from None
             bases[ref] = (image_id, self.images.get_config(image_id))
         epoch = None
         sde = (build_args or {}).get("SOURCE_DATE_EPOCH")

@@ -258,3 +258,45 @@ def as_credentials(auth: AuthConfig | None) -> tuple[str, str] | None:
     if auth.identitytoken and not auth.password:
         return (auth.username or TOKEN_USER, auth.identitytoken)
     return (auth.username, auth.password)
+
+
+def decode_config_header(value: str | None) -> dict[str, AuthConfig]:
+    """Parse ``X-Registry-Config`` (what ``docker build`` and docker-py send: base64url
+    JSON of registry -> auth config, as in config.json); keys are normalized with
+    :func:`server_key`. Undecodable headers and entries are ignored, as dockerd does."""
+    if not value:
+        return {}
+    v = value.strip()
+    raw = None
+    for dec in (base64.urlsafe_b64decode, base64.b64decode):
+        try:
+            raw = dec(v + "=" * (-len(v) % 4))
+            break
+        except (binascii.Error, ValueError):
+            continue
+    try:
+        d = boundedjson.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    out: dict[str, AuthConfig] = {}
+    if not isinstance(d, dict):
+        return out
+    for key, e in d.items():
+        if not isinstance(e, dict):
+            continue
+        user, password = str(e.get("username") or ""), str(e.get("password") or "")
+        if e.get("auth") and not user:
+            try:
+                user, _, password = base64.b64decode(str(e["auth"])).decode().partition(":")
+            except (binascii.Error, ValueError):
+                continue
+        out[server_key(str(key))] = AuthConfig(user, password,
+                                               str(e.get("serveraddress") or key),
+                                               str(e.get("identitytoken") or ""))
+    return out
+
+
+def for_registry(configs: dict[str, AuthConfig], domain: str) -> tuple[str, str] | None:
+    """The credentials of ``configs`` (from :func:`decode_config_header`) for an image
+    reference's domain, as the registry client takes them."""
+    return as_credentials(configs.get(server_key(domain)))
