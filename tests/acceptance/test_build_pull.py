@@ -77,6 +77,12 @@ def test_missing_base_is_pulled_with_the_clients_credentials(daemon, tmp_path):
                                              remove=True) == b"from-registry\n"
             finally:
                 client.close()
+
+            # dockyard build sends them as well
+            from acceptance.test_build_client import dockyard, ok
+            daemon.docker("rmi", other)
+            out = ok(dockyard(daemon, "build", "--progress", "plain", str(ctx)))
+            assert "Pulling from team/other" in out, out
         finally:
             daemon.docker("logout", reg.addr)
 

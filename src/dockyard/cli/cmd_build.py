@@ -309,7 +309,10 @@ def _run(g, o, body, dockerfile: str) -> int:
         mode = "tty"
     else:
         mode = "plain"
-    headers = {"Content-Type": "application/x-tar"}
+    from dockyard.images import credentials
+    # the logins the daemon may need to pull a base image, as the docker CLI sends them
+    headers = {"Content-Type": "application/x-tar",
+               "X-Registry-Config": credentials.encode_config_header()}
     resp = None
     if isinstance(body, _DirContext):
         dir_ctx = body

@@ -300,3 +300,23 @@ def for_registry(configs: dict[str, AuthConfig], domain: str) -> tuple[str, str]
     """The credentials of ``configs`` (from :func:`decode_config_header`) for an image
     reference's domain, as the registry client takes them."""
     return as_credentials(configs.get(server_key(domain)))
+
+
+def encode_config_header(path: Path | None = None) -> str:
+    """``X-Registry-Config`` as the docker CLI sends it with a build: every stored login
+    (helpers asked too), base64url JSON of registry -> auth config; an unreadable
+    config or helper leaves that registry out."""
+    try:
+        data = load(path)
+    except CredentialsError:
+        return base64.urlsafe_b64encode(b"{}").decode()
+    keys = set((data.get("auths") or {}).keys()) | set((data.get("credHelpers") or {}).keys())
+    out = {}
+    for k in sorted(keys):
+        try:
+            a = get(k, path)
+        except CredentialsError:
+            continue
+        if not a.empty:
+            out[server_key(k)] = a.to_json()
+    return base64.urlsafe_b64encode(json.dumps(out).encode()).decode()
