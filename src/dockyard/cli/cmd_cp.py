@@ -168,6 +168,33 @@ def _local_destination(dst: str, src_is_dir: bool, src_base: str) -> tuple[str, 
     return dst_dir, dst_base
 
 
+class _Refused(Exception):
+    """An entry of the daemon's archive that would land outside the destination."""
+
+
+def _inside(dst_dir: str, rel: str) -> bool:
+    root = os.path.realpath(dst_dir)
+    target = os.path.normpath(os.path.join(root, rel))
+    return target == root or target.startswith(root.rstrip("/") + "/")
+
+
+def _checked_member(member: tarfile.TarInfo, rebase, dst_dir: str) -> tarfile.TarInfo:
+    """What ``tar_filter`` checks, for a Python without extraction filters: the entry (its
+    name made relative) and a hard link's target stay inside ``dst_dir``; modes are kept.
+    Symlinks are not checked here: they are made after every other entry."""
+    import copy
+
+    m = copy.copy(member)
+    m.name = rebase(m.name).lstrip("/")
+    if not m.name or not _inside(dst_dir, m.name):
+        raise _Refused(f"{member.name!r} would be extracted outside the destination")
+    if m.islnk():
+        m.linkname = rebase(m.linkname).lstrip("/")
+        if not _inside(dst_dir, m.linkname):
+            raise _Refused(f"{member.name!r} links outside the destination")
+    return m   # symlinks are kept as they are, and made last (see _extract_local)
+
+
 def _extract_local(stream, dst_dir: str, old_base: str, new_base: str) -> None:
     def rebase(name: str) -> str:
         n = name.rstrip("/")
@@ -189,13 +216,24 @@ def _extract_local(stream, dst_dir: str, old_base: str, new_base: str) -> None:
         if member.islnk():
             member = member.replace(linkname=rebase(member.linkname), deep=False)
         mode = member.mode
-        safe = tarfile.tar_filter(member, path)   # refuses names and links leaving dst
+        try:
+            safe = tarfile.tar_filter(member, path)   # refuses names and links leaving dst
+        except tarfile.FilterError as e:
+            raise _Refused(str(e)) from None
         return safe.replace(mode=mode, deep=False) if safe is not None else None
 
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tf:
-            tf.extractall(dst_dir, filter=keep_modes, numeric_owner=True)
-    except tarfile.FilterError as e:
+            if hasattr(tarfile, "tar_filter"):
+                tf.extractall(dst_dir, filter=keep_modes, numeric_owner=True)
+            else:   # Debian 12's Python 3.11.2 predates extraction filters
+                for member in tf:
+                    m = _checked_member(member, rebase, dst_dir)
+                    if m.issym():
+                        links.append(m)
+                    else:
+                        tf.extract(m, dst_dir, numeric_owner=True)
+    except _Refused as e:
         raise CommandError(f"refusing the daemon's archive: {e}") from None
     except (tarfile.TarError, EOFError) as e:
         raise CommandError(f"invalid archive from the daemon: {e}") from None
