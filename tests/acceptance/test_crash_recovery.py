@@ -363,3 +363,33 @@ def test_full_disk_fails_fast_frees_on_removal_and_recovers_without_a_restart(tm
             check_invariants(d)
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+# ---- clients at shutdown -------------------------------------------------------------------
+def test_sigterm_ends_logs_follow_and_attach_at_once(fresh_daemon):
+    d = fresh_daemon
+    d.docker("run", "-d", "--name", "lg", "busybox", "sh", "-c", LOGGER)
+    d.docker("run", "-d", "-t", "--name", "tt", "busybox", "sh", "-c", LOGGER)
+    follow = subprocess.Popen([DOCKER, "logs", "-f", "lg"], env=d.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    attach = subprocess.Popen([DOCKER, "attach", "--no-stdin", "lg"], env=d.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    d.proc.terminate()
+    out, err = follow.communicate(timeout=30)
+    t_follow = time.monotonic() - t0
+    aout, aerr = attach.communicate(timeout=30)
+    t_attach = time.monotonic() - t0
+    d.proc.wait(30)
+    t_daemon = time.monotonic() - t0
+    assert "unexpected EOF" not in err, (err, t_follow, t_attach, t_daemon, d.log_text())
+    assert follow.returncode == 0, err
+    assert "unexpected EOF" not in aerr, (aerr, attach.returncode, t_attach)
+    assert t_follow < 2 and t_attach < 2, (t_follow, t_attach)
+    assert t_daemon < 5, t_daemon
+    # what it followed is whole lines, in order, up to the end
+    seqs = [int(x.split()[1]) for x in out.splitlines() if x.startswith("seq ")]
+    assert seqs == list(range(1, len(seqs) + 1))
+    d.start()
+    assert check_invariants(d)["lg"] == "running"

@@ -483,15 +483,30 @@ class Lifecycle:
         if condition not in ("not-running", "next-exit", "removed", ""):
             raise errors.InvalidParameter(f"invalid condition: \"{condition}\"")
         if condition == "removed":
-            await self.removed.setdefault(cid, asyncio.Event()).wait()
+            await self._unless_closing(self.removed.setdefault(cid, asyncio.Event()))
             return c["State"]["ExitCode"]
         if condition != "next-exit" and not c["State"]["Running"]:
             return c["State"]["ExitCode"]
         ev = self.exits.get(cid)
         if ev is None or ev.is_set():
             ev = self.exits[cid] = asyncio.Event()
-        await ev.wait()
+        await self._unless_closing(ev)
         return c["State"]["ExitCode"]
+
+    async def _unless_closing(self, ev: asyncio.Event) -> None:
+        """Wait for ``ev``; a daemon shutting down ends the wait (Unavailable) instead of
+        cutting the client's response short."""
+        closing = self._shutting_down()
+        if closing.is_set():
+            raise errors.Unavailable("the daemon is shutting down")
+        w, cl = asyncio.ensure_future(ev.wait()), asyncio.ensure_future(closing.wait())
+        try:
+            await asyncio.wait({w, cl}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            w.cancel()
+            cl.cancel()
+        if not ev.is_set():
+            raise errors.Unavailable("the daemon is shutting down")
 
     # ---- remove ----------------------------------------------------------------------
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:

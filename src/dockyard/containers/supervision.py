@@ -89,8 +89,14 @@ class Supervision:
         ran (their output from their FIFOs, their exits through pidfds); containers
         that ended meanwhile are recorded as exited, so that waits end and restart
         policies apply instead of hanging forever."""
+        # one replacement at a time: the event stream and a request can both find it gone,
+        # and two new supervisors would share (and fight over) one socket path
+        lock = getattr(self, "_replacing_sup", None)
+        if lock is None:
+            lock = self._replacing_sup = asyncio.Lock()
         try:
-            await asyncio.to_thread(supclient.ensure_running, os.path.dirname(self.sup.path))
+            async with lock:
+                await asyncio.to_thread(supclient.ensure_running, os.path.dirname(self.sup.path))
             tasks = {t["id"]: t for t in (await self.sup.request("list"))["tasks"]}
         except (OSError, errors.DockyardError) as e:
             log.warning("could not restart the supervisor: %s", e)

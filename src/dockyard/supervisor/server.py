@@ -840,6 +840,11 @@ class Supervisor:
     async def serve(self, sock_path: str) -> None:
         statefiles.makedirs(self.root)
         statefiles.makedirs(os.path.join(self.root, "tasks"))
+        if os.path.exists(sock_path) and _answers(sock_path):
+            # another supervisor serves this root (two were started at once): it owns
+            # the tasks (their FIFOs, their exits); we leave before touching them
+            log.warning("a supervisor already serves %s: exiting", sock_path)
+            return
         _set_subreaper()
         self._load()
         loop = asyncio.get_running_loop()
@@ -886,6 +891,18 @@ def _collect(loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.Future:
 
 def writer_closed(w: asyncio.StreamWriter) -> bool:
     return w.is_closing()
+
+
+def _answers(sock_path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(1)
+        s.connect(sock_path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def _fifo(path: str) -> tuple[int, int]:
