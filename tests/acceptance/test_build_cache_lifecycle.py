@@ -168,3 +168,52 @@ def test_system_prune_end_to_end(fresh_daemon, tmp_path):
     r = dockyard(d, "system", "prune", "-af")
     assert r.returncode == 0, r.stderr
     assert "Total reclaimed space:" in r.stdout and df_cache(d) == []
+
+
+def test_cache_mounts_and_context_sessions_are_build_cache(fresh_daemon, tmp_path):
+    """RUN --mount=type=cache directories (BuildKit's exec.cachemount records) and the
+    context sessions' kept spools (source.local) are listed in system df's BuildCache and
+    pruned by /build/prune with its filters."""
+    d = fresh_daemon
+    prune_all(d)
+    ctx = tmp_path / "cm"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        "RUN --mount=type=cache,target=/var/cache/app "
+        "dd if=/dev/zero of=/var/cache/app/blob bs=1k count=96 2>/dev/null && echo ok > /ok\n"
+        "COPY data.txt /data.txt\n")
+    (ctx / "data.txt").write_text("x" * 50000 + "\n")
+    build(d, ctx, "-t", "cm:1")
+    recs = df_cache(d)
+    mounts = [r for r in recs if r["Type"] == "exec.cachemount"]
+    assert len(mounts) == 1, recs
+    m = mounts[0]
+    assert m["Description"] == "cached mount /var/cache/app" and m["Size"] >= 96 * 1024
+    assert not m["InUse"] and not m["Shared"] and m["UsageCount"] == 1 and m["LastUsedAt"]
+    # our client's context session keeps a spool: a source.local record
+    r = dockyard(d, "build", "-q", str(ctx))
+    assert r.returncode == 0, r.stderr
+    spools = [r for r in df_cache(d) if r["Type"] == "source.local"]
+    assert len(spools) == 1 and spools[0]["Size"] >= 50000, df_cache(d)
+    out = d.out("system", "df")
+    line = next(ln for ln in out.splitlines() if ln.startswith("Build Cache"))
+    assert int(line.split()[2]) == len(df_cache(d)), out
+    # a type filter takes only the cache mount; its directory goes
+    out = d.out("builder", "prune", "-f", "--filter", "type=exec.cachemount")
+    assert m["ID"][:12] in out, out
+    assert [r["Type"] for r in df_cache(d) if r["Type"] != "regular"] == ["source.local"]
+    assert not list((d.data / "builder" / "cache").iterdir())
+    # prune without --all takes the spool (nothing else keeps it); the next build of the
+    # directory sends everything and still builds
+    out = d.out("builder", "prune", "-f")
+    assert spools[0]["ID"][:12] in out, out
+    assert [r for r in df_cache(d) if r["Type"] != "regular"] == []
+    r = dockyard(d, "build", "-q", str(ctx))
+    assert r.returncode == 0, r.stderr
+    # the cache mount is made again by a RUN that cannot take the cache
+    build(d, ctx, "--no-cache")
+    assert [r["Type"] for r in df_cache(d) if r["Type"] != "regular"] == \
+        ["exec.cachemount", "source.local"]
+    prune_all(d)
+    assert df_cache(d) == []

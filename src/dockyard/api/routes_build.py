@@ -362,9 +362,9 @@ async def prune(request: web.Request) -> web.Response:
                                                all_=_bool(q.get("all"), False),
                                                filters=filters, keep_storage=keep))
     svc = ctx.extra.get("builder")
-    if svc is not None and _bool(q.get("all"), False) and not filters:
-        # the context sessions' kept spools are build cache too
-        report["SpaceReclaimed"] += await ctx.run(svc.sessions.clear)
+    if svc is not None:
+        # context sessions whose kept spool was pruned start afresh
+        await ctx.run(svc.sessions.sync)
     return json_response(report)
 
 

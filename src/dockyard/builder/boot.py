@@ -2,7 +2,8 @@
 
 * :func:`sweep_tmp` (a boot hook, before the image service's recovery): snapshots a step
   had mounted under ``<data-root>/builder/tmp`` are unmounted, then the directory (context
-  spools, mount points) is removed; the snapshots themselves carry the image service's
+  spools, mount points) is removed, and so are the context sessions' kept spools; the
+  snapshots themselves carry the image service's
   extract prefix and are removed by its recovery.
 * :func:`remove_containers` (after the containers are restored): RUN step containers
   (labelled :data:`LABEL`) are removed, except a failed step's, which dockerd keeps too.
@@ -25,6 +26,9 @@ def tmp_dir(data_root) -> str:
 
 def sweep_tmp(data_root) -> None:
     from dockyard.snapshots.mount import mounts_under, unmount
+    # context sessions' kept spools do not outlive the daemon (builder/sessions.py)
+    shutil.rmtree(os.path.join(os.fspath(data_root), "builder", "sessions"),
+                  ignore_errors=True)
     tmp = tmp_dir(data_root)
     if not os.path.isdir(tmp):
         return

@@ -12,6 +12,10 @@ an ancestor of, a tagged image or one a container uses), ``InUse`` when a contai
 Pruning removes the images of unshared records (children first; an image something else
 still needs stays) and their rows; with ``all`` the rows of shared records go too (their
 images stay: tagged images need them), so later builds no longer take them from the cache.
+
+Build cache that is no image is listed and pruned beside them as BuildKit shows it: each
+``RUN --mount=type=cache`` directory (``exec.cachemount``; one a build is using is InUse and
+stays) and each context session's kept spool (``source.local``).
 """
 
 from __future__ import annotations
@@ -133,7 +137,53 @@ def records(store: Any, images: Any) -> list[dict]:
             "_labels": im.get("Labels") or {},
             "_last": float(r["last_used"] or r["created"]),
         })
+    root = getattr(images, "root", None)
+    if root is not None:
+        out += storage_records(root)
     return out
+
+
+def storage_records(data_root) -> list[dict]:
+    """Build cache that is not an image, as BuildKit lists it: ``RUN --mount=type=cache``
+    directories (``exec.cachemount``) and the context sessions' kept spools
+    (``source.local``)."""
+    import hashlib
+    import os
+    from dockyard.builder import mounts, sessions
+    out = []
+    for m in mounts.cache_usage(data_root):
+        desc = f"cached mount {m['Target'] or m['ID']}"
+        if m["Target"] and m["ID"] != m["Target"]:
+            desc += f" (id {m['ID']})"
+        out.append({
+            "ID": m["Dir"][:25], "Parent": "", "Parents": None, "Type": "exec.cachemount",
+            "Description": desc, "InUse": m["InUse"], "Shared": False, "Size": m["Size"],
+            "CreatedAt": _rfc3339(m["CreatedAt"]), "LastUsedAt": _rfc3339(m["LastUsedAt"]),
+            "UsageCount": m["UsageCount"], "_image": None, "_key": m["Dir"], "_labels": {},
+            "_last": m["LastUsedAt"], "_remove": ("mount", m["Dir"]),
+        })
+    sdir = os.path.join(os.fspath(data_root), "builder", "sessions")
+    for sp in sessions.spool_usage(sdir):
+        rid = hashlib.sha256(sp["Name"].encode()).hexdigest()
+        out.append({
+            "ID": rid[:25], "Parent": "", "Parents": None, "Type": "source.local",
+            "Description": "local source for context", "InUse": False, "Shared": False,
+            "Size": sp["Size"], "CreatedAt": _rfc3339(sp["CreatedAt"]),
+            "LastUsedAt": _rfc3339(sp["LastUsedAt"]), "UsageCount": 1, "_image": None,
+            "_key": rid, "_labels": {}, "_last": sp["LastUsedAt"],
+            "_remove": ("session", sp["Name"]),
+        })
+    return out
+
+
+def _remove_storage(data_root, how: tuple[str, str]) -> int | None:
+    import os
+    from dockyard.builder import mounts, sessions
+    kind, name = how
+    if kind == "mount":
+        return mounts.remove_cache(data_root, name)
+    return sessions.remove_spool(os.path.join(os.fspath(data_root), "builder", "sessions"),
+                                 name)
 
 
 def public(recs: list[dict]) -> list[dict]:
@@ -262,6 +312,13 @@ def prune(store: Any, images: Any, *, all_: bool = False, filters: dict | None =
             total -= r["Size"]
         chosen = keep
     deleted, reclaimed = [], 0
+    for r in chosen:
+        if r.get("_remove"):
+            freed = _remove_storage(getattr(images, "root", ""), r["_remove"])
+            if freed is not None:
+                deleted.append(r["ID"])
+                reclaimed += freed
+    chosen = [r for r in chosen if not r.get("_remove")]
     doomed = {r["_image"]: r for r in chosen if not r["Shared"]}
     # children before parents: an image whose child is also doomed waits for it
     du = {im["Id"]: im.get("ParentId") or "" for im in images.disk_usage().get("Images") or []}

@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -42,7 +43,8 @@ def _cache_dir(data_root, cache_id: str) -> str:
 
 
 def cache_usage(data_root) -> list[dict]:
-    """Every cache mount directory: {"ID", "Size", "LastUsedAt" (unix), "InUse"}."""
+    """Every cache mount directory: {"ID", "Dir", "Target", "Size", "CreatedAt",
+    "LastUsedAt" (unix), "UsageCount", "InUse"}."""
     root = cache_root(data_root)
     out = []
     try:
@@ -51,47 +53,64 @@ def cache_usage(data_root) -> list[dict]:
         return []
     for name in names:
         d = os.path.join(root, name)
-        try:
-            with open(os.path.join(d, "id"), encoding="utf-8") as f:
-                meta = json.load(f)
-        except (OSError, ValueError):
-            meta = {}
-        out.append({"ID": meta.get("id", name), "Dir": name, "Size": _du(os.path.join(d, "data")),
-                    "LastUsedAt": _mtime(os.path.join(d, "lock")), "InUse": _busy(d)})
+        meta = _meta(d)
+        last = _mtime(os.path.join(d, "lock"))
+        out.append({"ID": meta.get("id", name), "Dir": name, "Target": meta.get("target", ""),
+                    "Size": _du(os.path.join(d, "data")),
+                    "CreatedAt": float(meta.get("created") or last),
+                    "LastUsedAt": last, "UsageCount": int(meta.get("uses") or 1),
+                    "InUse": _busy(d)})
     return out
+
+
+def _meta(d: str) -> dict:
+    try:
+        with open(os.path.join(d, "id"), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def remove_cache(data_root, name: str) -> int | None:
+    """Remove one cache mount directory (``cache_usage``'s ``Dir``) unless a build is
+    using it: the bytes reclaimed, or None when it is busy or gone."""
+    if not re.fullmatch(r"[0-9a-f]{32}", name):
+        return None
+    d = os.path.join(cache_root(data_root), name)
+    fd = _lock_fd(d)
+    if fd is None:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None    # a build is using it
+        size = _du(os.path.join(d, "data"))
+        shutil.rmtree(os.path.join(d, "data"), ignore_errors=True)
+        for n in ("id", "lock"):
+            try:
+                os.unlink(os.path.join(d, n))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+        return size
+    finally:
+        os.close(fd)
 
 
 def prune_cache(data_root, *, all: bool = True, older_than: float | None = None) -> int:
     """Remove cache mount directories no build is using (``older_than``: only those last
     used that many seconds ago or more). Returns the bytes reclaimed."""
-    root = cache_root(data_root)
     freed = 0
     now = time.time()
     for entry in cache_usage(data_root):
-        d = os.path.join(root, entry["Dir"])
         if older_than is not None and now - entry["LastUsedAt"] < older_than:
             continue
-        fd = _lock_fd(d)
-        if fd is None:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue    # a build is using it
-            shutil.rmtree(os.path.join(d, "data"), ignore_errors=True)
-            for n in ("id", "lock"):
-                try:
-                    os.unlink(os.path.join(d, n))
-                except FileNotFoundError:
-                    pass
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
-            freed += entry["Size"]
-        finally:
-            os.close(fd)
+        freed += remove_cache(data_root, entry["Dir"]) or 0
     return freed
 
 
@@ -197,8 +216,11 @@ class RunMounts:
                 os.close(fd)
             raise
         self.locks.append(fd)
+        meta = _meta(d)
         with open(os.path.join(d, "id.new"), "w", encoding="utf-8") as f:
-            json.dump({"id": m.id}, f)
+            json.dump({"id": m.id, "target": m.target,
+                       "created": meta.get("created") or time.time(),
+                       "uses": int(meta.get("uses") or 0) + 1}, f)
         os.replace(os.path.join(d, "id.new"), os.path.join(d, "id"))
         return self._data_dir(d, m)
 

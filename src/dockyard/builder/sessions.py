@@ -210,6 +210,12 @@ class SessionStore:
             except OSError:
                 pass
 
+    def sync(self) -> None:
+        """Forget kept spools that were removed (``POST /build/prune``)."""
+        with self.lock:
+            for k in [k for k, (p, _) in self.kept.items() if not os.path.exists(p)]:
+                del self.kept[k]
+
     def clear(self) -> int:
         """Forget every kept spool (build cache prune --all); the bytes freed."""
         with self.lock:
@@ -223,6 +229,39 @@ class SessionStore:
             except OSError:
                 pass
         return freed
+
+
+def spool_usage(directory: str) -> list[dict]:
+    """The kept spools on disk (``system df``'s ``source.local`` records): {"Name",
+    "Size", "CreatedAt", "LastUsedAt"}."""
+    out = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return out
+    for n in names:
+        if not n.endswith(".spool"):
+            continue
+        try:
+            st = os.lstat(os.path.join(directory, n))
+        except OSError:
+            continue
+        out.append({"Name": n, "Size": st.st_blocks * 512, "CreatedAt": st.st_mtime,
+                    "LastUsedAt": max(st.st_ctime, st.st_mtime)})
+    return out
+
+
+def remove_spool(directory: str, name: str) -> int | None:
+    """Remove one kept spool (``spool_usage``'s ``Name``): the bytes freed, or None."""
+    if "/" in name or not name.endswith(".spool") or name.startswith("."):
+        return None
+    p = os.path.join(directory, name)
+    try:
+        size = os.lstat(p).st_blocks * 512
+        os.unlink(p)    # a build still copying from it holds it open
+    except OSError:
+        return None
+    return size
 
 
 def probe_context(root: str, manifest: list, files: dict[str, bytes],
