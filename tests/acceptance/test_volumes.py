@@ -229,6 +229,86 @@ def test_bind_recursive_readonly_and_nonrecursive(daemon, tmp_path):
         snapmount.unmount(src / "inner", 2)
 
 
+def test_mount_options_gated_by_api_version_as_dockerd(daemon, tmp_path):
+    """dockerd's create handler: clients below API 1.44 keep non-recursive read-only
+    binds (ReadOnlyNonRecursive ignored, ReadOnlyForceRecursive refused), below 1.45 a
+    volume Subpath is refused."""
+    from dockyard.snapshots import mount as snapmount
+
+    src = tmp_path / "gsrc"
+    (src / "inner").mkdir(parents=True)
+    snapmount.mount_one({"type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}, src / "inner")
+    old = {"DOCKER_API_VERSION": "1.43"}
+    try:
+        # 1.43: -v :ro and --mount readonly are read-only at the top only
+        for how in (["-v", f"{src}:/r:ro"], ["--mount", f"type=bind,source={src},target=/r,ro"]):
+            r = daemon.docker("run", "--rm", *how, "busybox", "sh", "-c",
+                              "touch /r/inner/x && touch /r/y", check=False, env=old)
+            assert "Read-only file system" in r.stderr and "/r/y" in r.stderr, r
+            assert (src / "inner" / "x").exists()
+            (src / "inner" / "x").unlink()
+        # 1.47 (the default): recursively read-only
+        r = daemon.docker("run", "--rm", "-v", f"{src}:/r:ro", "busybox", "touch", "/r/inner/x",
+                          check=False)
+        assert r.returncode != 0 and "Read-only file system" in r.stderr
+        import docker
+
+        old_cl = docker.APIClient(base_url=daemon.host, version="1.43", timeout=60)
+        with pytest.raises(docker.errors.APIError) as e:
+            old_cl.create_container("busybox", "true", host_config=old_cl.create_host_config(
+                mounts=[{"Type": "bind", "Source": str(src), "Target": "/r", "ReadOnly": True,
+                         "BindOptions": {"ReadOnlyForceRecursive": True}}]))
+        assert e.value.status_code == 400
+        assert "BindOptions.ReadOnlyForceRecursive needs API v1.44 or newer" in str(e.value)
+        name = _name()
+        daemon.out("volume", "create", name)
+        for version in ("1.43", "1.44"):
+            cl = docker.APIClient(base_url=daemon.host, version=version, timeout=60)
+            with pytest.raises(docker.errors.APIError) as e:
+                cl.create_container("busybox", "true", host_config=cl.create_host_config(
+                    mounts=[{"Type": "volume", "Source": name, "Target": "/s",
+                             "VolumeOptions": {"Subpath": "part"}}]))
+            assert e.value.status_code == 400
+            assert "VolumeOptions.Subpath needs API v1.45 or newer" in str(e.value)
+        daemon.out("volume", "rm", name)
+    finally:
+        snapmount.unmount(src / "inner", 2)
+
+
+def test_volume_subpath_errors_as_dockerd(daemon):
+    name = _name()
+    daemon.out("run", "--rm", "-v", f"{name}:/v", "busybox", "sh", "-c",
+               "mkdir /v/d && ln -s d /v/link")
+    # a subpath that is not in the volume is not made: the start fails (404 in dockerd)
+    r = daemon.docker("run", "--rm", "--mount",
+                      f"type=volume,source={name},target=/s,volume-subpath=missing/x",
+                      "busybox", "true", check=False)
+    assert r.returncode != 0
+    assert f"cannot access path {daemon.data}/volumes/{name}/_data/missing/x: no such file " \
+           "or directory" in r.stderr, r.stderr
+    assert daemon.out("run", "--rm", "-v", f"{name}:/v", "busybox", "ls", "/v") == "d\nlink"
+    # a symlink is never followed
+    r = daemon.docker("run", "--rm", "--mount",
+                      f"type=volume,source={name},target=/s,volume-subpath=link",
+                      "busybox", "true", check=False)
+    assert r.returncode != 0 and "cannot access path" in r.stderr, r.stderr
+    # lexically outside the volume, or on an anonymous volume: refused at create
+    for spec, msg in ((f"source={name},target=/s,volume-subpath=../x",
+                       "subpath must be a relative path within the volume"),
+                      (f"source={name},target=/s,volume-subpath=d/../../x",
+                       "subpath must be a relative path within the volume"),
+                      ("target=/s,volume-subpath=d",
+                       "must not set Subpath when using anonymous volumes")):
+        r = daemon.docker("create", "--mount", "type=volume," + spec, "busybox", "true",
+                          check=False)
+        assert r.returncode == 1 and msg in r.stderr, r.stderr
+    # a subpath with a harmless ".." inside is the path it names (Go's IsLocal)
+    assert daemon.out("run", "--rm", "--mount",
+                      f"type=volume,source={name},target=/s,volume-subpath=x/../d",
+                      "busybox", "ls", "-a", "/s") == ".\n.."
+    daemon.out("volume", "rm", name)
+
+
 def test_bind_source_symlink_resolved_on_host(daemon, tmp_path):
     real = tmp_path / "real"
     real.mkdir()

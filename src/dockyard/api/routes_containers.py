@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from dockyard.api import hijack, schema
+from dockyard.api import hijack, schema, versions
 from dockyard.api.app import add_route, ctx_of, json_response, query_bool
 from dockyard.api.bridge import while_connected
 from dockyard.api.filters import parse_filters
@@ -35,10 +35,34 @@ def _int_query(request: web.Request, name: str, default: int | None = None) -> i
         raise InvalidParameter(f"invalid value for {name}: {v!r}") from None
 
 
+def _mount_version_gates(version: str, body: dict) -> bool:
+    """dockerd's per-version treatment of HostConfig.Mounts (its create handler):
+    before 1.44 a ``ReadOnlyForceRecursive`` is refused, ``ReadOnlyNonRecursive`` is
+    ignored and read-only binds stay non-recursively read-only (the old behaviour,
+    returned True); before 1.45 a volume ``Subpath`` is refused."""
+    host = body.get("HostConfig") if isinstance(body, dict) else None
+    mounts = (host.get("Mounts") if isinstance(host, dict) else None) or []
+    v = versions.parse(version)
+    old_ro = v < (1, 44)
+    for m in mounts:
+        if not isinstance(m, dict):
+            continue
+        if old_ro and m.get("Type") == "bind" and isinstance(m.get("BindOptions"), dict):
+            if m["BindOptions"].get("ReadOnlyForceRecursive"):
+                raise InvalidParameter("BindOptions.ReadOnlyForceRecursive needs API v1.44 or newer")
+            m["BindOptions"].pop("ReadOnlyNonRecursive", None)
+        if v < (1, 45) and isinstance(m.get("VolumeOptions"), dict) and \
+                m["VolumeOptions"].get("Subpath"):
+            raise InvalidParameter("VolumeOptions.Subpath needs API v1.45 or newer")
+    return old_ro
+
+
 async def create(request: web.Request) -> web.Response:
     body = await read_json(request, schema.CREATE)
     name = request.query.get("name") or None
-    return json_response(await _svc(request).create(name, body), status=201)
+    ro_non_recursive = _mount_version_gates(request["api_version"], body)
+    return json_response(await _svc(request).create(name, body, ro_non_recursive=ro_non_recursive),
+                         status=201)
 
 
 async def list_containers(request: web.Request) -> web.Response:

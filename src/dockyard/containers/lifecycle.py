@@ -27,7 +27,9 @@ class Lifecycle:
     """Part of ContainerService (containers/service.py): see the module's docstring."""
 
     # ---- create ----------------------------------------------------------------------
-    async def create(self, name: str | None, body: dict) -> dict:
+    async def create(self, name: str | None, body: dict, ro_non_recursive: bool = False) -> dict:
+        """``ro_non_recursive``: read-only binds are made read-only non-recursively (what
+        dockerd keeps for clients of API < 1.44; the API layer decides)."""
         if not isinstance(body, dict):
             raise errors.InvalidParameter("invalid JSON: container config must be an object")
         config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
@@ -65,7 +67,7 @@ class Lifecycle:
         others = {}
         for ref in host.get("VolumesFrom") or []:
             others[ref.partition(":")[0]] = self.get(ref.partition(":")[0])   # 404 if unknown
-        points = mountpoints.parse_all(host, merged, others)
+        points = mountpoints.parse_all(host, merged, others, ro_non_recursive)
         if any(p["Type"] == "volume" for p in points) and self.volumes is None:
             raise errors.InvalidParameter("volumes are not available on this daemon")
         for p in points:

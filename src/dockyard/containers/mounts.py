@@ -53,8 +53,9 @@ def _point(**kw) -> dict:
     return base
 
 
-def parse_bind(spec: str) -> dict:
-    """One ``-v`` string: ``/host:/ctr[:mode]``, ``name:/ctr[:mode]`` or ``/ctr``."""
+def parse_bind(spec: str, ro_non_recursive: bool = False) -> dict:
+    """One ``-v`` string: ``/host:/ctr[:mode]``, ``name:/ctr[:mode]`` or ``/ctr``.
+    ``ro_non_recursive``: a read-only bind is read-only non-recursively (API < 1.44)."""
     if not isinstance(spec, str) or not spec:
         raise _spec_error(str(spec), "")
     parts = spec.split(":")
@@ -80,7 +81,7 @@ def parse_bind(spec: str) -> dict:
         return _point(Type="bind", Source=os.path.normpath(src), Destination=dest,
                       Mode=parts[2] if len(parts) == 3 else "", RW=rw,
                       Propagation=prop or "rprivate", CreateSource=True,
-                      ReadOnlyRecursive=not rw)   # Docker 25+: ro binds recursively ro
+                      ReadOnlyRecursive=not rw and not ro_non_recursive)   # Docker 25+: recursively ro
     dest = _check_dest(dst, "volume", spec)
     if prop:
         raise _spec_error(spec, _mount_error("volume", "field BindOptions must not be "
@@ -91,8 +92,8 @@ def parse_bind(spec: str) -> dict:
                   CopyData="nocopy" not in modes)
 
 
-def parse_mount(m: dict) -> dict:
-    """One HostConfig.Mounts entry (``--mount``)."""
+def parse_mount(m: dict, ro_non_recursive: bool = False) -> dict:
+    """One HostConfig.Mounts entry (``--mount``); ``ro_non_recursive`` as parse_bind's."""
     if not isinstance(m, dict):
         raise errors.InvalidParameter("invalid mount: expected an object")
     typ = m.get("Type") or ""
@@ -135,7 +136,8 @@ def parse_mount(m: dict) -> dict:
             raise _mount_error(typ, f"bind source path does not exist: {src}")
         return _point(Type="bind", Source=src, Destination=dest, RW=not ro, Propagation=prop,
                       Recursive=not bo.get("NonRecursive"),
-                      ReadOnlyRecursive=ro and not bo.get("ReadOnlyNonRecursive"),
+                      ReadOnlyRecursive=ro and not bo.get("ReadOnlyNonRecursive") and not (
+                          ro_non_recursive and not bo.get("ReadOnlyForceRecursive")),
                       CreateSource=bool(bo.get("CreateMountpoint")))
     if typ == "tmpfs":
         if src:
@@ -166,8 +168,11 @@ def parse_mount(m: dict) -> dict:
     driver_cfg = vo.get("DriverConfig") or {}
     sub = vo.get("Subpath") or ""
     if sub:
-        if sub.startswith("/") or ".." in sub.split("/"):
-            raise _mount_error(typ, f"subpath must be a relative path within the volume: {sub}")
+        if not src:
+            raise _mount_error(typ, "must not set Subpath when using anonymous volumes")
+        clean = os.path.normpath(sub)
+        if sub.startswith("/") or clean == ".." or clean.startswith("../"):   # Go's IsLocal
+            raise _mount_error(typ, "subpath must be a relative path within the volume")
     return _point(Name=src, Destination=dest, Driver=driver_cfg.get("Name") or "local",
                   Mode="z", RW=not ro, CopyData=not vo.get("NoCopy") and not sub,
                   Subpath=os.path.normpath(sub) if sub else "", Anonymous=not src,
@@ -175,11 +180,13 @@ def parse_mount(m: dict) -> dict:
                                  "DriverOpts": driver_cfg.get("Options") or None})
 
 
-def parse_all(host: dict, config: dict, others: dict[str, dict]) -> list[dict]:
+def parse_all(host: dict, config: dict, others: dict[str, dict],
+              ro_non_recursive: bool = False) -> list[dict]:
     """Every mount point of a container being created, in dockerd's order and
     precedence: --volumes-from, then -v (which replace those), Config.Volumes
     (skipped where something else is mounted), --mount, --tmpfs. ``others``: the
-    records of the --volumes-from containers by reference."""
+    records of the --volumes-from containers by reference; ``ro_non_recursive``: read-only
+    binds stay non-recursively read-only (dockerd's rule for API < 1.44)."""
     points: dict[str, dict] = {}
     vd = host.get("VolumeDriver") or ""
     if vd not in ("", "local"):
@@ -196,13 +203,13 @@ def parse_all(host: dict, config: dict, others: dict[str, dict]) -> list[dict]:
             points[mp["Destination"]] = mp
     seen = set()
     for b in host.get("Binds") or []:
-        mp = parse_bind(b)
+        mp = parse_bind(b, ro_non_recursive)
         if mp["Destination"] in seen:
             raise errors.InvalidParameter(f"Duplicate mount point: {mp['Destination']}")
         seen.add(mp["Destination"])
         points[mp["Destination"]] = mp
     for m in host.get("Mounts") or []:
-        mp = parse_mount(m)
+        mp = parse_mount(m, ro_non_recursive)
         if mp["Destination"] in seen:
             raise errors.InvalidParameter(f"Duplicate mount point: {mp['Destination']}")
         seen.add(mp["Destination"])

@@ -188,13 +188,18 @@ class Task:
 
         root = open_root(src)
         try:
-            node = lookup(root, [p for p in sub.split("/") if p])
+            node = lookup(root, [p for p in sub.split("/") if p and p != "."])
         finally:
             os.close(root)
-        if node is None:
-            raise errors.InvalidParameter(
-                f"cannot access path {os.path.join(src, sub)}: no such file or directory "
-                f"(or a symlink on the way)")
+        if node is None:   # dockerd (safepath.Join): a missing subpath is not made; 404
+            raise errors.NotFound(
+                f"cannot access path {os.path.join(src, os.path.normpath(sub))}: "
+                f"no such file or directory")
+        if node.is_link():   # as openat2's RESOLVE_NO_SYMLINKS in dockerd
+            node.close()
+            raise errors.NotFound(
+                f"cannot access path {os.path.join(src, os.path.normpath(sub))}: "
+                f"too many levels of symbolic links")
         with node:
             stage_dir = self._stage_dir(c)
             statefiles.makedirs(stage_dir)
