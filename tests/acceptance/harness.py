@@ -248,15 +248,15 @@ def _teardown_network(data_root: Path) -> None:
         name = line.split(":")[1].strip().split("@")[0]
         if name.startswith(bp):
             subprocess.run(["ip", "link", "del", name], capture_output=True)
-    for table in ("filter", "nat"):
-        dump = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True).stdout
+    for tool, table in (("iptables", "filter"), ("iptables", "nat"), ("ip6tables", "filter")):
+        dump = subprocess.run([f"{tool}-save", "-t", table], capture_output=True, text=True).stdout
         for line in dump.splitlines():
             if line.startswith("-A ") and chain in line and not line.split()[1].startswith(chain):
-                subprocess.run(["iptables", "-t", table, "-D", *line.split()[1:]], capture_output=True)
+                subprocess.run([tool, "-t", table, "-D", *line.split()[1:]], capture_output=True)
         for line in dump.splitlines():
             if line.startswith(":" + chain):
                 name = line[1:].split()[0]
-                subprocess.run(["iptables", "-t", table, "-F", name], capture_output=True)
+                subprocess.run([tool, "-t", table, "-F", name], capture_output=True)
         for line in dump.splitlines():
             if line.startswith(":" + chain):
-                subprocess.run(["iptables", "-t", table, "-X", line[1:].split()[0]], capture_output=True)
+                subprocess.run([tool, "-t", table, "-X", line[1:].split()[0]], capture_output=True)

@@ -57,3 +57,19 @@ def test_big_udp_answers_are_truncated_for_tcp_retry():
     assert m.parse_answers(udp) == (0, [])
     tcp = asyncio.run(r.resolve(m.build_query("lots"), tcp=True))
     assert len(m.parse_answers(tcp)[1]) == 60
+
+
+def test_aaaa_and_ip6_ptr():
+    import ipaddress
+
+    names = {"dual": ["10.0.0.2", "fd00::2"]}
+    r = Resolver(lambda n: names.get(n), lambda ip: ["dual.net"] if ip == "fd00::2" else None,
+                 lambda: [])
+    rcode, ans = m.parse_answers(r.answer_local(m.build_query("dual", m.TYPE_AAAA)))
+    assert rcode == 0 and ans == [(m.TYPE_AAAA, ipaddress.IPv6Address("fd00::2").packed)]
+    rcode, ans = m.parse_answers(r.answer_local(m.build_query("dual", m.TYPE_A)))
+    assert ans == [(m.TYPE_A, bytes([10, 0, 0, 2]))]
+    ptr = ipaddress.IPv6Address("fd00::2").reverse_pointer
+    rcode, ans = m.parse_answers(r.answer_local(m.build_query(ptr, m.TYPE_PTR)))
+    assert ans == [(m.TYPE_PTR, m.encode_name("dual.net"))]
+    assert m.ptr_to_ip("1.2.ip6.arpa") is None

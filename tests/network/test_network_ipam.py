@@ -114,3 +114,44 @@ def test_state_roundtrip_as_json():
     with pytest.raises(Forbidden):
         again.request_address("u", "10.63.0.7")
     assert again.request_address("d") == "172.30.0.3"
+
+
+def test_ipv6_pools_beside_ipv4():
+    ipam = IPAM("172.30.0.0/16", [("172.31.0.0/16", 24)])
+    ipam.request_pool("n", subnet="10.9.0.0/24")
+    p6 = ipam.request_pool("n", subnet="fd00:1::/64", v6=True)
+    assert str(p6.gateway) == "fd00:1::1"
+    assert ipam.request_address("n") == "10.9.0.2"
+    assert ipam.request_address("n", v6=True) == "fd00:1::2"
+    assert ipam.request_address("n", "fd00:1::10", v6=True) == "fd00:1::10"
+    with pytest.raises(Forbidden, match="Address already in use"):
+        ipam.request_address("n", "fd00:1::10", v6=True)
+    with pytest.raises(InvalidParameter, match="no configured subnet"):
+        ipam.request_address("n", "fd00:2::10", v6=True)
+    with pytest.raises(InvalidParameter, match="invalid IPv6 address"):
+        ipam.request_address("n", "10.9.0.9", v6=True)
+    with pytest.raises(Forbidden, match="overlaps"):
+        ipam.request_pool("m", subnet="fd00:1::/80", v6=True)
+    with pytest.raises(InvalidParameter, match="IPv6 address pool"):
+        ipam.request_pool("m", v6=True)  # dockerd 20.10 has no default v6 pools
+    # persisted and reloaded, v6 leases included
+    again = IPAM.from_dict(json.loads(json.dumps(ipam.to_dict())))
+    assert again.request_address("n", v6=True) == "fd00:1::3"
+    again.release_address("n", "fd00:1::2")
+    assert again.request_address("n", v6=True) == "fd00:1::2"
+    again.release_pool("n")
+    assert again.pools == {}
+
+
+def test_ipv6_firewall_plan_is_filter_only():
+    """ip6tables: forwarding and isolation chains of our own, no NAT66 (dockerd 20.10)."""
+    from dockyard.network.firewall import BridgeFw, Chains, plan
+
+    ch = Chains("DYTEST", v6=True)
+    t = plan(ch, [BridgeFw("br-a", "fd00:1::/64"), BridgeFw("br-b", "fd00:2::/64", internal=True)],
+             [])
+    assert set(t) == {"filter"} and set(ch.tables()) == {"filter"}
+    text = "\n".join(t["filter"])
+    assert "-A DYTEST-ISOLATION-2 -o br-a -j DROP" in text
+    assert "-A DYTEST-ISOLATION-1 -i br-b ! -d fd00:2::/64 -j DROP" in text
+    assert [j[:2] for j in ch.jumps()] == [("filter", "FORWARD")]

@@ -42,20 +42,31 @@ async def create(request: web.Request) -> web.Response:
         raise InvalidParameter("network name must not be empty")
     driver = body.get("Driver") or "bridge"
     ipam = body.get("IPAM") or {}
-    cfgs = ipam.get("Config") or []
-    if len(cfgs) > 1:
-        raise InvalidParameter("only one IPv4 subnet per network is supported")
-    cfg = cfgs[0] if cfgs else {}
-    if body.get("EnableIPv6"):
-        raise InvalidParameter("IPv6 networks are not supported")
+    cfg, cfg6 = _ipam_configs(ipam.get("Config") or [])
     m = _net(request)
     out = await ctx.run(lambda: m.create_network(
         name, driver=driver, subnet=cfg.get("Subnet") or None, gateway=cfg.get("Gateway") or None,
         ip_range=cfg.get("IPRange") or None, internal=bool(body.get("Internal")),
-        labels=body.get("Labels") or None, options=body.get("Options") or None))
+        labels=body.get("Labels") or None, options=body.get("Options") or None,
+        enable_ipv6=bool(body.get("EnableIPv6")), subnet6=cfg6.get("Subnet") or None,
+        gateway6=cfg6.get("Gateway") or None, ip_range6=cfg6.get("IPRange") or None))
     info = await ctx.run(m.network_of, out["Id"])
     _emit(request, "create", info)
     return json_response(out, status=201)
+
+
+def _ipam_configs(cfgs: list[dict]) -> tuple[dict, dict]:
+    """IPAM Config entries -> (the IPv4 one, the IPv6 one), each {} if absent; the family
+    is the subnet's (a gateway's or range's without a subnet)."""
+    out: dict[int, dict] = {}
+    for c in cfgs:
+        c = c or {}
+        probe = c.get("Subnet") or c.get("Gateway") or c.get("IPRange") or ""
+        fam = 6 if ":" in probe else 4
+        if fam in out:
+            raise InvalidParameter(f"only one IPv{fam} subnet per network is supported")
+        out[fam] = c
+    return out.get(4, {}), out.get(6, {})
 
 
 async def remove(request: web.Request) -> web.Response:

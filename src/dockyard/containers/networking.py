@@ -81,12 +81,14 @@ class ContainerNetworking:
         try:
             for i, net in enumerate(nets):
                 epc = endpoints.get(net) or {}
-                ip = ((epc.get("IPAMConfig") or {}).get("IPv4Address")) or None
+                ipam = epc.get("IPAMConfig") or {}
                 mac = epc.get("MacAddress") or (cfg.get("MacAddress") if i == 0 else None)
                 await asyncio.to_thread(
-                    self.m.connect, cid, netns, net, ip=ip,
+                    self.m.connect, cid, netns, net, ip=ipam.get("IPv4Address") or None,
                     aliases=list(epc.get("Aliases") or []), ports=ports if i == 0 else (),
-                    name=c["Name"], dns=host.get("Dns") or None, mac=mac or None)
+                    name=c["Name"], dns=host.get("Dns") or None, mac=mac or None,
+                    ip6=ipam.get("IPv6Address") or None,
+                    link_local_ips=list(ipam.get("LinkLocalIPs") or ()))
             files = await asyncio.to_thread(
                 self.m.container_files, cid, cfg.get("Hostname") or cid[:12],
                 cfg.get("Domainname") or "", host.get("ExtraHosts"), host.get("Dns"),
@@ -193,11 +195,13 @@ async def connect_container(svc, ref: str, network: str, endpoint: dict) -> None
         raise errors.InvalidParameter(f"invalid MAC address: {mac}")
     eps = planned_endpoints(c)
     if c["State"]["Running"]:
-        ip = ((endpoint.get("IPAMConfig") or {}).get("IPv4Address")) or None
+        ipam = endpoint.get("IPAMConfig") or {}
         await asyncio.to_thread(net.m.connect, c["Id"], f"/proc/{c['State']['Pid']}/ns/net", name,
-                                ip=ip, aliases=list(endpoint.get("Aliases") or []),
+                                ip=ipam.get("IPv4Address") or None,
+                                aliases=list(endpoint.get("Aliases") or []),
                                 name=c["Name"], dns=c["HostConfig"].get("Dns") or None,
-                                mac=mac or None)
+                                mac=mac or None, ip6=ipam.get("IPv6Address") or None,
+                                link_local_ips=list(ipam.get("LinkLocalIPs") or ()))
     elif name in eps:
         raise errors.Forbidden(f"endpoint with name {c['Name'].lstrip('/')} already exists in "
                                f"network {name}")

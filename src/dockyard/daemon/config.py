@@ -36,6 +36,8 @@ FILE_KEYS: dict[str, tuple[str, type]] = {
     "bridge": ("bridge", str),
     "network-prefix": ("network_prefix", str),
     "default-address-pool": ("default_address_pool", str),
+    "ipv6": ("ipv6", bool),
+    "fixed-cidr-v6": ("fixed_cidr_v6", str),
     "insecure-registries": ("insecure_registries", list),
     "warm-pool": ("warm_pool", int),
 }
@@ -67,6 +69,8 @@ class DaemonConfig:
     bridge: str = ""                 # "none": no networking (containers get only lo)
     network_prefix: str = ""         # names of our iptables chains and bridges
     default_address_pool: str = ""   # default bridge subnet; user networks get the next /17
+    ipv6: bool = False               # the default bridge has IPv6 (fixed_cidr_v6 is its subnet)
+    fixed_cidr_v6: str = ""
     # registries reached over plain HTTP / unverified TLS (loopback ones always are)
     insecure_registries: list[str] = field(default_factory=list)
     # containers made ahead for the next identical `run --rm` (containers/warm.py); 0: off
@@ -100,9 +104,17 @@ class DaemonConfig:
             nxt = ipaddress.IPv4Network((int(net.network_address) + net.num_addresses,
                                          net.prefixlen))
             user = [(str(nxt), 24)]
+        if self.ipv6 and not self.fixed_cidr_v6:
+            raise ConfigError("--ipv6 needs --fixed-cidr-v6 (the default bridge's IPv6 subnet)")
+        if self.fixed_cidr_v6:
+            try:
+                ipaddress.IPv6Network(self.fixed_cidr_v6)
+            except ValueError:
+                raise ConfigError(f"invalid fixed-cidr-v6 {self.fixed_cidr_v6!r}") from None
         return {"prefix": prefix, "bridge_prefix": bridge_prefix,
                 "default_bridge": self.bridge or None, "default_pool": str(net),
-                "user_pools": user}
+                "user_pools": user,
+                "default_ipv6": self.fixed_cidr_v6 if self.ipv6 else None}
 
     def fast_runtime_launcher(self) -> str:
         """A tiny launcher for dockyard-runc under <data-root>/bin.

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prefix of our iptables chains (default DOCKYARD)")
     p.add_argument("--default-address-pool", dest="default_address_pool", metavar="CIDR",
                    help="subnet of the default bridge network (default 172.30.0.0/16)")
+    p.add_argument("--ipv6", dest="ipv6", action="store_true", default=None,
+                   help="IPv6 on the default bridge network (with --fixed-cidr-v6)")
+    p.add_argument("--fixed-cidr-v6", dest="fixed_cidr_v6", metavar="CIDR",
+                   help="IPv6 subnet of the default bridge network")
     p.add_argument("--warm-pool", dest="warm_pool", type=int, metavar="N",
                    help="containers made ahead of time for repeated identical `run --rm` "
                         "(at most N kinds at once, each kept 60 s; 0 disables; default 2)")

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import secrets
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 from pyroute2 import IPRoute
@@ -24,6 +25,7 @@ from dockyard.network.netns import run_in_netns
 
 IFNAMSIZ = 15
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+IFA_F_NODAD = 0x02  # an address we own: no duplicate detection (it is usable at once)
 
 
 class NetworkError(SystemError_):
@@ -74,9 +76,12 @@ def link_master(name: str) -> str | None:
 
 
 # -- bridges ---------------------------------------------------------------
-def ensure_bridge(name: str, gateway: str | None, prefixlen: int, mtu: int = 1500) -> bool:
-    """Create the bridge if missing, make sure it has the gateway address and is
-    up. Returns True if the device was created."""
+def ensure_bridge(name: str, gateway: str | None, prefixlen: int, mtu: int = 1500,
+                  gateway6: str | None = None, prefixlen6: int = 0) -> bool:
+    """Create the bridge if missing, make sure it has the gateway address(es) and is
+    up. Returns True if the device was created. ``gateway6``: an --ipv6 network's
+    gateway, set with IPv6 enabled and forwarding on for this bridge only (the
+    host's ``all``/``default`` settings are left alone)."""
     if len(name) > IFNAMSIZ:
         raise NetworkError(f"bridge name {name!r} is longer than {IFNAMSIZ} characters")
     created = False
@@ -101,6 +106,16 @@ def ensure_bridge(name: str, gateway: str | None, prefixlen: int, mtu: int = 150
                 }
                 if (gateway, prefixlen) not in have:
                     ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
+            if gateway6:
+                _sysctl6(name, "disable_ipv6", "0")
+                _sysctl6(name, "forwarding", "1")
+                have6 = {
+                    (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                    for a in ipr.get_addr(index=idx, family=10)
+                }
+                if (gateway6, prefixlen6) not in have6:
+                    ipr.addr("add", index=idx, address=gateway6, prefixlen=prefixlen6,
+                             flags=IFA_F_NODAD)
             ipr.link("set", index=idx, state="up")
             set_route_localnet(name)
         except (NetlinkError, OSError) as e:
@@ -113,6 +128,17 @@ def ensure_bridge(name: str, gateway: str | None, prefixlen: int, mtu: int = 150
                 raise NetworkError(f"failed to set up bridge {name}: {e}") from None
             raise _err(f"failed to set up bridge {name}", e) from None
     return created
+
+
+def _sysctl6(ifname: str, key: str, value: str) -> None:
+    """net.ipv6.conf.<ifname>.<key> of one of our own interfaces (in the calling
+    thread's network namespace)."""
+    path = f"/proc/sys/net/ipv6/conf/{ifname}/{key}"
+    with open(path) as f:
+        if f.read().strip() == value:
+            return
+    with open(path, "w") as f:
+        f.write(value)
 
 
 def set_route_localnet(name: str) -> None:
@@ -145,6 +171,16 @@ def delete_link(name: str) -> bool:
 
 
 # -- endpoints ---------------------------------------------------------------
+@dataclass(frozen=True)
+class V6:
+    """An endpoint's IPv6 side (and its link-local addresses, either family)."""
+
+    ip: str = ""
+    prefixlen: int = 0
+    gateway: str | None = None
+    link_local: tuple[str, ...] = ()
+
+
 def _setup_inside(
     ifname: str,
     ip: str | None,
@@ -152,6 +188,7 @@ def _setup_inside(
     gateway: str | None,
     mac: str | None,
     mtu: int,
+    v6: V6 | None = None,
 ) -> None:
     with _ipr() as ipr:
         lo = _index(ipr, "lo")
@@ -168,28 +205,41 @@ def _setup_inside(
         ipr.link("set", index=idx, **kw)
         if ip:
             ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        if v6 is not None and (v6.ip or any(":" in a for a in v6.link_local)):
+            _sysctl6(ifname, "disable_ipv6", "0")
+        if v6 is not None:
+            if v6.ip:
+                ipr.addr("add", index=idx, address=v6.ip, prefixlen=v6.prefixlen,
+                         flags=IFA_F_NODAD)
+            for a in v6.link_local:
+                ipr.addr("add", index=idx, address=a, prefixlen=64 if ":" in a else 16,
+                         flags=IFA_F_NODAD if ":" in a else 0)
         ipr.link("set", index=idx, state="up")
         if gateway and not _has_default_route(ipr):
             # One default route per namespace: the first network providing a
             # gateway keeps it (ensure_default_route hands it on later).
             ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+        if v6 is not None and v6.gateway and not _has_default_route(ipr, 10):
+            ipr.route("add", dst="::/0", gateway=v6.gateway, oif=idx, family=10)
 
 
-def _has_default_route(ipr: IPRoute) -> bool:
-    return any(r["dst_len"] == 0 for r in ipr.get_routes(family=2, table=254))
+def _has_default_route(ipr: IPRoute, family: int = 2) -> bool:
+    return any(r["dst_len"] == 0 for r in ipr.get_routes(family=family, table=254))
 
 
-def _default_route(gateway: str) -> None:
+def _default_route(gateway: str, gateway6: str | None) -> None:
     with _ipr() as ipr:
         if not _has_default_route(ipr):
             ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+        if gateway6 and not _has_default_route(ipr, 10):
+            ipr.route("add", dst="::/0", gateway=gateway6, family=10)
 
 
-def ensure_default_route(netns_path: str, gateway: str) -> None:
-    """Add a default route via ``gateway`` in the namespace if it has none
-    (after the network that provided it was disconnected)."""
+def ensure_default_route(netns_path: str, gateway: str, gateway6: str | None = None) -> None:
+    """Add a default route via ``gateway`` (and ``gateway6``) in the namespace if it
+    has none (after the network that provided it was disconnected)."""
     try:
-        run_in_netns(netns_path, _default_route, gateway)
+        run_in_netns(netns_path, _default_route, gateway, gateway6)
     except NetlinkError as e:
         raise _err("failed to set the default route", e) from None
 
@@ -217,6 +267,7 @@ def attach(
     mac: str,
     mtu: int = 1500,
     guess: str | None = None,
+    v6: V6 | None = None,
 ) -> str:
     """Create a veth pair, plug the host side into ``bridge`` and move the peer
     into the namespace at ``netns_path`` as the first free ethN, addressed, up,
@@ -260,7 +311,7 @@ def attach(
     finally:
         os.close(fd)
     try:
-        run_in_netns(netns_path, _setup_inside, ifname, ip, prefixlen, gateway, mac, mtu)
+        run_in_netns(netns_path, _setup_inside, ifname, ip, prefixlen, gateway, mac, mtu, v6)
     except NetlinkError as e:
         delete_link(host_veth)
         raise _err(f"failed to configure {ifname} in the container", e) from None

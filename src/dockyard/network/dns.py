@@ -37,9 +37,9 @@ from dockyard.network.netns import run_in_netns
 DNS_IP = "127.0.0.11"
 FORWARD_TIMEOUT = 2.0
 
-# name -> IPv4 addresses, or None when the name is not ours
+# name -> IPv4 and IPv6 addresses, or None when the name is not ours
 Lookup = Callable[[str], "list[str] | None"]
-# IPv4 -> names, or None
+# IPv4 or IPv6 address -> names, or None
 Reverse = Callable[[str], "list[str] | None"]
 
 
@@ -76,8 +76,12 @@ class Resolver:
         if ips is None:
             return None
         if qs.qtype == m.TYPE_A:
-            return m.build_response(q, [(m.TYPE_A, m.a_rdata(ip)) for ip in ips], ttl=self.ttl)
-        # Known name, no record of that type (AAAA on an IPv4-only network):
+            return m.build_response(q, [(m.TYPE_A, m.a_rdata(ip)) for ip in ips
+                                        if ":" not in ip], ttl=self.ttl)
+        if qs.qtype == m.TYPE_AAAA:
+            return m.build_response(q, [(m.TYPE_AAAA, m.aaaa_rdata(ip)) for ip in ips
+                                        if ":" in ip], ttl=self.ttl)
+        # Known name, no record of that type (or AAAA on an IPv4-only network):
         # an empty NOERROR, so clients do not go on to search other domains.
         return m.build_response(q, [], ttl=self.ttl)
 

@@ -156,8 +156,17 @@ def ptr_rdata(name: str) -> bytes:
 
 
 def ptr_to_ip(name: str) -> str | None:
-    """'2.0.17.172.in-addr.arpa' -> '172.17.0.2' (IPv4 only)."""
+    """'2.0.17.172.in-addr.arpa' -> '172.17.0.2'; a 32-nibble '....ip6.arpa' name ->
+    its IPv6 address (compressed)."""
     suffix = ".in-addr.arpa"
+    if name.endswith(".ip6.arpa"):
+        nibbles = name[: -len(".ip6.arpa")].split(".")
+        if len(nibbles) != 32 or any(len(x) != 1 for x in nibbles):
+            return None
+        try:
+            return str(ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16)))
+        except ValueError:
+            return None
     if not name.endswith(suffix):
         return None
     parts = name[: -len(suffix)].split(".")

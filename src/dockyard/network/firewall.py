@@ -33,6 +33,11 @@ raw     PREROUTING -> P-RAW: drop packets for 127.0.0.0/8 arriving on our
         bridges, and packets for a loopback-published TCP port arriving on
         anything but lo (as Docker's filterPortMappedOnLoopback).
 
+IPv6 (``Firewall(prefix, v6=True)``, ip6tables): the same filter chains for
+the bridges of --ipv6 networks and their IPv6 subnets (isolation, ICC,
+outbound, established traffic in) and no nat or raw chains: as dockerd 20.10,
+there is no NAT66 and published ports are reached over IPv4 (or the proxy).
+
 Published TCP ports are DNATed for host-local traffic to loopback too (what
 Docker does with ``--userland-proxy=false``): the connection goes from the
 host's socket straight to the container through the kernel, with no copy in
@@ -55,6 +60,9 @@ from dockyard.errors import SystemError_
 IPTABLES = "iptables"
 IPTABLES_RESTORE = "iptables-restore"
 IPTABLES_SAVE = "iptables-save"
+IP6TABLES = "ip6tables"
+IP6TABLES_RESTORE = "ip6tables-restore"
+IP6TABLES_SAVE = "ip6tables-save"
 
 
 class FirewallError(SystemError_):
@@ -81,7 +89,7 @@ class PortFw:
 
 
 class Chains:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, v6: bool = False) -> None:
         if not prefix or len(prefix) > 14 or not prefix.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"bad chain prefix {prefix!r}")
         self.prefix = prefix
@@ -93,6 +101,7 @@ class Chains:
         self.nat = prefix  # nat: DNAT
         self.postrouting = f"{prefix}-POSTROUTING"
         self.raw = f"{prefix}-RAW"
+        self.v6 = v6
 
     @property
     def filter_chains(self) -> list[str]:
@@ -107,11 +116,15 @@ class Chains:
         return [self.raw]
 
     def tables(self) -> dict[str, list[str]]:
+        if self.v6:
+            return {"filter": self.filter_chains}
         return {"filter": self.filter_chains, "nat": self.nat_chains, "raw": self.raw_chains}
 
     def jumps(self) -> list[tuple[str, str, list[str]]]:
         """(table, builtin chain, rule args) for the jump rules."""
         c = ["-m", "comment", "--comment", self.marker]
+        if self.v6:
+            return [("filter", "FORWARD", ["-j", self.forward] + c)]
         return [
             ("filter", "FORWARD", ["-j", self.forward] + c),
             ("nat", "PREROUTING", ["-m", "addrtype", "--dst-type", "LOCAL", "-j", self.nat] + c),
@@ -122,6 +135,8 @@ class Chains:
 
     def legacy_jumps(self) -> list[tuple[str, str, list[str]]]:
         """Jumps earlier versions added (removed by teardown and on sync)."""
+        if self.v6:
+            return []
         c = ["-m", "comment", "--comment", self.marker]
         return [
             ("nat", "OUTPUT", ["!", "-d", "127.0.0.0/8", "-m", "addrtype", "--dst-type", "LOCAL",
@@ -160,6 +175,8 @@ def plan(ch: Chains, bridges: list[BridgeFw], ports: list[PortFw]) -> dict[str, 
         f.append(f"-A {ch.iso2} -o {b.bridge} -j DROP {m}")
     f.append(f"-A {ch.iso2} -j RETURN {m}")
 
+    if ch.v6:  # filter only: no NAT66, ports published over IPv4
+        return {"filter": f}
     for b in bridges:
         n.append(f"-A {ch.nat} -i {b.bridge} -j RETURN {m}")
         if not b.internal and b.masquerade:
@@ -214,19 +231,25 @@ def _run(args: list[str], input: str | None = None, check: bool = True) -> subpr
 
 
 class Firewall:
-    """Applies ``plan()`` for one instance prefix."""
+    """Applies ``plan()`` for one instance prefix (``v6``: with ip6tables)."""
 
-    def __init__(self, prefix: str = "DOCKYARD") -> None:
-        self.chains = Chains(prefix)
+    def __init__(self, prefix: str = "DOCKYARD", v6: bool = False) -> None:
+        self.chains = Chains(prefix, v6)
         self._jumps_ok = False
+        self._clean = False  # known to hold nothing of ours
+        self.iptables, self.restore, self.save = (
+            (IP6TABLES, IP6TABLES_RESTORE, IP6TABLES_SAVE) if v6
+            else (IPTABLES, IPTABLES_RESTORE, IPTABLES_SAVE))
 
     def sync(self, bridges: list[BridgeFw], ports: list[PortFw]) -> None:
         """Make our chains hold exactly what ``bridges``/``ports`` need. With no
         bridge network left, everything of ours is removed."""
         if not bridges:
-            self.teardown()
+            if not self._clean:  # once per process, then only after something was applied
+                self.teardown()
             return
-        _run([IPTABLES_RESTORE, "-w", "--noflush"],
+        self._clean = False
+        _run([self.restore, "-w", "--noflush"],
              input=render(plan(self.chains, bridges, ports)))
         if not self._jumps_ok:
             self._ensure_jumps()
@@ -234,18 +257,21 @@ class Firewall:
 
     def _ensure_jumps(self) -> None:
         for table, chain, rule in self.chains.legacy_jumps():
-            while _run([IPTABLES, "-w", "-t", table, "-D", chain] + rule, check=False).returncode == 0:
+            while _run([self.iptables, "-w", "-t", table, "-D", chain] + rule,
+                       check=False).returncode == 0:
                 pass
         for table, chain, rule in self.chains.jumps():
-            if _run([IPTABLES, "-w", "-t", table, "-C", chain] + rule, check=False).returncode != 0:
+            if _run([self.iptables, "-w", "-t", table, "-C", chain] + rule,
+                    check=False).returncode != 0:
                 op = ["-I", chain, "1"] if chain == "FORWARD" else ["-A", chain]
-                _run([IPTABLES, "-w", "-t", table] + op + rule)
+                _run([self.iptables, "-w", "-t", table] + op + rule)
 
     def teardown(self) -> None:
         """Remove the jumps and our chains (idempotent)."""
         for table, chain, rule in self.chains.jumps() + self.chains.legacy_jumps():
             for _ in range(16):  # duplicates, if anyone added some
-                if _run([IPTABLES, "-w", "-t", table, "-D", chain] + rule, check=False).returncode:
+                if _run([self.iptables, "-w", "-t", table, "-D", chain] + rule,
+                        check=False).returncode:
                     break
         self._jumps_ok = False
         existing = self.existing_chains()
@@ -254,11 +280,12 @@ class Firewall:
             if not mine:
                 continue
             lines = [f"-F {c}" for c in mine] + [f"-X {c}" for c in mine]
-            _run([IPTABLES_RESTORE, "-w", "--noflush"], input=render({table: lines}))
+            _run([self.restore, "-w", "--noflush"], input=render({table: lines}))
+        self._clean = True
 
     # -- audit ------------------------------------------------------------
     def _save(self, table: str) -> list[str]:
-        return _run([IPTABLES_SAVE, "-t", table]).stdout.splitlines()
+        return _run([self.save, "-t", table]).stdout.splitlines()
 
     def existing_chains(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
@@ -271,7 +298,7 @@ class Firewall:
     def our_rules(self) -> list[str]:
         """Every rule carrying our marker, as ``table: rule`` lines."""
         out = []
-        for table in ("filter", "nat", "raw"):
+        for table in self.chains.tables():
             for l in self._save(table):
                 if l.startswith("-A ") and _has_marker(l, self.chains.marker):
                     out.append(f"{table}: {l}")

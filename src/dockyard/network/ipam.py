@@ -42,14 +42,15 @@ class NoAvailableAddress(Unavailable):
     pass
 
 
-def parse_subnet(text: str) -> IPv4Network:
-    """A subnet in CIDR form; host bits must be zero (Docker rejects them too)."""
+def parse_subnet(text: str, v6: bool = False) -> IPv4Network:
+    """A subnet in CIDR form; host bits must be zero (Docker rejects them too).
+    ``v6``: an IPv6 subnet is wanted (else IPv4)."""
     try:
         iface = ipaddress.ip_interface(text.strip())
     except ValueError:
         raise InvalidParameter(f"invalid CIDR address: {text}") from None
-    if iface.version != 4:
-        raise InvalidParameter(f"IPv6 subnets are not supported yet: {text}")
+    if iface.version != (6 if v6 else 4):
+        raise InvalidParameter(f"invalid IPv{6 if v6 else 4} subnet: {text}")
     if "/" not in text:
         raise InvalidParameter(f"invalid CIDR address: {text}")
     net = iface.network
@@ -60,14 +61,19 @@ def parse_subnet(text: str) -> IPv4Network:
     return net
 
 
-def parse_ip(text: str) -> IPv4Address:
+def parse_ip(text: str, v6: bool = False) -> IPv4Address:
     try:
         ip = ipaddress.ip_address(text.strip())
     except ValueError:
         raise InvalidParameter(f"invalid IP address: {text}") from None
-    if ip.version != 4:
-        raise InvalidParameter(f"IPv6 addresses are not supported yet: {text}")
+    if ip.version != (6 if v6 else 4):
+        raise InvalidParameter(f"invalid IPv{6 if v6 else 4} address: {text}")
     return ip
+
+
+def v6_key(network_id: str) -> str:
+    """The pool key of a network's IPv6 address space (its IPv4 one is its id)."""
+    return network_id + "/v6"
 
 
 @dataclass
@@ -85,11 +91,15 @@ class Pool:
     def alloc_range(self) -> IPv4Network:
         return self.ip_range or self.subnet
 
+    @property
+    def v6(self) -> bool:
+        return self.subnet.version == 6
+
     def reserved(self) -> set[int]:
-        """Addresses never handed out: network, broadcast, gateway."""
+        """Addresses never handed out: network, broadcast (IPv4), gateway."""
         s = self.subnet
         out = {int(s.network_address), int(self.gateway)}
-        if s.prefixlen < 31:
+        if not self.v6 and s.prefixlen < 31:
             out.add(int(s.broadcast_address))
         return out
 
@@ -101,17 +111,18 @@ class Pool:
             "Subnet": str(self.subnet),
             "Gateway": str(self.gateway),
             "IPRange": str(self.ip_range) if self.ip_range else "",
-            "Leased": sorted(str(IPv4Address(i)) for i in self.leased),
+            "Leased": sorted(str((ipaddress.IPv6Address if self.v6 else IPv4Address)(i))
+                             for i in self.leased),
             "Auto": self.auto,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Pool":
         return cls(
-            subnet=IPv4Network(d["Subnet"]),
-            gateway=IPv4Address(d["Gateway"]),
-            ip_range=IPv4Network(d["IPRange"]) if d.get("IPRange") else None,
-            leased={int(IPv4Address(a)) for a in d.get("Leased", [])},
+            subnet=ipaddress.ip_network(d["Subnet"]),
+            gateway=ipaddress.ip_address(d["Gateway"]),
+            ip_range=ipaddress.ip_network(d["IPRange"]) if d.get("IPRange") else None,
+            leased={int(ipaddress.ip_address(a)) for a in d.get("Leased", [])},
             auto=bool(d.get("Auto", False)),
         )
 
@@ -145,15 +156,23 @@ class IPAM:
         *,
         default: bool = False,
         host_routes: Iterable[str] = (),
+        v6: bool = False,
     ) -> Pool:
-        """Reserve an address space for a network; validate everything first."""
-        if network_id in self.pools:
+        """Reserve an address space for a network; validate everything first.
+        ``v6``: the network's IPv6 space (kept under ``v6_key(network_id)``; a
+        subnet is required, as dockerd 20.10 has no default IPv6 pools)."""
+        key = v6_key(network_id) if v6 else network_id
+        if key in self.pools:
             raise InvalidParameter(f"network {network_id} already has a pool")
         if subnet:
-            net = parse_subnet(subnet)
-            if any(net.overlaps(p.subnet) for p in self.pools.values()):
+            net = parse_subnet(subnet, v6)
+            if any(p.subnet.version == net.version and net.overlaps(p.subnet)
+                   for p in self.pools.values()):
                 raise PoolOverlap()
             auto = False
+        elif v6:
+            raise InvalidParameter("could not find an available, non-overlapping IPv6 address "
+                                   "pool among the defaults to assign to the network")
         else:
             if gateway or ip_range:
                 raise InvalidParameter(
@@ -163,25 +182,26 @@ class IPAM:
             auto = True
         rng = None
         if ip_range:
-            rng = parse_subnet(ip_range)
+            rng = parse_subnet(ip_range, v6)
             if not rng.subnet_of(net):
                 raise InvalidParameter(f"no matching subnet for range {ip_range}")
         if gateway:
-            gw = parse_ip(gateway)
+            gw = parse_ip(gateway, v6)
             if gw not in net:
                 raise InvalidParameter(f"no matching subnet for gateway {gateway}")
-            if gw in (net.network_address, net.broadcast_address) and net.prefixlen < 31:
+            if gw in (net.network_address, net.broadcast_address) and net.prefixlen < (
+                    127 if v6 else 31):
                 raise InvalidParameter(f"invalid gateway {gateway} for subnet {net}")
         else:
             if net.num_addresses < 4:
                 raise InvalidParameter(f"subnet {net} is too small")
             gw = net.network_address + 1
         pool = Pool(subnet=net, gateway=gw, ip_range=rng, auto=auto)
-        self.pools[network_id] = pool
+        self.pools[key] = pool
         return pool
 
     def _pick_subnet(self, default: bool, host_routes: list[IPv4Network]) -> IPv4Network:
-        taken = [p.subnet for p in self.pools.values()]
+        taken = [p.subnet for p in self.pools.values() if not p.v6]
         if default:
             cands: Iterable[IPv4Network] = [self.default_pool]
         else:
@@ -206,6 +226,7 @@ class IPAM:
 
     def release_pool(self, network_id: str) -> None:
         self.pools.pop(network_id, None)
+        self.pools.pop(v6_key(network_id), None)
 
     def pool(self, network_id: str) -> Pool:
         try:
@@ -214,10 +235,14 @@ class IPAM:
             raise InvalidParameter(f"network {network_id} has no address pool") from None
 
     # -- addresses --------------------------------------------------------
-    def request_address(self, network_id: str, ip: str | None = None) -> str:
-        pool = self.pool(network_id)
+    def request_address(self, network_id: str, ip: str | None = None, v6: bool = False) -> str:
+        """A lease on the network's IPv4 (or, ``v6``, IPv6) pool: ``ip`` or the first free."""
+        if v6 and v6_key(network_id) not in self.pools:
+            raise InvalidParameter(f"no configured subnet or ip-range contain the IP address {ip}"
+                                   if ip else f"network {network_id} has no IPv6 pool")
+        pool = self.pool(v6_key(network_id) if v6 else network_id)
         if ip:
-            addr = parse_ip(ip)
+            addr = parse_ip(ip, v6)
             if not pool.contains(addr):
                 raise InvalidParameter(
                     f"no configured subnet or ip-range contain the IP address {ip}"
@@ -233,15 +258,17 @@ class IPAM:
         for n in range(lo, hi + 1):
             if n not in pool.leased and n not in reserved:
                 pool.leased.add(n)
-                return str(IPv4Address(n))
+                return str(ipaddress.IPv6Address(n) if v6 else IPv4Address(n))
         raise NoAvailableAddress(
-            f"no available IPv4 addresses on this network's address pools: {network_id}"
+            f"no available IPv{6 if v6 else 4} addresses on this network's address pools: "
+            f"{network_id}"
         )
 
     def release_address(self, network_id: str, ip: str) -> None:
-        pool = self.pools.get(network_id)
+        addr = ipaddress.ip_address(ip)
+        pool = self.pools.get(v6_key(network_id) if addr.version == 6 else network_id)
         if pool is not None:
-            pool.leased.discard(int(parse_ip(ip)))
+            pool.leased.discard(int(addr))
 
     # -- persistence ------------------------------------------------------
     def to_dict(self) -> dict:

@@ -26,7 +26,7 @@ from dockyard.network import bridge as br
 from dockyard.network import dns
 from dockyard.network.files import read_host_resolv
 from dockyard.network.firewall import BridgeFw, Firewall, PortFw
-from dockyard.network.ipam import DEFAULT_BRIDGE_POOL, DEFAULT_USER_POOLS, IPAM
+from dockyard.network.ipam import DEFAULT_BRIDGE_POOL, DEFAULT_USER_POOLS, IPAM, v6_key
 from dockyard.network.model import (
     Endpoint,
     Network,
@@ -95,6 +95,19 @@ def _blocking(fn):
     return wrapper
 
 
+def _check_link_local(addrs: list[str]) -> None:
+    """--link-local-ip: link-local unicast addresses (169.254/16, fe80::/10), as dockerd."""
+    import ipaddress
+
+    for a in addrs:
+        try:
+            ip = ipaddress.ip_address(a)
+        except ValueError:
+            raise InvalidParameter(f"invalid link-local IP address: {a}") from None
+        if not ip.is_link_local or ip.is_multicast:
+            raise InvalidParameter(f"invalid link-local IP address: {a}")
+
+
 def _parse_upstream(s: str) -> tuple[str, int]:
     if s.count(":") == 1:
         host, port = s.split(":")
@@ -115,7 +128,10 @@ class NetworkManager:
         dns_upstreams: list[str] | None = None,
         on_change: Callable[[dict], None] | None = None,
         loop: Any = None,
+        default_ipv6: str | None = None,
     ) -> None:
+        """``default_ipv6``: the default bridge's IPv6 subnet (dockerd's ``--ipv6
+        --fixed-cidr-v6``), or None for an IPv4-only default bridge."""
         if len(bridge_prefix) > 6:
             raise ValueError("bridge_prefix is at most 6 characters")
         self.prefix = prefix
@@ -123,6 +139,8 @@ class NetworkManager:
         self.default_bridge = default_bridge or f"{bridge_prefix}0"
         self.ipam = IPAM(default_pool, user_pools)
         self.firewall = Firewall(prefix)
+        self.firewall6 = Firewall(prefix, v6=True)
+        self.default_ipv6 = default_ipv6
         self.on_change = on_change
         self._loop_arg = loop
         self.services: ServiceLoop | None = None
@@ -181,7 +199,7 @@ class NetworkManager:
             self._ensure_predefined()
             for net in self.networks.values():
                 if net.driver == "bridge":
-                    br.ensure_bridge(net.bridge, net.gateway, net.prefixlen, net.mtu)
+                    self._ensure_bridge(net)
             if any(n.driver == "bridge" and not n.internal for n in self.networks.values()):
                 prev = br.enable_ip_forward()
                 if not self.ip_forward_prev:
@@ -233,6 +251,7 @@ class NetworkManager:
                 self.ipam.release_pool(net.id)
             self.networks.clear()
             self.firewall.teardown()
+            self.firewall6.teardown()
             if self.ip_forward_prev:
                 br.restore_ip_forward(self.ip_forward_prev)
                 self.ip_forward_prev = ""
@@ -258,10 +277,31 @@ class NetworkManager:
                     "com.docker.network.driver.mtu": "1500",
                 },
             )
+        self._default_v6()
         for name in ("host", "none"):
             if name not in have:
                 nid = new_id()
                 self.networks[nid] = Network(name=name, id=nid, driver=name, created=_now())
+
+    def _default_v6(self) -> None:
+        """The default bridge's IPv6 side follows the daemon's options at each start
+        (as dockerd's): set, changed or dropped while no container is on it."""
+        net = next(n for n in self.networks.values() if n.default)
+        want = self.default_ipv6 or ""
+        if want:
+            from dockyard.network.ipam import parse_subnet
+            want = str(parse_subnet(want, v6=True))
+        if net.subnet6 == want or self._endpoints_of(net):
+            return
+        self.ipam.pools.pop(v6_key(net.id), None)
+        net.enable_ipv6, net.subnet6, net.gateway6 = False, "", ""
+        if want:
+            pool = self.ipam.request_pool(net.id, subnet=want, v6=True)
+            net.enable_ipv6, net.subnet6, net.gateway6 = True, want, str(pool.gateway)
+
+    def _ensure_bridge(self, net: Network) -> bool:
+        return br.ensure_bridge(net.bridge, net.gateway, net.prefixlen, net.mtu,
+                                net.gateway6 or None, net.prefixlen6)
 
     # -- networks -------------------------------------------------------------------
     def _find(self, ref: str) -> Network:
@@ -296,10 +336,15 @@ class NetworkManager:
         internal: bool = False,
         labels: dict[str, str] | None = None,
         options: dict[str, str] | None = None,
+        enable_ipv6: bool = False,
+        subnet6: str | None = None,
+        gateway6: str | None = None,
+        ip_range6: str | None = None,
     ) -> dict:
         """Create a user-defined network; returns {"Id", "Warning"} as the API
         does. Errors: InvalidParameter (bad name/subnet/gateway/range),
-        Forbidden (overlapping pool, predefined driver), Conflict (name taken)."""
+        Forbidden (overlapping pool, predefined driver), Conflict (name taken).
+        ``enable_ipv6``: also an IPv6 space (``subnet6`` is required)."""
         with self._lock:
             self._require_started()
             if not name or not NAME_RE.match(name):
@@ -324,21 +369,36 @@ class NetworkManager:
             if bname in self._our_bridges():
                 raise Conflict(f"bridge name {bname} is already in use by another network")
             routes = br.host_routes(exclude_devices=self._our_bridges())
+            if not enable_ipv6 and (subnet6 or gateway6 or ip_range6):
+                raise InvalidParameter("an IPv6 subnet, gateway or range needs IPv6 enabled "
+                                       "on the network (--ipv6)")
             pool = self.ipam.request_pool(
                 nid, subnet=subnet, gateway=gateway, ip_range=ip_range, host_routes=routes
             )
             undo = _Undo()
             undo.push(lambda: self.ipam.release_pool(nid))
+            pool6 = None
+            if enable_ipv6:
+                try:
+                    pool6 = self.ipam.request_pool(nid, subnet=subnet6, gateway=gateway6,
+                                                   ip_range=ip_range6, v6=True)
+                except BaseException:
+                    undo.run()
+                    raise
             net = Network(
                 name=name, id=nid, driver="bridge", subnet=str(pool.subnet),
                 gateway=str(pool.gateway), ip_range=str(pool.ip_range or ""),
                 internal=internal, labels=dict(labels or {}), bridge=bname,
                 options=options, created=_now(), user_subnet=bool(subnet),
+                enable_ipv6=enable_ipv6,
+                subnet6=str(pool6.subnet) if pool6 else "",
+                gateway6=str(pool6.gateway) if pool6 else "",
+                ip_range6=str(pool6.ip_range or "") if pool6 else "",
             )
             try:
                 if br.link_exists(bname):
                     raise Conflict(f"device {bname} already exists")
-                br.ensure_bridge(bname, net.gateway, net.prefixlen, net.mtu)
+                self._ensure_bridge(net)
                 undo.push(lambda: br.delete_link(bname))
                 self.networks[nid] = net
                 undo.push(lambda: self.networks.pop(nid, None))
@@ -456,6 +516,8 @@ class NetworkManager:
         name: str = "",
         dns: list[str] | None = None,
         mac: str | None = None,
+        ip6: str | None = None,
+        link_local_ips: Iterable[str] = (),
     ) -> dict:
         """Attach the container whose network namespace is ``netns_path`` to
         ``network``. Returns the endpoint shaped as inspect's
@@ -485,10 +547,20 @@ class NetworkManager:
             if net.driver != "bridge" and (ip or bindings):
                 if ip:
                     raise InvalidParameter("user specified IP address is supported only when connecting to networks with user configured subnets")
-            if ip and net.default:
+            link_local_ips = [a for a in link_local_ips if a]
+            _check_link_local(link_local_ips)
+            if (ip or ip6 or link_local_ips) and net.default:
                 raise InvalidParameter(
                     "user specified IP address is supported on user defined networks only"
                 )
+            if (ip or ip6 or link_local_ips) and net.driver != "bridge":
+                raise InvalidParameter(
+                    "user specified IP address is supported only when connecting to "
+                    "networks with user configured subnets"
+                )
+            if ip6 and not net.subnet6:
+                raise InvalidParameter(
+                    f"no configured subnet or ip-range contain the IP address {ip6}")
             if ip and net.driver == "bridge" and not net.user_subnet:
                 raise InvalidParameter(
                     "user specified IP address is supported only when connecting to "
@@ -501,7 +573,8 @@ class NetworkManager:
             ep = Endpoint(
                 id=new_id(), network_id=net.id, container_id=container_id,
                 container_name=name.lstrip("/"), netns_path=netns_path,
-                aliases=aliases, requested_ip=ip or "",
+                aliases=aliases, requested_ip=ip or "", requested_ip6=ip6 or "",
+                link_local_ips=list(link_local_ips),
             )
             undo = _Undo()
             try:
@@ -541,6 +614,9 @@ class NetworkManager:
         # 1. address lease (validates --ip)
         ep.ip = self.ipam.request_address(net.id, ip)
         undo.push(lambda: self.ipam.release_address(net.id, ep.ip))
+        if net.subnet6:
+            ep.ip6 = self.ipam.request_address(net.id, ep.requested_ip6 or None, v6=True)
+            undo.push(lambda: self.ipam.release_address(net.id, ep.ip6))
         ep.mac = (mac or "").lower() or mac_from_ip(ep.ip)
         # 2. host ports: bind first, so a taken port fails before any change
         for b in bindings:
@@ -567,7 +643,7 @@ class NetworkManager:
                             for e in self.endpoints.values())
             br.attach(net.bridge, ep.host_veth, ep.netns_path, ep.ip, net.prefixlen,
                       None if net.internal else net.gateway, ep.mac, net.mtu,
-                      guess="eth0" if fresh else None)
+                      guess="eth0" if fresh else None, v6=self._v6(net, ep))
         except BaseException:
             for s in socks:
                 s.close()
@@ -585,6 +661,14 @@ class NetworkManager:
             finally:
                 del self.endpoints[ep.id]
             undo.push(self._sync_firewall)
+
+    @staticmethod
+    def _v6(net: Network, ep: Endpoint) -> br.V6 | None:
+        if not ep.ip6 and not ep.link_local_ips:
+            return None
+        return br.V6(ep.ip6, net.prefixlen6 if ep.ip6 else 0,
+                     None if net.internal or not ep.ip6 else net.gateway6,
+                     tuple(ep.link_local_ips))
 
     def _bind_error(self, ep: Endpoint, b: PortBinding, earlier: list[PortBinding],
                     e: PortAllocated) -> PortAllocated:
@@ -667,13 +751,16 @@ class NetworkManager:
             br.delete_link(ep.host_veth)
         if ep.ip and net is not None:
             self.ipam.release_address(net.id, ep.ip)
+        if ep.ip6 and net is not None:
+            self.ipam.release_address(net.id, ep.ip6)
         if ep.host_veth and br.netns_alive(ep.netns_path):
             # hand the default route on to another network, as Docker does
             for other in self.endpoints.values():
                 onet = self.networks.get(other.network_id)
                 if (other.container_id == ep.container_id and onet is not None
                         and onet.driver == "bridge" and not onet.internal):
-                    br.ensure_default_route(ep.netns_path, onet.gateway)
+                    br.ensure_default_route(ep.netns_path, onet.gateway,
+                                            onet.gateway6 if other.ip6 else None)
                     break
         self._rebuild_dns_tables()
         if not self._container_nets.get(ep.container_id):
@@ -692,10 +779,13 @@ class NetworkManager:
             table = names.setdefault(net.id, {})
             for n in ep.dns_names():
                 ips = table.setdefault(n.lower(), [])
-                if ep.ip not in ips:
-                    ips.append(ep.ip)
+                for a in (ep.ip, ep.ip6):
+                    if a and a not in ips:
+                        ips.append(a)
             if ep.container_name:
-                rev.setdefault(net.id, {})[ep.ip] = [f"{ep.container_name}.{net.name}"]
+                for a in (ep.ip, ep.ip6):
+                    if a:
+                        rev.setdefault(net.id, {})[a] = [f"{ep.container_name}.{net.name}"]
         self._names, self._rev = names, rev
         self._container_nets = {k: tuple(v) for k, v in cnets.items()}
         # Docker does not forward outside queries for containers whose every
@@ -771,16 +861,20 @@ class NetworkManager:
                 br.delete_link(ep.host_veth)
             if net is not None and ep.ip:
                 self.ipam.release_address(net.id, ep.ip)
+            if net is not None and ep.ip6:
+                self.ipam.release_address(net.id, ep.ip6)
             return
         if net.driver == "bridge":
             if not br.endpoint_present(ep.host_veth, ep.netns_path, ep.ip):
                 br.delete_link(ep.host_veth)
                 br.attach(net.bridge, ep.host_veth, ep.netns_path, ep.ip, net.prefixlen,
-                          None if net.internal else net.gateway, ep.mac, net.mtu)
+                          None if net.internal else net.gateway, ep.mac, net.mtu,
+                          v6=self._v6(net, ep))
             elif br.link_master(ep.host_veth) != net.bridge:
                 br.delete_link(ep.host_veth)
                 br.attach(net.bridge, ep.host_veth, ep.netns_path, ep.ip, net.prefixlen,
-                          None if net.internal else net.gateway, ep.mac, net.mtu)
+                          None if net.internal else net.gateway, ep.mac, net.mtu,
+                          v6=self._v6(net, ep))
             for i, b in enumerate(ep.ports):
                 if (ep.id, i) in self._proxies:
                     continue
@@ -820,6 +914,8 @@ class NetworkManager:
             for b in ep.ports:
                 ports.append(PortFw(net.bridge, ep.ip, b.container_port, b.proto, b.host_ip, b.host_port))
         self.firewall.sync(bridges, ports)
+        self.firewall6.sync([BridgeFw(n.bridge, n.subnet6, n.internal, n.icc, False)
+                             for n in nets if n.subnet6], [])
 
     def _require_started(self) -> None:
         if not self.started:
@@ -860,11 +956,11 @@ class NetworkManager:
                 "SecondaryIPv6Addresses": None,
                 "EndpointID": default.get("EndpointID", ""),
                 "Gateway": default.get("Gateway", ""),
-                "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0,
+                "GlobalIPv6Address": default.get("GlobalIPv6Address", ""),
+                "GlobalIPv6PrefixLen": default.get("GlobalIPv6PrefixLen", 0),
                 "IPAddress": default.get("IPAddress", ""),
                 "IPPrefixLen": default.get("IPPrefixLen", 0),
-                "IPv6Gateway": "",
+                "IPv6Gateway": default.get("IPv6Gateway", ""),
                 "MacAddress": default.get("MacAddress", ""),
                 "Networks": nets,
             }

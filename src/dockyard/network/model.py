@@ -112,10 +112,18 @@ class Network:
     created: str = ""
     default: bool = False  # the predefined `bridge` network
     user_subnet: bool = False  # subnet given by the user (IPAM Config shows it either way)
+    enable_ipv6: bool = False
+    subnet6: str = ""  # IPv6 space of an --ipv6 network (always the user's)
+    gateway6: str = ""
+    ip_range6: str = ""
 
     @property
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.subnet).prefixlen if self.subnet else 0
+
+    @property
+    def prefixlen6(self) -> int:
+        return ipaddress.IPv6Network(self.subnet6).prefixlen if self.subnet6 else 0
 
     def _opt_bool(self, key: str, default: bool = True) -> bool:
         v = self.options.get(key)
@@ -159,13 +167,18 @@ class Network:
             if self.ip_range:
                 c["IPRange"] = self.ip_range
             ipam_cfg.append(c)
+        if self.driver == "bridge" and self.subnet6:
+            c = {"Subnet": self.subnet6, "Gateway": self.gateway6}
+            if self.ip_range6:
+                c["IPRange"] = self.ip_range6
+            ipam_cfg.append(c)
         return {
             "Name": self.name,
             "Id": self.id,
             "Created": self.created,
             "Scope": "local",
             "Driver": "null" if self.driver == "none" else self.driver,  # Docker's name for it
-            "EnableIPv6": False,
+            "EnableIPv6": self.enable_ipv6,
             "IPAM": {"Driver": "default", "Options": {} if not self.default else None,
                      "Config": ipam_cfg},
             "Internal": self.internal,
@@ -179,7 +192,7 @@ class Network:
                     "EndpointID": ep.id,
                     "MacAddress": ep.mac,
                     "IPv4Address": f"{ep.ip}/{self.prefixlen}" if ep.ip else "",
-                    "IPv6Address": "",
+                    "IPv6Address": f"{ep.ip6}/{self.prefixlen6}" if ep.ip6 else "",
                 }
                 for ep in endpoints
             },
@@ -200,6 +213,9 @@ class Endpoint:
     host_veth: str = ""
     aliases: list[str] = field(default_factory=list)
     requested_ip: str = ""  # --ip, shown as IPAMConfig
+    ip6: str = ""  # on an --ipv6 network
+    requested_ip6: str = ""  # --ip6
+    link_local_ips: list[str] = field(default_factory=list)  # --link-local-ip
     ports: list[PortBinding] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -227,8 +243,15 @@ class Endpoint:
     def inspect(self, net: Network) -> dict[str, Any]:
         """Shaped as inspect's NetworkSettings.Networks[name]."""
         bridged = net.driver == "bridge"
+        ipam = {}
+        if self.requested_ip:
+            ipam["IPv4Address"] = self.requested_ip
+        if self.requested_ip6:
+            ipam["IPv6Address"] = self.requested_ip6
+        if self.link_local_ips:
+            ipam["LinkLocalIPs"] = list(self.link_local_ips)
         return {
-            "IPAMConfig": {"IPv4Address": self.requested_ip} if self.requested_ip else None,
+            "IPAMConfig": ipam or None,
             "Links": None,
             "Aliases": list(self.aliases) or None,
             "MacAddress": self.mac,
@@ -238,9 +261,9 @@ class Endpoint:
             "Gateway": net.gateway if bridged else "",
             "IPAddress": self.ip,
             "IPPrefixLen": net.prefixlen if bridged and self.ip else 0,
-            "IPv6Gateway": "",
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": net.gateway6 if bridged and self.ip6 else "",
+            "GlobalIPv6Address": self.ip6,
+            "GlobalIPv6PrefixLen": net.prefixlen6 if self.ip6 else 0,
             "DNSNames": self.dns_names() if net.has_dns else None,
         }
 
