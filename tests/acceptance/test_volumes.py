@@ -153,6 +153,47 @@ def test_image_volume_copy_up_anonymous_and_rm_v(daemon):
     daemon.out("volume", "rm", named, named2)
 
 
+def test_copy_up_keeps_xattrs(daemon, tmp_path):
+    """Copy-up copies extended attributes (file capabilities, user.*) as dockerd's."""
+    import io
+    import struct
+    import tarfile
+
+    from helpers.rootfs import BUSYBOX
+
+    # VFS_CAP_REVISION_2 with the effective bit, CAP_NET_BIND_SERVICE permitted
+    cap = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.add(str(BUSYBOX), "bin/busybox")
+        d = tarfile.TarInfo("data")
+        d.type, d.mode = tarfile.DIRTYPE, 0o755
+        d.pax_headers = {"SCHILY.xattr.user.top": "dir-attr"}
+        tf.addfile(d)
+        f = tarfile.TarInfo("data/tool")
+        f.mode, f.size = 0o755, 4
+        f.pax_headers = {"SCHILY.xattr.user.note": "hello",
+                         "SCHILY.xattr.security.capability": cap.decode("latin-1")}
+        tf.addfile(f, io.BytesIO(b"tool"))
+        s = tarfile.TarInfo("data/sub")
+        s.type, s.mode = tarfile.DIRTYPE, 0o700
+        s.pax_headers = {"SCHILY.xattr.user.sub": "x"}
+        tf.addfile(s)
+    raw = buf.getvalue()   # (every byte of cap is ASCII: the PAX value's UTF-8 is cap)
+    tag = _name("xattr")
+    daemon.docker("import", "--change", "VOLUME /data", "-", tag, input=raw)
+    name = _name()
+    daemon.out("run", "--rm", "-v", f"{name}:/data", tag, "/bin/busybox", "true")
+    data = daemon.data / "volumes" / name / "_data"
+    assert (data / "tool").read_bytes() == b"tool"
+    assert os.getxattr(data / "tool", "user.note") == b"hello"
+    assert os.getxattr(data / "tool", "security.capability") == cap
+    assert os.getxattr(data, "user.top") == b"dir-attr"
+    assert os.getxattr(data / "sub", "user.sub") == b"x"
+    daemon.out("volume", "rm", name)
+    daemon.out("rmi", tag)
+
+
 def test_mount_flag_types_and_options(daemon, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
