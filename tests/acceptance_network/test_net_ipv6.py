@@ -51,7 +51,8 @@ def test_ipv6_network_containers_dns_and_cleanup(ndaemon):
         assert net["EnableIPv6"] is True
         v6 = [c for c in net["IPAM"]["Config"] if ":" in c["Subnet"]]
         v4 = [c for c in net["IPAM"]["Config"] if ":" not in c["Subnet"]]
-        assert v6 == [{"Subnet": f"{p}:/64", "Gateway": f"{p}:1"}]
+        # dockerd's: the user's subnet without the derived gateway, the chosen v4 one with it
+        assert v6 == [{"Subnet": f"{p}:/64"}]
         assert len(v4) == 1 and v4[0]["Gateway"]
         bridge = net["Options"].get("com.docker.network.bridge.name") or \
             f"{_settings(d)['bridge_prefix']}-{nid[:15 - len(_settings(d)['bridge_prefix']) - 1]}"
@@ -86,6 +87,8 @@ def test_ipv6_network_containers_dns_and_cleanup(ndaemon):
         a = d.out("exec", cli, "ip", "addr", "show", "eth0")
         assert f"{p}:2/64" in a and "169.254.7.7/16" in a and "fe80::77/64" in a, a
         assert f"default via {p}:1" in d.out("exec", cli, "ip", "-6", "route")
+        hosts = d.out("exec", web_c, "cat", "/etc/hosts")
+        assert f"{p}:10\t{web_c[:12]}" in hosts, hosts   # as dockerd: a line per address
         # traffic between them over v6, by address and by name (AAAA from the embedded DNS)
         assert d.out("exec", cli, "ping", "-6", "-c", "1", "-W", "3", f"{p}:10")
         assert "hello6" in d.out("exec", cli, "wget", "-q", "-O", "-", f"http://[{p}:10]/")
@@ -137,16 +140,23 @@ def test_ipv6_bad_input(ndaemon):
     try:
         r = d.docker("run", "--rm", "--network", n, "--ip6", f"{p}:5", "busybox", "true",
                      check=False)
-        assert r.returncode != 0 and "IP address" in r.stderr, r.stderr
-        # a v6 subnet without --ipv6
-        r = d.docker("network", "create", "--subnet", f"{p}:/64", uid(), check=False)
-        assert r.returncode != 0 and "IPv6" in r.stderr, r.stderr
+        assert r.returncode == 125 and "user specified IP address is supported only when " \
+            "connecting to networks with user configured subnets" in r.stderr, r.stderr
         # not a link-local address
         r = d.docker("run", "--rm", "--network", n, "--link-local-ip", "10.1.2.3", "busybox",
                      "true", check=False)
-        assert r.returncode != 0 and "link-local" in r.stderr, r.stderr
+        assert r.returncode == 125 and "invalid link local IP address: 10.1.2.3" in r.stderr
     finally:
         d.docker("network", "rm", n, check=False)
+    # a v6 subnet without --ipv6: kept and shown, but unused (dockerd 20.10)
+    n0, p0 = uid(), ula()
+    d.out("network", "create", "--subnet", f"{p0}:/64", n0)
+    try:
+        [net] = inspect(d, "network", n0)
+        assert net["EnableIPv6"] is False and {"Subnet": f"{p0}:/64"} in net["IPAM"]["Config"]
+        assert "inet6 fd" not in d.out("run", "--rm", "--network", n0, "busybox", "ip", "addr")
+    finally:
+        d.docker("network", "rm", n0, check=False)
     # overlapping v6 subnets
     d.out("network", "create", "--ipv6", "--subnet", f"{p}:/64", n)
     try:
@@ -155,7 +165,8 @@ def test_ipv6_bad_input(ndaemon):
         # a v6 address outside the subnet
         r = d.docker("run", "--rm", "--network", n, "--ip6", "fd99::5", "busybox", "true",
                      check=False)
-        assert r.returncode != 0 and "fd99::5" in r.stderr, r.stderr
+        assert r.returncode == 125 and "Invalid address fd99::5: It does not belong to any " \
+            "of this network's subnets" in r.stderr, r.stderr
     finally:
         d.docker("network", "rm", n, check=False)
     assert _our_v6_rules(d) == []

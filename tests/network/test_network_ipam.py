@@ -126,7 +126,7 @@ def test_ipv6_pools_beside_ipv4():
     assert ipam.request_address("n", "fd00:1::10", v6=True) == "fd00:1::10"
     with pytest.raises(Forbidden, match="Address already in use"):
         ipam.request_address("n", "fd00:1::10", v6=True)
-    with pytest.raises(InvalidParameter, match="no configured subnet"):
+    with pytest.raises(InvalidParameter, match="does not belong to any of this network"):
         ipam.request_address("n", "fd00:2::10", v6=True)
     with pytest.raises(InvalidParameter, match="invalid IPv6 address"):
         ipam.request_address("n", "10.9.0.9", v6=True)

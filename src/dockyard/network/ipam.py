@@ -243,6 +243,9 @@ class IPAM:
         pool = self.pool(v6_key(network_id) if v6 else network_id)
         if ip:
             addr = parse_ip(ip, v6)
+            if v6 and not pool.contains(addr):  # dockerd's words for IPv6
+                raise InvalidParameter(f"Invalid address {ip}: It does not belong to any of "
+                                       f"this network's subnets")
             if not pool.contains(addr):
                 raise InvalidParameter(
                     f"no configured subnet or ip-range contain the IP address {ip}"

@@ -103,9 +103,9 @@ def _check_link_local(addrs: list[str]) -> None:
         try:
             ip = ipaddress.ip_address(a)
         except ValueError:
-            raise InvalidParameter(f"invalid link-local IP address: {a}") from None
+            raise InvalidParameter(f"invalid link local IP address: {a}") from None
         if not ip.is_link_local or ip.is_multicast:
-            raise InvalidParameter(f"invalid link-local IP address: {a}")
+            raise InvalidParameter(f"invalid link local IP address: {a}")
 
 
 def _parse_upstream(s: str) -> tuple[str, int]:
@@ -301,7 +301,7 @@ class NetworkManager:
 
     def _ensure_bridge(self, net: Network) -> bool:
         return br.ensure_bridge(net.bridge, net.gateway, net.prefixlen, net.mtu,
-                                net.gateway6 or None, net.prefixlen6)
+                                net.gateway6 if net.has_v6 else None, net.prefixlen6)
 
     # -- networks -------------------------------------------------------------------
     def _find(self, ref: str) -> Network:
@@ -369,16 +369,13 @@ class NetworkManager:
             if bname in self._our_bridges():
                 raise Conflict(f"bridge name {bname} is already in use by another network")
             routes = br.host_routes(exclude_devices=self._our_bridges())
-            if not enable_ipv6 and (subnet6 or gateway6 or ip_range6):
-                raise InvalidParameter("an IPv6 subnet, gateway or range needs IPv6 enabled "
-                                       "on the network (--ipv6)")
             pool = self.ipam.request_pool(
                 nid, subnet=subnet, gateway=gateway, ip_range=ip_range, host_routes=routes
             )
             undo = _Undo()
             undo.push(lambda: self.ipam.release_pool(nid))
             pool6 = None
-            if enable_ipv6:
+            if enable_ipv6 or subnet6:  # without --ipv6 reserved and shown, unused (dockerd)
                 try:
                     pool6 = self.ipam.request_pool(nid, subnet=subnet6, gateway=gateway6,
                                                    ip_range=ip_range6, v6=True)
@@ -394,6 +391,7 @@ class NetworkManager:
                 subnet6=str(pool6.subnet) if pool6 else "",
                 gateway6=str(pool6.gateway) if pool6 else "",
                 ip_range6=str(pool6.ip_range or "") if pool6 else "",
+                show_gateway=bool(gateway) or not subnet, show_gateway6=bool(gateway6),
             )
             try:
                 if br.link_exists(bname):
@@ -558,9 +556,10 @@ class NetworkManager:
                     "user specified IP address is supported only when connecting to "
                     "networks with user configured subnets"
                 )
-            if ip6 and not net.subnet6:
+            if ip6 and not net.has_v6:
                 raise InvalidParameter(
-                    f"no configured subnet or ip-range contain the IP address {ip6}")
+                    "user specified IP address is supported only when connecting to "
+                    "networks with user configured subnets")
             if ip and net.driver == "bridge" and not net.user_subnet:
                 raise InvalidParameter(
                     "user specified IP address is supported only when connecting to "
@@ -614,7 +613,7 @@ class NetworkManager:
         # 1. address lease (validates --ip)
         ep.ip = self.ipam.request_address(net.id, ip)
         undo.push(lambda: self.ipam.release_address(net.id, ep.ip))
-        if net.subnet6:
+        if net.has_v6:
             ep.ip6 = self.ipam.request_address(net.id, ep.requested_ip6 or None, v6=True)
             undo.push(lambda: self.ipam.release_address(net.id, ep.ip6))
         ep.mac = (mac or "").lower() or mac_from_ip(ep.ip)
@@ -915,7 +914,7 @@ class NetworkManager:
                 ports.append(PortFw(net.bridge, ep.ip, b.container_port, b.proto, b.host_ip, b.host_port))
         self.firewall.sync(bridges, ports)
         self.firewall6.sync([BridgeFw(n.bridge, n.subnet6, n.internal, n.icc, False)
-                             for n in nets if n.subnet6], [])
+                             for n in nets if n.has_v6], [])
 
     def _require_started(self) -> None:
         if not self.started:
@@ -994,7 +993,7 @@ class NetworkManager:
             else:
                 mode = "default"
             host_gw = next((n.gateway for n in nets if n.driver == "bridge"), "")
-            ips = [e.ip for e in eps if e.ip]
+            ips = [a for e in eps for a in (e.ip, e.ip6) if a]
         host = files.read_host_resolv(host_resolv_conf)
         rc = files.resolv_conf(host, mode, dns, dns_search, dns_options)
         if mode == "host":

@@ -113,13 +113,22 @@ class Network:
     default: bool = False  # the predefined `bridge` network
     user_subnet: bool = False  # subnet given by the user (IPAM Config shows it either way)
     enable_ipv6: bool = False
-    subnet6: str = ""  # IPv6 space of an --ipv6 network (always the user's)
+    subnet6: str = ""  # IPv6 space (always the user's; used only with enable_ipv6, as dockerd)
     gateway6: str = ""
     ip_range6: str = ""
+    # IPAM Config shows a Gateway the daemon chose or the user gave, not one it derived
+    # from a user's subnet (dockerd's)
+    show_gateway: bool = True
+    show_gateway6: bool = True
 
     @property
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.subnet).prefixlen if self.subnet else 0
+
+    @property
+    def has_v6(self) -> bool:
+        """Endpoints get IPv6 addresses (an --ipv6 network with its v6 subnet)."""
+        return self.enable_ipv6 and bool(self.subnet6)
 
     @property
     def prefixlen6(self) -> int:
@@ -163,12 +172,16 @@ class Network:
     def inspect(self, endpoints: list["Endpoint"]) -> dict[str, Any]:
         ipam_cfg: list[dict] = []
         if self.driver == "bridge" and self.subnet:
-            c = {"Subnet": self.subnet, "Gateway": self.gateway}
+            c = {"Subnet": self.subnet}
+            if self.show_gateway:
+                c["Gateway"] = self.gateway
             if self.ip_range:
                 c["IPRange"] = self.ip_range
             ipam_cfg.append(c)
         if self.driver == "bridge" and self.subnet6:
-            c = {"Subnet": self.subnet6, "Gateway": self.gateway6}
+            c = {"Subnet": self.subnet6}
+            if self.show_gateway6:
+                c["Gateway"] = self.gateway6
             if self.ip_range6:
                 c["IPRange"] = self.ip_range6
             ipam_cfg.append(c)
