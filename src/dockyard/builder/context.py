@@ -20,7 +20,6 @@ import hashlib
 import os
 import posixpath
 import shutil
-import tarfile
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -177,21 +176,6 @@ class _Slice:
 SPOOL = "context.tar"
 
 
-class _Tee:
-    """Reads the (decompressed) stream and appends what it read to the spool."""
-
-    def __init__(self, src, spool) -> None:
-        self.src, self.spool = src, spool
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        b = self.src.read(n)
-        if b:
-            self.spool.write(b)
-            self.count += len(b)
-        return b
-
-
 def _decompressed(stream: BinaryIO):
     head = stream.read(6)
     rest = _Prefixed(head, stream)
@@ -258,52 +242,51 @@ def apply_ignore(ctx: Context) -> Context:
 
 
 def _unpack(stream: BinaryIO, root: str) -> dict[str, Entry]:
+    """Spool and index the tar read from ``stream`` (``tarscan``: strict, chunk by chunk;
+    each file hashed from the chunks as they pass, the chunks written to the spool as
+    they are)."""
+    from dockyard.builder import tarscan
     entries: dict[str, Entry] = {"": Entry("", "dir", 0o755, 0, 0, 0, "")}
     fd = os.open(os.path.join(root, SPOOL), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                  0o600)
-    with open(fd, "wb", buffering=CHUNK) as spool:
-        try:
-            src = _Tee(_decompressed(stream), spool)
-            try:
-                tf = tarfile.open(fileobj=src, mode="r|")
-            except tarfile.ReadError as e:
-                if "empty file" in str(e):
-                    return entries
-                raise ContextError(f"the build context is not a tar archive: {e}") from None
-            try:
-                it = iter(tf)
-                last = None
-                while True:
-                    try:
-                        m = next(it)
-                    except StopIteration:
-                        break
-                    except tarfile.ReadError as e:
-                        # the docker CLI's tar with a Dockerfile from outside the context
-                        # (ReplaceFileTarWrapper) ends right after the last file's data:
-                        # no padding, no end blocks. That file was read whole (a short
-                        # one is "cut short"), the stream stops exactly there: the end,
-                        # as Go's reader takes it (a partial padding is still an error).
-                        if str(e) == "unexpected end of data" and last is not None \
-                                and last.isreg() and last.size % 512 \
-                                and src.count == last.offset_data + last.size:
-                            break
-                        raise
-                    _member(tf, m, entries)
-                    last = m
-                while src.read(CHUNK):
-                    pass
-            finally:
-                tf.close()
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            if isinstance(e, OSError) and not isinstance(e, (EOFError,)) \
-                    and e.errno is not None:
-                raise
-            raise ContextError(f"invalid build context tar: {e}") from None
+    scanner = tarscan.Scanner()
+    h = None
+    sha256 = hashlib.sha256
+    try:
+        with open(fd, "wb", buffering=0) as spool:
+            src = _decompressed(stream)
+            read, write = src.read, spool.write
+            while True:
+                chunk = read(CHUNK)
+                if not chunk:
+                    break
+                write(chunk)
+                for kind, x in scanner.feed(chunk):
+                    if kind == "data":
+                        h.update(x)
+                    elif kind == "file":
+                        h = sha256()
+                    elif kind == "done":
+                        _member(x, entries, "sha256:" + h.hexdigest())
+                        h = None
+                    elif kind == "entry":
+                        _member(x, entries, "")
+                    # "end": what follows the end blocks is read and dropped
+            scanner.finish()
+    except tarscan.TarError as e:
+        if e.first:
+            raise ContextError(f"the build context is not a tar archive: {e}") from None
+        raise ContextError(f"invalid build context tar: {e}") from None
+    except (EOFError, ValueError) as e:    # a broken compressed stream
+        raise ContextError(f"invalid build context tar: {e}") from None
+    except OSError as e:
+        if e.errno is not None:
+            raise
+        raise ContextError(f"invalid build context tar: {e}") from None
     return entries
 
 
-def _member(tf: tarfile.TarFile, m: tarfile.TarInfo, entries: dict) -> None:
+def _member(m, entries: dict, digest: str) -> None:
     parts = _parts(m.name)
     if parts is None:
         raise ContextError(f"build context entry {m.name!r} is outside of the context")
@@ -323,7 +306,10 @@ def _member(tf: tarfile.TarFile, m: tarfile.TarInfo, entries: dict) -> None:
     old = entries.get(path)
     if old is not None and not (old.kind == "dir" and m.isdir()):
         raise ContextError(f"build context entry {m.name!r} appears twice")
-    if m.isdir():
+    if m.isreg():
+        entries[path] = Entry(path, "file", mode, m.uid, m.gid, m.size, digest,
+                              m.offset_data, m.mtime)
+    elif m.isdir():
         entries[path] = Entry(path, "dir", mode, m.uid, m.gid, 0, "", mtime=m.mtime)
     elif m.issym():
         entries[path] = Entry(path, "symlink", 0o777, m.uid, m.gid, 0, m.linkname,
@@ -336,18 +322,6 @@ def _member(tf: tarfile.TarFile, m: tarfile.TarInfo, entries: dict) -> None:
                                "names no file before it")
         entries[path] = Entry(path, "file", target.mode, target.uid, target.gid,
                               target.size, target.digest, target.offset, target.mtime)
-    elif m.isreg():
-        h = hashlib.sha256()
-        src = tf.extractfile(m)
-        left = m.size
-        while left > 0:
-            b = src.read(min(CHUNK, left))
-            if not b:
-                raise ContextError(f"invalid build context tar: {m.name!r} is cut short")
-            h.update(b)
-            left -= len(b)
-        entries[path] = Entry(path, "file", mode, m.uid, m.gid, m.size,
-                              "sha256:" + h.hexdigest(), m.offset_data, m.mtime)
     elif m.isfifo() or m.ischr() or m.isblk():
         raise ContextError(f"build context entry {m.name!r}: device nodes and fifos "
                            "cannot be part of a build context")
