@@ -49,10 +49,10 @@ def test_mount_entries(tmp_path):
     t = mounts.parse_mount({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {
         "SizeBytes": 1 << 20, "Mode": 0o1777, "Options": [["exec"]]}})
     assert mounts.oci_mount(t, "")["options"] == ["nosuid", "nodev", "size=1048576", "mode=1777"]
-    v = mounts.parse_mount({"Type": "volume", "Target": "/v", "VolumeOptions": {
+    v = mounts.parse_mount({"Type": "volume", "Source": "named", "Target": "/v", "VolumeOptions": {
         "Subpath": "a/b", "NoCopy": True, "Labels": {"k": "v"},
         "DriverConfig": {"Name": "local", "Options": {"type": "tmpfs", "device": "tmpfs"}}}})
-    assert v["Subpath"] == "a/b" and not v["CopyData"] and v["Anonymous"]
+    assert v["Subpath"] == "a/b" and not v["CopyData"] and not v["Anonymous"]
     assert v["VolumeOptions"] == {"Labels": {"k": "v"},
                                   "DriverOpts": {"type": "tmpfs", "device": "tmpfs"}}
 
@@ -68,8 +68,12 @@ def test_mount_entries(tmp_path):
     ({"Type": "tmpfs", "Source": "x", "Target": "/x"}, "field Source must not be specified"),
     ({"Type": "volume", "Target": "/x", "BindOptions": {"Propagation": "shared"}},
      "field BindOptions must not be specified"),
-    ({"Type": "volume", "Target": "/x", "VolumeOptions": {"Subpath": "../up"}},
+    ({"Type": "volume", "Source": "v1", "Target": "/x", "VolumeOptions": {"Subpath": "../up"}},
      "subpath must be a relative path within the volume"),
+    ({"Type": "volume", "Source": "v1", "Target": "/x", "VolumeOptions": {"Subpath": "a/../../b"}},
+     "subpath must be a relative path within the volume"),
+    ({"Type": "volume", "Target": "/x", "VolumeOptions": {"Subpath": "a"}},
+     "must not set Subpath when using anonymous volumes"),
     ({"Type": "bind", "Source": "/", "Target": "/x", "BindOptions": {"Propagation": "odd"}},
      "invalid propagation mode: odd"),
     ({"Type": "tmpfs", "Target": "/x", "TmpfsOptions": {"Options": [["bogus"]]}},
@@ -79,6 +83,18 @@ def test_bad_mount_entries(m, words):
     with pytest.raises(errors.InvalidParameter) as e:
         mounts.parse_mount(m)
     assert words in str(e.value)
+
+
+def test_read_only_binds_of_old_clients_stay_non_recursive(tmp_path):
+    """dockerd keeps API < 1.44 clients' read-only binds non-recursively read-only."""
+    old = mounts.parse_all({"Binds": [f"{tmp_path}:/a:ro"], "Mounts": [
+        {"Type": "bind", "Source": str(tmp_path), "Target": "/b", "ReadOnly": True}]}, {}, {},
+        ro_non_recursive=True)
+    assert [mounts.oci_mount(p, str(tmp_path))["options"][1] for p in old] == ["ro", "ro"]
+    new = mounts.parse_all({"Binds": [f"{tmp_path}:/a:ro"]}, {}, {})
+    assert mounts.oci_mount(new[0], str(tmp_path))["options"][1] == "rro"
+    assert mounts.parse_mount({"Type": "volume", "Source": "v1", "Target": "/x", "VolumeOptions": {
+        "Subpath": "a/../b"}})["Subpath"] == "b"          # lexically inside: Go's IsLocal
 
 
 def test_precedence_and_duplicates():

@@ -21,6 +21,7 @@ from dockyard.containers.records import _dir_size, _match_labels, _merge_config,
 from dockyard.containers import health as healthcheck
 from dockyard.containers import mounts as mountpoints
 from dockyard.containers.common import NAME_RE, ZERO_TIME, now, _warm_cgroup_attach, log
+from dockyard.volumes import names as volnames
 
 
 class Lifecycle:
@@ -176,15 +177,14 @@ class Lifecycle:
                 continue
             vo = mp.get("VolumeOptions") or {}
             made_here = False
-            if mp.get("Anonymous") and not mp["Name"]:
-                v, made_here = self.volumes.create(None, mp["Driver"], vo.get("DriverOpts"),
-                                                   vo.get("Labels"), anonymous=True)
-                mp["Name"] = v["Name"]
-            elif not self.volumes.exists(mp["Name"]):
-                v, made_here = self.volumes.create(mp["Name"], mp["Driver"], vo.get("DriverOpts"),
-                                                   vo.get("Labels"))
-            else:
-                v = self.volumes.get(mp["Name"])
+            anonymous = bool(mp.get("Anonymous") and not mp["Name"])
+            if anonymous:
+                # named before it exists: from its first moment a prune sees its user
+                mp["Name"] = volnames.anonymous()
+            # one call under the volume service's lock: the existing volume, or one made
+            # now if a `volume rm` took it before this record counted as its user
+            v, made_here = self.volumes.create(mp["Name"], mp["Driver"], vo.get("DriverOpts"),
+                                               vo.get("Labels"), anonymous=anonymous)
             mp["Source"] = v["Mountpoint"]
             mp["MadeHere"] = made_here
         rec["Mounts"] = [mountpoints.view(mp) for mp in rec.get("MountPoints") or []]
