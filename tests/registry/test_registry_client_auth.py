@@ -93,8 +93,9 @@ def authed_request(reg, auth: ClientAuth, method, path, scopes, body=None, heade
         now = time.time()
         step = auth.before_request(scopes, now)
         if isinstance(step, FetchToken):
-            r = c.request("GET", urllib.parse.urlsplit(step.url)._replace(scheme="", netloc="").geturl(),
-                          headers=step.headers)
+            r = c.request(step.method,
+                          urllib.parse.urlsplit(step.url)._replace(scheme="", netloc="").geturl(),
+                          step.body, headers=step.headers)
             auth.token_fetched(step, r.status, r.body, now)
             continue
         r = c.request(method, path, body, {**(headers or {}), **step.headers})
@@ -104,8 +105,9 @@ def authed_request(reg, auth: ClientAuth, method, path, scopes, body=None, heade
         if isinstance(nxt, GiveUp):
             raise nxt.error
         if isinstance(nxt, FetchToken):
-            tr = c.request("GET", urllib.parse.urlsplit(nxt.url)._replace(scheme="", netloc="").geturl(),
-                           headers=nxt.headers)
+            tr = c.request(nxt.method,
+                           urllib.parse.urlsplit(nxt.url)._replace(scheme="", netloc="").geturl(),
+                           nxt.body, headers=nxt.headers)
             auth.token_fetched(nxt, tr.status, tr.body, now)
     raise AssertionError("too many rounds")
 
@@ -159,3 +161,57 @@ def test_requests_in_flight_together_are_each_retried_with_credentials():
     assert b.before_request(PUSH, 1) == Send({"Authorization": "Bearer T1"})
     refused = b.on_unauthorized(CH, PUSH, now=1, sent="Bearer T1")
     assert isinstance(refused, GiveUp)
+
+
+def test_identity_token_sans_io():
+    """Login asks for a refresh token (offline_token=true); identity-token credentials
+    fetch tokens with an OAuth2 refresh_token POST (distribution's token auth)."""
+    from dockyard.distribution.client import IdentityToken
+
+    a = ClientAuth(("alice", "pw"), offline=True)
+    step = a.on_unauthorized(CH, [], now=0)
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(step.url).query)
+    assert step.method == "GET" and q["offline_token"] == ["true"] and q["client_id"] == ["docker"]
+    a.token_fetched(step, 200, json.dumps({"token": "T", "refresh_token": "R1"}).encode(), now=0)
+    assert a.refresh_token == "R1"
+
+    b = ClientAuth(IdentityToken(("alice", "R1")))
+    step = b.on_unauthorized(CH, PULL, now=0)
+    assert step.method == "POST" and step.url == "http://r/token"
+    form = urllib.parse.parse_qs(step.body.decode())
+    assert form == {"grant_type": ["refresh_token"], "refresh_token": ["R1"],
+                    "client_id": ["docker"], "service": ["svc"], "scope": ["repository:a:pull"]}
+    assert "Authorization" not in step.headers   # the password is not sent anywhere
+    b.token_fetched(step, 200, token_body("T2"), now=0)
+    assert b.before_request(PULL, now=1) == Send({"Authorization": "Bearer T2"})
+    # against a Basic registry the identity token is the password, as before
+    c = ClientAuth(IdentityToken(("alice", "R1")))
+    assert c.on_unauthorized('Basic realm="x"', [], now=0) == Retry()
+    assert c.before_request([], now=0).headers["Authorization"] == \
+        proto.basic_authorization("alice", "R1")
+
+
+def test_identity_token_against_registry(tmp_path, htpasswd):
+    """Our token server gives a refresh token to a login that asks, and takes it back in
+    a refresh_token grant; a forged one is refused."""
+    from dockyard.distribution.client import IdentityToken
+
+    access = tmp_path / "access.json"
+    access.write_text(json.dumps({"alice": ["pull", "push"]}))
+    with running_registry(tmp_path / "root", "--auth", "token", "--htpasswd", str(htpasswd),
+                          "--access", str(access)) as reg:
+        login = ClientAuth(("alice", "alicepw"), offline=True)
+        assert authed_request(reg, login, "GET", "/v2/", []).status == 200
+        assert login.refresh_token
+        plain = ClientAuth(("alice", "alicepw"))
+        authed_request(reg, plain, "GET", "/v2/", [])
+        assert plain.refresh_token is None   # only when asked (offline)
+        ident = ClientAuth(IdentityToken(("alice", login.refresh_token)))
+        scopes = [proto.Scope.repository("c/app", "pull", "push")]
+        data = os.urandom(100)
+        r = authed_request(reg, ident, "POST", f"/v2/c/app/blobs/uploads/?digest={sha256(data)}",
+                           scopes, data)
+        assert r.status == 201
+        with pytest.raises(RegistryError) as e:
+            authed_request(reg, ClientAuth(IdentityToken(("alice", "forged"))), "GET", "/v2/", [])
+        assert e.value.code is ErrorCode.UNAUTHORIZED

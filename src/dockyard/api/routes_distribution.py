@@ -108,7 +108,9 @@ async def login(request: web.Request) -> web.Response:
                                   str(body.get("serveraddress") or ""),
                                   str(body.get("identitytoken") or ""))
     host = credentials.registry_host(auth.serveraddress)
-    client = RegistryClient(host, credentials.as_credentials(auth), _insecure(request))
+    # offline: a token server is asked for a refresh token, the login's IdentityToken
+    client = RegistryClient(host, credentials.as_credentials(auth), _insecure(request),
+                            offline=True)
     try:
         await client.login()
     except RegistryUnreachable as e:
@@ -119,7 +121,8 @@ async def login(request: web.Request) -> web.Response:
         raise SystemError_(e.message) from None
     finally:
         await client.close()
-    return json_response({"IdentityToken": "", "Status": "Login Succeeded"})
+    return json_response({"IdentityToken": client.auth.refresh_token or "",
+                          "Status": "Login Succeeded"})
 
 
 def _bool_filter(values: list[str], name: str) -> bool | None:

@@ -23,18 +23,32 @@ pushing gets). Requests in flight together each get their own 401 before any
 of them learnt the scheme: each is retried with credentials, not refused
 because another one already learnt it (``sent``: the Authorization the refused
 request carried).
+
+Identity tokens (OAuth2 refresh tokens, the distribution spec's token auth):
+``ClientAuth(offline=True)`` (``docker login``) asks the token server for one
+(``offline_token=true``, as dockerd's login does) and keeps it in
+``refresh_token``; credentials given as :class:`IdentityToken` are one, so
+tokens are fetched with a ``POST`` of ``grant_type=refresh_token`` (against a
+Basic registry they are sent as the password, as before).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from dockyard.distribution import auth as proto
 from dockyard.distribution.auth import Challenge, Scope
 from dockyard.distribution.errors import ErrorCode, RegistryError, parse_error_response
 
 EXPIRY_MARGIN = 10.0  # seconds before expiry a cached token is no longer used
+CLIENT_ID = "docker"  # what dockerd sends as the OAuth2 client_id
+
+
+class IdentityToken(tuple):
+    """Credentials ``(username, identity token)``: the token is a refresh token from an
+    earlier login, not a password."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +60,14 @@ class Send:
 
 @dataclass(frozen=True)
 class FetchToken:
-    """GET ``url`` with ``headers``, then hand the answer to token_fetched()."""
+    """GET ``url`` with ``headers`` (or, ``method`` POST, send ``body`` as a form),
+    then hand the answer to token_fetched()."""
 
     url: str
     headers: dict
     scopes: tuple[Scope, ...]
+    method: str = "GET"
+    body: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +88,11 @@ class _Token:
 
 
 class ClientAuth:
-    def __init__(self, credentials: tuple[str, str] | None = None):
+    def __init__(self, credentials: tuple[str, str] | None = None, offline: bool = False):
         self.credentials = credentials
+        self.offline = offline  # ask the token server for a refresh token (login)
+        self.refresh_token: str | None = (
+            credentials[1] if isinstance(credentials, IdentityToken) else None)
         self.scheme: str | None = None  # learned from the first challenge
         self.challenge: Challenge | None = None
         self._tokens: list[_Token] = []
@@ -102,7 +122,23 @@ class ClientAuth:
         # The URL carries exactly the scopes we ask for (the challenge's own
         # scope is already among them when it came from this request).
         bare = Challenge("bearer", {k: v for k, v in self.challenge.params.items() if k != "scope"})
+        if self.refresh_token:
+            # OAuth2 as the distribution spec's token auth: a form POST to the realm
+            form = [("grant_type", "refresh_token"), ("refresh_token", self.refresh_token),
+                    ("client_id", CLIENT_ID)]
+            if bare.service:
+                form.append(("service", bare.service))
+            if scopes:
+                form.append(("scope", " ".join(s.render() for s in scopes)))
+            if self.offline:
+                form.append(("access_type", "offline"))
+            return FetchToken(bare.realm or "", {"Content-Type":
+                                                 "application/x-www-form-urlencoded"},
+                              tuple(scopes), "POST", urlencode(form).encode())
         url = proto.token_request(bare, scopes, account)
+        if self.offline and self.credentials:
+            url += ("&" if "?" in url else "?") + urlencode(
+                [("offline_token", "true"), ("client_id", CLIENT_ID)])
         return FetchToken(url, self._basic(), tuple(scopes))
 
     def on_unauthorized(self, www_authenticate: str | None, scopes: list[Scope],
@@ -153,3 +189,5 @@ class ClientAuth:
             raise RegistryError(ErrorCode.UNAUTHORIZED, f"bad token endpoint answer: {e}") from None
         self._tokens = [t for t in self._tokens if t.scopes != fetch.scopes]
         self._tokens.append(_Token(fetch.scopes, resp.token, resp.expires_at(now)))
+        if resp.refresh_token:
+            self.refresh_token = resp.refresh_token

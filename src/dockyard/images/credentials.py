@@ -256,7 +256,9 @@ def as_credentials(auth: AuthConfig | None) -> tuple[str, str] | None:
     if auth is None or auth.empty:
         return None
     if auth.identitytoken and not auth.password:
-        return (auth.username or TOKEN_USER, auth.identitytoken)
+        from dockyard.distribution.client import IdentityToken
+
+        return IdentityToken((auth.username or TOKEN_USER, auth.identitytoken))
     return (auth.username, auth.password)
 
 

@@ -105,11 +105,14 @@ class RegistryClient:
 
     def __init__(self, domain: str, credentials: tuple[str, str] | None = None,
                  insecure_registries: tuple[str, ...] | list[str] = (),
-                 session: aiohttp.ClientSession | None = None, timeout: float = 300.0):
+                 session: aiohttp.ClientSession | None = None, timeout: float = 300.0,
+                 offline: bool = False):
+        """``credentials``: a distribution.client.IdentityToken pair for an identity
+        token; ``offline``: ask the token server for one (``login``)."""
         self.domain = domain
         self.host = api_host(domain)
         self.insecure = is_insecure(self.host, insecure_registries)
-        self.auth = ClientAuth(credentials)
+        self.auth = ClientAuth(credentials, offline=offline)
         self._session = session
         self._own_session = session is None
         self._timeout = timeout
@@ -169,12 +172,13 @@ class RegistryClient:
         url = step.url
         scheme = urlsplit(url).scheme or "https"
         try:
-            async with self.session().get(url, headers=step.headers,
-                                          ssl=self._ssl(scheme) if scheme == "https" else None) as r:
+            async with self.session().request(
+                    step.method, url, headers=step.headers, data=step.body,
+                    ssl=self._ssl(scheme) if scheme == "https" else None) as r:
                 body = await r.read()
                 status = r.status
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-            raise RegistryUnreachable(f'Get "{url}": {_describe(e)}') from None
+            raise RegistryUnreachable(f'{step.method.capitalize()} "{url}": {_describe(e)}') from None
         try:
             self.auth.token_fetched(step, status, body, time.time())
         except RegistryError as e:
