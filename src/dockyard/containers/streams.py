@@ -103,10 +103,21 @@ class Streams:
         c = self.get(ref)
         self.check_logs_readable(c)
         path = c["LogPath"]
+        opened_ns = time.time_ns()
         follower = jsonlog.LogFollower(path) if follow else None
         try:
-            for e in await asyncio.to_thread(jsonlog.read_entries, path, since_ns, until_ns, tail):
+            entries = await asyncio.to_thread(jsonlog.read_entries, path, since_ns, until_ns, tail)
+            # what was appended between the follower's start and the read's end is in both:
+            # the follower skips those (entries are stamped when written: a second's margin)
+            seen: dict = {}
+            if follower is not None:
+                for e in entries:
+                    if e.time_ns >= opened_ns - 1_000_000_000:
+                        seen[e] = seen.get(e, 0) + 1
+            seen_last = max((e.time_ns for e in seen), default=0)
+            for e in entries:
                 yield e
+            del entries
             if follower is None:
                 return
             closing = self._shutting_down()
@@ -115,6 +126,13 @@ class Streams:
                 if closing.is_set():
                     running = False   # the daemon stops: what is written so far, then the end
                 for e in follower.poll():
+                    if seen:
+                        n = seen.get(e, 0)
+                        if n:
+                            seen[e] = n - 1   # already sent from the file
+                            continue
+                        if e.time_ns > seen_last:
+                            seen = {}
                     if until_ns and e.time_ns > until_ns:
                         return
                     yield e
