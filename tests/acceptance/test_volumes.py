@@ -611,6 +611,34 @@ def test_cp_through_volumes_binds_and_etc_files(daemon, tmp_path):
         daemon.docker("rm", "-fv", cid, check=False)
 
 
+def test_cp_into_and_out_of_tmpfs_mounts_of_a_running_container(daemon, tmp_path):
+    """dockerd copies in the container's mount namespace: its tmpfs mounts are reached."""
+    name = _name()
+    (tmp_path / "in.txt").write_text("into tmpfs\n")
+    cid = daemon.out("run", "-d", "--tmpfs", "/t", "--mount", "type=tmpfs,target=/m",
+                     "-v", f"{name}:/data", "busybox", "sh", "-c",
+                     "echo made > /t/inside; sleep 300")
+    try:
+        for _ in range(50):
+            if daemon.docker("exec", cid, "test", "-f", "/t/inside", check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        daemon.out("cp", f"{cid}:/t/inside", str(tmp_path / "out.txt"))
+        assert (tmp_path / "out.txt").read_text() == "made\n"
+        for dest in ("/t/", "/m/", "/data/"):
+            daemon.out("cp", str(tmp_path / "in.txt"), f"{cid}:{dest}")
+            assert daemon.out("exec", cid, "cat", dest + "in.txt") == "into tmpfs"
+        # nothing of it reached the rootfs below the tmpfs mounts
+        daemon.out("stop", "-t", "0", cid)
+        r = daemon.docker("cp", f"{cid}:/t/inside", str(tmp_path / "gone"), check=False)
+        assert r.returncode != 0 and "Could not find the file" in r.stderr, r.stderr
+        daemon.out("cp", f"{cid}:/data/in.txt", str(tmp_path / "vol.txt"))   # the volume stays
+        assert (tmp_path / "vol.txt").read_text() == "into tmpfs\n"
+    finally:
+        daemon.docker("rm", "-fv", cid, check=False)
+        daemon.docker("volume", "rm", name, check=False)
+
+
 def test_system_df_volumes_and_containers(fresh_daemon):
     d = fresh_daemon
     used, idle = _name(), _name()

@@ -79,6 +79,17 @@ class Filesystem:
         from dockyard.containers import copyview
 
         async with self.rootfs_mounted(ref) as (c, rootfs):
+            if _tmpfs_dests(c) and c.get("State", {}).get("Running"):
+                # its tmpfs mounts exist only in its mount namespace: the copy goes
+                # through the container's own root (every mount as it sees them), an fd
+                # pinned for the duration and checked to be this container's rootfs
+                fd = await asyncio.to_thread(_pin_container_root, c, rootfs)
+                if fd is not None:
+                    try:
+                        yield c, f"/proc/self/fd/{fd}/."   # (opened with O_NOFOLLOW)
+                    finally:
+                        os.close(fd)
+                    return
             token = "cp-" + secrets.token_hex(6)
             binds, vols = [], []
             try:
@@ -125,6 +136,33 @@ class Filesystem:
         else:
             raise errors.Conflict(f"container {ref} kept starting and stopping during the export")
         self.emit("container", "export", c["Id"], self._attrs(c))
+
+
+def _tmpfs_dests(c: dict) -> list[str]:
+    return ([mp["Destination"] for mp in c.get("MountPoints") or [] if mp["Type"] == "tmpfs"]
+            + list((c.get("HostConfig") or {}).get("Tmpfs") or {}))
+
+
+def _pin_container_root(c: dict, rootfs: str) -> int | None:
+    """A directory fd of the running container's root as its init sees it (through
+    ``/proc/<pid>/root``: its mount namespace, tmpfs mounts included), or None if the
+    init is gone or that pid is no longer its init (the root is then not its rootfs)."""
+    pid = (c.get("State") or {}).get("Pid") or 0
+    if pid <= 0:
+        return None
+    try:
+        fd = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        mine, theirs = os.stat(rootfs), os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+        os.close(fd)   # a recycled pid (a host process's root), or an init that chrooted
+        return None
+    return fd
 
 
 def _tar_dir(root: str, out) -> bool:
