@@ -10,7 +10,8 @@ the owner-only data root; views a crashed daemon left are detached at the next s
 the view's fd component by component (fsroot: symlinks resolved inside the view, none
 followed by the kernel), so a container that swaps a destination with a symlink cannot
 make the daemon mount over a host path. Read-only mount points stay read-only. tmpfs
-mounts live only in the container and are not part of the view.
+mounts live only in the container: a running container that has any is copied through its
+own root instead (``/proc/<pid>/root``, pinned as an fd; ``ContainerService.copy_view``).
 """
 
 from __future__ import annotations
