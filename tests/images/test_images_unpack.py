@@ -290,3 +290,32 @@ def test_digest_of_compressed_stream_optional(env):
     # a plain tar's one hash is both
     res = apply(plain, root / "", digest=False)
     assert res.digest == res.diff_id == sha(plain)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_contents_across_tar_blocks_and_read_chunks(env, compression):
+    """File contents are written from the read-ahead's chunks directly (not through
+    tarfile's buffers): sizes around tar's 512-byte blocks, tarfile's 64 KiB reads and
+    the 1 MiB chunks, each followed by more members, come out byte for byte; a stream
+    cut inside a later chunk of a file's content is refused."""
+    root, _ = env
+    sizes = [0, 1, 511, 512, 513, 65535, 65536, 65537, (1 << 20) - 1, 1 << 20,
+             (1 << 20) + 1, 3 * (1 << 20) + 7, 5]
+    files = {f"d/f{i}-{n}": os.urandom(n) for i, n in enumerate(sizes)}
+    entries = [entry("d/", "dir")]
+    for i, (name, data) in enumerate(files.items()):
+        entries.append(entry(name, data=data))
+        if i % 3 == 0:   # other kinds of members between the contents
+            entries += [entry(f"d/l{i}", "symlink", linkname=name),
+                        entry(f"d/h{i}", "hardlink", linkname=name),
+                        entry(f"d/x{i}", xattrs={"user.k": "v" * 300}, data=b"pax")]
+    plain = make_tar(entries)
+    res = apply(make_tar(entries, compression), root, expected_diff_id=sha(plain))
+    for name, data in files.items():
+        assert (root / name).read_bytes() == data, name
+        assert os.stat(root / name).st_mtime == 1_600_000_000
+    assert res.size >= sum(sizes)
+    cut = plain.index(files["d/f11-3145735"][2 << 20:(2 << 20) + 64])
+    (root / "again").mkdir()
+    with pytest.raises(UnpackError, match="unexpected EOF"):
+        apply(plain[:cut], root / "again")

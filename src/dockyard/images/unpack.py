@@ -109,7 +109,9 @@ class HashingReader:
 class ReadAhead:
     """Reads ``src`` in a worker thread (decompression, hashing and tee-ing happen
     there, overlapping with file creation in the caller). Errors raised by ``src``
-    are re-raised by :meth:`read`."""
+    are re-raised by :meth:`read`. The chunks the worker read are handed out as they
+    are: :meth:`read_view` gives views of them (no copy) and :meth:`read` copies only
+    what spans two chunks or a part of one."""
 
     def __init__(self, src, chunk: int = CHUNK, depth: int = 8):
         import queue
@@ -117,8 +119,8 @@ class ReadAhead:
 
         self._src = src
         self._q: "queue.Queue" = queue.Queue(maxsize=depth)
-        self._buf = b""
-        self._pos = 0
+        self._buf = b""           # the current chunk
+        self._pos = 0             # bytes of it already handed out
         self._eof = False
         self._stop = False
         self._chunk = chunk
@@ -136,31 +138,54 @@ class ReadAhead:
             self._q.put(e)
 
     def _next(self) -> bool:
+        """Make the next chunk current (the current one must be used up)."""
+        if self._eof:
+            return False
         item = self._q.get()
         if isinstance(item, BaseException):
             self._eof = True
             raise item
         if not item:
             self._eof = True
+            self._buf, self._pos = b"", 0
             return False
-        self._buf = self._buf[self._pos:] + item if self._pos < len(self._buf) else item
-        self._pos = 0
+        self._buf, self._pos = item, 0
         return True
+
+    def read_view(self, n: int) -> memoryview | bytes:
+        """Up to ``n`` (> 0) bytes from one chunk, as a view of it; empty at EOF."""
+        if self._pos >= len(self._buf) and not self._next():
+            return b""
+        start = self._pos
+        self._pos = min(start + n, len(self._buf))
+        return memoryview(self._buf)[start:self._pos]
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             parts = [self._buf[self._pos:]]
             self._buf, self._pos = b"", 0
-            while not self._eof and self._next():
+            while self._next():
                 parts.append(self._buf)
-                self._buf = b""
+            self._buf, self._pos = b"", 0
             return b"".join(parts)
-        while len(self._buf) - self._pos < n and not self._eof:
-            if not self._next():
-                break
-        out = self._buf[self._pos:self._pos + n]
-        self._pos += len(out)
-        return out
+        if self._pos >= len(self._buf) and not self._next():
+            return b""
+        if self._pos == 0 and n >= len(self._buf):
+            out, self._pos = self._buf, len(self._buf)     # the whole chunk: no copy
+            return out
+        if self._pos + n <= len(self._buf):
+            out = self._buf[self._pos:self._pos + n]
+            self._pos += n
+            return out
+        parts = [self._buf[self._pos:]]
+        got = len(parts[0])
+        self._pos = len(self._buf)
+        while got < n and self._next():
+            take = min(n - got, len(self._buf))
+            parts.append(self._buf[:take] if take < len(self._buf) else self._buf)
+            self._pos = take
+            got += take
+        return b"".join(parts)
 
     def readable(self) -> bool:
         return True
@@ -588,8 +613,39 @@ def _remove(dfd: int, base: str, root: "Root | None" = None) -> None:
 
 # -- extraction ------------------------------------------------------------------------
 
+def _direct_content(tf: tarfile.TarFile, m: tarfile.TarInfo, ahead: "ReadAhead | None"):
+    """The content of regular member ``m`` of stream-mode ``tf`` read from ``ahead``
+    (the stream under ``tf``) in views of its chunks, without tarfile's copies; None
+    where tarfile's stream is not in the state this relies on (then use
+    ``tf.extractfile``). tarfile's position is moved past the content, so its next
+    header read skips only the padding."""
+    s = tf.fileobj
+    if ahead is None or m.sparse is not None or getattr(s, "comptype", None) != "tar" \
+            or getattr(s, "fileobj", None) is not ahead or not isinstance(getattr(s, "buf", None), bytes) \
+            or getattr(s, "pos", None) != m.offset_data:
+        return None
+
+    def gen():
+        left = m.size
+        if s.buf:
+            head, s.buf = s.buf[:left], s.buf[left:]
+            s.pos += len(head)
+            left -= len(head)
+            if head:
+                yield head
+        while left > 0:
+            b = ahead.read_view(min(CHUNK, left))
+            if not b:
+                raise UnpackError(f"invalid tar stream: unexpected EOF in {m.name!r}")
+            s.pos += len(b)
+            left -= len(b)
+            yield b
+    return gen()
+
+
 class _Extractor:
-    def __init__(self, root: Root, whiteout: str):
+    def __init__(self, root: Root, whiteout: str, ahead: "ReadAhead | None" = None):
+        self.ahead = ahead        # the stream under the tarfile, for _direct_content
         self.root = root
         self.whiteout = whiteout
         self.written: set[str] = set()
@@ -679,14 +735,19 @@ class _Extractor:
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=dfd)
             try:
-                src = tf.extractfile(m)
-                left = m.size
-                while left > 0:
-                    b = src.read(min(CHUNK, left))
-                    if not b:
-                        raise UnpackError(f"invalid tar stream: unexpected EOF in {m.name!r}")
-                    _write_all(fd, b)
-                    left -= len(b)
+                direct = _direct_content(tf, m, self.ahead)
+                if direct is not None:
+                    for b in direct:
+                        _write_all(fd, b)
+                else:
+                    src = tf.extractfile(m)
+                    left = m.size
+                    while left > 0:
+                        b = src.read(min(CHUNK, left))
+                        if not b:
+                            raise UnpackError(f"invalid tar stream: unexpected EOF in {m.name!r}")
+                        _write_all(fd, b)
+                        left -= len(b)
                 self._meta_fd(fd, m)
                 os.utime(fd, ns=_times(m))
             finally:
@@ -848,7 +909,7 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, whiteout: str = 
         plain = HashingReader(dec, tee=tee)
     ahead = ReadAhead(plain)
     root = Root(target, lowers if whiteout == "overlay" else None)
-    ex = _Extractor(root, whiteout)
+    ex = _Extractor(root, whiteout, ahead)
     try:
         for tf, m in iter_tar(ahead):
             try:
