@@ -1195,10 +1195,11 @@ class ImageService:
     def derive_image(self, base_image: str | None, config: dict | None = None,
                      changes: list[str] | tuple[str, ...] = (), created_by: str = "",
                      comment: str = "", author: str = "", repo: str | None = None,
-                     tag: str | None = None, epoch: int | None = None) -> str:
+                     tag: str | None = None, epoch: int | None = None,
+                     container_config: dict | None = None) -> str:
         """A new image on ``base_image`` with no new layer (a builder's ENV/LABEL/CMD
         step): the config changed, one ``empty_layer`` history entry added (at ``epoch``
-        if given)."""
+        if given); ``container_config`` is recorded as given (the builder's step)."""
         ref = self._tag_reference(repo, tag) if repo else None
         base_cfg: dict = {}
         base_id = ""
@@ -1210,7 +1211,8 @@ class ImageService:
         diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or [])
         with self.lease(*([top] if top else [])):
             image_id = self._derive(base_id, base_cfg, diff_ids, top, [], config, changes,
-                                    comment, author, "", None, created_by, ref, empty_layer=True,
+                                    comment, author, "", container_config, created_by, ref,
+                                    empty_layer=True,
                                     epoch=epoch)
         if ref:
             self._emit("tag", image_id, {"name": ref.familiar()})
@@ -1249,7 +1251,8 @@ class ImageService:
 
     def commit_layer(self, key: str, base_image: str | None, config: dict | None = None,
                      created_by: str = "", author: str = "",
-                     implied: list[str] | None = None, epoch: int | None = None) -> str:
+                     implied: list[str] | None = None, epoch: int | None = None,
+                     container_config: dict | None = None) -> str:
         """A builder step's snapshot ``key`` (from :meth:`prepare_layer`, unmounted)
         becomes the top layer of a new image on ``base_image``: its tar goes to the content
         store from one walk and the snapshot itself is committed as the layer (what the
@@ -1289,7 +1292,8 @@ class ImageService:
             self._commit_layer(key, 0, diff_id, chain, parent, size,
                                lambda i: (blob, MEDIA_LAYER_TAR), reparent=implied is not None)
             image_id = self._derive(base_id, base_cfg, diff_ids, chain, [blob], config, (),
-                                    "", author, "", None, created_by, None, empty_layer=False,
+                                    "", author, "", container_config, created_by, None,
+                                    empty_layer=False,
                                     epoch=epoch)
         finally:
             for item in leases:
