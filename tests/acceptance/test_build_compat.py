@@ -224,6 +224,23 @@ def facts(cli, tag: str) -> dict:
             "layers": len(info["RootFS"]["Layers"])}
 
 
+def _norm(out: str) -> list[str]:
+    """Build output lines with IDs masked and the CLI's deprecation notice dropped; a
+    silent step's container (" ---> Running in" then "Removing intermediate container")
+    is dropped too: dockerd makes one for config-only steps, Dockyard none."""
+    import re
+    lines = [re.sub(r"\b[0-9a-f]{12}\b", "<id>", ln) for ln in out.splitlines()
+             if ln.strip() and not ln.startswith(("DEPRECATED", "            ", "Install the"))]
+    out_: list[str] = []
+    for ln in lines:
+        if ln == "Removing intermediate container <id>" and out_ \
+                and out_[-1] == " ---> Running in <id>":
+            out_.pop()
+            continue
+        out_.append(ln)
+    return out_
+
+
 def test_every_instruction_matches_dockerd_legacy_builder(daemon, tmp_path):
     from helpers.dockerd import running_dockerd
     from helpers.rootfs import build_busybox_rootfs
@@ -242,6 +259,18 @@ def test_every_instruction_matches_dockerd_legacy_builder(daemon, tmp_path):
     ours = runner(daemon.env)
     ours("build", "--network", "none", "--build-arg", "VERSION=2.5", "-t", tag, str(ctx))
     mine = facts(ours, tag)
+    child, grand = tmp_path / "child", tmp_path / "grand"
+    child.mkdir()
+    grand.mkdir()
+    (child / "Dockerfile").write_text(f"FROM {tag}\nONBUILD RUN echo again\nONBUILD ENV G=1\n")
+    (grand / "Dockerfile").write_text(f"FROM {tag}-mid\nCMD [\"x\"]\n")
+
+    def descendants(cli) -> list[str]:
+        # ONBUILD triggers run in the child, announced once per image
+        return (_norm(cli("build", "--network", "none", "-t", tag + "-mid", str(child)))
+                + _norm(cli("build", "--network", "none", "-t", tag + "-gc", str(grand))))
+    my_out = descendants(ours)
+    my_child = json.loads(ours("image", "inspect", tag + "-gc"))[0]
     with running_dockerd(tmp_path / "dkd") as dkd:
         theirs_cli = runner(dkd.env)
         bb = build_busybox_rootfs(tmp_path / "bb")
@@ -252,6 +281,11 @@ def test_every_instruction_matches_dockerd_legacy_builder(daemon, tmp_path):
         theirs_cli("build", "--network", "none", "--build-arg", "VERSION=2.5", "-t", tag,
                    str(ctx))
         theirs = facts(theirs_cli, tag)
+        their_out = descendants(theirs_cli)
+        their_child = json.loads(theirs_cli("image", "inspect", tag + "-gc"))[0]
+    assert my_out == their_out, "\n".join(my_out) + "\n=== dockerd:\n" + "\n".join(their_out)
+    for k in ("Cmd", "Entrypoint", "Env", "OnBuild", "WorkingDir", "User"):
+        assert my_child["ContainerConfig"].get(k) == their_child["ContainerConfig"].get(k), k
     assert mine["config"] == theirs["config"]
     # the content hashes in COPY/ADD lines are each builder's own (dockerd's tarsum)
     import re

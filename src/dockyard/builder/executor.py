@@ -139,9 +139,14 @@ class Executor:
 
         image = ""
         try:
-            for step in stage.steps:
-                if step.text.startswith("# Executing"):
-                    say(f"{step.text}\n")
+            steps = stage.steps
+            for i, step in enumerate(steps):
+                # the base's ONBUILD triggers belong to its FROM step: the image ID is
+                # shown once, after the last of them (as dockerd)
+                more = i + 1 < len(steps) and steps[i + 1].trigger > 0
+                if step.trigger:
+                    if step.text:
+                        say(f"{step.text}\n")
                 else:
                     say(f"Step {step.number}/{total} : {step.text}\n")
                 if step.kind == "from":
@@ -149,7 +154,7 @@ class Executor:
                         image = ""     # scratch
                     else:
                         image = step.base if step.base else results[step.base_stage]
-                    if image:
+                    if image and not more:
                         say(f" ---> {short_id(image)}\n")
                     continue
                 cached = None if opts.nocache else await asyncio.to_thread(self.cache.get,
@@ -166,7 +171,8 @@ class Executor:
                 else:
                     image = await self._step(step, image, results, ctx, opts, say, ahead)
                     await asyncio.to_thread(self.cache.put, step.key, image)
-                say(f" ---> {short_id(image)}\n")
+                if not more:
+                    say(f" ---> {short_id(image)}\n")
         finally:
             out.finish(stage.index)
         if not image:
@@ -180,7 +186,7 @@ class Executor:
         if step.kind == "config":
             return await asyncio.to_thread(
                 self.images.derive_image, parent or None, config, (), step.created_by,
-                "", step.author, None, None, opts.epoch)
+                "", step.author, None, None, opts.epoch, container_config(step, parent, config))
         if not parent:
             if step.kind == "run":
                 raise StepFailed("cannot RUN on an empty (scratch) image: no command to run")
@@ -217,12 +223,14 @@ class Executor:
     async def _commit(self, cid: str, parent: str, config: dict, step: Step,
                       epoch: int | None = None) -> str:
         changes = await asyncio.to_thread(self.images.changes, cid)
+        cc = container_config(step, parent, config)
         if not changes:
             return await asyncio.to_thread(self.images.derive_image, parent, config, (),
-                                           step.created_by, "", step.author, None, None, epoch)
+                                           step.created_by, "", step.author, None, None, epoch,
+                                           cc)
         return await asyncio.to_thread(
             self.images.commit_rootfs, cid, parent, config=config, author=step.author,
-            container_id=cid, created_by=step.created_by, epoch=epoch)
+            container_id=cid, created_by=step.created_by, epoch=epoch, container_config=cc)
 
     async def _run(self, step: Step, parent: str, config: dict, opts: Options, say,
                    results=None, ctx=None) -> str:
@@ -295,12 +303,27 @@ class Executor:
                 else:
                     await _blocking(copier.copy, dst.path, spec, ctx, None)
             await dst.unmount()
+            cc = container_config(step, parent, config)
             if not changed:
                 return await asyncio.to_thread(
                     self.images.derive_image, parent or None, config, (), step.created_by, "",
-                    step.author, None, None, opts.epoch)
+                    step.author, None, None, opts.epoch, cc)
             return await _blocking(self.images.commit_layer, dst.key, parent or None, config,
-                                   step.created_by, step.author, None, opts.epoch)
+                                   step.created_by, step.author, None, opts.epoch, cc)
+
+
+def container_config(step: Step, parent: str, config: dict) -> dict | None:
+    """The image's ``container_config`` as dockerd's legacy builder records it: the
+    config after the step with the step's command (``#(nop)`` form, or the RUN's as in
+    its history) as Cmd and the parent image as Image (a RUN's without Entrypoint)."""
+    if not step.cc_cmd:
+        return None
+    from dockyard.images.config import empty_container_config
+    cc = {**empty_container_config(), **config, "Cmd": list(step.cc_cmd),
+          "Image": parent or ""}
+    if step.kind == "run":
+        cc["Entrypoint"] = None
+    return cc
 
 
 async def _blocking(fn, *args):
@@ -362,7 +385,8 @@ class _Ahead:
         try:
             implied = await task
             image = await _blocking(self.ex.images.commit_layer, key, parent, config,
-                                    step.created_by, step.author, implied, self.opts.epoch)
+                                    step.created_by, step.author, implied, self.opts.epoch,
+                                    container_config(step, parent or "", config))
             self.keys.pop(step.key, None)
             return image
         except errors.Conflict:

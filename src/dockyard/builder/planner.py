@@ -116,6 +116,8 @@ class Step:
     copy: CopySpec | None = None
     base: str | None = None        # FROM: image ID, or None when building on a stage
     base_stage: int | None = None
+    trigger: int = 0               # an ONBUILD trigger of the base: its 1-based position
+    cc_cmd: tuple[str, ...] = ()   # the Cmd of the image's container_config (dockerd's)
 
 
 @dataclass(frozen=True)
@@ -506,16 +508,21 @@ class _StagePlanner:
             except ParseError as e:
                 raise ParseError(first.line, f"invalid ONBUILD trigger {t!r}: {e.detail}")
         body += [("ins", ins) for ins in self.ins[1:]]
+        n_trig = len(triggers)
         for kind, ins in body:
             if kind == "ins":
                 self.number += 1
             step = self.step(ins, key, self.number)
             if kind == "trigger":
-                # triggers have no step number of their own: they belong to the FROM step
+                # triggers have no step number of their own: they belong to the FROM step,
+                # announced once, as dockerd does ("# Executing 2 build triggers")
                 key = step.key
-                steps.append(Step(steps[-1].number, self.index, f"# Executing 1 build "
-                                  f"trigger: {ins.original}", step.kind, step.key, step.config,
-                                  step.created_by, step.author, step.run, step.copy))
+                pos = sum(1 for s in steps if s.trigger) + 1
+                text = (f"# Executing {n_trig} build trigger{'s' if n_trig > 1 else ''}"
+                        if pos == 1 else "")
+                steps.append(Step(steps[-1].number, self.index, text, step.kind, step.key,
+                                  step.config, step.created_by, step.author, step.run,
+                                  step.copy, trigger=pos, cc_cmd=step.cc_cmd))
                 continue
             key = step.key
             steps.append(step)
@@ -535,12 +542,14 @@ class _StagePlanner:
         return list(self.config.get("Shell") or DEFAULT_SHELL)
 
     def _nop(self, comment: str) -> str:
-        return " ".join(self._shell() + ["#(nop) ", comment])
+        self._cc_cmd = self._shell() + ["#(nop) ", comment]
+        return " ".join(self._cc_cmd)
 
     def _nop_commit(self, comment: str) -> str:
         """Steps dockerd commits from a container (WORKDIR, COPY, ADD): one space after
         ``#(nop)`` (its withCmdCommentString), where config-only steps have two."""
-        return " ".join(self._shell() + ["#(nop) " + comment])
+        self._cc_cmd = self._shell() + ["#(nop) " + comment]
+        return " ".join(self._cc_cmd)
 
     def _arg_env(self) -> list[str]:
         """Build args in effect for RUN (declared, with a value, not shadowed by Env)."""
@@ -559,6 +568,7 @@ class _StagePlanner:
         c = ins.cmd
         cfg = self.config
         created_by = ""
+        self._cc_cmd: list[str] = []
         run = copy = None
         material: list[str] = [c]
         kind = "config"
@@ -582,6 +592,7 @@ class _StagePlanner:
             if arg_env:
                 save = [f"|{len(arg_env)}"] + arg_env + argv
             created_by = " ".join(save)
+            self._cc_cmd = list(save)
             env = list(cfg.get("Env") or []) + arg_env
             run = RunSpec(tuple(argv), tuple(env), cfg.get("User") or "",
                           cfg.get("WorkingDir") or "/", network, mounts)
@@ -700,7 +711,7 @@ class _StagePlanner:
         author = self.image.get("author", "")
         key = _h(parent, *material, created_by, cfgj, author)
         return Step(number, self.index, ins.original, kind, key, cfgj, created_by, author,
-                    run, copy)
+                    run, copy, cc_cmd=tuple(self._cc_cmd))
 
     def _run_mounts(self, ins: Instruction) -> tuple[tuple, list[str]]:
         """RUN --mount specs (from= resolved to a stage or an image) and what the cache
