@@ -601,7 +601,9 @@ class Lifecycle:
         ex = self.exits.pop(cid, None)
         if ex:
             ex.set()
-        self._pending_attach.pop(cid, None)
+        for go, _ in self._pending_attach.pop(cid, []):
+            if not go.done():   # attaches waiting for a start that will not come
+                go.set_exception(errors.NotFound(f"No such container: {cid}"))
         self._restart_pending.discard(cid)
 
     async def _remove_files(self, c: dict) -> None:
