@@ -197,3 +197,21 @@ def test_cache_from_an_image_without_its_build_cache(fresh_daemon, tmp_path):
     (ctx / "f").write_text("changed\n")
     r = build(d, ctx, "--cache-from", "cf:1")
     assert r.stdout.count("Using cache") == 1 and "Running in" in r.stdout
+
+
+def test_network_mode_of_another_container(daemon, tmp_path):
+    """--network container:<name>: RUN shares that container's network namespace (as
+    dockerd's legacy builder does); an unknown container fails the step clearly."""
+    name = f"netbox-{uuid.uuid4().hex[:6]}"
+    daemon.docker("run", "-d", "--name", name, "busybox", "sleep", "120")
+    try:
+        theirs = daemon.out("exec", name, "readlink", "/proc/self/ns/net")
+        ctx = _ctx(tmp_path, "FROM busybox\nRUN readlink /proc/self/ns/net > /ns\n")
+        tag = f"netc-{uuid.uuid4().hex[:6]}"
+        build(daemon, ctx, "-t", tag, "--network", f"container:{name}")
+        assert _cat(daemon, tag, "/ns") == theirs
+        r = build(daemon, ctx, "--no-cache", "--network", "container:nosuchbox", check=False)
+        assert r.returncode != 0 and "nosuchbox" in r.stdout + r.stderr
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
+    assert daemon.out("ps", "-aq", "--filter", "label=com.dockyard.build.step") == ""

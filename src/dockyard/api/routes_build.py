@@ -162,9 +162,6 @@ def _check_params(request: web.Request) -> None:
     if request.query.get("version", "1") not in ("", "1"):
         raise InvalidParameter("only the classic builder (version=1) is available: this "
                                "daemon has no BuildKit session support")
-    net = request.query.get("networkmode", "")
-    if net.startswith("container:"):
-        raise InvalidParameter(f"build network mode {net} is not supported")
     _check_platform(request.query.get("platform", ""))
 
 
