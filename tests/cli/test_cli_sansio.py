@@ -88,6 +88,12 @@ def test_create_body_shapes():
     assert body["HostConfig"]["NetworkMode"] == "n1"
     assert body["NetworkingConfig"] == {"EndpointsConfig": {"n1": {
         "IPAMConfig": {"IPv4Address": "10.0.0.5", "IPv6Address": ""}, "Aliases": ["al"]}}}
+    o = p.parse(["--network", "n6", "--ip6", "fd00::5", "--link-local-ip", "169.254.1.1",
+                 "--link-local-ip", "fe80::1"])
+    assert runopts.build_create(p, o, "busybox", [])["NetworkingConfig"] == {
+        "EndpointsConfig": {"n6": {"IPAMConfig": {
+            "IPv4Address": "", "IPv6Address": "fd00::5",
+            "LinkLocalIPs": ["169.254.1.1", "fe80::1"]}}}}
     o = p.parse(["--rm", "--restart", "always"])
     with pytest.raises(runopts.OptionError, match="conflicting options"):
         runopts.build_create(p, o, "busybox", [])

@@ -307,6 +307,7 @@ def add_container_flags(p: CommandParser) -> None:
     a("--network", "--net", help="Connect a container to a network")
     a("--ip", help="IPv4 address (e.g., 172.30.100.104)")
     a("--ip6", help="IPv6 address (e.g., 2001:db8::33)")
+    a("--link-local-ip", help="Container IPv4/IPv6 link-local addresses", **app)
     a("--network-alias", help="Add network-scoped alias for the container", **app)
     a("--dns", help="Set custom DNS servers", **app)
     a("--dns-search", help="Set custom DNS search domains", **app)
@@ -438,10 +439,12 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
         entrypoint = [o.entrypoint] if o.entrypoint else [""]
     network = o.network or "default"
     endpoints: dict[str, Any] = {}
-    if o.ip or o.ip6 or o.network_alias:
+    if o.ip or o.ip6 or o.network_alias or o.link_local_ip:
         ep: dict[str, Any] = {}
-        if o.ip or o.ip6:
+        if o.ip or o.ip6 or o.link_local_ip:
             ep["IPAMConfig"] = {"IPv4Address": o.ip or "", "IPv6Address": o.ip6 or ""}
+            if o.link_local_ip:
+                ep["IPAMConfig"]["LinkLocalIPs"] = list(o.link_local_ip)
         if o.network_alias:
             ep["Aliases"] = list(o.network_alias)
         endpoints[network] = ep
