@@ -185,3 +185,29 @@ def test_add_url(daemon, tmp_path, http_server):
     r = build(daemon, ctx2, check=False)
     assert r.returncode != 0 and "404" in r.stderr
     assert not [p for p in (daemon.data / "builder" / "tmp").iterdir()]
+
+
+def test_add_url_checksum(daemon, tmp_path, http_server):
+    """BuildKit's ADD --checksum: the download must have that digest; wrong digests,
+    bad formats and non-URL sources are refused before anything runs."""
+    import hashlib
+    base, handler = http_server
+    handler.files["/dl/pinned.txt"] = b"pinned\n"
+    good = "sha256:" + hashlib.sha256(b"pinned\n").hexdigest()
+    ctx = _ctx(tmp_path, f"FROM busybox\nADD --checksum={good} {base}/dl/pinned.txt /p\n",
+               {"local.txt": b"x\n"})
+    tag = f"cksum-{uuid.uuid4().hex[:6]}"
+    build(daemon, ctx, "-t", tag)
+    assert daemon.out("run", "--rm", tag, "cat", "/p") == "pinned"
+    bad = "sha256:" + "0" * 64
+    for line, msg in ((f"ADD --checksum={bad} {base}/dl/pinned.txt /p",
+                       f"digest mismatch {good}: {bad}"),
+                      (f"ADD --checksum=md5:abc {base}/dl/pinned.txt /p",
+                       "invalid checksum digest format"),
+                      (f"ADD --checksum={good} local.txt /p",
+                       "checksum can't be specified for non-HTTP(S) sources")):
+        (ctx / "Dockerfile").write_text(f"FROM busybox\n{line}\n")
+        r = build(daemon, ctx, check=False)
+        assert r.returncode != 0 and msg in r.stderr, r.stderr
+        assert "Step 1/" not in r.stdout
+    assert not [p for p in (daemon.data / "builder" / "tmp").iterdir()]

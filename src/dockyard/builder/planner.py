@@ -807,9 +807,19 @@ class _StagePlanner:
         line = ins.line
         if ins.flag("link") not in (None, "", "true", "false"):
             raise ParseError(line, f"invalid --link value: {ins.flag('link')}")
-        for unsupported in ("parents", "exclude", "checksum", "keep-git-dir"):
+        for unsupported in ("parents", "exclude", "keep-git-dir"):
             if ins.flag(unsupported) is not None:
                 raise ParseError(line, f"{c} --{unsupported} is not supported yet")
+        checksum = ins.flag("checksum")
+        if checksum is not None:
+            # BuildKit's ADD --checksum: the fetched URL's content must have this digest
+            checksum = self.word(checksum)
+            algo = checksum.partition(":")[0]
+            if algo in ("sha384", "sha512"):
+                raise ParseError(line, f"ADD --checksum: only sha256 is supported here, "
+                                       f"not {algo}")
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", checksum):
+                raise ParseError(line, f"invalid checksum digest format: {checksum}")
         chown = ins.flag("chown")
         chown = self.word(chown) if chown else None
         chmod = ins.flag("chmod")
@@ -872,6 +882,8 @@ class _StagePlanner:
                 digest_parts.append(s)
         else:
             ctx = self.context
+            if checksum is not None and (heredocs or not all(is_url(s) for s in srcs)):
+                raise ParseError(line, "checksum can't be specified for non-HTTP(S) sources")
             for s in srcs:
                 if c == "ADD" and is_url(s):
                     d = self.downloads.get(s)
@@ -879,6 +891,9 @@ class _StagePlanner:
                         if s not in self.missing:
                             self.missing.append(s)
                         continue
+                    if checksum is not None and d.digest != checksum:
+                        raise InvalidParameter(f"ADD {s}: digest mismatch {d.digest}: "
+                                               f"{checksum}")
                     name = d.name or url_name(s)
                     if not name and (dest_dir or n_src > 1):
                         raise ParseError(line, f"cannot determine filename from url: {s}")
