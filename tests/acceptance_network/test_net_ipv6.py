@@ -191,3 +191,27 @@ def test_default_bridge_ipv6(tmp_path):
                     f"ip -6 route; ping -6 -c 1 -W 3 {p}:2 >/dev/null && echo reached")
         assert f"default via {p}:1" in out and "reached" in out, out
         d.docker("rm", "-f", a)
+
+
+def test_ipv6_endpoints_survive_a_daemon_kill9(tmp_path):
+    """After kill -9 and a new daemon: the v6 addresses, AAAA answers and our ip6tables
+    chains are re-adopted; a new container does not get a leased v6 address again."""
+    p, n = ula(), uid()
+    with running(tmp_path, close=_close, network=True) as d:
+        d.out("network", "create", "--ipv6", "--subnet", f"{p}:/64", n)
+        srv = d.out("run", "-d", "--name", f"{n}-s", "--network", n, "busybox", "sleep", "300")
+        cli = d.out("run", "-d", "--name", f"{n}-c", "--network", n, "busybox", "sleep", "300")
+        rules = _our_v6_rules(d)
+        assert rules
+        d.kill9()
+        d.start()
+        [s] = inspect(d, "container", srv)
+        assert s["NetworkSettings"]["Networks"][n]["GlobalIPv6Address"] == f"{p}:2"
+        assert f"{p}:2" in d.out("exec", cli, "nslookup", "-type=aaaa", f"{n}-s")
+        assert d.out("exec", cli, "ping", "-6", "-c", "1", "-W", "3", f"{p}:2")
+        assert sorted(_our_v6_rules(d)) == sorted(rules)
+        third = d.out("run", "--rm", "--network", n, "busybox", "ip", "-6", "addr", "show", "eth0")
+        assert f"{p}:4/64" in third, third
+        d.docker("rm", "-f", srv, cli)
+        d.docker("network", "rm", n)
+        assert _our_v6_rules(d) == []
