@@ -109,11 +109,43 @@ def test_bind_from_stage_symlink_resolves_inside_it(daemon, tmp_path):
     assert "passwd" in listing and "host.conf" not in listing and "os-release" not in listing
 
 
+def test_cache_mount_from_a_stage(daemon, tmp_path):
+    """BuildKit's cache mount with from/source: the cache starts as a copy of that
+    stage's directory (owners kept), is kept between builds like any cache mount, and a
+    cache of the same id on another base is another directory."""
+    df = ("FROM busybox AS seed\n"
+          "RUN mkdir -p /seeddir/sub && echo seeded > /seeddir/sub/s.txt "
+          "&& chown -R 7:8 /seeddir/sub\n"
+          "FROM busybox\nARG N=1\n"
+          "RUN --mount=type=cache,id=seeded,target=/c,from=seed,source=/seeddir "
+          "cat /c/sub/s.txt > /got && stat -c %u:%g /c/sub/s.txt > /owner "
+          "&& echo more >> /c/sub/s.txt\n"
+          "RUN --mount=type=cache,id=seeded,target=/e ls -A /e > /plain\n")
+    ctx = _ctx(tmp_path, df)
+    tag = f"cachefrom-{uuid.uuid4().hex[:6]}"
+    build(daemon, ctx, "-t", tag)
+    assert _cat(daemon, tag, "/got") == "seeded"
+    assert _cat(daemon, tag, "/owner") == "7:8"
+    assert _cat(daemon, tag, "/plain") == ""      # the same id without from: its own
+    # the RUN again on the same (cached) stage: the cache was kept, not seeded again
+    build(daemon, ctx, "-t", tag, "--build-arg", "N=2")
+    assert _cat(daemon, tag, "/got").split() == ["seeded", "more"]
+    # a new base (the stage rebuilt) is another cache, as BuildKit keys it by its base
+    build(daemon, ctx, "-t", tag, "--no-cache")
+    assert _cat(daemon, tag, "/got") == "seeded"
+    # a source the stage has not: a clear error, nothing kept
+    (ctx / "Dockerfile").write_text(df.replace("source=/seeddir", "source=/nope"))
+    r = build(daemon, ctx, "--no-cache", check=False)
+    assert r.returncode != 0 and "/nope" in r.stdout + r.stderr
+    assert daemon.out("ps", "-aq", "--filter", "label=com.dockyard.build.step") == ""
+
+
 @pytest.mark.parametrize("mount,message", [
     ("type=secret,id=tok", "RUN --mount=type=secret is not supported: secrets and SSH"),
     ("type=ssh", "RUN --mount=type=ssh is not supported"),
     ("type=cache", "a target is needed"),
     ("type=bind,source=missing,target=/m", "file not found in build context"),
+    ("type=cache,target=/c,source=/x", "source is a path in from="),
 ])
 def test_refused_mounts(daemon, tmp_path, mount, message):
     ctx = _ctx(tmp_path, f"FROM busybox\nRUN --mount={mount} true\n")

@@ -185,9 +185,42 @@ class RunMounts:
 
     # -- cache -------------------------------------------------------------------------
     def _cache(self, m) -> str:
+        """The cache directory of ``m`` (locked as its sharing asks), made the first time:
+        empty, or with ``from`` a copy of that stage's or image's ``source`` (BuildKit's
+        base of a cache mount; a cache of its own per base)."""
+        data, new = self._cache_dir(m)
+        if new and (m.from_stage is not None or m.from_image):
+            try:
+                self._seed(data, m)
+            except BaseException:
+                shutil.rmtree(data, ignore_errors=True)   # seeded again next time
+                raise
+        return data
+
+    def _seed(self, data: str, m) -> None:
+        import dataclasses
+        import posixpath
+        from dockyard.builder import copier
+        from dockyard.builder.planner import CopyItem, CopySpec
+        image = self.results[m.from_stage] if m.from_stage is not None else m.from_image
+        root = self._bind_image(dataclasses.replace(m, source="", readonly=True), image)
+        src = posixpath.normpath("/" + (m.source or "/"))
+        spec = CopySpec((CopyItem(src, "/", False, posixpath.basename(src)),), dest="/",
+                        dest_dir=True)
+        try:
+            copier.copy(data, spec, None, root)
+        except errors.NotFound:
+            raise errors.NotFound(f"RUN --mount type=cache source {m.source}: not found in "
+                                  f"{m.from_}") from None
+
+    def _cache_dir(self, m) -> tuple[str, bool]:
         root = cache_root(self.data_root)
         os.makedirs(root, mode=0o700, exist_ok=True)
-        d = _cache_dir(self.data_root, m.id)
+        ident = m.id
+        if m.from_stage is not None or m.from_image:
+            image = self.results[m.from_stage] if m.from_stage is not None else m.from_image
+            ident = "\0".join((m.id, image, m.source))
+        d = _cache_dir(self.data_root, ident)
         try:
             os.mkdir(d, 0o700)
         except FileExistsError:
@@ -225,15 +258,15 @@ class RunMounts:
         return self._data_dir(d, m)
 
     @staticmethod
-    def _data_dir(d: str, m) -> str:
+    def _data_dir(d: str, m) -> tuple[str, bool]:
         data = os.path.join(d, "data")
         try:
             os.mkdir(data, 0o700)
         except FileExistsError:
-            return data
+            return data, False
         os.chown(data, m.uid, m.gid)
         os.chmod(data, m.mode)
-        return data
+        return data, True
 
     # -- bind --------------------------------------------------------------------------
     def _private_dir(self, prefix: str) -> str:

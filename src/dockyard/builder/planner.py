@@ -724,7 +724,7 @@ class _StagePlanner:
         for v in ins.flag_all("mount"):
             m = runmount.parse(self.word(v) if v else v, ins.line, workdir)
             desc = [json.dumps(dataclasses.asdict(m), sort_keys=True)]
-            if m.type == "bind" and m.from_:
+            if m.type in ("bind", "cache") and m.from_:
                 ref = shellwords.process_word(m.from_, shellwords.env_lookup(self.meta),
                                               self.df.escape)
                 if ref.lower() in self.names and self.names[ref.lower()] < self.index:

@@ -1,7 +1,8 @@
 """``RUN --mount=...`` values (BuildKit's Dockerfile frontend syntax), parsed sans-IO.
 
 ``type=cache`` (``id``, ``target``, ``sharing=shared|private|locked``, ``uid``, ``gid``,
-``mode``, ``ro``), ``type=bind`` (``source``, ``target``, ``from``, ``rw``; read-only by
+``mode``, ``ro``, ``from`` and ``source``: a stage's or an image's directory the cache
+starts as), ``type=bind`` (``source``, ``target``, ``from``, ``rw``; read-only by
 default), ``type=tmpfs`` (``target``, ``size``). ``secret`` and ``ssh`` need a BuildKit
 session, which the classic API has not: refused with that reason.
 """
@@ -20,8 +21,8 @@ from dockyard.builder.dockerfile import ParseError
 class MountSpec:
     type: str                      # "cache" | "bind" | "tmpfs"
     target: str                    # absolute, in the container
-    source: str = ""               # bind: in the context or the from image; cache: unused
-    from_: str = ""                # bind: a stage name/index or an image reference
+    source: str = ""               # bind: in the context or the from image; cache: in from
+    from_: str = ""                # bind, cache: a stage name/index or an image reference
     readonly: bool = False
     id: str = ""                   # cache: defaults to the target
     sharing: str = "shared"
@@ -87,7 +88,7 @@ def parse(value: str | None, line: int, workdir: str = "/") -> MountSpec:
     for k, v in kv.items():
         if k in ("source", "src") and typ in ("bind", "cache"):
             out["source"] = v or ""
-        elif k == "from" and typ == "bind":
+        elif k == "from" and typ in ("bind", "cache"):
             out["from_"] = v or ""
         elif k in ("ro", "readonly"):
             out["readonly"] = _bool(v, line, k)
@@ -115,17 +116,17 @@ def parse(value: str | None, line: int, workdir: str = "/") -> MountSpec:
                                    f"type={typ}")
     if typ == "cache" and not out.get("id"):
         out["id"] = target
-    if typ == "cache" and out.get("source"):
-        raise ParseError(line, "--mount type=cache with a source (a cache from a stage) is "
-                               "not supported")
+    if typ == "cache" and out.get("source") and not out.get("from_"):
+        raise ParseError(line, "--mount type=cache: source is a path in from= (a stage or "
+                               "an image), and no from is given")
     return MountSpec(**out)
 
 
 def from_refs(values, line: int) -> list[str]:
-    """The ``from=`` of each bind mount value (names or image references)."""
+    """The ``from=`` of each bind or cache mount value (names or image references)."""
     out = []
     for v in values:
         m = parse(v, line)
-        if m.type == "bind" and m.from_:
+        if m.type in ("bind", "cache") and m.from_:
             out.append(m.from_)
     return out
