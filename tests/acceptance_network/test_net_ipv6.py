@@ -215,3 +215,71 @@ def test_ipv6_endpoints_survive_a_daemon_kill9(tmp_path):
         d.docker("rm", "-f", srv, cli)
         d.docker("network", "rm", n)
         assert _our_v6_rules(d) == []
+
+
+def test_ipv6_beside_dockerd(ndaemon, tmp_path):
+    """The same commands against Debian's dockerd 20.10 (in its own netns): inspect's v6
+    fields and the words of the refusals are the same."""
+    from helpers.dockerd import dockerd_available, running_dockerd
+    from helpers.rootfs import build_busybox_rootfs
+
+    if not dockerd_available():
+        pytest.skip("dockerd not installed")
+    root = tmp_path / "bb"
+    build_busybox_rootfs(root)
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True,
+                         check=True).stdout
+    p, p2, n = ula(), ula(), uid()
+    fmt = ("{{json .IPAMConfig}} {{.GlobalIPv6Address}} {{.GlobalIPv6PrefixLen}} "
+           "{{.IPv6Gateway}} {{.IPPrefixLen}}")
+    with running_dockerd(tmp_path / "dkd") as theirs:
+        theirs.docker("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
+
+        def run(side, *args):
+            if side == "ours":
+                r = ndaemon.docker(*args, check=False)
+                # start's errors carry Docker 28's prefix (containers/lifecycle.py), 20.10 none
+                err = r.stderr.strip().replace("failed to set up container networking: ", "")
+                return r.returncode, r.stdout.strip(), err
+            r = theirs.docker(*args, check=False, text=True)
+            return r.returncode, r.stdout.strip(), r.stderr.strip()
+
+        seen = {}
+        for side in ("ours", "dockerd"):
+            out = []
+            rc, _, err = run(side, "network", "create", "--ipv6", "--subnet", "10.231.77.0/24",
+                             "--subnet", f"{p}:/64", n)
+            assert rc == 0, (side, err)
+            try:
+                out.append(run(side, "network", "inspect", "-f",
+                               "{{.EnableIPv6}} {{json .IPAM.Config}}", n))
+                rc, cid, err = run(side, "run", "-d", "--network", n, "--ip6", f"{p}:10",
+                                   "--link-local-ip", "169.254.3.3", "busybox", "sleep", "60")
+                assert rc == 0, (side, err)
+                out.append(run(side, "inspect", "-f",
+                               "{{range .NetworkSettings.Networks}}" + fmt + "{{end}}", cid))
+                out.append(run(side, "exec", cid, "ip", "-6", "route", "show", "default"))
+                out.append(run(side, "network", "inspect", "-f",
+                               "{{range .Containers}}{{.IPv6Address}}{{end}}", n))
+                run(side, "rm", "-f", cid)
+                # refusals
+                out.append(run(side, "run", "--rm", "--network", n, "--ip6", "fd99::5",
+                               "busybox", "true"))
+                out.append(run(side, "run", "--rm", "--network", n, "--link-local-ip",
+                               "10.1.2.3", "busybox", "true"))
+                out.append(run(side, "network", "create", "--ipv6", "--subnet", f"{p}:/80",
+                               uid()))
+                out.append(run(side, "network", "create", "--ipv6", uid()))
+                rc, _, err = run(side, "network", "create", "--subnet", f"{p2}:/64", f"{n}x")
+                out.append((rc, err))
+                # the v4 subnet is chosen from each daemon's own pool: only its shape compared
+                rc, text, err = run(side, "network", "inspect", "-f",
+                                    "{{.EnableIPv6}} {{json .IPAM.Config}}", f"{n}x")
+                enabled, _, cfgs = text.partition(" ")
+                out.append((rc, enabled, [c if ":" in c["Subnet"] else sorted(c)
+                                          for c in json.loads(cfgs)], err))
+            finally:
+                run(side, "network", "rm", n, f"{n}x")
+            seen[side] = out
+        # container and endpoint ids differ; everything shown here must not
+        assert seen["ours"] == seen["dockerd"]
