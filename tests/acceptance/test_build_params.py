@@ -4,8 +4,10 @@ with SOURCE_DATE_EPOCH. The real docker CLI and docker-py against a private daem
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 import uuid
@@ -115,43 +117,11 @@ def test_remote_contexts(daemon, tmp_path, http_server):  # noqa: F811
     assert _cat(daemon, run(path=f"{base}/ctx.tar.gz"), "/f") == "remote"
     assert _cat(daemon, run(path=f"{base}/Dockerfile"), "/o") == "only-dockerfile"
     # git: a repository served by `git daemon` on loopback, #ref:subdir
-    repo = tmp_path / "repos" / "proj.git"
-    work = tmp_path / "work"
-    (work / "sub").mkdir(parents=True)
-    (work / "sub" / "Dockerfile").write_text("FROM busybox\nCOPY v /v\n")
-    (work / "sub" / "v").write_text("from-branch\n")
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "x"],
-                 ["branch", "feature"]):
-        subprocess.run(["git", *args], cwd=work, env=env, check=True)
-    (work / "sub" / "v").write_text("from-main\n")
-    subprocess.run(["git", "commit", "-qam", "y"], cwd=work, env=env, check=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(repo)], env=env, check=True)
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    gd = subprocess.Popen(["git", "daemon", "--export-all", f"--base-path={tmp_path / 'repos'}",
-                           "--listen=127.0.0.1", f"--port={port}", "--reuseaddr",
-                           str(tmp_path / "repos")], env=env, stderr=subprocess.DEVNULL)
-    try:
-        import time
-        for _ in range(50):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        url = f"git://127.0.0.1:{port}/proj.git"
+    with git_served(tmp_path, {"sub/Dockerfile": "FROM busybox\nCOPY v /v\n"}) as url:
         assert _cat(daemon, run(path=f"{url}#main:sub"), "/v") == "from-main"
         assert _cat(daemon, run(path=f"{url}#feature:sub"), "/v") == "from-branch"
         with pytest.raises(Exception, match="not a directory in the repository"):
             run(path=f"{url}#main:nope")
-    finally:
-        gd.kill()
-        gd.wait()
     assert not list((daemon.data / "builder" / "tmp").iterdir())
 
 
@@ -215,3 +185,67 @@ def test_network_mode_of_another_container(daemon, tmp_path):
     finally:
         daemon.docker("rm", "-f", name, check=False)
     assert daemon.out("ps", "-aq", "--filter", "label=com.dockyard.build.step") == ""
+
+
+@contextlib.contextmanager
+def git_served(tmp_path: Path, files: dict[str, str]):
+    """A repository served by `git daemon` on loopback (its URL): ``files`` plus
+    sub/v, committed on branch feature ("from-branch"), then main moves on ("from-main")."""
+    import socket
+    import time
+    repo = tmp_path / "repos" / "proj.git"
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text)
+    (work / "sub" / "v").write_text("from-branch\n")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "x"],
+                 ["branch", "feature"]):
+        subprocess.run(["git", *args], cwd=work, env=env, check=True)
+    (work / "sub" / "v").write_text("from-main\n")
+    subprocess.run(["git", "commit", "-qam", "y"], cwd=work, env=env, check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(repo)], env=env, check=True)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    gd = subprocess.Popen(["git", "daemon", "--export-all", f"--base-path={tmp_path / 'repos'}",
+                           "--listen=127.0.0.1", f"--port={port}", "--reuseaddr",
+                           str(tmp_path / "repos")], env=env, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"git://127.0.0.1:{port}/proj.git"
+    finally:
+        gd.kill()
+        gd.wait()
+
+
+def test_add_git_repository(daemon, tmp_path):
+    """BuildKit's ADD <git url>#ref:subdir: the tree at that ref (no .git) into the
+    destination; keyed by the commit, so a moved branch is fetched again."""
+    with git_served(tmp_path, {"top.txt": "top\n", "sub/run.sh": "#!/bin/sh\n"}) as url:
+        os.chmod(tmp_path / "work" / "sub" / "run.sh", 0o755)
+        ctx = _ctx(tmp_path, f"FROM busybox\nADD {url}#feature /src/\n"
+                             f"ADD --chown=7:8 {url}#main:sub /sub\n")
+        tag = f"addgit-{uuid.uuid4().hex[:6]}"
+        build(daemon, ctx, "-t", tag)
+        assert _cat(daemon, tag, "/src/top.txt") == "top"
+        assert _cat(daemon, tag, "/src/sub/v") == "from-branch"
+        assert _cat(daemon, tag, "/sub/v") == "from-main"
+        assert daemon.out("run", "--rm", tag, "stat", "-c", "%u:%g", "/sub/v") == "7:8"
+        assert daemon.docker("run", "--rm", tag, "test", "-e", "/src/.git",
+                             check=False).returncode != 0
+        r = build(daemon, ctx, "-t", tag)
+        assert r.stdout.count("Using cache") == 2
+        r = build(daemon, _ctx(tmp_path, f"FROM busybox\nADD {url}#nosuchref /x\n"),
+                  check=False)
+        assert r.returncode != 0 and "nosuchref" in r.stderr, r.stderr
+    assert not list((daemon.data / "builder" / "tmp").iterdir())

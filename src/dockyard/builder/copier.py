@@ -212,10 +212,16 @@ class _Copy:
                 os.close(sfd)
             return
         if ctx is None:
+            for it in spec.items:
+                if it.tree:
+                    self._tree(it)
             return
         spool = os.open(ctx.spool_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             for it in spec.items:
+                if it.tree:
+                    self._tree(it)
+                    continue
                 if it.download:
                     self._download(it, dest_is_dir)
                     continue
@@ -235,6 +241,16 @@ class _Copy:
                     self._ctx_entry(spool, dfd, base, e)
         finally:
             os.close(spool)
+
+    def _tree(self, it) -> None:
+        """An ``ADD <git url>``'s clone (a directory of ours, its content the
+        repository's: read fd-based like an image, symlinks copied as links) into
+        ``it.dest``."""
+        sfd = nodes.open_root(it.download)
+        try:
+            self._from_tree(sfd, it, True)
+        finally:
+            os.close(sfd)
 
     def _download(self, it, dest_is_dir: bool) -> None:
         """An ``ADD <url>`` file: mode 0600 (dockerd's), the time Last-Modified gave."""

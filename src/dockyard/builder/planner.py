@@ -56,6 +56,7 @@ class CopyItem:
     name: str = ""                 # the base name a file gets in a directory destination
     download: str = ""             # ADD <url>: the downloaded file (a host path of ours)
     mtime: float = 0.0             # ADD <url>: Last-Modified (0: now)
+    tree: bool = False             # ADD <git url>: ``download`` is a clone's directory
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class Download:
     size: int
     mtime: float = 0.0             # Last-Modified, seconds (0: none given)
     name: str = ""                 # the file name the URL gives
+    tree: bool = False             # a git URL: ``path`` is the clone's directory, ``digest``
+                                   # its commit
 
 
 class MissingDownloads(Exception):
@@ -100,6 +103,14 @@ def url_name(url: str) -> str:
 
 def is_url(src: str) -> bool:
     return src.startswith(("http://", "https://"))
+
+
+def is_git_url(src: str) -> bool:
+    """A git repository as ADD takes one (dockerd's IsGitURL: git://, git@, github.com/,
+    or an http(s) URL ending in .git, with an optional #ref:subdir)."""
+    if src.startswith(("git://", "git@", "github.com/")):
+        return True
+    return is_url(src) and src.split("#", 1)[0].endswith(".git")
 
 
 @dataclass(frozen=True)
@@ -885,6 +896,16 @@ class _StagePlanner:
             if checksum is not None and (heredocs or not all(is_url(s) for s in srcs)):
                 raise ParseError(line, "checksum can't be specified for non-HTTP(S) sources")
             for s in srcs:
+                if c == "ADD" and is_git_url(s):
+                    # BuildKit's ADD <git url>: the repository's tree (no .git) into dest
+                    d = self.downloads.get(s)
+                    if d is None:
+                        if s not in self.missing:
+                            self.missing.append(s)
+                        continue
+                    items.append(CopyItem("/", abs_dest, True, "", d.path, 0.0, True))
+                    digest_parts.append(f"git {s} {d.digest}")
+                    continue
                 if c == "ADD" and is_url(s):
                     d = self.downloads.get(s)
                     if d is None:

@@ -150,22 +150,48 @@ def _looks_like_archive(head: bytes, path: str) -> bool:
     return False
 
 
+def git_tree(remote: str, directory: str) -> Download:
+    """``ADD <git url>``: ``url#ref:subdir`` cloned into a new directory in the private
+    ``directory`` (without .git); the Download's path is the subdirectory, its digest the
+    commit it checked out."""
+    dest = os.path.join(directory, "git-" + uuid.uuid4().hex)
+    root, commit = _clone(remote, dest)
+    return Download(remote, root, "git:" + commit, 0, 0.0, "", tree=True)
+
+
 def _git(remote: str, directory: str):
     """``git clone`` of ``url#ref:subdir`` (shallow when the ref allows it), then the
     subdirectory as a tar (without .git)."""
+    dest = os.path.join(directory, "git-" + uuid.uuid4().hex)
+    try:
+        root, _ = _clone(remote, dest)
+        tar_path = os.path.join(directory, "ctx-" + uuid.uuid4().hex + ".tar")
+        r = subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tar_path, "."],
+                           capture_output=True, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise FetchError(f"error fetching {remote}: tar: "
+                             f"{r.stderr.decode(errors='replace').strip()}")
+        return open(tar_path, "rb")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def _clone(remote: str, dest: str) -> tuple[str, str]:
+    """Clone ``url#ref:subdir`` into ``dest`` (removed on failure): (the subdirectory,
+    the commit), .git removed."""
     url, _, frag = remote.partition("#")
     ref, _, subdir = frag.partition(":")
     if url.startswith("github.com/"):
         url = "https://" + url
     if url.startswith("-") or ref.startswith("-"):
         raise FetchError(f"invalid git URL: {remote}")
-    dest = os.path.join(directory, "git-" + uuid.uuid4().hex)
+    directory = os.path.dirname(dest)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_TERMINAL_PROMPT": "0",
            "HOME": directory, "GIT_CONFIG_NOSYSTEM": "1", "GIT_PROTOCOL_FROM_USER": "0",
            # never wait for a password or a host key answer nobody can give
            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
 
-    def git(*args: str, cwd: str | None = None) -> None:
+    def git(*args: str, cwd: str | None = None) -> bytes:
         try:
             r = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True,
                                timeout=600, stdin=subprocess.DEVNULL)
@@ -177,6 +203,7 @@ def _git(remote: str, directory: str):
             msg = r.stderr.decode(errors="replace").strip().splitlines()
             raise FetchError(f"error fetching {remote}: git {args[0]}: "
                              f"{msg[-1] if msg else r.returncode}")
+        return r.stdout
 
     try:
         git("init", "-q", dest)
@@ -194,6 +221,7 @@ def _git(remote: str, directory: str):
             git("fetch", "-q", "--depth=1", "origin", "HEAD", cwd=dest)
             git("checkout", "-q", "FETCH_HEAD", cwd=dest)
         git("submodule", "update", "--init", "--recursive", "--depth=1", cwd=dest)
+        commit = git("rev-parse", "HEAD", cwd=dest).decode().strip()
         shutil.rmtree(os.path.join(dest, ".git"), ignore_errors=True)
         root = dest
         if subdir:
@@ -205,15 +233,10 @@ def _git(remote: str, directory: str):
                 if comp == ".." or not stat.S_ISDIR(_lstat_mode(root)):
                     raise FetchError(f"error fetching {remote}: {subdir} is not a directory "
                                      "in the repository")
-        tar_path = os.path.join(directory, "ctx-" + uuid.uuid4().hex + ".tar")
-        r = subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", tar_path, "."],
-                           capture_output=True, stdin=subprocess.DEVNULL)
-        if r.returncode != 0:
-            raise FetchError(f"error fetching {remote}: tar: "
-                             f"{r.stderr.decode(errors='replace').strip()}")
-        return open(tar_path, "rb")
-    finally:
+        return root, commit + (":" + subdir if subdir else "")
+    except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
+        raise
 
 
 def _lstat_mode(path: str) -> int:

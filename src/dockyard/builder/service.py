@@ -151,7 +151,9 @@ class BuildService:
                 for url in e.urls:
                     if url in downloads:
                         raise errors.InvalidParameter(f"ADD {url}: fetched but not found")
-                    downloads[url] = remote.download(url, ctx.root)
+                    downloads[url] = (remote.git_tree(url, ctx.root)
+                                      if planner.is_git_url(url)
+                                      else remote.download(url, ctx.root))
 
     async def execute(self, plan: planner.Plan, ctx: bctx.Context, opts: Options, emit) -> str:
         image_id = await self.executor.run(plan, ctx, opts, emit)
