@@ -1,6 +1,6 @@
 """A pod's start and stop through containerd's CRI: our runtime's handler against runc's.
 
-    python3 bench/cri_bench.py [N]        # N pods with each handler (default 7)
+    python3 bench/cri_bench.py [N] [--calls]   # N pods with each handler (default 7)
 
 One private containerd (tests/cri/cri_helpers.py: Debian's containerd 1.6, its
 own root and sockets, a `dockyard` handler = runc v2 shim with BinaryName our
@@ -9,11 +9,16 @@ alternate between the handlers so that background noise hits both alike.
 "start" is RunPodSandbox + CreateContainer + StartContainer (a host-network
 pod, the container runs `sleep`), "stop" is StopPodSandbox + RemovePodSandbox.
 Prints each handler's median and spread, the ratio (target: dockyard <= 1.1x
-runc) and the load average beside it.
+runc) and the load average beside it. ``--calls``: both handlers' runtime binaries
+are run through a small sh wrapper that logs each call the shim makes (create,
+start, kill, kill --all, delete, delete --force, ...) with its wall time, and the
+medians per call and handler are printed too (the wrapper adds ~1 ms to each call
+of both handlers alike).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import statistics
 import sys
@@ -25,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests" / "cri"), str(HERE.parent / "tests"),
                 str(HERE.parent / "src")]
 
+import cri_helpers  # noqa: E402
 from cri_helpers import Containerd, compile_proto, have_containerd  # noqa: E402
 from helpers.rootfs import build_busybox_rootfs  # noqa: E402
 
@@ -41,12 +47,65 @@ def one(c: Containerd, handler: str, n: int) -> tuple[float, float]:
     return t1 - t0, t2 - t1
 
 
+def _wrapper(path: Path, name: str, real: str, log: Path) -> str:
+    """A sh script that runs ``real`` and appends '<name> <start ns> <end ns> <args>' to log."""
+    path.write_text(f"""#!/bin/sh
+s=$(date +%s%N)
+"{real}" "$@"
+rc=$?
+echo "{name} $s $(date +%s%N) $*" >> "{log}"
+exit $rc
+""")
+    path.chmod(0o755)
+    return str(path)
+
+
+def log_calls(work: Path) -> Path:
+    """Make the next Containerd run both handlers' runtimes through logging wrappers."""
+    import shutil as _sh
+    log = work / "calls.log"
+    orig = cri_helpers._config
+
+    def config(top, launcher, runc_root, bridge, subnet):
+        ours = _wrapper(work / "wrap-dockyard", "dockyard", launcher, log)
+        theirs = _wrapper(work / "wrap-runc", "runc", _sh.which("runc") or "runc", log)
+        text = orig(top, ours, runc_root, bridge, subnet)
+        key = f'  Root = "{runc_root}-runc"'
+        return text.replace(key, f'{key}\n  BinaryName = "{theirs}"')
+    cri_helpers._config = config
+    return log
+
+
+def print_calls(log: Path) -> None:
+    per: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for line in log.read_text().splitlines():
+        name, start, end, *args = line.split()
+        words, skip = [], False
+        for a in args:                      # the command: the first word after the options
+            if skip:
+                skip = False
+            elif a in ("--root", "--log", "--log-format"):
+                skip = True
+            elif not a.startswith("-"):
+                words.append(a)
+        cmd = (words[0] if words else "?") + "".join(f" {f}" for f in ("--all", "--force")
+                                                    if f in args)
+        per[cmd, name].append((int(end) - int(start)) / 1e6)
+    print("  per runtime call (all pods, warm-up included):")
+    for (cmd, name), v in sorted(per.items()):
+        print(f"    {cmd:15} {name:8} x{len(v):3}  median {statistics.median(v):6.1f} ms"
+              f"  (min {min(v):5.1f})")
+
+
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    calls = "--calls" in sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a != "--calls"]
+    n = int(args[0]) if args else 7
     why = have_containerd()
     if why:
         raise SystemExit(f"cannot run: {why}")
     work = Path(tempfile.mkdtemp(prefix="dyk-crib-"))
+    log = log_calls(work) if calls else None
     pb = compile_proto(work / "proto")
     rootfs = build_busybox_rootfs(work / "busybox")
     top = Path(tempfile.mkdtemp(prefix="dyk-cri-", dir="/tmp"))
@@ -62,6 +121,7 @@ def main() -> None:
                 times[h]["start"].append(s)
                 times[h]["stop"].append(t)
         left = c.leftovers()
+        calls_text = log.read_text() if log is not None and log.exists() else None
     finally:
         c.close()
         import shutil
@@ -79,6 +139,12 @@ def main() -> None:
               " (target <= 1.1x)")
     total = {h: med[h, "start"] + med[h, "stop"] for h in ("dockyard", "runc")}
     print(f"  start+stop: dockyard/runc = {total['dockyard'] / total['runc']:.2f}x")
+    if calls_text is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "calls.log").write_text(calls_text)
+        print_calls(work / "calls.log")
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
     if left:
         print(f"  LEFT BEHIND: {left}")
 
