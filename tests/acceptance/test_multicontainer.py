@@ -277,6 +277,63 @@ def test_legacy_links(netd):
         d.docker("rm", "-f", web, db, check=False)
 
 
+def _a_records(d, container: str, name: str) -> list[str]:
+    """The IPv4 addresses the container's resolver gives for ``name`` (busybox nslookup)."""
+    r = d.docker("exec", container, "nslookup", "-type=a", name, check=False, timeout=60)
+    lines = r.stdout.splitlines()
+    # the answer's lines follow the server's "Address: 127.0.0.11:53"
+    return [ln.split()[-1] for ln in lines[2:] if ln.startswith("Address:")]
+
+
+def test_links_on_a_user_network(netd):
+    """dockerd 20.10, side by side: on a user network --link is a DNS alias only the
+    linking container resolves (to the target's current address on that network), with
+    no /etc/hosts line, no variables and HostConfig.Links null; network connect --link
+    makes one on that network; the target need not exist at create."""
+    d = netd
+    net, net2 = _n("ln"), _n("ln2")
+    db, web, third, filler, early = _n("db"), _n("web"), _n("third"), _n("fill"), _n("early")
+    d.docker("network", "create", net)
+    d.docker("network", "create", net2)
+    try:
+        d.docker("run", "-d", "--name", db, "--network", net, "-e", "SECRET=s1", "--expose",
+                 "5432", "busybox", "sleep", "300")
+        d.docker("run", "-d", "--name", web, "--network", net, "--link", f"{db}:dbalias",
+                 "busybox", "sleep", "300")
+        d.docker("run", "-d", "--name", third, "--network", net, "busybox", "sleep", "300")
+        assert d.out("inspect", "-f", "{{json .HostConfig.Links}}", web) == "null"
+        nets = json.loads(d.out("inspect", "-f", "{{json .NetworkSettings.Networks}}", web))
+        assert nets[net]["Links"] == [f"{db}:dbalias"]
+        ip = d.out("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}', db)
+        assert _a_records(d, web, "dbalias") == [ip]
+        assert _a_records(d, third, "dbalias") == []        # the linking container's only
+        assert "dbalias" not in d.out("exec", web, "cat", "/etc/hosts")
+        assert "DBALIAS" not in d.out("exec", web, "env")
+        # the alias follows the target to its new address after a restart
+        d.docker("stop", "-t", "0", db)
+        assert _a_records(d, web, "dbalias") == []
+        d.docker("run", "-d", "--name", filler, "--network", net, "busybox", "sleep", "300")
+        d.docker("start", db)
+        ip2 = d.out("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}', db)
+        assert ip2 != ip
+        assert _a_records(d, web, "dbalias") == [ip2]
+        # network connect --link: an alias on that network (the target's address there)
+        d.docker("network", "connect", "--link", f"{db}:viaconnect", net2, web)
+        d.docker("network", "connect", net2, db)
+        ip3 = d.out("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{net2}").IPAddress}}}}', db)
+        assert _a_records(d, web, "viaconnect") == [ip3]
+        nets = json.loads(d.out("inspect", "-f", "{{json .NetworkSettings.Networks}}", web))
+        assert nets[net2]["Links"] == [f"{db}:viaconnect"]
+        # no target needed at create on a user network
+        d.docker("create", "--name", early, "--network", net, "--link", "nosuch:x", "busybox",
+                 "true")
+        nets = json.loads(d.out("inspect", "-f", "{{json .NetworkSettings.Networks}}", early))
+        assert nets[net]["Links"] == ["nosuch:x"]
+    finally:
+        d.docker("rm", "-f", db, web, third, filler, early, check=False)
+        d.docker("network", "rm", net, net2, check=False)
+
+
 # ---- the Engine API's details -------------------------------------------------------------
 
 def test_swarm_endpoints_answer_503(daemon):

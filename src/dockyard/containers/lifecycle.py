@@ -93,7 +93,10 @@ class Lifecycle:
             if host.get("Links"):
                 from dockyard.containers import links
 
-                host["Links"] = links.normalize(host["Links"], name, self.get)
+                if links.user_defined(host.get("NetworkMode")):
+                    host["Links"] = None   # dockerd's: only the endpoints' Links count there
+                else:
+                    host["Links"] = links.normalize(host["Links"], name, self.get)
             out = await self._create_reserved(cid, name, config, host, body, merged, image_id,
                                               image_config, runtime, points)
             return {**out, "Warnings": warnings + list(out.get("Warnings") or [])}

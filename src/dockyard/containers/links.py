@@ -1,8 +1,15 @@
-"""Legacy links (``--link name:alias``, compose's ``links:``) as dockerd makes them on
-the default bridge: HostConfig.Links stored as ``/target:/container/alias``, and at each
-start an /etc/hosts line for the target (``IP alias hostname name``) and the
+"""Legacy links (``--link name:alias``, compose's ``links:``) as dockerd makes them.
+
+On the default bridge: HostConfig.Links stored as ``/target:/container/alias``, and at
+each start an /etc/hosts line for the target (``IP alias hostname name``) and the
 ``ALIAS_NAME``, ``ALIAS_PORT*`` and ``ALIAS_ENV_*`` variables (daemon/links.go).
-Pure functions over records; the service looks the containers up."""
+
+On a user network (Debian's dockerd 20.10, checked side by side): HostConfig.Links is
+dropped at create (inspect shows null, the target need not exist); the links of
+``EndpointsConfig[network].Links`` (where the docker CLI and ``network connect --link``
+put them) become DNS aliases the embedded DNS answers for the linking container only,
+resolved to the target's address on that network at each query; no /etc/hosts line, no
+variables. Pure functions over records; the service looks the containers up."""
 
 from __future__ import annotations
 
@@ -19,6 +26,32 @@ def parse(link: str) -> tuple[str, str]:
     if not name or not alias:
         raise errors.InvalidParameter(f"invalid link: {link!r}")
     return name, alias
+
+
+def user_defined(mode: str | None) -> bool:
+    """dockerd's NetworkMode.IsUserDefined."""
+    mode = mode or "default"
+    return mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:")
+
+
+def endpoint_links(links: list[str] | None) -> dict[str, str]:
+    """An endpoint's Links -> {alias: target name}, parsed as dockerd's opts.ParseLink
+    (at start or connect: a bad one fails there, not at create)."""
+    out: dict[str, str] = {}
+    for val in links or []:
+        if not val:
+            raise errors.InvalidParameter("empty string specified for links")
+        parts = val.split(":")
+        if len(parts) > 2:
+            raise errors.InvalidParameter(f"bad format for links: {val}")
+        if len(parts) == 1:
+            name = alias = val
+        elif parts[0].startswith("/"):
+            name, alias = parts[0][1:], parts[1].rsplit("/", 1)[-1]
+        else:
+            name, alias = parts
+        out[alias] = name
+    return out
 
 
 def normalize(links: list[str] | None, container_name: str,

@@ -78,6 +78,9 @@ class ContainerNetworking:
         nets = ([mode] if mode in endpoints else []) + [n for n in endpoints if n != mode]
         if not nets:
             nets = ["none"]
+        from dockyard.containers.links import endpoint_links
+
+        linked = {net: endpoint_links((endpoints.get(net) or {}).get("Links")) for net in nets}
         try:
             for i, net in enumerate(nets):
                 epc = endpoints.get(net) or {}
@@ -88,7 +91,7 @@ class ContainerNetworking:
                     aliases=list(epc.get("Aliases") or []), ports=ports if i == 0 else (),
                     name=c["Name"], dns=host.get("Dns") or None, mac=mac or None,
                     ip6=ipam.get("IPv6Address") or None,
-                    link_local_ips=list(ipam.get("LinkLocalIPs") or ()))
+                    link_local_ips=list(ipam.get("LinkLocalIPs") or ()), links=linked[net])
             files = await asyncio.to_thread(
                 self.m.container_files, cid, cfg.get("Hostname") or cid[:12],
                 cfg.get("Domainname") or "", host.get("ExtraHosts"), host.get("Dns"),
@@ -155,10 +158,10 @@ def plan_networks(c: dict) -> None:
 
 def with_requested(settings: dict, endpoints: dict) -> dict:
     """The endpoint fields dockerd echoes as they were asked for (IPAMConfig, DriverOpts:
-    ``{}`` stays ``{}``)."""
+    ``{}`` stays ``{}``; Links as given)."""
     for name, ep in (settings.get("Networks") or {}).items():
         asked = endpoints.get(name) or {}
-        for k in ("IPAMConfig", "DriverOpts"):
+        for k in ("IPAMConfig", "DriverOpts", "Links"):
             if k in asked and asked[k] is not None:
                 ep[k] = asked[k]
     return settings
@@ -194,6 +197,9 @@ async def connect_container(svc, ref: str, network: str, endpoint: dict) -> None
     if mac and not _MAC_RE.match(mac):
         raise errors.InvalidParameter(f"invalid MAC address: {mac}")
     eps = planned_endpoints(c)
+    from dockyard.containers.links import endpoint_links
+
+    linked = endpoint_links(endpoint.get("Links"))
     if c["State"]["Running"]:
         ipam = endpoint.get("IPAMConfig") or {}
         await asyncio.to_thread(net.m.connect, c["Id"], f"/proc/{c['State']['Pid']}/ns/net", name,
@@ -201,7 +207,8 @@ async def connect_container(svc, ref: str, network: str, endpoint: dict) -> None
                                 aliases=list(endpoint.get("Aliases") or []),
                                 name=c["Name"], dns=c["HostConfig"].get("Dns") or None,
                                 mac=mac or None, ip6=ipam.get("IPv6Address") or None,
-                                link_local_ips=list(ipam.get("LinkLocalIPs") or ()))
+                                link_local_ips=list(ipam.get("LinkLocalIPs") or ()),
+                                links=linked)
     elif name in eps:
         raise errors.Forbidden(f"endpoint with name {c['Name'].lstrip('/')} already exists in "
                                f"network {name}")

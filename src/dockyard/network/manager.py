@@ -159,6 +159,8 @@ class NetworkManager:
         # and swapped whole under the lock, never mutated in place).
         self._names: dict[str, dict[str, list[str]]] = {}
         self._rev: dict[str, dict[str, list[str]]] = {}
+        # container -> link alias -> [(network id, target name)]
+        self._linked: dict[str, dict[str, list[tuple[str, str]]]] = {}
         self._container_nets: dict[str, tuple[str, ...]] = {}
         self._may_forward: frozenset[str] = frozenset()
         self.started = False
@@ -516,13 +518,16 @@ class NetworkManager:
         mac: str | None = None,
         ip6: str | None = None,
         link_local_ips: Iterable[str] = (),
+        links: dict[str, str] | None = None,
     ) -> dict:
         """Attach the container whose network namespace is ``netns_path`` to
         ``network``. Returns the endpoint shaped as inspect's
         NetworkSettings.Networks[network] (plus nothing else). ``ports`` are
         PortBinding, dicts of its fields, or `-p` strings; host ports 0 are
         picked from the ephemeral range and recorded. ``dns``: the container's
-        --dns servers (upstreams of the embedded DNS on user networks)."""
+        --dns servers (upstreams of the embedded DNS on user networks). ``links``:
+        legacy links on a user network, {alias: target name}: the alias resolves to the
+        target's current addresses on this network, for this container only."""
         with self._lock:
             self._require_started()
             net = self._find(network)
@@ -573,7 +578,7 @@ class NetworkManager:
                 id=new_id(), network_id=net.id, container_id=container_id,
                 container_name=name.lstrip("/"), netns_path=netns_path,
                 aliases=aliases, requested_ip=ip or "", requested_ip6=ip6 or "",
-                link_local_ips=list(link_local_ips),
+                link_local_ips=list(link_local_ips), links=dict(links or {}),
             )
             undo = _Undo()
             try:
@@ -770,11 +775,15 @@ class NetworkManager:
         names: dict[str, dict[str, list[str]]] = {}
         rev: dict[str, dict[str, list[str]]] = {}
         cnets: dict[str, list[str]] = {}
+        linked: dict[str, dict[str, list[tuple[str, str]]]] = {}
         for ep in self.endpoints.values():
             net = self.networks.get(ep.network_id)
             if net is None or not net.has_dns or not ep.ip:
                 continue
             cnets.setdefault(ep.container_id, []).append(net.id)
+            for alias, target in ep.links.items():
+                linked.setdefault(ep.container_id, {}).setdefault(alias.lower(), []).append(
+                    (net.id, target.lstrip("/").lower()))
             table = names.setdefault(net.id, {})
             for n in ep.dns_names():
                 ips = table.setdefault(n.lower(), [])
@@ -785,7 +794,7 @@ class NetworkManager:
                 for a in (ep.ip, ep.ip6):
                     if a:
                         rev.setdefault(net.id, {})[a] = [f"{ep.container_name}.{net.name}"]
-        self._names, self._rev = names, rev
+        self._names, self._rev, self._linked = names, rev, linked
         self._container_nets = {k: tuple(v) for k, v in cnets.items()}
         # Docker does not forward outside queries for containers whose every
         # DNS-served network is --internal.
@@ -796,8 +805,19 @@ class NetworkManager:
 
     def _lookup(self, container_id: str, name: str) -> list[str] | None:
         names, nets = self._names, self._container_nets.get(container_id, ())
+        # a link's alias first (libnetwork's sandbox ResolveName): the target's addresses
+        # on the linking endpoint's network; where the target has none, that network
+        # does not answer the name either
+        skip = set()
+        for nid, target in self._linked.get(container_id, {}).get(name, ()):
+            ips = names.get(nid, {}).get(target)
+            if ips:
+                return list(ips)
+            skip.add(nid)
         out: list[str] = []
         for nid in nets:
+            if nid in skip:
+                continue
             for ip in names.get(nid, {}).get(name, []):
                 if ip not in out:
                     out.append(ip)

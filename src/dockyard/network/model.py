@@ -230,6 +230,9 @@ class Endpoint:
     requested_ip6: str = ""  # --ip6
     link_local_ips: list[str] = field(default_factory=list)  # --link-local-ip
     ports: list[PortBinding] = field(default_factory=list)
+    # legacy links on a user network: alias -> target name, resolved through this
+    # network's names for this container only (dockerd's CreateOptionAlias)
+    links: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
