@@ -112,6 +112,38 @@ def test_health_timeout_start_period_and_none(daemon):
         daemon.docker("rm", "-f", slow, early, off, check=False)
 
 
+def test_health_while_paused(daemon):
+    """Debian's dockerd 20.10, side by side: pausing stops the probes and shows the
+    container unhealthy at once (streak and log kept, no health_status event; ps shows
+    "(Paused)" and health=unhealthy matches); after the unpause probes run again and the
+    next success makes it healthy with an event."""
+    name = _n("hp")
+    daemon.docker("run", "-d", "--name", name, "--health-cmd", "true", "--health-interval",
+                  "300ms", "busybox", "sleep", "300")
+    try:
+        assert _until(lambda: _health(daemon, name)["Status"] == "healthy")
+        daemon.docker("pause", name)
+        h = _health(daemon, name)
+        assert h["Status"] == "unhealthy" and h["FailingStreak"] == 0
+        assert h["Log"] and all(r["ExitCode"] == 0 for r in h["Log"])
+        assert daemon.out("ps", "-q", "--filter", "health=unhealthy", "--filter", f"name={name}")
+        assert daemon.out("ps", "--filter", f"name={name}", "--format",
+                          "{{.Status}}").endswith("(Paused)")
+        time.sleep(1.5)                    # five intervals: no probe ran, none failed
+        assert _health(daemon, name) == h
+        daemon.docker("unpause", name)
+        assert _until(lambda: _health(daemon, name)["Status"] == "healthy")
+        after = _health(daemon, name)
+        assert after["Log"][-1]["ExitCode"] == 0 and after["Log"][-1]["Start"] > h["Log"][-1]["End"]
+        time.sleep(1.1)
+        ev = daemon.out("events", "--since", "0", "--until", "0s", "--filter", f"container={name}",
+                        "--format", "{{.Action}}").splitlines()
+        assert [e for e in ev if e.startswith(("health_status", "pause", "unpause"))] == [
+            "health_status: healthy", "pause", "unpause", "health_status: healthy"]
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
+
+
 def test_health_checks_go_on_while_the_daemon_restarts(fresh_daemon):
     d = fresh_daemon
     name = _n("hr")

@@ -119,11 +119,28 @@ class HealthChecks:
         except errors.DockyardError as e:
             log.warning("health check of %s not started: %s", c["Id"][:12], e)
 
+    async def _pause_health(self, c: dict, paused: bool) -> None:
+        """``pause``/``unpause``: the supervisor stops or resumes the probes; a paused
+        container's health shows unhealthy (no event), as dockerd's does."""
+        if not c["State"].get("Health"):
+            return
+        try:
+            out = await self.sup.request("health_pause", id=c["Id"], paused=paused)
+        except errors.DockyardError as e:
+            log.warning("health check of %s not %s: %s", c["Id"][:12],
+                        "paused" if paused else "resumed", e)
+            out = {}
+        if paused:
+            c["State"]["Health"] = out.get("health") or {**c["State"]["Health"],
+                                                         "Status": "unhealthy"}
+
     def _on_health(self, cid: str, health: dict, changed: bool, probe: bool = False) -> None:
         """A probe's result, pushed by the supervisor."""
         c = self.containers.get(cid)
         if c is None or not c["State"]["Running"]:
             return
+        if probe and c["State"]["Paused"]:
+            return   # one sent before the pause reached the supervisor: dropped there too
         c["State"]["Health"] = health
         if probe:   # each probe is an exec to dockerd's event watchers
             import secrets

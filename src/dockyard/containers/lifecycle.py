@@ -676,6 +676,7 @@ class Lifecycle:
             raise errors.Conflict(f"Container {c['Id']} is already paused")
         await self._runtime("pause", c["Id"], c=c)
         st.set_status(c["State"], "paused")
+        await self._pause_health(c, True)
         self._save(c)
         self.emit("container", "pause", c["Id"], self._attrs(c))
 
@@ -685,6 +686,7 @@ class Lifecycle:
             raise errors.Conflict(f"Container {c['Id']} is not paused")
         await self._runtime("resume", c["Id"], c=c)
         st.set_status(c["State"], "running")
+        await self._pause_health(c, False)
         self._save(c)
         self.emit("container", "unpause", c["Id"], self._attrs(c))
 

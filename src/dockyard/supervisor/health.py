@@ -8,7 +8,11 @@ daemon stops or restarts), with dockerd's rules (daemon/health.go):
   killed and counts as failed (exit code -1);
 * exit 0 is healthy and resets ``FailingStreak``; a failure adds to it, except during
   the start period while the container was never healthy; ``Retries`` failures in a
-  row make it unhealthy; ``Log`` keeps the last five results.
+  row make it unhealthy; ``Log`` keeps the last five results;
+* while the container is paused no probe runs (one under way is killed and its result
+  dropped) and the status is ``unhealthy``, streak and log kept, with no event
+  (dockerd's updateHealthMonitor/CloseMonitorChannel, seen with Debian's 20.10); after
+  the unpause probes start again one interval later.
 
 The decision table (``Health.record``) is plain and tested alone; ``Prober`` is the
 loop. Every result is pushed to the daemon's event subscribers (``health`` events
@@ -99,6 +103,7 @@ class Prober:
                                  list(saved.get("Log") or []))
         self.started = time.monotonic()
         self.loop_task: asyncio.Task | None = None
+        self.paused = False
 
     def start(self) -> None:
         self.loop_task = asyncio.get_running_loop().create_task(self._loop())
@@ -107,6 +112,17 @@ class Prober:
         if self.loop_task is not None:
             self.loop_task.cancel()
             self.loop_task = None
+
+    def pause(self) -> None:
+        """The container was paused: no probes until ``resume``, and unhealthy."""
+        self.paused = True
+        self.stop()
+        self.health.status = UNHEALTHY
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.start()
 
     def _in_start_period(self) -> bool:
         return (time.monotonic() - self.started) * 1e9 < self.cfg["start_period"]
@@ -174,12 +190,12 @@ class Prober:
                         pass
                     text = buf.decode(errors="replace")
                 except asyncio.TimeoutError:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+                    _kill(pid)
                     code = -1
                     text = f"Health check exceeded timeout ({_duration(self.cfg['timeout'])})"
+                except asyncio.CancelledError:   # stopped or paused: as dockerd's cancelProbe
+                    _kill(pid)
+                    raise
         finally:
             try:
                 loop.remove_reader(out_r)
@@ -188,6 +204,13 @@ class Prober:
             os.close(out_r)
         return {"Start": _rfc3339(start), "End": _rfc3339(time.time_ns()), "ExitCode": code,
                 "Output": text}
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _duration(ns: int) -> str:

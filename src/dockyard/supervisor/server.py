@@ -433,6 +433,18 @@ class Supervisor:
         p.start()
         return {"health": p.health.view()}
 
+    async def op_health_pause(self, msg: dict) -> dict:
+        """The container was paused (``paused: true``) or unpaused: its probes stop or
+        start again (supervisor/health.py)."""
+        p = self.probers.get(self._task(msg["id"]).id)
+        if p is None:
+            return {}
+        if msg.get("paused"):
+            p.pause()
+        else:
+            p.resume()
+        return {"health": p.health.view()}
+
     async def op_get(self, msg: dict) -> dict:
         return {"task": self._task(msg["id"]).record()}
 
