@@ -142,8 +142,11 @@ def podman_builder(base: Path, tar: bytes):
     from containers_bench import Podman
     pm = Podman(base / "podman")
     pm.podman("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
-    b = Builder("podman build", [*pm.prefix, "build", "--ulimit", "nofile=1024:1024"], pm.env,
-                [*pm.prefix, "builder", "prune", "-af"], None)
+    # `podman builder prune -a` would take the imported busybox too (there is no
+    # registry to pull it back from): only dangling images (the build's layers) go
+    b = Builder("podman build", [*pm.prefix, "build", "--pull=never", "--ulimit",
+                                 "nofile=1024:1024"], pm.env,
+                [*pm.prefix, "image", "prune", "-f"], None)
     b.close = pm.close   # type: ignore[attr-defined]
     return b, None
 
