@@ -71,7 +71,13 @@ def send(sock: socket.socket, kind: str, fds: list[int] | None = None, **payload
 def recv(sock: socket.socket, with_fds: bool = False):
     """The next message as a dict (None at end-of-file); with_fds -> (msg, fds)."""
     fds: list[int] = []
-    data, anc, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+    try:
+        data, anc, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+    except ConnectionResetError:
+        # The peer exited with messages of ours unread (init failing after RUN was queued):
+        # the kernel reports that reset once, ahead of what the peer had already sent us,
+        # such as its ERROR. Read on: that message, or end-of-file.
+        data, anc, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
     for level, typ, cdata in anc:
         if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
             fds.extend(_unpack_fds(cdata))
