@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# both pods make cni-* network namespaces, which each test's leftover check would see: one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cri")]
 
 
 def _sh(containerd, cid: str, script: str) -> str:
