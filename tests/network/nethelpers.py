@@ -97,5 +97,15 @@ def scrub(net_ids) -> None:
 
 def our_veths(manager) -> set[str]:
     """Host-side veths plugged into this manager's bridges."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
     bridges = {n.bridge for n in manager.networks.values() if n.driver == "bridge"}
-    return {l for l in br.list_links() if l.startswith("veth") and br.link_master(l) in bridges}
+    found = set()
+    for l in br.list_links():
+        if l.startswith("veth"):
+            try:
+                if br.link_master(l) in bridges:
+                    found.add(l)
+            except NetlinkError:   # another worker's veth, gone since the listing
+                pass
+    return found
