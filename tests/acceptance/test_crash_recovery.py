@@ -164,6 +164,46 @@ def test_kill9_of_the_daemon_at_a_step(crash_daemon, monkeypatch, case):
         d.docker("rmi", "crashimg", check=False)
 
 
+def test_kill9_after_a_create_made_its_volumes_removes_only_its_anonymous_ones(
+        crash_daemon, monkeypatch):
+    """A create killed after its volumes were made and before its record was stored:
+    recovery removes the anonymous volume it made, and keeps the named volume it made,
+    the anonymous volume of a container that exists, and the dangling anonymous volume
+    of a container removed without -v."""
+    d = crash_daemon
+
+    def vols() -> set[str]:
+        return set(d.out("volume", "ls", "-q").split())
+
+    before_all = vols()
+    try:
+        d.docker("create", "--name", "cv-other", "-v", "/o", "busybox", "true")
+        d.docker("create", "--name", "cv-gone", "-v", "/g", "busybox", "true")
+        dangling = {m["Name"] for m in json.loads(d.out("inspect", "cv-gone"))[0]["Mounts"]}
+        d.docker("rm", "cv-gone")
+        before = vols()
+        assert dangling <= before
+        restart_with(d, monkeypatch, "create.volumes")
+        r = d.docker("create", "--name", "cx", "-v", "/data", "-v", "cv-named:/named",
+                     "busybox", "true", check=False, timeout=60)
+        crashed(d)
+        assert r.returncode != 0, r
+        made = {n for n in os.listdir(d.data / "volumes")} - before - {"cv-named"}
+        assert len(made) == 1, made   # the anonymous volume of the killed create
+        restart_with(d, monkeypatch, None)
+        states = check_invariants(d)
+        assert "cx" not in states, states
+        assert vols() == before | {"cv-named"}, (before, vols(), d.log_text())
+        assert not (made & set(os.listdir(d.data / "volumes")))
+    finally:
+        if d.proc.poll() is not None:
+            restart_with(d, monkeypatch, None)
+        for c in ("cx", "cv-other", "cv-gone"):
+            d.docker("rm", "-fv", c, check=False)
+        for v in vols() - before_all:
+            d.docker("volume", "rm", v, check=False)
+
+
 def test_kill9_at_random_moments_under_a_parallel_workload(tmp_path):
     """4 clients: run --rm, run -d + rm -f, create + start + stop + rm; the daemon is
     killed three times at random moments; after each restart the API matches the host,

@@ -143,6 +143,7 @@ class Lifecycle:
                 await asyncio.to_thread(self.images.prepare_rootfs, image_id, cid, True)
                 crashpoints.at("create.rootfs")
                 await asyncio.to_thread(self._make_volumes, rec)
+                crashpoints.at("create.volumes")
             except BaseException:
                 await asyncio.to_thread(self._remove_volumes, rec, True, True)
                 with contextlib.suppress(Exception):
@@ -187,7 +188,8 @@ class Lifecycle:
             # one call under the volume service's lock: the existing volume, or one made
             # now if a `volume rm` took it before this record counted as its user
             v, made_here = self.volumes.create(mp["Name"], mp["Driver"], vo.get("DriverOpts"),
-                                               vo.get("Labels"), anonymous=anonymous)
+                                               vo.get("Labels"), anonymous=anonymous,
+                                               created_for=rec["Id"] if anonymous else None)
             mp["Source"] = v["Mountpoint"]
             mp["MadeHere"] = made_here
         rec["Mounts"] = [mountpoints.view(mp) for mp in rec.get("MountPoints") or []]

@@ -6,7 +6,9 @@ What is written before each step (the journal), and what recovery does with it:
 
 - create: ``containers/<id>/`` is made before the snapshot, and the record is stored
   last. A directory with no record is a create that did not finish: its rootfs
-  (unmounted), snapshot and directory are removed (``_sweep_orphans``).
+  (unmounted), snapshot and directory are removed (``_sweep_orphans``), with the
+  anonymous volumes that create made (their ``volume.json`` names it: ``CreatedFor``)
+  unless a record uses them; named volumes are never removed.
 - start: the record is stored with ``Intent: "start"`` (and its network settings) just
   before the supervisor's ``start``. A record still ``created`` whose task runs is a
   start that happened: it is finished (``running``, the task's pid and start time); one
@@ -148,6 +150,14 @@ class Recovery:
                 log.debug("rootfs of %s: %s", name[:12], e)
             if not os.path.ismount(os.path.join(cdir, "rootfs")):
                 shutil.rmtree(cdir, ignore_errors=True)
+            if self.volumes is not None:
+                for v in self.volumes.made_for(name):
+                    try:   # refused while a record uses it (volume_users)
+                        self.volumes.remove(v)
+                        log.info("recovery: removed anonymous volume %s of %s", v[:12],
+                                 name[:12])
+                    except errors.DockyardError as e:
+                        log.info("recovery: volume %s of %s kept: %s", v[:12], name[:12], e)
 
 
 def _has_endpoints(network, cid: str) -> bool:

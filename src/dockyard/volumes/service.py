@@ -129,8 +129,10 @@ class VolumeService:
     # ---- create, remove, prune -----------------------------------------------------
     def create(self, name: str | None = None, driver: str | None = None,
                driver_opts: dict | None = None, labels: dict | None = None,
-               anonymous: bool = False) -> tuple[dict, bool]:
-        """(the volume, whether it was made now). An existing name returns it."""
+               anonymous: bool = False, created_for: str | None = None) -> tuple[dict, bool]:
+        """(the volume, whether it was made now). An existing name returns it.
+        ``created_for``: the id of the container whose create makes this anonymous volume
+        (kept in its record: boot recovery removes it if that create did not finish)."""
         driver = driver or "local"
         if driver != "local":
             raise errors.NotFound(f"error looking up volume plugin {driver}: plugin "
@@ -152,6 +154,8 @@ class VolumeService:
                 labels.setdefault(ANON_LABEL, "")
             rec = {"Name": name, "Driver": driver, "Labels": labels, "Options": opts,
                    "CreatedAt": _rfc3339(time.time())}
+            if anonymous and created_for:
+                rec["CreatedFor"] = created_for
             try:
                 self.store.create(rec)
             except FileExistsError:
@@ -178,6 +182,11 @@ class VolumeService:
             self._views.pop(name, None)
             self.store.remove(name)
         self.emit("volume", "destroy", name, {"driver": rec["Driver"]})
+
+    def made_for(self, container_id: str) -> list[str]:
+        """The anonymous volumes made by the create of container ``container_id``."""
+        return [n for n, r in list(self.volumes.items())
+                if r.get("CreatedFor") == container_id and ANON_LABEL in (r.get("Labels") or {})]
 
     def prune(self, filters: dict | None = None) -> dict:
         filters = dict(filters or {})
