@@ -143,7 +143,10 @@ def test_large_file_streams(tmp_path):
     """A file bigger than any buffer goes through in chunks with the right digest."""
     data = os.urandom(3 << 20) * 2
     with receive(tar_of([("big", "f", data, 0o644)]), str(tmp_path / "c")) as ctx:
-        assert ctx.entries["big"].digest == "sha256:" + hashlib.sha256(data).hexdigest()
+        # larger than LAZY: hashed only when something asks (a step reading it)
+        assert ctx.entries["big"].digest == ""
+        assert ctx.digest(ctx.entries["big"]) == "sha256:" + hashlib.sha256(data).hexdigest()
+        assert ctx.meta(ctx.entries["big"]).endswith(hashlib.sha256(data).hexdigest())
         with pytest.raises(ContextError, match="larger than"):
             ctx.read("big", limit=1024)
 
@@ -172,3 +175,20 @@ def test_a_tar_without_its_end_blocks_as_the_cli_sends_one(tmp_path):
     with pytest.raises(bctx.ContextError, match="cut short|unexpected end"):
         bctx.receive(_io.BytesIO(cut[:-3]), str(tmp_path / "d"), "Dockerfile")
     assert not (tmp_path / "d").exists()
+
+
+def test_large_files_hashed_when_read_and_keys_follow_content(tmp_path):
+    """A big file no step reads is never hashed; one a COPY reads keys the step by its
+    content (a changed byte changes the key; the same content, the same key)."""
+    from dockyard.builder import dockerfile, planner
+    big = os.urandom(3 << 20)
+    df = dockerfile.parse(b"FROM scratch\nCOPY big /big\n")
+    keys = []
+    for n, data in enumerate((big, big, big[:-1] + bytes([big[-1] ^ 1]))):
+        ctx = receive(tar_of([("big", "f", data, 0o644), ("unused", "f", big, 0o644)]),
+                      str(tmp_path / f"c{n}"))
+        with ctx:
+            p = planner.plan(df, build_args={}, bases={}, context=ctx, downloads={})
+            keys.append(p.stages[-1].steps[-1].key)
+            assert set(ctx._digests) == {ctx.entries["big"].offset}   # "unused": never
+    assert keys[0] == keys[1] != keys[2]

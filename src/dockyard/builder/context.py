@@ -9,7 +9,8 @@ spool by offset. Entries whose names leave the root (``..``), entries below a sy
 file of the context, device nodes and duplicates are refused.
 
 The result, :class:`Context`, holds the index (path -> :class:`Entry`: type, mode, owner,
-size, content digest or link target) after ``.dockerignore`` (or
+size, content digest or link target; a file over :data:`LAZY` is hashed only when a step
+reads it, :meth:`Context.digest`) after ``.dockerignore`` (or
 ``<Dockerfile>.dockerignore``) is applied. Its :meth:`Context.resolve` follows symlinks
 *inside* the context, as Docker resolves COPY sources.
 """
@@ -27,6 +28,7 @@ from dockyard.builder import ignore
 from dockyard.errors import InvalidParameter, NotFound
 
 CHUNK = 1 << 20
+LAZY = 1 << 20       # files larger than this are hashed only if a step reads them
 _MAX_LINKS = 40
 
 
@@ -43,7 +45,8 @@ class Entry:
     mtime: float = 0.0
 
     def meta(self) -> str:
-        """What the cache key takes of this entry (as dockerd's tarsum: no times)."""
+        """What the cache key takes of this entry (as dockerd's tarsum: no times); a file
+        not hashed yet needs :meth:`Context.meta`."""
         return f"{self.kind} {self.mode:o} {self.uid}:{self.gid} {self.size} {self.digest}"
 
 
@@ -74,6 +77,28 @@ class Context:
         # the Dockerfile as it was before .dockerignore (dockerd reads it first: an ignored
         # Dockerfile still builds, it is only left out of what COPY sees)
         self.build_files: dict[str, Entry] = {}
+        self._digests: dict[int, str] = {}      # spool offset -> digest of a lazy file
+
+    def digest(self, e: Entry) -> str:
+        """A file's content digest: taken as it arrived, or (a file larger than
+        :data:`LAZY`, hashed only when a step reads it) now, from the spool, once."""
+        if e.kind != "file" or e.digest:
+            return e.digest
+        d = self._digests.get(e.offset)
+        if d is None:
+            h = hashlib.sha256()
+            with self.open(e) as f:
+                left = e.size
+                while left > 0:
+                    b = f.read(min(CHUNK, left))
+                    h.update(b)
+                    left -= len(b)
+            d = self._digests[e.offset] = "sha256:" + h.hexdigest()
+        return d
+
+    def meta(self, e: Entry) -> str:
+        """What the cache key takes of an entry (as dockerd's tarsum: no times)."""
+        return f"{e.kind} {e.mode:o} {e.uid}:{e.gid} {e.size} {self.digest(e)}"
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -263,11 +288,13 @@ def _unpack(stream: BinaryIO, root: str) -> dict[str, Entry]:
                 write(chunk)
                 for kind, x in scanner.feed(chunk):
                     if kind == "data":
-                        h.update(x)
+                        if h is not None:
+                            h.update(x)
                     elif kind == "file":
-                        h = sha256()
+                        h = sha256() if x.size <= LAZY else None
                     elif kind == "done":
-                        _member(x, entries, "sha256:" + h.hexdigest())
+                        _member(x, entries, "sha256:" + h.hexdigest() if h is not None
+                                else "")
                         h = None
                     elif kind == "entry":
                         _member(x, entries, "")

@@ -760,9 +760,10 @@ class _StagePlanner:
                 e = self.context.resolve(normalize(m.source))
                 if e is None:
                     raise select_error("RUN --mount", m.source or ".")
-                desc.append(e.path + " " + e.meta())
+                desc.append(e.path + " " + self.context.meta(e))
                 if e.kind == "dir":
-                    desc += [sub.path + " " + sub.meta() for sub in self.context.below(e.path)]
+                    desc += [sub.path + " " + self.context.meta(sub)
+                             for sub in self.context.below(e.path)]
             out.append(m)
             material.append(_h(*desc))
         return tuple(out), material
@@ -934,9 +935,9 @@ class _StagePlanner:
                         digest_parts.append("dir " + e.path)
                         for sub in ctx.below(e.path):
                             digest_parts.append(sub.path[len(e.path):].lstrip("/") + " "
-                                                + sub.meta())
+                                                + ctx.meta(sub))
                     else:
-                        digest_parts.append("file " + e.path + " " + e.meta())
+                        digest_parts.append("file " + e.path + " " + ctx.meta(e))
             if len(items) > 1:
                 dest_dir = True
         for name, content in heredocs:
