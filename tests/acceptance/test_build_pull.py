@@ -35,8 +35,8 @@ def test_missing_base_is_pulled_with_the_clients_credentials(daemon, tmp_path):
         build(daemon, _ctx(tmp_path, "FROM busybox\nRUN echo from-registry > /marker\n"),
               "-t", ref)
         daemon.docker("tag", ref, other)
-        p = daemon.docker("login", "-u", "alice", "--password-stdin", reg.addr,
-                          input="alicepw\n")
+        daemon.docker("login", "-u", "alice", "--password-stdin", reg.addr,
+                      input="alicepw\n")
         try:
             daemon.docker("push", ref)
             daemon.docker("push", other)
