@@ -154,8 +154,43 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def dockyard_rep(archive: Path, work: Path, r: int) -> tuple[float, float]:
-    """One push and one pull through Dockyard: (push seconds, pull seconds)."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(*pids: int, alone: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by ``pids`` and their live descendants
+    (and by process ``alone`` without its descendants)."""
+    kids: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kids.setdefault(int(fields[1]), []).append(int(d))
+        cpu[int(d)] = (int(fields[11]) + int(fields[12])) / _TICK
+    total, todo = cpu.get(alone, 0.0), list(pids)
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo += kids.get(p, [])
+    return total
+
+
+def timed_cpu(fn, *pids: int, alone: int | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of ``pids``' trees and of ``alone``) of ``fn()``."""
+    c = tree_cpu(*pids, alone=alone)
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t, tree_cpu(*pids, alone=alone) - c
+
+
+def dockyard_rep(archive: Path, work: Path, r: int) -> tuple[float, float, float]:
+    """One push and one pull through Dockyard: (push seconds, pull seconds, pull CPU
+    seconds of the engine (this process, which serves the API) and the registry)."""
     # a fresh source store each time: the push compresses the layers again, as
     # dockerd's does for a registry it has not pushed to
     src = ApiServer(work / f"dy-src{r}")
@@ -168,7 +203,9 @@ def dockyard_rep(archive: Path, work: Path, r: int) -> tuple[float, float]:
             push = timed(lambda: src.docker("push", "-q", name))
             dst = ApiServer(work / f"dy-dst{r}")
             try:
-                pull = timed(lambda: dst.docker("pull", "-q", name))
+                # this process without its children (the docker CLI, dockerd)
+                pull, cpu = timed_cpu(lambda: dst.docker("pull", "-q", name),
+                                      reg.proc.pid, alone=os.getpid())
                 assert dst.svc.inspect(name)["Id"] == src.svc.inspect(name)["Id"]
             finally:
                 dst.close()
@@ -177,7 +214,7 @@ def dockyard_rep(archive: Path, work: Path, r: int) -> tuple[float, float]:
         src.close()
         shutil.rmtree(work / f"dy-src{r}", ignore_errors=True)
         shutil.rmtree(work / f"dy-reg{r}", ignore_errors=True)
-    return push, pull
+    return push, pull, cpu
 
 
 def _port_open_in_netns(ns_path: str, port: int) -> bool:
@@ -222,7 +259,7 @@ def docker_registry_beside(d, rdir: Path, port: int = 5000):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("docker-registry did not start in dockerd's namespace")
             time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         try:
@@ -232,30 +269,32 @@ def docker_registry_beside(d, rdir: Path, port: int = 5000):
             proc.wait()
 
 
-def docker_rep(d, work: Path, r: int) -> tuple[float, float]:
-    """One push and one pull through dockerd (which has bench/img:v1 loaded)."""
+def docker_rep(d, work: Path, r: int) -> tuple[float, float, float]:
+    """One push and one pull through dockerd (which has bench/img:v1 loaded): (push
+    seconds, pull seconds, pull CPU seconds of dockerd, its containerd and the registry)."""
     rdir = work / f"dr{r}"
     rdir.mkdir()
     try:
-        with docker_registry_beside(d, rdir) as addr:
+        with docker_registry_beside(d, rdir) as (addr, reg_pid):
             name = f"{addr}/bench/img:v1"
             d.docker("tag", "bench/img:v1", name)
             push = timed(lambda: d.docker("push", "-q", name, timeout=1800))
             d.docker("rmi", name)
             # keep bench/img:v1 for the next push; pull into a store without the layers:
             d.docker("rmi", "bench/img:v1")
-            pull = timed(lambda: d.docker("pull", "-q", name, timeout=1800))
+            pull, cpu = timed_cpu(lambda: d.docker("pull", "-q", name, timeout=1800),
+                                  d.pid, reg_pid)
             d.docker("tag", name, "bench/img:v1")
             d.docker("rmi", name)
     finally:
         shutil.rmtree(rdir, ignore_errors=True)
-    return push, pull
+    return push, pull, cpu
 
 
 def run(archive: Path, work: Path, reps: int, only: str | None) -> dict:
     """Reps alternate between the two engines, so that load from elsewhere on the
     machine falls on both alike."""
-    res: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    res: dict[str, tuple[list[float], list[float], list[float], list[float]]] = {}
     with contextlib.ExitStack() as stack:
         d = None
         if only in (None, "docker"):
@@ -265,14 +304,15 @@ def run(archive: Path, work: Path, reps: int, only: str | None) -> dict:
             for kind in ("dockyard", "docker"):
                 if only not in (None, kind):
                     continue
-                push, pull = dockyard_rep(archive, work, r) if kind == "dockyard" \
+                push, pull, cpu = dockyard_rep(archive, work, r) if kind == "dockyard" \
                     else docker_rep(d, work, r)
-                pushes, pulls, loads = res.setdefault(kind, ([], [], []))
+                pushes, pulls, loads, cpus = res.setdefault(kind, ([], [], [], []))
                 pushes.append(push)
                 pulls.append(pull)
+                cpus.append(cpu)
                 loads.append(os.getloadavg()[0])
-                print(f"  {kind:8s} rep {r}: push {push:.2f}s pull {pull:.2f}s   "
-                      f"(load {loads[-1]:.2f})", flush=True)
+                print(f"  {kind:8s} rep {r}: push {push:.2f}s pull {pull:.2f}s "
+                      f"(CPU {cpu:.2f}s)   (load {loads[-1]:.2f})", flush=True)
     return res
 
 
@@ -293,12 +333,14 @@ def main() -> int:
         print(f"\n{a.layers} layers x {a.layer_mb} MB, {a.reps} reps, load average at the end "
               f"{os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[1]:.2f} (5 min); "
               "median (min-max), load during the reps:")
-        for k, (pu, pl, ld) in res.items():
+        for k, (pu, pl, ld, cp) in res.items():
             print(f"  {k:9s} push {statistics.median(pu):6.2f}s ({min(pu):.2f}-{max(pu):.2f})"
                   f"   pull {statistics.median(pl):6.2f}s ({min(pl):.2f}-{max(pl):.2f})"
-                  f"   load {min(ld):.2f}-{max(ld):.2f}")
+                  f"   pull CPU {statistics.median(cp):5.2f}s   load {min(ld):.2f}-{max(ld):.2f}")
         if len(res) == 2:
-            (dpu, dpl, _), (kpu, kpl, _) = res["dockyard"], res["docker"]
+            (dpu, dpl, _, dcp), (kpu, kpl, _, kcp) = res["dockyard"], res["docker"]
+            print(f"  pull CPU (engine + registry) dockerd / dockyard: "
+                  f"{statistics.median(kcp) / statistics.median(dcp):.2f}x")
             print(f"  ratio (dockerd / dockyard) of the medians: push "
                   f"{statistics.median(kpu) / statistics.median(dpu):.2f}x   pull "
                   f"{statistics.median(kpl) / statistics.median(dpl):.2f}x (target >= 1.5x)")
