@@ -182,7 +182,7 @@ class Containerd:
         self.sock = top / "containerd.sock"
         self.pods: list[str] = []
         self.proc = None
-        self.netns_before = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
+        self.pod_netns: list[str] = []
         bin_dir = top / "bin"
         bin_dir.mkdir(parents=True)
         self.launcher = bin_dir / "dockyard-runc"
@@ -240,6 +240,17 @@ class Containerd:
         pid = self.rt.RunPodSandbox(self.pb.RunPodSandboxRequest(
             config=config, runtime_handler=handler), timeout=120).pod_sandbox_id
         self.pods.append(pid)
+        # the pod's own network namespace (none on the host network), checked gone at the end:
+        # only ours, since other tests on the machine may make cni-* namespaces meanwhile
+        info = self.rt.PodSandboxStatus(self.pb.PodSandboxStatusRequest(
+            pod_sandbox_id=pid, verbose=True), timeout=30).info
+        spec = json.loads(info.get("info", "{}")).get("runtimeSpec", {})
+        ns = next((n.get("path", "") for n in spec.get("linux", {}).get("namespaces", [])
+                   if n.get("type") == "network"), "")
+        host = config.linux.security_context.namespace_options.network == 2   # NODE
+        assert bool(ns) != host, (ns, host)
+        if ns:
+            self.pod_netns.append(ns)
         return pid
 
     def create(self, pod: str, config, name: str, command: list[str], tty: bool = False,
@@ -300,8 +311,7 @@ class Containerd:
                 state += os.listdir(d)
         left["runtime state"] = state
         left["shims"] = self.shims()
-        now = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
-        left["netns"] = sorted(now - self.netns_before)
+        left["netns"] = sorted(p for p in self.pod_netns if os.path.lexists(p))
         ipam = self.top / "ipam"
         left["ip leases"] = [p.name for p in ipam.rglob("*") if p.is_file()
                              and p.name[0].isdigit()] if ipam.exists() else []
@@ -344,10 +354,10 @@ class Containerd:
             mounts = [ln.split()[4] for ln in f if str(self.top) in ln.split()[4]]
         for m in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
-        now = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
-        for ns in now - self.netns_before:
-            if ns.startswith("cni-"):
-                subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        for ns in self.pod_netns:   # ours only: never another process's namespace
+            if os.path.lexists(ns):
+                subprocess.run(["ip", "netns", "delete", os.path.basename(ns)],
+                               capture_output=True)
         for d in sorted(glob.glob(f"/sys/fs/cgroup/*{self.cgroup_parent}")
                         + glob.glob(f"/sys/fs/cgroup/*/*{self.cgroup_parent}")
                         + glob.glob(f"/sys/fs/cgroup/*{self.cgroup_parent}/*")
