@@ -65,14 +65,21 @@ def list_links() -> list[str]:
 
 
 def link_master(name: str) -> str | None:
+    """The bridge ``name`` is plugged into; None if none, or if the link (or its master)
+    went away meanwhile: other engines' veths come and go while we list ours."""
     with _ipr() as ipr:
-        idx = _index(ipr, name)
-        if idx is None:
-            return None
-        master = ipr.get_links(idx)[0].get_attr("IFLA_MASTER")
-        if not master:
-            return None
-        return ipr.get_links(master)[0].get_attr("IFLA_IFNAME")
+        try:
+            idx = _index(ipr, name)
+            if idx is None:
+                return None
+            master = ipr.get_links(idx)[0].get_attr("IFLA_MASTER")
+            if not master:
+                return None
+            return ipr.get_links(master)[0].get_attr("IFLA_IFNAME")
+        except NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return None
+            raise
 
 
 # -- bridges ---------------------------------------------------------------
