@@ -78,7 +78,7 @@ def test_two_containers_by_name_and_alias(ndaemon):
         assert d.out("exec", cl, "wget", "-qO-", f"http://{s}/") == "byname"
         assert d.out("exec", cl, "wget", "-qO-", "http://webalias/") == "byname"
         # TCP with nc both ways
-        d.out("exec", "-d", cl, "sh", "-c", "nc -l -p 9000 > /tmp/got")
+        d.out("exec", "-d", cl, "sh", "-c", "sleep 60 | nc -l -p 9000 > /tmp/got")
         deadline = time.monotonic() + 20
         while ":9000 " not in d.out("exec", cl, "netstat", "-ltn") and time.monotonic() < deadline:
             time.sleep(0.05)   # the listener is up before anything is sent

@@ -154,7 +154,7 @@ def test_network_none_host_container(ndaemon):
         nsp = inspect(d, "container", a)[0]["State"]["Pid"]
         import os
 
-        d.out("exec", "-d", a, "sh", "-c", "nc -l -p 7000 > /tmp/x")
+        d.out("exec", "-d", a, "sh", "-c", "sleep 60 | nc -l -p 7000 > /tmp/x")   # stdin that never ends: nc -l must not stop at its EOF
         # (exec -d returns once the shell runs; nc may listen a moment later, and
         # much later on a loaded machine: the sender retries for up to ~10 s)
         d.out("run", "--rm", "--network", f"container:{a}", "busybox", "sh", "-c",
