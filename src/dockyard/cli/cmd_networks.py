@@ -6,7 +6,7 @@ import json
 import sys
 
 from dockyard.cli.docker import CommandError
-from dockyard.cli.format import Context, Template, format_rows
+from dockyard.cli.format import Context, format_rows
 from dockyard.cli.parser import CommandParser, UsageError
 
 
@@ -138,24 +138,9 @@ def cmd_network_inspect(g, argv: list[str]) -> int:
     p.add_argument("-f", "--format", help="Format output using a custom template")
     p.add_flag("-v", "--verbose", help="Verbose output for diagnostics")
     o = p.parse(argv)
-    from dockyard import errors
+    from dockyard.cli.format import inspect_each
 
-    c = g.client()
-    found, failed = [], False
-    for n in o.args:
-        try:
-            found.append(c.get_json(f"/networks/{n}"))
-        except errors.DockyardError as e:
-            sys.stderr.write(f"Error response from daemon: {e}\n")
-            failed = True
-    if o.format:
-        t = Template(o.format)
-        sys.stdout.write("".join(t.execute(v) + "\n" for v in found))
-    else:
-        from dockyard.cli.format import go_json
-
-        sys.stdout.write(json.dumps(json.loads(go_json(found)), indent=4) + "\n")
-    return 1 if failed else 0
+    return inspect_each(g.client(), o.args, "/networks/{}", o.format, "Error response from daemon: ")
 
 
 def cmd_network_rm(g, argv: list[str]) -> int:

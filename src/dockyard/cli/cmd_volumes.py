@@ -6,7 +6,7 @@ import json
 import sys
 
 from dockyard.cli.docker import CommandError
-from dockyard.cli.format import Context, Template, format_rows
+from dockyard.cli.format import Context, format_rows
 from dockyard.cli.parser import CommandParser, UsageError
 
 
@@ -104,24 +104,9 @@ def cmd_volume_inspect(g, argv: list[str]) -> int:
     p.add_argument("-f", "--format", help="Format output using a custom template")
     o = p.parse(argv)
     o.names = o.args
-    from dockyard import errors
+    from dockyard.cli.format import inspect_each
 
-    c = g.client()
-    found, failed = [], False
-    for n in o.names:
-        try:
-            found.append(c.get_json(f"/volumes/{n}"))
-        except errors.DockyardError as e:
-            sys.stderr.write(f"Error: {e}\n")
-            failed = True
-    if o.format:
-        t = Template(o.format)
-        sys.stdout.write("".join(t.execute(v) + "\n" for v in found))
-    else:
-        from dockyard.cli.format import go_json
-
-        sys.stdout.write(json.dumps(json.loads(go_json(found)), indent=4) + "\n")
-    return 1 if failed else 0
+    return inspect_each(g.client(), o.names, "/volumes/{}", o.format, "Error: ")
 
 
 def cmd_volume_rm(g, argv: list[str]) -> int:

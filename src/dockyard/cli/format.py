@@ -673,3 +673,27 @@ def format_rows(fmt: str, rows: Iterable[Any], header: dict[str, str]) -> str:
         return body
     head = tmpl.execute(dict(header), funcs={**FUNCS, **HEADER_FUNCS})
     return tabwrite(head + "\n" + body)
+
+
+def inspect_each(client, names, path: str, fmt: str | None, err_prefix: str) -> int:
+    """`docker network/volume inspect`: GET ``path.format(name)`` for each name, print the
+    found objects (a template per object, or one indented JSON array) and each failure on
+    stderr after ``err_prefix``; 1 if any failed."""
+    import json
+    import sys
+
+    from dockyard import errors
+
+    found, failed = [], False
+    for n in names:
+        try:
+            found.append(client.get_json(path.format(n)))
+        except errors.DockyardError as e:
+            sys.stderr.write(f"{err_prefix}{e}\n")
+            failed = True
+    if fmt:
+        t = Template(fmt)
+        sys.stdout.write("".join(t.execute(v) + "\n" for v in found))
+    else:
+        sys.stdout.write(json.dumps(json.loads(go_json(found)), indent=4) + "\n")
+    return 1 if failed else 0
