@@ -199,9 +199,22 @@ def test_add_url_checksum(daemon, tmp_path, http_server):
     tag = f"cksum-{uuid.uuid4().hex[:6]}"
     build(daemon, ctx, "-t", tag)
     assert daemon.out("run", "--rm", tag, "cat", "/p") == "pinned"
+    # sha384 and sha512 as BuildKit accepts them
+    for algo in ("sha384", "sha512"):
+        d = f"{algo}:" + hashlib.new(algo, b"pinned\n").hexdigest()
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nADD --checksum={d} {base}/dl/pinned.txt "
+                                        f"/{algo}\n")
+        build(daemon, ctx, "-t", tag)
+        assert daemon.out("run", "--rm", tag, "cat", f"/{algo}") == "pinned"
     bad = "sha256:" + "0" * 64
+    bad512 = "sha512:" + "0" * 128
+    good512 = "sha512:" + hashlib.sha512(b"pinned\n").hexdigest()
     for line, msg in ((f"ADD --checksum={bad} {base}/dl/pinned.txt /p",
                        f"digest mismatch {good}: {bad}"),
+                      (f"ADD --checksum={bad512} {base}/dl/pinned.txt /p",
+                       f"digest mismatch {good512}: {bad512}"),
+                      (f"ADD --checksum=sha384:{'0' * 64} {base}/dl/pinned.txt /p",
+                       "invalid checksum digest format"),
                       (f"ADD --checksum=md5:abc {base}/dl/pinned.txt /p",
                        "invalid checksum digest format"),
                       (f"ADD --checksum={good} local.txt /p",
