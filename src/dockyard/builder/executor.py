@@ -183,10 +183,22 @@ class Executor:
     async def _step(self, step: Step, parent: str, results, ctx, opts: Options, say,
                     ahead: "_Ahead") -> str:
         config = json.loads(step.config)
-        if step.kind == "config":
-            return await asyncio.to_thread(
-                self.images.derive_image, parent or None, config, (), step.created_by,
-                "", step.author, None, None, opts.epoch, container_config(step, parent, config))
+        if step.kind == "config" or (step.kind == "copy" and step.copy.workdir_only):
+            # dockerd's legacy builder commits these through a container of their own and
+            # says so; here they need none: the lines carry a step ID no container has
+            import secrets
+            sid = secrets.token_hex(6)
+            say(f" ---> Running in {sid}\n")
+            if step.kind == "config":
+                image = await asyncio.to_thread(
+                    self.images.derive_image, parent or None, config, (), step.created_by,
+                    "", step.author, None, None, opts.epoch,
+                    container_config(step, parent, config))
+            else:
+                image = await self._copy(step, parent, config, results, ctx, opts, say)
+            if opts.rm or opts.forcerm:
+                say(f"Removing intermediate container {sid}\n")
+            return image
         if not parent:
             if step.kind == "run":
                 raise StepFailed("cannot RUN on an empty (scratch) image: no command to run")
