@@ -111,6 +111,10 @@ class Daemon:
         except Exception:  # noqa: BLE001 - none running
             return None
 
+    def holder_pid(self) -> int | None:
+        """The supervisor's holder (its parent, which restarts a killed supervisor)."""
+        return holder_pid(self.data / "supervisor")
+
     def close(self) -> None:
         try:
             if self.proc and self.proc.poll() is None:
@@ -119,6 +123,12 @@ class Daemon:
                     self.docker("rm", "-f", *ids, check=False, timeout=120)
         finally:
             self.stop()
+            holder = self.holder_pid()
+            if holder:   # first, or it starts a new supervisor
+                try:
+                    os.kill(holder, signal.SIGKILL)
+                except OSError:
+                    pass
             pid = self.supervisor_pid()
             if pid:
                 try:
@@ -160,6 +170,20 @@ class Daemon:
         import docker
 
         return docker.DockerClient(base_url=self.host, timeout=120)
+
+
+def holder_pid(sup_root: Path) -> int | None:
+    """The pid of the holder of ``sup_root`` if one runs (from its lock file; it also
+    runs while no supervisor answers)."""
+    try:
+        pid = int((sup_root / "holder.lock").read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except (OSError, ValueError):
+        return None
+    if b"supervisor.holder" in cmd and str(sup_root).encode() in cmd:
+        return pid
+    return None
 
 
 def _cgroup_dirs(parent: str) -> list[str]:

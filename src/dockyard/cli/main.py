@@ -13,7 +13,7 @@ _PIECES = {
     "runtime": ("dockyard.runtime.cli", "main"),
     "daemon": ("dockyard.daemon.main", "main"),
     "registry": ("dockyard.registry.cli", "main"),
-    "supervisor": ("dockyard.supervisor.server", "main"),
+    "supervisor": ("dockyard.supervisor.holder", "cli_main"),
     "ui": ("dockyard.ui.cli", "main"),
 }
 

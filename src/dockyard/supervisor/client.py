@@ -7,7 +7,6 @@ import itertools
 import os
 import socket
 import subprocess
-import sys
 import time
 
 from dockyard import errors, statefiles
@@ -30,7 +29,7 @@ def ensure_running(root: str, timeout: float = 10.0) -> str:
     """Start a supervisor for ``root`` unless one answers already; return its socket path.
 
     The supervisor is started in its own session, detached from the caller, so it
-    outlives a daemon that stops or crashes.
+    outlives a daemon that stops or crashes, under its holder (supervisor/holder.py).
     """
     path = socket_path(root)
     if _answers(path):
@@ -41,9 +40,12 @@ def ensure_running(root: str, timeout: float = 10.0) -> str:
     log_path = os.path.join(root, "supervisor.log")
     logf = open(statefiles.create(log_path, os.O_WRONLY | os.O_APPEND), "ab")
     statefiles.restrict(log_path)
-    subprocess.Popen([sys.executable, "-m", "dockyard.supervisor", "--root", root],
-                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                     start_new_session=True, close_fds=True)
+    # the holder (supervisor/holder.py), which starts the supervisor as its child; if
+    # one runs already (restarting a killed supervisor), the new one asks it to hurry
+    from dockyard.supervisor.holder import argv
+
+    subprocess.Popen(argv(os.path.abspath(root)), stdin=subprocess.DEVNULL, stdout=logf,
+                     stderr=logf, start_new_session=True, close_fds=True)
     logf.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -29,6 +29,7 @@ log = logging.getLogger("dockyard.supervisor")
 
 PR_SET_CHILD_SUBREAPER = 36
 DRAIN_TIMEOUT = 2.0
+HOLDER_EXIT_WAIT = 2.0   # an adopted task's end -> the holder's word on its status
 
 
 class TaskError(Exception):
@@ -106,6 +107,7 @@ class Task:
     attachments: list = field(default_factory=list)
     exit_event: asyncio.Event = field(default_factory=asyncio.Event)
     stdin_buf: bytearray = field(default_factory=bytearray)
+    exiting: bool = False        # its exit is being handled (_task_exited)
 
     def record(self) -> dict:
         return {k: getattr(self, k) for k in (
@@ -126,6 +128,8 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.forks = ForkServer()
         self.probers: dict = {}   # container id -> supervisor.health.Prober
+        self.holder = None        # supervisor.holding.HolderLink: our parent keeps our fds
+        self.reaped_by_holder: set[str] = set()   # tasks whose exit the holder reports
 
     # ---- persistence -------------------------------------------------------------
     def _task_dir(self, task_id: str) -> str:
@@ -136,11 +140,13 @@ class Supervisor:
         statefiles.makedirs(d)
         statefiles.write(os.path.join(d, "task.json"), json.dumps(task.record()))
 
-    def _load(self) -> None:
+    def _load(self, held: dict | None = None) -> None:
+        """The tasks of the supervisor before us, with what our holder kept of them
+        (``held``: supervisor.holding.HeldTask by task id)."""
+        held = dict(held or {})
         tdir = os.path.join(self.root, "tasks")
-        if not os.path.isdir(tdir):
-            return
-        for name in os.listdir(tdir):
+        names = os.listdir(tdir) if os.path.isdir(tdir) else []
+        for name in names:
             try:
                 with open(os.path.join(tdir, name, "task.json")) as f:
                     rec = json.load(f)
@@ -148,24 +154,62 @@ class Supervisor:
                 continue
             known = Task.__dataclass_fields__
             task = Task(**{k: v for k, v in rec.items() if k in known})
-            if task.status in ("running", "created") and not _pid_alive(task.pid):
-                # We restarted and lost the child: its status is gone with it.
-                task.status, task.exit_code = "exited", task.exit_code if task.exit_code is not None else 255
-                task.finished_at = task.finished_at or rfc3339nano(time.time_ns())
+            h = held.pop(task.id, None)
+            if h is not None and (task.status == "exited" or h.pid not in (0, task.pid)):
+                h.close()   # an older run's, or one whose exit was recorded: not needed
+                self.holder.release(task.id)
+                h = None
+            if h is None and task.status in ("running", "created") and not _pid_alive(task.pid):
+                # We restarted and lost the child: its status is what our holder
+                # recorded when it reaped it, else it is gone with it.
+                recorded = _recorded_exit(self._task_dir(task.id))
+                code, ns = recorded if recorded else (
+                    task.exit_code if task.exit_code is not None else 255, time.time_ns())
+                task.status, task.exit_code = "exited", code
+                task.finished_at = task.finished_at or rfc3339nano(ns)
             if task.status == "exited":
                 task.exit_event.set()
             self.tasks[task.id] = task
             if task.status != "exited":
-                self._adopt(task)
+                self._adopt(task, h)
+        for task_id, h in held.items():   # tasks we have no record of
+            h.close()
+            self.holder.release(task_id)
 
-    def _adopt(self, task: Task) -> None:
+    def _adopt(self, task: Task, held=None) -> None:
         """A task a previous supervisor ran (it was killed): its output is read again
-        from its FIFOs (the container holds both ends, so nothing it wrote meanwhile
-        is lost: it waited in the kernel's buffer) and its exit is learned through a
-        pidfd (it is not our child: no wait status, the exit code is read from its
-        zombie's /proc stat if still there, else 255)."""
+        from the descriptors our holder kept (the FIFOs' reading ends, a tty's pty
+        master; its stdin pipe too), else from its FIFOs reopened by path (the
+        container holds both ends, so nothing it wrote meanwhile is lost: it waited in
+        the kernel's buffer). Its exit is what the holder reaped (the holder is its
+        parent now), else learned through a pidfd (it is not our child: no wait
+        status; the holder's record, its zombie's /proc stat, else 255)."""
         loop = asyncio.get_running_loop()
-        if task.fifos:
+        if held is not None:
+            for name, fd in held.fds.items():
+                os.set_blocking(fd, False)
+                if name in ("stdout", "stderr"):
+                    self._watch_output(task, fd, protocol.STDERR if name == "stderr"
+                                       else protocol.STDOUT)
+                elif name == "pty":
+                    task.stdin_fd = fd
+                    self._watch_output(task, fd, protocol.STDOUT)
+                elif name == "stdin":
+                    task.stdin_fd = fd
+            held.fds.clear()
+            if held.pid:
+                self.reaped_by_holder.add(task.id)
+            if task.log_path and task.kind == "container":
+                try:
+                    task.log = JSONLogWriter(task.log_path, task.log_max_size or 10 << 20,
+                                             task.log_max_file or 3)
+                except OSError as e:
+                    log.warning("task %s: cannot reopen its log: %s", task.id[:12], e)
+            if held.exit_code is not None:   # it exited while no supervisor ran
+                loop.call_soon(lambda: loop.create_task(
+                    self._task_exited(task, held.exit_code, held.finished_ns)))
+                return
+        elif task.fifos:
             for name, stream in (("stdout", protocol.STDOUT), ("stderr", protocol.STDERR)):
                 path = os.path.join(self._task_dir(task.id), f"{name}.fifo")
                 try:
@@ -180,20 +224,60 @@ class Supervisor:
                                              task.log_max_file or 3)
                 except OSError as e:
                     log.warning("task %s: cannot reopen its log: %s", task.id[:12], e)
+            self._hold(task, 0)   # the holder keeps them from now on (not its child)
         try:
             pidfd = os.pidfd_open(task.pid)
         except OSError:   # gone between the check and now
-            loop.call_soon(lambda: loop.create_task(self._task_exited(task, 255)))
+            loop.call_soon(self._lost_exit, task)
             return
         task.pidfd = pidfd   # type: ignore[attr-defined]
 
         def exited() -> None:
             loop.remove_reader(pidfd)
             os.close(pidfd)
-            code = _zombie_exit_code(task.pid)
-            loop.create_task(self._task_exited(task, 255 if code is None else code))
+            self._lost_exit(task)
 
         loop.add_reader(pidfd, exited)
+
+    def _lost_exit(self, task: Task) -> None:
+        """An adopted task's process ended (its pidfd): the holder, its parent, reports
+        its status (``_holder_exit``); if it has not within a bound, or is not its
+        parent, the holder's record, the zombie's status, else 255."""
+        if task.id in self.reaped_by_holder and self.holder is not None and self.holder.alive \
+                and not getattr(task, "_waited_for_holder", False):
+            task._waited_for_holder = True   # type: ignore[attr-defined]
+            asyncio.get_running_loop().call_later(HOLDER_EXIT_WAIT, self._lost_exit, task)
+            return
+        if task.exiting or task.status == "exited":
+            return
+        recorded = _recorded_exit(self._task_dir(task.id))
+        if recorded:
+            code, ns = recorded
+        else:
+            code, ns = _zombie_exit_code(task.pid), None
+        asyncio.get_running_loop().create_task(
+            self._task_exited(task, 255 if code is None else code, ns))
+
+    def _holder_exit(self, task_id: str, code: int, finished_ns: int) -> None:
+        """The holder reaped an adopted task's process."""
+        task = self.tasks.get(task_id)
+        if task is None or task.exiting or task.status == "exited":
+            return
+        asyncio.get_running_loop().create_task(self._task_exited(task, code, finished_ns))
+
+    def _hold(self, task: Task, pid: int) -> None:
+        """Give our holder a duplicate of the task's descriptors."""
+        if self.holder is None:
+            return
+        fds = {}
+        for fd, stream in task.out_fds.items():
+            if task.tty:
+                fds["pty"] = fd
+            else:
+                fds["stderr" if stream == protocol.STDERR else "stdout"] = fd
+        if task.stdin_fd is not None and not task.tty:
+            fds["stdin"] = task.stdin_fd
+        self.holder.hold(task.id, pid, fds)
 
     # ---- children ------------------------------------------------------------------
     def _spawn(self, argv: list[str], stdio: tuple[int, int, int], cwd: str | None = None) -> int:
@@ -240,7 +324,10 @@ class Supervisor:
             else:
                 self.orphans[pid] = status
 
-    async def _task_exited(self, task: Task, code: int) -> None:
+    async def _task_exited(self, task: Task, code: int, finished_ns: int | None = None) -> None:
+        if task.exiting:
+            return
+        task.exiting = True
         # Let the streams drain: the process may have written just before exiting.
         if task.out_fds:
             task.drained = asyncio.Event()
@@ -258,8 +345,11 @@ class Supervisor:
                 log.warning("task %s: log not closed cleanly: %s", task.id[:12], e)
             task.log = None
         self._close_stdin(task)
+        if self.holder is not None:
+            self.holder.release(task.id)
+        self.reaped_by_holder.discard(task.id)
         task.status, task.exit_code = "exited", code
-        task.finished_at = rfc3339nano(time.time_ns())
+        task.finished_at = rfc3339nano(finished_ns or time.time_ns())
         prober = self.probers.pop(task.id, None)
         if prober is not None:
             prober.stop()
@@ -366,11 +456,14 @@ class Supervisor:
         if task.tty:
             if fd in task.out_fds:
                 return  # pty master still carries output; closed when it ends
+        elif self.holder is not None:
+            self.holder.drop(task.id, "stdin")   # else the container never reads its end
         os.close(fd)
 
     # ---- operations ----------------------------------------------------------------
     async def op_ping(self, msg: dict) -> dict:
-        return {"pid": os.getpid(), "tasks": len(self.tasks)}
+        return {"pid": os.getpid(), "tasks": len(self.tasks),
+                "holder": self.holder.pid if self.holder is not None and self.holder.alive else 0}
 
     async def op_list(self, msg: dict) -> dict:
         return {"tasks": [self._record_with_health(t) for t in self.tasks.values()]}
@@ -552,6 +645,7 @@ class Supervisor:
                 except OSError:
                     pass
         self.by_pid[task.pid] = task
+        self._hold(task, task.pid)
         if task.pid in self.orphans:  # died before we knew its pid
             self.by_pid.pop(task.pid)
             asyncio.get_running_loop().create_task(
@@ -581,6 +675,8 @@ class Supervisor:
         except BaseException:
             # nothing of it stays (the daemon deletes the runtime's container)
             self.by_pid.pop(task.pid, None)
+            if self.holder is not None:
+                self.holder.release(cid)
             for fd in list(task.out_fds):
                 self._close_out(task, fd)
             self._close_stdin(task)
@@ -730,6 +826,9 @@ class Supervisor:
         for fd in list(task.out_fds):
             self._close_out(task, fd)
         self._close_stdin(task)
+        if self.holder is not None:
+            self.holder.release(task.id)
+        self.reaped_by_holder.discard(task.id)
         if task.log:
             try:
                 task.log.close()
@@ -858,7 +957,10 @@ class Supervisor:
             log.warning("a supervisor already serves %s: exiting", sock_path)
             return
         _set_subreaper()
-        self._load()
+        held = self.holder.receive() if self.holder is not None else {}
+        self._load(held)
+        if self.holder is not None:
+            self.holder.start(self._holder_exit)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
@@ -947,6 +1049,16 @@ def _zombie_exit_code(pid: int) -> int | None:
     try:
         return _exit_code(int(fields[49]))
     except ValueError:
+        return None
+
+
+def _recorded_exit(task_dir: str) -> tuple[int, int] | None:
+    """(exit code, finished ns) the holder recorded when it reaped the task, or None."""
+    try:
+        with open(os.path.join(task_dir, "exit")) as f:
+            code, ns = f.read().split()
+        return int(code), int(ns)
+    except (OSError, ValueError):
         return None
 
 
@@ -1040,6 +1152,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--root", required=True)
     p.add_argument("--socket")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--holder-fd", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s supervisor %(levelname)s %(message)s")
@@ -1047,5 +1160,9 @@ def main(argv: list[str]) -> int:
     # (the daemon's); our own state is written with explicit owner-only modes
     os.umask(0o022)
     sup = Supervisor(args.root)
+    if args.holder_fd is not None:
+        from dockyard.supervisor.holding import HolderLink
+
+        sup.holder = HolderLink(args.holder_fd)
     asyncio.run(sup.serve(args.socket or os.path.join(args.root, "supervisor.sock")))
     return 0
