@@ -48,7 +48,9 @@ def test_missing_base_is_pulled_with_the_clients_credentials(daemon, tmp_path):
             out = r.stdout
             assert "1: Pulling from team/base" in out, out
             assert f"Status: Downloaded newer image for {ref}" in out, out
-            assert out.index("Pulling from") < out.index("Successfully built")
+            # under the FROM step's line, before its image ID (as dockerd's legacy builder)
+            assert out.index(f"Step 1/2 : FROM {ref}\n") < out.index("Pulling from") \
+                < out.index(" ---> ") < out.index("Successfully built"), out
             iid = image_id(out)
             assert daemon.out("run", "--rm", iid, "cat", "/seen") == "from-registry"
             assert daemon.out("image", "inspect", "-f", "{{.Id}}", ref)
@@ -70,9 +72,20 @@ def test_missing_base_is_pulled_with_the_clients_credentials(daemon, tmp_path):
                 else:
                     os.environ["DOCKER_CONFIG"] = old
             try:
-                (ctx / "Dockerfile").write_text(f"FROM {other}\nRUN cat /marker > /seen2\n")
+                # a later stage's base: its pull shows under that stage's FROM line
+                (ctx / "Dockerfile").write_text(f"FROM busybox AS b\nRUN echo b > /b\n"
+                                                f"FROM {other}\nCOPY --from=b /b /b\n"
+                                                "RUN cat /marker > /seen2\n")
                 image, logs = client.images.build(path=str(ctx), rm=True)
-                assert any("Pulling from team/other" in m.get("status", "") for m in logs)
+                logs = list(logs)
+                at = [i for i, m in enumerate(logs)
+                      if "Pulling from team/other" in m.get("status", "")]
+                step3 = [i for i, m in enumerate(logs)
+                         if m.get("stream", "").startswith(f"Step 3/5 : FROM {other}")]
+                assert at and step3 and step3[0] < at[0], logs
+                after = [m.get("stream", "") for m in logs[at[0]:]
+                         if m.get("stream", "").strip()]
+                assert after[0].startswith(" ---> ") and after[1].startswith("Step 4/5"), logs
                 assert client.containers.run(image.id, ["cat", "/seen2"],
                                              remove=True) == b"from-registry\n"
             finally:

@@ -216,6 +216,27 @@ def test_onbuild_triggers_run_after_from():
     assert cfg["Labels"] == {"t": "1"} and cfg["OnBuild"] is None
 
 
+def test_step_numbers_after_a_base_with_triggers():
+    """A base's triggers take no step numbers: the next stage's steps follow on."""
+    base = ("sha256:" + "d" * 64, {"config": {"OnBuild": ["ENV T=1", "LABEL t=$T"]}})
+    p = mk("ARG X=1\nFROM withtriggers AS a\nCMD x\nFROM busybox\nCOPY --from=a /a /a\n",
+           bases={"withtriggers": base, "busybox": BASE})
+    numbers = [s.number for st in p.stages for s in st.steps if not s.trigger]
+    assert numbers == [2, 3, 4, 5] and p.total == 5
+
+
+def test_pull_steps_name_where_each_image_is_first_used():
+    from dockyard.builder.planner import pull_steps
+    df = parse("ARG B=busybox\nFROM other AS skipped\nFROM $B AS a\nRUN x\n"
+               "FROM other\nCOPY --from=img /x /x\nCOPY --from=a /y /y\n"
+               "RUN --mount=from=img2,target=/m x\n")
+    refs = base_images(df, {}, "")
+    assert pull_steps(df, {}, "", refs) == {"busybox": 2, "other": 4, "img": 5, "img2": 7}
+    # only what is pulled; a target's stages only
+    assert pull_steps(df, {}, "a", ["busybox"]) == {"busybox": 2}
+    assert pull_steps(df, {"B": "other"}, "a", ["other"]) == {"other": 2}
+
+
 def test_healthcheck_config():
     cfg = final_config(mk("FROM busybox\nHEALTHCHECK --interval=1m30s --timeout=3s --retries=2 "
                           "CMD curl -f x\n"))

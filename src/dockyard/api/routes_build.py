@@ -243,8 +243,26 @@ async def build(request: web.Request) -> web.StreamResponse:
             insecure = tuple(ctx.extra.get("insecure_registries") or ())
 
             async def before(emit):
-                async for msg in svc.pull(pulls, insecure, auths):
-                    emit(msg)
+                # dockerd pulls while it runs the step that uses the image: its progress
+                # shows under that step's line. The first FROM's pull is shown live (the
+                # lines up to it go first); the others' progress is held for their step.
+                sites, total, head = await ctx.run(
+                    lambda: svc.pull_layout(bctx, pulls, dockerfile=dockerfile,
+                                            build_args=build_args, target=target,
+                                            labels=labels))
+                for ref in sorted(pulls, key=lambda r: sites.get(r, len(head))):
+                    n = sites.get(ref, len(head))
+                    live = n == len(head)
+                    if live and opts.shown < n:
+                        for i, text in enumerate(head, 1):
+                            emit({"stream": f"Step {i}/{total} : {text}\n"})
+                        opts.shown = n
+                    held = opts.after_step.setdefault(n, [])
+                    async for msg in svc.pull([ref], insecure, auths):
+                        if live:
+                            emit(msg)
+                        else:
+                            held.append(msg)
                 return await ctx.run(prepare)
             return await _stream(request, svc, before, bctx, opts, tags, StepFailed)
         plan = await ctx.run(prepare)

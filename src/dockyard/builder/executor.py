@@ -53,6 +53,9 @@ class Options:
     host: dict = field(default_factory=dict)   # every RUN container's HostConfig
     cache_from: tuple[str, ...] = ()           # images whose layers may stand for steps
     epoch: int | None = None                   # SOURCE_DATE_EPOCH (from the plan)
+    shown: int = 0                             # Step lines 1..shown already sent
+    after_step: dict = field(default_factory=dict)   # step number -> messages shown under
+                                                     # its Step line (a base's pull)
 
 
 class _Ordered:
@@ -108,7 +111,8 @@ class Executor:
         out = _Ordered(emit, order)
         total = plan.total
         for m in plan.meta:
-            emit({"stream": f"Step {m.number}/{total} : {m.text}\n"})
+            if m.number > opts.shown:
+                emit({"stream": f"Step {m.number}/{total} : {m.text}\n"})
         results: dict[int, str] = {}
         by_index = {s.index: s for s in plan.stages}
         ahead = _Ahead(self, plan, ctx, opts)
@@ -148,7 +152,10 @@ class Executor:
                     if step.text:
                         say(f"{step.text}\n")
                 else:
-                    say(f"Step {step.number}/{total} : {step.text}\n")
+                    if step.number > opts.shown:
+                        say(f"Step {step.number}/{total} : {step.text}\n")
+                    for msg in opts.after_step.pop(step.number, ()):
+                        out.write(stage.index, msg)
                 if step.kind == "from":
                     if step.base is None and step.base_stage is None:
                         image = ""     # scratch

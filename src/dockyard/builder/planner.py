@@ -297,6 +297,49 @@ def base_images(df: Dockerfile, build_args: dict[str, str | None], target: str |
     return out
 
 
+def pull_steps(df: Dockerfile, build_args: dict[str, str | None], target: str | None,
+               refs: list[str]) -> dict[str, int]:
+    """For each of ``refs`` (images the build pulls), the number of the step that first uses
+    it: its progress is shown under that step's ``Step N/M`` line, where dockerd's legacy
+    builder pulls (a FROM, or a COPY --from / RUN --mount from=)."""
+    meta, meta_ins, start = _meta_args(df, build_args)
+    stages = _split_stages(df, start)
+    needed = _needed(df, stages, meta, target)
+    want = set(refs)
+    out: dict[str, int] = {}
+    number = len(meta_ins)
+
+    def seen(ref: str) -> None:
+        if ref in want and ref not in out:
+            out[ref] = number
+    for i, st in enumerate(stages):
+        if i not in needed:
+            continue
+        number += 1
+        seen(_from_ref(st[0], meta, df.escape))
+        for ins in st[1:]:
+            number += 1
+            srcs = [ins.flag("from")] if ins.cmd == "COPY" else []
+            if ins.cmd == "RUN":
+                srcs = _mount_froms(ins)
+            for src in srcs:
+                if src:
+                    seen(shellwords.process_word(src, shellwords.env_lookup(meta), df.escape))
+    return out
+
+
+def head_steps(df: Dockerfile, build_args: dict[str, str | None], target: str | None,
+               n_labels: int = 0) -> tuple[int, list[str]]:
+    """M of ``Step N/M`` and the texts of the steps up to the first FROM (the global ARGs
+    and that FROM), as :func:`plan` will number them: what can be shown before the bases
+    are here."""
+    meta, meta_ins, start = _meta_args(df, build_args)
+    stages = _split_stages(df, start)
+    needed = _needed(df, stages, meta, target)
+    total = len(meta_ins) + sum(len(stages[i]) for i in needed) + n_labels
+    return total, [ins.original for ins in meta_ins] + [stages[min(needed)][0].original]
+
+
 def _mount_froms(ins: Instruction) -> list[str]:
     from dockyard.builder import runmount
     return runmount.from_refs(ins.flag_all("mount"), ins.line)
@@ -388,7 +431,7 @@ def plan(df: Dockerfile, *, build_args: dict[str, str | None] | None = None,
         sp.run_defaults = run_defaults or {}
         sp.epoch = epoch
         stage = sp.run()
-        number += len(stage.steps)
+        number = sp.number      # (a base's ONBUILD triggers take no numbers of their own)
         planned[i] = stage
         results[i] = sp.image
     if missing:

@@ -110,6 +110,17 @@ class BuildService:
                 out.append(ref)
         return out
 
+    def pull_layout(self, ctx: bctx.Context, refs: list[str], *, dockerfile: str = "",
+                    build_args=None, target: str | None = None, labels=None
+                    ) -> tuple[dict[str, int], int, list[str]]:
+        """Where the pulls of ``refs`` show, as dockerd's legacy builder pulls while it
+        runs the step that uses an image: each ref's step number, M of ``Step N/M`` and
+        the texts of the steps up to the first FROM (``planner.head_steps``)."""
+        df = self.dockerfile(ctx, dockerfile)
+        sites = planner.pull_steps(df, build_args or {}, target, refs)
+        total, head = planner.head_steps(df, build_args or {}, target, len(labels or {}))
+        return sites, total, head
+
     async def pull(self, refs: list[str], insecure=(), auths=None):
         """Pull each of ``refs`` (missing bases, or all of them with ``pull``), yielding
         the pull's progress messages as ``POST /images/create`` does; ``auths`` maps
