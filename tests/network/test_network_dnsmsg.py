@@ -10,14 +10,33 @@ from dockyard.network.dns import Resolver
 NAMES = {"alpha": ["10.0.0.2"], "web": ["10.0.0.2", "10.0.0.3"]}
 
 
+def by_family(table):
+    """A Lookup over {name: addresses}: the asked type's family, None for an unknown name."""
+    def lookup(name, qtype):
+        ips = table.get(name.lower())
+        if ips is None:
+            return None
+        return [ip for ip in ips if (":" in ip) == (qtype == m.TYPE_AAAA)]
+    return lookup
+
+
 def resolver(upstreams=()):
-    return Resolver(lambda n: NAMES.get(n), lambda ip: ["alpha.net"] if ip == "10.0.0.2" else None,
+    return Resolver(by_family(NAMES), lambda ip: ["alpha.net"] if ip == "10.0.0.2" else None,
                     lambda: list(upstreams))
 
 
 def test_query_roundtrip_and_case():
     q = m.parse_query(m.build_query("Alpha.", m.TYPE_A, qid=7))
     assert (q.id, q.question.name, q.question.qtype) == (7, "alpha", m.TYPE_A)
+    assert q.question.asked == "Alpha"   # the case as sent, for what dockerd matches exactly
+
+
+def test_lookup_gets_the_name_as_asked_and_the_type():
+    seen = []
+    r = Resolver(lambda n, t: seen.append((n, t)), lambda ip: None, lambda: [])
+    for qtype in (m.TYPE_A, m.TYPE_AAAA, 15):   # 15: MX, asked as A (is the name ours?)
+        assert r.answer_local(m.build_query("Web.MyNet.", qtype)) is None
+    assert seen == [("Web.MyNet", m.TYPE_A), ("Web.MyNet", m.TYPE_AAAA), ("Web.MyNet", m.TYPE_A)]
 
 
 def test_local_answers():
@@ -51,7 +70,7 @@ def test_compression_pointer_loop_is_rejected():
 
 def test_big_udp_answers_are_truncated_for_tcp_retry():
     many = {"lots": [f"10.0.{i // 250}.{i % 250 + 1}" for i in range(60)]}
-    r = Resolver(lambda n: many.get(n), lambda ip: None, lambda: [])
+    r = Resolver(by_family(many), lambda ip: None, lambda: [])
     udp = asyncio.run(r.resolve(m.build_query("lots")))
     assert len(udp) <= m.UDP_MAX and udp[2] & 0x02  # TC
     assert m.parse_answers(udp) == (0, [])
@@ -63,7 +82,7 @@ def test_aaaa_and_ip6_ptr():
     import ipaddress
 
     names = {"dual": ["10.0.0.2", "fd00::2"]}
-    r = Resolver(lambda n: names.get(n), lambda ip: ["dual.net"] if ip == "fd00::2" else None,
+    r = Resolver(by_family(names), lambda ip: ["dual.net"] if ip == "fd00::2" else None,
                  lambda: [])
     rcode, ans = m.parse_answers(r.answer_local(m.build_query("dual", m.TYPE_AAAA)))
     assert rcode == 0 and ans == [(m.TYPE_AAAA, ipaddress.IPv6Address("fd00::2").packed)]

@@ -37,8 +37,10 @@ from dockyard.network.netns import run_in_netns
 DNS_IP = "127.0.0.11"
 FORWARD_TIMEOUT = 2.0
 
-# name -> IPv4 and IPv6 addresses, or None when the name is not ours
-Lookup = Callable[[str], "list[str] | None"]
+# (name as asked: case kept, no trailing dot; TYPE_A or TYPE_AAAA) -> the addresses of
+# that family, [] for a name that is ours without one (an empty NOERROR), None when the
+# name is not ours (forwarded)
+Lookup = Callable[[str, int], "list[str] | None"]
 # IPv4 or IPv6 address -> names, or None
 Reverse = Callable[[str], "list[str] | None"]
 
@@ -72,15 +74,15 @@ class Resolver:
             if not names:
                 return None
             return m.build_response(q, [(m.TYPE_PTR, m.ptr_rdata(n)) for n in names], ttl=self.ttl)
-        ips = self.lookup(qs.name)
+        qtype = qs.qtype if qs.qtype == m.TYPE_AAAA else m.TYPE_A
+        ips = self.lookup(qs.asked, qtype)
         if ips is None:
             return None
         if qs.qtype == m.TYPE_A:
-            return m.build_response(q, [(m.TYPE_A, m.a_rdata(ip)) for ip in ips
-                                        if ":" not in ip], ttl=self.ttl)
+            return m.build_response(q, [(m.TYPE_A, m.a_rdata(ip)) for ip in ips], ttl=self.ttl)
         if qs.qtype == m.TYPE_AAAA:
-            return m.build_response(q, [(m.TYPE_AAAA, m.aaaa_rdata(ip)) for ip in ips
-                                        if ":" in ip], ttl=self.ttl)
+            return m.build_response(q, [(m.TYPE_AAAA, m.aaaa_rdata(ip)) for ip in ips],
+                                    ttl=self.ttl)
         # Known name, no record of that type (or AAAA on an IPv4-only network):
         # an empty NOERROR, so clients do not go on to search other domains.
         return m.build_response(q, [], ttl=self.ttl)

@@ -36,6 +36,7 @@ class Question:
     qtype: int
     qclass: int
     wire: bytes  # the question section exactly as received
+    asked: str = ""  # the name in the case it was sent, no trailing dot
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def parse_query(data: bytes) -> Query:
         raise FormatError("truncated question")
     qtype, qclass = struct.unpack_from("!HH", data, off)
     wire = encode_name(name) + data[off : off + 4]
-    return Query(qid, flags, Question(name.lower().rstrip("."), qtype, qclass, wire))
+    asked = name.rstrip(".")
+    return Query(qid, flags, Question(asked.lower(), qtype, qclass, wire, asked))
 
 
 def encode_name(name: str) -> bytes:

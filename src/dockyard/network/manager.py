@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from dockyard.errors import Conflict, Forbidden, InvalidParameter, NotFound
 from dockyard.network import bridge as br
-from dockyard.network import dns
+from dockyard.network import dns, dnsmsg
 from dockyard.network.files import read_host_resolv
 from dockyard.network.firewall import BridgeFw, Firewall, PortFw
 from dockyard.network.ipam import DEFAULT_BRIDGE_POOL, DEFAULT_USER_POOLS, IPAM, v6_key
@@ -157,11 +157,13 @@ class NetworkManager:
         )
         # Lookup tables for the DNS server (read from the loop thread; rebuilt
         # and swapped whole under the lock, never mutated in place).
-        self._names: dict[str, dict[str, list[str]]] = {}
+        # network id -> lower-case name -> (IPv4 addresses, IPv6 addresses)
+        self._names: dict[str, dict[str, tuple[list[str], list[str]]]] = {}
         self._rev: dict[str, dict[str, list[str]]] = {}
-        # container -> link alias -> [(network id, target name)]
-        self._linked: dict[str, dict[str, list[tuple[str, str]]]] = {}
-        self._container_nets: dict[str, tuple[str, ...]] = {}
+        # container -> network id -> link alias (case kept) -> lower-case target name
+        self._linked: dict[str, dict[str, dict[str, str]]] = {}
+        # container -> its DNS-served networks as (id, name), in dockerd's sandbox order
+        self._container_nets: dict[str, tuple[tuple[str, str], ...]] = {}
         self._may_forward: frozenset[str] = frozenset()
         self.started = False
         if state:
@@ -772,60 +774,89 @@ class NetworkManager:
 
     # -- DNS ------------------------------------------------------------------------
     def _rebuild_dns_tables(self) -> None:
-        names: dict[str, dict[str, list[str]]] = {}
+        names: dict[str, dict[str, tuple[list[str], list[str]]]] = {}
         rev: dict[str, dict[str, list[str]]] = {}
-        cnets: dict[str, list[str]] = {}
-        linked: dict[str, dict[str, list[tuple[str, str]]]] = {}
+        cnets: dict[str, list[tuple[tuple, str, str]]] = {}
+        linked: dict[str, dict[str, dict[str, str]]] = {}
         for ep in self.endpoints.values():
             net = self.networks.get(ep.network_id)
             if net is None or not net.has_dns or not ep.ip:
                 continue
-            cnets.setdefault(ep.container_id, []).append(net.id)
-            for alias, target in ep.links.items():
-                linked.setdefault(ep.container_id, {}).setdefault(alias.lower(), []).append(
-                    (net.id, target.lstrip("/").lower()))
+            # libnetwork's endpoint heap: internal networks last, dual-stack endpoints
+            # first, then by network name (byte order)
+            cnets.setdefault(ep.container_id, []).append(
+                ((net.internal, not ep.ip6, net.name), net.id, net.name))
+            if ep.links:
+                linked.setdefault(ep.container_id, {})[net.id] = {
+                    alias: target.lstrip("/").lower() for alias, target in ep.links.items()}
             table = names.setdefault(net.id, {})
             for n in ep.dns_names():
-                ips = table.setdefault(n.lower(), [])
-                for a in (ep.ip, ep.ip6):
-                    if a and a not in ips:
-                        ips.append(a)
+                v4, v6 = table.setdefault(n.lower(), ([], []))
+                if ep.ip not in v4:
+                    v4.append(ep.ip)
+                if ep.ip6 and ep.ip6 not in v6:
+                    v6.append(ep.ip6)
             if ep.container_name:
                 for a in (ep.ip, ep.ip6):
                     if a:
                         rev.setdefault(net.id, {})[a] = [f"{ep.container_name}.{net.name}"]
         self._names, self._rev, self._linked = names, rev, linked
-        self._container_nets = {k: tuple(v) for k, v in cnets.items()}
+        self._container_nets = {k: tuple((nid, name) for _, nid, name in sorted(v))
+                                for k, v in cnets.items()}
         # Docker does not forward outside queries for containers whose every
         # DNS-served network is --internal.
         self._may_forward = frozenset(
-            cid for cid, nids in cnets.items()
-            if any(not self.networks[n].internal for n in nids)
+            cid for cid, nets in cnets.items()
+            if any(not self.networks[nid].internal for _, nid, _ in nets)
         )
 
-    def _lookup(self, container_id: str, name: str) -> list[str] | None:
-        names, nets = self._names, self._container_nets.get(container_id, ())
-        # a link's alias first (libnetwork's sandbox ResolveName): the target's addresses
-        # on the linking endpoint's network; where the target has none, that network
-        # does not answer the name either
-        skip = set()
-        for nid, target in self._linked.get(container_id, {}).get(name, ()):
-            ips = names.get(nid, {}).get(target)
-            if ips:
-                return list(ips)
-            skip.add(nid)
-        out: list[str] = []
-        for nid in nets:
-            if nid in skip:
-                continue
-            for ip in names.get(nid, {}).get(name, []):
-                if ip not in out:
-                    out.append(ip)
-        return out or None
+    def _lookup(self, container_id: str, asked: str, qtype: int) -> list[str] | None:
+        """The addresses of ``qtype``'s family the container's resolver gives for ``asked``
+        (case kept, no trailing dot), as libnetwork's sandbox ResolveName (dockerd 20.10):
+        the whole name on every network, then ``<name>.<network>`` split at each dot from
+        the right (network names may hold dots). For each, the container's link aliases
+        first (matched case-sensitively, as dockerd), then the names on its networks
+        (case-insensitive); the network part is matched case-sensitively. The first
+        network (in the sandbox's order) that has the name answers, not all of them. A name
+        known only without an IPv6 address answers AAAA with nothing (an empty NOERROR);
+        None: not ours (forwarded)."""
+        nets = self._container_nets.get(container_id, ())
+        if not nets:
+            return None
+        names, links = self._names, self._linked.get(container_id, {})
+        v6 = qtype == dnsmsg.TYPE_AAAA
+        tries = [(asked, None)]
+        i = len(asked)
+        while (i := asked.rfind(".", 0, i)) > 0:
+            tries.append((asked[:i], asked[i + 1:]))
+        for req, in_net in tries:
+            for alias_pass in (True, False):
+                known = False
+                for nid, net_name in nets:
+                    if in_net is not None and in_net != net_name:
+                        continue
+                    ep_links = links.get(nid, {})
+                    if alias_pass:
+                        if req not in ep_links:
+                            continue
+                        entry = names.get(nid, {}).get(ep_links[req])
+                    elif req in ep_links:
+                        continue   # an alias of this endpoint: only the alias pass answers it
+                    else:
+                        entry = names.get(nid, {}).get(req.lower())
+                    if entry is None:
+                        continue
+                    found = entry[1] if v6 else entry[0]
+                    if found:
+                        return list(found)
+                    known = True
+                if known:
+                    return []
+        return None
 
     def _reverse(self, container_id: str, ip: str) -> list[str] | None:
-        rev, nets = self._rev, self._container_nets.get(container_id, ())
-        for nid in nets:
+        rev = self._rev
+        for nid, _ in self._container_nets.get(container_id, ()):
             if ip in rev.get(nid, {}):
                 return rev[nid][ip]
         return None
@@ -840,7 +871,7 @@ class NetworkManager:
             self._sandboxes[cid] = sb
         sb.upstreams = [_parse_upstream(s) for s in servers] if servers else []
         resolver = dns.Resolver(
-            lambda n: self._lookup(cid, n),
+            lambda n, t: self._lookup(cid, n, t),
             lambda ip: self._reverse(cid, ip),
             lambda: (sb.upstreams or self._dns_upstreams) if cid in self._may_forward else [],
         )
