@@ -292,6 +292,8 @@ def test_kill9_of_the_supervisor_with_running_logging_and_exiting_containers(fre
         assert states[f"log{i}"] == "running"
     for i in range(3):
         assert states[f"exits{i}"] == "exited", states   # their exits were seen
+        # with their true code (the holder, their parent now, reaped them)
+        assert d.out("inspect", "-f", "{{.State.ExitCode}}", f"exits{i}") == "7"
     t0 = time.monotonic()
     r = subprocess.run([DOCKER, "wait", "exits0"], env=d.env, capture_output=True, text=True,
                        timeout=10)

@@ -80,19 +80,30 @@ def test_supervisor_unit_command_outlives_daemon(tmp_path):
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        # the unit's main process is the supervisor's holder (its parent), same pid
         deadline = time.monotonic() + 20
-        while d.supervisor_pid() != sup.pid:
+        while d.holder_pid() != sup.pid or not d.supervisor_pid():
             assert sup.poll() is None and time.monotonic() < deadline, "supervisor did not start"
             time.sleep(0.05)
+        first = d.supervisor_pid()
         d.start()
         import_busybox(d)
         cid = d.out("run", "-d", "busybox", "sleep", "1000")
-        assert d.supervisor_pid() == sup.pid        # the daemon used the unit's supervisor
+        assert d.supervisor_pid() == first          # the daemon used the unit's supervisor
         d.stop()                                     # as `systemctl restart dockyard` does
         assert sup.poll() is None
         d.start()
         assert d.out("inspect", "-f", "{{.State.Running}}", cid) == "true"
-        assert d.supervisor_pid() == sup.pid
+        assert d.supervisor_pid() == first
+        # SIGTERM to the unit's main process (KillMode=process) ends holder and supervisor;
+        # the container stays (its own cgroup)
+        sup.send_signal(signal.SIGTERM)
+        sup.wait(15)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{first}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{first}")
+        assert d.out("inspect", "-f", "{{.State.Running}}", cid) == "true"
     finally:
         d.close()   # removes the containers, stops the daemon, kills the supervisor
         if sup.poll() is None:

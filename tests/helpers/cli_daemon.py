@@ -133,8 +133,11 @@ def _teardown(d: CliDaemon) -> None:
     with contextlib.suppress(Exception):
         from dockyard.supervisor.client import SyncClient, socket_path
 
-        pid = SyncClient(socket_path(str(sup_root))).request("ping")["pid"]
-        os.kill(pid, signal.SIGKILL)
+        reply = SyncClient(socket_path(str(sup_root))).request("ping")
+        # its holder first (else it starts a new supervisor), then the supervisor
+        for pid in [p for p in (reply.get("holder"), reply["pid"]) if p]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     # container processes left behind (the supervisor is gone): kill them by cgroup
     for procs in glob.glob(f"/sys/fs/cgroup/*{d.cgroup_parent}/**/cgroup.procs", recursive=True):
         with contextlib.suppress(OSError):

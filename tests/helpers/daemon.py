@@ -135,17 +135,19 @@ def _stop_supervisor(data_root: Path) -> None:
     try:
         from dockyard.supervisor import client as supclient
 
-        pid = supclient.SyncClient(str(path)).request("ping")["pid"]
+        reply = supclient.SyncClient(str(path)).request("ping")
     except Exception:  # noqa: BLE001 - nothing answers: nothing to stop
         return
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            os.kill(pid, 0)
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    # the holder (its parent) passes SIGTERM on; killed first, it restarts nothing
+    for pid in [p for p in (reply.get("holder"), reply["pid"]) if p]:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _unmount_below(path: Path) -> None:

@@ -97,12 +97,18 @@ def _stop_containers(host: str, timeout: int) -> list[str]:
 
 
 def _supervisor_pid(root: str) -> int | None:
+    return _supervisor_pids(root)[0]
+
+
+def _supervisor_pids(root: str) -> tuple[int | None, int | None]:
+    """(the supervisor's pid, its holder's) as the supervisor answers, else Nones."""
     from dockyard.supervisor import client as supclient
 
     try:
-        return int(supclient.SyncClient(supclient.socket_path(root)).request("ping")["pid"])
+        reply = supclient.SyncClient(supclient.socket_path(root)).request("ping")
+        return int(reply["pid"]), int(reply.get("holder") or 0) or None
     except Exception:   # noqa: BLE001 - none answers: none runs
-        return None
+        return None, None
 
 
 def main(argv: list[str]) -> int:
@@ -153,12 +159,14 @@ def main(argv: list[str]) -> int:
         return 1
     print(f"stopped dockyard daemon (pid {pid})")
     if stop_all:
-        sup = _supervisor_pid(sup_root)
+        sup, holder = _supervisor_pids(sup_root)
         if sup is not None:
-            os.kill(sup, signal.SIGTERM)
-            if not _wait_gone(sup, timeout + 5):
-                sys.stderr.write(f"dockyard daemon stop: the supervisor (pid {sup}) did not "
-                                 f"exit within {timeout + 5} s\n")
-                return 1
+            # its holder (supervisor/holder.py) passes SIGTERM on and ends after it
+            os.kill(holder or sup, signal.SIGTERM)
+            for pid, what in ((sup, "supervisor"), (holder, "supervisor's holder")):
+                if pid and not _wait_gone(pid, timeout + 5):
+                    sys.stderr.write(f"dockyard daemon stop: the {what} (pid {pid}) did not "
+                                     f"exit within {timeout + 5} s\n")
+                    return 1
             print(f"stopped dockyard supervisor (pid {sup})")
     return 0
