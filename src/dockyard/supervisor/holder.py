@@ -50,6 +50,7 @@ import time
 NAMES = ("stdout", "stderr", "stdin", "pty")
 MAX_FDS = 8
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
 RESTART_MAX_DELAY = 30.0
 STABLE_AFTER = 10.0      # a supervisor that lived this long restarts at once
 SEND_TIMEOUT = 10.0
@@ -132,6 +133,7 @@ def _set_subreaper() -> None:
     prctl = Function(("prctl", _Lib(_ctypes.dlopen(None, _ctypes.RTLD_LOCAL))))
     if prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(_ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    prctl(PR_SET_NAME, b"dockyard-holder", 0, 0, 0)   # for ps/top (the command line is python's)
 
 
 class _Lib:
