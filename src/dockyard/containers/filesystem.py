@@ -7,6 +7,7 @@ import contextlib
 import os
 
 from dockyard import errors, statefiles
+from dockyard.containers import state as st
 from dockyard.containers.task import _mount_rootfs, _unmount_rootfs
 
 
@@ -20,6 +21,11 @@ class Filesystem:
     async def commit(self, ref: str, *, repo: str | None, tag: str | None, author: str = "",
                      comment: str = "", changes: list[str] = (), pause: bool = True,
                      config: dict | None = None) -> str:
+        """As dockerd 20.10's (checked side by side): a running container is paused for
+        the commit as by ``docker pause`` (its state shows paused, a ``pause`` event, health
+        probes stop and its health shows unhealthy), the image is tagged, the ``commit``
+        event is sent, then it is unpaused (an ``unpause`` event; probing starts again one
+        interval later). A pause that fails is ignored, as dockerd ignores it."""
         from dockyard import crashpoints
 
         c = self.get(ref)
@@ -29,23 +35,38 @@ class Filesystem:
             # at its next start (containers/recovery.py)
             c["Intent"] = "commit"
             self._save(c)
-            await self._runtime("pause", c["Id"], check=False, c=c)
-            paused_here = True
-            crashpoints.at("commit.paused")
+            try:
+                await self._runtime("pause", c["Id"], c=c)
+            except errors.DockyardError:
+                pass
+            else:
+                paused_here = True
+                st.set_status(c["State"], "paused")
+                await self._pause_health(c, True)
+                self._save(c)
+                self.emit("container", "pause", c["Id"], self._attrs(c))
+                crashpoints.at("commit.paused")
         try:
             image_id = await asyncio.to_thread(
                 self.images.commit_rootfs, c["Id"], c["Image"], config=config or c["Config"],
                 changes=list(changes), author=author, comment=comment, repo=repo, tag=tag,
                 container_id=c["Id"])
             crashpoints.at("commit.committed")
+            self.emit("container", "commit", c["Id"], {**self._attrs(c), "comment": comment})
         finally:
-            if paused_here:
+            # still paused by us (not unpaused, stopped or killed meanwhile): resumed
+            if paused_here and c["State"]["Status"] == "paused":
                 await self._runtime("resume", c["Id"], check=False, c=c)
-                if c.get("Intent") == "commit":
-                    c.pop("Intent", None)
-                    with contextlib.suppress(Exception):
-                        self._save(c)
-        self.emit("container", "commit", c["Id"], {**self._attrs(c), "comment": comment})
+                st.set_status(c["State"], "running")
+                await self._pause_health(c, False)
+                c.pop("Intent", None)
+                with contextlib.suppress(Exception):
+                    self._save(c)
+                self.emit("container", "unpause", c["Id"], self._attrs(c))
+            elif c.get("Intent") == "commit":
+                c.pop("Intent", None)
+                with contextlib.suppress(Exception):
+                    self._save(c)
         return image_id
 
     @contextlib.asynccontextmanager

@@ -23,7 +23,8 @@ What is written before each step (the journal), and what recovery does with it:
   the removal. ``--rm`` containers that exited (or whose run was finished here) are
   removed.
 - commit: the record is stored with ``Intent: "commit"`` before the container is
-  paused; a running container with that intent is resumed.
+  paused; a running or paused container with that intent is resumed (its health probes
+  too).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Recovery:
                         and t["status"] == "running":
                     await self._runtime("resume", cid, check=False, c=c)
                     st.set_status(c["State"], "running")
+                    await self._pause_health(c, False)   # probes stopped for the commit
                     self._save(c)
                 elif s in ("exited", "dead"):
                     await self._recover_stopped(c, t)

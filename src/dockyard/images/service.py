@@ -1187,8 +1187,7 @@ class ImageService:
         finally:
             for item in leases:
                 self._drop_lease(item)
-        self._emit("commit", image_id, {"name": image_id})
-        if ref:
+        if ref:   # no image event of a commit's own in dockerd: only the tag
             self._emit("tag", image_id, {"name": ref.familiar()})
         return image_id
 
