@@ -320,9 +320,20 @@ class Supervisor:
                 continue
             task = self.by_pid.pop(pid, None)
             if task is not None:
-                asyncio.get_running_loop().create_task(self._task_exited(task, _exit_code(status)))
+                self._reaped(task, status)
             else:
                 self.orphans[pid] = status
+
+    def _reaped(self, task: Task, status: int) -> None:
+        """We reaped the task's process. Its status is written down at once, as the
+        holder writes the ones it reaps: a supervisor killed while the output drains
+        leaves it to the next one."""
+        code, ns = _exit_code(status), time.time_ns()
+        try:
+            statefiles.write(os.path.join(self._task_dir(task.id), "exit"), f"{code} {ns}\n")
+        except OSError:
+            pass   # the exit is still saved with the task, and published
+        asyncio.get_running_loop().create_task(self._task_exited(task, code, ns))
 
     async def _task_exited(self, task: Task, code: int, finished_ns: int | None = None) -> None:
         if task.exiting:
@@ -648,8 +659,7 @@ class Supervisor:
         self._hold(task, task.pid)
         if task.pid in self.orphans:  # died before we knew its pid
             self.by_pid.pop(task.pid)
-            asyncio.get_running_loop().create_task(
-                self._task_exited(task, _exit_code(self.orphans.pop(task.pid))))
+            self._reaped(task, self.orphans.pop(task.pid))
 
     async def op_create(self, msg: dict) -> dict:
         cid = msg["id"]
