@@ -1,5 +1,5 @@
-"""Churn: N `docker run --rm` in a row against a private daemon, the daemon's and the
-supervisor's memory (RSS from /proc) sampled as they go.
+"""Churn: N `docker run --rm` in a row against a private daemon, the daemon's, the
+supervisor's and its holder's memory (RSS from /proc) sampled as they go.
 
     python3 bench/churn_bench.py [N] [--clients C] [--warm-pool K]   # N default 5000
 
@@ -50,6 +50,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="churn-") as tmp, \
             running(Path(tmp), extra_args=extra) as d:
         sup = d.supervisor_pid()
+        holder = d.holder_pid()
         env = d.env
         warm = min(a.n, max(1000, a.n // 5))
         step = max(1, (a.n - warm) // a.samples)
@@ -68,10 +69,12 @@ def main() -> int:
                 batch = min(step if done >= warm else warm, a.n - done)
                 failures += sum(1 for rc in ex.map(one, range(batch)) if rc != 0)
                 done += batch
-                s = (done, rss_kb(d.proc.pid), rss_kb(sup), time.monotonic() - t0)
+                s = (done, rss_kb(d.proc.pid), rss_kb(sup), time.monotonic() - t0,
+                     rss_kb(holder))
                 samples.append(s)
                 print(f"{s[0]:6d} runs  daemon {s[1] / 1024:7.1f} MB  supervisor "
-                      f"{s[2] / 1024:6.1f} MB  {s[3]:7.1f} s", flush=True)
+                      f"{s[2] / 1024:6.1f} MB  holder {s[4] / 1024:5.1f} MB  {s[3]:7.1f} s",
+                      flush=True)
         left = d.out("ps", "-aq")
         base = samples[0]
         last = samples[-1]
@@ -83,6 +86,8 @@ def main() -> int:
               f"peak {peak_d / 1024:.1f} MB)")
         print(f"supervisor: {base[2] / 1024:.1f} MB -> {last[2] / 1024:.1f} MB "
               f"(growth {(last[2] - base[2]) / 1024:+.2f} MB)")
+        print(f"holder:     {base[4] / 1024:.1f} MB -> {last[4] / 1024:.1f} MB "
+              f"(growth {(last[4] - base[4]) / 1024:+.2f} MB)")
         return 0 if failures == 0 and not left else 1
 
 
