@@ -136,3 +136,55 @@ def test_dns_names_beside_dockerd(ndaemon, tmp_path):
     assert by_name[("WEB", m.TYPE_A)] == (0, ["Web@Dn"])    # names: any case
     assert by_name[("Web.o.x", m.TYPE_A)] == (0, ["Web@o."])
     assert by_name[("Web", m.TYPE_AAAA)] == (0, [])
+
+
+def links_scenario(run, tag: str) -> list:
+    """/etc/hosts and the link variables of a container on the default bridge with
+    --add-host entries around a --link whose alias has capitals; addresses and ids replaced
+    by their roles."""
+    web = f"Web{tag}"
+    wid = run("run", "-d", "--name", web, "busybox", "sleep", "300")
+    try:
+        cid = run("create", "--add-host", "hx:192.0.2.10", "--link", f"{web}:MyAlias",
+                  "--add-host", "hy:192.0.2.11", "busybox", "sh", "-c",
+                  "cat /etc/hosts; echo; env | cut -d= -f1 | sort")
+        run("start", cid)
+        run("wait", cid)
+        out = run("logs", cid)
+        wip = run("inspect", "-f", "{{.NetworkSettings.IPAddress}}", web)
+        # its own line (it has exited: inspect no longer shows its address)
+        cip = next(ln.split("\t")[0] for ln in out.splitlines()
+                   if ln.endswith(f"\t{cid[:12]}"))
+        run("rm", cid)
+        for real, role in ((wip, "WEBIP"), (cip, "MYIP"), (wid[:12], "WEBID"),
+                           (cid[:12], "MYID"), (tag, "")):
+            out = out.replace(real, role)
+        return out.splitlines()
+    finally:
+        run("rm", "-f", web, check=False)
+
+
+def test_link_hosts_lines_beside_dockerd(ndaemon, tmp_path):
+    """On the default bridge: --add-host lines, then the links' (alias with its case,
+    id, name), then the container's own line, as dockerd 20.10 writes them; the
+    variables' names are the alias in capitals."""
+    from helpers.dockerd import dockerd_available, running_dockerd
+    from helpers.rootfs import build_busybox_rootfs
+
+    tag = uid("")
+    mine = links_scenario(lambda *a, check=True: ndaemon.out(*a, check=check), tag)
+    assert mine[6:10] == ["192.0.2.10\thx", "192.0.2.11\thy", "WEBIP\tMyAlias WEBID Web",
+                          "MYIP\tMYID"], mine
+    assert "MYALIAS_NAME" in mine
+    if not dockerd_available():
+        pytest.skip("dockerd not installed: ours checked alone")
+    root = tmp_path / "bb"
+    build_busybox_rootfs(root)
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True,
+                         check=True).stdout
+    # the default bridge (docker0, inside dockerd's own network namespace)
+    with running_dockerd(tmp_path / "dkd", extra_args=("--bridge=",)) as theirs:
+        theirs.docker("import", "-c", 'CMD ["sh"]', "-", "busybox", input=tar)
+        ref = links_scenario(lambda *a, check=True: theirs.docker(*a, check=check, text=True)
+                             .stdout.strip(), tag)
+    assert mine == ref

@@ -58,6 +58,10 @@ def test_hosts_file():
         "172.30.0.2\tabc123def456\n"
     )
     assert hosts_file("h", ["10.0.0.9"], domainname="example.org").endswith("10.0.0.9\th.example.org h\n")
+    # legacy links: after the --add-host lines, before the container's own (dockerd's order)
+    text = hosts_file("h", ["10.0.0.9"], extra_hosts=["db:10.0.0.5"],
+                      links=[("10.0.0.7", ["MyAlias", "0123456789ab", "web"])])
+    assert text.endswith("10.0.0.5\tdb\n10.0.0.7\tMyAlias 0123456789ab web\n10.0.0.9\th\n")
     assert "\th\n" not in hosts_file("h", [], network_mode="none")
     with pytest.raises(InvalidParameter, match="bad format for add-host"):
         hosts_file("h", [], extra_hosts=["nohost"])

@@ -95,12 +95,12 @@ class ContainerNetworking:
             files = await asyncio.to_thread(
                 self.m.container_files, cid, cfg.get("Hostname") or cid[:12],
                 cfg.get("Domainname") or "", host.get("ExtraHosts"), host.get("Dns"),
-                host.get("DnsSearch"), host.get("DnsOptions"))
+                host.get("DnsSearch"), host.get("DnsOptions"), links=c.get("LinkHosts"))
         except BaseException:
             await asyncio.to_thread(self.m.release_all, cid)
             raise
         cdir = os.path.dirname(c["HostsPath"])
-        _write_in_place(os.path.join(cdir, "hosts"), files["hosts"] + links_hosts_lines(c))
+        _write_in_place(os.path.join(cdir, "hosts"), files["hosts"])
         _write_in_place(os.path.join(cdir, "resolv.conf"), files["resolv.conf"])
         return with_requested(await asyncio.to_thread(self.m.container_settings, cid), endpoints)
 
@@ -165,12 +165,6 @@ def with_requested(settings: dict, endpoints: dict) -> dict:
             if k in asked and asked[k] is not None:
                 ep[k] = asked[k]
     return settings
-
-
-def links_hosts_lines(c: dict) -> str:
-    """/etc/hosts lines of the container's legacy links (``--link name:alias``), filled
-    at start by the container service (``LinkHosts``)."""
-    return "".join(f"{ip}\t{' '.join(names)}\n" for ip, names in c.get("LinkHosts") or [])
 
 
 def network_events(svc, c: dict, action: str) -> None:

@@ -146,9 +146,11 @@ def hosts_file(
     extra_hosts: list[str] | None = None,
     host_gateway: str = "",
     network_mode: str = "bridge",
+    links: list[tuple[str, list[str]]] | None = None,
 ) -> str:
-    """Docker's /etc/hosts: loopback and IPv6 defaults, --add-host entries, then
-    the container's own addresses (none on `host`/`none` networks)."""
+    """Docker's /etc/hosts: loopback and IPv6 defaults, --add-host entries, the legacy
+    links' lines (``(ip, [alias, id, name])``), then the container's own addresses (none
+    on `host`/`none` networks): dockerd 20.10's order."""
     lines = [
         "127.0.0.1\tlocalhost",
         "::1\tlocalhost ip6-localhost ip6-loopback",
@@ -162,6 +164,7 @@ def hosts_file(
         if ip == "host-gateway":
             ip = host_gateway
         lines.append(f"{ip}\t{name}")
+    lines.extend(f"{ip}\t{' '.join(names)}" for ip, names in links or ())
     if network_mode not in ("host", "none"):
         names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
         for ip in ips:

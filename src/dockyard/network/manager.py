@@ -1025,10 +1025,12 @@ class NetworkManager:
         dns_search: list[str] | None = None,
         dns_options: list[str] | None = None,
         host_resolv_conf: str = "/etc/resolv.conf",
+        links: list[tuple[str, list[str]]] | None = None,
     ) -> dict[str, str]:
         """Contents of /etc/hosts, /etc/resolv.conf and /etc/hostname for a
         connected container (call after connect; write them in place into
-        the files bind-mounted into the container)."""
+        the files bind-mounted into the container). ``links``: /etc/hosts lines of
+        legacy links on the default bridge, ``(ip, [names])``."""
         from dockyard.network import files
 
         with self._lock:
@@ -1053,7 +1055,7 @@ class NetworkManager:
         return {
             "hosts": files.hosts_file(hostname, ips, domainname, extra_hosts, host_gw,
                                       network_mode="host" if mode == "host" else
-                                      "none" if mode == "none" else "bridge"),
+                                      "none" if mode == "none" else "bridge", links=links),
             "resolv.conf": rc.text,
             "hostname": files.hostname_file(hostname),
         }
