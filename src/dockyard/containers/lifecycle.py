@@ -610,6 +610,13 @@ class Lifecycle:
             if not go.done():   # attaches waiting for a start that will not come
                 go.set_exception(errors.NotFound(f"No such container: {cid}"))
         self._restart_pending.discard(cid)
+        # its execs go with it (dockerd: "No such exec instance" after the rm); a wait
+        # on one still running ends
+        for eid in [e for e, x in self.execs.items() if x["ContainerID"] == cid]:
+            x = self.execs.pop(eid)
+            x["Running"] = False
+            x["_started"].set()
+            x["_done"].set()
 
     async def _remove_files(self, c: dict) -> None:
         cid = c["Id"]
@@ -643,7 +650,6 @@ class Lifecycle:
         crashpoints.at("remove.files")
         if cid not in self.containers:
             self.store.delete(cid)
-            self._locks.pop(cid, None)
 
     async def prune(self, filters: dict | None = None) -> dict:
         deleted, space = [], 0

@@ -48,7 +48,12 @@ class Records:
         raise errors.NotFound(f"No such container: {ref}")
 
     def _lock(self, cid: str) -> asyncio.Lock:
-        return self._locks.setdefault(cid, asyncio.Lock())
+        """The container's lock (``async with``): it lives only while held or waited for
+        (``_locks`` keeps it weakly), so none stays per removed container."""
+        lock = self._locks.get(cid)
+        if lock is None:
+            lock = self._locks[cid] = asyncio.Lock()
+        return lock
 
     def _save(self, c: dict) -> None:
         self.store.put(c)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from typing import Any, Callable
 
 from dockyard import statefiles
@@ -66,7 +67,8 @@ class ContainerService(Records, Lifecycle, Task, Supervision, WarmPoolWork, Exec
         self.removed: dict[str, asyncio.Event] = {}
         self.execs: dict[str, dict] = {}
         self._watch_task: asyncio.Task | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        # weakly: a container's lock goes when no one holds or waits for it (records._lock)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._pending_attach: dict[str, list] = {}
         self._restart_pending: set[str] = set()
         self._reserved_names: set[str] = set()

@@ -132,6 +132,10 @@ class Supervision:
             self._watch_task.cancel()
         for t in list(self._background):
             t.cancel()
+        timer = getattr(self, "_warm_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._warm_timer = None
         for e in self.warm.drain():
             await self._destroy_warm(e.record)
         for cid in list(self.warm.taken):

@@ -76,19 +76,37 @@ class WarmPoolWork:
                 await asyncio.shield(self._destroy_warm(rec))
 
     def _schedule_warm_expiry(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_later(self.warm.ttl + 0.5, lambda: self._in_background(self._expire_warm()))
+        """One timer for the whole pool, due when its oldest entry (ready or taken) ends;
+        it arms itself again for the next. (A timer per entry made stayed 60 s each:
+        hundreds pending under a `run --rm` churn.) Entries are made in time order, so a
+        timer already pending is due no later than a new entry's end."""
+        if getattr(self, "_warm_timer", None) is not None:
+            return
+        entries = [*self.warm.ready.values(), *self.warm.taken.values()]
+        if not entries:
+            return
+        due = min(e.made for e in entries) + self.warm.ttl + 0.5
+        self._warm_timer = asyncio.get_running_loop().call_later(
+            max(0.0, due - time.monotonic()), self._warm_timer_due)
+
+    def _warm_timer_due(self) -> None:
+        self._warm_timer = None
+        self._in_background(self._expire_warm())
 
     async def _expire_warm(self) -> None:
-        for e in self.warm.expired():
-            await self._destroy_warm(e.record)
-        deadline = time.monotonic() - self.warm.ttl
-        for cid, e in list(self.warm.taken.items()):
-            c = self.containers.get(cid)
-            if e.made <= deadline and c is not None:
-                async with self._lock(cid):
-                    if self.warm.taken.pop(cid, None) is not None:
-                        await self._release_prepared(c)   # created long ago, not started
+        try:
+            for e in self.warm.expired():
+                await self._destroy_warm(e.record)
+            deadline = time.monotonic() - self.warm.ttl
+            for cid, e in list(self.warm.taken.items()):
+                c = self.containers.get(cid)
+                if e.made <= deadline and c is not None:
+                    async with self._lock(cid):
+                        if self.warm.taken.pop(cid, None) is not None:
+                            await self._release_prepared(c)   # created long ago, not started
+        finally:
+            if not self._shutting_down().is_set():
+                self._schedule_warm_expiry()
 
     async def _destroy_warm(self, rec: dict) -> None:
         await self._cleanup_after_stop(rec, network=False)
