@@ -255,11 +255,19 @@ class Holder:
             _log("warning", f"supervisor (pid {pid}) died ({how}); {len(self.tasks)} tasks held; "
                             f"restarting it in {self.restart_at - time.monotonic():.1f} s")
 
-    def from_supervisor(self) -> None:
+    def from_supervisor(self, wait: bool = True) -> bool:
+        """Handle one message (``wait``: the socket is readable); False if none was there."""
         try:
-            words, fds = recv(self.sock)
-        except (BlockingIOError, InterruptedError):
-            return
+            if wait:
+                words, fds = recv(self.sock)
+            else:
+                self.sock.setblocking(False)
+                try:
+                    words, fds = recv(self.sock)
+                finally:
+                    self.sock.settimeout(SEND_TIMEOUT)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return False
         except OSError as e:
             _log("warning", f"supervisor connection: {e}")
             words, fds = [], []
@@ -268,7 +276,17 @@ class Holder:
             if self.sock is not None:
                 self.sock.close()   # it is going: its exit is reaped
                 self.sock = None
-            return
+            return False
+        self.handle(words, fds)
+        return True
+
+    def drain(self) -> None:
+        """Everything the supervisor sent: before its children are reaped, so that a task
+        it registered just before it died is known when its process ends."""
+        while self.sock is not None and self.from_supervisor(wait=False):
+            pass
+
+    def handle(self, words: list, fds: list) -> None:
         op, args = words[0], words[1:]
         if not args or not _valid_id(args[0]):
             _log("warning", f"bad message from the supervisor: {' '.join(words)[:200]!r}")
@@ -309,6 +327,7 @@ class Holder:
 
     # ---- children --------------------------------------------------------------------
     def reap(self) -> None:
+        self.drain()
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -368,9 +387,9 @@ class Holder:
                     sigs = b""
                 for s in set(sigs):
                     self.signalled(s)
-            self.reap()
             if self.sock is not None and self.sock in ready:
                 self.from_supervisor()
+            self.reap()
             if self.restart_at is not None and not self.sup and not self.done \
                     and time.monotonic() >= self.restart_at:
                 self.start_supervisor()
