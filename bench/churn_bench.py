@@ -39,6 +39,20 @@ def rss_kb(pid: int | None) -> int:
     return 0
 
 
+def anon_kb(pid: int | None) -> int:
+    """Anonymous memory (the heaps) of RSS; the rest is mapped files (code, libraries)."""
+    if not pid:
+        return 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Anonymous:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("n", nargs="?", type=int, default=5000)
@@ -63,18 +77,23 @@ def main() -> int:
                                capture_output=True, timeout=120)
             return r.returncode
 
+        def sample(done: int) -> tuple:
+            s = (done, rss_kb(d.proc.pid), rss_kb(sup), time.monotonic() - t0,
+                 rss_kb(holder))
+            print(f"{s[0]:6d} runs  daemon {s[1] / 1024:7.1f} MB (anon "
+                  f"{anon_kb(d.proc.pid) / 1024:5.1f})  supervisor {s[2] / 1024:6.1f} MB  "
+                  f"holder {s[4] / 1024:5.1f} MB  {s[3]:7.1f} s  load {os.getloadavg()[0]:.1f}",
+                  flush=True)
+            return s
+
+        sample(0)   # before any run; the growth counts from the warm-up's end
         done = 0
         with cf.ThreadPoolExecutor(a.clients) as ex:
             while done < a.n:
                 batch = min(step if done >= warm else warm, a.n - done)
                 failures += sum(1 for rc in ex.map(one, range(batch)) if rc != 0)
                 done += batch
-                s = (done, rss_kb(d.proc.pid), rss_kb(sup), time.monotonic() - t0,
-                     rss_kb(holder))
-                samples.append(s)
-                print(f"{s[0]:6d} runs  daemon {s[1] / 1024:7.1f} MB  supervisor "
-                      f"{s[2] / 1024:6.1f} MB  holder {s[4] / 1024:5.1f} MB  {s[3]:7.1f} s",
-                      flush=True)
+                samples.append(sample(done))
         left = d.out("ps", "-aq")
         base = samples[0]
         last = samples[-1]
