@@ -34,9 +34,17 @@ def test_query_roundtrip_and_case():
 def test_lookup_gets_the_name_as_asked_and_the_type():
     seen = []
     r = Resolver(lambda n, t: seen.append((n, t)), lambda ip: None, lambda: [])
-    for qtype in (m.TYPE_A, m.TYPE_AAAA, 15):   # 15: MX, asked as A (is the name ours?)
+    for qtype in (m.TYPE_A, m.TYPE_AAAA, m.TYPE_MX, 16, 33, 255):
         assert r.answer_local(m.build_query("Web.MyNet.", qtype)) is None
+    # MX is asked as A (is the name ours?); TXT, SRV and ANY are forwarded unasked
     assert seen == [("Web.MyNet", m.TYPE_A), ("Web.MyNet", m.TYPE_AAAA), ("Web.MyNet", m.TYPE_A)]
+
+
+def test_other_types_of_our_names():
+    r = resolver()
+    assert m.parse_answers(r.answer_local(m.build_query("alpha", m.TYPE_MX))) == (0, [])
+    for qtype in (16, 33, 255):   # TXT, SRV, ANY: dockerd forwards them
+        assert r.answer_local(m.build_query("alpha", qtype)) is None
 
 
 def test_local_answers():

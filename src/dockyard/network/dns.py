@@ -74,6 +74,8 @@ class Resolver:
             if not names:
                 return None
             return m.build_response(q, [(m.TYPE_PTR, m.ptr_rdata(n)) for n in names], ttl=self.ttl)
+        if qs.qtype not in (m.TYPE_A, m.TYPE_AAAA, m.TYPE_MX):
+            return None   # TXT, SRV, ANY...: forwarded even for our names, as dockerd's
         qtype = qs.qtype if qs.qtype == m.TYPE_AAAA else m.TYPE_A
         ips = self.lookup(qs.asked, qtype)
         if ips is None:
@@ -83,8 +85,8 @@ class Resolver:
         if qs.qtype == m.TYPE_AAAA:
             return m.build_response(q, [(m.TYPE_AAAA, m.aaaa_rdata(ip)) for ip in ips],
                                     ttl=self.ttl)
-        # Known name, no record of that type (or AAAA on an IPv4-only network):
-        # an empty NOERROR, so clients do not go on to search other domains.
+        # MX of one of our names, or AAAA of one without an IPv6 address: an empty
+        # NOERROR (so clients do not go on to search other domains), as dockerd's.
         return m.build_response(q, [], ttl=self.ttl)
 
     async def resolve(self, data: bytes, tcp: bool = False) -> bytes | None:

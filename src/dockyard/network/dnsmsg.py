@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 TYPE_A = 1
 TYPE_PTR = 12
+TYPE_MX = 15
 TYPE_AAAA = 28
 CLASS_IN = 1
 
