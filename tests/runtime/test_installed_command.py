@@ -1,7 +1,7 @@
-"""The `dockyard-runc` that pip installs starts as the daemon's launcher does
-(`#!<python> -IS`: no `site`, no PYTHON* variables, not the working directory on
-sys.path), not through an entry-point wrapper that pays for `site` and `re` at
-each of the calls containerd and dockerd make."""
+"""The `dockyard-runc` that pip installs is the daemon's launcher (the sh fast path
+of runtime/launcher.py, then `<python> -I -S -c ...`: no `site`, no PYTHON*
+variables, not the working directory on sys.path), not an entry-point wrapper
+that pays for `site` and `re` at each of the calls containerd and dockerd make."""
 
 from __future__ import annotations
 
@@ -25,8 +25,13 @@ def test_pip_installed_dockyard_runc_starts_without_site(tmp_path):
     if bin_dir is None:
         pytest.skip("no venv could be built here (see the message above)")
     script = bin_dir / "dockyard-runc"
-    first = script.read_text().splitlines()[0]
-    assert first == f"#!{bin_dir / 'python'} -IS", first
+    text = script.read_text()
+    assert text.startswith("#!/bin/sh\n"), text[:100]
+    front, sep, end = text.rpartition(f"\nexec '{bin_dir / 'python'}' -I -S -c '")
+    assert sep and end.endswith("' \"$@\"\n"), text[-300:]
+    # the same fast path as the launcher the daemon writes: only the Python part differs
+    from dockyard.runtime import launcher_script
+    assert front == launcher_script().rpartition("\nexec ")[0]
     # it finds the package in its venv without `site`, from any directory: a
     # bundle directory holding a `dockyard` package of its own is not imported
     trap = tmp_path / "bundle" / "dockyard"

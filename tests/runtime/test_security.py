@@ -221,9 +221,9 @@ def test_launcher_does_not_import_from_the_bundle_directory(runc, busybox_rootfs
 
 def test_launcher_script_imports_nothing_from_its_own_or_the_bundle_directory(
         runc, busybox_rootfs, tmp_path):
-    """The daemon's <data-root>/bin/dockyard-runc (launcher_script) is a Python script:
-    neither the directory it lives in nor the bundle directory it is run from may
-    supply modules to the root runtime."""
+    """The daemon's <data-root>/bin/dockyard-runc (launcher_script: a sh fast path that
+    execs `python -I -S -c ...`): neither the directory it lives in nor the bundle
+    directory it is run from may supply modules to the root runtime."""
     from dockyard.runtime import launcher_script
     text = launcher_script()
     assert text.startswith("#!")
@@ -246,13 +246,14 @@ def test_launcher_script_imports_nothing_from_its_own_or_the_bundle_directory(
 
 def test_launcher_script_never_names_a_relative_interpreter(monkeypatch):
     """A bare name on a #! line is looked up in the working directory (the bundle's,
-    for containerd): the launcher falls back to /bin/sh, which searches PATH."""
+    for containerd): the launcher is a /bin/sh script, whose exec searches PATH."""
     from dockyard.runtime import launcher_script
     monkeypatch.setenv("DOCKYARD_RUNTIME_PYTHON", "python3")
     text = launcher_script()
-    assert text.startswith("#!/bin/sh\n") and "exec python3 " in text
+    assert text.startswith("#!/bin/sh\n") and "\nexec 'python3' -I -S -c " in text
     monkeypatch.setenv("DOCKYARD_RUNTIME_PYTHON", "/usr/bin/python3")
-    assert launcher_script().startswith("#!/usr/bin/python3 -IS\n")
+    text = launcher_script()
+    assert text.startswith("#!/bin/sh\n") and "\nexec '/usr/bin/python3' -I -S -c " in text
 
 
 @pytest.mark.parametrize("kind", ["zero", "fifo", "outside", "loop"])

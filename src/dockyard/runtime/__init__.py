@@ -46,20 +46,19 @@ def launcher_script(module: str = "dockyard.runtime.cli") -> str:
     with the arguments it is given: what dockerd, containerd or our own daemon
     can be pointed at as the runtime's path.
 
-    A Python script (``#!<interpreter> -IS``) when the interpreter's path
-    allows one on a ``#!`` line, so that no shell runs in between (~1 ms per
-    call); else a ``/bin/sh`` script that ``exec``s the command. With ``-I``
-    the script's own directory is not put on ``sys.path`` either.
+    A ``#!/bin/sh`` script (``launcher.render``): the trivial cases of
+    ``kill``/``delete``/``state`` that containerd's shim runs at every stop are
+    served by the shell from the file the runtime writes at create
+    (``fastfile.py``); everything else ``exec``s the command (~1 ms of dash in
+    front of the interpreter). ``module`` other than the runtime's command line
+    (e.g. the fork server) gets a plain ``exec`` of the command.
     """
     import shlex
 
     argv = runtime_argv(module)
-    interp, code = argv[0], argv[-1]
-    line = f"#!{interp} -IS\n"
-    # an absolute path only: a bare name on a #! line is looked up in the working
-    # directory (the bundle's, for containerd)
-    if interp.startswith("/") and len(line) < 120 and not any(c.isspace() for c in interp):
-        return line + code + "\n"
+    if module == "dockyard.runtime.cli":
+        from .launcher import render
+        return render(argv[0], argv[-1])
     return "#!/bin/sh\nexec " + shlex.join(argv) + ' "$@"\n'
 
 

@@ -348,6 +348,9 @@ class Runtime:
                               "rootfs": cfg.rootfs, "starttime": starttime,
                               "owner_uid": os.getuid(), "spec": cfg.raw}}
         self.store.save(cid, state)
+        # after state.json: the launcher's sh fast path serves kill/delete/state from it
+        from . import fastfile
+        fastfile.write(self.store.dir(cid), state, mgr, statemod.state_doc(state, "created", pid))
         return state
 
     # ------------------------------------------------------------- start

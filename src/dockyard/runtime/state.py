@@ -8,7 +8,8 @@ forgets containers that no longer exist) holds:
   dict, the creation time, the rootfs, the init's start time and the spec the
   container was created with (``exec`` uses its process and seccomp profile);
 * ``exec.fifo`` — present while the container is *created*: its init is
-  blocked opening it for writing, and ``start`` opens it for reading.
+  blocked opening it for writing, and ``start`` opens it for reading;
+* ``fast`` — what the launcher's sh fast path reads (``fastfile.py``).
 
 Status is derived, never trusted from the file: the recorded pid must still
 exist, not be a zombie, and have the recorded start time (pids are reused);
@@ -115,7 +116,9 @@ class Store:
     def remove(self, cid: str) -> None:
         """Remove the state directory (flat: state.json, exec.fifo, temp files)."""
         d = self.dir(cid)
+        from . import fastfile
         try:
+            fastfile.remove(d)      # first: the launcher's sh side no longer acts on it
             names = os.listdir(d)
         except FileNotFoundError:
             return
@@ -157,9 +160,15 @@ def status(store: Store, state: dict) -> str:
 def oci_state(store: Store, state: dict) -> dict:
     """The public OCI state document (what `state` prints and hooks read)."""
     st = status(store, state)
-    out = {"ociVersion": state.get("ociVersion", "1.2.0"), "id": state["id"], "status": st,
-           "pid": state.get("pid", 0) if st != "stopped" else 0,
-           "bundle": state.get("bundle", ""), "annotations": state.get("annotations") or {}}
+    return state_doc(state, st, state.get("pid", 0) if st != "stopped" else 0)
+
+
+def state_doc(state: dict, status: str, pid: int) -> dict:
+    """The OCI state document of a saved state with the given status and pid
+    (``oci_state``; ``fastfile`` renders it for the launcher's sh fast path)."""
+    out = {"ociVersion": state.get("ociVersion", "1.2.0"), "id": state["id"], "status": status,
+           "pid": pid, "bundle": state.get("bundle", ""),
+           "annotations": state.get("annotations") or {}}
     priv = state.get("dockyard") or {}
     out["rootfs"] = priv.get("rootfs", "")
     out["created"] = priv.get("created", "")

@@ -434,6 +434,14 @@ class V1Manager:
         dirs = self._dirs()
         return dirs[0] if dirs else None
 
+    def fast_paths(self) -> tuple[list[str], str | None, str | None, str]:
+        """(directories to remove, the one whose cgroup.procs ``pids`` reads, the
+        freezer's state file or None, its text when frozen): for the launcher's
+        sh fast path (runtime/fastfile.py), which must read what this class does."""
+        frz = self.paths.get("freezer")
+        return (self._dirs(), self._procs_dir(),
+                os.path.join(frz, "freezer.state") if frz else None, "FROZEN")
+
     def pids(self) -> list[int]:
         d = self._procs_dir()
         if d is None or not os.path.isdir(d):

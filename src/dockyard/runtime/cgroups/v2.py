@@ -325,6 +325,10 @@ class V2Manager:
 
     # ---------------------------------------------------------------- processes
 
+    def fast_paths(self) -> tuple[list[str], str | None, str | None, str]:
+        """As V1Manager.fast_paths: the one directory, its freeze file, "1"."""
+        return [self.dir], self.dir, os.path.join(self.dir, "cgroup.freeze"), "1"
+
     def pids(self) -> list[int]:
         if not os.path.isdir(self.dir):
             return []

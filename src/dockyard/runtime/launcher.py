@@ -1,0 +1,185 @@
+"""The `dockyard-runc` command's file: a POSIX sh fast path in front of the Python runtime.
+
+containerd's runc shim runs the runtime as a new process for every call, and a
+pod's stop is about ten of them (per container: ``kill ID 9``, ``kill --all
+ID 9`` once or twice, ``delete ID``, ``delete --force ID``). A Python
+interpreter start costs several times what runc's Go binary does, so the
+command is a ``#!/bin/sh`` script (dash on Debian: ~1 ms) that serves the
+trivial cases of those calls itself, from the plain file the runtime writes
+beside state.json at create (``fastfile.py``: recorded pid and its start time,
+cgroup directories, whether there are poststop hooks, the state document's
+text), and ``exec``s the Python runtime with its arguments untouched for
+everything else and whenever anything is unusual:
+
+* ``kill ID SIGNUM``: signals the recorded pid only when /proc/PID/stat shows
+  it alive (not a zombie) with the recorded start time, so a reused pid is
+  never hit; any failure goes to Python (which says "container not running");
+* ``kill --all ID SIGNUM``: nothing to do when the container's cgroup has no
+  process and no sub-cgroup; anything else goes to Python (freeze, signal, thaw);
+* ``delete [--force] ID``: a container that does not exist, with ``--force``;
+  a stopped one with no poststop hooks and nothing left in its cgroup: its
+  cgroup directories (rmdir) and its state directory are removed;
+* ``state ID``: the state document, status derived as Python derives it.
+
+Errors are never produced here: a case that would fail runs the Python
+runtime, so messages, exit codes and ``--log`` lines are its. Any flag other
+than ``--root``/``--log``/``--log-format`` (``--debug``, ``--systemd-cgroup``)
+and any other command go to Python too.
+
+This module imports nothing of the package: the build step
+(``src/dockyard_build.py``) loads it by path to write the pip-installed
+command (its Python part: ``src/bin/dockyard-runc``, which finds the package
+without ``site``), ``dockyard.runtime.launcher_script`` the daemon's launcher
+(its Python part: ``runtime_argv``'s). The two differ only in that part.
+"""
+
+from __future__ import annotations
+
+# The version of the file fastfile.py writes that this script reads (both sides check it).
+FAST_VERSION = "1"
+FAST_FILE = "fast"
+
+_BODY = r"""# The fast path: see dockyard/runtime/launcher.py. Returns 1 for "not mine".
+dy_fast() {
+  root=/run/dockyard-runc cmd= all= force= id= sig=
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --root) [ $# -ge 2 ] || return 1; root=$2; shift ;;
+      --root=*) root=${1#*=} ;;
+      --log|--log-format) [ $# -ge 2 ] || return 1; shift ;;
+      --log=*|--log-format=*) ;;
+      -*) return 1 ;;
+      *) break ;;
+    esac
+    shift
+  done
+  [ $# -ge 1 ] || return 1
+  cmd=$1; shift
+  while [ $# -gt 0 ]; do
+    case $cmd:$1 in
+      kill:--all|kill:-a) all=1 ;;
+      delete:--force|delete:-f) force=1 ;;
+      *:-*) return 1 ;;
+      *) break ;;
+    esac
+    shift
+  done
+  case $cmd:$# in
+    kill:2) sig=$2 ;;
+    delete:1|state:1) ;;
+    *) return 1 ;;
+  esac
+  id=$1
+  case $id in ''|.|..|*[!A-Za-z0-9_.+-]*) return 1 ;; esac
+  case $sig in *[!0-9]*|0?*) return 1 ;; esac
+  case $root in /*) ;; *) return 1 ;; esac
+  case $root/ in */./*|*/../*) return 1 ;; esac
+  dir=$root/$id
+  if [ ! -e "$dir" ]; then
+    [ "$cmd" = delete ] && [ -n "$force" ] && exit 0
+    return 1
+  fi
+  [ -d "$dir" ] && [ ! -h "$dir" ] && [ -f "$dir/state.json" ] && [ -f "$dir/@FAST@" ] || return 1
+  dy_v=
+  . "$dir/@FAST@"
+  [ "$dy_v" = @VERSION@ ] || return 1
+  dy_alive=
+  dy_check_alive
+  case $cmd in
+    kill)
+      if [ -n "$all" ]; then
+        dy_cgroup_empty || return 1
+        exit 0
+      fi
+      [ -n "$dy_alive" ] && [ -n "$sig" ] && [ "$sig" -le 64 ] || return 1
+      kill -s "$sig" "$dy_pid" 2>/dev/null || return 1
+      exit 0 ;;
+    delete)
+      [ -z "$dy_alive" ] && [ "$dy_hooks" = 0 ] || return 1
+      dy_cgroup_empty || return 1
+      set --
+      for d in $dy_cgroups; do
+        [ -d "$d" ] && set -- "$@" "$d"
+      done
+      if [ $# -gt 0 ]; then
+        rmdir -- "$@" 2>/dev/null || return 1
+      fi
+      rm -rf -- "$dir" 2>/dev/null || return 1
+      exit 0 ;;
+    state)
+      if [ -z "$dy_alive" ]; then
+        st=stopped dy_pid=0
+      elif [ -e "$dir/exec.fifo" ]; then
+        st=created
+      else
+        st=running
+        if [ -n "$dy_freezer" ] && [ -f "$dy_freezer" ]; then
+          fz=
+          { read -r fz < "$dy_freezer"; } 2>/dev/null
+          [ "$fz" = "$dy_frozen" ] && st=paused
+        fi
+      fi
+      printf '%s"status": "%s",\n  "pid": %s,\n%s\n' "$dy_pre" "$st" "$dy_pid" "$dy_post"
+      exit 0 ;;
+  esac
+  return 1
+}
+
+# dy_alive=1 when the recorded pid lives (not a zombie) with the recorded start time.
+dy_check_alive() {
+  case $dy_pid:$dy_start in *[!0-9:]*|:*|*:) return ;; esac
+  [ "$dy_pid" -gt 0 ] || return
+  s= l=
+  { while IFS= read -r l; do s="$s $l"; done < "/proc/$dy_pid/stat"; } 2>/dev/null
+  s="$s $l"
+  case $s in *") "*) ;; *) return ;; esac
+  s=${s##*") "}
+  set -- $s
+  [ $# -ge 20 ] || return
+  case $1 in Z|X) return ;; esac
+  shift 19
+  [ "$1" = "$dy_start" ] && dy_alive=1
+}
+
+# True when the container's cgroup holds no process and no sub-cgroup.
+dy_cgroup_empty() {
+  [ -n "$dy_procs" ] || return 1
+  [ -e "$dy_procs" ] || return 0
+  [ -f "$dy_procs/cgroup.procs" ] || return 1
+  p=
+  { read -r p < "$dy_procs/cgroup.procs"; } 2>/dev/null
+  [ -z "$p" ] || return 1
+  set +f
+  for e in "$dy_procs"/*/ "$dy_procs"/.[!.]*/ "$dy_procs"/..?*/; do
+    if [ -d "$e" ]; then set -f; return 1; fi
+  done
+  set -f
+  return 0
+}
+
+set -f
+IFS=' 	
+'
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+dy_fast "$@"
+"""
+
+
+def _quote(word: str) -> str:
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def render(python: str, code: str) -> str:
+    """The command's text: the sh fast path, then ``exec python -I -S -c code "$@"``.
+
+    The caller's PATH and IFS are kept for Python (hooks run with the caller's
+    environment): the script saves and restores them around the fast path."""
+    body = _BODY.replace("@FAST@", FAST_FILE).replace("@VERSION@", FAST_VERSION)
+    return ("#!/bin/sh\n"
+            "# dockyard-runc: Dockyard's OCI runtime (runc's command line). Written by\n"
+            "# dockyard/runtime/launcher.py: do not edit.\n"
+            "dy_path=${PATH-} dy_path_set=${PATH+1} dy_ifs=${IFS-} dy_ifs_set=${IFS+1}\n"
+            + body +
+            "if [ -n \"$dy_path_set\" ]; then PATH=$dy_path; else unset PATH; fi\n"
+            "if [ -n \"$dy_ifs_set\" ]; then IFS=$dy_ifs; else unset IFS; fi\n"
+            f"exec {_quote(python)} -I -S -c {_quote(code)} \"$@\"\n")

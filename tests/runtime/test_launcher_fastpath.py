@@ -1,0 +1,247 @@
+"""The launcher's sh fast path (runtime/launcher.py, runtime/fastfile.py) on real containers.
+
+The launcher under test is ``launcher.render`` with a Python part that first
+notes each call in a file: so each test knows whether the shell served a call
+or handed it to the Python runtime. ``PY_REFUSES`` makes that Python part exit
+99 instead of running the runtime (to show what the shell alone did).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime_helpers import Runc, cgroup_dirs, reap
+
+from dockyard.runtime import launcher, runtime_argv
+
+
+class ShRunc(Runc):
+    """The Runc driver, through a launcher whose Python part is noted in ``calls``."""
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        super().__init__(root, tmp)
+        self.calls = tmp / "python-calls"
+        argv = runtime_argv()
+        code = (f"import posix; fd = posix.open({str(self.calls)!r}, posix.O_WRONLY | "
+                f"posix.O_APPEND | posix.O_CREAT, 0o600); posix.write(fd, b'py\\n'); "
+                f"posix.close(fd)\n"
+                f"if posix.environ.get(b'PY_REFUSES'): posix._exit(99)\n" + argv[-1])
+        self.launcher = tmp / "dockyard-runc"
+        self.launcher.write_text(launcher.render(argv[0], code))
+        self.launcher.chmod(0o755)
+
+    def sh(self, *args: str, refuse: bool = False):
+        """Run the launcher; (result, whether its Python part ran)."""
+        before = self.python_calls()
+        env = {"PATH": "/usr/bin:/bin"}
+        if refuse:
+            env["PY_REFUSES"] = "1"
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            r = subprocess.run([str(self.launcher), "--root", str(self.root), "--log",
+                                str(self.tmp / "log.json"), "--log-format", "json", *args],
+                               stdout=out, stderr=err, text=True, env=env, timeout=60)
+            out.seek(0)
+            err.seek(0)
+            r.stdout, r.stderr = out.read(), err.read()
+        return r, self.python_calls() > before
+
+    def python_calls(self) -> int:
+        try:
+            return len(self.calls.read_text().splitlines())
+        except FileNotFoundError:
+            return 0
+
+    def py_state(self, cid: str) -> str:
+        """`state` as the Python runtime prints it."""
+        return self.cmd("state", cid, check=True).stdout
+
+
+@pytest.fixture
+def shrunc(tmp_path):
+    r = ShRunc(tmp_path / "state", tmp_path)
+    try:
+        yield r
+    finally:
+        r.cleanup()
+
+
+HOSTILE = {"a'b": "$(touch /tmp/dyk-pwned)`id`\n\\\"\u00e9'\"'", "x": "", "%s%d": "\t"}
+
+
+def _running(r: ShRunc, rootfs: Path, **spec) -> tuple[str, int]:
+    b = r.bundle(rootfs, ["sleep", "1000"], **spec)
+    cid = r.start_detached(b)
+    return cid, r.state(cid)["pid"]
+
+
+def test_stop_sequence_served_by_sh(shrunc, busybox_template):
+    """The calls containerd's shim makes to stop a container (kill 9, kill --all 9,
+    delete, delete --force), none of them starting Python; state as Python prints it."""
+    r = shrunc
+    cid, pid = _running(r, busybox_template, annotations=HOSTILE)
+    dirs = cgroup_dirs(cid)
+    assert dirs and (r.root / cid / "fast").exists()
+    res, py = r.sh("state", cid)
+    assert (res.returncode, py) == (0, False), res.stderr
+    assert res.stdout == r.py_state(cid)
+    assert json.loads(res.stdout)["status"] == "running"
+    res, py = r.sh("kill", cid, "9")
+    assert (res.returncode, py) == (0, False), res.stderr
+    assert reap(pid) == -signal.SIGKILL
+    for _ in range(2):
+        res, py = r.sh("kill", "--all", cid, "9")
+        assert (res.returncode, py) == (0, False), res.stderr
+    res, py = r.sh("state", cid)
+    assert (res.returncode, py) == (0, False)
+    assert res.stdout == r.py_state(cid)
+    assert json.loads(res.stdout)["status"] == "stopped" and json.loads(res.stdout)["pid"] == 0
+    res, py = r.sh("delete", cid)
+    assert (res.returncode, py) == (0, False), res.stderr
+    assert not (r.root / cid).exists()
+    assert not [d for d in dirs if os.path.exists(d)]
+    res, py = r.sh("delete", "--force", cid)
+    assert (res.returncode, py, res.stderr) == (0, False, "")
+    assert not os.path.exists("/tmp/dyk-pwned")
+
+
+def test_created_and_paused_states_match_python(shrunc, busybox_template):
+    r = shrunc
+    b = r.bundle(busybox_template, ["sleep", "1000"], annotations=HOSTILE)
+    cid = r.new_id()
+    r.cmd("create", "--bundle", str(b), cid, check=True)
+    res, py = r.sh("state", cid)
+    assert (res.returncode, py) == (0, False)
+    assert res.stdout == r.py_state(cid) and json.loads(res.stdout)["status"] == "created"
+    r.cmd("start", cid, check=True)
+    r.cmd("pause", cid, check=True)
+    try:
+        res, py = r.sh("state", cid)
+        assert (res.returncode, py) == (0, False)
+        assert res.stdout == r.py_state(cid) and json.loads(res.stdout)["status"] == "paused"
+    finally:
+        r.cmd("resume", cid, check=True)
+    # deleting a created container (init alive: it is killed, as runc does) is Python's
+    cid2 = r.new_id()
+    r.cmd("create", "--bundle", str(b), cid2, check=True)
+    pid2 = r.state(cid2)["pid"]
+    res, py = r.sh("delete", cid2)
+    assert (res.returncode, py) == (0, True), res.stderr
+    reap(pid2)
+    assert not (r.root / cid2).exists() and not cgroup_dirs(cid2)
+
+
+def test_reused_pid_is_never_signalled(shrunc, busybox_template):
+    """The recorded pid now names another process (its start time differs from the
+    recorded one): the shell does not signal it, it hands the call to Python."""
+    r = shrunc
+    cid, pid = _running(r, busybox_template)
+    other = subprocess.Popen(["sleep", "1000"])
+    try:
+        fast = r.root / cid / "fast"
+        text = fast.read_text()
+        assert f"dy_pid={pid}\n" in text
+        fast.write_text(text.replace(f"dy_pid={pid}\n", f"dy_pid={other.pid}\n"))
+        res, py = r.sh("kill", cid, "9", refuse=True)
+        assert (res.returncode, py) == (99, True)
+        time.sleep(0.1)
+        assert other.poll() is None, "the other process was signalled"
+        res, py = r.sh("state", cid, refuse=True)
+        assert (res.returncode, py) == (0, False)
+        assert json.loads(res.stdout)["status"] == "stopped"
+    finally:
+        other.kill()
+        other.wait()
+    # the start time differs for the recorded pid itself: not signalled either
+    fast.write_text(text.replace("dy_start=", "dy_start=1"))
+    res, py = r.sh("kill", cid, "9", refuse=True)
+    assert (res.returncode, py) == (99, True)
+    time.sleep(0.1)
+    assert r.state(cid)["status"] == "running"
+
+
+def test_dead_init_is_stopped_and_not_signalled(shrunc, busybox_template):
+    r = shrunc
+    cid, pid = _running(r, busybox_template)
+    os.kill(pid, signal.SIGKILL)
+    reap(pid)
+    res, py = r.sh("state", cid)
+    assert (res.returncode, py) == (0, False)
+    assert json.loads(res.stdout)["status"] == "stopped" and res.stdout == r.py_state(cid)
+    # kill of a stopped container: Python's error, as containerd reads it
+    res, py = r.sh("kill", cid, "9")
+    assert (res.returncode, py) == (1, True)
+    assert "container not running" in res.stderr
+    log = (r.tmp / "log.json").read_text().splitlines()[-1]
+    assert json.loads(log)["msg"] == "container not running"
+
+
+def test_delete_with_poststop_hooks_goes_to_python(shrunc, busybox_template, tmp_path):
+    r = shrunc
+    mark = tmp_path / "poststop-ran"
+    hooks = {"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", f"echo ran > {mark}"]}]}
+    cid, pid = _running(r, busybox_template, hooks=hooks)
+    res, py = r.sh("kill", cid, "9")
+    assert (res.returncode, py) == (0, False)
+    reap(pid)
+    res, py = r.sh("delete", cid)
+    assert (res.returncode, py) == (0, True), res.stderr
+    assert mark.read_text() == "ran\n"
+    assert not (r.root / cid).exists()
+
+
+def test_processes_left_in_the_cgroup_go_to_python(shrunc, busybox_template):
+    """init died but an exec'd process lives on in the cgroup: kill --all and
+    delete are Python's (freeze, signal, wait); the shell removes nothing."""
+    r = shrunc
+    # no PID namespace of its own: the exec'd process outlives init
+    cid, pid = _running(r, busybox_template, hostname="",
+                        linux={"namespaces": [{"type": t} for t in ("mount", "uts", "ipc")]})
+    r.cmd("exec", "--detach", cid, "sleep", "1000", check=True)
+    os.kill(pid, signal.SIGKILL)
+    reap(pid)
+    res, py = r.sh("delete", cid, refuse=True)
+    assert (res.returncode, py) == (99, True)
+    assert (r.root / cid / "state.json").exists() and cgroup_dirs(cid)
+    res, py = r.sh("kill", "--all", cid, "9")
+    assert (res.returncode, py) == (0, True), res.stderr
+    res, py = r.sh("delete", "--force", cid)
+    assert res.returncode == 0, res.stderr
+    assert not (r.root / cid).exists() and not cgroup_dirs(cid)
+
+
+@pytest.mark.parametrize("args", [
+    ["--debug", "kill", "{cid}", "9"],
+    ["--systemd-cgroup", "state", "{cid}"],
+    ["kill", "{cid}"],                      # the default signal: Python's business
+    ["kill", "{cid}", "KILL"],
+    ["kill", "{cid}", "09"],
+    ["kill", "--all=true", "{cid}", "9"],
+    ["delete", "{cid}", "{cid}"],
+    ["state", "../{cid}"],
+    ["list"],
+])
+def test_unusual_calls_go_to_python(shrunc, busybox_template, args):
+    r = shrunc
+    cid, pid = _running(r, busybox_template)
+    res, py = r.sh(*[a.format(cid=cid) for a in args], refuse=True)
+    assert (res.returncode, py) == (99, True)
+    assert r.state(cid)["status"] == "running"
+
+
+def test_no_fast_file_goes_to_python(shrunc, busybox_template):
+    r = shrunc
+    cid, pid = _running(r, busybox_template)
+    (r.root / cid / "fast").unlink()
+    for args in (["state", cid], ["kill", cid, "9"], ["delete", "--force", cid]):
+        res, py = r.sh(*args, refuse=True)
+        assert (res.returncode, py) == (99, True)
+    res, py = r.sh("delete", "--force", "no-such-container", refuse=True)
+    assert (res.returncode, py, res.stderr) == (0, False, "")
