@@ -492,3 +492,91 @@ def test_bad_references(make_service, ref):
     with pytest.raises(InvalidParameter, match="invalid reference format"):
         pull_sync(b, ref)
     assert _blobs(b) == set()
+
+
+def test_pull_unpacks_from_memory_and_keeps_the_blob_out_of_the_page_cache(make_service, reg,
+                                                                           tmp_path):
+    """The unpacker takes the layer's bytes as they arrive (not read back from the
+    ingest file), and the blob is written with O_DIRECT: after a pull, the layer blobs
+    are (but for an unaligned tail page) not in the page cache."""
+    from test_images_content import _direct_io_here, _resident_pages
+
+    if not _direct_io_here(tmp_path):
+        pytest.skip("O_DIRECT does not bypass the page cache here (tmpfs)")
+    a = make_service("a")
+    diff_ids = docker_archive(tmp_path / "img.tar", [6 << 20, (3 << 20) + 5])
+    with open(tmp_path / "img.tar", "rb") as f:
+        list(a.load_images(f))
+    name = f"{reg.addr}/mem/feed"
+    a.tag("multi/layer:v1", name, "v1")
+    push_sync(a, name, "v1")
+    b = make_service("b")
+    pull_sync(b, f"{name}:v1")
+    info = b.inspect(f"{name}:v1")
+    assert info["RootFS"]["Layers"] == diff_ids
+    layers = [r["blob_digest"] for r in b.store.query("SELECT blob_digest FROM layers")]
+    assert len(layers) == 2
+    for d in layers:
+        assert b.content.info(d).size > 3 << 20
+        assert _resident_pages(b.content.path(d)) <= 1, d
+    root = _layer_dir(b, info["Id"])
+    assert (root / "l1" / "data").stat().st_size == (3 << 20) + 5
+
+
+def test_follow_reader_memory_window_and_restart(tmp_path, monkeypatch):
+    """The reader of a download: from memory while the bytes are held, from the ingest
+    file once the window let them go (a lagging reader), the same bytes after a
+    restart at an earlier offset; EOF only once the download is done."""
+    import threading
+
+    from dockyard.content import ContentStore
+    from dockyard.images import pull as P
+
+    monkeypatch.setattr(P, "MEMORY_AHEAD", 1 << 20)
+    cs = ContentStore(tmp_path)
+    data = hashlib.sha256(b"seed").digest() * ((5 << 20) // 32) + b"tail"
+    dl = P._Download("sha256:" + "0" * 64, len(data), "x", "0000")
+    w = cs.writer("r", direct=True)
+    dl.update(path=str(cs.ingest_path("r")), written=0)
+    reads = []
+    reader = P._FollowReader(dl, threading.Event(), lambda d, pos: reads.append(pos))
+
+    def feed(start, end, step=300_000):
+        for i in range(start, end, step):
+            c = data[i:min(i + step, end)]
+            dl.received(i, c)
+            skip = max(0, w.offset - i)     # the ingest has these already
+            if skip < len(c):
+                w.write(c[skip:])
+        w.flush()
+        dl.update(written=w.flushed)
+
+    feed(0, 3 << 20)                    # 3 MiB arrive; memory keeps ~1 MiB of them
+    assert dl.mem_bytes <= (1 << 20) + 300_000 and dl.mem_start > 0
+    got = [reader.read(1 << 20)]        # from the file: memory let these go
+    assert got[0] == data[:1 << 20]
+    feed(2 << 20, len(data))            # a restart at an earlier offset (same bytes)
+    got += [reader.read(700_000) for _ in range(3)]
+    out = b"".join(got)
+    assert out == data[:len(out)]
+    rest = []
+    done = threading.Event()
+
+    def read_rest():
+        while True:
+            b = reader.read(1 << 20)
+            if not b:
+                break
+            rest.append(b)
+        done.set()
+
+    t = threading.Thread(target=read_rest)
+    t.start()
+    assert not done.wait(0.3)           # all bytes read, but no EOF before verification
+    digest = w.commit(len(data), "sha256:" + hashlib.sha256(data).hexdigest())
+    dl.update(done=True, path=str(cs.path(digest)), written=len(data))
+    t.join(10)
+    assert done.is_set()
+    assert out + b"".join(rest) == data
+    assert reads[-1] == len(data)
+    reader.close()

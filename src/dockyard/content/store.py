@@ -11,12 +11,17 @@ A write in progress is known only by its ref and is invisible to readers. On
 ``commit(size, expected)`` the data is fsynced, verified and atomically renamed
 into ``blobs/``. A crash leaves an ingest behind: reopening the same ref resumes
 it (``offset`` = bytes already written) and :meth:`ContentStore.sweep` removes
-stale ones. A blob is never visible half-written.
+stale ones. A blob is never visible half-written. A writer opened with
+``direct=True`` writes with O_DIRECT (whole 4 KiB units from a page-aligned staging
+buffer, the unaligned tail buffered on close or commit; buffered throughout where the
+file system refuses O_DIRECT): its bytes do not fill the page cache.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import re
 import shutil
@@ -31,6 +36,8 @@ from dockyard.errors import Conflict, InvalidParameter, NotFound
 
 DIGEST_RE = re.compile(r"^sha256:([a-f0-9]{64})$")
 CHUNK = 1 << 20
+DIRECT_ALIGN = 4096         # O_DIRECT: offsets, lengths and buffer addresses in these units
+DIRECT_STAGING = 4 << 20    # bytes gathered (page-aligned buffer) before one O_DIRECT write
 
 
 def parse_digest(digest: str) -> str:
@@ -67,7 +74,7 @@ class IngestStatus:
 class Writer:
     """An open ingest. Write bytes, then ``commit``; or ``close`` to resume later."""
 
-    def __init__(self, store: "ContentStore", ref: str, dirpath: Path):
+    def __init__(self, store: "ContentStore", ref: str, dirpath: Path, direct: bool = False):
         self._store = store
         self.ref = ref
         self._dir = dirpath
@@ -83,17 +90,64 @@ class Writer:
             self._hash.update(b)
         self.offset = self._f.tell()
         self._closed = False
+        self._direct: _DirectSink | None = None
+        if direct:
+            self._direct = _DirectSink.open(self._data, self.offset)
+
+    @property
+    def flushed(self) -> int:
+        """Bytes in the ingest file (after :meth:`flush`: all but at most a direct
+        writer's unaligned tail, written on :meth:`close` or :meth:`commit`)."""
+        return self.offset - (self._direct.fill if self._direct is not None else 0)
 
     def write(self, data: bytes) -> int:
         if self._closed:
             raise ValueError("write to a closed ingest")
-        self._f.write(data)
+        if self._direct is not None:
+            self._direct_write(data)
+        else:
+            self._f.write(data)
         self._hash.update(data)
         self.offset += len(data)
         return len(data)
 
+    def _direct_write(self, data: bytes) -> None:
+        d = self._direct
+        try:
+            d.write(data)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            # the file system refuses O_DIRECT writes after all: buffered from here
+            self._f.write(d.take_pending())
+            self._f.write(data[d.consumed:])
+            d.close()
+            self._direct = None
+
+    def _direct_drain(self, final: bool) -> None:
+        """Write the staged bytes: the aligned part with O_DIRECT; with ``final`` the
+        unaligned tail too (buffered), ending direct writing."""
+        d = self._direct
+        if d is None:
+            return
+        try:
+            d.flush_aligned()
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            self._f.write(d.take_pending())
+            d.close()
+            self._direct = None
+            return
+        if final:
+            self._f.write(d.take_pending())
+            d.close()
+            self._direct = None
+
     def flush(self) -> None:
-        """Make what was written visible to readers of :meth:`ContentStore.ingest_path`."""
+        """Make what was written visible to readers of :meth:`ContentStore.ingest_path`
+        (up to :attr:`flushed`)."""
+        self._direct_drain(final=False)
         self._f.flush()
 
     def copy_from(self, src: BinaryIO, limit: int | None = None) -> int:
@@ -113,6 +167,10 @@ class Writer:
 
     def truncate(self, size: int = 0) -> None:
         """Restart the ingest at ``size`` bytes (only 0 is cheap: rehash otherwise)."""
+        direct = self._direct is not None
+        if direct:
+            self._direct.close()
+            self._direct = None
         self._f.truncate(size)
         self._f.seek(0)
         self._hash = hashlib.sha256()
@@ -125,6 +183,8 @@ class Writer:
             n += len(b)
         self._f.seek(0, os.SEEK_END)
         self.offset = n
+        if direct:
+            self._direct = _DirectSink.open(self._data, n)
 
     def commit(self, size: int | None = None, expected: str | None = None) -> str:
         """Verify and publish the blob; return its digest. The ingest is gone afterwards.
@@ -134,8 +194,13 @@ class Writer:
         """
         if self._closed:
             raise ValueError("commit of a closed ingest")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._direct_drain(final=True)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except BaseException:
+            self.close()
+            raise
         self._f.close()
         self._closed = True
         actual = self.digest()
@@ -163,9 +228,15 @@ class Writer:
     def close(self) -> None:
         """Stop writing but keep the ingest for a later resume."""
         if not self._closed:
-            self._f.flush()
-            self._f.close()
             self._closed = True
+            try:
+                self._direct_drain(final=True)
+                self._f.flush()
+            finally:
+                if self._direct is not None:
+                    self._direct.close()
+                    self._direct = None
+                self._f.close()
 
     def abort(self) -> None:
         """Discard the ingest."""
@@ -180,6 +251,74 @@ class Writer:
             self.abort()
         else:
             self.close()
+
+
+class _DirectSink:
+    """Appends to a file with ``O_DIRECT`` (no page cache) through a page-aligned
+    staging buffer: whole :data:`DIRECT_ALIGN` units go out with O_DIRECT, the
+    unaligned rest (``take_pending``) is for the caller to write buffered."""
+
+    def __init__(self, fd: int, pos: int):
+        self.fd = fd
+        self.pos = pos                  # file offset of the staging buffer's first byte
+        self.buf = mmap.mmap(-1, DIRECT_STAGING)
+        self.view = memoryview(self.buf)
+        self.fill = 0
+        self.consumed = 0               # bytes of the last write() taken (for a fallback)
+
+    @classmethod
+    def open(cls, path: Path, offset: int) -> "_DirectSink | None":
+        """A sink appending at ``offset`` (None: no O_DIRECT here, or the file does not
+        end on an aligned offset: a resumed ingest stays buffered)."""
+        flag = getattr(os, "O_DIRECT", 0)
+        if not flag or offset % DIRECT_ALIGN:
+            return None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flag)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                return None
+            raise
+        return cls(fd, offset)
+
+    def write(self, data) -> None:
+        mv = memoryview(data)
+        self.consumed = 0
+        while self.consumed < len(mv):
+            take = min(DIRECT_STAGING - self.fill, len(mv) - self.consumed)
+            self.view[self.fill:self.fill + take] = mv[self.consumed:self.consumed + take]
+            self.fill += take
+            self.consumed += take
+            if self.fill == DIRECT_STAGING:
+                self.flush_aligned()
+
+    def flush_aligned(self) -> None:
+        n = self.fill - self.fill % DIRECT_ALIGN
+        done = 0
+        try:
+            while done < n:
+                done += os.pwrite(self.fd, self.view[done:n], self.pos + done)
+        finally:
+            # what went out leaves the buffer (also when a write failed part way)
+            rest = self.fill - done
+            if done and rest:
+                self.view[:rest] = self.view[done:self.fill]
+            self.pos += done
+            self.fill = rest
+
+    def take_pending(self) -> bytes:
+        """The staged bytes not written yet (the sink is then empty)."""
+        out = bytes(self.view[:self.fill])
+        self.pos += self.fill
+        self.fill = 0
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.view.release()
+            self.buf.close()
 
 
 class ContentStore:
@@ -245,8 +384,10 @@ class ContentStore:
         is renamed into ``blobs/`` on commit). Never write to it."""
         return self._ingest_dir(ref) / "data"
 
-    def writer(self, ref: str) -> Writer:
-        """Open (or resume) the ingest known by ``ref``."""
+    def writer(self, ref: str, direct: bool = False) -> Writer:
+        """Open (or resume) the ingest known by ``ref``. ``direct``: write the bytes
+        with O_DIRECT where the file system allows it (they then do not fill the page
+        cache; for a writer whose reader gets them another way, a pull)."""
         if not ref:
             raise InvalidParameter("ingest ref must not be empty")
         d = self._ingest_dir(ref)
@@ -277,7 +418,7 @@ class ContentStore:
                 lock.write_text(str(os.getpid()))
             _OPEN_REFS.add((str(self.root), ref))
         try:
-            w = Writer(self, ref, d)
+            w = Writer(self, ref, d, direct)
         except BaseException:
             _release(str(self.root), ref, lock)
             raise

@@ -9,9 +9,11 @@ an index or manifest list resolves to this machine's platform, or
 fetched. Otherwise missing layers (by chain ID) are downloaded, three at a
 time, through resumable content-store ingests named ``pull-<digest>``: a
 connection that breaks mid-layer resumes with ``Range`` from the ingest's
-offset. Each layer is unpacked *while* it downloads (the unpacker tails the
+offset. Each layer is unpacked *while* it downloads (the unpacker takes the
+received chunks from memory, up to MEMORY_AHEAD bytes ahead of it, else reads the
 ingest file; with the overlay snapshotter layers unpack side by side, see
-``ImageService._ensure_layers``) and its snapshot is committed, in chain order,
+``ImageService._ensure_layers``), the blob being written with O_DIRECT so that it
+does not fill the page cache, and its snapshot is committed, in chain order,
 only after the blob's digest and the layer's diffID both verified. Finally the
 image is registered with its tag and its ``repo@sha256:...`` digest reference.
 """
@@ -19,6 +21,7 @@ image is registered with its tag and its ``repo@sha256:...`` digest reference.
 from __future__ import annotations
 
 import asyncio
+import collections
 import io
 import os
 import platform as _platform
@@ -41,6 +44,7 @@ RETRIES = 5
 UPDATE_EVERY = 512 * 1024       # bytes between progress messages (as Docker's progress reader)
 UPDATE_INTERVAL = 0.1           # and at most every 100 ms
 FLUSH_EVERY = 2 << 20           # bytes buffered before the ingest file grows
+MEMORY_AHEAD = 64 << 20         # received bytes kept in memory for the unpacker, per layer
 INGEST_PREFIX = "pull-"
 
 _END = object()
@@ -142,11 +146,17 @@ class _Download:
     id: str
     cond: threading.Condition = field(default_factory=threading.Condition)
     path: str | None = None        # the file that grows (ingest data, or the blob)
-    written: int = 0
+    written: int = 0               # bytes of it a reader may read
     done: bool = False             # verified and committed
     error: BaseException | None = None
     extracting: int = 0            # bytes the unpacker has read
     complete_sent: bool = False
+    # the received bytes the unpacker has not read yet, as (offset, chunk), at most
+    # MEMORY_AHEAD of them (the oldest dropped: the reader then reads the file)
+    mem: collections.deque = field(default_factory=collections.deque)
+    mem_start: int = 0
+    mem_end: int = 0
+    mem_bytes: int = 0
 
     def update(self, **kw) -> None:
         with self.cond:
@@ -154,13 +164,48 @@ class _Download:
                 setattr(self, k, v)
             self.cond.notify_all()
 
+    def received(self, offset: int, chunk: bytes) -> None:
+        """Bytes at ``offset`` arrived (not verified yet: the reader's EOF waits for
+        ``done``). A restart at another offset drops what is held."""
+        with self.cond:
+            if offset != self.mem_end or not self.mem:
+                self.mem.clear()
+                self.mem_start = self.mem_end = offset
+                self.mem_bytes = 0
+            self.mem.append((offset, chunk))
+            self.mem_end += len(chunk)
+            self.mem_bytes += len(chunk)
+            while self.mem_bytes > MEMORY_AHEAD and len(self.mem) > 1:
+                _, old = self.mem.popleft()
+                self.mem_bytes -= len(old)
+                self.mem_start += len(old)
+            self.cond.notify_all()
+
+    def take(self, pos: int, n: int) -> bytes | None:
+        """Up to ``n`` bytes at ``pos`` from memory (None: not held); chunks wholly
+        before ``pos`` are let go. Called with ``cond`` held."""
+        mem = self.mem
+        while mem and mem[0][0] + len(mem[0][1]) <= pos:
+            _, old = mem.popleft()
+            self.mem_bytes -= len(old)
+            self.mem_start += len(old)
+        if not mem or not (mem[0][0] <= pos < self.mem_end):
+            return None
+        off, chunk = mem[0]
+        start = pos - off
+        if start == 0 and n >= len(chunk):
+            return chunk
+        return bytes(memoryview(chunk)[start:start + n])
+
 
 class _Aborted(DockyardError):
     status = 500
 
 
 class _FollowReader(io.RawIOBase):
-    """Reads a download's file as it grows; EOF only once the blob verified."""
+    """Reads a download as it arrives: the received chunks from memory (no copy when
+    a read takes a whole one), else the ingest file as it grows; EOF only once the
+    blob verified."""
 
     def __init__(self, dl: _Download, abort: threading.Event, on_read):
         self._dl = dl
@@ -172,7 +217,11 @@ class _FollowReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return self.readall()
+        if n == 0:
+            return b""
         dl = self._dl
         with dl.cond:
             while True:
@@ -180,13 +229,29 @@ class _FollowReader(io.RawIOBase):
                     raise _Aborted("pull cancelled")
                 if dl.error is not None:
                     raise _Aborted(f"download of {dl.digest} failed: {dl.error}")
+                b = dl.take(self._pos, n)
+                if b is not None:
+                    break
                 if dl.path is not None and (dl.written > self._pos or dl.done):
                     break
                 dl.cond.wait(1.0)
             avail = dl.written - self._pos
             path = dl.path
-        if avail <= 0:
-            return 0
+        if b is None:
+            if avail <= 0:
+                return b""
+            b = os.pread(self._open(path), min(n, avail), self._pos)
+        self._pos += len(b)
+        self._on_read(dl, self._pos)
+        return b
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        memoryview(b)[:len(data)] = data
+        return len(data)
+
+    def _open(self, path: str) -> int:
+        dl = self._dl
         while self._fd is None:
             try:
                 self._fd = os.open(path, os.O_RDONLY)
@@ -200,10 +265,7 @@ class _FollowReader(io.RawIOBase):
                     if path == dl.path:
                         raise
                     path = dl.path
-        n = os.preadv(self._fd, [memoryview(b)[:min(len(b), avail)]], self._pos)
-        self._pos += n
-        self._on_read(self._dl, self._pos)
-        return n
+        return self._fd
 
     def close(self) -> None:
         if self._fd is not None:
@@ -436,7 +498,7 @@ async def _fetch_and_register(svc, client: RegistryClient, ref: refs.Reference, 
         dl = dls.get(layers[i][0])
         if dl is None:
             return svc.content.open(layers[i][0])
-        return io.BufferedReader(_FollowReader(dl, abort, on_read), 1 << 20)
+        return _FollowReader(dl, abort, on_read)
 
     with svc.lease() as lease:
         for body, d in blobs:
@@ -526,7 +588,9 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
         dl.complete_sent = True
         return
     ref = INGEST_PREFIX + dl.digest
-    writer = content.writer(ref)
+    # O_DIRECT: the unpacker gets the bytes from memory, so the blob need not pass
+    # through the page cache (half the pages a pull would otherwise fill)
+    writer = content.writer(ref, direct=True)
     committed = False
     try:
         dl.update(path=str(content.ingest_path(ref)), written=writer.offset)
@@ -547,7 +611,7 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
                         for c in chunks:
                             writer.write(c)
                         writer.flush()
-                        dl.update(written=writer.offset)
+                        dl.update(written=writer.flushed)
 
                     async def flush() -> None:
                         nonlocal buffered
@@ -565,12 +629,13 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
                                     skip -= len(chunk)
                                     continue
                                 chunk, skip = chunk[skip:], 0
+                            if received + len(chunk) > dl.size:
+                                raise RegistryError(ErrorCode.SIZE_INVALID, f"blob {dl.digest} "
+                                                    f"is larger than its descriptor says ({dl.size})")
+                            dl.received(received, chunk)
                             buf.append(chunk)
                             buffered += len(chunk)
                             received += len(chunk)
-                            if received > dl.size:
-                                raise RegistryError(ErrorCode.SIZE_INVALID, f"blob {dl.digest} "
-                                                    f"is larger than its descriptor says ({dl.size})")
                             if buffered < FLUSH_EVERY:
                                 continue
                             await flush()
@@ -604,7 +669,7 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
             committed = True   # the ingest was discarded
             raise InvalidParameter(f"filesystem layer verification failed for digest "
                                    f"{dl.digest}") from None
-        dl.update(done=True, path=str(content.path(dl.digest)))
+        dl.update(done=True, path=str(content.path(dl.digest)), written=dl.size)
         emit(status("Download complete", dl.id))
         dl.complete_sent = True
         if dl.extracting:
