@@ -11,8 +11,10 @@ Wiring (as Docker's, one resolver per container "sandbox"):
    container's namespace, nat OUTPUT rules (in chains of our own) that DNAT
    127.0.0.11:53 to those ports. Conntrack rewrites the replies' source back
    to :53. Port 53 stays free for the container's own use.
-3. Names the container's networks know are answered from the manager's tables
-   (``lookup``); everything else is forwarded, as raw bytes, to the upstream
+3. Names the container's networks know (``name`` or ``name.network``, link aliases
+   first; the manager's ``_lookup`` has dockerd's rules) are answered from the
+   manager's tables for A, AAAA and MX (empty) and PTR; everything else, TXT/SRV/ANY
+   of our names included, is forwarded, as raw bytes, to the upstream
    servers (the container's --dns, else the host's resolv.conf). Forwarding
    sockets are opened by the loop in the daemon's own (host) namespace, so even
    a host resolver on loopback (127.0.0.53) works.
