@@ -108,7 +108,11 @@ def _supervisor_pids(root: str) -> tuple[int | None, int | None]:
         reply = supclient.SyncClient(supclient.socket_path(root)).request("ping")
         return int(reply["pid"]), int(reply.get("holder") or 0) or None
     except Exception:   # noqa: BLE001 - none answers: none runs
-        return None, None
+        pass
+    # a holder may run while no supervisor answers (restarting a killed one)
+    from dockyard.supervisor.holder import running_holder
+
+    return None, running_holder(root)
 
 
 def main(argv: list[str]) -> int:
@@ -160,7 +164,7 @@ def main(argv: list[str]) -> int:
     print(f"stopped dockyard daemon (pid {pid})")
     if stop_all:
         sup, holder = _supervisor_pids(sup_root)
-        if sup is not None:
+        if sup is not None or holder is not None:
             # its holder (supervisor/holder.py) passes SIGTERM on and ends after it
             os.kill(holder or sup, signal.SIGTERM)
             for pid, what in ((sup, "supervisor"), (holder, "supervisor's holder")):
@@ -168,5 +172,5 @@ def main(argv: list[str]) -> int:
                     sys.stderr.write(f"dockyard daemon stop: the {what} (pid {pid}) did not "
                                      f"exit within {timeout + 5} s\n")
                     return 1
-            print(f"stopped dockyard supervisor (pid {sup})")
+            print(f"stopped dockyard supervisor (pid {sup or holder})")
     return 0

@@ -433,6 +433,24 @@ def _lock(root: str):
     return fd, os.getpid()
 
 
+def running_holder(root: str) -> int | None:
+    """The pid of the holder that runs for ``root`` (it has the lock), else None."""
+    try:
+        fd = os.open(os.path.join(root, "holder.lock"), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+        except ValueError:
+            return None
+    finally:
+        os.close(fd)
+    return None
+
+
 def main(args: list) -> int:
     root, extra = _parse(args)
     if root is None:
