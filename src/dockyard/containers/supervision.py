@@ -85,10 +85,11 @@ class Supervision:
             await asyncio.sleep(0.5)
 
     async def _replace_dead_supervisor(self) -> None:
-        """The supervisor is gone (killed): start a new one. It adopts what the old one
-        ran (their output from their FIFOs, their exits through pidfds); containers
-        that ended meanwhile are recorded as exited, so that waits end and restart
-        policies apply instead of hanging forever."""
+        """The supervisor is gone (killed): make sure a new one runs (its holder,
+        supervisor/holder.py, has usually started it already). It adopts what the old
+        one ran (output, ttys and stdin from what the holder kept, true exit codes from
+        what it reaped); containers that ended meanwhile are recorded as exited, so that
+        waits end and restart policies apply instead of hanging forever."""
         # one replacement at a time: the event stream and a request can both find it gone,
         # and two new supervisors would share (and fight over) one socket path
         lock = getattr(self, "_replacing_sup", None)
