@@ -80,7 +80,8 @@ def _wait_line(log_path: str, data: bytes, timeout: float = 10) -> None:
 
 
 def test_exit_while_no_supervisor_runs_keeps_code_and_output(sup, tmp_path, busybox_rootfs):
-    trap = "trap 'echo bye; echo err-bye >&2; exit 9' TERM; echo hi; while true; do usleep 10000; done"
+    trap = ("trap 'echo bye; echo err-bye >&2; exit 9' TERM; echo hi; "
+            "while true; do usleep 10000; done")
     cid, pid, log_path = _run(sup, tmp_path, busybox_rootfs, ["sh", "-c", trap])
     _wait_line(log_path, b"hi\n")
     ping = sup["client"].request("ping")
