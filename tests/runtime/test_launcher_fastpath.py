@@ -236,12 +236,22 @@ def test_unusual_calls_go_to_python(shrunc, busybox_template, args):
     assert r.state(cid)["status"] == "running"
 
 
-def test_no_fast_file_goes_to_python(shrunc, busybox_template):
+@pytest.mark.parametrize("how", ["missing", "other owner", "other version"])
+def test_no_usable_fast_file_goes_to_python(shrunc, busybox_template, how):
     r = shrunc
     cid, pid = _running(r, busybox_template)
-    (r.root / cid / "fast").unlink()
+    fast = r.root / cid / "fast"
+    if how == "missing":
+        fast.unlink()
+    elif how == "other owner":      # not written by this user's runtime: never sourced
+        fast.write_text("touch /tmp/dyk-pwned\n" + fast.read_text())
+        os.chown(fast, 65534, 65534)
+    else:
+        fast.write_text(fast.read_text().replace("dy_v=1\n", "dy_v=0\n"))
     for args in (["state", cid], ["kill", cid, "9"], ["delete", "--force", cid]):
         res, py = r.sh(*args, refuse=True)
         assert (res.returncode, py) == (99, True)
+    assert not os.path.exists("/tmp/dyk-pwned")
+    assert r.state(cid)["status"] == "running"
     res, py = r.sh("delete", "--force", "no-such-container", refuse=True)
     assert (res.returncode, py, res.stderr) == (0, False, "")

@@ -79,7 +79,9 @@ dy_fast() {
     [ "$cmd" = delete ] && [ -n "$force" ] && exit 0
     return 1
   fi
-  [ -d "$dir" ] && [ ! -h "$dir" ] && [ -f "$dir/state.json" ] && [ -f "$dir/@FAST@" ] || return 1
+  # (ours: written by this user's runtime, as Python trusts its state.json)
+  [ -d "$dir" ] && [ ! -h "$dir" ] && [ -f "$dir/state.json" ] && [ -f "$dir/@FAST@" ] &&
+    [ ! -h "$dir/@FAST@" ] && [ -O "$dir/@FAST@" ] || return 1
   dy_v=
   . "$dir/@FAST@"
   [ "$dy_v" = @VERSION@ ] || return 1
