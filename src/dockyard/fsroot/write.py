@@ -134,13 +134,22 @@ class Writer:
             os.close(fd)
 
     # -- other entries -----------------------------------------------------------------
+    def _create(self, dir_fd: int, name: str) -> int:
+        """A new regular file ``name`` (mode 0600) open for writing: made with ``O_EXCL``
+        (never through an existing entry); an entry already there is cleared first as
+        :meth:`_clear` does and the file made again (in a fresh tree: no lookup first)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            self._clear(dir_fd, name, for_dir=False)
+            return os.open(name, flags, 0o600, dir_fd=dir_fd)
+
     def file(self, dir_fd: int, name: str, src_fd: int, offset: int, size: int, mode: int,
              uid: int, gid: int, mtime_ns: int | None = None) -> None:
         """A regular file holding ``size`` bytes of ``src_fd`` from ``offset`` (copied in
         the kernel)."""
-        self._clear(dir_fd, name, for_dir=False)
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=dir_fd)
+        fd = self._create(dir_fd, name)
         try:
             pos, left = offset, size
             while left > 0:
@@ -163,9 +172,7 @@ class Writer:
 
     def data(self, dir_fd: int, name: str, data: bytes, mode: int, uid: int, gid: int,
              mtime_ns: int | None = None) -> None:
-        self._clear(dir_fd, name, for_dir=False)
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=dir_fd)
+        fd = self._create(dir_fd, name)
         try:
             view = memoryview(data)
             while view:
