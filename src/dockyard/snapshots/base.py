@@ -30,6 +30,35 @@ from dockyard.metadata.store import Store
 
 Mount = dict  # {"type": str, "source": str, "target": str, "options": list[str]}
 
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
+
+
+def mark_topdir(path: str | os.PathLike) -> bool:
+    """Mark ``path`` as the top of directory hierarchies (``chattr +T``), where the
+    filesystem knows the hint (ext2/3/4): each snapshot made in it is then placed in a
+    block group of its own choosing (Orlov), not in the group of the snapshots before
+    it. Their files are created there: on ext4, creating a file in a group full of
+    recently deleted inodes (the snapshots removed a moment ago) scans past every one of
+    them, which made creating a layer's files ten times slower. Best effort: False where
+    the flag is not known (other filesystems, no permission)."""
+    import fcntl
+    import struct
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        flags = struct.unpack("I", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8))[:4])[0]
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("I", flags | _FS_TOPDIR_FL) + bytes(4))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
 
 @dataclass(frozen=True)
 class Info:
@@ -85,6 +114,7 @@ class Snapshotter:
     def __init__(self, root: str | os.PathLike, store: Store):
         self.root = Path(root) / "snapshots" / self.name
         statefiles.makedirs(self.root)   # each snapshot's directory 0700 too: layers hold setuid files
+        mark_topdir(self.root)
         self.store = store
 
     # -- index -----------------------------------------------------------------------
