@@ -127,5 +127,21 @@ def test_copy_written_ahead_lands_as_on_its_parent(daemon, tmp_path):
     layers = json.loads(daemon.out("image", "inspect", "--format", "{{json .RootFS.Layers}}",
                                    tag))
     assert len(set(layers)) == len(layers)
+    # the last COPY's layer tar (its entries below /x/y made while the RUN ran, /x and /x/y
+    # added at its commit) holds what the layer holds, its digest is its diff ID
+    import hashlib
+    import io
+    import tarfile
+    saved = daemon.docker("save", tag, input=b"").stdout
+    with tarfile.open(fileobj=io.BytesIO(saved)) as tf:
+        manifest = json.loads(tf.extractfile("manifest.json").read())
+        last = tf.extractfile(manifest[0]["Layers"][-1]).read()
+    assert "sha256:" + hashlib.sha256(last).hexdigest() == layers[-1]
+    with tarfile.open(fileobj=io.BytesIO(last)) as lt:
+        got = [(m.name, m.type, m.uid, m.gid, oct(m.mode)) for m in lt]
+    assert got == [("x", tarfile.DIRTYPE, 9, 9, "0o755"), ("x/y", tarfile.DIRTYPE, 9, 9, "0o755"),
+                   ("x/y/f", tarfile.REGTYPE, 9, 9, "0o644"),
+                   ("x/y/s", tarfile.DIRTYPE, 9, 9, "0o755"),
+                   ("x/y/s/g", tarfile.REGTYPE, 9, 9, "0o644")], got
     tmp = daemon.data / "builder" / "tmp"
     assert [p.name for p in tmp.iterdir()] == []

@@ -87,3 +87,42 @@ def test_naive_changes(tmp_path):
     diff.write_changes(new, diff.naive_changes(new, old), buf)
     names = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getnames()
     assert "etc/.wh.gone" in names and "etc/added" in names and "etc/same" not in names
+
+
+def test_layer_body_written_ahead_gives_the_same_tar(tmp_path):
+    """A builder layer written ahead: its body (all below the destination chain) made
+    early, the chain's directories given other metadata afterwards (as the parent's are
+    inherited), then the tar from both: byte for byte what one walk writes."""
+    up = tmp_path / "up"
+    top = up / "a" / "b"
+    (top / "sub" / "deeper").mkdir(parents=True)
+    for i in range(30):
+        (top / "sub" / f"f{i:02}").write_bytes(os.urandom(700 * i))
+    (top / ("long-" + "n" * 120)).write_bytes(b"long name")
+    (top / "caf\u00e9").write_text("non-ascii")
+    os.symlink("../x", top / "sub" / "ln")
+    os.link(top / "sub" / "f03", top / "hl")
+    os.chmod(top / "sub", 0o750)
+    os.utime(top / "sub", (1_600_000_000, 1_600_000_000))
+    body = io.BytesIO()
+    size = diff.write_layer_body(up, ["a", "b"], body)
+    assert size is not None and size == len(body.getvalue()) and size % 512 == 0
+    # the chain takes other metadata later (the parent image's)
+    os.chown(up / "a", 1234, 5678)
+    os.chmod(up / "a" / "b", 0o700)
+    os.utime(up / "a", (1_500_000_000, 1_500_000_000))
+    whole = io.BytesIO()
+    want = diff.write_layer(up, whole)
+    out = io.BytesIO()
+    body.seek(0)
+    got = diff.write_layer_with_body(up, ["a", "b"], body, size, out)
+    assert got == want and out.getvalue() == whole.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+        names = tf.getnames()
+    assert names[:2] == ["a", "a/b"] and "a/b/sub/f29" in names
+    # not one chain with everything below it: no body, and no tar from an old one
+    assert diff.write_layer_body(up, ["a"], io.BytesIO()) is not None
+    (up / "other").mkdir()
+    assert diff.write_layer_body(up, ["a", "b"], io.BytesIO()) is None
+    assert diff.write_layer_with_body(up, ["a", "b"], io.BytesIO(body.getvalue()), size,
+                                      io.BytesIO()) is None

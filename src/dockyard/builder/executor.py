@@ -369,6 +369,8 @@ class _Ahead:
         self.ex, self.plan, self.ctx, self.opts = ex, plan, ctx, opts
         self.tasks: dict[str, asyncio.Future] = {}
         self.keys: dict[str, str] = {}        # step key -> snapshot key not yet committed
+        self.bodies: dict[str, str] = {}      # step key -> its layer's body file
+        self.body_tasks: dict[str, tuple[asyncio.Future, Any]] = {}
         self._gate = asyncio.Lock()
 
     async def start(self) -> None:
@@ -388,6 +390,7 @@ class _Ahead:
                 self.tasks[step.key] = asyncio.ensure_future(self._write(step))
 
     async def _write(self, step: Step):
+        import threading
         import uuid
         from dockyard.builder import copier
         async with self._gate:      # one at a time: the steps before it need the CPU too
@@ -395,7 +398,17 @@ class _Ahead:
             self.keys[step.key] = key
             await _blocking(self.ex.images.prepare_layer, None, key)
             path = self.ex.images.layer_path(key)
-            return await _blocking(copier.write_ahead, path, step.copy, self.ctx)
+            implied = await _blocking(copier.write_ahead, path, step.copy, self.ctx)
+            if self.opts.epoch is None:
+                # the layer's tar, all but its top directories (they take the parent's
+                # metadata), made now too: the step's commit then only adds those
+                bpath = os.path.join(self.ex.tmp_dir, "body-" + uuid.uuid4().hex)
+                self.bodies[step.key] = bpath
+                stop = threading.Event()
+                task = asyncio.ensure_future(_blocking(self.ex.images.layer_body, key,
+                                                       implied, bpath, stop.is_set))
+                self.body_tasks[step.key] = (task, stop)
+            return implied
 
     async def commit(self, step: Step, parent: str | None, config: dict) -> str | None:
         """The step's image from its layer written ahead, or None (write it again)."""
@@ -403,9 +416,23 @@ class _Ahead:
         key = self.keys.get(step.key)
         try:
             implied = await task
+            body = None
+            bt = self.body_tasks.pop(step.key, None)
+            if bt is not None:
+                # one still being made is waited for: what is left of it costs no more
+                # than the walk of the whole layer the commit would make instead
+                btask, _ = bt
+                try:
+                    size = await asyncio.shield(btask)
+                except asyncio.CancelledError:
+                    await self._drop(bt)
+                    raise
+                except Exception:  # noqa: BLE001 - no body: the commit walks the layer
+                    size = None
+                body = None if size is None else (self.bodies[step.key], size)
             image = await _blocking(self.ex.images.commit_layer, key, parent, config,
                                     step.created_by, step.author, implied, self.opts.epoch,
-                                    container_config(step, parent or "", config))
+                                    container_config(step, parent or "", config), body)
             self.keys.pop(step.key, None)
             return image
         except errors.Conflict:
@@ -414,17 +441,40 @@ class _Ahead:
             if step.key in self.keys:
                 await asyncio.shield(_blocking(self.ex.images.remove_rootfs,
                                                self.keys.pop(step.key)))
+            if step.key in self.bodies:
+                _unlink(self.bodies.pop(step.key))
+
+    @staticmethod
+    async def _drop(bt) -> None:
+        """A body not made yet is given up (its thread stops at the next entry)."""
+        task, stop = bt
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
         for t in self.tasks.values():
             t.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for t in self.body_tasks.values():
+            await self._drop(t)
+        self.body_tasks.clear()
         for key in list(self.keys.values()):
             try:
                 await _blocking(self.ex.images.remove_rootfs, key)
             except Exception:  # noqa: BLE001 - swept at the next start
                 pass
         self.keys.clear()
+        for path in self.bodies.values():
+            _unlink(path)
+        self.bodies.clear()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class _Mounted:

@@ -30,6 +30,13 @@ def decode_name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def trailer(size: int) -> bytes:
+    """The end of a tar whose entries take ``size`` bytes, as :meth:`TarWriter.close`
+    writes it: two zero blocks, then zeros up to a whole record."""
+    n = size + 2 * tarfile.BLOCKSIZE
+    return bytes(2 * tarfile.BLOCKSIZE + (-n) % tarfile.RECORDSIZE)
+
+
 class TarWriter:
     """A streaming PAX tar of nodes written to ``out`` (closed by :meth:`close`)."""
 
@@ -61,6 +68,14 @@ class TarWriter:
 
     def close(self) -> None:
         self.tf.close()
+
+    def end_entries(self) -> int:
+        """Flush the entries written so far and stop, without the end-of-archive
+        marker (a part of a tar that others complete: :func:`trailer`); their size."""
+        stream = self.tf.fileobj
+        self.tf.closed = True
+        stream.close()
+        return self.tf.offset
 
     def _info(self, name: str, st: os.stat_result) -> tarfile.TarInfo:
         ti = tarfile.TarInfo(name)

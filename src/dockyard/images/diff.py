@@ -326,6 +326,98 @@ def write_layer(upper: str | os.PathLike, out: BinaryIO, whiteouts: bool = True,
     return "sha256:" + hw.hash.hexdigest(), hw.count
 
 
+def _chain_ok(ufd: int, chain: list[str]) -> bool:
+    """Whether the tree is the directory chain ``chain`` (each one the only entry of the
+    one before it, no whiteouts) with everything else below its last directory."""
+    fd = os.dup(ufd)
+    try:
+        for name in chain:
+            names = listdir(fd)
+            if names != [name]:
+                return False
+            node = open_node(fd, name)
+            if node is None:
+                return False
+            with node:
+                if not node.is_dir() or _is_opaque(node):
+                    return False
+                sub = node.open_dir()
+            os.close(fd)
+            fd = sub
+        return True
+    finally:
+        os.close(fd)
+
+
+def write_layer_body(upper: str | os.PathLike, chain: list[str], out: BinaryIO,
+                     stop: Callable[[], bool] | None = None) -> int | None:
+    """The tar entries of everything below the last directory of ``chain`` (names like
+    ``a``, ``b`` for ``a/b``) in ``upper``, as :func:`write_layer` writes them, without
+    the directories themselves and without the end of the tar; their size. None (and
+    nothing written) if ``upper`` is not that chain with everything below it. For a
+    builder's layer written ahead of its parent: the directories of the chain take the
+    parent's metadata later, :func:`write_layer_with_body` writes them then. ``stop()``
+    true: given up (None) at the next entry."""
+    ufd = open_root(upper)
+    try:
+        if not chain or not _chain_ok(ufd, chain):
+            return None
+        node = lookup(ufd, list(chain))
+        if node is None:
+            return None
+        with node:
+            sub = node.open_dir()
+        try:
+            tw = TarWriter(out, keep_xattr=_keep_xattr)
+            for path, n in walk(sub, "/".join(chain) + "/"):
+                if stop is not None and stop():
+                    return None
+                if n.is_whiteout():
+                    tw.add_marker(_whiteout_name(path), n.st.st_mtime)
+                    continue
+                tw.add(path, n)
+                if _is_opaque(n):
+                    tw.add_marker(f"{path}/.wh..wh..opq", n.st.st_mtime)
+            return tw.end_entries()
+        finally:
+            os.close(sub)
+    finally:
+        os.close(ufd)
+
+
+def write_layer_with_body(upper: str | os.PathLike, chain: list[str], body: BinaryIO,
+                          body_size: int, out: BinaryIO) -> tuple[str, int] | None:
+    """:func:`write_layer` of ``upper`` from the directories of ``chain`` as they are now
+    and the ``body`` :func:`write_layer_body` wrote earlier (the tree below them not
+    changed since): the same bytes. None (nothing written) if ``upper`` is no longer
+    that chain."""
+    from dockyard.fsroot.tar import trailer
+    ufd = open_root(upper)
+    try:
+        if not _chain_ok(ufd, chain):
+            return None
+        hw = _HashingWriter(out)
+        tw = TarWriter(hw, keep_xattr=_keep_xattr)
+        for k in range(1, len(chain) + 1):
+            node = lookup(ufd, list(chain[:k]))
+            if node is None:
+                raise OSError(f"{'/'.join(chain[:k])}: gone from the layer")
+            with node:
+                tw.add("/".join(chain[:k]), node)
+        size = tw.end_entries()
+        left = body_size
+        while left > 0:
+            b = body.read(min(left, 1 << 20))
+            if not b:
+                raise OSError("the layer's body is cut short")
+            hw.write(b)
+            left -= len(b)
+        hw.write(trailer(size + body_size))
+        return "sha256:" + hw.hash.hexdigest(), hw.count
+    finally:
+        os.close(ufd)
+
+
 def write_changes(root: str | os.PathLike, change_list: list[dict], out: BinaryIO,
                   clamp_mtime: int | None = None) -> tuple[str, int]:
     """A layer tar holding the paths of ``change_list`` taken from the full tree ``root``

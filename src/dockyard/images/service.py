@@ -1248,10 +1248,27 @@ class ImageService:
         (:meth:`independent_layers` only)."""
         return os.fspath(self.snapshotter.writable_dir(key))
 
+    def layer_body(self, key: str, implied: list[str], path: str, stop=None) -> int | None:
+        """For :meth:`commit_layer` with ``implied`` and ``body``: the tar entries of
+        everything below the implied directories of builder snapshot ``key`` (written on
+        nothing, not to be changed again) written ahead into the new private file
+        ``path``, while its parent is not known yet; their size, or None when the layer is
+        not one directory chain with everything below it (nothing to gain then), or when
+        ``stop()`` turned true meanwhile."""
+        from dockyard.images import diff
+        chain = _chain_of(implied)
+        if chain is None or self.snapshotter.whiteout_mode != "overlay":
+            return None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        with open(fd, "wb") as f:
+            return diff.write_layer_body(self.snapshotter.layer_dir(key), chain, f, stop)
+
     def commit_layer(self, key: str, base_image: str | None, config: dict | None = None,
                      created_by: str = "", author: str = "",
                      implied: list[str] | None = None, epoch: int | None = None,
-                     container_config: dict | None = None) -> str:
+                     container_config: dict | None = None,
+                     body: tuple[str, int] | None = None) -> str:
         """A builder step's snapshot ``key`` (from :meth:`prepare_layer`, unmounted)
         becomes the top layer of a new image on ``base_image``: its tar goes to the content
         store from one walk and the snapshot itself is committed as the layer (what the
@@ -1263,7 +1280,11 @@ class ImageService:
         missing) in the image, no non-directory replaces one of the image's directories;
         the ``implied`` directories (the destination and its parents) take the image's
         metadata where it has them. Otherwise :class:`Conflict` (the caller writes the
-        step again on the mounted image)."""
+        step again on the mounted image).
+
+        ``body`` (with ``implied``, no ``epoch``): ``(path, size)`` of what
+        :meth:`layer_body` wrote: the layer tar is made of the implied directories as they
+        are now and that body (the same bytes as from a walk of the whole snapshot)."""
         base_id, _ = self._top_chain(base_image)
         base_cfg = json.loads(self.get_config_bytes(base_id)) if base_id else {}
         if implied is not None and base_id:
@@ -1274,7 +1295,15 @@ class ImageService:
         w = self.content.writer(f"commit-{uuid.uuid4().hex}")
         try:
             try:
-                diff_id, _ = self.layer_tar(key, w, epoch)
+                made = None
+                if body is not None and implied is not None and epoch is None:
+                    made = self._layer_tar_with_body(key, implied, body, w)
+                if made is None:
+                    if body is not None:    # (whatever the attempt wrote goes)
+                        w.abort()
+                        w = self.content.writer(f"commit-{uuid.uuid4().hex}")
+                    made = self.layer_tar(key, w, epoch)
+                diff_id = made[0]
                 with self._lock:
                     blob = w.commit()
                     self._add_lease(blob)
@@ -1406,6 +1435,20 @@ class ImageService:
             return image_id
         return None
 
+    def _layer_tar_with_body(self, key: str, implied: list[str], body: tuple[str, int],
+                             out) -> tuple[str, int] | None:
+        from dockyard.images import diff
+        chain = _chain_of(implied)
+        if chain is None or self.snapshotter.whiteout_mode != "overlay":
+            return None
+        path, size = body
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if os.fstat(f.fileno()).st_size != size:
+                return None
+            return diff.write_layer_with_body(self.snapshotter.layer_dir(key), chain, f, size,
+                                              out)
+
     def _rebase_check(self, key: str, base_id: str, implied: list[str]) -> None:
         from dockyard.fsroot.nodes import open_root, walk
         from dockyard.images.unpack import inherit_implicit, lower_dir_stat
@@ -1427,8 +1470,12 @@ class ImageService:
                     raise conflict(rel)
         upper = self.layer_path(key)
         fd = open_root(upper)
+
+        def descend(path: str, node) -> bool:
+            # below a directory no parent layer has, nothing can be in them either
+            return present(path.split("/"))
         try:
-            for path, node in walk(fd):
+            for path, node in walk(fd, "", descend):
                 names = path.split("/")
                 if node.is_dir():
                     if lower_dir_stat(lowers, names) is None and present(names):
@@ -1484,6 +1531,18 @@ class ImageService:
         return {"Driver": "overlay2" if self.snapshotter.name == "overlay" else "vfs",
                 "DriverStatus": [["Backing Filesystem", "extfs"],
                                  ["Snapshotter", self.snapshotter.name]]}
+
+
+def _chain_of(implied: list[str]) -> list[str] | None:
+    """``implied`` (a written-ahead layer's destination and its parents: ``a``, ``a/b``)
+    as the names of one directory chain (``a``, ``b``), or None if it is not one."""
+    chain: list[str] = []
+    for rel in sorted(implied, key=lambda r: r.count("/")):
+        names = [n for n in rel.split("/") if n]
+        if names[:-1] != chain or len(names) != len(chain) + 1:
+            return None
+        chain = names
+    return chain or None
 
 
 def _clamp_times(top: str, epoch: int) -> None:
