@@ -10,7 +10,9 @@ services' public methods, and reports as dockerd's legacy builder does.
   the builder's tmp directory and the files are written straight into it (``copier``:
   fd-based, nothing followed out of the root; a ``--from`` image is mounted read-only
   beside it); the snapshot then becomes the layer as it is (``ImageService.commit_layer``:
-  its tar written from one walk, never unpacked again).
+  its tar written from one walk, never unpacked again). A COPY from the context is
+  written ahead, while the steps before it run, into a snapshot on nothing, and its
+  layer tar below the destination is made then too (``_Ahead``).
 
 Every step's image is recorded in the cache under its key; a step whose key is cached is
 not run. Stages of one dependency level run concurrently; their output is shown stage by
