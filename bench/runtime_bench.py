@@ -22,7 +22,8 @@ loop (runc right after a dockyard run takes ~22 ms, after anything else
 
 Three dockyard variants are timed: the daemon's launcher (the file
 `dockyard.runtime.launcher_script()` writes as <data-root>/bin/dockyard-runc,
-a `#!python -IS` script: what our daemon runs and what dockerd/containerd
+a `#!/bin/sh` fast path that execs `python -I -S -c ...` for `run`, as the
+pip-installed `dockyard-runc` does (runtime/launcher.py): what dockerd/containerd
 should be given as the runtime's path), the `dockyard-runc` console script as
 installed here (it pays for every `.pth` file in site-packages at interpreter
 start, and this machine's site-packages has a sandbox hook that imports
