@@ -110,10 +110,13 @@ class Daemon:
         self._lock = DataRootLock(self.data_root)
         self._pidfile = Path(cfg.effective_pidfile)
         self._stop: asyncio.Event | None = None
+        self._trimmer: Any = None   # daemon/memory.Trimmer, on the loop
 
     # -- services -----------------------------------------------------------
     def _emit(self, type: str, action: str, actor_id: str, attributes: dict | None = None) -> None:
         self.events.emit(type, action, actor_id, attributes or {})
+        if action == "destroy" and self._trimmer is not None:
+            self._trimmer.poke()   # what the container's handling allocated goes back
 
     def build_services(self) -> None:
         from dockyard.daemon.system import SystemService
@@ -245,6 +248,9 @@ class Daemon:
         # Docker's do. Our own state does not rely on it: it is written with explicit
         # owner-only modes (daemon/dataroot.py).
         os.umask(0o022)
+        from dockyard.daemon import memory
+
+        memory.limit_arenas()   # before the service threads start (daemon/memory.py)
         asyncio.run(self._main())
 
     async def _main(self) -> None:
@@ -254,6 +260,9 @@ class Daemon:
 
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        from dockyard.daemon import memory
+
+        self._trimmer = memory.Trimmer(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
 
