@@ -82,11 +82,26 @@ def _running(r: ShRunc, rootfs: Path, **spec) -> tuple[str, int]:
     return cid, r.state(cid)["pid"]
 
 
-def test_stop_sequence_served_by_sh(shrunc, busybox_template):
-    """The calls containerd's shim makes to stop a container (kill 9, kill --all 9,
-    delete, delete --force), none of them starting Python; state as Python prints it."""
+def test_start_and_stop_sequence_served_by_sh(shrunc, busybox_template, tmp_path):
+    """start, and the calls containerd's shim makes to stop a container (kill 9,
+    kill --all 9, delete, delete --force), none of them starting Python; state as
+    Python prints it."""
     r = shrunc
-    cid, pid = _running(r, busybox_template, annotations=HOSTILE)
+    out = tmp_path / "rootfs-out"
+    b = r.bundle(busybox_template, ["sh", "-c", "echo started > /out/x; exec sleep 1000"],
+                 annotations=HOSTILE,
+                 mounts=[*default_mounts(), {"destination": "/out", "type": "bind",
+                                             "source": str(_mkdir(out)), "options": ["rbind"]}])
+    cid = r.new_id()
+    r.cmd("create", "--bundle", str(b), cid, check=True)
+    pid = r.state(cid)["pid"]
+    res, py = r.sh("start", cid)
+    assert (res.returncode, py) == (0, False), res.stderr
+    assert not (r.root / cid / "exec.fifo").exists()
+    deadline = time.monotonic() + 20
+    while not (out / "x").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (out / "x").read_text() == "started\n"
     dirs = cgroup_dirs(cid)
     assert dirs and (r.root / cid / "fast").exists()
     res, py = r.sh("state", cid)
@@ -110,6 +125,40 @@ def test_stop_sequence_served_by_sh(shrunc, busybox_template):
     res, py = r.sh("delete", "--force", cid)
     assert (res.returncode, py, res.stderr) == (0, False, "")
     assert not os.path.exists("/tmp/dyk-pwned")
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def default_mounts() -> list:
+    from dockyard.runtime.spec import default_spec
+    return default_spec()["mounts"]
+
+
+def test_start_cases_left_to_python(shrunc, busybox_template, tmp_path):
+    """start with poststart hooks, of a running container, of one whose init died:
+    Python's (the hook runs; the errors are Python's)."""
+    r = shrunc
+    mark = tmp_path / "poststart-ran"
+    hooks = {"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", f"echo ran > {mark}"]}]}
+    b = r.bundle(busybox_template, ["sleep", "1000"], hooks=hooks)
+    cid = r.new_id()
+    r.cmd("create", "--bundle", str(b), cid, check=True)
+    res, py = r.sh("start", cid)
+    assert (res.returncode, py) == (0, True), res.stderr
+    assert mark.read_text() == "ran\n" and r.state(cid)["status"] == "running"
+    res, py = r.sh("start", cid)
+    assert (res.returncode, py) == (1, True) and "already running" in res.stderr
+    b2 = r.bundle(busybox_template, ["sleep", "1000"])
+    cid2 = r.new_id()
+    r.cmd("create", "--bundle", str(b2), cid2, check=True)
+    pid2 = r.state(cid2)["pid"]
+    os.kill(pid2, signal.SIGKILL)
+    reap(pid2)
+    res, py = r.sh("start", cid2)
+    assert (res.returncode, py) == (1, True) and "stopped" in res.stderr, res.stderr
 
 
 def test_created_and_paused_states_match_python(shrunc, busybox_template):
@@ -255,3 +304,59 @@ def test_no_usable_fast_file_goes_to_python(shrunc, busybox_template, how):
     assert r.state(cid)["status"] == "running"
     res, py = r.sh("delete", "--force", "no-such-container", refuse=True)
     assert (res.returncode, py, res.stderr) == (0, False, "")
+
+
+def _fake_created(r: ShRunc, cid: str, proc: subprocess.Popen) -> Path:
+    """A state directory whose 'init' is ``proc`` (a process of the test's), with an
+    exec FIFO, as create leaves it."""
+    from dockyard.runtime.state import proc_stat
+    d = r.root / cid
+    d.mkdir(parents=True)
+    (d / "state.json").write_text("{}")
+    os.mkfifo(d / "exec.fifo", 0o622)
+    cg = r.tmp / "no-cgroup"
+    (d / "fast").write_text(f"dy_v=1\ndy_pid={proc.pid}\ndy_start={proc_stat(proc.pid)[1]}\n"
+                            f"dy_hooks=0\ndy_poststart=0\ndy_procs='{cg}'\ndy_freezer=''\n"
+                            f"dy_frozen=FROZEN\ndy_cgroups='{cg}'\ndy_pre='{{'\ndy_post='}}'\n")
+    return d
+
+
+@pytest.mark.parametrize("delay", [0, 0.3])
+def test_start_waits_for_a_late_byte(shrunc, delay):
+    """init opens the FIFO and writes its byte some time after start began: the
+    shell's start waits for it (reading without blocking, again while init lives)."""
+    r = shrunc
+    cid = r.new_id()
+    init = None
+    r.root.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        d = _fake_created(r, cid, holder)
+        init = subprocess.Popen(["sh", "-c", f"sleep {delay}; printf 0 > {d}/exec.fifo"])
+        res, py = r.sh("start", cid, refuse=True)
+        assert (res.returncode, py) == (0, False), res.stderr
+        assert init.wait(10) == 0
+        assert not (d / "exec.fifo").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        if init is not None and init.poll() is None:
+            init.kill()
+            init.wait()
+
+
+def test_start_gives_up_when_init_dies_without_its_byte(shrunc):
+    r = shrunc
+    cid = r.new_id()
+    r.root.mkdir(parents=True, exist_ok=True)
+    init = subprocess.Popen(["sleep", "0.5"])
+    try:
+        d = _fake_created(r, cid, init)
+        t0 = time.monotonic()
+        res, py = r.sh("start", cid, refuse=True)
+        assert (res.returncode, py) == (99, True)
+        assert time.monotonic() - t0 < 10
+        assert (d / "exec.fifo").exists()
+    finally:
+        init.kill()
+        init.wait()

@@ -2,13 +2,14 @@
 
 ``<root>/<id>/fast`` (0600, in the 0700 state directory) is a POSIX sh file
 that ``dockyard-runc``'s ``#!/bin/sh`` front (``launcher.py``) sources to
-serve ``kill``, ``kill --all``, ``delete`` and ``state`` without starting
+serve ``start``, ``kill``, ``kill --all``, ``delete`` and ``state`` without starting
 Python. Every value is single-quoted or a plain number; a container whose
 values could not be written so (a cgroup path with white space, annotations
 that are not strings) gets no file, and then every command goes to Python.
 
 It holds what does not change after create: the init's pid and start time
-(clock ticks, /proc/PID/stat field 22), whether the spec has poststop hooks,
+(clock ticks, /proc/PID/stat field 22), whether the spec has poststop or
+poststart hooks,
 the cgroup directories (the manager's ``fast_paths``), the freezer's state
 file and its frozen text, and the state document's text around its two
 derived fields (status, pid), rendered as ``json.dumps(doc, indent=2)`` would.
@@ -74,7 +75,7 @@ def write(state_dir: str, state: dict, mgr, doc: dict) -> bool:
     path = os.path.join(state_dir, FAST_FILE)
     priv = state.get("dockyard") or {}
     pid, start = state.get("pid"), priv.get("starttime")
-    hooks = ((priv.get("spec") or {}).get("hooks") or {}).get("poststop")
+    hooks = (priv.get("spec") or {}).get("hooks") or {}
     text = None
     if (type(pid) is int and pid > 0 and type(start) is int and start >= 0
             and mgr is not None and hasattr(mgr, "fast_paths")):
@@ -85,7 +86,9 @@ def write(state_dir: str, state: dict, mgr, doc: dict) -> bool:
             pre, post = rendered
             text = (f"# dockyard-runc's sh fast path (runtime/fastfile.py, launcher.py)\n"
                     f"dy_v={FAST_VERSION}\ndy_pid={pid}\ndy_start={start}\n"
-                    f"dy_hooks={1 if hooks else 0}\ndy_procs={_q(procs)}\n"
+                    f"dy_hooks={1 if hooks.get('poststop') else 0}\n"
+                    f"dy_poststart={1 if hooks.get('poststart') else 0}\n"
+                    f"dy_procs={_q(procs)}\n"
                     f"dy_freezer={_q(freezer or '')}\ndy_frozen={frozen}\n"
                     f"dy_cgroups={_q(' '.join(dirs))}\n"
                     f"dy_pre={_q(pre)}\ndy_post={_q(post)}\n")

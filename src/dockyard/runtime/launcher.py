@@ -19,7 +19,12 @@ everything else and whenever anything is unusual:
 * ``delete [--force] ID``: a container that does not exist, with ``--force``;
   a stopped one with no poststop hooks and nothing left in its cgroup: its
   cgroup directories (rmdir) and its state directory are removed;
-* ``state ID``: the state document, status derived as Python derives it.
+* ``state ID``: the state document, status derived as Python derives it;
+* ``start ID`` of a created container without poststart hooks: init's byte is
+  read from the exec FIFO (opened read-write, read without blocking, again
+  while init lives), then the FIFO is removed. state.json keeps "created" in
+  its ``status`` field, which nothing reads (status is derived: the FIFO is
+  gone, init lives: running).
 
 Errors are never produced here: a case that would fail runs the Python
 runtime, so messages, exit codes and ``--log`` lines are its. Any flag other
@@ -66,7 +71,7 @@ dy_fast() {
   done
   case $cmd:$# in
     kill:2) sig=$2 ;;
-    delete:1|state:1) ;;
+    delete:1|state:1|start:1) ;;
     *) return 1 ;;
   esac
   id=$1
@@ -108,6 +113,14 @@ dy_fast() {
       fi
       rm -rf -- "$dir" 2>/dev/null || return 1
       exit 0 ;;
+    start)
+      [ -n "$dy_alive" ] && [ "$dy_poststart" = 0 ] && [ -p "$dir/exec.fifo" ] || return 1
+      dy_release "$dir/exec.fifo" || return 1
+      # init has its byte and goes on to exec: from here on, no handing over to
+      # Python (which would wait for a byte that will never come)
+      rm -f -- "$dir/exec.fifo" || {
+        echo "dockyard-runc: start: removing $dir/exec.fifo failed" >&2; exit 1; }
+      exit 0 ;;
     state)
       if [ -z "$dy_alive" ]; then
         st=stopped dy_pid=0
@@ -141,6 +154,29 @@ dy_check_alive() {
   case $1 in Z|X) return ;; esac
   shift 19
   [ "$1" = "$dy_start" ] && dy_alive=1
+}
+
+# start: read init's byte from the exec FIFO, as Runtime._release does. The FIFO is
+# opened read-write (that never blocks; init's blocked open for writing completes) and
+# read without blocking, again while init lives and the FIFO is there; True once "0"
+# was read. False (init died, another start took the byte, anything else) leaves the
+# call to Python, which says why.
+dy_release() {
+  { command exec 3<>"$1"; } 2>/dev/null || return 1
+  n=0
+  while :; do
+    b=$(dd bs=1 count=1 iflag=nonblock <&3 2>/dev/null)
+    case $b in
+      0) exec 3<&-; return 0 ;;
+      '') ;;
+      *) exec 3<&-; return 1 ;;
+    esac
+    dy_alive=
+    dy_check_alive
+    [ -n "$dy_alive" ] && [ -p "$1" ] || { exec 3<&-; return 1; }
+    n=$((n + 1))
+    [ $n -le 3 ] || sleep 0.01
+  done
 }
 
 # True when the container's cgroup holds no process and no sub-cgroup.
