@@ -55,6 +55,12 @@ async def cycles(svc, n: int) -> None:
         # an exec in a running container, then rm -f
         cid = (await svc.create("named", {"Image": "busybox", "Cmd": ["sleep", "300"]}))["Id"]
         await svc.start(cid)
+        # a supervisor request its caller stopped waiting for leaves nothing behind
+        try:
+            await asyncio.wait_for(svc.sup.request("wait", id=cid), 0.2)
+        except asyncio.TimeoutError:
+            pass
+        assert not svc.sup._pending
         eid = await svc.exec_create(cid, {"Cmd": ["true"]})
         await svc.exec_start(eid, detach=True)
         for _ in range(100):

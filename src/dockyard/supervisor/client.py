@@ -152,8 +152,12 @@ class AsyncClient:
         seq = next(self._seq)
         fut = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
-        writer.write(protocol.encode_message({"op": op, "seq": seq, **fields}))
-        reply = await fut
+        try:
+            writer.write(protocol.encode_message({"op": op, "seq": seq, **fields}))
+            reply = await fut
+        finally:
+            # a caller that stopped waiting (wait_for's timeout) leaves nothing behind
+            self._pending.pop(seq, None)
         if not reply.get("ok"):
             _raise(reply)
         return reply
