@@ -161,7 +161,11 @@ dy_check_alive() {
 # read without blocking, again while init lives and the FIFO is there; True once "0"
 # was read. False (init died, another start took the byte, anything else) leaves the
 # call to Python, which says why.
+# Once the FIFO is open init goes on, byte read or not: so a dd that cannot read
+# without blocking (not GNU's) is found out before, and after the open this only
+# gives up when init is gone or the FIFO was removed (no one is left waiting then).
 dy_release() {
+  dd if=/dev/null iflag=nonblock count=0 2>/dev/null || return 1
   { command exec 3<>"$1"; } 2>/dev/null || return 1
   n=0
   while :; do
@@ -175,7 +179,7 @@ dy_release() {
     dy_check_alive
     [ -n "$dy_alive" ] && [ -p "$1" ] || { exec 3<&-; return 1; }
     n=$((n + 1))
-    [ $n -le 3 ] || sleep 0.01
+    [ $n -le 3 ] || sleep 0.01 2>/dev/null || sleep 1
   done
 }
 
