@@ -279,10 +279,21 @@ def test_context_session_sends_only_changes(daemon, tmp_path):
             out = ok(dockyard(daemon, "build", "-q", "-t", tag, str(ctx), host=host))
             return out.strip(), sent[0]
 
+    def kept_inodes() -> set[int]:
+        return {p.stat().st_ino for p in (daemon.data / "builder" / "sessions").glob("*.spool")}
+
     first, n1 = build()
     assert n1 > 1_600_000
+    before = kept_inodes()
     again, n2 = build()       # nothing changed: the manifest, no file content
     assert again == first and n2 < 200_000, n2
+    # nor is anything copied on the daemon: the kept spool serves as it is
+    assert kept_inodes() == before and len(before) == 1
+    # ... and its files are read from it at their old offsets (the COPY runs again)
+    fresh = ok(dockyard(daemon, "build", "-q", "--no-cache", str(ctx))).strip()
+    assert kept_inodes() == before
+    assert daemon.out("run", "--rm", fresh, "sh", "-c", "cd /files && md5sum * | md5sum") \
+        == daemon.out("run", "--rm", first, "sh", "-c", "cd /files && md5sum * | md5sum")
     (ctx / "files" / "f007").write_bytes(b"changed\n")
     os.chmod(ctx / "files" / "f008", 0o600)
     (ctx / "files" / "f009").unlink()

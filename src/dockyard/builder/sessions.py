@@ -147,6 +147,12 @@ class SessionStore:
         new_index: dict[str, list] = {}
         src_fd = -1
         out_path = os.path.join(root, bctx.SPOOL)
+        if spool and not any(e.kind == "file" for e in sent.values()) \
+                and self._link_kept(spool, out_path):
+            # nothing sent (a rebuild with no change): the kept spool is this context's
+            # as it is (one more name for it; spools are never written once kept), the
+            # unchanged files at their old offsets, nothing copied
+            return self._reuse(manifest, entries, new_index, index, needed)
         # (no O_APPEND: copy_file_range refuses such a target)
         out_fd = os.open(out_path, os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -186,6 +192,42 @@ class SessionStore:
             os.close(out_fd)
             if src_fd >= 0:
                 os.close(src_fd)
+        return entries, new_index
+
+    @staticmethod
+    def _link_kept(spool: str, out_path: str) -> bool:
+        try:
+            os.unlink(out_path)     # (the sent tar's own bytes: no file is in them)
+        except OSError:
+            return False
+        try:
+            os.link(spool, out_path)
+            return True
+        except OSError:
+            # the kept spool went meanwhile, or cannot be linked: an empty spool again
+            os.close(os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             0o600))
+            return False
+
+    @staticmethod
+    def _reuse(manifest: list, entries: dict, new_index: dict, index: dict,
+               needed: set[str] | None) -> tuple[dict, dict]:
+        for path, kind, mode, size, mtime_ns, link in manifest:
+            mtime = mtime_ns / 1e9
+            if kind == "dir":
+                entries[path] = bctx.Entry(path, "dir", mode, 0, 0, 0, "", mtime=mtime)
+                continue
+            if kind == "symlink":
+                entries[path] = bctx.Entry(path, "symlink", 0o777, 0, 0, 0, link, mtime=mtime)
+                continue
+            old = index.get(path)
+            if old is None or tuple(old[:4]) != (mode, size, mtime_ns, "file"):
+                if needed is not None and path not in needed:
+                    continue    # the build does not read it: not part of its context
+                raise Conflict(f"context session: {path} was neither sent nor kept: "
+                               "send the whole context")
+            entries[path] = bctx.Entry(path, "file", mode, 0, 0, size, old[4], old[5], mtime)
+            new_index[path] = list(old)
         return entries, new_index
 
     # -- after the build ----------------------------------------------------------------
