@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import subprocess
 import tempfile
 import time
@@ -360,3 +361,27 @@ def test_start_gives_up_when_init_dies_without_its_byte(shrunc):
     finally:
         init.kill()
         init.wait()
+
+
+def test_python_gets_the_callers_environment_unchanged(tmp_path):
+    """The shell's own variables (dy_*) and its PATH/IFS do not reach the Python
+    runtime: it sees the caller's environment as it was."""
+    script = tmp_path / "dockyard-runc"
+    code = ("import posix, sys\n"
+            "for k in sorted(posix.environ): sys.stdout.write(k.decode() + '=' + "
+            "posix.environ[k].decode() + chr(10))\n")
+    script.write_text(launcher.render(sys.executable, code))
+    script.chmod(0o755)
+    env = {"PATH": "/nowhere:/usr/bin:/bin", "root": "r", "dir": "d", "cmd": "c", "id": "i",
+           "s": "s", "LC_ALL": "C.UTF-8"}
+    root = tmp_path / "root"
+    (root / "x").mkdir(parents=True)
+    (root / "x" / "state.json").write_text("{}")
+    (root / "x" / "fast").write_text("dy_v=1\ndy_pid=1\ndy_start=1\n")
+    for args in (["--version"], ["--root", str(root), "kill", "x", "9"],
+                 ["--root", str(root), "state", "nope"]):
+        r = subprocess.run([str(script), *args], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        got = dict(line.split("=", 1) for line in r.stdout.splitlines())
+        got.pop("PWD", None)
+        assert got == env, got

@@ -46,11 +46,11 @@ FAST_FILE = "fast"
 
 _BODY = r"""# The fast path: see dockyard/runtime/launcher.py. Returns 1 for "not mine".
 dy_fast() {
-  root=/run/dockyard-runc cmd= all= force= id= sig=
+  dy_root=/run/dockyard-runc dy_cmd= dy_all= dy_force= dy_id= dy_sig=
   while [ $# -gt 0 ]; do
     case $1 in
-      --root) [ $# -ge 2 ] || return 1; root=$2; shift ;;
-      --root=*) root=${1#*=} ;;
+      --root) [ $# -ge 2 ] || return 1; dy_root=$2; shift ;;
+      --root=*) dy_root=${1#*=} ;;
       --log|--log-format) [ $# -ge 2 ] || return 1; shift ;;
       --log=*|--log-format=*) ;;
       -*) return 1 ;;
@@ -59,82 +59,82 @@ dy_fast() {
     shift
   done
   [ $# -ge 1 ] || return 1
-  cmd=$1; shift
+  dy_cmd=$1; shift
   while [ $# -gt 0 ]; do
-    case $cmd:$1 in
-      kill:--all|kill:-a) all=1 ;;
-      delete:--force|delete:-f) force=1 ;;
+    case $dy_cmd:$1 in
+      kill:--all|kill:-a) dy_all=1 ;;
+      delete:--force|delete:-f) dy_force=1 ;;
       *:-*) return 1 ;;
       *) break ;;
     esac
     shift
   done
-  case $cmd:$# in
-    kill:2) sig=$2 ;;
+  case $dy_cmd:$# in
+    kill:2) dy_sig=$2 ;;
     delete:1|state:1|start:1) ;;
     *) return 1 ;;
   esac
-  id=$1
-  case $id in ''|.|..|*[!A-Za-z0-9_.+-]*) return 1 ;; esac
-  case $sig in *[!0-9]*|0?*) return 1 ;; esac
-  case $root in /*) ;; *) return 1 ;; esac
-  case $root/ in */./*|*/../*) return 1 ;; esac
-  dir=$root/$id
-  if [ ! -e "$dir" ]; then
-    [ "$cmd" = delete ] && [ -n "$force" ] && exit 0
+  dy_id=$1
+  case $dy_id in ''|.|..|*[!A-Za-z0-9_.+-]*) return 1 ;; esac
+  case $dy_sig in *[!0-9]*|0?*) return 1 ;; esac
+  case $dy_root in /*) ;; *) return 1 ;; esac
+  case $dy_root/ in */./*|*/../*) return 1 ;; esac
+  dy_dir=$dy_root/$dy_id
+  if [ ! -e "$dy_dir" ]; then
+    [ "$dy_cmd" = delete ] && [ -n "$dy_force" ] && exit 0
     return 1
   fi
   # (ours: written by this user's runtime, as Python trusts its state.json)
-  [ -d "$dir" ] && [ ! -h "$dir" ] && [ -f "$dir/state.json" ] && [ -f "$dir/@FAST@" ] &&
-    [ ! -h "$dir/@FAST@" ] && [ -O "$dir/@FAST@" ] || return 1
+  [ -d "$dy_dir" ] && [ ! -h "$dy_dir" ] && [ -f "$dy_dir/state.json" ] && [ -f "$dy_dir/@FAST@" ] &&
+    [ ! -h "$dy_dir/@FAST@" ] && [ -O "$dy_dir/@FAST@" ] || return 1
   dy_v=
-  . "$dir/@FAST@"
+  . "$dy_dir/@FAST@"
   [ "$dy_v" = @VERSION@ ] || return 1
   dy_alive=
   dy_check_alive
-  case $cmd in
+  case $dy_cmd in
     kill)
-      if [ -n "$all" ]; then
+      if [ -n "$dy_all" ]; then
         dy_cgroup_empty || return 1
         exit 0
       fi
-      [ -n "$dy_alive" ] && [ -n "$sig" ] && [ "$sig" -le 64 ] || return 1
-      kill -s "$sig" "$dy_pid" 2>/dev/null || return 1
+      [ -n "$dy_alive" ] && [ -n "$dy_sig" ] && [ "$dy_sig" -le 64 ] || return 1
+      kill -s "$dy_sig" "$dy_pid" 2>/dev/null || return 1
       exit 0 ;;
     delete)
       [ -z "$dy_alive" ] && [ "$dy_hooks" = 0 ] || return 1
       dy_cgroup_empty || return 1
       set --
-      for d in $dy_cgroups; do
-        [ -d "$d" ] && set -- "$@" "$d"
+      for dy_d in $dy_cgroups; do
+        [ -d "$dy_d" ] && set -- "$@" "$dy_d"
       done
       if [ $# -gt 0 ]; then
         rmdir -- "$@" 2>/dev/null || return 1
       fi
-      rm -rf -- "$dir" 2>/dev/null || return 1
+      rm -rf -- "$dy_dir" 2>/dev/null || return 1
       exit 0 ;;
     start)
-      [ -n "$dy_alive" ] && [ "$dy_poststart" = 0 ] && [ -p "$dir/exec.fifo" ] || return 1
-      dy_release "$dir/exec.fifo" || return 1
+      [ -n "$dy_alive" ] && [ "$dy_poststart" = 0 ] && [ -p "$dy_dir/exec.fifo" ] || return 1
+      dy_release "$dy_dir/exec.fifo" || return 1
       # init has its byte and goes on to exec: from here on, no handing over to
       # Python (which would wait for a byte that will never come)
-      rm -f -- "$dir/exec.fifo" || {
-        echo "dockyard-runc: start: removing $dir/exec.fifo failed" >&2; exit 1; }
+      rm -f -- "$dy_dir/exec.fifo" || {
+        echo "dockyard-runc: start: removing $dy_dir/exec.fifo failed" >&2; exit 1; }
       exit 0 ;;
     state)
       if [ -z "$dy_alive" ]; then
-        st=stopped dy_pid=0
-      elif [ -e "$dir/exec.fifo" ]; then
-        st=created
+        dy_st=stopped dy_pid=0
+      elif [ -e "$dy_dir/exec.fifo" ]; then
+        dy_st=created
       else
-        st=running
+        dy_st=running
         if [ -n "$dy_freezer" ] && [ -f "$dy_freezer" ]; then
-          fz=
-          { read -r fz < "$dy_freezer"; } 2>/dev/null
-          [ "$fz" = "$dy_frozen" ] && st=paused
+          dy_fz=
+          { read -r dy_fz < "$dy_freezer"; } 2>/dev/null
+          [ "$dy_fz" = "$dy_frozen" ] && dy_st=paused
         fi
       fi
-      printf '%s"status": "%s",\n  "pid": %s,\n%s\n' "$dy_pre" "$st" "$dy_pid" "$dy_post"
+      printf '%s"status": "%s",\n  "pid": %s,\n%s\n' "$dy_pre" "$dy_st" "$dy_pid" "$dy_post"
       exit 0 ;;
   esac
   return 1
@@ -144,12 +144,12 @@ dy_fast() {
 dy_check_alive() {
   case $dy_pid:$dy_start in *[!0-9:]*|:*|*:) return ;; esac
   [ "$dy_pid" -gt 0 ] || return
-  s= l=
-  { while IFS= read -r l; do s="$s $l"; done < "/proc/$dy_pid/stat"; } 2>/dev/null
-  s="$s $l"
-  case $s in *") "*) ;; *) return ;; esac
-  s=${s##*") "}
-  set -- $s
+  dy_s= dy_l=
+  { while IFS= read -r dy_l; do dy_s="$dy_s $dy_l"; done < "/proc/$dy_pid/stat"; } 2>/dev/null
+  dy_s="$dy_s $dy_l"
+  case $dy_s in *") "*) ;; *) return ;; esac
+  dy_s=${dy_s##*") "}
+  set -- $dy_s
   [ $# -ge 20 ] || return
   case $1 in Z|X) return ;; esac
   shift 19
@@ -167,10 +167,10 @@ dy_check_alive() {
 dy_release() {
   dd if=/dev/null iflag=nonblock count=0 2>/dev/null || return 1
   { command exec 3<>"$1"; } 2>/dev/null || return 1
-  n=0
+  dy_n=0
   while :; do
-    b=$(dd bs=1 count=1 iflag=nonblock <&3 2>/dev/null)
-    case $b in
+    dy_b=$(dd bs=1 count=1 iflag=nonblock <&3 2>/dev/null)
+    case $dy_b in
       0) exec 3<&-; return 0 ;;
       '') ;;
       *) exec 3<&-; return 1 ;;
@@ -178,8 +178,8 @@ dy_release() {
     dy_alive=
     dy_check_alive
     [ -n "$dy_alive" ] && [ -p "$1" ] || { exec 3<&-; return 1; }
-    n=$((n + 1))
-    [ $n -le 3 ] || sleep 0.01 2>/dev/null || sleep 1
+    dy_n=$((dy_n + 1))
+    [ $dy_n -le 3 ] || sleep 0.01 2>/dev/null || sleep 1
   done
 }
 
@@ -188,12 +188,12 @@ dy_cgroup_empty() {
   [ -n "$dy_procs" ] || return 1
   [ -e "$dy_procs" ] || return 0
   [ -f "$dy_procs/cgroup.procs" ] || return 1
-  p=
-  { read -r p < "$dy_procs/cgroup.procs"; } 2>/dev/null
-  [ -z "$p" ] || return 1
+  dy_p=
+  { read -r dy_p < "$dy_procs/cgroup.procs"; } 2>/dev/null
+  [ -z "$dy_p" ] || return 1
   set +f
-  for e in "$dy_procs"/*/ "$dy_procs"/.[!.]*/ "$dy_procs"/..?*/; do
-    if [ -d "$e" ]; then set -f; return 1; fi
+  for dy_e in "$dy_procs"/*/ "$dy_procs"/.[!.]*/ "$dy_procs"/..?*/; do
+    if [ -d "$dy_e" ]; then set -f; return 1; fi
   done
   set -f
   return 0
