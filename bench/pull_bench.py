@@ -6,6 +6,12 @@
     Docker:    docker CLI -> Debian's dockerd 20.10 -> Debian's docker-registry
 
 The same CLI drives both, so the numbers compare the engines and registries.
+Each engine runs in a session of its own (dockerd as tests/helpers/dockerd.py starts
+it, Dockyard's API in a child process), as a service manager would start them: with
+the kernel's autogroup scheduling, a session is one scheduling group, so on a busy
+machine each engine gets one group's share of the CPUs (Dockyard's ran inside this
+process before, sharing one group with the bench, the CLI and the registries, while
+dockerd had a group of its own).
 dockerd runs in a network namespace of its own (tests/helpers/dockerd.py), so its
 registry is started inside that namespace and both engines reach theirs over a
 plain loopback connection (no relay in between).
@@ -84,52 +90,69 @@ def make_archive(path: Path, layers: int, layer_mb: int) -> None:
             out.addfile(ti, io.BytesIO(data))
 
 
+def serve_api(root: Path, sock: str) -> None:
+    """Dockyard's Engine API (system, image and distribution routes) for one data root
+    on a unix socket, until SIGTERM (``--serve``: the child process ApiServer starts)."""
+    import signal
+
+    from aiohttp import web
+
+    from dockyard.api import app as api_app
+    from dockyard.api import routes_distribution, routes_images, routes_system
+    from dockyard.daemon.events import EventBus
+    from dockyard.daemon.system import SystemService
+
+    store = open_store(root / "metadata.db")
+    svc = ImageService(root, store)
+
+    async def main() -> None:
+        events = EventBus()
+        ctx = api_app.ApiContext(system=SystemService(root, images=svc, events=events),
+                                 events=events, images=svc)
+        app = web.Application(middlewares=[api_app.error_middleware,
+                                           api_app.version_middleware],
+                              client_max_size=1024 ** 3)
+        app[api_app.CTX] = ctx
+        app.on_response_prepare.append(api_app._on_prepare)
+        routes_system.register(app)
+        routes_distribution.register(app)
+        routes_images.register(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.UnixSite(runner, sock).start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
 class ApiServer:
-    """Dockyard's Engine API for one data root, served on a unix socket in a thread."""
+    """Dockyard's Engine API for one data root, served on a unix socket by a child
+    process in a session of its own: like dockerd (tests/helpers/dockerd.py), and like
+    a daemon a service manager starts, it is its own scheduling group (autogroup) on a
+    busy machine, apart from this process, the CLI and the registries."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.store = open_store(root / "metadata.db")
-        self.svc = ImageService(root, self.store)
         self.dir = tempfile.mkdtemp(prefix="dy-pb-", dir="/tmp")
         self.sock = os.path.join(self.dir, "api.sock")
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._runner = None
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve", str(root), self.sock],
+            stdout=subprocess.PIPE, start_new_session=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            self.close()
+            raise RuntimeError(f"the API server did not start: {line!r}")
 
-        async def start():
-            from aiohttp import web
-
-            from dockyard.api import app as api_app
-            from dockyard.api import routes_distribution, routes_images, routes_system
-            from dockyard.daemon.events import EventBus
-            from dockyard.daemon.system import SystemService
-
-            events = EventBus()
-            ctx = api_app.ApiContext(system=SystemService(root, images=self.svc, events=events),
-                                     events=events, images=self.svc)
-            app = web.Application(middlewares=[api_app.error_middleware,
-                                               api_app.version_middleware],
-                                  client_max_size=1024 ** 3)
-            app[api_app.CTX] = ctx
-            app.on_response_prepare.append(api_app._on_prepare)
-            routes_system.register(app)
-            routes_distribution.register(app)
-            routes_images.register(app)
-            self._runner = web.AppRunner(app)
-            await self._runner.setup()
-            await web.UnixSite(self._runner, self.sock).start()
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(start())
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(self._runner.cleanup())
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(30)
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def docker(self, *args: str) -> subprocess.CompletedProcess:
         env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}",
@@ -140,10 +163,18 @@ class ApiServer:
             raise RuntimeError(f"docker {' '.join(args)}: {p.stderr.strip()}")
         return p
 
+    def image_id(self, name: str) -> str:
+        return self.docker("image", "inspect", "-f", "{{.Id}}", name).stdout.strip()
+
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.store.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         subprocess.run(["umount", "-R", "-l", str(self.root)], capture_output=True)
 
@@ -190,23 +221,21 @@ def timed_cpu(fn, *pids: int, alone: int | None = None) -> tuple[float, float]:
 
 def dockyard_rep(archive: Path, work: Path, r: int) -> tuple[float, float, float]:
     """One push and one pull through Dockyard: (push seconds, pull seconds, pull CPU
-    seconds of the engine (this process, which serves the API) and the registry)."""
+    seconds of the engine (its API server process) and the registry)."""
     # a fresh source store each time: the push compresses the layers again, as
     # dockerd's does for a registry it has not pushed to
     src = ApiServer(work / f"dy-src{r}")
     try:
-        with open(archive, "rb") as f:
-            list(src.svc.load_images(f))
+        src.docker("load", "-q", "-i", str(archive))
         with running_registry(work / f"dy-reg{r}") as reg:
             name = f"{reg.addr}/bench/img:v1"
-            src.svc.tag("bench/img:v1", f"{reg.addr}/bench/img", "v1")
+            src.docker("tag", "bench/img:v1", name)
             push = timed(lambda: src.docker("push", "-q", name))
             dst = ApiServer(work / f"dy-dst{r}")
             try:
-                # this process without its children (the docker CLI, dockerd)
                 pull, cpu = timed_cpu(lambda: dst.docker("pull", "-q", name),
-                                      reg.proc.pid, alone=os.getpid())
-                assert dst.svc.inspect(name)["Id"] == src.svc.inspect(name)["Id"]
+                                      dst.pid, reg.proc.pid)
+                assert dst.image_id(name) == src.image_id(name)
             finally:
                 dst.close()
                 shutil.rmtree(work / f"dy-dst{r}", ignore_errors=True)
@@ -317,6 +346,9 @@ def run(archive: Path, work: Path, reps: int, only: str | None) -> dict:
 
 
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve_api(Path(sys.argv[2]), sys.argv[3])
+        return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--layer-mb", type=int, default=100)
