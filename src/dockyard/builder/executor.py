@@ -373,6 +373,7 @@ class _Ahead:
         self.keys: dict[str, str] = {}        # step key -> snapshot key not yet committed
         self.bodies: dict[str, str] = {}      # step key -> its layer's body file
         self.body_tasks: dict[str, tuple[asyncio.Future, Any]] = {}
+        self.reached: set[str] = set()        # steps whose commit is waiting already
         self._gate = asyncio.Lock()
 
     async def start(self) -> None:
@@ -401,9 +402,10 @@ class _Ahead:
             await _blocking(self.ex.images.prepare_layer, None, key)
             path = self.ex.images.layer_path(key)
             implied = await _blocking(copier.write_ahead, path, step.copy, self.ctx)
-            if self.opts.epoch is None:
+            if self.opts.epoch is None and step.key not in self.reached:
                 # the layer's tar, all but its top directories (they take the parent's
-                # metadata), made now too: the step's commit then only adds those
+                # metadata), made now too: the step's commit then only adds those (not
+                # when the step is waiting already: its commit's own walk costs less)
                 bpath = os.path.join(self.ex.tmp_dir, "body-" + uuid.uuid4().hex)
                 self.bodies[step.key] = bpath
                 stop = threading.Event()
@@ -416,6 +418,7 @@ class _Ahead:
         """The step's image from its layer written ahead, or None (write it again)."""
         task = self.tasks.pop(step.key)
         key = self.keys.get(step.key)
+        self.reached.add(step.key)
         try:
             implied = await task
             body = None
