@@ -662,8 +662,21 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
                     raise RegistryUnreachable(f"downloading {dl.digest}: {e}") from None
                 await asyncio.sleep(min(0.1 * 2 ** failures, 2.0))
         emit(status("Verifying Checksum", dl.id))
+        commit = loop.run_in_executor(None, lease.commit, writer, dl.size, dl.digest)
         try:
-            await loop.run_in_executor(None, lease.commit, writer, dl.size, dl.digest)
+            try:
+                await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                # the commit goes on in its thread: it must end before anything below
+                # touches the writer again (closing it meanwhile raced the commit)
+                try:
+                    await commit
+                    committed = True
+                except InvalidParameter:
+                    committed = True
+                except BaseException:
+                    pass
+                raise
             committed = True
         except InvalidParameter:
             committed = True   # the ingest was discarded
