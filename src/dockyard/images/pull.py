@@ -535,6 +535,13 @@ async def _fetch_and_register(svc, client: RegistryClient, ref: refs.Reference, 
             abort.set()
             for t in tasks:
                 t.cancel()
+            if tasks:
+                # their ingests are closed (unlocked) before the pull answers, so a
+                # retry right away resumes them instead of finding them busy
+                await asyncio.wait(tasks)
+                for t in tasks:
+                    if not t.cancelled():
+                        t.exception()
             for dl in order:
                 if not dl.done:
                     dl.update(error=e)
@@ -615,9 +622,11 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
 
                     async def flush() -> None:
                         nonlocal buffered
-                        # at most one block in flight per download, overlapping the next
+                        # at most one block in flight per download, overlapping the next;
+                        # shielded: a cancel must not forget a write its thread still does
                         if pending:
-                            await pending.pop()
+                            await asyncio.shield(pending[-1])
+                            pending.pop()
                         pending.append(loop.run_in_executor(None, write_block, buf[:]))
                         buf.clear()
                         buffered = 0
@@ -645,9 +654,17 @@ async def _download_locked(svc, client: RegistryClient, repo: str, dl: _Download
                                 emit(status("Downloading", dl.id, (received, dl.size)))
                         if buf:
                             await flush()
-                    finally:
                         while pending:
-                            await pending.pop()
+                            await asyncio.shield(pending[-1])
+                            pending.pop()
+                    finally:
+                        # on any failure the last block's thread may still be writing:
+                        # it ends before the writer is closed below
+                        for fut in pending:
+                            await asyncio.wait([fut])
+                            if not fut.cancelled():
+                                fut.exception()
+                        pending.clear()
                 finally:
                     stream.close()
                 if dl.size == 0:
