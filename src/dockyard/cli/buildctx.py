@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-import tarfile
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO, Iterator
 
 BLOCK = 1 << 20
+# tar's entry types (tarfile is imported only for what a plain ustar header cannot hold)
+REGTYPE, LNKTYPE, SYMTYPE, DIRTYPE, FIFOTYPE = b"0", b"1", b"2", b"5", b"6"
 _MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
@@ -33,8 +34,6 @@ class ContextError(Exception):
 
 
 def _matcher(ctx_dir: str, dockerfile_rel: str | None):
-    from dockyard.builder import ignore
-
     text = None
     names = ([dockerfile_rel + ".dockerignore"] if dockerfile_rel else []) + [".dockerignore"]
     for name in names:
@@ -46,6 +45,8 @@ def _matcher(ctx_dir: str, dockerfile_rel: str | None):
             continue
     if text is None:
         return None
+    from dockyard.builder import ignore
+
     patterns = ignore.read_patterns(text)
     if not patterns:
         return None
@@ -63,23 +64,10 @@ def dir_tar(ctx_dir: str, dockerfile_rel: str | None = "Dockerfile",
     matcher = _matcher(ctx_dir, dockerfile_rel)
     buf = bytearray()
     inodes: dict[tuple[int, int], str] = {}
-    fmt = tarfile.PAX_FORMAT
-    enc, errs = "utf-8", "surrogateescape"
 
     def header(name: str, st: os.stat_result, kind: bytes, size: int = 0,
                link: str = "") -> bytes:
-        fast = ustar_header(name, stat.S_IMODE(st.st_mode), size, int(st.st_mtime), kind, link)
-        if fast is not None:
-            return fast
-        ti = tarfile.TarInfo(name)
-        ti.mode = stat.S_IMODE(st.st_mode)
-        ti.mtime = int(st.st_mtime)
-        ti.type = kind
-        ti.size = size
-        ti.linkname = link
-        ti.uid = ti.gid = 0
-        ti.uname = ti.gname = ""
-        return ti.tobuf(fmt, enc, errs)
+        return tar_header(name, stat.S_IMODE(st.st_mode), size, int(st.st_mtime), kind, link)
 
     def walk(rel: str) -> Iterator[bytes]:
         path = os.path.join(ctx_dir, rel) if rel else ctx_dir
@@ -103,17 +91,17 @@ def dir_tar(ctx_dir: str, dockerfile_rel: str | None = "Dockerfile",
                     if matcher.has_exclusions:
                         yield from walk(name)   # a "!" pattern may bring something back
                     continue
-                buf.extend(header(name + "/", st, tarfile.DIRTYPE))
+                buf.extend(header(name + "/", st, DIRTYPE))
                 yield from walk(name)
                 continue
             if excluded:
                 continue
             if stat.S_ISLNK(mode):
-                buf.extend(header(name, st, tarfile.SYMTYPE, link=os.readlink(e.path)))
+                buf.extend(header(name, st, SYMTYPE, link=os.readlink(e.path)))
             elif stat.S_ISREG(mode):
                 ino = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and ino in inodes:
-                    buf.extend(header(name, st, tarfile.LNKTYPE, link=inodes[ino]))
+                    buf.extend(header(name, st, LNKTYPE, link=inodes[ino]))
                     continue
                 if st.st_nlink > 1:
                     inodes[ino] = name
@@ -124,7 +112,7 @@ def dir_tar(ctx_dir: str, dockerfile_rel: str | None = "Dockerfile",
                                        f"{err.strerror}") from None
                 try:
                     size = st.st_size
-                    buf.extend(header(name, st, tarfile.REGTYPE, size))
+                    buf.extend(header(name, st, REGTYPE, size))
                     left = size
                     while left > 0:
                         chunk = os.read(fd, min(BLOCK, left))
@@ -140,7 +128,7 @@ def dir_tar(ctx_dir: str, dockerfile_rel: str | None = "Dockerfile",
                 finally:
                     os.close(fd)
             elif stat.S_ISFIFO(mode):
-                buf.extend(header(name, st, tarfile.FIFOTYPE))
+                buf.extend(header(name, st, FIFOTYPE))
             # sockets and device nodes are left out
             if len(buf) >= BLOCK:
                 yield bytes(buf)
@@ -148,10 +136,7 @@ def dir_tar(ctx_dir: str, dockerfile_rel: str | None = "Dockerfile",
 
     yield from walk("")
     if extra is not None:
-        ti = tarfile.TarInfo(extra[0])
-        ti.mode = 0o600
-        ti.size = len(extra[1])
-        buf.extend(ti.tobuf(fmt, enc, errs))
+        buf.extend(tar_header(extra[0], 0o600, len(extra[1]), 0, REGTYPE))
         buf.extend(extra[1] + b"\0" * ((-len(extra[1])) % 512))
     buf.extend(b"\0" * 1024)
     yield bytes(buf)
@@ -181,6 +166,20 @@ def ustar_header(name: str, mode: int, size: int, mtime: int, kind: bytes,
     h[257:265] = b"ustar\x0000"
     h[148:156] = b"%06o\0 " % sum(h)
     return bytes(h)
+
+
+def tar_header(name: str, mode: int, size: int, mtime: int, kind: bytes,
+               link: str = "") -> bytes:
+    """An entry's header (owner 0:0): plain ustar, or with PAX records when needed."""
+    fast = ustar_header(name, mode, size, mtime, kind, link)
+    if fast is not None:
+        return fast
+    import tarfile
+    ti = tarfile.TarInfo(name)
+    ti.mode, ti.mtime, ti.type, ti.size, ti.linkname = mode, mtime, kind, size, link
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
 def manifest(ctx_dir: str, dockerfile_rel: str | None = "Dockerfile") -> list[list]:
@@ -238,13 +237,8 @@ def files_tar(ctx_dir: str, names: list[str],
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise ContextError(f"{path}: changed while the build started")
-            h = ustar_header(name, stat.S_IMODE(st.st_mode), st.st_size, int(st.st_mtime),
-                             tarfile.REGTYPE)
-            if h is None:
-                ti = tarfile.TarInfo(name)
-                ti.mode, ti.size, ti.mtime = stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime
-                h = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-            buf.extend(h)
+            buf.extend(tar_header(name, stat.S_IMODE(st.st_mode), st.st_size,
+                                  int(st.st_mtime), REGTYPE))
             left = st.st_size
             while left > 0:
                 chunk = os.read(fd, min(BLOCK, left))
@@ -259,10 +253,7 @@ def files_tar(ctx_dir: str, names: list[str],
         finally:
             os.close(fd)
     if extra is not None:
-        ti = tarfile.TarInfo(extra[0])
-        ti.mode = 0o600
-        ti.size = len(extra[1])
-        buf.extend(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        buf.extend(tar_header(extra[0], 0o600, len(extra[1]), 0, REGTYPE))
         buf.extend(extra[1] + b"\0" * ((-len(extra[1])) % 512))
     buf.extend(b"\0" * 1024)
     yield bytes(buf)
@@ -277,6 +268,7 @@ def is_archive(head: bytes) -> bool:
 
 def single_file_tar(name: str, content: bytes) -> bytes:
     import io
+    import tarfile
 
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
