@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
+import hashlib
 import http.server
 import io
 import os
@@ -300,6 +301,8 @@ def test_context_session_sends_only_changes(daemon, tmp_path):
     (ctx / "files" / "new").write_text("new\n")
     changed, n3 = build()
     assert changed != first and n3 < 200_000 + 2 * 8192, n3
+    # the sent files were added to the kept spool: the unchanged ones were not copied
+    assert kept_inodes() == before
     got = daemon.out("run", "--rm", tag, "sh", "-c",
                      "cat /files/f007 /files/new; stat -c %a /files/f008; "
                      "ls /files | wc -l; test -e /files/f009 || echo gone")
@@ -382,3 +385,50 @@ def test_context_session_sends_only_what_the_build_reads(daemon, tmp_path):
     n = build("FROM busybox\nCOPY . /all/\n")
     assert n > (64 << 20), n
     assert daemon.out("run", "--rm", tag, "stat", "-c", "%s", "/all/big.bin") == str(64 << 20)
+
+
+def test_context_session_kept_spool_grows_then_is_rewritten(daemon, tmp_path):
+    """A changed file goes to the end of the kept spool (the others stay where they are);
+    once more than half of it is old bytes no build reads, a compact spool replaces it."""
+    ctx = tmp_path / "grow"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY big small /d/\n")
+    (ctx / "small").write_text("small\n")
+    tag = f"grow-{uuid.uuid4().hex[:6]}"
+
+    def build(content: bytes) -> tuple[int, int]:
+        (ctx / "big").write_bytes(content)
+        ok(dockyard(daemon, "build", "-q", "-t", tag, str(ctx)))
+        assert daemon.out("run", "--rm", tag, "sh", "-c", "cat /d/big /d/small | md5sum") \
+            .split()[0] == hashlib.md5(content + b"small\n").hexdigest()
+        # (the session key our client uses for this directory: cli/cmd_build.py)
+        key = hashlib.sha256(f"{os.path.realpath(ctx)}\0Dockerfile".encode()).hexdigest()
+        spools = list((daemon.data / "builder" / "sessions").glob(f"{key[:32]}-*.spool"))
+        assert len(spools) == 1, spools
+        return spools[0].stat().st_ino, spools[0].stat().st_size
+
+    ino1, size1 = build(os.urandom(2 << 20))
+    ino2, size2 = build(os.urandom(2 << 20))     # grown: the new big at the end
+    assert ino2 == ino1 and size2 >= size1 + (2 << 20)
+    ino3, size3 = build(os.urandom(2 << 20))     # 2/3 would be old bytes: rewritten
+    assert ino3 != ino2 and size3 < size2
+
+
+def test_context_session_plans_again_when_a_base_changes(daemon, tmp_path):
+    """An offer the same as the last one is not planned again, unless a base image it
+    names is another image now (here one whose ONBUILD reads another context file)."""
+    ctx = tmp_path / "onb"
+    ctx.mkdir()
+    base = f"onbase-{uuid.uuid4().hex[:6]}"
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY a.txt /a\n")
+    (ctx / "a.txt").write_text("a\n")
+    (ctx / "extra.txt").write_text("extra\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text("FROM busybox\nONBUILD COPY extra.txt /extra\n")
+    tag = f"onb-{uuid.uuid4().hex[:6]}"
+    daemon.out("tag", "busybox", base)
+    ok(dockyard(daemon, "build", "-q", "-t", tag, str(ctx)))
+    ok(dockyard(daemon, "build", "-q", "-t", base, str(other)))
+    ok(dockyard(daemon, "build", "-q", "-t", tag, str(ctx)))
+    assert daemon.out("run", "--rm", tag, "cat", "/a", "/extra").split() == ["a", "extra"]

@@ -390,7 +390,6 @@ async def session(request: web.Request) -> web.Response:
     """``POST /build/session?key=K``: a context's manifest in, the files the daemon lacks
     out (``{"Token": ..., "Missing": [...]}``); see builder/sessions.py."""
     from dockyard.api.app import json_response
-    from dockyard.builder.sessions import parse_manifest
 
     ctx = ctx_of(request)
     svc = _service(request)
@@ -405,43 +404,7 @@ async def session(request: web.Request) -> web.Response:
         if len(raw) > MAX_MANIFEST:
             raise InvalidParameter("context session: the manifest is too large")
     key = request.query.get("key", "")
-    # a list: the manifest alone; an object: the manifest, the Dockerfile's name, its build
-    # args and target and the small files to plan with (base64), so that only the files
-    # the build reads are asked for
-    try:
-        body = boundedjson.loads(bytes(raw))
-    except ValueError:
-        raise InvalidParameter("context session: the body is not JSON") from None
-    needed = None
-    if isinstance(body, dict):
-        manifest = parse_manifest(body.get("Manifest"))
-        files = _session_files(body.get("Files"), {m[0] for m in manifest if m[1] == "file"})
-        args = body.get("BuildArgs") or {}
-        if not isinstance(args, dict) or not all(isinstance(v, (str, type(None)))
-                                                 for v in args.values()):
-            raise InvalidParameter("context session: BuildArgs must map names to strings")
-        dockerfile = str(body.get("Dockerfile") or "")
-        target = str(body.get("Target") or "") or None
-        if body.get("Plan", True):
-            needed = await ctx.run(svc.needed_files, manifest, files, dockerfile, args, target)
-    else:
-        manifest = parse_manifest(body)
-    return json_response(await ctx.run(svc.sessions.offer, key, manifest, needed))
-
-
-def _session_files(files, names: set[str]) -> dict[str, bytes]:
-    import base64
-    out: dict[str, bytes] = {}
-    if not isinstance(files, dict) or len(files) > 8:
-        raise InvalidParameter("context session: Files must hold a few context files")
-    for k, v in files.items():
-        if k not in names or not isinstance(v, str):
-            raise InvalidParameter(f"context session: {k!r} is not a file of the manifest")
-        try:
-            out[k] = base64.b64decode(v, validate=True)
-        except ValueError:
-            raise InvalidParameter(f"context session: {k!r} is not base64") from None
-    return out
+    return json_response(await ctx.run(svc.session_offer, key, bytes(raw)))
 
 
 def register(app: web.Application) -> None:

@@ -45,17 +45,58 @@ class BuildService:
                                      os.path.join(self.tmp, "ctx-" + uuid.uuid4().hex),
                                      dockerfile or "Dockerfile")
 
+    def session_offer(self, key: str, raw: bytes) -> dict:
+        """A context session's offer (``POST /build/session``'s body) -> ``{"Token",
+        "Missing"}``. An offer byte for byte the same as the key's last one, with the same
+        base images, is not parsed or planned again (a rebuild with no change); one of the
+        same shape (the same paths, kinds, links, Dockerfile, args and target) is parsed
+        but not planned again (a file changed)."""
+        from hashlib import sha256
+
+        from dockyard.builder import sessions
+        digest = sha256(raw).hexdigest()
+        last = self.sessions.recall(key)
+        if last is not None and not self._same_images(last.bases):
+            last = None
+        known = last if last is not None and last.digest == digest else None
+        if known is None:
+            offer = sessions.parse_offer(raw)
+            shape = offer.shape()
+            if last is not None and last.shape == shape:
+                # only modes, sizes or times changed: the same files are read
+                needed, bases = last.needed, last.bases
+            elif offer.plan:
+                needed, bases = self.needed_files(offer.manifest, offer.files,
+                                                  offer.dockerfile, offer.args, offer.target)
+            else:
+                needed, bases = None, {}
+            known = sessions.Offered(digest, shape, offer.manifest, needed, bases)
+            if needed is not None or not offer.plan:
+                self.sessions.remember(key, known)
+        return self.sessions.offer(key, known.manifest, known.needed, known.stamp)
+
+    def _same_images(self, ids: dict[str, str]) -> bool:
+        for ref, image_id in ids.items():
+            try:
+                if self.images.resolve(ref) != image_id:
+                    return False
+            except errors.NotFound:
+                return False
+        return True
+
     def needed_files(self, manifest: list, files: dict[str, bytes], dockerfile: str,
-                     build_args=None, target: str | None = None) -> set[str] | None:
+                     build_args=None, target: str | None = None
+                     ) -> tuple[set[str] | None, dict[str, str]]:
         """Which of a context session's files the build reads, planned on the manifest
-        alone; None (all of them) when that cannot be told before the build (a base image
-        to pull, an ADD URL, a Dockerfile error: the build itself reports those)."""
+        alone, and the base images (ref -> ID) that planning used; None (all of them)
+        when that cannot be told before the build (a base image to pull, an ADD URL, a
+        Dockerfile error: the build itself reports those)."""
         from dockyard.builder import sessions
         root = os.path.join(self.tmp, "probe-" + uuid.uuid4().hex)
+        bases: dict[str, tuple[str, dict]] = {}
         try:
             ctx = sessions.probe_context(root, manifest, files, dockerfile)
             df = self.dockerfile(ctx, dockerfile)
-            bases = {}
             for ref in planner.base_images(df, build_args or {}, target):
                 image_id = self.images.resolve(ref)
                 bases[ref] = (image_id, self.images.get_config(image_id))
@@ -63,10 +104,10 @@ class BuildService:
                                 context=ctx, downloads={})
             needed = sessions.read_paths(plan, ctx)
         except Exception:   # noqa: BLE001 - any doubt: every file
-            return None
+            return None, {}
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        return needed | set(files)
+        return needed | set(files), {ref: b[0] for ref, b in bases.items()}
 
     def receive_remote(self, remote: str, dockerfile: str = "") -> tuple[bctx.Context, str]:
         """The ``remote`` parameter's context (an http(s) tar or Dockerfile, a git URL)

@@ -8,13 +8,23 @@ build args and the target. The daemon plans the build on the manifest alone to l
 files it reads (COPY/ADD sources, RUN --mount=type=bind sources: :func:`read_paths`; when
 that cannot be told beforehand, all of them), compares those with what it kept of that key's
 last build and answers the files it lacks, with a one-use token; the build
-(``POST /build?contextsession=TOKEN``) then carries a tar of those files only. The daemon
-writes one new spool: the sent files as they arrive (hashed as always), then each unchanged
-file's bytes copied from the kept spool (``copy_file_range``, in the kernel), its digest
-taken from the kept index. A file counts as unchanged when kind, mode, size and mtime (ns)
-match, as BuildKit's file sync decides; a file the build does not read and that was not
-kept is left out of the context. After the build the new spool and index replace the
-kept ones (a few keys are kept, the least recently used go; none survives a daemon restart).
+(``POST /build?contextsession=TOKEN``) then carries a tar of those files only (hashed as
+always as they arrive). The build's spool is then another name (a hard link) for the kept
+one, the sent files copied into room made at its end: the unchanged files stay where they
+are, their digests taken from the kept index. Bytes in a kept spool never change once
+written, so builds still reading it are not disturbed; when more than half of it would be
+bytes no build reads any more, a new compact spool is written instead (the sent tar, then
+each unchanged file's bytes copied from the kept spool with ``copy_file_range``). A file
+counts as unchanged when kind, mode, size and mtime (ns) match, as BuildKit's file sync
+decides; a file the build does not read and that was not kept is left out of the context.
+After the build the new spool and index replace the kept ones (a few keys are kept, the
+least recently used go; none survives a daemon restart).
+
+An offer byte for byte the same as the key's last one (same base images) is neither parsed
+nor planned again, and when the kept spool was made from it, nothing is missing and the
+build takes the kept spool's entries as they are (a rebuild with no change costs a hash of
+the offer); an offer of the same shape (paths, kinds, links, Dockerfile, args, target:
+only modes, sizes or times changed) is parsed but not planned again.
 
 The manifest is checked as a tar would be (relative paths without ``..``, nothing below a
 file or symlink, files, directories and symlinks only); every file it names must come
@@ -46,15 +56,44 @@ class SessionContext(bctx.Context):
     """A context whose spool becomes its key's kept spool when it is closed."""
 
     def __init__(self, root: str, entries: dict, dockerfile: str, store: "SessionStore",
-                 key: str, index: dict) -> None:
+                 key: str, index: dict, stamp: str = "") -> None:
         super().__init__(root, entries, dockerfile)
         self._store, self._key, self._index = store, key, index
+        self._stamp, self._all = stamp, entries     # (before .dockerignore)
 
     def close(self) -> None:
         store, self._store = self._store, None
         if store is not None:
-            store.keep(self._key, self.root, self._index)
+            store.keep(self._key, self.root, self._index, self._stamp, self._all)
         super().close()
+
+
+class _Kept:
+    """A key's kept spool: its ``index`` (path -> [mode, size, mtime_ns, "file", digest,
+    offset]), the stamp of the offer's planning it was built from (:attr:`Offered.stamp`)
+    and that build's entries (which a build of the same offer and planning takes as
+    they are)."""
+    __slots__ = ("spool", "index", "stamp", "entries")
+
+    def __init__(self, spool: str, index: dict, stamp: str = "",
+                 entries: dict | None = None) -> None:
+        self.spool, self.index, self.stamp, self.entries = spool, index, stamp, entries
+
+
+class Offered:
+    """What planning made of a key's last offer: the offer's digest (an offer byte for
+    byte the same is not even parsed again), its shape (:meth:`Offer.shape`: an offer of
+    the same shape is not planned again), its manifest, the files the build reads and
+    what that depended on outside the offer (the base images' IDs). ``stamp`` names this
+    offer's planning: a kept spool made under the same stamp holds every file ``needed``
+    names."""
+    __slots__ = ("digest", "shape", "manifest", "needed", "bases", "stamp")
+
+    def __init__(self, digest: str, shape: str, manifest: list, needed: set[str] | None,
+                 bases: dict) -> None:
+        self.digest, self.shape, self.manifest = digest, shape, manifest
+        self.needed, self.bases = needed, bases
+        self.stamp = f"{digest}.{uuid.uuid4().hex[:12]}"
 
 
 def parse_manifest(raw) -> list[tuple[str, str, int, int, int, str]]:
@@ -96,67 +135,164 @@ def parse_manifest(raw) -> list[tuple[str, str, int, int, int, str]]:
     return out
 
 
+class Offer:
+    """A checked offer (``POST /build/session``'s body): the manifest, and what planning
+    on it takes: the Dockerfile's name, the small files carried (the Dockerfile and its
+    ignore files), build args, target; ``plan`` false: every file is needed."""
+    __slots__ = ("manifest", "files", "dockerfile", "args", "target", "plan")
+
+    def __init__(self, manifest: list, files: dict[str, bytes], dockerfile: str = "",
+                 args: dict | None = None, target: str | None = None,
+                 plan: bool = False) -> None:
+        self.manifest, self.files, self.dockerfile = manifest, files, dockerfile
+        self.args, self.target, self.plan = args or {}, target, plan
+
+    def shape(self) -> str:
+        """A digest of what planning reads of the offer: every entry's path, kind and link
+        (not its mode, size or times), the files carried, the Dockerfile's name, build
+        args, target. Which files a build reads depends on nothing else in it."""
+        from hashlib import sha256
+        h = sha256(json.dumps([self.dockerfile, self.args, self.target, self.plan,
+                               sorted((k, sha256(v).hexdigest())
+                                      for k, v in self.files.items())]).encode())
+        h.update("\0".join(f"{m[0]}\0{m[1]}\0{m[5]}" for m in self.manifest)
+                 .encode("utf-8", "surrogatepass"))
+        return h.hexdigest()
+
+
+def parse_offer(raw: bytes) -> Offer:
+    """A list: the manifest alone; an object: the manifest, the Dockerfile's name, its
+    build args and target and the small files to plan with (base64), so that only the
+    files the build reads are asked for."""
+    from dockyard import boundedjson
+    try:
+        body = boundedjson.loads(raw)
+    except ValueError:
+        raise InvalidParameter("context session: the body is not JSON") from None
+    if not isinstance(body, dict):
+        return Offer(parse_manifest(body), {})
+    manifest = parse_manifest(body.get("Manifest"))
+    files = _offer_files(body.get("Files"), {m[0] for m in manifest if m[1] == "file"})
+    args = body.get("BuildArgs") or {}
+    if not isinstance(args, dict) or not all(isinstance(v, (str, type(None)))
+                                             for v in args.values()):
+        raise InvalidParameter("context session: BuildArgs must map names to strings")
+    return Offer(manifest, files, str(body.get("Dockerfile") or ""), args,
+                 str(body.get("Target") or "") or None, bool(body.get("Plan", True)))
+
+
+def _offer_files(files, names: set[str]) -> dict[str, bytes]:
+    import base64
+    out: dict[str, bytes] = {}
+    if not isinstance(files, dict) or len(files) > 8:
+        raise InvalidParameter("context session: Files must hold a few context files")
+    for k, v in files.items():
+        if k not in names or not isinstance(v, str):
+            raise InvalidParameter(f"context session: {k!r} is not a file of the manifest")
+        try:
+            out[k] = base64.b64decode(v, validate=True)
+        except ValueError:
+            raise InvalidParameter(f"context session: {k!r} is not base64") from None
+    return out
+
+
 class SessionStore:
     def __init__(self, root: str) -> None:
         self.dir = root
         shutil.rmtree(root, ignore_errors=True)     # kept spools do not outlive the daemon
         os.makedirs(root, mode=0o700, exist_ok=True)
         self.lock = threading.Lock()
-        self.pending: dict[str, tuple[str, list, set | None, float]] = {}
-        self.kept: dict[str, tuple[str, dict]] = {}   # key -> (spool path, index)
+        # token -> (key, manifest, needed, deadline, stamp of the offer's planning)
+        self.pending: dict[str, tuple[str, list, set | None, float, str]] = {}
+        self.kept: dict[str, _Kept] = {}
+        self.offered: dict[str, Offered] = {}
 
     # -- the offer ----------------------------------------------------------------------
-    def offer(self, key: str, manifest: list, needed: set[str] | None = None) -> dict:
+    def recall(self, key: str) -> Offered | None:
+        """What planning made of ``key``'s last offer, if it is remembered."""
+        if not _KEY.match(key or ""):
+            raise InvalidParameter("context session: the key must be 16-64 hex digits")
+        with self.lock:
+            return self.offered.get(key)
+
+    def remember(self, key: str, offered: Offered) -> None:
+        with self.lock:
+            self.offered.pop(key, None)
+            self.offered[key] = offered
+            while len(self.offered) > KEEP:
+                del self.offered[next(iter(self.offered))]
+
+    def offer(self, key: str, manifest: list, needed: set[str] | None = None,
+              stamp: str = "") -> dict:
         """``needed``: the files the build reads (None: all of them); the others are
-        neither asked for nor part of the build's context."""
+        neither asked for nor part of the build's context. ``stamp``: the offer's
+        planning (:attr:`Offered.stamp`), if any."""
         if not _KEY.match(key or ""):
             raise InvalidParameter("context session: the key must be 16-64 hex digits")
         with self.lock:
             now = time.monotonic()
-            for t in [t for t, (*_, dl) in self.pending.items() if dl < now]:
+            for t in [t for t, (_, _, _, dl, _) in self.pending.items() if dl < now]:
                 del self.pending[t]
-            _, index = self.kept.get(key, ("", {}))
-            missing = [m[0] for m in manifest if m[1] == "file"
-                       and (needed is None or m[0] in needed)
-                       and tuple(index.get(m[0], ())[:4]) != (m[2], m[3], m[4], "file")]
+            kept = self.kept.get(key)
+            if kept is not None and stamp and kept.stamp == stamp:
+                missing = []    # the kept spool was made from this very offer
+            else:
+                index = kept.index if kept is not None else {}
+                missing = [m[0] for m in manifest if m[1] == "file"
+                           and (needed is None or m[0] in needed)
+                           and tuple(index.get(m[0], ())[:4]) != (m[2], m[3], m[4], "file")]
             token = uuid.uuid4().hex
-            self.pending[token] = (key, manifest, needed, now + TOKEN_TTL)
+            self.pending[token] = (key, manifest, needed, now + TOKEN_TTL, stamp)
         return {"Token": token, "Missing": missing}
 
     # -- the build's context --------------------------------------------------------------
     def receive(self, token: str, stream, root: str, dockerfile: str) -> SessionContext:
         with self.lock:
-            key, manifest, needed, _ = self.pending.pop(token, (None, None, None, 0))
-            spool, index = self.kept.get(key, ("", {})) if key else ("", {})
+            key, manifest, needed, _, stamp = self.pending.pop(
+                token, (None, None, None, 0.0, ""))
+            kept = self.kept.get(key) if key else None
         if key is None:
             raise Conflict("context session expired or unknown: send the whole context")
         os.makedirs(root, mode=0o700)
         try:
             sent = bctx._unpack(stream, root)
-            entries, new_index = self._merge(root, manifest, sent, spool, index, needed)
+            entries, new_index = self._merge(root, manifest, sent, kept, needed, stamp)
             ctx = SessionContext(root, entries, dockerfile or "Dockerfile", self, key,
-                                 new_index)
+                                 new_index, stamp)
             return bctx.apply_ignore(ctx)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
 
-    def _merge(self, root: str, manifest: list, sent: dict, spool: str,
-               index: dict, needed: set[str] | None = None) -> tuple[dict, dict]:
+    def _merge(self, root: str, manifest: list, sent: dict, kept: _Kept | None,
+               needed: set[str] | None = None, stamp: str = "") -> tuple[dict, dict]:
         entries: dict[str, bctx.Entry] = {"": sent[""]}
         new_index: dict[str, list] = {}
         src_fd = -1
         out_path = os.path.join(root, bctx.SPOOL)
+        spool, index = (kept.spool, kept.index) if kept is not None else ("", {})
         if spool and not any(e.kind == "file" for e in sent.values()) \
                 and self._link_kept(spool, out_path):
             # nothing sent (a rebuild with no change): the kept spool is this context's
-            # as it is (one more name for it; spools are never written once kept), the
+            # as it is (one more name for it; bytes in a kept spool never change), the
             # unchanged files at their old offsets, nothing copied
+            if stamp and kept.stamp == stamp and kept.entries is not None:
+                # the very offer the kept spool was made from: its entries as they were
+                return dict(kept.entries), index
             return self._reuse(manifest, entries, new_index, index, needed)
-        # (no O_APPEND: copy_file_range refuses such a target)
-        out_fd = os.open(out_path, os.O_WRONLY | os.O_CLOEXEC)
+        grown = self._grow_kept(root, manifest, sent, kept) if spool else None
+        if grown is not None:
+            # the kept spool with the sent files added at its end (one more name for it):
+            # the unchanged files stay where they are, nothing of them is copied
+            out_fd, tar_fd, end = grown
+            copy_unchanged = False
+        else:
+            # a new spool: the sent tar, then each unchanged file copied from the kept one
+            # (no O_APPEND: copy_file_range refuses such a target)
+            out_fd = os.open(out_path, os.O_WRONLY | os.O_CLOEXEC)
+            tar_fd, end = -1, os.lseek(out_fd, 0, os.SEEK_END)
+            copy_unchanged = True
         try:
-            end = os.lseek(out_fd, 0, os.SEEK_END)
             for path, kind, mode, size, mtime_ns, link in manifest:
                 mtime = mtime_ns / 1e9
                 if kind == "dir":
@@ -168,9 +304,13 @@ class SessionStore:
                     continue
                 e = sent.get(path)
                 if e is not None and e.kind == "file":
+                    offset = e.offset
+                    if tar_fd >= 0:     # into the room _grow_kept made for it
+                        _copy(tar_fd, e.offset, out_fd, e.size, end)
+                        offset, end = end, end + e.size
                     entries[path] = bctx.Entry(path, "file", mode, 0, 0, e.size, e.digest,
-                                               e.offset, mtime)
-                    new_index[path] = [mode, e.size, mtime_ns, "file", e.digest, e.offset]
+                                               offset, mtime)
+                    new_index[path] = [mode, e.size, mtime_ns, "file", e.digest, offset]
                     continue
                 old = index.get(path)
                 if old is None or tuple(old[:4]) != (mode, size, mtime_ns, "file"):
@@ -178,6 +318,11 @@ class SessionStore:
                         continue    # the build does not read it: not part of its context
                     raise Conflict(f"context session: {path} was neither sent nor kept: "
                                    "send the whole context")
+                if not copy_unchanged:
+                    entries[path] = bctx.Entry(path, "file", mode, 0, 0, size, old[4], old[5],
+                                               mtime)
+                    new_index[path] = [mode, size, mtime_ns, "file", old[4], old[5]]
+                    continue
                 if src_fd < 0:
                     try:
                         src_fd = os.open(spool, os.O_RDONLY | os.O_CLOEXEC)
@@ -192,7 +337,46 @@ class SessionStore:
             os.close(out_fd)
             if src_fd >= 0:
                 os.close(src_fd)
+            if tar_fd >= 0:
+                os.close(tar_fd)
         return entries, new_index
+
+    def _grow_kept(self, root: str, manifest: list, sent: dict, kept: _Kept
+                   ) -> tuple[int, int, int] | None:
+        """Make the build's spool another name for the kept one with room at its end for
+        the sent files the manifest names: (spool fd for writing, the sent tar's fd, where
+        the room starts). Bytes already in a kept spool never change: builds reading it
+        meanwhile are not disturbed, and concurrent growers get rooms of their own. None
+        (nothing changed) when the kept spool went, or when it would then hold more bytes
+        no build reads than bytes it reads (a new, compact spool is made instead)."""
+        files = {m[0] for m in manifest if m[1] == "file"}
+        room = sum(e.size for p, e in sent.items() if e.kind == "file" and p in files)
+        live = sum(v[1] for p, v in kept.index.items() if p in files and p not in sent)
+        try:
+            size = os.stat(kept.spool).st_size
+        except OSError:
+            return None
+        if size + room > 2 * (live + room) + (1 << 20):
+            return None
+        out_path = os.path.join(root, bctx.SPOOL)
+        tar_path = os.path.join(root, "sent")
+        os.rename(out_path, tar_path)
+        try:
+            os.link(kept.spool, out_path)
+        except OSError:
+            os.rename(tar_path, out_path)
+            return None
+        tar_fd = os.open(tar_path, os.O_RDONLY | os.O_CLOEXEC)
+        os.unlink(tar_path)
+        try:
+            out_fd = os.open(out_path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(tar_fd)
+            raise
+        with self.lock:     # one room each, however many builds grow it at once
+            end = os.fstat(out_fd).st_size
+            os.ftruncate(out_fd, end + room)
+        return out_fd, tar_fd, end
 
     @staticmethod
     def _link_kept(spool: str, out_path: str) -> bool:
@@ -231,7 +415,8 @@ class SessionStore:
         return entries, new_index
 
     # -- after the build ----------------------------------------------------------------
-    def keep(self, key: str, root: str, index: dict) -> None:
+    def keep(self, key: str, root: str, index: dict, stamp: str = "",
+             entries: dict | None = None) -> None:
         """Take the build's spool as ``key``'s kept one (the old one goes)."""
         src = os.path.join(root, bctx.SPOOL)
         dst = os.path.join(self.dir, f"{key}-{uuid.uuid4().hex[:8]}.spool")
@@ -241,11 +426,11 @@ class SessionStore:
             return
         with self.lock:
             old = self.kept.pop(key, None)
-            self.kept[key] = (dst, index)
-            drop = [old[0]] if old else []
+            self.kept[key] = _Kept(dst, index, stamp, entries)
+            drop = [old.spool] if old else []
             while len(self.kept) > KEEP:
                 k = next(iter(self.kept))
-                drop.append(self.kept.pop(k)[0])
+                drop.append(self.kept.pop(k).spool)
         for p in drop:
             try:
                 os.unlink(p)    # a build still copying from it holds it open
@@ -255,13 +440,13 @@ class SessionStore:
     def sync(self) -> None:
         """Forget kept spools that were removed (``POST /build/prune``)."""
         with self.lock:
-            for k in [k for k, (p, _) in self.kept.items() if not os.path.exists(p)]:
+            for k in [k for k, v in self.kept.items() if not os.path.exists(v.spool)]:
                 del self.kept[k]
 
     def clear(self) -> int:
         """Forget every kept spool (build cache prune --all); the bytes freed."""
         with self.lock:
-            spools = [p for p, _ in self.kept.values()]
+            spools = [v.spool for v in self.kept.values()]
             self.kept.clear()
         freed = 0
         for p in spools:
@@ -316,7 +501,9 @@ def probe_context(root: str, manifest: list, files: dict[str, bytes],
         for path, kind, mode, size, mtime_ns, link in manifest:
             for k in range(1, path.count("/") + 1):
                 parent = path.rsplit("/", k)[0]
-                entries.setdefault(parent, bctx.Entry(parent, "dir", 0o755, 0, 0, 0, ""))
+                if parent in entries:
+                    break       # (and so are its own parents)
+                entries[parent] = bctx.Entry(parent, "dir", 0o755, 0, 0, 0, "")
             if kind == "dir":
                 entries[path] = bctx.Entry(path, "dir", mode, 0, 0, 0, "")
             elif kind == "symlink":
@@ -356,11 +543,13 @@ def read_paths(plan: Any, ctx: bctx.Context) -> set[str]:
     return out
 
 
-def _copy(src_fd: int, offset: int, dst_fd: int, size: int) -> None:
+def _copy(src_fd: int, offset: int, dst_fd: int, size: int, at: int | None = None) -> None:
+    """``size`` bytes at ``offset`` of ``src_fd`` to ``dst_fd``: at its position, or at
+    offset ``at``."""
     left, pos = size, offset
     while left > 0:
         try:
-            n = os.copy_file_range(src_fd, dst_fd, left, pos)
+            n = os.copy_file_range(src_fd, dst_fd, left, pos, at)
         except OSError:
             n = 0
         if n <= 0:      # not supported here, or a short file: plain reads
@@ -368,6 +557,8 @@ def _copy(src_fd: int, offset: int, dst_fd: int, size: int) -> None:
             if not data:
                 raise Conflict("context session: the kept context is cut short: send the "
                                "whole context")
-            n = os.write(dst_fd, data)
+            n = os.write(dst_fd, data) if at is None else os.pwrite(dst_fd, data, at)
         left -= n
         pos += n
+        if at is not None:
+            at += n
