@@ -182,9 +182,13 @@ def main() -> int:
                 Builder("dockyard (docker CLI 28, legacy API)", [DOCKER, "build"],
                         {**ours.env, **legacy}, [DOCKER, "builder", "prune", "-af"],
                         ours.proc.pid),
+                # (with its bytecode written, as any installed package has it: a shell
+                # with PYTHONDONTWRITEBYTECODE set would compile every module changed
+                # since its last .pyc on every build)
                 Builder("dockyard (dockyard build)",
                         [sys.executable, "-m", "dockyard", "build", "--progress", "plain"],
-                        ours.env, [sys.executable, "-m", "dockyard", "builder", "prune", "-af"],
+                        {k: v for k, v in ours.env.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                        [sys.executable, "-m", "dockyard", "builder", "prune", "-af"],
                         ours.proc.pid),
             ]
             import cleanvenv
