@@ -49,6 +49,7 @@ from dockyard.errors import Conflict, InvalidParameter
 KEEP = 8                 # keys kept
 TOKEN_TTL = 120.0        # seconds between the offer and the build
 MAX_ENTRIES = 1_000_000
+MEMO_ENTRIES = 100_000   # a bigger context's offer and entries are not kept in memory
 _KEY = re.compile(r"^[0-9a-f]{16,64}$")
 
 
@@ -216,6 +217,8 @@ class SessionStore:
             return self.offered.get(key)
 
     def remember(self, key: str, offered: Offered) -> None:
+        if len(offered.manifest) > MEMO_ENTRIES:
+            return
         with self.lock:
             self.offered.pop(key, None)
             self.offered[key] = offered
@@ -426,6 +429,8 @@ class SessionStore:
             return
         with self.lock:
             old = self.kept.pop(key, None)
+            if entries is not None and len(entries) > MEMO_ENTRIES:
+                entries = None
             self.kept[key] = _Kept(dst, index, stamp, entries)
             drop = [old.spool] if old else []
             while len(self.kept) > KEEP:
