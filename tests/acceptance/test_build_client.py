@@ -49,14 +49,15 @@ def built(out: str) -> str:
 
 @contextlib.contextmanager
 def counting_proxy(target: str):
-    """A unix-socket proxy in front of the daemon that counts the bytes the client sends."""
+    """A unix-socket proxy in front of the daemon that counts the bytes the client sends
+    (and, second, the POST requests among them)."""
     import tempfile
     d = tempfile.mkdtemp()
     path = os.path.join(d, "p.sock")
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(path)
     srv.listen(8)
-    sent = [0]
+    sent = [0, 0]
     stop = threading.Event()
 
     def pump(a, b, count):
@@ -67,6 +68,7 @@ def counting_proxy(target: str):
                     break
                 if count:
                     sent[0] += len(data)
+                    sent[1] += data.count(b"POST /")
                 b.sendall(data)
         except OSError:
             pass
@@ -275,9 +277,12 @@ def test_context_session_sends_only_changes(daemon, tmp_path):
     (ctx / "Dockerfile").write_text("FROM busybox\nCOPY files/ /files/\n")
     tag = f"sess-{uuid.uuid4().hex[:6]}"
 
+    posts = []
+
     def build() -> tuple[str, int]:
         with counting_proxy(str(daemon.sock)) as (host, sent):
             out = ok(dockyard(daemon, "build", "-q", "-t", tag, str(ctx), host=host))
+            posts.append(sent[1])
             return out.strip(), sent[0]
 
     def kept_inodes() -> set[int]:
@@ -288,6 +293,8 @@ def test_context_session_sends_only_changes(daemon, tmp_path):
     before = kept_inodes()
     again, n2 = build()       # nothing changed: the manifest, no file content
     assert again == first and n2 < 200_000, n2
+    # ... in one request: the offer's answer is the build
+    assert posts == [2, 1], posts
     # nor is anything copied on the daemon: the kept spool serves as it is
     assert kept_inodes() == before and before
     # ... and its files are read from it at their old offsets (the COPY runs again)
@@ -301,6 +308,7 @@ def test_context_session_sends_only_changes(daemon, tmp_path):
     (ctx / "files" / "new").write_text("new\n")
     changed, n3 = build()
     assert changed != first and n3 < 200_000 + 2 * 8192, n3
+    assert posts[-1] == 2, posts
     # the sent files were added to the kept spool: the unchanged ones were not copied
     assert kept_inodes() == before
     got = daemon.out("run", "--rm", tag, "sh", "-c",

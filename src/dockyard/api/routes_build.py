@@ -149,9 +149,9 @@ def _json_map(request: web.Request, name: str) -> dict:
     return v
 
 
-def _check_params(request: web.Request) -> None:
+def _check_params(request: web.Request, also: tuple[str, ...] = ()) -> None:
     for k, v in request.query.items():
-        if k in SUPPORTED:
+        if k in SUPPORTED or k in also:
             continue
         if k in DEFAULTS:
             if v not in DEFAULTS[k]:
@@ -186,8 +186,10 @@ async def _drain(request: web.Request) -> None:
         pass
 
 
-async def build(request: web.Request) -> web.StreamResponse:
-    _check_params(request)
+async def build(request: web.Request, session_token: str = "") -> web.StreamResponse:
+    """``POST /build``; or, with ``session_token``, the build a context session's offer
+    asked for (``POST /build/session?build=1``) when it needs no file sent."""
+    _check_params(request, ("key", "build") if session_token else ())
     ctx = ctx_of(request)
     svc = _service(request)
     q = request.query
@@ -210,8 +212,12 @@ async def build(request: web.Request) -> web.StreamResponse:
             await _drain(request)
             bctx, dockerfile = await ctx.run(svc.receive_remote, remote, dockerfile)
         else:
-            reader = AsyncBodyReader(request, asyncio.get_running_loop())
-            token = q.get("contextsession") or ""
+            token = session_token or q.get("contextsession") or ""
+            if session_token:
+                import io
+                reader = io.BytesIO(bytes(1024))   # an empty tar: nothing was sent
+            else:
+                reader = AsyncBodyReader(request, asyncio.get_running_loop())
             if token:
                 bctx = await ctx.run(svc.receive_session, token, reader,
                                      dockerfile or "Dockerfile")
@@ -273,7 +279,9 @@ async def build(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request, svc, plan, bctx, opts, tags, StepFailed) -> web.StreamResponse:
     enc = ProgressEncoder()
-    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    # (the header tells a context session's offer that asked for the build this stream)
+    resp = web.StreamResponse(headers={"Content-Type": "application/json",
+                                       "X-Dockyard-Build": "1"})
     await resp.prepare(request)
     queue: asyncio.Queue = asyncio.Queue()
     held: list[dict] = []
@@ -388,7 +396,10 @@ MAX_MANIFEST = 256 << 20
 
 async def session(request: web.Request) -> web.Response:
     """``POST /build/session?key=K``: a context's manifest in, the files the daemon lacks
-    out (``{"Token": ..., "Missing": [...]}``); see builder/sessions.py."""
+    out (``{"Token": ..., "Missing": [...]}``); see builder/sessions.py. With ``build=1``
+    and the build's own parameters, when no file is missing the build runs at once and
+    its stream is the answer (``X-Dockyard-Build: 1``): a rebuild with no change is one
+    request."""
     from dockyard.api.app import json_response
 
     ctx = ctx_of(request)
@@ -404,7 +415,10 @@ async def session(request: web.Request) -> web.Response:
         if len(raw) > MAX_MANIFEST:
             raise InvalidParameter("context session: the manifest is too large")
     key = request.query.get("key", "")
-    return json_response(await ctx.run(svc.session_offer, key, bytes(raw)))
+    answer = await ctx.run(svc.session_offer, key, bytes(raw))
+    if _bool(request.query.get("build"), False) and not answer["Missing"]:
+        return await build(request, answer["Token"])
+    return json_response(answer)
 
 
 def register(app: web.Application) -> None:

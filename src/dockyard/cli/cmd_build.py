@@ -198,8 +198,9 @@ class _DirContext:
         who = f"{os.path.realpath(self.ctx_dir)}\0{self.rel if not self.extra else '-'}"
         return sha256(who.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
-    def offer(self, c, params: list):
-        """(token, body) of a context session, or None when the daemon has none."""
+    def offer(self, c, params: list, headers: dict):
+        """(token, body) of a context session, (None, the build's response) when the daemon
+        needed no file and built at once, or None when the daemon has no sessions."""
         import base64
 
         from dockyard import errors
@@ -226,12 +227,18 @@ class _DirContext:
                  "Plan": not q.get("pull"),       # a base to pull first: plan at build time
                  "Files": {k: base64.b64encode(v).decode() for k, v in files.items()}}
         try:
-            resp = c.request("POST", "/build/session", {"key": self.session_key()},
+            # with the build's parameters: if no file is missing the build runs at once
+            resp = c.request("POST", "/build/session",
+                             [("key", self.session_key()), ("build", "1"), *params],
                              body=json.dumps(offer, separators=(",", ":")).encode(),
-                             headers={"Content-Type": "application/json"})
+                             headers={**headers, "Content-Type": "application/json"})
+            if resp.headers.get("X-Dockyard-Build") == "1":
+                return None, resp
             answer = json.loads(resp.read())
-        except (errors.NotFound, errors.InvalidParameter):
-            return None    # an engine without sessions, or a context they cannot carry
+        except (errors.NotFound, errors.InvalidParameter, errors.Conflict):
+            # an engine without sessions, a context they cannot carry (or a build that
+            # failed before its stream: the whole context's build answers it again)
+            return None
         missing = [m for m in answer.get("Missing") or [] if m != (self.extra or ("",))[0]]
         return answer["Token"], buildctx.files_tar(self.ctx_dir, missing, self.extra)
 
@@ -321,8 +328,10 @@ def _run(g, o, body, dockerfile: str) -> int:
         dir_ctx = body
         offered = None
         if dir_ctx.session and not os.environ.get("DOCKYARD_BUILD_FULL_CONTEXT"):
-            offered = dir_ctx.offer(c, params)
-        if offered is not None:
+            offered = dir_ctx.offer(c, params, headers)
+        if offered is not None and offered[0] is None:
+            resp = offered[1]   # nothing to send: the build's stream
+        elif offered is not None:
             from dockyard import errors
             token, body = offered
             try:
