@@ -385,3 +385,74 @@ def test_python_gets_the_callers_environment_unchanged(tmp_path):
         got = dict(line.split("=", 1) for line in r.stdout.splitlines())
         got.pop("PWD", None)
         assert got == env, got
+
+
+def _wait_blocked_in_fifo_open(pid: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/wchan") as f:
+            if f.read().strip() == "wait_for_partner":
+                return
+        time.sleep(0.01)
+    raise TimeoutError(f"process {pid} did not block opening the FIFO")
+
+
+def test_start_of_a_waiting_init_runs_no_other_program(shrunc):
+    """init already waits in its open of the FIFO (the usual case when the shim
+    calls start): the shell releases it and reads the byte with its own builtins
+    (a blocking read, no polling with dd and sleep); the only program it runs is the
+    rm of the FIFO. Counted in a PID namespace of the call's own: the process
+    made right after the launcher gets pid 4 (1: the wrapper, 2: the launcher, 3: rm)."""
+    r = shrunc
+    cid = r.new_id()
+    r.root.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(["sleep", "30"])
+    writer = None
+    try:
+        d = _fake_created(r, cid, holder)
+        writer = subprocess.Popen(["sh", "-c", f"printf 0 > {d}/exec.fifo"])
+        _wait_blocked_in_fifo_open(writer.pid)
+        res = subprocess.run(
+            ["unshare", "--pid", "--fork", "sh", "-c",
+             '"$0" --root "$1" start "$2"; rc=$?; sh -c \'echo $$\'; exit $rc',
+             str(r.launcher), str(r.root), cid],
+            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin",
+                                                            "PY_REFUSES": "1"})
+        assert (res.returncode, r.python_calls()) == (0, 0), res.stderr
+        assert writer.wait(10) == 0
+        assert not (d / "exec.fifo").exists()
+        assert res.stdout.split() == ["4"], res.stdout
+    finally:
+        for p in (holder, writer):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_start_gives_up_when_init_dies_holding_the_fifo_open(shrunc):
+    """init's open of the FIFO completed (start released it) but it dies before
+    writing its byte: the shell's blocking read ends (end-of-file: no writer is
+    left) and the call goes to Python, which says why; nothing waits for ever."""
+    r = shrunc
+    cid = r.new_id()
+    d = r.root / cid
+    d.mkdir(parents=True)
+    os.mkfifo(d / "exec.fifo", 0o622)
+    init = subprocess.Popen(["sh", "-c", f"exec 3> {d}/exec.fifo; sleep 0.5"])
+    try:
+        from dockyard.runtime.state import proc_stat
+        (d / "state.json").write_text("{}")
+        cg = r.tmp / "no-cgroup"
+        (d / "fast").write_text(f"dy_v=1\ndy_pid={init.pid}\ndy_start={proc_stat(init.pid)[1]}\n"
+                                f"dy_hooks=0\ndy_poststart=0\ndy_procs='{cg}'\ndy_freezer=''\n"
+                                f"dy_frozen=FROZEN\ndy_cgroups='{cg}'\ndy_pre='{{'\ndy_post='}}'\n")
+        t0 = time.monotonic()
+        res, py = r.sh("start", cid, refuse=True)
+        assert (res.returncode, py) == (99, True)
+        assert time.monotonic() - t0 < 10
+        assert init.wait(10) == 0
+        assert (d / "exec.fifo").exists()
+    finally:
+        if init.poll() is None:
+            init.kill()
+            init.wait()

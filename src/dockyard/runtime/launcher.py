@@ -21,8 +21,10 @@ everything else and whenever anything is unusual:
   cgroup directories (rmdir) and its state directory are removed;
 * ``state ID``: the state document, status derived as Python derives it;
 * ``start ID`` of a created container without poststart hooks: init's byte is
-  read from the exec FIFO (opened read-write, read without blocking, again
-  while init lives), then the FIFO is removed. state.json keeps "created" in
+  read from the exec FIFO (opened read-write to release init, reopened for
+  reading and the read-write end closed, so a blocking read ends with the
+  byte or, once init is gone, with end-of-file; again while init lives),
+  then the FIFO is removed. state.json keeps "created" in
   its ``status`` field, which nothing reads (status is derived: the FIFO is
   gone, init lives: running).
 
@@ -156,30 +158,38 @@ dy_check_alive() {
   [ "$1" = "$dy_start" ] && dy_alive=1
 }
 
-# start: read init's byte from the exec FIFO, as Runtime._release does. The FIFO is
-# opened read-write (that never blocks; init's blocked open for writing completes) and
-# read without blocking, again while init lives and the FIFO is there; True once "0"
+# start: read init's byte from the exec FIFO, as Runtime._release does; true once "0"
 # was read. False (init died, another start took the byte, anything else) leaves the
 # call to Python, which says why.
-# Once the FIFO is open init goes on, byte read or not: so a dd that cannot read
-# without blocking (not GNU's) is found out before, and after the open this only
-# gives up when init is gone or the FIFO was removed (no one is left waiting then).
+# fd 3 opens the FIFO read-write (never blocks; init's blocked open for writing
+# completes), fd 4 opens it for reading only (no wait: fd 3 is a writer), then fd 3 is
+# closed: from there the writers are init alone, so the read on fd 4 blocks only while
+# init holds the FIFO open for writing (it writes its byte and closes at once), and an
+# init that dies or has not opened it yet gives end-of-file, never a wait for ever.
+# fd 4 stays open until the byte is read, so a byte init writes between two reads
+# stays in the pipe; after end-of-file the read is tried again while init lives
+# and the FIFO is there (init had not reached its open yet: create returns when
+# init has closed its sync socket, just before it opens the FIFO).
+# Once fd 3 was open init goes on, byte read or not: after that this only gives up
+# when init is gone or the FIFO was removed (no one is left waiting then).
 dy_release() {
-  dd if=/dev/null iflag=nonblock count=0 2>/dev/null || return 1
   { command exec 3<>"$1"; } 2>/dev/null || return 1
+  { command exec 4<"$1"; } 2>/dev/null || { exec 3<&-; return 1; }
+  exec 3<&-
   dy_n=0
   while :; do
-    dy_b=$(dd bs=1 count=1 iflag=nonblock <&3 2>/dev/null)
+    dy_b=
+    IFS= read -r dy_b <&4
     case $dy_b in
-      0) exec 3<&-; return 0 ;;
+      0) exec 4<&-; return 0 ;;
       '') ;;
-      *) exec 3<&-; return 1 ;;
+      *) exec 4<&-; return 1 ;;
     esac
     dy_alive=
     dy_check_alive
-    [ -n "$dy_alive" ] && [ -p "$1" ] || { exec 3<&-; return 1; }
+    [ -n "$dy_alive" ] && [ -p "$1" ] || { exec 4<&-; return 1; }
     dy_n=$((dy_n + 1))
-    [ $dy_n -le 3 ] || sleep 0.01 2>/dev/null || sleep 1
+    [ $dy_n -le 3 ] || sleep 0.001 2>/dev/null || sleep 1
   done
 }
 
