@@ -5,10 +5,11 @@ user namespace (the parent writes its id maps), unshares the remaining
 namespaces and forks stage 2 — the fork is what puts stage 2 into the new
 PID namespace as its PID 1. Stage 1 reports stage 2's pid and exits.
 
-Most containers (no user or time namespace, no PID namespace joined by path)
-skip stage 1: :func:`fork_init` forks init straight into its new PID
-namespace (``unshare(CLONE_NEWPID)`` only moves the caller's *future
-children*; the runtime then switches its own children's namespace back),
+Most containers (no user or time namespace) skip stage 1: :func:`fork_init`
+forks init straight into its PID namespace, new or joined by path
+(``unshare(CLONE_NEWPID)`` and ``setns`` of a PID namespace only move the
+caller's *future children*; the runtime then switches its own children's
+namespace back),
 and init joins and unshares the other namespaces itself. That saves a fork,
 a process start and a round trip on every `create`.
 
@@ -63,10 +64,10 @@ def report_error(sock: socket.socket, exc: BaseException) -> None:
         pass
 
 
-def join_namespaces(cfg) -> None:
+def join_namespaces(cfg, skip: tuple[str, ...] = ()) -> None:
     for kind in JOIN_ORDER:
         ns = cfg.namespace(kind)
-        if ns is None or ns.path is None:
+        if ns is None or ns.path is None or kind in skip:
             continue
         try:
             fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -135,13 +136,11 @@ def single_stage(cfg) -> bool:
     """Whether init can be forked without stage 1 (see :func:`fork_init`).
 
     A user namespace must be unshared before the others (they then belong to
-    it) and waits for the parent to write its id maps; PID and time
-    namespaces only apply to children, so joining one by path needs a fork
-    after the setns. Those cases keep stage 1."""
-    if cfg.namespace("user") is not None or cfg.namespace("time") is not None:
-        return False
-    pidns = cfg.namespace("pid")
-    return pidns is None or pidns.path is None
+    it) and waits for the parent to write its id maps; a time namespace only
+    applies to children. Those cases keep stage 1. A PID namespace, new or
+    joined by path (a Kubernetes pod's containers join the sandbox's), is
+    entered by the runtime itself for its next child only."""
+    return cfg.namespace("user") is None and cfg.namespace("time") is None
 
 
 class PreparedNetns:
@@ -196,28 +195,38 @@ def prepare_netns(cfg) -> PreparedNetns | None:
 
 def fork_init(cfg, sock: socket.socket, opts: InitOptions, close_in_child: int = -1,
               netns: PreparedNetns | None = None) -> int:
-    """Fork the container's init directly into a new PID namespace; its pid (caller side).
+    """Fork the container's init directly into its PID namespace; its pid (caller side).
 
-    Runs in the runtime's process (the parent): ``unshare(CLONE_NEWPID)``
-    changes only the namespace of the caller's future children, so we
-    unshare, fork, and ``setns`` our children's namespace back to our own
-    before anything else can fork. ``close_in_child``: our end of the sync
-    socket; ``netns``: the network namespace init joins (else it unshares one
-    if the spec asks for it)."""
+    Runs in the runtime's process (the parent): ``unshare(CLONE_NEWPID)`` and
+    ``setns`` of a PID namespace change only the namespace of the caller's
+    future children, so we unshare (or join the one given by path), fork, and
+    ``setns`` our children's namespace back to our own before anything else
+    can fork. ``close_in_child``: our end of the sync socket; ``netns``: the
+    network namespace init joins (else it unshares one if the spec asks for it)."""
     netns_fd = netns.fd() if netns is not None else None
-    own = None
-    if cfg.namespace("pid") is not None:
+    pidns = cfg.namespace("pid")
+    own = target = None
+    if pidns is not None:
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if own is not None:
+        if pidns is not None and pidns.path is not None:
+            try:
+                target = os.open(pidns.path, os.O_RDONLY | os.O_CLOEXEC)
+                sc.setns(target, sc.CLONE_NEWPID, f"pid namespace {pidns.path}")
+            except OSError as e:
+                raise InitError(f"joining the pid namespace {pidns.path}: "
+                                f"{describe(e)}") from None
+        elif own is not None:
             sc.unshare(sc.CLONE_NEWPID)
         pid = os.fork()   # cgwarm's thread may still run: it holds no lock the child needs
         if pid == 0:  # pragma: no cover - runs in the child
-            for fd in (own, close_in_child):
+            for fd in (own, target, close_in_child):
                 if fd is not None and fd >= 0:
                     os.close(fd)
             _init_alone(cfg, sock, opts, netns_fd)
     finally:
+        if target is not None:
+            os.close(target)
         if own is not None:
             try:
                 sc.setns(own, sc.CLONE_NEWPID, "the runtime's own pid namespace")
@@ -231,7 +240,7 @@ def _init_alone(cfg, sock: socket.socket, opts: InitOptions, netns_fd: int | Non
     try:
         _detach_from_callers_signals()
         sc.set_dumpable(False)
-        join_namespaces(cfg)
+        join_namespaces(cfg, skip=("pid",))   # (forked into it)
         flags = new_namespace_flags(cfg, include_user=False) & ~(sc.CLONE_NEWCGROUP
                                                                  | sc.CLONE_NEWPID)
         if netns_fd is not None:
