@@ -491,7 +491,7 @@ def test_daemon_log_has_no_traceback_after_mixed_use(fresh_daemon):
 # ---- testcontainers-python ------------------------------------------------------------------
 
 def test_testcontainers_python(netd, monkeypatch):
-    tc = pytest.importorskip("testcontainers.core.container")
+    import testcontainers.core.container as tc   # a test dependency (pyproject's [test])
     from testcontainers.core.waiting_utils import wait_for_logs
     import urllib.request
 
