@@ -100,7 +100,9 @@ def test_start_and_stop_sequence_served_by_sh(shrunc, busybox_template, tmp_path
     assert (res.returncode, py) == (0, False), res.stderr
     assert not (r.root / cid / "exec.fifo").exists()
     deadline = time.monotonic() + 20
-    while not (out / "x").exists() and time.monotonic() < deadline:
+    # the shell makes the file, then writes to it: wait for the line itself
+    while time.monotonic() < deadline and not ((out / "x").exists()
+                                                and (out / "x").read_text() == "started\n"):
         time.sleep(0.02)
     assert (out / "x").read_text() == "started\n"
     dirs = cgroup_dirs(cid)
