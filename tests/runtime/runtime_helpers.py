@@ -59,9 +59,12 @@ class Runc:
         self.root = root
         self.tmp = tmp
         self.n = 0
+        self.ids: set[str] = set()   # every id handed out, for the cgroup sweep
 
     def new_id(self) -> str:
-        return "t" + uuid.uuid4().hex[:12]
+        cid = "t" + uuid.uuid4().hex[:12]
+        self.ids.add(cid)
+        return cid
 
     def cmd(self, *args: str, check: bool = False, timeout: float = 60, **kw):
         """Run the runtime; output goes through files, not pipes: a created
@@ -102,9 +105,24 @@ class Runc:
         return cid
 
     def cleanup(self) -> None:
+        try:
+            self._delete_all()
+        finally:
+            # a create that failed half-way (or a test that stopped mid-way) may leave a
+            # container's cgroup under the runtime's default parent: empty ones go
+            for cid in self.ids:
+                for d in glob.glob(f"/sys/fs/cgroup/*/dockyard/{cid}") + \
+                        glob.glob(f"/sys/fs/cgroup/dockyard/{cid}"):
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        pass
+
+    def _delete_all(self) -> None:
         if not self.root.exists():
             return
         for cid in os.listdir(self.root):
+            self.ids.add(cid)
             if not (self.root / cid).is_dir():
                 continue
             try:
