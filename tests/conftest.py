@@ -74,7 +74,16 @@ def pytest_sessionfinish(session, exitstatus):
     import glob
     import os
 
+    import re
+
     for d in glob.glob("/sys/fs/cgroup/*/dockyard"):
+        # empty cgroups of test containers (ids "t" + 12 hex digits) first
+        for c in glob.glob(os.path.join(d, "t*")):
+            if re.fullmatch(r"t[0-9a-f]{12}", os.path.basename(c)) and os.path.isdir(c):
+                try:
+                    os.rmdir(c)
+                except OSError:
+                    pass
         try:
             os.rmdir(d)
         except OSError:
