@@ -242,10 +242,11 @@ def encode_header(auth: AuthConfig | dict | None) -> str:
     return base64.urlsafe_b64encode(json.dumps(d).encode()).decode()
 
 
-def decode_header(value: str | None) -> AuthConfig:
-    """Parse ``X-Registry-Auth`` (base64url or standard, padding optional)."""
+def _json_header(value: str | None) -> dict | None:
+    """A header holding base64 JSON (base64url or standard, padding optional): the
+    object, or None when absent, undecodable or not an object."""
     if not value:
-        return AuthConfig()
+        return None
     v = value.strip()
     raw = None
     for dec in (base64.urlsafe_b64decode, base64.b64decode):
@@ -255,12 +256,18 @@ def decode_header(value: str | None) -> AuthConfig:
         except (binascii.Error, ValueError):
             continue
     if raw is None:
-        return AuthConfig()
+        return None
     try:
         d = boundedjson.loads(raw or b"{}")   # a client's header: nested 20k deep is refused
     except ValueError:
-        return AuthConfig()
-    if not isinstance(d, dict):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def decode_header(value: str | None) -> AuthConfig:
+    """Parse ``X-Registry-Auth`` (base64url or standard, padding optional)."""
+    d = _json_header(value)
+    if d is None:
         return AuthConfig()
     return AuthConfig(str(d.get("username") or ""), str(d.get("password") or ""),
                       str(d.get("serveraddress") or ""), str(d.get("identitytoken") or ""))
@@ -281,22 +288,9 @@ def decode_config_header(value: str | None) -> dict[str, AuthConfig]:
     """Parse ``X-Registry-Config`` (what ``docker build`` and docker-py send: base64url
     JSON of registry -> auth config, as in config.json); keys are normalized with
     :func:`server_key`. Undecodable headers and entries are ignored, as dockerd does."""
-    if not value:
-        return {}
-    v = value.strip()
-    raw = None
-    for dec in (base64.urlsafe_b64decode, base64.b64decode):
-        try:
-            raw = dec(v + "=" * (-len(v) % 4))
-            break
-        except (binascii.Error, ValueError):
-            continue
-    try:
-        d = boundedjson.loads(raw or b"{}")
-    except ValueError:
-        return {}
+    d = _json_header(value)
     out: dict[str, AuthConfig] = {}
-    if not isinstance(d, dict):
+    if d is None:
         return out
     for key, e in d.items():
         if not isinstance(e, dict):
