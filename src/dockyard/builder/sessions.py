@@ -298,12 +298,7 @@ class SessionStore:
         try:
             for path, kind, mode, size, mtime_ns, link in manifest:
                 mtime = mtime_ns / 1e9
-                if kind == "dir":
-                    entries[path] = bctx.Entry(path, "dir", mode, 0, 0, 0, "", mtime=mtime)
-                    continue
-                if kind == "symlink":
-                    entries[path] = bctx.Entry(path, "symlink", 0o777, 0, 0, 0, link,
-                                               mtime=mtime)
+                if _add_non_file(entries, path, kind, mode, link, mtime):
                     continue
                 e = sent.get(path)
                 if e is not None and e.kind == "file":
@@ -315,12 +310,9 @@ class SessionStore:
                                                offset, mtime)
                     new_index[path] = [mode, e.size, mtime_ns, "file", e.digest, offset]
                     continue
-                old = index.get(path)
-                if old is None or tuple(old[:4]) != (mode, size, mtime_ns, "file"):
-                    if needed is not None and path not in needed:
-                        continue    # the build does not read it: not part of its context
-                    raise Conflict(f"context session: {path} was neither sent nor kept: "
-                                   "send the whole context")
+                old = _kept_record(index, needed, path, mode, size, mtime_ns)
+                if old is None:
+                    continue    # the build does not read it: not part of its context
                 if not copy_unchanged:
                     entries[path] = bctx.Entry(path, "file", mode, 0, 0, size, old[4], old[5],
                                                mtime)
@@ -401,18 +393,11 @@ class SessionStore:
                needed: set[str] | None) -> tuple[dict, dict]:
         for path, kind, mode, size, mtime_ns, link in manifest:
             mtime = mtime_ns / 1e9
-            if kind == "dir":
-                entries[path] = bctx.Entry(path, "dir", mode, 0, 0, 0, "", mtime=mtime)
+            if _add_non_file(entries, path, kind, mode, link, mtime):
                 continue
-            if kind == "symlink":
-                entries[path] = bctx.Entry(path, "symlink", 0o777, 0, 0, 0, link, mtime=mtime)
-                continue
-            old = index.get(path)
-            if old is None or tuple(old[:4]) != (mode, size, mtime_ns, "file"):
-                if needed is not None and path not in needed:
-                    continue    # the build does not read it: not part of its context
-                raise Conflict(f"context session: {path} was neither sent nor kept: "
-                               "send the whole context")
+            old = _kept_record(index, needed, path, mode, size, mtime_ns)
+            if old is None:
+                continue    # the build does not read it: not part of its context
             entries[path] = bctx.Entry(path, "file", mode, 0, 0, size, old[4], old[5], mtime)
             new_index[path] = list(old)
         return entries, new_index
@@ -567,3 +552,29 @@ def _copy(src_fd: int, offset: int, dst_fd: int, size: int, at: int | None = Non
         pos += n
         if at is not None:
             at += n
+
+
+def _add_non_file(entries: dict, path: str, kind: str, mode: int, link: str,
+                  mtime: float) -> bool:
+    """A manifest's directory or symlink becomes its entry (no bytes travel for it);
+    False for a file."""
+    if kind == "dir":
+        entries[path] = bctx.Entry(path, "dir", mode, 0, 0, 0, "", mtime=mtime)
+        return True
+    if kind == "symlink":
+        entries[path] = bctx.Entry(path, "symlink", 0o777, 0, 0, 0, link, mtime=mtime)
+        return True
+    return False
+
+
+def _kept_record(index: dict, needed: set[str] | None, path: str, mode: int, size: int,
+                 mtime_ns: int) -> list | None:
+    """The kept spool's record of a file that was not sent: it must be unchanged. None
+    when it is not and the build does not read it; Conflict when it does."""
+    old = index.get(path)
+    if old is None or tuple(old[:4]) != (mode, size, mtime_ns, "file"):
+        if needed is not None and path not in needed:
+            return None
+        raise Conflict(f"context session: {path} was neither sent nor kept: "
+                       "send the whole context")
+    return old
