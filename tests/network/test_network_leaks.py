@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -63,4 +64,9 @@ def test_hundred_connect_disconnect_cycles(manager, netns, net_ids):
             for name in list(manager.container_endpoints(cid)):
                 manager.disconnect(cid, name)
         netns.delete(ns)
-    assert census(manager, net_ids, netns) == before
+    # what the manager's threads close may trail the last call by a moment (a leak
+    # stays; seen once in CI: 2 more fds at the first look)
+    deadline = time.monotonic() + 5
+    while (now := census(manager, net_ids, netns)) != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert now == before
