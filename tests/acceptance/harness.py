@@ -221,10 +221,20 @@ def _rmdir_cgroups(parent: str) -> None:
         time.sleep(0.1)
 
 
-def leftovers(d: Daemon) -> dict:
-    """What a failed create may have left: records, container dirs, mounts, cgroups."""
+def leftovers(d: Daemon, settle: float = 10) -> dict:
+    """What a failed create may have left: records, container dirs, mounts, cgroups.
+
+    Removals of `run --rm` containers still under way are waited for first (up to
+    ``settle`` seconds): the daemon answers the CLI's `wait condition=removed` before
+    their runtime state, mount, cgroups and directory are gone (containers/lifecycle.py
+    `_on_exit`), so a snapshot taken right after an earlier test's `run --rm` would
+    otherwise hold a directory that goes a few ms later. One that never ends stays in
+    the answer."""
     from dockyard.snapshots.mount import mounts_under
 
+    deadline = time.monotonic() + settle
+    while removing_ids(d) and time.monotonic() < deadline:
+        time.sleep(0.02)
     # containers made ahead for the next `run --rm` come and go on their own
     warm = set(warm_ids(d))
     cdirs = os.listdir(d.data / "containers") if (d.data / "containers").exists() else []
@@ -243,6 +253,16 @@ def leftovers(d: Daemon) -> dict:
 def warm_ids(d: Daemon) -> list[str]:
     """Ids of the daemon's warm pool (containers/warm.py). Their rows are written
     before anything else of them exists and deleted after everything else is gone."""
+    return _ids_named(d, "/ warm %")
+
+
+def removing_ids(d: Daemon) -> list[str]:
+    """Ids of containers gone from the daemon's view whose files are still being
+    removed (`run --rm`: their rows, named `/ removing <id>`, go last)."""
+    return _ids_named(d, "/ removing %")
+
+
+def _ids_named(d: Daemon, pattern: str) -> list[str]:
     import sqlite3
 
     db = d.data / "metadata.db"
@@ -251,7 +271,7 @@ def warm_ids(d: Daemon) -> list[str]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
         return sorted(r[0] for r in con.execute(
-            "SELECT id FROM containers WHERE name LIKE '/ warm %'"))
+            "SELECT id FROM containers WHERE name LIKE ?", (pattern,)))
     finally:
         con.close()
 

@@ -46,6 +46,17 @@ def test_run_rm_frees_the_name_at_once_and_removes_its_files(daemon):
     assert leftovers(daemon) == before
 
 
+def test_leftovers_right_after_run_rm_waits_for_its_removal(daemon):
+    # The harness's census, taken at once after a `run --rm` returned, waits for the
+    # removal still under way (test_bad_json's cap test once took its "before" there,
+    # right after the previous test's `run --rm`, and found the directory gone after).
+    from acceptance.harness import leftovers
+
+    before = leftovers(daemon)
+    assert daemon.out("run", "--rm", "busybox", "echo", "y") == "y"
+    assert leftovers(daemon) == before
+
+
 def test_run_missing_command_keeps_created_container(daemon):
     name = uniq()
     r = daemon.docker("run", "--name", name, "busybox", "nosuch", check=False)
