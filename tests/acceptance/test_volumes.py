@@ -153,6 +153,19 @@ def test_image_volume_copy_up_anonymous_and_rm_v(daemon):
     daemon.out("volume", "rm", named, named2)
 
 
+def test_run_rm_anonymous_volumes_are_gone_when_run_returns(daemon):
+    """As dockerd: a `run --rm` container's anonymous volumes are removed before it is
+    reported removed, so a `volume ls` right after the run lists none of them (they
+    were listed for a few ms after); its named volumes stay."""
+    named = _name()
+    before = set(daemon.out("volume", "ls", "-q").split())
+    for _ in range(3):
+        daemon.out("run", "--rm", "-v", "/data", "-v", f"{named}:/named", "busybox", "sh", "-c",
+                   "echo x > /data/f; echo y > /named/f")
+        assert set(daemon.out("volume", "ls", "-q").split()) == before | {named}
+    daemon.out("volume", "rm", named)
+
+
 def test_copy_up_keeps_xattrs(daemon, tmp_path):
     """Copy-up copies extended attributes (file capabilities, user.*) as dockerd's."""
     import io

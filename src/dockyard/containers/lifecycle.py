@@ -194,6 +194,12 @@ class Lifecycle:
             mp["MadeHere"] = made_here
         rec["Mounts"] = [mountpoints.view(mp) for mp in rec.get("MountPoints") or []]
 
+    def _anonymous_volumes(self, rec: dict) -> bool:
+        """Whether any of the container's volumes is anonymous (``run --rm`` removes them)."""
+        return self.volumes is not None and any(
+            mp["Type"] == "volume" and mp["Name"] and self.volumes.is_anonymous(mp["Name"])
+            for mp in rec.get("MountPoints") or [])
+
     def _remove_volumes(self, rec: dict, anonymous_only: bool = True,
                         made_here_only: bool = False) -> None:
         """``rm -v`` (and ``run --rm``): the container's anonymous volumes go with it
@@ -335,6 +341,7 @@ class Lifecycle:
                 self.emit("container", "die", cid, {**self._attrs(c), "exitCode": str(code)})
 
             auto_remove = bool(c["HostConfig"].get("AutoRemove")) and not self._restart_wanted(c)
+            anonymous = auto_remove and self._anonymous_volumes(c)
             if auto_remove:
                 # `run --rm`: once its network is released (its ports free for the next
                 # container), the container is gone for every client; its mounts,
@@ -344,9 +351,18 @@ class Lifecycle:
                 if await asyncio.to_thread(self._release_mount_points, c):
                     self._emit_mounts(c, "unmount")
                 died()
-                self._forget(c, pending_files=True)
+                # With anonymous volumes, as dockerd: they are removed before the container
+                # is reported removed (a `volume ls` right after `run --rm` lists none),
+                # after its processes are gone (no stray of it writes into one).
+                self._forget(c, pending_files=True, announce=not anonymous)
                 crashpoints.at("exit.forgotten")
-                await self._cleanup_after_stop(c, network=False)
+                try:
+                    await self._cleanup_after_stop(c, network=False)
+                    if anonymous:   # out of the daemon's view: they have no user now
+                        await asyncio.to_thread(self._remove_volumes, c)
+                finally:
+                    if anonymous:
+                        self._announce_removed(c)
             else:
                 if self._restart_wanted(c) and not booting:
                     # restarting from now on (no gap a plain `rm` could slip through)
@@ -361,7 +377,6 @@ class Lifecycle:
             self._removals.add(removal)
             removal.add_done_callback(self._removals.discard)
             await removal
-            await asyncio.to_thread(self._remove_volumes, c)   # dockerd's run --rm does too
             self._want_warm(c)
             return
         if cid not in self._restart_pending:
@@ -585,11 +600,12 @@ class Lifecycle:
         if c.get("RemoveVolumes") or c["HostConfig"].get("AutoRemove"):
             await asyncio.to_thread(self._remove_volumes, c)
 
-    def _forget(self, c: dict, pending_files: bool = False) -> None:
+    def _forget(self, c: dict, pending_files: bool = False, announce: bool = True) -> None:
         """The container leaves the daemon's view: record, name, events, waiters.
         With files still to remove, its row stays (status "removing", under a name no
         container can have) until _remove_files ends, so a daemon that stops before
-        that finishes the removal on its next start (restore)."""
+        that finishes the removal on its next start (restore). Without ``announce`` the
+        caller calls _announce_removed itself, later."""
         cid = c["Id"]
         if pending_files:
             c["State"]["Status"] = "removing"
@@ -597,6 +613,12 @@ class Lifecycle:
         else:
             self.store.delete(cid)
         self.containers.pop(cid, None)
+        if announce:
+            self._announce_removed(c)
+
+    def _announce_removed(self, c: dict) -> None:
+        """`destroy`, and the container's waiters, attaches and execs are ended."""
+        cid = c["Id"]
         self.emit("container", "destroy", cid, self._attrs(c))
         # waiters hold their events: set, they go from the maps (no state per removed
         # container stays in the daemon)
