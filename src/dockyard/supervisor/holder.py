@@ -34,8 +34,9 @@ SCM_RIGHTS in the order of the names.
     held <task> <pid> <code|-> <finished ns|-> <name>...   once per held task, at start
     ready                                                   end of that list
     exit <task> <code> <finished ns>                        a held task's pid was reaped
-Names: ``stdout``/``stderr`` (the output FIFOs' reading ends), ``stdin`` (the stdin
-pipe's writing end), ``pty`` (a tty's master).
+Names: ``stdout``/``stderr`` (the output FIFOs' reading ends; a logged tty's
+``stdout`` is the reading end of the pipe its master is spliced into, ``relay`` that
+pipe's writing end), ``stdin`` (the stdin pipe's writing end), ``pty`` (a tty's master).
 """
 
 import _ctypes
@@ -47,7 +48,7 @@ import select
 import sys
 import time
 
-NAMES = ("stdout", "stderr", "stdin", "pty")
+NAMES = ("stdout", "stderr", "stdin", "pty", "relay")
 MAX_FDS = 8
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NAME = 15

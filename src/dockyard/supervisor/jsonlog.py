@@ -68,6 +68,37 @@ def parse_size(value: str | int) -> int:
     return n
 
 
+def split_lines(buf: bytes, final: bool) -> tuple[list[bytes], bytes]:
+    """``buf`` cut into what become entries: each line with its newline, a line
+    longer than MAX_LINE in MAX_LINE pieces (Docker's partial messages); and what
+    is left, an unterminated line shorter than MAX_LINE (``final``: the stream
+    ended, so it is an entry too). The same input always gives the same cut."""
+    pieces = []
+    start, end = 0, len(buf)
+    while start < end:
+        nl = buf.find(b"\n", start, start + MAX_LINE)
+        if nl < 0:
+            if end - start < MAX_LINE:
+                break
+            pieces.append(buf[start:start + MAX_LINE])
+            start += MAX_LINE
+        else:
+            pieces.append(buf[start:nl + 1])
+            start = nl + 1
+    rest = buf[start:]
+    if final and rest:
+        pieces.append(rest)
+        rest = b""
+    return pieces, rest
+
+
+def _write_all(fd: int, data: memoryview) -> int:
+    done = 0
+    while done < len(data):
+        done += os.write(fd, data[done:])
+    return done
+
+
 class JSONLogWriter:
     """Appends log entries to ``path``, rotating by size."""
 
@@ -78,26 +109,17 @@ class JSONLogWriter:
         self.max_file = max(1, max_file)
         # owner-only: containers' output may hold secrets (the daemon reads it, as root)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        self._size, self._ino = st.st_size, st.st_ino
         self._partial: dict[str, bytes] = {}
 
     def write(self, stream: str, data: bytes, now_ns: int | None = None) -> None:
         """Record bytes a container wrote; complete lines become entries at once."""
-        buf = self._partial.pop(stream, b"") + data
-        now_ns = time.time_ns() if now_ns is None else now_ns
-        out = []
-        while buf:
-            nl = buf.find(b"\n")
-            if nl < 0 or nl >= MAX_LINE:
-                if len(buf) < MAX_LINE:
-                    self._partial[stream] = buf
-                    break
-                piece, buf = buf[:MAX_LINE], buf[MAX_LINE:]
-            else:
-                piece, buf = buf[: nl + 1], buf[nl + 1:]
-            out.append(self._entry(stream, piece, now_ns))
-        if out:
-            self._append_entries(out)
+        pieces, rest = split_lines(self._partial.pop(stream, b"") + data, final=False)
+        if rest:
+            self._partial[stream] = rest
+        if pieces:
+            self.write_pieces(stream, pieces, now_ns)
 
     def flush_partial(self) -> None:
         """Write any unterminated line (the container closed its stream)."""
@@ -107,45 +129,75 @@ class JSONLogWriter:
         if entries:
             self._append_entries(entries)
 
+    def write_pieces(self, stream: str, pieces: list[bytes], now_ns: int | None = None,
+                     before_write=None) -> None:
+        """Append one entry per piece (``split_lines``' output). ``before_write(ino,
+        size, length, first, count)`` is called right before each write(2): the
+        file's inode and size then, the bytes about to be written and which pieces
+        they hold (an output journal records it: a supervisor killed mid-write is
+        followed by one that knows what reached the file)."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        self._append_entries([self._entry(stream, piece, now_ns) for piece in pieces],
+                             before_write)
+
     @staticmethod
     def _entry(stream: str, piece: bytes, now_ns: int) -> bytes:
         return json.dumps({"log": piece.decode("utf-8", "replace"), "stream": stream,
                            "time": rfc3339nano(now_ns)}, separators=(",", ":")).encode() + b"\n"
 
-    def _append_entries(self, entries: list[bytes]) -> None:
+    def _append_entries(self, entries: list[bytes], before_write=None) -> None:
         """Write in as few writes as possible, rotating between entries so that no file
         grows past max_size by more than one entry (one read can bring many lines)."""
         batch: list[bytes] = []
+        first = 0
         size = self._size
-        for e in entries:
+        for i, e in enumerate(entries):
             if size and size + len(e) > self.max_size:
                 if batch:
-                    self._append(b"".join(batch))
+                    self._append(b"".join(batch), first, len(batch), before_write)
                     batch = []
                 self._rotate()
                 size = self._size
+            if not batch:
+                first = i
             batch.append(e)
             size += len(e)
         if batch:
-            self._append(b"".join(batch))
+            self._append(b"".join(batch), first, len(batch), before_write)
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, first: int = 0, count: int = 0, before_write=None) -> None:
         if self._size and self._size + len(data) > self.max_size:
             self._rotate()
-        os.write(self._fd, data)
-        self._size += len(data)
+        if before_write is not None:
+            before_write(self._ino, self._size, len(data), first, count)
+        n = os.write(self._fd, data)
+        self._size += n
+        if n < len(data):   # a short write: what is missing is written (or fails) now
+            self._size += _write_all(self._fd, memoryview(data)[n:])
 
     def _rotate(self) -> None:
+        """A new file under ``path`` (a new inode, so that a reader or an output journal
+        holding the old one sees the change), the old ones shifted or dropped."""
         os.close(self._fd)
         if self.max_file == 1:
-            os.truncate(self.path, 0)
+            tmp = self.path + ".new"
+            fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                         0o600)
+            os.replace(tmp, self.path)   # made before the old one goes: never its inode
+            self._fd = fd
         else:
             for i in range(self.max_file - 1, 0, -1):
                 src = self.path if i == 1 else f"{self.path}.{i - 1}"
                 if os.path.exists(src):
                     os.replace(src, f"{self.path}.{i}")
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._size = 0
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                               0o600)
+        st = os.fstat(self._fd)
+        self._size, self._ino = st.st_size, st.st_ino
+
+    def resync(self) -> None:
+        """The file was changed under us (a torn tail cut off): take its size again."""
+        self._size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
         try:
@@ -163,13 +215,21 @@ class LogEntry:
 
 
 def log_files(path: str) -> list[str]:
-    """The files of one log, oldest first."""
+    """The files of one log, oldest first. A rotation cut short (its supervisor
+    killed between two renames) leaves a gap in the numbers: what is beyond it
+    still counts."""
+    d, base = os.path.split(path)
+    prefix = base + "."
     rotated = []
-    i = 1
-    while os.path.exists(f"{path}.{i}"):
-        rotated.append(f"{path}.{i}")
-        i += 1
-    return list(reversed(rotated)) + ([path] if os.path.exists(path) else [])
+    try:
+        names = os.listdir(d or ".")
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            rotated.append((int(name[len(prefix):]), os.path.join(d, name)))
+    rotated.sort(reverse=True)
+    return [p for _, p in rotated] + ([path] if os.path.exists(path) else [])
 
 
 def _parse_line(line: bytes) -> LogEntry | None:

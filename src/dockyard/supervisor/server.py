@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from dockyard import statefiles
-from dockyard.supervisor import protocol
+from dockyard.supervisor import outjournal, protocol
 from dockyard.supervisor.forks import ForkServer, ForkServerDown, ForkServerLost
 from dockyard.supervisor.jsonlog import JSONLogWriter, rfc3339nano
 
@@ -104,6 +104,8 @@ class Task:
     out_fds: dict = field(default_factory=dict)   # fd -> stream number
     drained: asyncio.Event | None = None          # set when the last output fd closes
     log: JSONLogWriter | None = None
+    journal: outjournal.OutputJournal | None = None   # lossless output (with a log)
+    relay: tuple | None = None   # a tty's (read, write) pipe its master is spliced into
     attachments: list = field(default_factory=list)
     exit_event: asyncio.Event = field(default_factory=asyncio.Event)
     stdin_buf: bytearray = field(default_factory=bytearray)
@@ -130,6 +132,7 @@ class Supervisor:
         self.probers: dict = {}   # container id -> supervisor.health.Prober
         self.holder = None        # supervisor.holding.HolderLink: our parent keeps our fds
         self.reaped_by_holder: set[str] = set()   # tasks whose exit the holder reports
+        self._scratch: outjournal.Scratch | None = None
 
     # ---- persistence -------------------------------------------------------------
     def _task_dir(self, task_id: str) -> str:
@@ -169,6 +172,7 @@ class Supervisor:
                 task.finished_at = task.finished_at or rfc3339nano(ns)
             if task.status == "exited":
                 task.exit_event.set()
+                self._settle_log(task)
             self.tasks[task.id] = task
             if task.status != "exited":
                 self._adopt(task, h)
@@ -186,25 +190,28 @@ class Supervisor:
         status; the holder's record, its zombie's /proc stat, else 255)."""
         loop = asyncio.get_running_loop()
         if held is not None:
-            for name, fd in held.fds.items():
+            self._open_log(task)
+            fds = held.fds
+            held.fds = {}
+            for fd in fds.values():
                 os.set_blocking(fd, False)
+            if "pty" in fds and "stdout" in fds and "relay" in fds and task.journal is not None:
+                task.relay = (fds.pop("stdout"), fds.pop("relay"))
+            for name, fd in fds.items():
                 if name in ("stdout", "stderr"):
                     self._watch_output(task, fd, protocol.STDERR if name == "stderr"
                                        else protocol.STDOUT)
                 elif name == "pty":
                     task.stdin_fd = fd
                     self._watch_output(task, fd, protocol.STDOUT)
+                    if task.relay is not None:   # what the killed one spliced, first
+                        loop.call_soon(self._on_output, task, fd)
                 elif name == "stdin":
                     task.stdin_fd = fd
-            held.fds.clear()
+                else:   # "relay" without its pipe's other end
+                    os.close(fd)
             if held.pid:
                 self.reaped_by_holder.add(task.id)
-            if task.log_path and task.kind == "container":
-                try:
-                    task.log = JSONLogWriter(task.log_path, task.log_max_size or 10 << 20,
-                                             task.log_max_file or 3)
-                except OSError as e:
-                    log.warning("task %s: cannot reopen its log: %s", task.id[:12], e)
             if held.exit_code is not None:   # it exited while no supervisor ran
                 loop.call_soon(lambda: loop.create_task(
                     self._task_exited(task, held.exit_code, held.finished_ns)))
@@ -218,12 +225,7 @@ class Supervisor:
                     log.warning("task %s: cannot reopen its %s: %s", task.id[:12], name, e)
                     continue
                 self._watch_output(task, fd, stream)
-            if task.log_path and task.kind == "container":
-                try:
-                    task.log = JSONLogWriter(task.log_path, task.log_max_size or 10 << 20,
-                                             task.log_max_file or 3)
-                except OSError as e:
-                    log.warning("task %s: cannot reopen its log: %s", task.id[:12], e)
+            self._open_log(task)
             self._hold(task, 0)   # the holder keeps them from now on (not its child)
         try:
             pidfd = os.pidfd_open(task.pid)
@@ -238,6 +240,42 @@ class Supervisor:
             self._lost_exit(task)
 
         loop.add_reader(pidfd, exited)
+
+    def _open_log(self, task: Task) -> None:
+        """An adopted container's log, and its output journal: what the killed
+        supervisor had taken from the pipes but not written is written now."""
+        if not (task.log_path and task.kind == "container"):
+            return
+        try:
+            task.log = JSONLogWriter(task.log_path, task.log_max_size or 10 << 20,
+                                     task.log_max_file or 3)
+            task.journal = outjournal.open_for(self._task_dir(task.id), task.log, task.id[:12])
+            task.journal.recover()
+        except OSError as e:
+            log.warning("task %s: cannot reopen its log: %s", task.id[:12], e)
+
+    def _settle_log(self, task: Task) -> None:
+        """An exited container whose output journal was left mid-chunk (no holder
+        kept its pipes): what it holds goes to the log."""
+        if not (task.log_path and task.kind == "container") or \
+                not os.path.exists(os.path.join(self._task_dir(task.id), "output.journal")):
+            return
+        self._open_log(task)
+        self._close_log(task)
+
+    def _close_log(self, task: Task) -> None:
+        """The output ended: partial lines become entries, the log is closed."""
+        try:
+            if task.journal is not None:
+                for stream in (0, 1):
+                    task.journal.finish(stream)
+            if task.log is not None:
+                task.log.close()
+        except OSError as e:   # its last partial line not written (a full disk)
+            log.warning("task %s: log not closed cleanly: %s", task.id[:12], e)
+        if task.journal is not None:
+            task.journal.close()
+        task.log, task.journal = None, None
 
     def _lost_exit(self, task: Task) -> None:
         """An adopted task's process ended (its pidfd): the holder, its parent, reports
@@ -275,6 +313,8 @@ class Supervisor:
                 fds["pty"] = fd
             else:
                 fds["stderr" if stream == protocol.STDERR else "stdout"] = fd
+        if task.relay is not None:
+            fds["stdout"], fds["relay"] = task.relay
         if task.stdin_fd is not None and not task.tty:
             fds["stdin"] = task.stdin_fd
         self.holder.hold(task.id, pid, fds)
@@ -349,12 +389,7 @@ class Supervisor:
             task.drained = None
         for fd in list(task.out_fds):
             self._close_out(task, fd)
-        if task.log:
-            try:
-                task.log.close()
-            except OSError as e:   # its last partial line not written (a full disk)
-                log.warning("task %s: log not closed cleanly: %s", task.id[:12], e)
-            task.log = None
+        self._close_log(task)
         self._close_stdin(task)
         if self.holder is not None:
             self.holder.release(task.id)
@@ -387,7 +422,35 @@ class Supervisor:
         task.out_fds[fd] = stream
         asyncio.get_running_loop().add_reader(fd, self._on_output, task, fd)
 
+    @property
+    def scratch(self) -> outjournal.Scratch:
+        if self._scratch is None:
+            self._scratch = outjournal.Scratch()
+        return self._scratch
+
     def _on_output(self, task: Task, fd: int) -> None:
+        """Output is ready on ``fd``. A container's with a log goes through its output
+        journal (nothing lost when we are killed): a pipe is read by the journal; a
+        tty's master is spliced into our pipe first (a move in the kernel)."""
+        if fd not in task.out_fds:
+            return   # closed meanwhile (a call queued at adoption)
+        stream = task.out_fds[fd]
+        if task.journal is not None and not task.tty:
+            try:
+                data = task.journal.take(fd, 1 if stream == protocol.STDERR else 0, self.scratch)
+            except OSError as e:
+                log.warning("read from task %s: %s", task.id, e)
+                data = b""
+            if data is None:
+                return
+            if not data:
+                self._close_out(task, fd)
+                return
+            self._send_output(task, stream, data)
+            return
+        if task.journal is not None and task.tty:
+            self._on_pty(task, fd)
+            return
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -399,8 +462,64 @@ class Supervisor:
         if not data:
             self._close_out(task, fd)
             return
-        stream = task.out_fds[fd]
-        if task.log is not None:
+        self._send_output(task, stream, data)
+
+    def _on_pty(self, task: Task, master: int) -> None:
+        """A logged tty's output: the master spliced into our pipe (``task.relay``,
+        which the holder keeps too), that pipe read through the journal; without
+        splice from a tty (Linux < 6.5), read and noted at once."""
+        journal = task.journal
+        ended = False
+        if task.relay is None:
+            try:
+                data = os.read(master, outjournal.CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    log.warning("read from task %s: %s", task.id, e)
+                data = b""
+            if data:
+                journal.put(0, data)
+                self._send_output(task, protocol.STDOUT, data)
+            else:
+                self._close_out(task, master)
+            return
+        relay_r, relay_w = task.relay
+        while True:
+            while (data := journal.take(relay_r, 0, self.scratch)):
+                self._send_output(task, protocol.STDOUT, data)
+            if ended:
+                self._close_out(task, master)
+                return
+            try:
+                n = os.splice(master, relay_w, outjournal.CHUNK, flags=os.SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno == errno.EINVAL and not getattr(task, "_spliced", False):
+                    self._drop_relay(task)   # this kernel cannot: read it directly
+                    self._on_pty(task, master)
+                    return
+                if e.errno != errno.EIO:   # EIO: the slave side is gone
+                    log.warning("read from task %s: %s", task.id, e)
+                n = 0
+            if n == 0:
+                ended = True
+            else:
+                task._spliced = True   # type: ignore[attr-defined]
+
+    def _drop_relay(self, task: Task) -> None:
+        if task.relay is None:
+            return
+        if self.holder is not None:
+            self.holder.drop(task.id, "stdout", "relay")
+        for fd in task.relay:
+            os.close(fd)
+        task.relay = None
+
+    def _send_output(self, task: Task, stream: int, data: bytes) -> None:
+        if task.log is not None and task.journal is None:
             try:
                 task.log.write("stderr" if stream == protocol.STDERR else "stdout", data)
             except OSError as e:
@@ -427,6 +546,10 @@ class Supervisor:
         if not task.out_fds and task.drained is not None:
             task.drained.set()
         asyncio.get_running_loop().remove_reader(fd)
+        if task.relay is not None and task.tty:
+            for r in task.relay:
+                os.close(r)
+            task.relay = None
         if task.tty and fd == task.stdin_fd:
             return  # the pty master is also stdin: closed with it
         os.close(fd)
@@ -635,6 +758,8 @@ class Supervisor:
             if master is not None:
                 os.set_blocking(master, False)
                 task.stdin_fd = master
+                if task.journal is not None:
+                    task.relay = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
                 self._watch_output(task, master, protocol.STDOUT)
         except BaseException:
             for fd in list(task.out_fds):
@@ -675,6 +800,8 @@ class Supervisor:
             task.log_max_size = int(msg.get("log_max_size") or 10 << 20)
             task.log_max_file = int(msg.get("log_max_file") or 3)
             task.log = JSONLogWriter(task.log_path, task.log_max_size, task.log_max_file)
+            statefiles.makedirs(self._task_dir(cid))
+            task.journal = outjournal.open_for(self._task_dir(cid), task.log, cid[:12])
         self.tasks[cid] = task
         try:
             await self._start_process(task, msg, ["create", "--bundle", msg["bundle"], cid])
@@ -690,11 +817,7 @@ class Supervisor:
             for fd in list(task.out_fds):
                 self._close_out(task, fd)
             self._close_stdin(task)
-            if task.log:
-                try:
-                    task.log.close()
-                except OSError:
-                    pass
+            self._close_log(task)
             self.tasks.pop(cid, None)
             import shutil
 
@@ -839,11 +962,7 @@ class Supervisor:
         if self.holder is not None:
             self.holder.release(task.id)
         self.reaped_by_holder.discard(task.id)
-        if task.log:
-            try:
-                task.log.close()
-            except OSError:
-                pass
+        self._close_log(task)
         import shutil
 
         shutil.rmtree(self._task_dir(task.id), ignore_errors=True)
@@ -985,7 +1104,9 @@ class Supervisor:
         self.server.close()
         self.forks.close()
         for t in self.tasks.values():
-            if t.log:
+            if t.journal is not None:
+                t.journal.close()   # its partial lines wait there for the next supervisor
+            elif t.log:
                 t.log.flush_partial()
 
 
