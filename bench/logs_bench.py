@@ -146,6 +146,9 @@ class Side:
     def hwm_kib(self) -> int:
         raise NotImplementedError
 
+    def role(self, pid: int) -> str:
+        raise NotImplementedError
+
 
 class Ours(Side):
     name = "dockyard"
@@ -168,6 +171,10 @@ class Ours(Side):
 
     def hwm_kib(self) -> int:
         return _hwm_kib(self.d.proc.pid)
+
+    def role(self, pid: int) -> str:
+        return {self.d.proc.pid: "daemon", self.sup: "supervisor",
+                self.holder: "holder"}.get(pid, "fork server")
 
 
 class Theirs(Side):
@@ -198,9 +205,22 @@ class Theirs(Side):
     def hwm_kib(self) -> int:
         return _hwm_kib(self.dkd.pid)
 
+    def role(self, pid: int) -> str:
+        if pid == self.dkd.pid:
+            return "dockerd"
+        return "shims" if (_stat(pid) or ("",))[0].startswith("containerd-shim") else "containerd"
+
 
 def _delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(p, 0.0) for p, t in after.items())
+
+
+def _by_role(side: Side, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for p, t in after.items():
+        r = side.role(p)
+        out[r] = out.get(r, 0.0) + t - before.get(p, 0.0)
+    return out
 
 
 # ---- the workload ----------------------------------------------------------------------
@@ -308,6 +328,7 @@ def run_case(side: Side, count: int, n: int, tty: bool) -> dict:
                 time.sleep(0.05)
         t_last = time.perf_counter() - t0
         after = side.cpu()
+        roles = _by_role(side, before, after)   # before the exited shims are reaped
         side.after_sample(after)
         cpu = _delta(before, after)
 
@@ -316,9 +337,11 @@ def run_case(side: Side, count: int, n: int, tty: bool) -> dict:
         problems = [f"{cid[:12]}: {why}" for cid in ids
                     if (why := read_and_check(side, cid, n, tty)) is not None]
         t_read = time.perf_counter() - t1
-        read_cpu = _delta(before, side.cpu())
+        after = side.cpu()
+        read_cpu = _delta(before, after)
         return {"exit": t_exit, "cpu_exit": cpu_exit, "last": t_last, "cpu": cpu, "read": t_read,
-                "read_cpu": read_cpu, "problems": problems}
+                "read_cpu": read_cpu, "problems": problems, "roles": roles,
+                "read_roles": _by_role(side, before, after)}
     finally:
         if ids:
             side.docker("rm", "-f", *ids, check=False)
@@ -329,6 +352,10 @@ def run_case(side: Side, count: int, n: int, tty: bool) -> dict:
 # ---- main --------------------------------------------------------------------------------
 def _med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
+
+
+def _roles(d: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f} s" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
 
 
 def _ratio(a: float, b: float) -> str:
@@ -406,6 +433,8 @@ def main() -> int:
                               f"read {r['read']:6.2f} s (CPU {r['read_cpu']:6.2f} s)  "
                               f"{'ok' if not r['problems'] else 'WRONG'}  "
                               f"load {la:.2f}-{lb:.2f}", flush=True)
+                        print(f"      CPU to last line: {_roles(r['roles'])}; read: "
+                              f"{_roles(r['read_roles'])}", flush=True)
             hwm = {s.name: s.hwm_kib() for s in sides}
     except KeyboardInterrupt:
         print("interrupted: cleaning up", file=sys.stderr)
