@@ -68,6 +68,14 @@ def test_daemon_unit_does_not_bind_supervisor():
     assert argv == [INSTALLED, "daemon"]
 
 
+def test_supervisor_unit_reloads_in_place():
+    """`systemctl reload dockyard-supervisor` (an upgrade) asks the unit's holder for a new
+    supervisor: the same command line, plus --reload."""
+    s = _unit("dockyard-supervisor.service")
+    start = shlex.split(s["Service"]["ExecStart"])
+    assert shlex.split(s["Service"]["ExecReload"]) == start + ["--reload"]
+
+
 @pytest.mark.slow
 def test_supervisor_unit_command_outlives_daemon(tmp_path):
     s = _unit("dockyard-supervisor.service")
@@ -95,6 +103,15 @@ def test_supervisor_unit_command_outlives_daemon(tmp_path):
         d.start()
         assert d.out("inspect", "-f", "{{.State.Running}}", cid) == "true"
         assert d.supervisor_pid() == first
+        # `systemctl reload`: a new supervisor under the same holder, the container kept
+        reload = shlex.split(s["Service"]["ExecReload"])
+        assert reload[:4] == argv[:4]
+        r = subprocess.run([_ours(), "supervisor", "--root", str(root), *reload[4:]],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        old, first = first, d.supervisor_pid()
+        assert first not in (None, old) and d.holder_pid() == sup.pid and sup.poll() is None
+        assert d.out("inspect", "-f", "{{.State.Running}}", cid) == "true"
         # SIGTERM to the unit's main process (KillMode=process) ends holder and supervisor;
         # the container stays (its own cgroup)
         sup.send_signal(signal.SIGTERM)

@@ -157,3 +157,52 @@ def test_refuses_unknown_arguments(tmp_path):
 
     r = subprocess.run(argv(str(tmp_path / "s"), ["--bogus"]), capture_output=True, timeout=20)
     assert r.returncode == 2 and b"unknown argument '--bogus'" in r.stderr
+
+
+def _new_supervisor(sup, old: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = sup["client"].request("ping")["pid"]
+        except Exception:  # noqa: BLE001 - none answers yet
+            pid = None
+        if pid not in (None, old):
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no new supervisor within {timeout} s")
+
+
+@pytest.mark.slow
+def test_reload_skips_the_back_off(sup, tmp_path, busybox_rootfs):
+    """SIGHUP to a holder waiting to restart a supervisor that kept dying: one now."""
+    cid, pid, _log = _run(sup, tmp_path, busybox_rootfs, ["sleep", "1000"])   # held
+    holder = sup["client"].request("ping")["holder"]
+    old = sup["client"].request("ping")["pid"]
+    for _ in range(4):   # restarted after 0, 1, 2, 4 s
+        os.kill(old, signal.SIGKILL)
+        old = _new_supervisor(sup, old, 15)
+    os.kill(old, signal.SIGKILL)   # the next one in 8 s
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    os.kill(holder, signal.SIGHUP)
+    new = _new_supervisor(sup, old, 8)
+    assert time.monotonic() - t0 < 4
+    reply = sup["client"].request("ping")
+    assert reply["holder"] == holder and reply["pid"] == new
+    assert _alive(pid)
+
+
+@pytest.mark.slow
+def test_reload_kills_a_supervisor_that_does_not_stop(sup, tmp_path, busybox_rootfs):
+    from dockyard.supervisor.holder import RELOAD_KILL_AFTER
+
+    cid, pid, _log = _run(sup, tmp_path, busybox_rootfs, ["sleep", "1000"])
+    ping = sup["client"].request("ping")
+    os.kill(ping["pid"], signal.SIGSTOP)   # its SIGTERM waits
+    t0 = time.monotonic()
+    os.kill(ping["holder"], signal.SIGHUP)
+    new = _new_supervisor(sup, ping["pid"], RELOAD_KILL_AFTER + 10)
+    assert time.monotonic() - t0 >= RELOAD_KILL_AFTER - 0.5
+    assert not _alive(ping["pid"]) and _alive(pid)
+    assert sup["client"].request("ping")["holder"] == ping["holder"] != new
+    assert sup["client"].request("get", id=cid)["task"]["status"] == "running"

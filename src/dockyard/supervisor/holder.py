@@ -22,6 +22,14 @@ nothing is held; SIGTERM to the holder is passed to the supervisor. A second
 holder for the same root finds the lock taken, asks the first (SIGUSR1) to start
 a supervisor now if none runs, and exits.
 
+SIGHUP reloads the supervisor in place (an upgrade: ``dockyard supervisor --reload``,
+``systemctl reload``): the holder sends it SIGTERM and, when it has exited (cleanly
+or not: SIGKILL after RELOAD_KILL_AFTER), starts a new one at once, keeping what it
+holds meanwhile; with no supervisor running (a back-off), it starts one now. The
+new supervisor is a new interpreter, so it runs the code now on disk; the holder
+keeps running the code it started with (upgrading the holder itself needs a full
+stop). A SIGTERM or SIGINT during a reload stops both, as at any other time.
+
 Protocol, on a SOCK_SEQPACKET socketpair (the supervisor's ``--holder-fd``): one
 message per packet, ASCII words separated by spaces, descriptors attached with
 SCM_RIGHTS in the order of the names.
@@ -55,6 +63,7 @@ PR_SET_NAME = 15
 RESTART_MAX_DELAY = 30.0
 STABLE_AFTER = 10.0      # a supervisor that lived this long restarts at once
 SEND_TIMEOUT = 10.0
+RELOAD_KILL_AFTER = 10.0   # a supervisor that has not stopped this long after a reload's SIGTERM
 
 
 def argv(root: str, extra: list | tuple = ()) -> list:
@@ -67,10 +76,20 @@ def argv(root: str, extra: list | tuple = ()) -> list:
 
 
 def cli_main(args: list) -> int:
-    """``dockyard supervisor ...``: become the holder (same pid, for systemd)."""
-    root, extra = _parse(args)
+    """``dockyard supervisor ...``: become the holder (same pid, for systemd); with
+    ``--reload``, have the running holder start a new supervisor (supervisor/reload.py)."""
+    reload = "--reload" in args
+    root, extra = _parse([a for a in args if a != "--reload"])
     if root is None:
         return 2
+    if reload:
+        if "--log-level" in extra:
+            _log("error", "--log-level is the running holder's: not taken with --reload")
+            return 2
+        from dockyard.supervisor.reload import reload as reload_supervisor
+
+        sock = extra[extra.index("--socket") + 1] if "--socket" in extra else None
+        return reload_supervisor(root, sock)
     a = argv(root, extra)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -94,7 +113,10 @@ def _parse(args: list):
                 extra += [key, val]
         elif a in ("-h", "--help"):
             sys.stdout.write("usage: dockyard supervisor --root DIR [--socket PATH] "
-                             "[--log-level LEVEL]\n")
+                             "[--log-level LEVEL]\n"
+                             "       dockyard supervisor --root DIR [--socket PATH] --reload\n"
+                             "  --reload: the running holder of DIR starts a new supervisor "
+                             "(new code, same containers)\n")
             return None, []
         else:
             _log("error", f"unknown argument {a!r}")
@@ -199,6 +221,7 @@ class Holder:
         self.restart_at = None
         self.stopping = False
         self.done = False
+        self.reload_kill_at = None   # reloading: when to SIGKILL a supervisor that stays
 
     # ---- the supervisor ----------------------------------------------------------------
     def start_supervisor(self) -> None:
@@ -245,7 +268,18 @@ class Holder:
         clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         how = f"exit status {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else \
             f"signal {os.WTERMSIG(status)}"
-        if self.stopping or clean:
+        if self.stopping:
+            _log("info", f"supervisor (pid {pid}) ended ({how}): the holder ends")
+            self.done = True
+        elif self.reload_kill_at is not None:
+            # a reload: its successor at once, whatever the way it ended
+            self.reload_kill_at = None
+            self.failures = 0
+            self.started = 0.0
+            self.restart_at = time.monotonic()
+            _log("info", f"supervisor (pid {pid}) ended ({how}) for a reload; "
+                         f"{len(self.tasks)} tasks held; starting a new one")
+        elif clean:
             _log("info", f"supervisor (pid {pid}) ended ({how}): the holder ends")
             self.done = True
         elif not self.tasks:
@@ -374,8 +408,10 @@ class Holder:
         self.start_supervisor()
         while not self.done:
             timeout = None
-            if self.restart_at is not None:
-                timeout = max(0.0, self.restart_at - time.monotonic())
+            for at in (self.restart_at, self.reload_kill_at):
+                if at is not None:
+                    left = max(0.0, at - time.monotonic())
+                    timeout = left if timeout is None else min(timeout, left)
             watch = [wake_r] + ([self.sock] if self.sock is not None else [])
             try:
                 ready, _, _ = select.select(watch, [], [], timeout)
@@ -391,6 +427,15 @@ class Holder:
             if self.sock is not None and self.sock in ready:
                 self.from_supervisor()
             self.reap()
+            if self.reload_kill_at is not None and self.sup \
+                    and time.monotonic() >= self.reload_kill_at:
+                _log("warning", f"supervisor (pid {self.sup}) did not stop within "
+                                f"{RELOAD_KILL_AFTER:.0f} s of the reload: killing it")
+                self.reload_kill_at = time.monotonic() + RELOAD_KILL_AFTER
+                try:
+                    os.kill(self.sup, _signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             if self.restart_at is not None and not self.sup and not self.done \
                     and time.monotonic() >= self.restart_at:
                 self.start_supervisor()
@@ -410,6 +455,25 @@ class Holder:
             # someone needs a supervisor now (client.ensure_running): skip the back-off
             if not self.sup and not self.stopping:
                 self.restart_at = time.monotonic()
+        elif sig == _signal.SIGHUP:
+            self.reload()
+
+    def reload(self) -> None:
+        """A new supervisor (new code) in place of the running one; what is held stays."""
+        if self.stopping or self.done:
+            return
+        if not self.sup:
+            _log("info", "reload: no supervisor runs; starting one now")
+            self.failures = 0
+            self.restart_at = time.monotonic()
+            return
+        if self.reload_kill_at is None:
+            self.reload_kill_at = time.monotonic() + RELOAD_KILL_AFTER
+        _log("info", f"reload: stopping the supervisor (pid {self.sup}) to start a new one")
+        try:
+            os.kill(self.sup, _signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def _noop(signum, frame) -> None:

@@ -150,6 +150,29 @@ class HolderLink:
         # queued: our fds may be closed before it is sent, so it keeps duplicates
         self._queue.append((words, [os.dup(fd) for fd in fds]))
 
+    def flush(self, timeout: float = 5.0) -> None:
+        """Send what is still queued, waiting up to ``timeout``: before a clean exit, for
+        the holder hands it to the next supervisor (a reload)."""
+        if not self.alive or not self._queue:
+            return
+        if self._loop is not None:
+            self._loop.remove_writer(self.sock.fileno())
+        deadline = time.monotonic() + timeout
+        try:
+            while self._queue:
+                words, fds = self._queue[0]
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                proto.send(self.sock, words, fds)
+                self._queue.pop(0)
+                for fd in fds:
+                    os.close(fd)
+        except OSError as e:   # TimeoutError included
+            log.warning("holder connection: %s; %d messages not sent", e, len(self._queue))
+            self._gone()
+        finally:
+            if self.alive:
+                self.sock.setblocking(False)
+
     def _flush(self) -> None:
         while self._queue:
             words, fds = self._queue[0]

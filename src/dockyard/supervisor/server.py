@@ -1108,6 +1108,8 @@ class Supervisor:
                 t.journal.close()   # its partial lines wait there for the next supervisor
             elif t.log:
                 t.log.flush_partial()
+        if self.holder is not None:
+            self.holder.flush()   # what it holds is the next supervisor's (a reload)
 
 
 def _collect(loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.Future:
