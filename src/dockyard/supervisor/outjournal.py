@@ -110,8 +110,9 @@ class OutputJournal:
         self.log = log
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            if os.fstat(fd).st_size != _SIZE:
-                os.ftruncate(fd, _SIZE)   # new (zeros: IDLE, slots 0, empty partials)
+            # Blocks allocated now (a new file: zeros, IDLE, slots 0, empty partials): a
+            # store to a page of a sparse file on a full disk is a SIGBUS, not an error.
+            os.posix_fallocate(fd, 0, _SIZE)
             self.mm = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)

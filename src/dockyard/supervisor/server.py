@@ -799,11 +799,12 @@ class Supervisor:
         if task.log_path:
             task.log_max_size = int(msg.get("log_max_size") or 10 << 20)
             task.log_max_file = int(msg.get("log_max_file") or 3)
-            task.log = JSONLogWriter(task.log_path, task.log_max_size, task.log_max_file)
-            statefiles.makedirs(self._task_dir(cid))
-            task.journal = outjournal.open_for(self._task_dir(cid), task.log, cid[:12])
         self.tasks[cid] = task
         try:
+            if task.log_path:
+                task.log = JSONLogWriter(task.log_path, task.log_max_size, task.log_max_file)
+                statefiles.makedirs(self._task_dir(cid))
+                task.journal = outjournal.open_for(self._task_dir(cid), task.log, cid[:12])
             await self._start_process(task, msg, ["create", "--bundle", msg["bundle"], cid])
             task.status = "created"
             task.runtime = {k: msg.get(k) for k in ("runtime", "runtime_root", "runtime_args",
