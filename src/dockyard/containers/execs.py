@@ -96,10 +96,11 @@ class Execs:
                 ex["Pid"] = reply["pid"]
                 ex["_started"].set()
                 return None
-            reply, reader, writer = await self.sup.open_stream(
-                "exec", attach=True, stdin=bool(body.get("AttachStdin")),
-                stdout=bool(body.get("AttachStdout", True)),
-                stderr=bool(body.get("AttachStderr", True)), **fields)
+            streams = dict(stdin=bool(body.get("AttachStdin")),
+                           stdout=bool(body.get("AttachStdout", True)),
+                           stderr=bool(body.get("AttachStderr", True)))
+            reply, reader, writer = await self.sup.open_stream("exec", attach=True, **streams,
+                                                               **fields)
         except errors.DockyardError as e:
             ex["Running"] = False
             ex["ExitCode"] = 126   # dockerd's for an exec that could not start (not found too)
@@ -108,7 +109,27 @@ class Execs:
             raise
         ex["Pid"] = reply["pid"]
         ex["_started"].set()
-        return tty, reader, writer
+
+        def exited(reply: dict) -> None:   # it ended while its supervisor was replaced
+            if reply.get("exit_code") is not None:
+                self._exec_exited(eid, reply["exit_code"])
+
+        # re-attached across a restart of the supervisor (containers/reattach.py)
+        stream = self._reattaching(c, eid, streams, reply, reader, writer, exited)
+        return tty, stream, stream
+
+    def _exec_exited(self, eid: str, code: int) -> None:
+        """An exec's process ended (the supervisor's event, its task list, or its answer
+        to a re-attach): recorded once, with dockerd's exec_die event."""
+        ex = self.execs.get(eid)
+        if ex is None or ex["_done"].is_set():
+            return
+        ex["Running"], ex["ExitCode"] = False, code
+        ex["_done"].set()
+        c = self.containers.get(ex["ContainerID"])
+        if c:
+            self.emit("container", "exec_die", c["Id"],
+                      {**self._attrs(c), "execID": eid, "exitCode": str(code)})
 
     async def exec_resize(self, eid: str, height: int, width: int) -> None:
         ex = self.execs.get(eid)

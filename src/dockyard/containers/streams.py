@@ -15,7 +15,8 @@ class Streams:
 
     # ---- streams -------------------------------------------------------------------------
     async def attach(self, ref: str, stdin: bool, stdout: bool, stderr: bool):
-        """Open the live stream; returns (tty, reader, writer) to the supervisor.
+        """Open the live stream; returns (tty, reader, writer) to the supervisor (one
+        containers/reattach.ReattachingStream, which outlives a supervisor's restart).
 
         Clients attach before they start a container (``docker run``). Such an
         attach waits until the next start has created the task, connects, and
@@ -25,18 +26,17 @@ class Streams:
         cid = c["Id"]
         self.emit("container", "attach", cid, self._attrs(c))
         self._check_open()
+        streams = dict(stdin=stdin, stdout=stdout, stderr=stderr)
         if c["State"]["Running"]:
-            reply, reader, writer = await self.sup.open_stream(
-                "attach", id=cid, stdin=stdin, stdout=stdout, stderr=stderr)
-            self._track_stream(writer)
-            return bool(c["Config"].get("Tty")), reader, writer
+            reply, reader, writer = await self.sup.open_stream("attach", id=cid, **streams)
+            stream = self._reattaching(c, cid, streams, reply, reader, writer)
+            return bool(c["Config"].get("Tty")), stream, stream
         loop = asyncio.get_running_loop()
         go, done = loop.create_future(), loop.create_future()
         self._pending_attach.setdefault(cid, []).append((go, done))
         try:
             await go
-            reply, reader, writer = await self.sup.open_stream(
-                "attach", id=cid, stdin=stdin, stdout=stdout, stderr=stderr)
+            reply, reader, writer = await self.sup.open_stream("attach", id=cid, **streams)
         except BaseException as e:
             if not done.done():
                 if isinstance(e, Exception):
@@ -46,8 +46,31 @@ class Streams:
                     done.cancel()
             raise
         done.set_result(None)
-        self._track_stream(writer)
-        return bool(c["Config"].get("Tty")), reader, writer
+        stream = self._reattaching(c, cid, streams, reply, reader, writer)
+        return bool(c["Config"].get("Tty")), stream, stream
+
+    def _reattaching(self, c: dict, task_id: str, streams: dict, reply: dict, reader, writer,
+                     exited=None):
+        """The stream, re-attached while the task runs when its supervisor is replaced:
+        a container's while its record says running, an exec's until it is done."""
+        from dockyard.containers.reattach import ReattachingStream
+
+        cid = c["Id"]
+
+        def running() -> bool:
+            cur = self.containers.get(cid)
+            if cur is None or not cur["State"]["Running"]:
+                return False
+            if task_id != cid:   # an exec
+                ex = self.execs.get(task_id)
+                return ex is not None and not ex["_done"].is_set()
+            return True
+
+        stream = ReattachingStream(self.sup, task_id, streams, reply, reader, writer,
+                                   running=running, closing=self._shutting_down(),
+                                   exited=exited)
+        self._track_stream(stream)
+        return stream
 
     # ---- shutdown: followers end at once, with a clean end of stream ----------------------
     def _check_open(self) -> None:
@@ -61,7 +84,7 @@ class Streams:
             self._streams = set()
         return ev
 
-    def _track_stream(self, writer: asyncio.StreamWriter) -> None:
+    def _track_stream(self, writer) -> None:
         """An attach's connection to the supervisor: closed at shutdown (the client's
         stream then ends as when the container exits)."""
         self._shutting_down()

@@ -69,15 +69,8 @@ class Supervision:
                     elif ev.get("kind") == "container":
                         asyncio.ensure_future(self._on_exit(ev["id"], ev["exit_code"], ev["time"],
                                                            pid=ev.get("pid", 0)))
-                    elif ev.get("kind") == "exec" and ev["id"] in self.execs:
-                        ex = self.execs[ev["id"]]
-                        ex["Running"], ex["ExitCode"] = False, ev["exit_code"]
-                        ex["_done"].set()
-                        c = self.containers.get(ex["ContainerID"])
-                        if c:
-                            self.emit("container", f"exec_die", c["Id"],
-                                      {**self._attrs(c), "execID": ev["id"],
-                                       "exitCode": str(ev["exit_code"])})
+                    elif ev.get("kind") == "exec":
+                        self._exec_exited(ev["id"], ev["exit_code"])
             except (OSError, errors.DockyardError) as e:
                 log.warning("supervisor event stream lost: %s; reconnecting", e)
                 if isinstance(e, (ConnectionRefusedError, FileNotFoundError)):
@@ -118,6 +111,11 @@ class Supervision:
         self._record_exits(tasks)
 
     def _record_exits(self, tasks: dict) -> None:
+        for eid, ex in list(self.execs.items()):
+            t = tasks.get(eid)   # an exec that ended while no event stream was connected
+            if ex["Running"] and t is not None and t["status"] == "exited" \
+                    and t.get("exit_code") is not None:
+                self._exec_exited(eid, t["exit_code"])
         for cid, c in list(self.containers.items()):
             t = tasks.get(cid)
             if c["State"]["Status"] in ("running", "paused", "restarting") and (

@@ -30,6 +30,11 @@ log = logging.getLogger("dockyard.supervisor")
 PR_SET_CHILD_SUBREAPER = 36
 DRAIN_TIMEOUT = 2.0
 HOLDER_EXIT_WAIT = 2.0   # an adopted task's end -> the holder's word on its status
+# An adopted task's output is not read until an attach for it arrives or this long has
+# passed: the daemon re-attaches the clients that were attached to the killed supervisor
+# (containers/reattach.py), and what we read before that would reach the log only, a gap
+# in the client's stream. The output waits in the pipe (or pty) meanwhile.
+ADOPT_GRACE = 1.0
 
 
 class TaskError(Exception):
@@ -110,6 +115,7 @@ class Task:
     exit_event: asyncio.Event = field(default_factory=asyncio.Event)
     stdin_buf: bytearray = field(default_factory=bytearray)
     exiting: bool = False        # its exit is being handled (_task_exited)
+    held_back: bool = False      # adopted: output not read yet (ADOPT_GRACE)
 
     def record(self) -> dict:
         return {k: getattr(self, k) for k in (
@@ -189,6 +195,8 @@ class Supervisor:
         parent now), else learned through a pidfd (it is not our child: no wait
         status; the holder's record, its zombie's /proc stat, else 255)."""
         loop = asyncio.get_running_loop()
+        task.held_back = True   # its output is read from the first attach on, or in a second
+        loop.call_later(ADOPT_GRACE, self._read_adopted, task)
         if held is not None:
             self._open_log(task)
             fds = held.fds
@@ -204,8 +212,6 @@ class Supervisor:
                 elif name == "pty":
                     task.stdin_fd = fd
                     self._watch_output(task, fd, protocol.STDOUT)
-                    if task.relay is not None:   # what the killed one spliced, first
-                        loop.call_soon(self._on_output, task, fd)
                 elif name == "stdin":
                     task.stdin_fd = fd
                 else:   # "relay" without its pipe's other end
@@ -240,6 +246,17 @@ class Supervisor:
             self._lost_exit(task)
 
         loop.add_reader(pidfd, exited)
+
+    def _read_adopted(self, task: Task) -> None:
+        """An adopted task's output is read from now on (see ADOPT_GRACE)."""
+        if not task.held_back:
+            return
+        task.held_back = False
+        loop = asyncio.get_running_loop()
+        for fd in task.out_fds:
+            loop.add_reader(fd, self._on_output, task, fd)
+            if task.tty and task.relay is not None:   # what the killed one spliced, first
+                loop.call_soon(self._on_output, task, fd)
 
     def _open_log(self, task: Task) -> None:
         """An adopted container's log, and its output journal: what the killed
@@ -420,7 +437,8 @@ class Supervisor:
     def _watch_output(self, task: Task, fd: int, stream: int) -> None:
         os.set_blocking(fd, False)
         task.out_fds[fd] = stream
-        asyncio.get_running_loop().add_reader(fd, self._on_output, task, fd)
+        if not task.held_back:   # else from _read_adopted on
+            asyncio.get_running_loop().add_reader(fd, self._on_output, task, fd)
 
     @property
     def scratch(self) -> outjournal.Scratch:
@@ -1026,12 +1044,22 @@ class Supervisor:
             writer.close()
             return
         a = Attachment(writer, bool(msg.get("stdout")), bool(msg.get("stderr")), bool(msg.get("stdin")))
-        writer.write(protocol.encode_message({"ok": True, "tty": task.tty, "status": task.status}))
+        if msg.get("pid") and msg["pid"] != task.pid:
+            # a re-attach (the daemon's, after we were replaced) to the run it had: that
+            # one ended (a restart made this one)
+            writer.write(protocol.encode_message({"ok": True, "tty": task.tty, "status": "exited",
+                                                  "exit_code": None, "pid": task.pid}))
+            await writer.drain()
+            writer.close()
+            return
+        writer.write(protocol.encode_message({"ok": True, "tty": task.tty, "status": task.status,
+                                              "exit_code": task.exit_code, "pid": task.pid}))
         if task.status == "exited":
             await writer.drain()
             writer.close()
             return
         task.attachments.append(a)
+        self._read_adopted(task)   # after the attachment is in place: nothing skips it
         await self._pump_stdin(task, a, reader, early)
 
     async def _exec_attached(self, msg: dict, reader, writer, early: bytes) -> None:
