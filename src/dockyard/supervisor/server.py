@@ -30,10 +30,11 @@ log = logging.getLogger("dockyard.supervisor")
 PR_SET_CHILD_SUBREAPER = 36
 DRAIN_TIMEOUT = 2.0
 HOLDER_EXIT_WAIT = 2.0   # an adopted task's end -> the holder's word on its status
-# An adopted task's output is not read until an attach for it arrives or this long has
-# passed: the daemon re-attaches the clients that were attached to the killed supervisor
-# (containers/reattach.py), and what we read before that would reach the log only, a gap
-# in the client's stream. The output waits in the pipe (or pty) meanwhile.
+# An adopted task that had attached clients (its ``attached`` file) has its output read
+# only once an attach for it arrives, or this long has passed: the daemon re-attaches
+# the clients the killed supervisor had (containers/reattach.py), and what we read
+# before that would reach the log only, a gap in the client's stream. The output waits
+# in the pipe (or pty) meanwhile.
 ADOPT_GRACE = 1.0
 
 
@@ -195,8 +196,9 @@ class Supervisor:
         parent now), else learned through a pidfd (it is not our child: no wait
         status; the holder's record, its zombie's /proc stat, else 255)."""
         loop = asyncio.get_running_loop()
-        task.held_back = True   # its output is read from the first attach on, or in a second
-        loop.call_later(ADOPT_GRACE, self._read_adopted, task)
+        if os.path.exists(os.path.join(self._task_dir(task.id), "attached")):
+            task.held_back = True   # read from the first attach on, or in a second
+            loop.call_later(ADOPT_GRACE, self._read_adopted, task)
         if held is not None:
             self._open_log(task)
             fds = held.fds
@@ -252,11 +254,25 @@ class Supervisor:
         if not task.held_back:
             return
         task.held_back = False
+        if not task.attachments:
+            self._note_attached(task, False)   # no client came back
         loop = asyncio.get_running_loop()
         for fd in task.out_fds:
             loop.add_reader(fd, self._on_output, task, fd)
             if task.tty and task.relay is not None:   # what the killed one spliced, first
                 loop.call_soon(self._on_output, task, fd)
+
+    def _note_attached(self, task: Task, attached: bool) -> None:
+        """``tasks/<id>/attached`` exists while clients are attached: our successor holds
+        the task's output back for their re-attach (ADOPT_GRACE)."""
+        path = os.path.join(self._task_dir(task.id), "attached")
+        try:
+            if attached:
+                os.close(statefiles.create(path))
+            else:
+                os.unlink(path)
+        except OSError:
+            pass   # no file: a successor reads at once (a gap for a client, no loss)
 
     def _open_log(self, task: Task) -> None:
         """An adopted container's log, and its output journal: what the killed
@@ -1076,6 +1092,8 @@ class Supervisor:
 
     async def _pump_stdin(self, task: Task, a: Attachment, reader, early: bytes) -> None:
         """Copy the client's bytes into the task's stdin; end when the task ends."""
+        if len(task.attachments) == 1:
+            self._note_attached(task, True)
 
         async def copy() -> None:
             try:
@@ -1102,6 +1120,8 @@ class Supervisor:
         exited.cancel()
         if a in task.attachments:
             task.attachments.remove(a)
+            if not task.attachments:
+                self._note_attached(task, False)
         if a.writer.can_write_eof() and not a.writer.is_closing():
             await a.writer.drain()
         a.writer.close()
