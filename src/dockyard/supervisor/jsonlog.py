@@ -74,6 +74,14 @@ def split_lines(buf: bytes, final: bool) -> tuple[list[bytes], bytes]:
     longer than MAX_LINE in MAX_LINE pieces (Docker's partial messages); and what
     is left, an unterminated line shorter than MAX_LINE (``final``: the stream
     ended, so it is an entry too). The same input always gives the same cut."""
+    parts = buf.split(b"\n")
+    rest = parts.pop()
+    if len(rest) < MAX_LINE and (not parts or max(map(len, parts)) < MAX_LINE):
+        pieces = [x + b"\n" for x in parts]   # no line to cut: the common case, in C
+        if final and rest:
+            pieces.append(rest)
+            rest = b""
+        return pieces, rest
     pieces = []
     start, end = 0, len(buf)
     while start < end:
@@ -97,9 +105,8 @@ def _entries(stream: str, pieces: list[bytes], now_ns: int) -> list[bytes]:
     """One json-file line per piece, all with the same time (one read's lines): the
     bytes json.dumps gives for {"log", "stream", "time"}, made with the C string quoter
     and the part after the text formatted once."""
-    tail = ('","stream":"%s","time":"%s"}\n' % (stream, rfc3339nano(now_ns))).encode()
-    return [b'{"log":' + _quote(p.decode("utf-8", "replace")).encode() + tail[1:]
-            for p in pieces]
+    tail = ',"stream":"%s","time":"%s"}\n' % (stream, rfc3339nano(now_ns))
+    return [('{"log":' + _quote(p.decode("utf-8", "replace")) + tail).encode() for p in pieces]
 
 
 def _write_all(fd: int, data: memoryview) -> int:
@@ -157,6 +164,13 @@ class JSONLogWriter:
     def _append_entries(self, entries: list[bytes], before_write=None) -> None:
         """Write in as few writes as possible, rotating between entries so that no file
         grows past max_size by more than one entry (one read can bring many lines)."""
+        total = sum(map(len, entries))
+        if not self._size or self._size + total <= self.max_size:
+            if self._size + total > self.max_size and len(entries) > 1:
+                pass   # a fresh file that cannot take them all: entry by entry below
+            else:
+                self._append(b"".join(entries), 0, len(entries), before_write)
+                return
         batch: list[bytes] = []
         first = 0
         size = self._size
