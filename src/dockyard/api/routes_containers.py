@@ -159,10 +159,10 @@ async def attach(request: web.Request) -> web.StreamResponse:
             transport.close()
             return request["hijack_response"]
     if logs:
-        async for e in svc.logs(c["Id"]):
-            if (e.stream == "stderr" and not stderr) or (e.stream == "stdout" and not stdout):
-                continue
-            transport.write(e.data if tty else protocol.frame(2 if e.stream == "stderr" else 1, e.data))
+        async for batch in svc.log_batches(c["Id"]):
+            out = _log_output(batch, stdout, stderr, tty)
+            if out:
+                transport.write(out)
     if not stream:
         transport.close()
         return request["hijack_response"]
@@ -187,22 +187,46 @@ async def logs(request: web.Request) -> web.StreamResponse:
     since = parse_timestamp_ns(request.query.get("since")) or 0
     until = parse_timestamp_ns(request.query.get("until")) or 0
     timestamps = query_bool(request, "timestamps")
+    details = query_bool(request, "details")
     tty = bool(c["Config"].get("Tty"))
     svc.check_logs_readable(c)   # before the 200
     resp = web.StreamResponse()
     resp.content_type = "application/vnd.docker.multiplexed-stream" if not tty \
         else "application/vnd.docker.raw-stream"
     await resp.prepare(request)
-    async for e in while_connected(request, svc.logs(c["Id"], follow=query_bool(request, "follow"),
-                                                     since_ns=since, until_ns=until, tail=tail)):
+    batches = svc.log_batches(c["Id"], follow=query_bool(request, "follow"), since_ns=since,
+                              until_ns=until, tail=tail)
+    async for batch in while_connected(request, batches):
+        out = _log_output(batch, stdout, stderr, tty, timestamps, details)
+        if out:
+            await resp.write(out)   # one write a batch; it waits while the client is behind
+    await resp.write_eof()
+    return resp
+
+
+def _log_output(batch, stdout: bool, stderr: bool, tty: bool, timestamps: bool = False,
+                details: bool = False) -> bytes:
+    """A batch of log entries as the stream's bytes, as dockerd sends them: with
+    ``details`` the entry's attrs (``k=v,...``, sorted, query-escaped) and a space
+    before the text, with ``timestamps`` its time with nine digits of fraction and a
+    space before that."""
+    from urllib.parse import quote_plus
+
+    from dockyard.supervisor.jsonlog import rfc3339nano_fixed
+
+    out = []
+    for e in batch:
         if (e.stream == "stderr" and not stderr) or (e.stream == "stdout" and not stdout):
             continue
         data = e.data
+        if details:
+            attrs = ",".join(f"{quote_plus(str(k))}={quote_plus(str(v))}"
+                             for k, v in sorted(e.attrs.items())) if e.attrs else ""
+            data = attrs.encode() + b" " + data
         if timestamps:
-            data = e.time.encode() + b" " + data
-        await resp.write(data if tty else protocol.frame(2 if e.stream == "stderr" else 1, data))
-    await resp.write_eof()
-    return resp
+            data = rfc3339nano_fixed(e.time).encode() + b" " + data
+        out.append(data if tty else protocol.frame(2 if e.stream == "stderr" else 1, data))
+    return b"".join(out)
 
 
 async def top(request: web.Request) -> web.Response:

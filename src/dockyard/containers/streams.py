@@ -123,24 +123,27 @@ class Streams:
 
     async def logs(self, ref: str, *, follow: bool = False, since_ns: int = 0, until_ns: int = 0,
                    tail: int = -1) -> AsyncIterator[jsonlog.LogEntry]:
+        """The entries of :meth:`log_batches` one by one."""
+        async for batch in self.log_batches(ref, follow=follow, since_ns=since_ns,
+                                            until_ns=until_ns, tail=tail):
+            for e in batch:
+                yield e
+
+    async def log_batches(self, ref: str, *, follow: bool = False, since_ns: int = 0,
+                          until_ns: int = 0, tail: int = -1) -> AsyncIterator[list[jsonlog.LogEntry]]:
+        """The log's entries in batches as they are read (a worker thread reads the next
+        block while this one is sent: memory stays bounded whatever the log's size);
+        ``follow``: then what is appended, until the container stops."""
         c = self.get(ref)
         self.check_logs_readable(c)
         path = c["LogPath"]
-        opened_ns = time.time_ns()
         follower = jsonlog.LogFollower(path) if follow else None
         try:
-            entries = await asyncio.to_thread(jsonlog.read_entries, path, since_ns, until_ns, tail)
-            # what was appended between the follower's start and the read's end is in both:
-            # the follower skips those (entries are stamped when written: a second's margin)
-            seen: dict = {}
-            if follower is not None:
-                for e in entries:
-                    if e.time_ns >= opened_ns - 1_000_000_000:
-                        seen[e] = seen.get(e, 0) + 1
-            seen_last = max((e.time_ns for e in seen), default=0)
-            for e in entries:
-                yield e
-            del entries
+            # the file read stops where the follower starts: nothing twice, nothing missed
+            upto = follower.position() if follower is not None else None
+            async for batch in _batches_in_thread(
+                    jsonlog.iter_entry_batches(path, since_ns, until_ns, tail, upto)):
+                yield batch
             if follower is None:
                 return
             closing = self._shutting_down()
@@ -148,17 +151,19 @@ class Streams:
                 running = c["State"]["Running"] and c["Id"] in self.containers
                 if closing.is_set():
                     running = False   # the daemon stops: what is written so far, then the end
-                for e in follower.poll():
-                    if seen:
-                        n = seen.get(e, 0)
-                        if n:
-                            seen[e] = n - 1   # already sent from the file
-                            continue
-                        if e.time_ns > seen_last:
-                            seen = {}
-                    if until_ns and e.time_ns > until_ns:
-                        return
-                    yield e
+                more = True
+                while more:   # a backlog in bounded steps, the loop free between them
+                    batch, more = follower.poll_batch()
+                    if until_ns:
+                        for i, e in enumerate(batch):
+                            if e.time_ns > until_ns:
+                                if i:
+                                    yield batch[:i]
+                                return
+                    if batch:
+                        yield batch
+                    if more:
+                        await asyncio.sleep(0)
                 if not running:
                     return
                 if until_ns and time.time_ns() > until_ns:
@@ -174,6 +179,38 @@ class Streams:
         finally:
             if follower:
                 follower.close()
+
+
+_reader = None
+
+
+def _reader_pool():
+    """Log reads' own threads: a slow disk or many readers do not hold up the default
+    executor's other work."""
+    global _reader
+    if _reader is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _reader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logs-read")
+    return _reader
+
+
+async def _batches_in_thread(gen):
+    """The items of the blocking generator ``gen``, each produced in a worker thread,
+    the next one read while this one is used. Ends (and closes ``gen``, once no thread
+    runs it) when the consumer stops early too."""
+    pool = _reader_pool()
+    fut = pool.submit(next, gen, None)
+    try:
+        while True:
+            batch = await asyncio.wrap_future(fut)
+            if batch is None:
+                return
+            fut = pool.submit(next, gen, None)
+            yield batch
+    finally:
+        # closed by whichever thread sees the last read done (never while it runs)
+        fut.add_done_callback(lambda _f: gen.close())
 
 
 async def _untrack_when_closed(streams: set, writer: asyncio.StreamWriter) -> None:

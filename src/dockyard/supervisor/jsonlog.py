@@ -9,11 +9,13 @@ supervisor; readers (the daemon's logs endpoint) read the files directly.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import time
+from json.decoder import scanstring as _scanstring
 from json.encoder import encode_basestring_ascii as _quote
-from dataclasses import dataclass
 from typing import Iterator
 
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
@@ -30,8 +32,41 @@ def rfc3339nano(ns: int) -> str:
     return base + "Z"
 
 
+# RFC 3339 as our writer (and Go's RFC3339Nano) spells it; anything else takes the slow path
+_RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
+                      r"(?:(Z)|([+-])(\d\d):(\d\d))\Z", re.ASCII)
+
+
+@functools.lru_cache(maxsize=256)
+def _month_start(year: int, month: int) -> tuple[int, int]:
+    """Seconds from the epoch to the month's first day (UTC), and its number of days."""
+    import calendar
+
+    return (calendar.timegm((year, month, 1, 0, 0, 0)), calendar.monthrange(year, month)[1])
+
+
 def parse_rfc3339nano(s: str) -> int:
-    """Inverse of :func:`rfc3339nano` (UTC 'Z' or numeric offsets), in nanoseconds."""
+    """Inverse of :func:`rfc3339nano` (UTC 'Z' or numeric offsets), in nanoseconds.
+
+    The usual shape is parsed by hand; anything else (surrounding blanks, one-digit
+    fields, a leap second, more than nine digits of fraction...) the way it always
+    was, with time.strptime, which also gives the same errors."""
+    m = _RFC3339.match(s)
+    if m is not None:
+        y, mo, d, h, mi, sec, frac, z, sign, oh, om = m.groups()
+        y, mo, d, h, mi, sec = int(y), int(mo), int(d), int(h), int(mi), int(sec)
+        if y >= 1 and 1 <= mo <= 12 and d >= 1 and h < 24 and mi < 60 and sec < 60:
+            base, days = _month_start(y, mo)
+            if d <= days:
+                secs = base + (d - 1) * 86400 + h * 3600 + mi * 60 + sec
+                if z is None:
+                    off = int(oh) * 3600 + int(om) * 60
+                    secs -= off if sign == "+" else -off
+                return secs * 1_000_000_000 + (int(frac.ljust(9, "0")) if frac else 0)
+    return _parse_rfc3339nano_slow(s)
+
+
+def _parse_rfc3339nano_slow(s: str) -> int:
     import calendar
 
     s = s.strip()
@@ -48,6 +83,16 @@ def parse_rfc3339nano(s: str) -> int:
         frac_ns = int((frac + "000000000")[:9])
     secs = calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%S")) - offset
     return secs * 1_000_000_000 + frac_ns
+
+
+def rfc3339nano_fixed(s: str) -> str:
+    """A stored time as ``docker logs -t`` shows it (Go's RFC3339NanoFixed): nine digits
+    of fraction, the zone as it was written. Only the digits are padded: no parse."""
+    m = _RFC3339.match(s)
+    if m is None:
+        return s
+    zone = s[m.start(8) if m.group(8) else m.start(9):]
+    return s[:m.end(6)] + "." + (m.group(7) or "").ljust(9, "0") + zone
 
 
 def parse_size(value: str | int) -> int:
@@ -229,12 +274,33 @@ class JSONLogWriter:
             os.close(self._fd)
 
 
-@dataclass(frozen=True)
 class LogEntry:
-    stream: str
-    data: bytes
-    time_ns: int
-    time: str
+    """One entry. ``time`` is the stored string; ``time_ns`` is parsed from it when first
+    asked for (only ``--since``/``--until`` and followers need it)."""
+
+    __slots__ = ("stream", "data", "time", "attrs", "_ns")
+
+    def __init__(self, stream: str, data: bytes, time_ns: int | None = None, time: str = "",
+                 attrs: dict | None = None) -> None:
+        self.stream, self.data, self.time, self.attrs, self._ns = stream, data, time, attrs, time_ns
+
+    @property
+    def time_ns(self) -> int:
+        if self._ns is None:
+            self._ns = parse_rfc3339nano(self.time)
+        return self._ns
+
+    def _key(self) -> tuple:
+        return (self.stream, self.data, self.time, self.attrs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LogEntry) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.stream, self.data, self.time))
+
+    def __repr__(self) -> str:
+        return f"LogEntry({self.stream!r}, {self.data!r}, time={self.time!r})"
 
 
 def log_files(path: str) -> list[str]:
@@ -255,33 +321,224 @@ def log_files(path: str) -> list[str]:
     return [p for _, p in rotated] + ([path] if os.path.exists(path) else [])
 
 
+# Our writer's lines: {"log":"<text>","stream":"stdout|stderr","time":"<RFC3339Nano, Z>"}
+_HEAD = '{"log":"'
+_MID = '","stream":"'
+_TIME_KEY = '","time":"'
+# a time in our writer's shape that surely parses (days past the 28th are checked by parsing)
+_OUR_TIME = re.compile(r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
+                       r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?Z\Z", re.ASCII)
+
+
 def _parse_line(line: bytes) -> LogEntry | None:
+    """One line of a log file (its newline cut off or not) as an entry; None for what
+    is no entry: a torn last line while the writer is mid-write, a blank line.
+
+    Our writer's exact shape is taken apart by hand, only the text going through
+    json's C string scanner, and the time left as written (parsed when needed);
+    anything else (another writer's key order, attrs, an odd time) goes through
+    json.loads, its time parsed at once, as it always did."""
+    if line.startswith(b'{"log":"'):
+        try:
+            s = line.decode()
+            end = len(s) - (3 if s.endswith('"}\n') else 2 if s.endswith('"}') else len(s))
+            i = s.rfind(_MID, 0, end)
+            if i > 0 and s.startswith(_TIME_KEY, i + 18):
+                stream = s[i + 12:i + 18]
+                t = s[i + 28:end]
+                if stream == "stdout" or stream == "stderr":
+                    text, j = _scanstring(s, 8)
+                    if j == i + 1:
+                        if _OUR_TIME.match(t):
+                            ns = None   # surely parses: when needed
+                        elif t.isprintable() and '"' not in t and "\\" not in t:
+                            ns = parse_rfc3339nano(t)   # may not parse: then no entry, as ever
+                        else:
+                            raise ValueError(t)
+                        return LogEntry(stream, text.encode(), ns, t)
+        except ValueError:   # not UTF-8, a bad escape: the general path decides
+            pass
     try:
         obj = json.loads(line)
         t = obj["time"]
-        return LogEntry(obj.get("stream", "stdout"), obj["log"].encode(), parse_rfc3339nano(t), t)
-    except (ValueError, KeyError, TypeError):
+        attrs = obj.get("attrs")
+        return LogEntry(obj.get("stream", "stdout"), obj["log"].encode(), parse_rfc3339nano(t), t,
+                        attrs if isinstance(attrs, dict) and attrs else None)
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None  # a torn last line while the writer is mid-write
+
+
+# Reads are made in blocks of this size: a batch of entries is what one block holds.
+BLOCK = 128 * 1024
+TAIL_BLOCK = 64 * 1024
+# Bytes read from log files by this process (tests check that --tail reads only the end).
+bytes_read = 0
+
+
+def _pread(fd: int, n: int, off: int) -> bytes:
+    global bytes_read
+    b = os.pread(fd, n, off)
+    bytes_read += len(b)
+    return b
+
+
+class _File:
+    __slots__ = ("fd", "ino", "end")
+
+    def __init__(self, fd: int, ino: int, end: int | None) -> None:
+        self.fd, self.ino, self.end = fd, ino, end
+
+
+def _open_newest_first(path: str, upto: tuple[int, int] | None) -> Iterator[_File]:
+    """The log's files, newest first, each opened when asked for. A file met twice (the
+    log rotated while we read: the names shifted) is skipped. ``upto`` (a follower's
+    (inode, offset)): files newer than that inode are left out, and that one is read up
+    to the offset; no such inode (the follower has no file yet, or it was rotated away):
+    the current file is left out, the follower reads it from its start."""
+    names = log_files(path)[::-1]
+    stop_ino = None
+    if upto is not None:
+        inos = []
+        for name in names:
+            try:
+                inos.append(os.stat(name).st_ino)
+            except FileNotFoundError:
+                inos.append(None)
+        if upto[0] in inos:
+            k = inos.index(upto[0])
+            names, stop_ino = names[k:], upto[0]
+        elif names and names[0] == path:
+            names = names[1:]
+    seen: set[int] = set()
+    for name in names:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue   # rotated away meanwhile
+        ino = os.fstat(fd).st_ino
+        if ino in seen:
+            os.close(fd)
+            continue
+        seen.add(ino)
+        yield _File(fd, ino, upto[1] if ino == stop_ino else None)   # the caller closes it
+
+
+def _wanted(e: LogEntry | None, since_ns: int, until_ns: int) -> bool:
+    if e is None:
+        return False
+    if since_ns or until_ns:
+        try:
+            ns = e.time_ns
+        except ValueError:
+            return False
+        if since_ns and ns < since_ns:
+            return False
+        if until_ns and ns > until_ns:
+            return False
+    return True
+
+
+def _file_end(f: _File) -> int:
+    if f.end is None:
+        f.end = os.fstat(f.fd).st_size
+    return f.end
+
+
+def _tail_start(files: list[_File], more: Iterator[_File], n: int, since_ns: int,
+                until_ns: int) -> tuple[int, int]:
+    """Where the last ``n`` wanted entries begin: (index in ``files``, offset), read
+    from the end backwards a block at a time, opening older files from ``more`` (into
+    ``files``) only as far as needed. Each file's end is fixed here (``f.end``): what
+    is appended later is not part of this read."""
+    count = 0
+    k = -1
+    for f in more:
+        files.append(f)
+        k += 1
+        pos = _file_end(f)
+        carry = b""
+        while pos > 0:
+            start = max(0, pos - TAIL_BLOCK)
+            buf = _pread(f.fd, pos - start, start)
+            if len(buf) < pos - start:   # cut short under us: no entries beyond
+                buf = buf + b"\n" * (pos - start - len(buf))
+            buf += carry
+            pos = start
+            if start > 0:
+                nl = buf.find(b"\n")
+                if nl < 0:
+                    carry = buf   # a line longer than a block
+                    continue
+                carry, body, body_off = buf[:nl + 1], buf[nl + 1:], start + nl + 1
+            else:
+                carry, body, body_off = b"", buf, 0
+            seg_end = body_off + len(body)
+            for seg in reversed(body.split(b"\n")):
+                seg_start = seg_end - len(seg)
+                seg_end = seg_start - 1
+                if _wanted(_parse_line(seg), since_ns, until_ns):
+                    count += 1
+                    if count == n:
+                        return k, seg_start
+    return len(files) - 1, 0
+
+
+def _forward(f: _File, off: int, since_ns: int, until_ns: int) -> Iterator[list[LogEntry]]:
+    """The wanted entries of ``f`` from ``off`` to its end (or EOF), a block's at a time."""
+    end = f.end
+    carry = b""
+    while end is None or off < end:
+        n = BLOCK if end is None else min(BLOCK, end - off)
+        buf = _pread(f.fd, n, off)
+        if not buf:
+            break
+        off += len(buf)
+        if carry:
+            buf = carry + buf
+        nl = buf.rfind(b"\n")
+        if nl < 0:
+            carry = buf
+            continue
+        carry = buf[nl + 1:]
+        batch = [e for e in map(_parse_line, buf[:nl].split(b"\n"))
+                 if e is not None and (not (since_ns or until_ns) or _wanted(e, since_ns, until_ns))]
+        if batch:
+            yield batch
+    if carry:   # an unterminated last line: an entry if it parses (as `for line in file` had it)
+        e = _parse_line(carry)
+        if _wanted(e, since_ns, until_ns):
+            yield [e]
+
+
+def iter_entry_batches(path: str, since_ns: int = 0, until_ns: int = 0, tail: int = -1,
+                       upto: tuple[int, int] | None = None) -> Iterator[list[LogEntry]]:
+    """The entries (or the last ``tail``) within [since, until], oldest first, in
+    batches of what one read of the files holds: memory stays bounded whatever the
+    log's size. ``--tail`` reads the files backwards from the end, only as far as it
+    needs. ``upto``: see :func:`_open_newest_first` (a follower takes over there)."""
+    if tail == 0:
+        return
+    more = _open_newest_first(path, upto)
+    files: list[_File] = []   # newest first
+    try:
+        if tail > 0:
+            k, off = _tail_start(files, more, tail, since_ns, until_ns)
+        else:
+            files.extend(more)
+            k, off = len(files) - 1, 0
+        for i in range(k, -1, -1):
+            yield from _forward(files[i], off if i == k else 0, since_ns, until_ns)
+    finally:
+        more.close()
+        for f in files:
+            os.close(f.fd)
 
 
 def read_entries(path: str, since_ns: int = 0, until_ns: int = 0,
                  tail: int = -1) -> list[LogEntry]:
-    """All entries (or the last ``tail``) within [since, until]."""
-    entries: list[LogEntry] = []
-    for f in log_files(path):
-        with open(f, "rb") as fh:
-            for line in fh:
-                e = _parse_line(line)
-                if e is None:
-                    continue
-                if since_ns and e.time_ns < since_ns:
-                    continue
-                if until_ns and e.time_ns > until_ns:
-                    continue
-                entries.append(e)
-    if tail >= 0:
-        entries = entries[-tail:] if tail else []
-    return entries
+    """All entries (or the last ``tail``) within [since, until], in one list (for
+    small logs and tests: the daemon streams :func:`iter_entry_batches`)."""
+    return [e for batch in iter_entry_batches(path, since_ns, until_ns, tail) for e in batch]
 
 
 class LogFollower:
@@ -304,31 +561,45 @@ class LogFollower:
         self._fh = fh
         self._ino = os.fstat(fh.fileno()).st_ino
 
-    def poll(self) -> Iterator[LogEntry]:
+    def position(self) -> tuple[int, int]:
+        """(inode, offset) this follower starts from; (0, 0) if it has no file yet
+        (it reads the current file from its start): ``iter_entry_batches``' ``upto``."""
+        if self._fh is None:
+            return (0, 0)
+        return (self._ino, self._fh.tell())
+
+    def poll_batch(self, max_bytes: int = BLOCK) -> tuple[list[LogEntry], bool]:
+        """Entries from at most ``max_bytes`` more of the file, and whether there may be
+        more now (a backlog is taken in bounded steps)."""
         if self._fh is None:
             self._open(seek_end=False)
             if self._fh is None:
-                return
+                return [], False
         while True:
-            chunk = self._fh.read()
+            chunk = self._fh.read(max_bytes)
             if chunk:
-                self._buf += chunk
-                *lines, self._buf = self._buf.split(b"\n")
-                for line in lines:
-                    e = _parse_line(line)
-                    if e is not None:
-                        yield e
-                continue
+                *lines, self._buf = (self._buf + chunk).split(b"\n")
+                return [e for e in map(_parse_line, lines) if e is not None], True
             # Rotated? Then the current file is a new inode: finish the old one, switch.
             try:
                 ino = os.stat(self.path).st_ino
             except FileNotFoundError:
-                return
+                return [], False
             if ino == self._ino:
-                return
+                return [], False
             self._fh.close()
+            self._fh = None
             self._buf = b""
             self._open(seek_end=False)
+            if self._fh is None:
+                return [], False
+
+    def poll(self) -> Iterator[LogEntry]:
+        while True:
+            batch, more = self.poll_batch()
+            yield from batch
+            if not more:
+                return
 
     def close(self) -> None:
         if self._fh:
