@@ -92,10 +92,17 @@ def _wait_for(cond, timeout: float, what: str) -> None:
 
 
 def _exec_pid(d: Daemon, container: str, nth: int) -> int:
-    eids = json.loads(d.out("inspect", "-f", "{{json .ExecIDs}}", container))
+    """The host pid of the container's ``nth`` exec, once it runs."""
     c = d.client()
     try:
-        return c.api.exec_inspect(eids[nth])["Pid"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            eids = json.loads(d.out("inspect", "-f", "{{json .ExecIDs}}", container)) or []
+            pid = c.api.exec_inspect(eids[nth])["Pid"] if len(eids) > nth else 0
+            if pid > 1:
+                return pid
+            time.sleep(0.1)
+        raise AssertionError(f"exec {nth} of {container} did not start\n{d.log_text()}")
     finally:
         c.close()
 
@@ -116,7 +123,6 @@ def test_attached_clients_keep_their_stream_across_a_new_supervisor(fresh_daemon
         assert b"b-4" in ex.ask(b"echo b-$((2+2))\r", b"b-4")
         if how == "kill9":   # an exec that ends while no supervisor runs
             ended = _Term([DOCKER, "exec", "-i", "tgt", "sh", "-c", "read x"], d.env)
-            time.sleep(1)
             exec_pid = _exec_pid(d, "tgt", 1)
         old = d.supervisor_pid()
         before = lines.numbers()[-1]

@@ -72,12 +72,23 @@ class ReattachingStream:
             if not first:
                 await asyncio.sleep(RETRY_EVERY)
             first = False
+            attempt = asyncio.ensure_future(self._sup.open_stream(
+                "attach", id=self._task_id, pid=self._pid, **self._streams))
+            closed = asyncio.ensure_future(self._closed.wait())
             try:
-                reply, reader, writer = await asyncio.wait_for(self._sup.open_stream(
-                    "attach", id=self._task_id, pid=self._pid, **self._streams), left)
-            except (errors.Unavailable, OSError, asyncio.TimeoutError, ValueError):
+                await asyncio.wait({attempt, closed}, timeout=left,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+                if not attempt.done():   # closed (the daemon stops), or a supervisor that
+                    attempt.cancel()     # does not answer: it closes its connection
+            if not attempt.done() or attempt.cancelled():
+                continue
+            try:
+                reply, reader, writer = attempt.result()
+            except (errors.Unavailable, OSError, ValueError):
                 continue   # no supervisor (yet): its holder is starting one
-            except (errors.DockyardError, ValueError):
+            except errors.DockyardError:
                 return False   # the task is gone
             if self._closed.is_set():
                 writer.close()

@@ -188,17 +188,19 @@ class AsyncClient:
             reader, writer = await asyncio.open_unix_connection(self.path)
         except OSError as e:
             raise errors.Unavailable(f"the supervisor is not running: {e}") from None
-        writer.write(protocol.encode_message({"op": op, **fields}))
-        line = await reader.readline()
-        if not line:
-            writer.close()
-            raise errors.Unavailable("supervisor closed the connection")
-        import json
+        try:
+            writer.write(protocol.encode_message({"op": op, **fields}))
+            line = await reader.readline()
+            if not line:
+                raise errors.Unavailable("supervisor closed the connection")
+            import json
 
-        reply = json.loads(line)
-        if not reply.get("ok"):
+            reply = json.loads(line)
+            if not reply.get("ok"):
+                _raise(reply)
+        except BaseException:   # an error, or a caller that stopped waiting: nothing left open
             writer.close()
-            _raise(reply)
+            raise
         return reply, reader, writer
 
     async def close(self) -> None:
