@@ -45,6 +45,13 @@ def _month_start(year: int, month: int) -> tuple[int, int]:
     return (calendar.timegm((year, month, 1, 0, 0, 0)), calendar.monthrange(year, month)[1])
 
 
+@functools.lru_cache(maxsize=1024)
+def _minute(t: str) -> int:
+    """``YYYY-MM-DDTHH:MM`` (UTC, valid) in seconds from the epoch."""
+    base, _ = _month_start(int(t[:4]), int(t[5:7]))
+    return base + (int(t[8:10]) - 1) * 86400 + int(t[11:13]) * 3600 + int(t[14:16]) * 60
+
+
 def parse_rfc3339nano(s: str) -> int:
     """Inverse of :func:`rfc3339nano` (UTC 'Z' or numeric offsets), in nanoseconds.
 
@@ -85,6 +92,7 @@ def _parse_rfc3339nano_slow(s: str) -> int:
     return secs * 1_000_000_000 + frac_ns
 
 
+@functools.lru_cache(maxsize=1024)   # a read's entries share their time
 def rfc3339nano_fixed(s: str) -> str:
     """A stored time as ``docker logs -t`` shows it (Go's RFC3339NanoFixed): nine digits
     of fraction, the zone as it was written. Only the digits are padded: no parse."""
@@ -286,8 +294,11 @@ class LogEntry:
 
     @property
     def time_ns(self) -> int:
-        if self._ns is None:
-            self._ns = parse_rfc3339nano(self.time)
+        if self._ns is None:   # left unparsed only in our writer's shape (_OUR_TIME)
+            t = self.time
+            frac = t[20:-1]
+            self._ns = ((_minute(t[:16]) + int(t[17:19])) * 1_000_000_000
+                        + (int(frac.ljust(9, "0")) if frac else 0))
         return self._ns
 
     def _key(self) -> tuple:
