@@ -284,7 +284,8 @@ class JSONLogWriter:
 
 class LogEntry:
     """One entry. ``time`` is the stored string; ``time_ns`` is parsed from it when first
-    asked for (only ``--since``/``--until`` and followers need it)."""
+    asked for (only ``--since``/``--until`` and followers need it): given as None only
+    for a time in our writer's shape (``_OUR_TIME``)."""
 
     __slots__ = ("stream", "data", "time", "attrs", "_ns")
 
