@@ -297,3 +297,21 @@ def test_a_read_stops_where_its_follower_starts(tmp_path):
     assert [e.data for e in f.poll()] == [b"first\n"]
     w.close()
     f.close()
+
+
+def test_a_followers_backlog_comes_in_bounded_steps(tmp_path):
+    p = str(tmp_path / "c-json.log")
+    w = jsonlog.JSONLogWriter(p)
+    f = jsonlog.LogFollower(p)
+    w.write_pieces("stdout", [b"%06d\n" % i for i in range(40_000)])   # ~3 MB behind
+    got, steps = [], 0
+    while True:
+        batch, more = f.poll_batch()
+        got += batch
+        steps += 1
+        if not more:
+            break
+    assert [int(e.data) for e in got] == list(range(40_000))
+    assert steps > 3_000_000 // jsonlog.BLOCK
+    w.close()
+    f.close()
