@@ -11,6 +11,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -182,3 +183,49 @@ def test_attached_clients_keep_their_stream_across_a_new_supervisor(fresh_daemon
             if t is not None:
                 t.close()
         lines.close()
+
+
+def _raw_attach(d: Daemon, name: str) -> socket.socket:
+    """An API attach (stdout, stream) on a socket of ours, past its 101."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(d.sock))
+    s.sendall(f"POST /containers/{name}/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: d\r\n"
+              "Upgrade: tcp\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = s.recv(1)
+        assert data, head
+        head += data
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def _read_some(s: socket.socket, timeout: float) -> bytes | None:
+    """What arrives within ``timeout``: b"" at its end, None if nothing came."""
+    r, _, _ = select.select([s], [], [], timeout)
+    return s.recv(65536) if r else None
+
+
+def test_a_stream_waiting_for_a_new_supervisor_ends_when_the_daemon_stops(fresh_daemon):
+    """While no supervisor runs (its holder stopped), the daemon keeps the client's
+    stream open, re-attaching; a SIGTERM to the daemon ends it at once."""
+    d = fresh_daemon
+    d.docker("run", "-d", "--name", "lines", "busybox", "sh", "-c", LINES)
+    s = _raw_attach(d, "lines")
+    holder = d.holder_pid()
+    os.kill(holder, signal.SIGSTOP)
+    try:
+        assert _read_some(s, 5)   # output flows
+        os.kill(d.supervisor_pid(), signal.SIGKILL)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:   # what was in flight, then nothing: still open
+            got = _read_some(s, 0.2)
+            assert got != b"", "the stream ended with the supervisor"
+        d.proc.terminate()
+        t = time.monotonic()
+        while (got := _read_some(s, 5)) not in (b"", None):
+            pass
+        assert got == b"" and time.monotonic() - t < 3, (got, time.monotonic() - t)
+    finally:
+        os.kill(holder, signal.SIGCONT)
+        s.close()
