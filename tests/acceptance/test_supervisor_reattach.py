@@ -135,6 +135,8 @@ def test_attached_clients_keep_their_stream_across_a_new_supervisor(fresh_daemon
             os.kill(old, signal.SIGKILL)
             time.sleep(0.5)
             os.kill(exec_pid, signal.SIGKILL)
+            # typed while no supervisor runs: the daemon keeps it for the re-attach
+            os.write(sh.master, b"echo gap-$((7*7))\r")
             time.sleep(1.5)
             os.kill(holder, signal.SIGCONT)
             stopped = False
@@ -152,6 +154,8 @@ def test_attached_clients_keep_their_stream_across_a_new_supervisor(fresh_daemon
         logged = _numbers(d.docker("logs", "lines").stdout, "n")
         assert set(got) <= set(logged)
 
+        if how == "kill9":
+            assert b"gap-49" in _read_until(sh.master, b"gap-49", 10), d.log_text()
         # the shells still answer, then detach (ctrl-p ctrl-q) and exit
         assert b"c-6" in sh.ask(b"echo c-$((3+3))\r", b"c-6"), d.log_text()
         assert b"d-8" in ex.ask(b"echo d-$((4+4))\r", b"d-8"), d.log_text()
