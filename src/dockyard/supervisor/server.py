@@ -196,9 +196,11 @@ class Supervisor:
         parent now), else learned through a pidfd (it is not our child: no wait
         status; the holder's record, its zombie's /proc stat, else 255)."""
         loop = asyncio.get_running_loop()
+        task.held_back = True   # read by _read_adopted
         if os.path.exists(os.path.join(self._task_dir(task.id), "attached")):
-            task.held_back = True   # read from the first attach on, or in a second
-            loop.call_later(ADOPT_GRACE, self._read_adopted, task)
+            loop.call_later(ADOPT_GRACE, self._read_adopted, task)   # or at the first attach
+        else:
+            loop.call_soon(self._read_adopted, task)
         if held is not None:
             self._open_log(task)
             fds = held.fds
@@ -255,7 +257,7 @@ class Supervisor:
             return
         task.held_back = False
         if not task.attachments:
-            self._note_attached(task, False)   # no client came back
+            self._note_attached(task, False)   # none, or no client came back
         loop = asyncio.get_running_loop()
         for fd in task.out_fds:
             loop.add_reader(fd, self._on_output, task, fd)
