@@ -233,3 +233,32 @@ def test_a_stream_waiting_for_a_new_supervisor_ends_when_the_daemon_stops(fresh_
     finally:
         os.kill(holder, signal.SIGCONT)
         s.close()
+
+
+def test_a_detached_exec_that_ends_while_no_supervisor_runs_gets_its_exit_code(fresh_daemon):
+    """Its exit event went out before the daemon subscribed again: the daemon reads it
+    from the new supervisor's task list."""
+    d = fresh_daemon
+    d.docker("run", "-d", "--name", "tgt", "busybox", "sleep", "1000")
+    d.docker("exec", "-d", "tgt", "sleep", "500")
+    pid = _exec_pid(d, "tgt", 0)
+    eid = json.loads(d.out("inspect", "-f", "{{json .ExecIDs}}", "tgt"))[0]
+    holder, old = d.holder_pid(), d.supervisor_pid()
+    os.kill(holder, signal.SIGSTOP)
+    try:
+        os.kill(old, signal.SIGKILL)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+    finally:
+        os.kill(holder, signal.SIGCONT)
+    _wait_new_supervisor(d, old)
+    c = d.client()
+    try:
+        deadline = time.monotonic() + 15
+        while c.api.exec_inspect(eid)["Running"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ex = c.api.exec_inspect(eid)
+    finally:
+        c.close()
+    assert (ex["Running"], ex["ExitCode"]) == (False, 137), (ex, d.log_text())
