@@ -334,7 +334,6 @@ def log_files(path: str) -> list[str]:
 
 
 # Our writer's lines: {"log":"<text>","stream":"stdout|stderr","time":"<RFC3339Nano, Z>"}
-_HEAD = '{"log":"'
 _MID = '","stream":"'
 _TIME_KEY = '","time":"'
 # a time in our writer's shape that surely parses (days past the 28th are checked by parsing)
@@ -377,7 +376,7 @@ def _parse_line(line: bytes) -> LogEntry | None:
         return LogEntry(obj.get("stream", "stdout"), obj["log"].encode(), parse_rfc3339nano(t), t,
                         attrs if isinstance(attrs, dict) and attrs else None)
     except (ValueError, KeyError, TypeError, AttributeError):
-        return None  # a torn last line while the writer is mid-write
+        return None  # a torn last line while the writer is mid-write; not an entry's shape
 
 
 # Reads are made in blocks of this size: a batch of entries is what one block holds.
