@@ -1,6 +1,6 @@
 """Attached clients keep their stream when the supervisor is killed (kill -9) or reloaded:
 the daemon re-attaches to the new supervisor (containers/reattach.py), which holds an
-adopted task's output back until then (supervisor/server.ADOPT_GRACE). `docker run`
+adopted task's output back until then (supervisor/adoption.ADOPT_GRACE). `docker run`
 keeps receiving every line, `run -it` and `exec -it` shells still answer and detach,
 and an exec that ended meanwhile ends its client with its exit code."""
 

@@ -7,7 +7,7 @@ by the daemon's state (the supervisor was killed or reloaded: its holder starts 
 new one, which adopts the task), the stream is opened again with the same streams,
 retrying for up to REATTACH_TIMEOUT, and the client's connection carries on. The new
 supervisor holds an adopted task's output back until that attach arrives (up to a
-second, supervisor/server.ADOPT_GRACE), so what was written in between reaches the
+second, supervisor/adoption.ADOPT_GRACE), so what was written in between reaches the
 client too. Input the client sends while no supervisor is connected is kept (up to
 GAP_INPUT_MAX) and sent after the re-attach; what went into the old connection
 unread when the supervisor died is lost.
