@@ -19,6 +19,7 @@ from dockyard.containers.hostconfig import (_check_storage_opt, _discard_unsuppo
                                             _discard_unsupported_realtime, _validate_host_config)
 from dockyard.containers.records import _dir_size, _match_labels, _merge_config, _random_name
 from dockyard.containers import health as healthcheck
+from dockyard.containers import logopts
 from dockyard.containers import mounts as mountpoints
 from dockyard.containers.common import NAME_RE, ZERO_TIME, now, _warm_cgroup_attach, log
 from dockyard.volumes import names as volnames
@@ -48,7 +49,7 @@ class Lifecycle:
         if runtime not in self.runtimes:
             raise errors.InvalidParameter(f"unknown or invalid runtime name: {runtime}")
         _validate_host_config(host)
-        _check_log_config(host)
+        logopts.check(host)
         _check_storage_opt(host, str(getattr(getattr(self.images, "snapshotter", None), "root", self.root)))
         warnings = _discard_unsupported_blkio(host) + _discard_unsupported_realtime(host)
         _warm_cgroup_attach()   # `docker run` starts it right after
@@ -262,6 +263,9 @@ class Lifecycle:
         cid = c["Id"]
         host = c["HostConfig"]
         mode = host.get("NetworkMode") or "default"
+        # the log's options are read now, as dockerd's logger is made at start: bad values
+        # fail the start; the attrs (labels, env, tag) go with the supervisor's start
+        log_attrs = logopts.settings(c)["log_attrs"] if c.get("LogPath") else {}
         entry = self.warm.taken.pop(cid, None)
         pid = None
         if entry is not None:
@@ -293,7 +297,10 @@ class Lifecycle:
             c["Intent"] = "start"
             self._save(c)
             started_at = now()
-            await self.sup.request("start", id=cid)
+            if log_attrs:
+                await self.sup.request("start", id=cid, log_attrs=log_attrs)
+            else:
+                await self.sup.request("start", id=cid)
             crashpoints.at("start.started")
         except BaseException:
             c.pop("Intent", None)
@@ -795,37 +802,6 @@ def _start_error_code(msg: str) -> int:
     if "permission denied" in low or "is a directory" in low or "exec format error" in low:
         return 126
     return 128
-
-
-# the drivers dockerd registers; those we have: json-file, local (kept as json-file:
-# `docker logs` reads both), none (nothing kept)
-_LOG_DRIVERS_OURS = ("json-file", "local", "none")
-_LOG_DRIVERS_DOCKER = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk",
-                       "gcplogs", "logentries", "etwlogs")
-
-
-def _check_log_config(host: dict) -> None:
-    """LogConfig as dockerd fills it (json-file when unset) and checks it at create."""
-    lc = dict(host.get("LogConfig") or {})
-    lc["Type"] = lc.get("Type") or "json-file"
-    lc["Config"] = lc.get("Config") or {}
-    kind = lc["Type"]
-    if kind in _LOG_DRIVERS_DOCKER:
-        raise errors.InvalidParameter(
-            f"failed to create logger: the {kind} log driver is not supported by Dockyard "
-            f"(json-file, local and none are)")
-    if kind not in _LOG_DRIVERS_OURS:   # dockerd's words (a 404 the CLI shows)
-        raise errors.InvalidParameter(
-            f'error looking up logging plugin {kind}: plugin "{kind}" not found')
-    if kind == "none" and lc["Config"]:
-        raise errors.InvalidParameter(
-            f"unknown log opt '{next(iter(lc['Config']))}' for none log driver")
-    for opt in lc["Config"]:
-        if kind in ("json-file", "local") and opt not in (
-                "max-size", "max-file", "compress", "labels", "labels-regex", "env",
-                "env-regex", "tag", "mode", "max-buffer-size"):
-            raise errors.InvalidParameter(f"unknown log opt '{opt}' for {kind} log driver")
-    host["LogConfig"] = lc
 
 
 def _has_volumes(c: dict) -> bool:

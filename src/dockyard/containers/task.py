@@ -11,7 +11,6 @@ import subprocess
 
 from dockyard import errors, statefiles
 from dockyard.oci import spec as ocispec
-from dockyard.supervisor import jsonlog
 from dockyard.containers.common import log
 
 
@@ -90,16 +89,19 @@ class Task:
         # owner-only: the environment holds secrets
         statefiles.write(os.path.join(bundle, "config.json"), json.dumps(spec))
         await self._runtime_cleanup(c)  # a stale runtime state from an earlier run
-        log_cfg = (host.get("LogConfig") or {}).get("Config") or {}
+        from dockyard.containers import logopts
+
+        log_path = "" if (host.get("LogConfig") or {}).get("Type") == "none" else c["LogPath"]
+        logset = logopts.settings(c) if log_path else {}
         runtime = self.runtimes[host["Runtime"]]
         reply = await self.sup.request(
             "create", id=cid, bundle=bundle, runtime=runtime, forkserver=self._forkserver(runtime),
             runtime_root=self.runtime_root, tty=bool(c["Config"].get("Tty")),
             open_stdin=bool(c["Config"].get("OpenStdin")),
             stdin_once=bool(c["Config"].get("StdinOnce")),
-            log_path="" if (host.get("LogConfig") or {}).get("Type") == "none" else c["LogPath"],
-            log_max_size=jsonlog.parse_size(log_cfg.get("max-size", "10m")),
-            log_max_file=int(log_cfg.get("max-file", 3)))
+            log_path=log_path, log_max_size=logset.get("log_max_size"),
+            log_max_file=logset.get("log_max_file"),
+            **({"log_compress": True} if logset.get("log_compress") else {}))
         if c.get("MountPoints") and any(mp.get("Subpath") for mp in c["MountPoints"]):
             # the container's mount namespace holds them now
             await asyncio.to_thread(self._unstage, c)

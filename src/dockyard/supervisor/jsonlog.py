@@ -154,11 +154,24 @@ def split_lines(buf: bytes, final: bool) -> tuple[list[bytes], bytes]:
     return pieces, rest
 
 
-def _entries(stream: str, pieces: list[bytes], now_ns: int) -> list[bytes]:
+def attrs_field(attrs: dict | None) -> str:
+    """``"attrs":{...},`` as dockerd's json-file writes it between the stream and the
+    time (Go's map: keys sorted; <, > and & escaped), or "" for no attrs."""
+    if not attrs:
+        return ""
+    text = json.dumps({str(k): str(v) for k, v in attrs.items()}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+    for c, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                   ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(c, esc)
+    return '"attrs":' + text + ","
+
+
+def _entries(stream: str, pieces: list[bytes], now_ns: int, attrs: str = "") -> list[bytes]:
     """One json-file line per piece, all with the same time (one read's lines): the
-    bytes json.dumps gives for {"log", "stream", "time"}, made with the C string quoter
-    and the part after the text formatted once."""
-    tail = ',"stream":"%s","time":"%s"}\n' % (stream, rfc3339nano(now_ns))
+    bytes json.dumps gives for {"log", "stream", ["attrs",] "time"}, made with the C
+    string quoter and the part after the text formatted once (``attrs``: attrs_field's)."""
+    tail = ',"stream":"%s",%s"time":"%s"}\n' % (stream, attrs, rfc3339nano(now_ns))
     return [('{"log":' + _quote(p.decode("utf-8", "replace")) + tail).encode() for p in pieces]
 
 
@@ -173,10 +186,13 @@ class JSONLogWriter:
     """Appends log entries to ``path``, rotating by size."""
 
     def __init__(self, path: str, max_size: int = DEFAULT_MAX_SIZE,
-                 max_file: int = DEFAULT_MAX_FILE) -> None:
+                 max_file: int = DEFAULT_MAX_FILE, attrs: dict | None = None,
+                 compress: bool = False) -> None:
         self.path = path
         self.max_size = max_size
         self.max_file = max(1, max_file)
+        self._attrs = attrs_field(attrs)
+        self.compress = compress and self.max_file > 1
         # owner-only: containers' output may hold secrets (the daemon reads it, as root)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         st = os.fstat(self._fd)
@@ -207,12 +223,15 @@ class JSONLogWriter:
         they hold (an output journal records it: a supervisor killed mid-write is
         followed by one that knows what reached the file)."""
         now_ns = time.time_ns() if now_ns is None else now_ns
-        self._append_entries(_entries(stream, pieces, now_ns),
+        self._append_entries(_entries(stream, pieces, now_ns, self._attrs),
                              before_write)
 
-    @staticmethod
-    def _entry(stream: str, piece: bytes, now_ns: int) -> bytes:
-        return _entries(stream, [piece], now_ns)[0]
+    def set_attrs(self, attrs: dict | None) -> None:
+        """The attrs every entry from now on carries (fixed for a task: set at its start)."""
+        self._attrs = attrs_field(attrs)
+
+    def _entry(self, stream: str, piece: bytes, now_ns: int) -> bytes:
+        return _entries(stream, [piece], now_ns, self._attrs)[0]
 
     def _append_entries(self, entries: list[bytes], before_write=None) -> None:
         """Write in as few writes as possible, rotating between entries so that no file

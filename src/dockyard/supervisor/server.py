@@ -359,10 +359,12 @@ class Supervisor(Adoption, Stdio):
         if task.log_path:
             task.log_max_size = int(msg.get("log_max_size") or 10 << 20)
             task.log_max_file = int(msg.get("log_max_file") or 3)
+            task.log_compress = bool(msg.get("log_compress"))
         self.tasks[cid] = task
         try:
             if task.log_path:
-                task.log = JSONLogWriter(task.log_path, task.log_max_size, task.log_max_file)
+                task.log = JSONLogWriter(task.log_path, task.log_max_size, task.log_max_file,
+                                         compress=task.log_compress)
                 statefiles.makedirs(self._task_dir(cid))
                 task.journal = outjournal.open_for(self._task_dir(cid), task.log, cid[:12])
             await self._start_process(task, msg, ["create", "--bundle", msg["bundle"], cid])
@@ -390,6 +392,11 @@ class Supervisor(Adoption, Stdio):
         task = self._task(msg["id"])
         if task.status != "created":
             raise ConflictError(f"task {task.id} is {task.status}, not created")
+        if msg.get("log_attrs") and task.log is not None:
+            # fixed for the task: recorded before it runs, so a successor writes them too
+            task.log_attrs = dict(msg["log_attrs"])
+            task.log.set_attrs(task.log_attrs)
+            self._save(task)
         rt = dict(task.runtime or {})
         rt.update({k: msg[k] for k in ("runtime", "runtime_root", "runtime_args", "forkserver")
                    if k in msg})

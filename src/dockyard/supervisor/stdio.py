@@ -202,7 +202,8 @@ class Stdio:
             return
         try:
             task.log = JSONLogWriter(task.log_path, task.log_max_size or 10 << 20,
-                                     task.log_max_file or 3)
+                                     task.log_max_file or 3, attrs=task.log_attrs,
+                                     compress=task.log_compress)
             task.journal = outjournal.open_for(self._task_dir(task.id), task.log, task.id[:12])
             task.journal.recover()
         except OSError as e:

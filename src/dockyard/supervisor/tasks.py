@@ -69,6 +69,8 @@ class Task:
     log_path: str = ""
     log_max_size: int = 0
     log_max_file: int = 0
+    log_compress: bool = False   # rotated files gzipped
+    log_attrs: dict = field(default_factory=dict)   # in every entry (labels, env, tag)
     fifos: bool = False          # stdout/stderr are FIFOs in the task's directory
     runtime: dict = field(default_factory=dict)   # runtime, runtime_root, ... (for start)
     # live state, not persisted
@@ -88,4 +90,4 @@ class Task:
         return {k: getattr(self, k) for k in (
             "id", "container_id", "kind", "tty", "open_stdin", "stdin_once", "pid", "status",
             "exit_code", "started_at", "finished_at", "log_path", "log_max_size",
-            "log_max_file", "fifos", "runtime")}
+            "log_max_file", "log_compress", "log_attrs", "fifos", "runtime")}
