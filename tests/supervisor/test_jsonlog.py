@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from dockyard.supervisor import jsonlog
 from dockyard.supervisor.protocol import FrameDecoder, LineDecoder, frame
@@ -315,3 +316,51 @@ def test_a_followers_backlog_comes_in_bounded_steps(tmp_path):
     assert steps > 3_000_000 // jsonlog.BLOCK
     w.close()
     f.close()
+
+
+def test_compressed_rotation_is_read_back_whole(tmp_path):
+    """compress: each rotated file becomes <log>.N.gz (dockerd's names and header: its
+    last entry's time in the gzip FEXTRA field); every reader reads them."""
+    import gzip
+
+    p = str(tmp_path / "c-json.log")
+    w = jsonlog.JSONLogWriter(p, max_size=2000, max_file=4, compress=True,
+                              attrs={"app": "x"})
+    f = jsonlog.LogFollower(p)
+    followed = []
+    for i in range(150):
+        w.write("stdout", f"line {i}\n".encode(), now_ns=(i + 1) * 1_000_000_000)
+        followed += [e.data for e in f.poll()]
+    w.wait_compressed()
+    w.close()
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["c-json.log", "c-json.log.1.gz", "c-json.log.2.gz", "c-json.log.3.gz"]
+    with open(p + ".1.gz", "rb") as g:
+        head = g.read(12 + 64)
+    assert head[:4] == b"\x1f\x8b\x08\x04" and head[9] == 0xFF
+    xlen = head[10] | head[11] << 8
+    last = json.loads(head[12:12 + xlen])["lastTime"]
+    newest_rotated = [json.loads(x) for x in gzip.open(p + ".1.gz")]
+    assert newest_rotated[-1]["time"] <= last and newest_rotated[-1]["attrs"] == {"app": "x"}
+    entries = jsonlog.read_entries(p)
+    nums = [int(e.data.split()[1]) for e in entries]
+    assert nums == list(range(nums[0], 150)) and nums[0] > 0
+    assert all(e.attrs == {"app": "x"} for e in entries)
+    tail = jsonlog.read_entries(p, tail=len(nums) - 3)
+    assert [int(e.data.split()[1]) for e in tail] == nums[3:]
+    assert followed == [f"line {i}\n".encode() for i in range(150)]
+    # a file being gzipped (both there) is read once; one left plain by a crash is read
+    os.rename(p + ".2.gz", p + ".2.gz.keep")
+    with open(p + ".2", "wb") as plain, open(p + ".2.gz.keep", "rb") as g:
+        plain.write(gzip.decompress(g.read()))
+    os.link(p + ".2", p + ".2.gz")
+    os.unlink(p + ".2.gz.keep")
+    assert [int(e.data.split()[1]) for e in jsonlog.read_entries(p)] == nums
+    # the next rotation shifts both kinds and drops the oldest, compressed or not
+    w = jsonlog.JSONLogWriter(p, max_size=2000, max_file=4, compress=True)
+    for i in range(150, 200):
+        w.write("stdout", f"line {i}\n".encode())
+    w.wait_compressed()
+    w.close()
+    after = [int(e.data.split()[1]) for e in jsonlog.read_entries(p)]
+    assert after == list(range(after[0], 200)) and after[0] > nums[0]

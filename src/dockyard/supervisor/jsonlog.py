@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import re
+import struct
 import time
 from json.decoder import scanstring as _scanstring
 from json.encoder import encode_basestring_ascii as _quote
@@ -193,6 +194,8 @@ class JSONLogWriter:
         self.max_file = max(1, max_file)
         self._attrs = attrs_field(attrs)
         self.compress = compress and self.max_file > 1
+        self._compressing = None   # the thread gzipping the last rotated file
+        self._last_ns = 0          # the time of the last entries written (at most)
         # owner-only: containers' output may hold secrets (the daemon reads it, as root)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         st = os.fstat(self._fd)
@@ -209,7 +212,7 @@ class JSONLogWriter:
 
     def flush_partial(self) -> None:
         """Write any unterminated line (the container closed its stream)."""
-        now_ns = time.time_ns()
+        now_ns = self._last_ns = time.time_ns()
         entries = [self._entry(s, b, now_ns) for s, b in self._partial.items() if b]
         self._partial.clear()
         if entries:
@@ -223,6 +226,7 @@ class JSONLogWriter:
         they hold (an output journal records it: a supervisor killed mid-write is
         followed by one that knows what reached the file)."""
         now_ns = time.time_ns() if now_ns is None else now_ns
+        self._last_ns = now_ns
         self._append_entries(_entries(stream, pieces, now_ns, self._attrs),
                              before_write)
 
@@ -281,14 +285,36 @@ class JSONLogWriter:
             os.replace(tmp, self.path)   # made before the old one goes: never its inode
             self._fd = fd
         else:
+            self.wait_compressed()   # the last rotation's .1 is .1.gz by now
             for i in range(self.max_file - 1, 0, -1):
+                dst = f"{self.path}.{i}"
+                if i == self.max_file - 1:   # the oldest goes, compressed or not
+                    for name in (dst, dst + ".gz"):
+                        try:
+                            os.unlink(name)
+                        except FileNotFoundError:
+                            pass
                 src = self.path if i == 1 else f"{self.path}.{i - 1}"
-                if os.path.exists(src):
-                    os.replace(src, f"{self.path}.{i}")
+                for ext in ("", ".gz") if i > 1 else ("",):
+                    if os.path.exists(src + ext):
+                        os.replace(src + ext, dst + ext)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                                0o600)
+            if self.compress:
+                import threading
+
+                # off the supervisor's loop: gzipping a 10 MB file takes a few hundred ms
+                self._compressing = threading.Thread(
+                    target=compress_file, args=(f"{self.path}.1", self._last_ns),
+                    name="log-compress")
+                self._compressing.start()
         st = os.fstat(self._fd)
         self._size, self._ino = st.st_size, st.st_ino
+
+    def wait_compressed(self) -> None:
+        if self._compressing is not None:
+            self._compressing.join()
+            self._compressing = None
 
     def resync(self) -> None:
         """The file was changed under us (a torn tail cut off): take its size again."""
@@ -299,6 +325,65 @@ class JSONLogWriter:
             self.flush_partial()
         finally:
             os.close(self._fd)
+
+
+def _gzip_header(last_ns: int) -> bytes:
+    """A gzip member's header as dockerd's compressFile writes it: the FEXTRA field holds
+    ``{"lastTime":"<RFC3339Nano>"}``, the time of the file's last entry (a reader with
+    --since skips older files without reading them)."""
+    extra = json.dumps({"lastTime": rfc3339nano(last_ns)}, separators=(",", ":")).encode()
+    return (b"\x1f\x8b\x08\x04" + b"\x00\x00\x00\x00" + b"\x00\xff"
+            + struct.pack("<H", len(extra)) + extra)
+
+
+def _link_unnamed(fd: int, name: str) -> None:
+    """Give an O_TMPFILE file its name (linkat through /proc, which os.link cannot)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+    if libc.linkat(AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD,
+                   os.fsencode(name), AT_SYMLINK_FOLLOW) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), name)
+
+
+def compress_file(name: str, last_ns: int) -> None:
+    """``name`` gzipped into ``name.gz`` (made whole before it appears: an unnamed file
+    linked at the end), then ``name`` removed. A failure leaves ``name`` as it was
+    (readers take either)."""
+    import zlib
+
+    d = os.path.dirname(name) or "."
+    try:
+        src = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    out = -1
+    try:
+        out = os.open(d, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        z = zlib.compressobj(6, zlib.DEFLATED, -15)
+        crc, size = 0, 0
+        buf = [_gzip_header(last_ns)]
+        while True:
+            chunk = os.read(src, 1 << 20)
+            if not chunk:
+                break
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+            buf.append(z.compress(chunk))
+            _write_all(out, memoryview(b"".join(buf)))
+            buf = []
+        buf.append(z.flush() + struct.pack("<II", crc, size & 0xFFFFFFFF))
+        _write_all(out, memoryview(b"".join(buf)))
+        _link_unnamed(out, name + ".gz")
+        os.unlink(name)
+    except OSError:
+        pass   # a removed container, a full disk: the file stays as it is
+    finally:
+        os.close(src)
+        if out >= 0:
+            os.close(out)
 
 
 class LogEntry:
@@ -346,10 +431,20 @@ def log_files(path: str) -> list[str]:
     except FileNotFoundError:
         return []
     for name in names:
-        if name.startswith(prefix) and name[len(prefix):].isdigit():
-            rotated.append((int(name[len(prefix):]), os.path.join(d, name)))
-    rotated.sort(reverse=True)
-    return [p for _, p in rotated] + ([path] if os.path.exists(path) else [])
+        if name.startswith(prefix):
+            n = name[len(prefix):]
+            gz = n.endswith(".gz")
+            if gz:
+                n = n[:-3]
+            if n.isdigit():   # the plain one first: it is being gzipped, or was cut short
+                rotated.append((int(n), gz, os.path.join(d, name)))
+    rotated.sort(key=lambda r: (-r[0], r[1]))
+    out, last = [], None
+    for n, _, p in rotated:
+        if n != last:
+            out.append(p)
+            last = n
+    return out + ([path] if os.path.exists(path) else [])
 
 
 # Our writer's lines: {"log":"<text>","stream":"stdout|stderr","time":"<RFC3339Nano, Z>"}
@@ -444,13 +539,54 @@ def _open_newest_first(path: str, upto: tuple[int, int] | None) -> Iterator[_Fil
         try:
             fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            continue   # rotated away meanwhile
+            if name.endswith(".gz") or name == path:
+                continue   # rotated away meanwhile
+            name += ".gz"   # gzipped meanwhile
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+        if name.endswith(".gz"):
+            try:
+                fd = _gunzipped(fd, os.path.dirname(name))
+            except (OSError, EOFError, ValueError):   # not gzip, cut short: skipped
+                continue
         ino = os.fstat(fd).st_ino
         if ino in seen:
             os.close(fd)
             continue
         seen.add(ino)
         yield _File(fd, ino, upto[1] if ino == stop_ino else None)   # the caller closes it
+
+
+def _gunzipped(fd: int, d: str) -> int:
+    """A gzipped log file's text in an unnamed file (beside it, else in /tmp), read like
+    any other; ``fd`` is closed."""
+    import gzip
+
+    out = -1
+    try:
+        for where in (d or ".", "/tmp"):
+            try:
+                out = os.open(where, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+                break
+            except OSError:
+                continue
+        if out < 0:
+            raise OSError("no room to unpack a compressed log file")
+        with gzip.GzipFile(fileobj=os.fdopen(fd, "rb", closefd=False)) as z:
+            while True:
+                chunk = z.read(1 << 20)
+                if not chunk:
+                    break
+                _write_all(out, memoryview(chunk))
+    except BaseException:
+        if out >= 0:
+            os.close(out)
+        raise
+    finally:
+        os.close(fd)
+    return out
 
 
 def _wanted(e: LogEntry | None, since_ns: int, until_ns: int) -> bool:
