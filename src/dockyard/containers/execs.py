@@ -74,8 +74,8 @@ class Execs:
                    "user": user,
                    "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
                    "rlimits": ocispec.rlimits(host),   # the container's, as dockerd's exec
-                   "noNewPrivileges": any(o.startswith("no-new-privileges") for o in
-                                          host.get("SecurityOpt") or [])}
+                   "noNewPrivileges": ocispec.security_options(
+                       host.get("SecurityOpt"))["no_new_privs"]}
         cs = body.get("ConsoleSize")
         if tty and isinstance(cs, list) and len(cs) == 2 and all(isinstance(v, int) and v > 0 for v in cs):
             process["consoleSize"] = {"height": cs[0], "width": cs[1]}  # the CLI's pty, from the start

@@ -92,8 +92,8 @@ class HealthChecks:
                 "cwd": c["Config"].get("WorkingDir") or "/", "user": user,
                 "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
                 "rlimits": ocispec.rlimits(host),
-                "noNewPrivileges": any(o.startswith("no-new-privileges")
-                                       for o in host.get("SecurityOpt") or [])}
+                "noNewPrivileges": ocispec.security_options(
+                    host.get("SecurityOpt"))["no_new_privs"]}
 
     async def _start_health(self, c: dict) -> None:
         """After a start: State.Health starts over (its log kept) and the supervisor

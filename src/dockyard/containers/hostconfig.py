@@ -1,5 +1,6 @@
 """HostConfig checks made at create and update (restart policy, resources, cpusets,
-block I/O this host cannot enforce, --storage-opt)."""
+block I/O and memory settings this host cannot enforce, --storage-opt, fields this
+daemon does not implement)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,115 @@ def _validate_host_config(host: dict) -> None:
                 what = "CPUs" if key == "CpusetCpus" else "memory nodes"
                 raise errors.InvalidParameter(
                     f"Requested {what} are not available - requested {host[key]}, available: {avail_s}")
+
+
+def _unsupported(field: str, value, why: str = "") -> errors.InvalidParameter:
+    return errors.InvalidParameter(f"{field}={value!r}: Dockyard does not support it"
+                                   + (f" ({why})" if why else ""))
+
+
+def _refuse_unsupported(host: dict, config: dict) -> None:
+    """Fields of the Engine API's create this daemon does not implement: a value other
+    than the zero one is refused (400) rather than silently dropped. docker-compose and
+    docker-py send many of them empty on every create; those pass."""
+    for field in ("IOMaximumIOps", "IOMaximumBandwidth"):
+        if host.get(field):   # dockerd's words (it answers 500)
+            what = "IOPs" if field == "IOMaximumIOps" else "bandwidth"
+            raise errors.InvalidParameter(
+                f"Invalid QoS settings: linux does not support configuration of maximum {what}")
+    iso = host.get("Isolation") or ""
+    if iso not in ("", "default"):
+        raise errors.InvalidParameter(f'Invalid isolation: "{iso}" - linux only supports '
+                                      f"'default'")
+    for field in ("CpuCount", "CpuPercent"):
+        if host.get(field):
+            raise _unsupported(field, host[field], "a Windows setting; use NanoCpus or "
+                               "CpuQuota/CpuPeriod")
+    if host.get("DeviceRequests"):
+        raise _unsupported("DeviceRequests", host["DeviceRequests"],
+                           "no device drivers (--gpus) are available")
+    if host.get("Cgroup"):
+        raise _unsupported("Cgroup", host["Cgroup"], "sharing another container's cgroup")
+    if host.get("CgroupParent"):
+        raise _unsupported("CgroupParent", host["CgroupParent"],
+                           "containers' cgroups are under the daemon's --cgroup-parent")
+    cgns = host.get("CgroupnsMode") or ""
+    if cgns not in ("", "host", "private"):
+        raise errors.InvalidParameter(f"invalid cgroup namespace mode: {cgns}")
+    ipc = host.get("IpcMode") or ""
+    if ipc.startswith("container:"):
+        raise _unsupported("IpcMode", ipc, "joining another container's IPC namespace "
+                           "and /dev/shm")
+    if ipc not in ("", "private", "shareable", "host", "none"):
+        raise errors.InvalidParameter(f"invalid IPC mode: {ipc}")
+    pid = host.get("PidMode") or ""
+    if pid not in ("", "host") and not (pid.startswith("container:") and pid[10:]):
+        raise errors.InvalidParameter(f"invalid PID mode: {pid}")
+    uts = host.get("UTSMode") or ""
+    if uts not in ("", "host"):
+        raise errors.InvalidParameter(f"invalid UTS mode: {uts}")
+    userns = host.get("UsernsMode") or ""
+    if userns not in ("", "host"):
+        raise _unsupported("UsernsMode", userns, "user namespaces; only 'host' is known")
+    if config.get("NetworkDisabled"):
+        raise _unsupported("NetworkDisabled", True, 'use HostConfig.NetworkMode "none"')
+
+
+# container.Resources' fields (what an update may carry besides RestartPolicy)
+_RESOURCES = (
+    "CpuShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight", "BlkioWeightDevice",
+    "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
+    "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus",
+    "CpusetMems", "Devices", "DeviceCgroupRules", "DeviceRequests", "KernelMemory",
+    "KernelMemoryTCP", "MemoryReservation", "MemorySwap", "MemorySwappiness", "OomKillDisable",
+    "PidsLimit", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth")
+
+
+def _refuse_unsupported_update(body: dict, applied: tuple[str, ...]) -> None:
+    """POST /containers/{id}/update: a resource field the update does not apply (as
+    dockerd's, which silently keeps the old value) is refused unless it holds its zero
+    value (the docker CLI sends every field, zero when not asked for)."""
+    for field in _RESOURCES:
+        if field in applied or field not in body:
+            continue
+        v = body[field]
+        if v in (None, 0, "", [], {}, False) or (field == "MemorySwappiness" and v == -1):
+            continue
+        raise errors.InvalidParameter(f"{field}: Dockyard cannot update it on an existing "
+                                      f"container (recreate the container to change it)")
+
+
+def _discard_unsupported_memory(host: dict) -> list[str]:
+    """dockerd's rule for memory settings the host cannot enforce (this daemon's
+    ``KernelMemory``/``KernelMemoryTCP``: never; swappiness: only with cgroup v1's
+    memory.swappiness): reset, with dockerd's warnings in the answer."""
+    warnings = []
+    if host.get("KernelMemory"):
+        warnings += ["Specifying a kernel memory limit is deprecated and will be removed in a "
+                     "future release.",
+                     "Your kernel does not support kernel memory limit capabilities or the "
+                     "cgroup is not mounted. Limitation discarded."]
+        host["KernelMemory"] = 0
+    if host.get("KernelMemoryTCP"):
+        warnings.append("Your kernel does not support kernel memory TCP limit capabilities or "
+                        "the cgroup is not mounted. Limitation discarded.")
+        host["KernelMemoryTCP"] = 0
+    sw = host.get("MemorySwappiness")
+    if sw is not None and sw != -1 and not _has_swappiness():
+        warnings.append("Your kernel does not support memory swappiness capabilities or the "
+                        "cgroup is not mounted. Memory swappiness discarded.")
+        host["MemorySwappiness"] = None
+    return warnings
+
+
+def _has_swappiness() -> bool:
+    from dockyard.runtime import cgroups
+    from dockyard.runtime.cgroups._common import v1_mounts
+
+    if cgroups.host_info()["driver"] == "v2":
+        return False
+    mount = v1_mounts().get("memory")
+    return mount is not None and os.path.exists(os.path.join(mount[0], "memory.swappiness"))
 
 
 # HostConfig field, blkio_support() key, dockerd's warning when the host cannot enforce it

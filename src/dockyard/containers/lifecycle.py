@@ -16,7 +16,9 @@ from dockyard.containers import state as st
 from dockyard.containers import warm as warmpool
 from dockyard.oci import spec as ocispec
 from dockyard.containers.hostconfig import (_check_storage_opt, _discard_unsupported_blkio,
-                                            _discard_unsupported_realtime, _validate_host_config)
+                                            _discard_unsupported_memory,
+                                            _discard_unsupported_realtime, _refuse_unsupported,
+                                            _refuse_unsupported_update, _validate_host_config)
 from dockyard.containers.records import _dir_size, _match_labels, _merge_config, _random_name
 from dockyard.containers import health as healthcheck
 from dockyard.containers import logopts
@@ -49,9 +51,11 @@ class Lifecycle:
         if runtime not in self.runtimes:
             raise errors.InvalidParameter(f"unknown or invalid runtime name: {runtime}")
         _validate_host_config(host)
+        _refuse_unsupported(host, config)
         logopts.check(host)
         _check_storage_opt(host, str(getattr(getattr(self.images, "snapshotter", None), "root", self.root)))
-        warnings = _discard_unsupported_blkio(host) + _discard_unsupported_realtime(host)
+        warnings = (_discard_unsupported_blkio(host) + _discard_unsupported_realtime(host)
+                    + _discard_unsupported_memory(host))
         _warm_cgroup_attach()   # `docker run` starts it right after
         image_id = await asyncio.to_thread(self.images.resolve, image_ref)
         image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
@@ -62,6 +66,7 @@ class Lifecycle:
             ocispec.command(config, image_config)
             ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"), bool(host.get("Privileged")))
             ocispec.resources(host)
+            ocispec.security_options(host.get("SecurityOpt"))
             ocispec.parse_signal(merged.get("StopSignal"))
             healthcheck.validate(merged.get("Healthcheck"))
         except ocispec.SpecError as e:
@@ -79,6 +84,11 @@ class Lifecycle:
         mode = host.get("NetworkMode") or "default"
         if mode.startswith("container:"):
             self.get(mode.split(":", 1)[1])  # 404 if the other container is unknown
+        if (host.get("PidMode") or "").startswith("container:"):
+            try:   # dockerd's 400: the CLI takes a 404 from create for a missing image
+                self.get(host["PidMode"].split(":", 1)[1])
+            except errors.NotFound as e:
+                raise errors.InvalidParameter(str(e)) from None
 
         if self.network is not None:
             await asyncio.to_thread(self.network.validate, host, merged)
@@ -731,7 +741,9 @@ class Lifecycle:
         c = self.get(ref)
         host = c["HostConfig"]
         keys = ("CpuShares", "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuQuota",
-                "CpuPeriod", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight")
+                "CpuPeriod", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight",
+                "CpuRealtimePeriod", "CpuRealtimeRuntime", "KernelMemory")
+        _refuse_unsupported_update(body, keys)
         new = dict(host)
         for k in keys:
             if body.get(k) not in (None, 0, ""):
@@ -741,7 +753,8 @@ class Lifecycle:
                 raise errors.InvalidParameter(
                     "Restart policy cannot be updated because AutoRemove is enabled for the container")
             new["RestartPolicy"] = body["RestartPolicy"]
-        warnings = _discard_unsupported_blkio(new) + _discard_unsupported_realtime(new)
+        warnings = (_discard_unsupported_blkio(new) + _discard_unsupported_realtime(new)
+                    + _discard_unsupported_memory(new))
         try:
             res = ocispec.resources(new)
         except ocispec.SpecError as e:

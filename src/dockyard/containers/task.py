@@ -59,9 +59,25 @@ class Task:
             c.pop("LinkHosts", None)
         etc = self._write_etc_files(c, hostname, mode)
         seccomp = None
-        if self.seccomp_profile is not None and not host.get("Privileged"):
+        if not host.get("Privileged"):
             caps = ocispec.capabilities(host.get("CapAdd"), host.get("CapDrop"), False)
-            seccomp = self.seccomp_profile(caps)
+            try:
+                profile = ocispec.security_options(host.get("SecurityOpt"))["seccomp"]
+            except ocispec.SpecError as e:
+                raise errors.InvalidParameter(str(e)) from None
+            if isinstance(profile, dict):   # --security-opt seccomp=<profile's JSON>
+                from dockyard.oci import seccomp_default
+
+                seccomp = seccomp_default.oci_from_docker(profile, caps)
+            elif self.seccomp_profile is not None:
+                seccomp = self.seccomp_profile(caps)
+        pidns = None
+        pid_mode = host.get("PidMode") or ""
+        if pid_mode.startswith("container:"):
+            other = self.get(pid_mode.split(":", 1)[1])
+            if not other["State"]["Running"]:
+                raise errors.Conflict(f"cannot join PID of a non running container: {other['Id']}")
+            pidns = f"/proc/{other['State']['Pid']}/ns/pid"
         user_mounts, root_prop = await asyncio.to_thread(self._mount_points, c, rootfs)
         self._emit_mounts(c, "mount")
         try:
@@ -72,7 +88,7 @@ class Task:
                                       image_config=image_config, rootfs=rootfs, hostname=hostname,
                                       etc_files=etc, netns=netns, seccomp=seccomp,
                                       cgroup_parent=self.cgroup_parent, resolved_mounts=user_mounts,
-                                      rootfs_propagation=root_prop)
+                                      rootfs_propagation=root_prop, pidns=pidns)
         except ocispec.SpecError as e:
             raise errors.InvalidParameter(str(e)) from None
         if host.get("Init"):

@@ -87,6 +87,61 @@ def capabilities(cap_add: list[str] | None, cap_drop: list[str] | None,
     return [c for c in caps if c not in drops]
 
 
+def security_options(opts: list[str] | None) -> dict:
+    """HostConfig.SecurityOpt, checked: ``no_new_privs`` (bool), ``seccomp`` (None for
+    the default profile, ``"unconfined"``, or a Docker-format profile as a dict: the
+    docker CLI sends the file's content), ``systempaths_unconfined`` (bool). What this
+    daemon cannot apply (an AppArmor profile, SELinux labels) is refused, never dropped."""
+    import json
+
+    out: dict = {"no_new_privs": False, "seccomp": None, "systempaths_unconfined": False}
+    for opt in opts or []:
+        if opt in ("no-new-privileges", "label=disable", "label:disable", "disable"):
+            out["no_new_privs"] = out["no_new_privs"] or opt == "no-new-privileges"
+            continue
+        sep = "=" if "=" in opt else ":"
+        key, has, val = opt.partition(sep)
+        if not has:
+            raise SpecError(f"invalid --security-opt 1: {opt!r}")
+        if key == "no-new-privileges":
+            if val.lower() not in ("1", "t", "true", "0", "f", "false"):
+                raise SpecError(f"invalid --security-opt 2: {opt!r}")
+            out["no_new_privs"] = val.lower() in ("1", "t", "true")
+        elif key == "seccomp":
+            if val == "unconfined":
+                out["seccomp"] = "unconfined"
+                continue
+            try:
+                profile = json.loads(val)
+            except ValueError as e:
+                raise SpecError(f"Decoding seccomp profile failed: {e} (--security-opt seccomp= "
+                                f"takes the profile's JSON, which the docker CLI reads from the "
+                                f"file named)") from None
+            from dockyard.oci import seccomp_default
+
+            try:   # checked now: a bad profile is a 400 at create, not a failed start
+                seccomp_default.oci_from_docker(profile, DEFAULT_CAPS)
+            except seccomp_default.ProfileError as e:
+                raise SpecError(f"Decoding seccomp profile failed: {e}") from None
+            out["seccomp"] = profile
+        elif key == "apparmor":
+            if val != "unconfined":
+                raise SpecError(f"invalid --security-opt {opt!r}: Dockyard does not support "
+                                f"AppArmor profiles (only apparmor=unconfined)")
+        elif key == "label":
+            if val != "disable":
+                raise SpecError(f"invalid --security-opt {opt!r}: Dockyard does not support "
+                                f"SELinux labels (only label=disable)")
+        elif key == "systempaths":
+            if val != "unconfined":
+                raise SpecError(f"invalid --security-opt {opt!r}: systempaths takes only "
+                                f"'unconfined'")
+            out["systempaths_unconfined"] = True
+        else:
+            raise SpecError(f"invalid --security-opt 2: {opt!r}")
+    return out
+
+
 def merge_env(image_env: list[str] | None, env: list[str] | None, hostname: str,
               tty: bool) -> list[str]:
     out: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
@@ -288,6 +343,11 @@ def resources(host: dict) -> dict:
         mem["swap"] = -1
     if host.get("OomKillDisable"):
         mem["disableOOMKiller"] = True
+    sw = host.get("MemorySwappiness")
+    if sw is not None and sw != -1:
+        if not 0 <= sw <= 100:
+            raise SpecError(f"Invalid value: {sw}, valid memory swappiness range is 0-100")
+        mem["swappiness"] = int(sw)
     if mem:
         res["memory"] = mem
     cpu: dict = {}
@@ -316,12 +376,37 @@ def resources(host: dict) -> dict:
         cpu["mems"] = host["CpusetMems"]
     if cpu:
         res["cpu"] = cpu
+    for rule in host.get("DeviceCgroupRules") or []:
+        res["devices"].append(device_cgroup_rule(rule))
     if host.get("PidsLimit") and host["PidsLimit"] > 0:
         res["pids"] = {"limit": int(host["PidsLimit"])}
     bio = block_io(host)
     if bio:
         res["blockIO"] = bio
     return res
+
+
+_DEVICE_RULE = None
+
+
+def device_cgroup_rule(rule: str) -> dict:
+    """``--device-cgroup-rule 'c 1:3 rwm'`` (``a``/``b``/``c``, ``*`` for any major or
+    minor) -> a linux.resources.devices entry allowing it, as dockerd's."""
+    import re
+
+    global _DEVICE_RULE
+    if _DEVICE_RULE is None:
+        _DEVICE_RULE = re.compile(r"^([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})$")
+    m = _DEVICE_RULE.match(str(rule))
+    if not m:
+        raise SpecError(f"invalid device cgroup format '{rule}'")
+    kind, major, minor, access = m.groups()
+    out: dict = {"allow": True, "type": kind, "access": access}
+    if major != "*":
+        out["major"] = int(major)
+    if minor != "*":
+        out["minor"] = int(minor)
+    return out
 
 
 # HostConfig field -> linux.resources.blockIO field, for the --device-{read,write}-{bps,iops}
@@ -405,7 +490,7 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
                rootfs: str, hostname: str, etc_files: dict[str, str] | None = None,
                netns: str | None = None, seccomp: dict | None = None,
                cgroup_parent: str = "/dockyard", resolved_mounts: list[dict] | None = None,
-               rootfs_propagation: str = "") -> dict:
+               rootfs_propagation: str = "", pidns: str | None = None) -> dict:
     """The OCI runtime spec for a container.
 
     ``etc_files`` maps /etc/hosts, /etc/hostname, /etc/resolv.conf to host files to bind.
@@ -415,24 +500,16 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
     ``resolved_mounts``: the container's mount points as OCI mounts (volumes, binds, --mount;
     the daemon resolves them: containers/mounts.py); None: HostConfig.Binds parsed here.
     ``rootfs_propagation``: linux.rootfsPropagation (shared/slave bind propagation).
+    ``pidns``: path of a PID namespace to join (``--pid container:X``).
     """
     host = host_config or {}
     privileged = bool(host.get("Privileged"))
     tty = bool(config.get("Tty"))
     caps = capabilities(host.get("CapAdd"), host.get("CapDrop"), privileged)
-    sec_opts = host.get("SecurityOpt") or []
-    no_new_privs = False
-    for opt in sec_opts:
-        key, _, val = opt.replace("=", ":", 1).partition(":")
-        if key == "no-new-privileges":
-            no_new_privs = val in ("", "true")
-        elif key == "seccomp":
-            if val == "unconfined":
-                seccomp = None
-        elif key in ("apparmor", "label", "systempaths"):
-            pass
-        else:
-            raise SpecError(f"invalid --security-opt: {opt!r}")
+    sec = security_options(host.get("SecurityOpt"))
+    no_new_privs = sec["no_new_privs"]
+    if sec["seccomp"] == "unconfined":
+        seccomp = None
     user = resolve_user(config.get("User") or image_config.get("User") or "", rootfs,
                         host.get("GroupAdd"))
     env = merge_env(image_config.get("Env"), config.get("Env"), hostname, tty)
@@ -453,12 +530,15 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
                         f"it needs to be an absolute path")
     if host.get("OomScoreAdj"):
         process["oomScoreAdj"] = int(host["OomScoreAdj"])
-    if tty and config.get("ConsoleSize"):
-        h, w = config["ConsoleSize"]
+    console = host.get("ConsoleSize") or config.get("ConsoleSize")
+    if tty and isinstance(console, list) and len(console) == 2:
+        h, w = console
         if h and w:
             process["consoleSize"] = {"height": int(h), "width": int(w)}
 
     mounts = _default_mounts(int(host.get("ShmSize") or 64 * 1024 * 1024))
+    if host.get("IpcMode") == "none":   # a private IPC namespace without /dev/shm (dockerd)
+        mounts = [m for m in mounts if m["destination"] != "/dev/shm"]
     if privileged:
         for m in mounts:
             if m["destination"] in ("/sys", "/sys/fs/cgroup"):
@@ -491,6 +571,11 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
         namespaces.append({"type": "network"})
     if host.get("PidMode") == "host":
         namespaces = [n for n in namespaces if n["type"] != "pid"]
+    elif pidns:
+        namespaces = [{"type": "pid", "path": pidns} if n["type"] == "pid" else n
+                      for n in namespaces]
+    if host.get("CgroupnsMode") == "private":
+        namespaces.append({"type": "cgroup"})
     if host.get("IpcMode") == "host":
         namespaces = [n for n in namespaces if n["type"] != "ipc"]
     if host.get("UTSMode") == "host":
@@ -506,8 +591,13 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
         linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
         linux["devices"] = host_devices()
     else:
-        linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
+        # HostConfig.MaskedPaths/ReadonlyPaths replace the defaults when set ([] is none:
+        # the docker CLI's --security-opt systempaths=unconfined)
+        masked, ro_paths = host.get("MaskedPaths"), host.get("ReadonlyPaths")
+        if sec["systempaths_unconfined"]:
+            masked, ro_paths = [], []
+        linux["maskedPaths"] = list(MASKED_PATHS if masked is None else masked)
+        linux["readonlyPaths"] = list(READONLY_PATHS if ro_paths is None else ro_paths)
         if seccomp is not None:
             linux["seccomp"] = seccomp
     devices = []
@@ -527,6 +617,10 @@ def build_spec(*, container_id: str, config: dict, host_config: dict, image_conf
         "mounts": mounts,
         "linux": linux,
     }
+    if config.get("Domainname") and host.get("UTSMode") != "host":
+        spec["domainname"] = config["Domainname"]   # of the container's own UTS namespace
+    if host.get("Annotations"):
+        spec["annotations"] = {str(k): str(v) for k, v in host["Annotations"].items()}
     if host.get("Init"):
         spec["process"]["args"] = ["/sbin/docker-init", "--"] + spec["process"]["args"]
     return spec
