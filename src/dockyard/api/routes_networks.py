@@ -8,7 +8,7 @@ from dockyard.api import schema
 from dockyard.api.app import add_route, ctx_of, json_response
 from dockyard.api.jsonbody import read_json
 from dockyard.api.filters import parse_filters
-from dockyard.errors import InvalidParameter, NotFound
+from dockyard.errors import Forbidden, InvalidParameter, NotFound
 
 
 def _net(request: web.Request):
@@ -42,6 +42,7 @@ async def create(request: web.Request) -> web.Response:
         raise InvalidParameter("network name must not be empty")
     driver = body.get("Driver") or "bridge"
     ipam = body.get("IPAM") or {}
+    _refuse_unsupported(body, ipam)
     cfg, cfg6 = _ipam_configs(ipam.get("Config") or [])
     m = _net(request)
     out = await ctx.run(lambda: m.create_network(
@@ -49,10 +50,40 @@ async def create(request: web.Request) -> web.Response:
         ip_range=cfg.get("IPRange") or None, internal=bool(body.get("Internal")),
         labels=body.get("Labels") or None, options=body.get("Options") or None,
         enable_ipv6=bool(body.get("EnableIPv6")), subnet6=cfg6.get("Subnet") or None,
-        gateway6=cfg6.get("Gateway") or None, ip_range6=cfg6.get("IPRange") or None))
+        gateway6=cfg6.get("Gateway") or None, ip_range6=cfg6.get("IPRange") or None,
+        attachable=bool(body.get("Attachable"))))
     info = await ctx.run(m.network_of, out["Id"])
     _emit(request, "create", info)
     return json_response(out, status=201)
+
+
+def _refuse_unsupported(body: dict, ipam: dict) -> None:
+    """Fields of a network create this daemon does not implement: refused unless they
+    hold their zero value, with dockerd's words (and status) where dockerd refuses too."""
+    scope = body.get("Scope") or ""
+    if scope in ("swarm", "global"):
+        raise Forbidden("cannot create a swarm scoped network when swarm is not active")
+    if scope not in ("", "local"):
+        raise InvalidParameter(f"invalid network scope: {scope}")
+    if body.get("Ingress"):
+        raise Forbidden("Ingress network can only be global scope network")
+    if body.get("ConfigOnly"):
+        raise InvalidParameter("ConfigOnly: Dockyard does not support configuration-only "
+                               "networks")
+    if (body.get("ConfigFrom") or {}).get("Network"):
+        raise InvalidParameter("ConfigFrom: Dockyard does not support configuration-only "
+                               "networks")
+    if body.get("EnableIPv4") is False:
+        raise InvalidParameter("EnableIPv4=false: Dockyard does not support IPv6-only networks")
+    drv = ipam.get("Driver") or "default"
+    if drv != "default":
+        raise NotFound(f'plugin "{drv}" not found')
+    if ipam.get("Options"):
+        raise InvalidParameter(f"IPAM Options {ipam['Options']!r}: Dockyard does not support "
+                               f"them (the default IPAM driver takes none)")
+    for c in ipam.get("Config") or []:
+        if (c or {}).get("AuxiliaryAddresses"):
+            raise InvalidParameter("IPAM AuxiliaryAddresses: Dockyard does not support them")
 
 
 def _ipam_configs(cfgs: list[dict]) -> tuple[dict, dict]:

@@ -43,6 +43,10 @@ PREDEFINED = ("bridge", "host", "none")
 # dockerd takes any name (spaces too) but an empty or blank one; ids are what the host sees
 NAME_RE = re.compile(r"^(?=.*\S)[^\x00-\x1f/]+$")
 BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
+# the bridge driver options a user network may be given (the others are refused)
+DRIVER_OPTS = (BRIDGE_NAME_OPT, "com.docker.network.bridge.enable_icc",
+               "com.docker.network.bridge.enable_ip_masquerade",
+               "com.docker.network.bridge.host_binding_ipv4", "com.docker.network.driver.mtu")
 
 
 def _now() -> str:
@@ -344,6 +348,7 @@ class NetworkManager:
         subnet6: str | None = None,
         gateway6: str | None = None,
         ip_range6: str | None = None,
+        attachable: bool = False,
     ) -> dict:
         """Create a user-defined network; returns {"Id", "Warning"} as the API
         does. Errors: InvalidParameter (bad name/subnet/gateway/range),
@@ -363,6 +368,12 @@ class NetworkManager:
             if driver != "bridge":
                 raise NotFound(f"plugin \"{driver}\" not found")
             options = {str(k): str(v) for k, v in (options or {}).items()}
+            for k in options:
+                # the bridge driver's own options: one it would act on and we do not is
+                # refused (other keys are kept and shown, as dockerd keeps them)
+                if k.startswith("com.docker.network.") and k not in DRIVER_OPTS:
+                    raise InvalidParameter(f"network option {k}: Dockyard does not support it "
+                                           f"(known: {', '.join(DRIVER_OPTS)})")
             mtu = options.get("com.docker.network.driver.mtu")
             if mtu is not None and (not mtu.isdigit() or not 68 <= int(mtu) <= 65535):
                 raise InvalidParameter(f"invalid MTU {mtu!r}")
@@ -396,6 +407,7 @@ class NetworkManager:
                 gateway6=str(pool6.gateway) if pool6 else "",
                 ip_range6=str(pool6.ip_range or "") if pool6 else "",
                 show_gateway=bool(gateway) or not subnet, show_gateway6=bool(gateway6),
+                attachable=attachable,
             )
             try:
                 if br.link_exists(bname):

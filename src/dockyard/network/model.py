@@ -120,6 +120,8 @@ class Network:
     # from a user's subnet (dockerd's)
     show_gateway: bool = True
     show_gateway6: bool = True
+    # --attachable: only shown (it matters to swarm services, which this daemon has not)
+    attachable: bool = False
 
     @property
     def prefixlen(self) -> int:
@@ -195,7 +197,7 @@ class Network:
             "IPAM": {"Driver": "default", "Options": {} if not self.default else None,
                      "Config": ipam_cfg},
             "Internal": self.internal,
-            "Attachable": False,
+            "Attachable": self.attachable,
             "Ingress": False,
             "ConfigFrom": {"Network": ""},
             "ConfigOnly": False,
