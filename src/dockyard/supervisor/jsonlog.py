@@ -17,6 +17,7 @@ import struct
 import time
 from json.decoder import scanstring as _scanstring
 from json.encoder import encode_basestring_ascii as _quote
+from zlib import error as zlib_error
 from typing import Iterator
 
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
@@ -327,13 +328,45 @@ class JSONLogWriter:
             os.close(self._fd)
 
 
-def _gzip_header(last_ns: int) -> bytes:
+def _gzip_header(last_ns: int, ident: tuple[int, int]) -> bytes:
     """A gzip member's header as dockerd's compressFile writes it: the FEXTRA field holds
     ``{"lastTime":"<RFC3339Nano>"}``, the time of the file's last entry (a reader with
-    --since skips older files without reading them)."""
+    --since skips older files without reading them). Ours adds a comment (FCOMMENT,
+    which gzip readers skip): the inode and mtime the text had, so that a follower
+    still knows the file it was reading once it is gzipped (inode numbers are reused:
+    with the mtime in nanoseconds, two files never match by chance)."""
     extra = json.dumps({"lastTime": rfc3339nano(last_ns)}, separators=(",", ":")).encode()
-    return (b"\x1f\x8b\x08\x04" + b"\x00\x00\x00\x00" + b"\x00\xff"
-            + struct.pack("<H", len(extra)) + extra)
+    return (b"\x1f\x8b\x08\x14" + b"\x00\x00\x00\x00" + b"\x00\xff"
+            + struct.pack("<H", len(extra)) + extra + b"ino %d mtime %d\x00" % ident)
+
+
+def gzip_identity(fd: int) -> tuple[int, int] | None:
+    """(inode, mtime ns) a gzipped log file's text had (our header's comment), if it says."""
+    head = os.pread(fd, 512, 0)
+    if len(head) < 12 or head[:3] != b"\x1f\x8b\x08" or not head[3] & 0x10:
+        return None
+    i = 10
+    if head[3] & 0x04:
+        i += 2 + (head[10] | head[11] << 8)
+    if head[3] & 0x08:   # a name first
+        i = head.find(b"\x00", i) + 1
+        if i == 0:
+            return None
+    end = head.find(b"\x00", i)
+    m = re.fullmatch(rb"ino (\d+) mtime (\d+)", head[i:end]) if end > 0 else None
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _identity(name: str) -> tuple[int, int] | None:
+    """A log file's (inode, mtime ns); for a gzipped one, those its text had."""
+    if not name.endswith(".gz"):
+        st = os.stat(name)
+        return (st.st_ino, st.st_mtime_ns)
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return gzip_identity(fd)
+    finally:
+        os.close(fd)
 
 
 def _link_unnamed(fd: int, name: str) -> None:
@@ -364,7 +397,8 @@ def compress_file(name: str, last_ns: int) -> None:
         out = os.open(d, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
         z = zlib.compressobj(6, zlib.DEFLATED, -15)
         crc, size = 0, 0
-        buf = [_gzip_header(last_ns)]
+        st = os.fstat(src)
+        buf = [_gzip_header(last_ns, (st.st_ino, st.st_mtime_ns))]
         while True:
             chunk = os.read(src, 1 << 20)
             if not chunk:
@@ -523,10 +557,10 @@ def _open_newest_first(path: str, upto: tuple[int, int] | None) -> Iterator[_Fil
     names = log_files(path)[::-1]
     stop_ino = None
     if upto is not None:
-        inos = []
+        inos = []   # the newest file with that inode is the follower's (it holds it open)
         for name in names:
             try:
-                inos.append(os.stat(name).st_ino)
+                inos.append((_identity(name) or (None,))[0])
             except FileNotFoundError:
                 inos.append(None)
         if upto[0] in inos:
@@ -534,7 +568,7 @@ def _open_newest_first(path: str, upto: tuple[int, int] | None) -> Iterator[_Fil
             names, stop_ino = names[k:], upto[0]
         elif names and names[0] == path:
             names = names[1:]
-    seen: set[int] = set()
+    seen: set[tuple] = set()
     for name in names:
         try:
             fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
@@ -546,17 +580,27 @@ def _open_newest_first(path: str, upto: tuple[int, int] | None) -> Iterator[_Fil
                 fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue
+        ident = None
         if name.endswith(".gz"):
             try:
+                ident = gzip_identity(fd)
+            except OSError:
+                pass
+            try:
                 fd = _gunzipped(fd, os.path.dirname(name))
-            except (OSError, EOFError, ValueError):   # not gzip, cut short: skipped
+            except (OSError, EOFError, ValueError, zlib_error):   # not gzip, cut short
                 continue
-        ino = os.fstat(fd).st_ino
-        if ino in seen:
+        if ident is None:
+            st = os.fstat(fd)
+            ident = (st.st_ino, st.st_mtime_ns)
+        if ident in seen:
             os.close(fd)
             continue
-        seen.add(ino)
-        yield _File(fd, ino, upto[1] if ino == stop_ino else None)   # the caller closes it
+        seen.add(ident)
+        stop = ident[0] == stop_ino
+        if stop:
+            stop_ino = None   # only the newest file with it
+        yield _File(fd, ident[0], upto[1] if stop else None)   # the caller closes it
 
 
 def _gunzipped(fd: int, d: str) -> int:
@@ -580,6 +624,7 @@ def _gunzipped(fd: int, d: str) -> int:
                 if not chunk:
                     break
                 _write_all(out, memoryview(chunk))
+        os.lseek(out, 0, os.SEEK_SET)
     except BaseException:
         if out >= 0:
             os.close(out)
@@ -587,6 +632,17 @@ def _gunzipped(fd: int, d: str) -> int:
     finally:
         os.close(fd)
     return out
+
+
+def _open_rotated(name: str) -> tuple[int, bool] | None:
+    """A rotated log file opened (fd, gzipped?), its .gz if it was gzipped meanwhile;
+    None if it is gone."""
+    for n in (name,) if name.endswith(".gz") else (name, name + ".gz"):
+        try:
+            return os.open(n, os.O_RDONLY | os.O_CLOEXEC), n.endswith(".gz")
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def _wanted(e: LogEntry | None, since_ns: int, until_ns: int) -> bool:
@@ -708,13 +764,17 @@ def read_entries(path: str, since_ns: int = 0, until_ns: int = 0,
 
 
 class LogFollower:
-    """Yields entries appended to the current file after construction, across rotations."""
+    """Yields entries appended to the current file after construction, across rotations:
+    when the file it reads was rotated, it finishes it, then reads every file rotated
+    after it (two rotations between two polls leave one in the middle), oldest first,
+    then the current one."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fh = None
         self._ino = None
         self._buf = b""
+        self._queue: list = []   # files rotated after ours, to read before the current one
         self._open(seek_end=True)
 
     def _open(self, seek_end: bool) -> None:
@@ -726,6 +786,50 @@ class LogFollower:
             fh.seek(0, os.SEEK_END)
         self._fh = fh
         self._ino = os.fstat(fh.fileno()).st_ino
+
+    def _switch(self) -> None:
+        """Ours was rotated: queue the files newer than it (all the rotated ones if it was
+        dropped), oldest first, then the current one."""
+        st = os.fstat(self._fh.fileno())   # held open: its inode is not reused meanwhile
+        old = (st.st_ino, st.st_mtime_ns)   # complete: rotated files are not written
+        names = log_files(self.path)[::-1]   # newest first
+        self._fh.close()
+        self._fh, self._buf = None, b""
+        if not names or names[0] != self.path:
+            return
+        opened = []   # (fd, gzipped), newest first, up to ours
+        for name in names[1:]:
+            got = _open_rotated(name)
+            if got is None:
+                continue
+            fd, gz = got
+            try:
+                if gz:
+                    ident = gzip_identity(fd)
+                else:
+                    st = os.fstat(fd)
+                    ident = (st.st_ino, st.st_mtime_ns)
+            except OSError:
+                ident = None
+            if ident == old:
+                os.close(fd)
+                break
+            opened.append((fd, gz))
+        files = []
+        for fd, gz in reversed(opened):
+            if gz:
+                try:
+                    fd = _gunzipped(fd, os.path.dirname(self.path))
+                except (OSError, EOFError, ValueError, zlib_error):
+                    continue
+            files.append(os.fdopen(fd, "rb"))
+        self._open(seek_end=False)
+        if self._fh is None:
+            for fh in files:
+                fh.close()
+            return
+        self._queue = files + [self._fh]
+        self._fh = self._queue.pop(0)
 
     def position(self) -> tuple[int, int]:
         """(inode, offset) this follower starts from; (0, 0) if it has no file yet
@@ -746,6 +850,10 @@ class LogFollower:
             if chunk:
                 *lines, self._buf = (self._buf + chunk).split(b"\n")
                 return [e for e in map(_parse_line, lines) if e is not None], True
+            if self._queue:   # a rotated file read to its end: the next one
+                self._fh.close()
+                self._fh, self._buf = self._queue.pop(0), b""
+                continue
             # Rotated? Then the current file is a new inode: finish the old one, switch.
             try:
                 ino = os.stat(self.path).st_ino
@@ -753,10 +861,7 @@ class LogFollower:
                 return [], False
             if ino == self._ino:
                 return [], False
-            self._fh.close()
-            self._fh = None
-            self._buf = b""
-            self._open(seek_end=False)
+            self._switch()
             if self._fh is None:
                 return [], False
 
@@ -768,5 +873,7 @@ class LogFollower:
                 return
 
     def close(self) -> None:
-        if self._fh:
-            self._fh.close()
+        for fh in [self._fh] + self._queue:
+            if fh:
+                fh.close()
+        self._queue = []
