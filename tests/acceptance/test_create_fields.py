@@ -270,3 +270,26 @@ def test_update_refuses_what_it_does_not_apply(daemon):
         assert json.loads(daemon.out("inspect", name))[0]["HostConfig"]["CpuShares"] == 512
     finally:
         daemon.docker("rm", "-f", name, check=False)
+
+
+def test_our_cli_sends_the_seccomp_profile_and_systempaths(daemon, tmp_path):
+    import subprocess
+    import sys
+
+    def ours(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dockyard", *args], env=daemon.env,
+                              capture_output=True, text=True, timeout=60)
+
+    prof = tmp_path / "deny-mkdir.json"
+    prof.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}, indent=2))
+    r = ours("run", "--rm", "--security-opt", f"seccomp={prof}", "busybox", "sh", "-c",
+             "mkdir /made && echo MADE")
+    assert "MADE" not in r.stdout and "Operation not permitted" in r.stderr, (r.stdout, r.stderr)
+    r = ours("run", "--rm", "--security-opt", f"seccomp={tmp_path}/none.json", "busybox", "true")
+    assert r.returncode == 125 and f"opening seccomp profile ({tmp_path}/none.json) failed" \
+        in r.stderr, r.stderr
+    r = ours("run", "--rm", "--security-opt", "systempaths=unconfined", "busybox", "cat",
+             "/proc/self/mountinfo")
+    assert r.returncode == 0 and " /proc/sys " not in r.stdout, r.stderr

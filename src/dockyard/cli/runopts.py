@@ -254,6 +254,36 @@ def parse_volume(spec: str) -> str:
 
 # --------------------------------------------------------------------------- flags
 
+def security_opts(opts: list[str]) -> tuple[list[str], list | None]:
+    """--security-opt as the docker CLI sends it: a seccomp profile's file read and its
+    JSON sent (compacted); ``systempaths=unconfined`` becomes empty MaskedPaths and
+    ReadonlyPaths (returned as the second item, None when not given)."""
+    import json
+
+    out: list[str] = []
+    masked = None
+    for opt in opts or []:
+        if opt == "systempaths=unconfined":
+            masked = []
+            continue
+        key, sep, val = opt.partition("=") if "=" in opt else opt.partition(":")
+        if key == "seccomp" and sep and val != "unconfined":
+            try:
+                with open(val, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise OptionError(f"opening seccomp profile ({val}) failed: open {val}: "
+                                  f"{(e.strerror or str(e)).lower()}") from None
+            try:
+                profile = json.loads(data)
+            except ValueError as e:
+                raise OptionError(f"compacting json for seccomp profile ({val}) failed: "
+                                  f"{e}") from None
+            opt = "seccomp=" + json.dumps(profile, separators=(",", ":"))
+        out.append(opt)
+    return out, masked
+
+
 def add_container_flags(p: CommandParser) -> None:
     """The flags `create` and `run` share (Docker's names, help texts shortened)."""
     a = p.add_argument
@@ -466,6 +496,7 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
         devices.append({"PathOnHost": parts[0],
                         "PathInContainer": parts[1] if len(parts) > 1 else parts[0],
                         "CgroupPermissions": parts[2] if len(parts) > 2 else "rwm"})
+    sec_opts, masked = security_opts(o.security_opt)
     host: dict[str, Any] = {
         "Binds": binds, "ContainerIDFile": "",
         "LogConfig": {"Type": o.log_driver or "", "Config": log_cfg},
@@ -481,7 +512,7 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
         "Links": None, "OomScoreAdj": intval("oom_score_adj", o.oom_score_adj),
         "PidMode": o.pid or "", "Privileged": bool(o.privileged),
         "PublishAllPorts": bool(o.publish_all), "ReadonlyRootfs": bool(o.read_only),
-        "SecurityOpt": list(o.security_opt) or None, "UTSMode": o.uts or "",
+        "SecurityOpt": sec_opts or None, "UTSMode": o.uts or "",
         "UsernsMode": o.userns or "", "ShmSize": shm, "Isolation": "",
         "CpuShares": intval("cpu_shares", o.cpu_shares), "Memory": memory, "NanoCpus": cpus,
         "CgroupParent": o.cgroup_parent or "", "BlkioWeight": 0, "BlkioWeightDevice": [],
@@ -496,7 +527,7 @@ def build_create(p: CommandParser, o: Any, image: str, cmd: list[str],
         "MemorySwappiness": -1, "OomKillDisable": bool(o.oom_kill_disable),
         "PidsLimit": intval("pids_limit", o.pids_limit), "Ulimits": ulimits,
         "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
-        "MaskedPaths": None, "ReadonlyPaths": None,
+        "MaskedPaths": masked, "ReadonlyPaths": masked,
     }
     if o.tmpfs:
         host["Tmpfs"] = {}
