@@ -293,3 +293,19 @@ def test_our_cli_sends_the_seccomp_profile_and_systempaths(daemon, tmp_path):
     r = ours("run", "--rm", "--security-opt", "systempaths=unconfined", "busybox", "cat",
              "/proc/self/mountinfo")
     assert r.returncode == 0 and " /proc/sys " not in r.stdout, r.stderr
+
+
+def test_no_new_privileges_false_stays_off_in_execs(daemon):
+    name = _name("nnp")
+    daemon.docker("run", "-d", "--name", name, "--security-opt", "no-new-privileges=false",
+                  "busybox", "sleep", "1000")
+    try:
+        def nnp(*args: str) -> str:
+            out = daemon.out(*args, "grep", "NoNewPrivs", "/proc/self/status")
+            return out.split()[-1]
+
+        assert nnp("exec", name) == "0"
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
+    assert daemon.out("run", "--rm", "--security-opt", "no-new-privileges", "busybox", "grep",
+                      "NoNewPrivs", "/proc/self/status").split()[-1] == "1"
