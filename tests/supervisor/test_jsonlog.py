@@ -386,3 +386,43 @@ def test_follower_reads_the_files_rotated_between_two_polls(tmp_path):
         f.close()
         w.close()
         assert seen == [f"n{i}\n".encode() for i in range(n)], (compress, seen)
+
+
+def test_lines_with_attrs_are_read_as_json_loads_reads_them():
+    """The hand parser takes attrs lines (ours and dockerd's shape) apart as json.loads
+    would; anything odd goes the general way."""
+    w = jsonlog.attrs_field({"tag": 'a/b "},"time":"x', "b": "<&>", "é": "ü\u2028"})
+    lines = [('{"log":"hi\\n","stream":"stdout",%s"time":"2026-12-07T04:14:23.123456789Z"}\n'
+              % w).encode(),
+             b'{"log":"hi\\n","stream":"stderr","attrs":{},"time":"2026-12-07T04:14:23.12Z"}',
+             b'{"log":"hi\\n","stream":"stderr","attrs":{"a":1},"time":"2026-12-07T04:14:23Z"}',
+             b'{"log":"hi","stream":"stderr","attrs":{"a":"1"},"time":"2026-12-07T04:14:23+01:00"}',
+             b'{"log":"hi\\n","stream":"stderr","attrs":{"a":"1"}}',
+             b'{"log":"hi\\n","stream":"stderr","attrs":{"a":"1"},"time":"2026-12-07T04:1',
+             b'{"log":"x","stream":"stdout","attrs":{"a":"1"},"time":"2026-12-07T04:14:23Z","x":1}']
+    for line in lines:
+        e = jsonlog._parse_line(line)
+        try:
+            o = json.loads(line)
+            a = o.get("attrs")
+            want = (o["stream"], o["log"].encode(), o["time"], a if isinstance(a, dict) and a
+                    else None, jsonlog.parse_rfc3339nano(o["time"]))
+        except (ValueError, KeyError):
+            want = None
+        assert (e and (e.stream, e.data, e.time, e.attrs, e.time_ns)) == want, line
+    assert jsonlog._parse_line(lines[0]).attrs["tag"] == 'a/b "},"time":"x'
+
+
+def test_since_skips_gzipped_files_older_than_it(tmp_path):
+    p = str(tmp_path / "c-json.log")
+    w = jsonlog.JSONLogWriter(p, max_size=500, max_file=5, compress=True)
+    for i in range(40):
+        w.write("stdout", f"n{i}\n".encode(), now_ns=(i + 1) * 10**9)
+    w.wait_compressed()
+    w.close()
+    since = 30 * 10**9
+    before = jsonlog.bytes_read
+    got = [e.data for e in jsonlog.read_entries(p, since_ns=since)]
+    assert got == [f"n{i}\n".encode() for i in range(29, 40)]
+    # only the files that can hold such entries were unpacked and read
+    assert jsonlog.bytes_read - before < 2 * 500 + 100

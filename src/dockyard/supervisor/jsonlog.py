@@ -357,6 +357,19 @@ def gzip_identity(fd: int) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def _gzip_last_ns(fd: int) -> int:
+    """The lastTime in a gzipped log file's header (dockerd's and ours), else the
+    greatest time (the file is read)."""
+    head = os.pread(fd, 512, 0)
+    try:
+        if len(head) >= 12 and head[:3] == b"\x1f\x8b\x08" and head[3] & 0x04:
+            xlen = head[10] | head[11] << 8
+            return parse_rfc3339nano(json.loads(head[12:12 + xlen])["lastTime"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    return 1 << 63
+
+
 def _identity(name: str) -> tuple[int, int] | None:
     """A log file's (inode, mtime ns); for a gzipped one, those its text had."""
     if not name.endswith(".gz"):
@@ -489,22 +502,50 @@ _OUR_TIME = re.compile(r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])"
                        r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?Z\Z", re.ASCII)
 
 
+_ATTRS_KEY = '","attrs":{'
+_TIME_AFTER_ATTRS = '},"time":"'
+
+
+@functools.lru_cache(maxsize=64)   # a file's lines share their attrs: parsed once
+def _attrs(text: str) -> dict | None:
+    """``{...}`` of an attrs field: a dict of strings, else None (the general path)."""
+    try:
+        d = json.loads(text + "}")
+    except ValueError:
+        return None
+    if isinstance(d, dict) and all(isinstance(v, str) for v in d.values()):
+        return d
+    return None
+
+
 def _parse_line(line: bytes) -> LogEntry | None:
     """One line of a log file (its newline cut off or not) as an entry; None for what
     is no entry: a torn last line while the writer is mid-write, a blank line.
 
-    Our writer's exact shape is taken apart by hand, only the text going through
-    json's C string scanner, and the time left as written (parsed when needed);
-    anything else (another writer's key order, attrs, an odd time) goes through
-    json.loads, its time parsed at once, as it always did."""
+    Our writer's exact shape (and dockerd's: the same keys in the same order, attrs or
+    not) is taken apart by hand, only the text going through json's C string scanner,
+    the attrs parsed once per distinct text, and the time left as written (parsed when
+    needed); anything else (another key order, an odd time) goes through json.loads,
+    its time parsed at once, as it always did."""
     if line.startswith(b'{"log":"'):
         try:
             s = line.decode()
             end = len(s) - (3 if s.endswith('"}\n') else 2 if s.endswith('"}') else len(s))
             i = s.rfind(_MID, 0, end)
-            if i > 0 and s.startswith(_TIME_KEY, i + 18):
-                stream = s[i + 12:i + 18]
+            attrs = None
+            if i > 0 and s.startswith(_ATTRS_KEY, i + 18):   # with attrs (labels, env, tag)
+                k = s.rfind(_TIME_AFTER_ATTRS, i + 28, end)
+                attrs = _attrs(s[i + 28:k]) if k > 0 else None
+                if attrs is not None:
+                    t = s[k + 10:end]
+                else:
+                    i = -1   # not our shape: the general path
+            elif i > 0 and s.startswith(_TIME_KEY, i + 18):
                 t = s[i + 28:end]
+            else:
+                i = -1
+            if i > 0:
+                stream = s[i + 12:i + 18]
                 if stream == "stdout" or stream == "stderr":
                     text, j = _scanstring(s, 8)
                     if j == i + 1:
@@ -514,7 +555,7 @@ def _parse_line(line: bytes) -> LogEntry | None:
                             ns = parse_rfc3339nano(t)   # may not parse: then no entry, as ever
                         else:
                             raise ValueError(t)
-                        return LogEntry(stream, text.encode(), ns, t)
+                        return LogEntry(stream, text.encode(), ns, t, attrs or None)
         except ValueError:   # not UTF-8, a bad escape: the general path decides
             pass
     try:
@@ -548,7 +589,8 @@ class _File:
         self.fd, self.ino, self.end = fd, ino, end
 
 
-def _open_newest_first(path: str, upto: tuple[int, int] | None) -> Iterator[_File]:
+def _open_newest_first(path: str, upto: tuple[int, int] | None,
+                       since_ns: int = 0) -> Iterator[_File]:
     """The log's files, newest first, each opened when asked for. A file met twice (the
     log rotated while we read: the names shifted) is skipped. ``upto`` (a follower's
     (inode, offset)): files newer than that inode are left out, and that one is read up
@@ -584,6 +626,9 @@ def _open_newest_first(path: str, upto: tuple[int, int] | None) -> Iterator[_Fil
         if name.endswith(".gz"):
             try:
                 ident = gzip_identity(fd)
+                if since_ns and _gzip_last_ns(fd) < since_ns:
+                    os.close(fd)   # all older than --since: not unpacked (as dockerd)
+                    continue
             except OSError:
                 pass
             try:
@@ -740,7 +785,7 @@ def iter_entry_batches(path: str, since_ns: int = 0, until_ns: int = 0, tail: in
     needs. ``upto``: see :func:`_open_newest_first` (a follower takes over there)."""
     if tail == 0:
         return
-    more = _open_newest_first(path, upto)
+    more = _open_newest_first(path, upto, since_ns)
     files: list[_File] = []   # newest first
     try:
         if tail > 0:
