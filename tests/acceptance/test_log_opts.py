@@ -230,3 +230,34 @@ def test_compressed_rotations_as_dockerd_and_read_by_docker_logs(both, tmp_path)
     finally:
         for side in both:
             side.docker("rm", "-f", name, check=False)
+
+
+def test_a_warm_pool_container_tags_its_log_with_its_own_name(fresh_daemon):
+    """The warm pool makes a `run --rm` container ahead, before its name is known: the
+    attrs go with the start, so the tag is the taking container's."""
+    from acceptance.test_warm_pool import _wait_warm
+
+    d = fresh_daemon
+    tag = uuid.uuid4().hex[:6]
+
+    def run(name: str) -> dict:
+        d.docker("run", "-d", "--rm", "--name", name, "--log-opt", "tag={{.Name}} {{.ID}}",
+                 "-e", f"A={tag}", "busybox", "sh", "-c", "echo hi; sleep 30")
+        path, cid = d.out("inspect", "-f", "{{.LogPath}} {{.Id}}", name).split()
+        deadline = time.monotonic() + 10
+        while not (os.path.exists(path) and os.path.getsize(path)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with open(path, "rb") as f:
+            attrs = json.loads(f.readline())["attrs"]
+        d.docker("rm", "-f", name)
+        return attrs, cid
+
+    for i in range(2):
+        name = _n()
+        attrs, cid = run(name)
+        assert attrs == {"tag": f"{name} {cid[:12]}"}
+    (wid,) = _wait_warm(d, tag)
+    name = _n()
+    attrs, cid = run(name)
+    assert cid == wid and attrs == {"tag": f"{name} {cid[:12]}"}
