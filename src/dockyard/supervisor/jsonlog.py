@@ -533,15 +533,15 @@ def _parse_line(line: bytes) -> LogEntry | None:
             end = len(s) - (3 if s.endswith('"}\n') else 2 if s.endswith('"}') else len(s))
             i = s.rfind(_MID, 0, end)
             attrs = None
-            if i > 0 and s.startswith(_ATTRS_KEY, i + 18):   # with attrs (labels, env, tag)
+            if i > 0 and s.startswith(_TIME_KEY, i + 18):
+                t = s[i + 28:end]
+            elif i > 0 and s.startswith(_ATTRS_KEY, i + 18):   # with attrs (labels, env, tag)
                 k = s.rfind(_TIME_AFTER_ATTRS, i + 28, end)
                 attrs = _attrs(s[i + 28:k]) if k > 0 else None
                 if attrs is not None:
                     t = s[k + 10:end]
                 else:
                     i = -1   # not our shape: the general path
-            elif i > 0 and s.startswith(_TIME_KEY, i + 18):
-                t = s[i + 28:end]
             else:
                 i = -1
             if i > 0:
