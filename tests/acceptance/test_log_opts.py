@@ -123,6 +123,10 @@ def test_log_opt_errors_as_dockerd(both):
         ("run", "--rm", "--log-opt", "max-file=0"),
         ("run", "--rm", "--log-opt", "max-file=x"),
         ("run", "--rm", "--log-opt", "max-size=x"),
+        ("run", "--rm", "--log-opt", "max-size=0"),
+        ("run", "--rm", "--log-opt", "max-size=0k"),
+        ("run", "--rm", "--log-opt", "max-size=0.5"),
+        ("run", "--rm", "--log-opt", "max-size=-1"),
         ("run", "--rm", "--log-opt", "compress=true", "--log-opt", "max-file=1"),
     ]
     for case in cases:

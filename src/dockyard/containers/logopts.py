@@ -84,6 +84,9 @@ def settings(c: dict) -> dict:
     try:
         max_size = jsonlog.parse_size(cfg.get("max-size", "10m"))
     except ValueError as e:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?", cfg["max-size"], re.I)
+        if m and int(float(m.group(1)) * 1024 ** " kmgtp".index(m.group(2).lower() or " ")) == 0:
+            raise _failed("max-size must be a positive number") from None   # 0, 0k, 0.5
         raise _failed(str(e)) from None
     max_file = 3
     if "max-file" in cfg:
