@@ -79,3 +79,32 @@ def test_zero_values_and_known_options_pass(netd):
         assert info["Attachable"] is False
     finally:
         netd.docker("network", "rm", name, check=False)
+
+
+def test_endpoint_driver_opts_are_refused(netd):
+    import docker
+
+    api = netd.client().api
+    net = _name()
+    netd.docker("network", "create", net)
+    try:
+        with pytest.raises(docker.errors.APIError) as e:
+            api._raise_for_status(api._post_json(api._url("/containers/create"), data={
+                "Image": "busybox", "HostConfig": {"NetworkMode": net},
+                "NetworkingConfig": {"EndpointsConfig": {net: {"DriverOpts": {"a": "b"}}}}}))
+        assert e.value.status_code == 400 and "endpoint DriverOpts" in str(e.value)
+        cid = netd.out("create", "busybox", "true").strip()
+        try:
+            with pytest.raises(docker.errors.APIError) as e:
+                api._raise_for_status(api._post_json(
+                    api._url(f"/networks/{net}/connect"),
+                    data={"Container": cid, "EndpointConfig": {"DriverOpts": {"a": "b"}}}))
+            assert e.value.status_code == 400 and "endpoint DriverOpts" in str(e.value)
+            # empty: as compose sends them
+            api._raise_for_status(api._post_json(
+                api._url(f"/networks/{net}/connect"),
+                data={"Container": cid, "EndpointConfig": {"DriverOpts": {}}}))
+        finally:
+            netd.docker("rm", "-f", cid, check=False)
+    finally:
+        netd.docker("network", "rm", net, check=False)

@@ -146,10 +146,21 @@ def planned_endpoints(c: dict) -> dict:
     return eps
 
 
+def check_endpoint(endpoint: dict | None) -> None:
+    """EndpointSettings this daemon does not implement are refused, not dropped: the
+    bridge driver takes no per-endpoint DriverOpts."""
+    opts = (endpoint or {}).get("DriverOpts")
+    if opts:
+        raise errors.InvalidParameter(f"endpoint DriverOpts {opts!r}: Dockyard does not "
+                                      f"support them (the bridge driver takes none)")
+
+
 def plan_networks(c: dict) -> None:
     """At create: the mode's network is one of the container's endpoints from the start
     (dockerd shows it, and it can be disconnected and connected before the start)."""
     eps = planned_endpoints(c)
+    for ep in eps.values():
+        check_endpoint(ep)
     if ContainerNetworking.mode(c).startswith("container:"):
         eps = {}
     c["NetworkingConfig"] = {**(c.get("NetworkingConfig") or {}), "EndpointsConfig": eps}
@@ -179,6 +190,7 @@ def network_events(svc, c: dict, action: str) -> None:
 
 async def connect_container(svc, ref: str, network: str, endpoint: dict) -> None:
     """``docker network connect``: now if running, else at the next start."""
+    check_endpoint(endpoint)
     c = svc.get(ref)
     net = svc.network
     info = await asyncio.to_thread(net.m.network_of, network)
