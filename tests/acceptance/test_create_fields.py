@@ -309,3 +309,19 @@ def test_no_new_privileges_false_stays_off_in_execs(daemon):
         daemon.docker("rm", "-f", name, check=False)
     assert daemon.out("run", "--rm", "--security-opt", "no-new-privileges", "busybox", "grep",
                       "NoNewPrivs", "/proc/self/status").split()[-1] == "1"
+
+
+def test_update_applies_the_realtime_period(daemon):
+    name = _name("rt")
+    cid = daemon.out("run", "-d", "--name", name, "busybox", "sleep", "1000").strip()
+    try:
+        path = f"/sys/fs/cgroup/cpu{daemon.cgroup_parent}/{cid}/cpu.rt_period_us"
+        if HOST_V2 or not os.path.exists(path):
+            pytest.skip("no cgroup v1 real-time files on this host")
+        daemon.docker("update", "--cpu-rt-period", "500000", name)
+        with open(path) as f:
+            assert f.read().strip() == "500000"
+        assert json.loads(daemon.out("inspect", name))[0]["HostConfig"]["CpuRealtimePeriod"] \
+            == 500000
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
