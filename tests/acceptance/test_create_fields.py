@@ -325,3 +325,57 @@ def test_update_applies_the_realtime_period(daemon):
             == 500000
     finally:
         daemon.docker("rm", "-f", name, check=False)
+
+
+@pytest.mark.parametrize("config, host, words", [
+    ({"Hostname": "h"}, {}, "conflicting options: hostname and the network mode"),
+    ({}, {"Links": ["x:y"]}, "conflicting options: container type network can't be used with "
+                             "links. This would result in undefined behavior"),
+    ({}, {"Dns": ["192.0.2.1"]}, "conflicting options: dns and the network mode"),
+    ({}, {"ExtraHosts": ["a:192.0.2.1"]},
+     "conflicting options: custom host-to-IP mapping and the network mode"),
+    ({"MacAddress": "02:42:ac:11:00:09"}, {}, "conflicting options: mac-address and the "
+                                              "network mode"),
+    ({}, {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}},
+     "conflicting options: port publishing and the container type network mode"),
+    ({}, {"PublishAllPorts": True},
+     "conflicting options: port publishing and the container type network mode"),
+    ({"ExposedPorts": {"80/tcp": {}}}, {},
+     "conflicting options: port exposing and the container type network mode"),
+])
+def test_settings_moot_in_a_shared_network_namespace_are_refused(daemon, config, host, words):
+    """dockerd's words and status (checked side by side with Debian's dockerd 20.10):
+    they were taken from the other container and the given ones dropped."""
+    import docker
+
+    name = _name("netsrc")
+    daemon.docker("create", "--name", name, "busybox", "sleep", "1000")
+    try:
+        before = leftovers(daemon)
+        with pytest.raises(docker.errors.APIError) as e:
+            _create(daemon, {"Image": "busybox", **config,
+                             "HostConfig": {"NetworkMode": f"container:{name}", **host}})
+        assert e.value.status_code == 400 and words in str(e.value), str(e.value)
+        assert leftovers(daemon) == before
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
+
+
+def test_host_network_conflicts_and_warning(daemon):
+    import docker
+
+    for config, host, words in (
+            ({"MacAddress": "02:42:ac:11:00:09"}, {},
+             "conflicting options: mac-address and the network mode"),
+            ({}, {"Links": ["x:y"]}, "conflicting options: host type networking can't be used "
+                                     "with links")):
+        with pytest.raises(docker.errors.APIError) as e:
+            _create(daemon, {"Image": "busybox", **config,
+                             "HostConfig": {"NetworkMode": "host", **host}})
+        assert e.value.status_code == 400 and words in str(e.value), str(e.value)
+    name = _name("hostp")
+    r = daemon.docker("create", "--name", name, "--network", "host", "-p", "8080:80", "busybox")
+    try:
+        assert "Published ports are discarded when using host network mode" in r.stderr
+    finally:
+        daemon.docker("rm", "-f", name, check=False)

@@ -114,6 +114,39 @@ def _refuse_unsupported(host: dict, config: dict) -> None:
         raise _unsupported("UsernsMode", userns, "user namespaces; only 'host' is known")
     if config.get("NetworkDisabled"):
         raise _unsupported("NetworkDisabled", True, 'use HostConfig.NetworkMode "none"')
+    _check_network_mode(host, config)
+
+
+def _check_network_mode(host: dict, config: dict) -> None:
+    """dockerd's conflicts between the network mode and what it makes moot (runconfig's
+    validateNetMode, its words, 400): a container sharing another's network namespace
+    has that one's name, /etc/hosts, resolv.conf, MAC and ports."""
+    mode = host.get("NetworkMode") or ""
+    shared = mode.startswith("container:")
+    if shared and not mode[len("container:"):]:
+        raise errors.InvalidParameter("Invalid network mode: invalid container format "
+                                      "container:<name|id>")
+    conflict = None
+    if shared and config.get("Hostname"):
+        conflict = "hostname and the network mode"
+    elif shared and host.get("Links"):
+        conflict = ("container type network can't be used with links. This would result in "
+                    "undefined behavior")
+    elif shared and host.get("Dns"):
+        conflict = "dns and the network mode"
+    elif shared and host.get("ExtraHosts"):
+        conflict = "custom host-to-IP mapping and the network mode"
+    elif (shared or mode == "host") and config.get("MacAddress"):
+        conflict = "mac-address and the network mode"
+    elif shared and (host.get("PortBindings") or host.get("PublishAllPorts")):
+        conflict = "port publishing and the container type network mode"
+    elif shared and config.get("ExposedPorts"):
+        conflict = "port exposing and the container type network mode"
+    elif mode == "host" and host.get("Links"):
+        conflict = ("host type networking can't be used with links. This would result in "
+                    "undefined behavior")
+    if conflict:
+        raise errors.InvalidParameter(f"conflicting options: {conflict}")
 
 
 # container.Resources' fields (what an update may carry besides RestartPolicy)
@@ -138,6 +171,13 @@ def _refuse_unsupported_update(body: dict, applied: tuple[str, ...]) -> None:
             continue
         raise errors.InvalidParameter(f"{field}: Dockyard cannot update it on an existing "
                                       f"container (recreate the container to change it)")
+
+
+def _network_mode_warnings(host: dict) -> list[str]:
+    """dockerd's warning for published ports on the host's network (they are moot)."""
+    if host.get("NetworkMode") == "host" and host.get("PortBindings"):
+        return ["Published ports are discarded when using host network mode"]
+    return []
 
 
 def _discard_unsupported_memory(host: dict) -> list[str]:

@@ -17,7 +17,8 @@ from dockyard.containers import warm as warmpool
 from dockyard.oci import spec as ocispec
 from dockyard.containers.hostconfig import (_check_storage_opt, _discard_unsupported_blkio,
                                             _discard_unsupported_memory,
-                                            _discard_unsupported_realtime, _refuse_unsupported,
+                                            _discard_unsupported_realtime, _network_mode_warnings,
+                                            _refuse_unsupported,
                                             _refuse_unsupported_update, _validate_host_config)
 from dockyard.containers.records import _dir_size, _match_labels, _merge_config, _random_name
 from dockyard.containers import health as healthcheck
@@ -55,7 +56,7 @@ class Lifecycle:
         logopts.check(host)
         _check_storage_opt(host, str(getattr(getattr(self.images, "snapshotter", None), "root", self.root)))
         warnings = (_discard_unsupported_blkio(host) + _discard_unsupported_realtime(host)
-                    + _discard_unsupported_memory(host))
+                    + _discard_unsupported_memory(host) + _network_mode_warnings(host))
         _warm_cgroup_attach()   # `docker run` starts it right after
         image_id = await asyncio.to_thread(self.images.resolve, image_ref)
         image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
