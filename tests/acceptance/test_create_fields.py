@@ -43,6 +43,15 @@ def test_seccomp_profile_given_is_applied(daemon, tmp_path):
     r = daemon.docker("run", "--rm", "--security-opt", f"seccomp={prof}", "busybox",
                       "sh", "-c", "mkdir /made && echo MADE", check=False)
     assert "MADE" not in r.stdout and "Operation not permitted" in r.stderr, (r.stdout, r.stderr)
+    # an exec gets the container's profile too
+    name = _name("sc")
+    daemon.docker("run", "-d", "--name", name, "--security-opt", f"seccomp={prof}", "busybox",
+                  "sleep", "1000")
+    try:
+        r = daemon.docker("exec", name, "mkdir", "/made", check=False)
+        assert r.returncode != 0 and "Operation not permitted" in r.stderr, r.stderr
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
     # and a profile that is no profile: refused at create, nothing left behind
     before = leftovers(daemon)
     bad = tmp_path / "bad.json"
