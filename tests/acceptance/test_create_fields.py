@@ -388,3 +388,22 @@ def test_host_network_conflicts_and_warning(daemon):
         assert "Published ports are discarded when using host network mode" in r.stderr
     finally:
         daemon.docker("rm", "-f", name, check=False)
+
+
+def test_exec_start_console_size_is_applied(daemon):
+    import time
+
+    name = _name("ecs")
+    daemon.docker("run", "-d", "--name", name, "busybox", "sleep", "1000")
+    try:
+        api = _api(daemon)
+        eid = api.exec_create(name, ["sh", "-c", "stty size > /tmp/size"], tty=True)["Id"]
+        api._raise_for_status(api._post_json(api._url(f"/exec/{eid}/start"), data={
+            "Detach": True, "Tty": True, "ConsoleSize": [22, 77]}))
+        deadline = time.monotonic() + 10
+        while api.exec_inspect(eid)["Running"] or api.exec_inspect(eid)["ExitCode"] is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert daemon.out("exec", name, "cat", "/tmp/size").split() == ["22", "77"]
+    finally:
+        daemon.docker("rm", "-f", name, check=False)

@@ -336,8 +336,11 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     eid = request.match_info["id"]
     body = await _exec_start_body(request)
     ex = svc.exec_inspect(eid)
+    # dockerd's: the start's console size (API 1.42+, with Tty) is the pty's first size
+    size = body.get("ConsoleSize") if body.get("Tty") and \
+        versions.parse(request["api_version"]) >= (1, 42) else None
     if body.get("Detach"):
-        await svc.exec_start(eid, detach=True)
+        await svc.exec_start(eid, detach=True, console_size=size)
         return web.Response(status=200, content_type="application/json", body=b"")
     try:
         keys = hijack.parse_detach_keys(ex.get("DetachKeys") or None)
@@ -348,7 +351,7 @@ async def exec_start(request: web.Request) -> web.StreamResponse:
     # from the exec's inspect).
     transport = await hijack.upgrade(request)
     try:
-        tty, reader, writer = await svc.exec_start(eid)
+        tty, reader, writer = await svc.exec_start(eid, console_size=size)
     except Exception as e:  # noqa: BLE001 - reported in-band after the 101
         msg = (str(e) + "\r\n").encode()
         transport.write(msg if ex["ProcessConfig"]["tty"] else protocol.frame(1, msg))

@@ -44,8 +44,10 @@ class Execs:
             raise errors.NotFound(f"No such exec instance: {eid}")
         return {k: v for k, v in ex.items() if not k.startswith("_")}
 
-    async def exec_start(self, eid: str, detach: bool = False):
-        """Start an exec; attached: returns (tty, reader, writer) of its stream."""
+    async def exec_start(self, eid: str, detach: bool = False,
+                         console_size: list[int] | None = None):
+        """Start an exec; attached: returns (tty, reader, writer) of its stream.
+        ``console_size``: [height, width] from the start request (over the create's)."""
         ex = self.execs.get(eid)
         if ex is None:
             raise errors.NotFound(f"No such exec instance: {eid}")
@@ -76,7 +78,7 @@ class Execs:
                    "rlimits": ocispec.rlimits(host),   # the container's, as dockerd's exec
                    "noNewPrivileges": ocispec.security_options(
                        host.get("SecurityOpt"))["no_new_privs"]}
-        cs = body.get("ConsoleSize")
+        cs = console_size or body.get("ConsoleSize")
         if tty and isinstance(cs, list) and len(cs) == 2 and all(isinstance(v, int) and v > 0 for v in cs):
             process["consoleSize"] = {"height": cs[0], "width": cs[1]}  # the CLI's pty, from the start
         ex["Running"] = True
