@@ -407,3 +407,18 @@ def test_exec_start_console_size_is_applied(daemon):
         assert daemon.out("exec", name, "cat", "/tmp/size").split() == ["22", "77"]
     finally:
         daemon.docker("rm", "-f", name, check=False)
+
+
+def test_create_platform_must_match_the_image(daemon):
+    import docker
+
+    arch = json.loads(daemon.out("image", "inspect", "busybox"))[0]["Architecture"]
+    other = "arm64" if arch != "arm64" else "amd64"
+    api = _api(daemon)
+    with pytest.raises(docker.errors.APIError) as e:
+        api.create_container("busybox", "true", platform=f"linux/{other}")
+    assert e.value.status_code == 404 and (
+        f"image with reference busybox was found but does not match the specified platform: "
+        f"wanted linux/{other}, actual: linux/{arch}") in str(e.value), str(e.value)
+    cid = api.create_container("busybox", "true", platform=f"linux/{arch}")["Id"]
+    api.remove_container(cid)

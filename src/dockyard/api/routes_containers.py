@@ -61,8 +61,9 @@ async def create(request: web.Request) -> web.Response:
     body = await read_json(request, schema.CREATE)
     name = request.query.get("name") or None
     ro_non_recursive = _mount_version_gates(request["api_version"], body)
-    return json_response(await _svc(request).create(name, body, ro_non_recursive=ro_non_recursive),
-                         status=201)
+    return json_response(await _svc(request).create(
+        name, body, ro_non_recursive=ro_non_recursive,
+        platform=request.query.get("platform") or None), status=201)
 
 
 async def list_containers(request: web.Request) -> web.Response:

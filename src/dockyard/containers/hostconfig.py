@@ -173,6 +173,19 @@ def _refuse_unsupported_update(body: dict, applied: tuple[str, ...]) -> None:
                                       f"container (recreate the container to change it)")
 
 
+def _check_platform(ref: str, wanted: str, image: dict) -> None:
+    """``POST /containers/create?platform=``: the image found must be of that platform
+    (dockerd's 404 and words; the docker CLI then pulls the platform's image)."""
+    from dockyard.images.pull import parse_platform, platform_string
+
+    os_, arch, variant = parse_platform(wanted)
+    have = (image.get("os") or "linux", image.get("architecture") or "", image.get("variant"))
+    if have[0] != os_ or have[1] != arch or (variant and have[2] and have[2] != variant):
+        raise errors.NotFound(f"image with reference {ref} was found but does not match the "
+                              f"specified platform: wanted {platform_string(os_, arch, variant)}"
+                              f", actual: {platform_string(*have)}")
+
+
 def _network_mode_warnings(host: dict) -> list[str]:
     """dockerd's warning for published ports on the host's network (they are moot)."""
     if host.get("NetworkMode") == "host" and host.get("PortBindings"):

@@ -18,7 +18,7 @@ from dockyard.oci import spec as ocispec
 from dockyard.containers.hostconfig import (_check_storage_opt, _discard_unsupported_blkio,
                                             _discard_unsupported_memory,
                                             _discard_unsupported_realtime, _network_mode_warnings,
-                                            _refuse_unsupported,
+                                            _check_platform, _refuse_unsupported,
                                             _refuse_unsupported_update, _validate_host_config)
 from dockyard.containers.records import _dir_size, _match_labels, _merge_config, _random_name
 from dockyard.containers import health as healthcheck
@@ -32,9 +32,11 @@ class Lifecycle:
     """Part of ContainerService (containers/service.py): see the module's docstring."""
 
     # ---- create ----------------------------------------------------------------------
-    async def create(self, name: str | None, body: dict, ro_non_recursive: bool = False) -> dict:
+    async def create(self, name: str | None, body: dict, ro_non_recursive: bool = False,
+                     platform: str | None = None) -> dict:
         """``ro_non_recursive``: read-only binds are made read-only non-recursively (what
-        dockerd keeps for clients of API < 1.44; the API layer decides)."""
+        dockerd keeps for clients of API < 1.44; the API layer decides). ``platform``:
+        the image must be of it (``docker run --platform``), else 404 as dockerd."""
         if not isinstance(body, dict):
             raise errors.InvalidParameter("invalid JSON: container config must be an object")
         config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
@@ -59,7 +61,10 @@ class Lifecycle:
                     + _discard_unsupported_memory(host) + _network_mode_warnings(host))
         _warm_cgroup_attach()   # `docker run` starts it right after
         image_id = await asyncio.to_thread(self.images.resolve, image_ref)
-        image_config = (await asyncio.to_thread(self.images.get_config, image_id)).get("config") or {}
+        image_full = await asyncio.to_thread(self.images.get_config, image_id)
+        if platform:
+            _check_platform(image_ref, platform, image_full)
+        image_config = image_full.get("config") or {}
         cid = secrets.token_hex(32)
         # Merge the image's defaults into the container's Config as Docker shows it.
         merged = _merge_config(config, image_config)
