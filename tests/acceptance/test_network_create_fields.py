@@ -108,3 +108,21 @@ def test_endpoint_driver_opts_are_refused(netd):
             netd.docker("rm", "-f", cid, check=False)
     finally:
         netd.docker("network", "rm", net, check=False)
+
+
+def test_config_mac_address_is_applied(netd):
+    """docker-py (and API clients before 1.44) give the MAC in Config.MacAddress."""
+    net = _name()
+    netd.docker("network", "create", net)
+    try:
+        c = netd.client().containers.run("busybox", "cat /sys/class/net/eth0/address",
+                                         network=net, mac_address="02:42:ac:11:00:99",
+                                         detach=True)
+        try:
+            c.wait(timeout=30)
+            assert c.logs().decode().strip() == "02:42:ac:11:00:99"
+            assert c.attrs["Config"]["MacAddress"] == "02:42:ac:11:00:99"
+        finally:
+            c.remove(force=True)
+    finally:
+        netd.docker("network", "rm", net, check=False)

@@ -248,9 +248,14 @@ def _merge_config(config: dict, image_config: dict) -> dict:
         "WorkingDir": config.get("WorkingDir") or image_config.get("WorkingDir") or "",
         "Entrypoint": config.get("Entrypoint") if config.get("Entrypoint") is not None
         else image_config.get("Entrypoint"),
-        "OnBuild": image_config.get("OnBuild"),
+        "OnBuild": config.get("OnBuild") or image_config.get("OnBuild"),
         "Labels": {**(image_config.get("Labels") or {}), **(config.get("Labels") or {})},
     }
+    # kept as given (omitted when empty, as dockerd's JSON): the MAC address is the
+    # first network's (containers/networking.py), Shell and ArgsEscaped go with a commit
+    for k in ("MacAddress", "Shell", "ArgsEscaped"):
+        if config.get(k):
+            merged[k] = config[k]
     if config.get("ExposedPorts") or image_config.get("ExposedPorts"):
         merged["ExposedPorts"] = {**(image_config.get("ExposedPorts") or {}),
                                   **(config.get("ExposedPorts") or {})}
