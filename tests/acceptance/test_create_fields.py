@@ -422,3 +422,18 @@ def test_create_platform_must_match_the_image(daemon):
         f"wanted linux/{other}, actual: linux/{arch}") in str(e.value), str(e.value)
     cid = api.create_container("busybox", "true", platform=f"linux/{arch}")["Id"]
     api.remove_container(cid)
+
+
+def test_config_shell_goes_with_a_commit(daemon):
+    name = _name("sh")
+    _create(daemon, {"Image": "busybox", "Cmd": ["true"], "Shell": ["/bin/sh", "-ec"]}, name)
+    try:
+        assert json.loads(daemon.out("inspect", name))[0]["Config"]["Shell"] == ["/bin/sh", "-ec"]
+        iid = daemon.out("commit", name).strip()
+        try:
+            cfg = json.loads(daemon.out("image", "inspect", iid))[0]["Config"]
+            assert cfg["Shell"] == ["/bin/sh", "-ec"]
+        finally:
+            daemon.docker("rmi", iid, check=False)
+    finally:
+        daemon.docker("rm", "-f", name, check=False)
