@@ -437,3 +437,41 @@ def test_config_shell_goes_with_a_commit(daemon):
             daemon.docker("rmi", iid, check=False)
     finally:
         daemon.docker("rm", "-f", name, check=False)
+
+
+def test_cgroup_parent_is_applied(daemon):
+    parent = f"{daemon.cgroup_parent}/own-{uuid.uuid4().hex[:6]}"   # the harness cleans it
+    name = _name("cgp")
+    cid = daemon.out("run", "-d", "--name", name, "--cgroup-parent", parent, "busybox",
+                     "sleep", "1000").strip()
+    try:
+        ctl = "unified" if HOST_V2 else "memory"
+        base = "/sys/fs/cgroup" if HOST_V2 else f"/sys/fs/cgroup/{ctl}"
+        pid = json.loads(daemon.out("inspect", name))[0]["State"]["Pid"]
+        with open(f"{base}{parent}/{cid}/cgroup.procs") as f:
+            assert str(pid) in f.read().split()
+        daemon.docker("update", "--memory", "64m", "--memory-swap", "-1", name)
+        if not HOST_V2:
+            with open(f"{base}{parent}/{cid}/memory.limit_in_bytes") as f:
+                assert int(f.read()) == 64 << 20
+        stats = json.loads(daemon.out("stats", "--no-stream", "--format", "{{json .}}", name))
+        assert stats["MemUsage"].endswith("64MiB"), stats
+    finally:
+        import glob
+        import time
+
+        daemon.docker("rm", "-f", name, check=False)
+        for _ in range(50):   # the parent the runtime made (its leaf went with the rm)
+            left = [d for d in glob.glob(f"/sys/fs/cgroup/*{parent}") if os.path.isdir(d)]
+            for d in left:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+            if not left:
+                break
+            time.sleep(0.1)
+    r = daemon.docker("run", "--rm", "--cgroup-parent", "relative", "busybox", "true",
+                      check=False)
+    assert r.returncode == 125 and "CgroupParent='relative': Dockyard does not support it" \
+        in r.stderr, r.stderr

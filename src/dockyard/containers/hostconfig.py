@@ -91,9 +91,11 @@ def _refuse_unsupported(host: dict, config: dict) -> None:
                            "no device drivers (--gpus) are available")
     if host.get("Cgroup"):
         raise _unsupported("Cgroup", host["Cgroup"], "sharing another container's cgroup")
-    if host.get("CgroupParent"):
-        raise _unsupported("CgroupParent", host["CgroupParent"],
-                           "containers' cgroups are under the daemon's --cgroup-parent")
+    parent = host.get("CgroupParent") or ""
+    if parent and (not parent.startswith("/") or parent.endswith(".slice")
+                   or any(p in ("", ".", "..") for p in parent.strip("/").split("/"))):
+        raise _unsupported("CgroupParent", parent, "only an absolute cgroupfs path such as "
+                           "'/mygroup' is (no systemd slices, no relative paths)")
     cgns = host.get("CgroupnsMode") or ""
     if cgns not in ("", "host", "private"):
         raise errors.InvalidParameter(f"invalid cgroup namespace mode: {cgns}")

@@ -17,8 +17,14 @@ from dockyard.containers.common import log
 class Task:
     """Part of ContainerService (containers/service.py): see the module's docstring."""
 
+    def _cgroup_parent_of(self, c: dict | None) -> str:
+        """The container's HostConfig.CgroupParent (absolute, checked at create), else
+        the daemon's --cgroup-parent."""
+        own = ((c or {}).get("HostConfig") or {}).get("CgroupParent") or ""
+        return "/" + own.strip("/") if own else self.cgroup_parent
+
     def _cgroup(self, cid: str) -> str:
-        return f"{self.cgroup_parent}/{cid}"
+        return f"{self._cgroup_parent_of(self.containers.get(cid))}/{cid}"
 
     def _oom_killed(self, cid: str) -> bool:
         try:
@@ -87,7 +93,8 @@ class Task:
             spec = ocispec.build_spec(container_id=cid, config=config, host_config=host,
                                       image_config=image_config, rootfs=rootfs, hostname=hostname,
                                       etc_files=etc, netns=netns, seccomp=seccomp,
-                                      cgroup_parent=self.cgroup_parent, resolved_mounts=user_mounts,
+                                      cgroup_parent=self._cgroup_parent_of(c),
+                                      resolved_mounts=user_mounts,
                                       rootfs_propagation=root_prop, pidns=pidns)
         except ocispec.SpecError as e:
             raise errors.InvalidParameter(str(e)) from None
