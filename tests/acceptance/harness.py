@@ -139,6 +139,12 @@ class Daemon:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+            # a supervisor the holder had just started (not answering the ping yet)
+            for pid in processes_with_arg(str(self.data / "supervisor")):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             _kill_cgroup_procs(self.cgroup_parent)
             from dockyard.snapshots.mount import mounts_under, unmount
 
@@ -170,6 +176,23 @@ class Daemon:
         import docker
 
         return docker.DockerClient(base_url=self.host, timeout=120)
+
+
+def processes_with_arg(arg: str) -> list[int]:
+    """Pids of the processes that have ``arg`` as one of their arguments."""
+    want = arg.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if want in args:
+            found.append(int(name))
+    return found
 
 
 def holder_pid(sup_root: Path) -> int | None:
