@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from helpers.procs import processes_with_arg
+
 DOCKER = "/usr/local/bin/docker"
 
 
@@ -176,23 +178,6 @@ class Daemon:
         import docker
 
         return docker.DockerClient(base_url=self.host, timeout=120)
-
-
-def processes_with_arg(arg: str) -> list[int]:
-    """Pids of the processes that have ``arg`` as one of their arguments."""
-    want = arg.encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if want in args:
-            found.append(int(name))
-    return found
 
 
 def holder_pid(sup_root: Path) -> int | None:

@@ -87,6 +87,32 @@ def _on_a_pty(argv: list[str], env: dict, send: bytes, expect: bytes) -> bytes:
         os.close(master)
 
 
+def _ttys_and_stdin_still_work(d: Daemon) -> None:
+    """exec -t and exec -it into "tlog", attach to the shell "tsh", and stdin still
+    reaches "in" (which echoes `got <line>`)."""
+    r = d.docker("exec", "-t", "tlog", "echo", "exec-ok")
+    assert "exec-ok" in r.stdout
+    got = _on_a_pty([DOCKER, "exec", "-it", "tlog", "sh"], d.env,
+                    b"echo it-$((40+2))\r", b"it-42")
+    assert b"it-42" in got, got
+    got = _on_a_pty([DOCKER, "attach", "tsh"], d.env, b"echo ok-$((2+3))\r", b"ok-5")
+    assert b"ok-5" in got, got
+    p = subprocess.Popen([DOCKER, "attach", "in"], stdin=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=d.env)
+    try:
+        time.sleep(1)
+        p.stdin.write(b"hello\n")
+        p.stdin.flush()
+        deadline = time.monotonic() + 10
+        while "got hello" not in _logs(d, "in")[0] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "got hello" in _logs(d, "in")[0]
+    finally:
+        p.kill()
+        p.wait()
+    assert _state(d, "in")["Status"] == "running"
+
+
 def test_kill9_of_the_supervisor_loses_no_line_no_exit_code_no_tty_no_stdin(fresh_daemon):
     d = fresh_daemon
     for name in ("log0", "log1", "log2"):
@@ -147,30 +173,7 @@ def test_kill9_of_the_supervisor_loses_no_line_no_exit_code_no_tty_no_stdin(fres
         assert _contiguous(seqs) and len(seqs) > 100, (name, len(seqs))
         assert out.splitlines()[-1].strip() == "bye", (name, out[-200:])
 
-    # ttys still work: exec -it, and attach to the shell
-    r = d.docker("exec", "-t", "tlog", "echo", "exec-ok")
-    assert "exec-ok" in r.stdout
-    got = _on_a_pty([DOCKER, "exec", "-it", "tlog", "sh"], d.env,
-                    b"echo it-$((40+2))\r", b"it-42")
-    assert b"it-42" in got, got
-    got = _on_a_pty([DOCKER, "attach", "tsh"], d.env, b"echo ok-$((2+3))\r", b"ok-5")
-    assert b"ok-5" in got, got
-
-    # stdin still reaches the container that keeps it open
-    p = subprocess.Popen([DOCKER, "attach", "in"], stdin=subprocess.PIPE,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=d.env)
-    try:
-        time.sleep(1)
-        p.stdin.write(b"hello\n")
-        p.stdin.flush()
-        deadline = time.monotonic() + 10
-        while "got hello" not in _logs(d, "in")[0] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "got hello" in _logs(d, "in")[0]
-    finally:
-        p.kill()
-        p.wait()
-    assert _state(d, "in")["Status"] == "running"
+    _ttys_and_stdin_still_work(d)
 
 
 # each line in two writes (the number after the word): lines cut across the kills

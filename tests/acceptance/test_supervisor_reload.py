@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-from acceptance.harness import DOCKER, Daemon
+from acceptance.harness import Daemon
 from acceptance.test_supervisor_holder import (LOGGER, _alive, _contiguous, _logs, _numbers,
-                                               _on_a_pty, _state, _wait_new_supervisor, exiter)
+                                               _state, _ttys_and_stdin_still_work,
+                                               _wait_new_supervisor, exiter)
 
 pytestmark = pytest.mark.slow
 
@@ -70,30 +71,7 @@ def test_reload_keeps_ttys_stdin_exit_codes_and_every_line(fresh_daemon):
     for name in ("log", "tlog", "tsh", "in"):   # a tty's hang-up would have ended tlog and tsh
         assert _state(d, name)["Status"] == "running", (name, d.log_text())
 
-    # ttys still work: exec -t, exec -it, attach to the shell
-    r = d.docker("exec", "-t", "tlog", "echo", "exec-ok")
-    assert "exec-ok" in r.stdout
-    got = _on_a_pty([DOCKER, "exec", "-it", "tlog", "sh"], d.env,
-                    b"echo it-$((40+2))\r", b"it-42")
-    assert b"it-42" in got, got
-    got = _on_a_pty([DOCKER, "attach", "tsh"], d.env, b"echo ok-$((2+3))\r", b"ok-5")
-    assert b"ok-5" in got, got
-
-    # stdin still reaches the container that reads it
-    p = subprocess.Popen([DOCKER, "attach", "in"], stdin=subprocess.PIPE,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=d.env)
-    try:
-        time.sleep(1)
-        p.stdin.write(b"hello\n")
-        p.stdin.flush()
-        deadline = time.monotonic() + 10
-        while "got hello" not in _logs(d, "in")[0] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "got hello" in _logs(d, "in")[0]
-    finally:
-        p.kill()
-        p.wait()
-    assert _state(d, "in")["Status"] == "running"
+    _ttys_and_stdin_still_work(d)
 
     # every line, before, across and after the reload, once
     for name in ("log", "tlog"):

@@ -15,6 +15,7 @@ import pytest
 from dockyard.supervisor import client as supclient
 from dockyard.supervisor.jsonlog import read_entries
 from helpers.bundle import write_bundle
+from helpers.procs import processes_with_arg
 
 
 def _alive(pid: int) -> bool:
@@ -48,7 +49,7 @@ def sup(tmp_path):
             pass
     # a supervisor the holder had just started (not answering yet, so not pinged) would
     # outlive the test: every process of this root goes, found by its --root argument
-    for pid in _processes_with(root):
+    for pid in processes_with_arg(root):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -57,23 +58,6 @@ def sup(tmp_path):
                               capture_output=True, text=True).stdout.split():
         subprocess.run(["runc", "--root", state["runtime_root"], "delete", "-f", cid],
                        capture_output=True)
-
-
-def _processes_with(root: str) -> list[int]:
-    """Pids of the processes whose command line has ``root`` as an argument."""
-    want = root.encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        if want in args:
-            found.append(int(name))
-    return found
 
 
 def _run(sup, tmp_path, rootfs, args, **kw):
