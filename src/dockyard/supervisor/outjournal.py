@@ -265,5 +265,22 @@ class OutputJournal:
         self.mm.close()
 
 
+def unsettled(task_dir: str) -> bool:
+    """Whether the task's journal holds anything for its log (a chunk in flight or a
+    partial line): one read of its header, without mapping it."""
+    try:
+        with open(os.path.join(task_dir, "output.journal"), "rb") as f:
+            head = f.read(_PLEN + 16)
+    except OSError:
+        return False
+    if len(head) < _PLEN + 16:
+        return False
+    ctrl = head[_CTRL]
+    if ctrl & 0b11 != IDLE:
+        return True
+    lengths = struct.unpack_from("<4I", head, _PLEN)
+    return any(lengths[2 * stream + ((ctrl >> (2 + stream)) & 1)] for stream in (0, 1))
+
+
 def open_for(task_dir: str, log: JSONLogWriter, label: str = "") -> OutputJournal:
     return OutputJournal(os.path.join(task_dir, "output.journal"), log, label)

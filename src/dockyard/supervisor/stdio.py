@@ -213,8 +213,8 @@ class Stdio:
         """An exited container whose output journal was left mid-chunk (no holder
         kept its pipes): what it holds goes to the log."""
         if not (task.log_path and task.kind == "container") or \
-                not os.path.exists(os.path.join(self._task_dir(task.id), "output.journal")):
-            return
+                not outjournal.unsettled(self._task_dir(task.id)):
+            return   # the common case: read from its header, nothing opened
         self._open_log(task)
         self._close_log(task)
 
